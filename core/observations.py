@@ -1,0 +1,257 @@
+"""What a driver tells the core (observations), what the core asks of the driver (actions), and
+what the core tells the user (events). All frozen attrs classes: plain data, no behaviour.
+
+Units are SI at this boundary (seconds, bytes, fractions 0..1); the report converts to the
+anchor's units (ms, percent) in one place, :mod:`rtcprobe.core.report`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .config import MediaDemand
+from .errors import PreflightErrorInfo
+from .report import IceCandidateStats, PreflightReport, SelectedCandidatePair
+
+
+class Role(enum.Enum):
+    """Which of the two peer connections an observation is about."""
+
+    PUBLISHER = "publisher"  # sends the synthetic media (relay-only when TURN is configured)
+    SUBSCRIBER = "subscriber"  # receives it back
+
+
+ICE_STATES = frozenset({"new", "checking", "connected", "completed", "failed", "disconnected", "closed"})
+DTLS_STATES = frozenset({"new", "connecting", "connected", "closed", "failed"})
+CONNECTION_STATES = frozenset({"new", "connecting", "connected", "disconnected", "failed", "closed"})
+KINDS = frozenset({"audio", "video"})
+
+
+def _one_of(values: frozenset[str]) -> Any:
+    return attrs.validators.in_(values)
+
+
+# --- Observations (driver -> core) -------------------------------------------------------------
+
+
+@attrs.frozen
+class IceServer:
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+@attrs.frozen
+class MediaAcquired:
+    """The synthetic tracks exist."""
+
+    kinds: tuple[str, ...] = ("audio", "video")
+
+
+@attrs.frozen
+class SignalingConnected:
+    """The signaling server accepted the token and handed out ICE servers."""
+
+    ice_servers: tuple[IceServer, ...] = ()
+
+
+@attrs.frozen
+class IceStateChanged:
+    role: Role
+    state: str = attrs.field(validator=_one_of(ICE_STATES))
+
+
+@attrs.frozen
+class DtlsStateChanged:
+    role: Role
+    state: str = attrs.field(validator=_one_of(DTLS_STATES))
+
+
+@attrs.frozen
+class ConnectionStateChanged:
+    role: Role
+    state: str = attrs.field(validator=_one_of(CONNECTION_STATES))
+
+
+@attrs.frozen
+class TrackSubscribed:
+    """The subscriber received a track of this kind."""
+
+    kind: str = attrs.field(validator=_one_of(KINDS))
+
+
+@attrs.frozen
+class MediaStarted:
+    """The first decodable media of this kind arrived at the subscriber."""
+
+    kind: str = attrs.field(validator=_one_of(KINDS))
+
+
+@attrs.frozen
+class StepUnobservable:
+    """The driver cannot observe this progress step (e.g. a stack with no DTLS state events).
+
+    The core then skips waiting for it and never emits its progress event: it never invents one.
+    """
+
+    name: str = attrs.field(validator=_one_of(frozenset({"dtlsConnected", "peerConnectionConnected"})))
+
+
+@attrs.frozen
+class OutboundStats:
+    """The publisher's view of one sent stream: cumulative counters plus the remote receiver's
+    report (RTCP RR) about it."""
+
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    remote_rtt: float | None = None  # s (remote-inbound-rtp roundTripTime)
+    remote_jitter: float | None = None  # s
+    remote_fraction_lost: float | None = None  # 0..1, already ÷256
+    remote_packets_lost: int | None = None
+    available_bps: float | None = None  # bandwidth estimate (e.g. REMB), if any
+
+
+@attrs.frozen
+class InboundStats:
+    """The subscriber's view of one received stream: cumulative counters."""
+
+    packets_received: int = 0
+    packets_lost: int = 0
+    bytes_received: int = 0
+    jitter: float | None = None  # s (already divided by the codec clock rate)
+
+
+@attrs.frozen
+class StatsSample:
+    """One ``getStats()`` round over both peer connections, mapped to SI units."""
+
+    audio_out: OutboundStats | None = None
+    video_out: OutboundStats | None = None
+    audio_in: InboundStats | None = None
+    video_in: InboundStats | None = None
+    candidate_pair_rtt: float | None = None  # s, the selected pair's current RTT, when observable
+    ice_candidates: tuple[IceCandidateStats, ...] = ()
+    selected_pair: SelectedCandidatePair | None = None
+
+
+@attrs.frozen
+class StatsObserved:
+    sample: StatsSample
+
+
+@attrs.frozen
+class TransportError:
+    """Something on the network or the server side went wrong; carries the code to fail with."""
+
+    error: PreflightErrorInfo
+
+
+@attrs.frozen
+class StopRequested:
+    """The user asked to stop now."""
+
+
+Observation = (
+    MediaAcquired
+    | SignalingConnected
+    | IceStateChanged
+    | DtlsStateChanged
+    | ConnectionStateChanged
+    | TrackSubscribed
+    | MediaStarted
+    | StepUnobservable
+    | StatsObserved
+    | TransportError
+    | StopRequested
+)
+OBSERVATION_TYPES: tuple[type, ...] = (
+    MediaAcquired, SignalingConnected, IceStateChanged, DtlsStateChanged, ConnectionStateChanged,
+    TrackSubscribed, MediaStarted, StepUnobservable, StatsObserved, TransportError, StopRequested,
+)
+
+# --- Actions (core -> driver) ------------------------------------------------------------------
+
+
+@attrs.frozen
+class AcquireMedia:
+    media: MediaDemand
+
+
+@attrs.frozen
+class ConnectSignaling:
+    region: str
+
+
+@attrs.frozen
+class OpenPeerConnections:
+    ice_servers: tuple[IceServer, ...]
+    relay_only: bool
+
+
+@attrs.frozen
+class SampleStats:
+    """Take one stats sample now and answer with :class:`StatsObserved`."""
+
+    index: int  # 1-based
+    total: int
+
+
+@attrs.frozen
+class TearDown:
+    """Close everything: the test has ended."""
+
+
+Action = AcquireMedia | ConnectSignaling | OpenPeerConnections | SampleStats | TearDown
+
+# --- Events (core -> user) ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class Progress:
+    """A progress step landed (``name`` is one of PROGRESS_NAMES, ``duration`` ms since start)."""
+
+    name: str
+    duration: float
+
+
+@attrs.frozen
+class SampleRecorded:
+    """A stats sample was taken (drives progress bars)."""
+
+    index: int
+    total: int
+    level: int | None
+
+
+@attrs.frozen
+class NetworkQualityLevelChanged:
+    level: int
+    stats: Mapping[str, Any]  # NetworkQualityStats.to_dict() at the requested verbosity
+
+
+@attrs.frozen
+class Completed:
+    report: PreflightReport
+
+
+@attrs.frozen
+class Failed:
+    error: PreflightErrorInfo
+    report: PreflightReport
+
+
+Event = Progress | SampleRecorded | NetworkQualityLevelChanged | Completed | Failed
+
+PROGRESS_NAMES = (
+    "mediaAcquired",
+    "connected",
+    "iceConnected",
+    "dtlsConnected",
+    "peerConnectionConnected",
+    "mediaSubscribed",
+    "mediaStarted",
+)

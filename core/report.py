@@ -1,0 +1,300 @@
+"""The preflight report: frozen types and canonical JSON.
+
+Keys and units are the anchor's (REFERENCE.md A, DESIGN.md section 3): timings in ms (epoch ms;
+the simulator's epoch is 0), jitter in seconds, rtt in ms, packetLoss in percent. Our extensions
+live under keys of their own (``networkQuality``, ``bitrate``, ``samples``, ``run``, ``error``)
+and never change the anchor's.
+
+Canonical serialization: the same report gives the same bytes. Floats are rounded to a fixed
+number of decimals (``_DECIMALS``) so that harmless last-bit differences do not leak into the
+JSON, keys are sorted, and NaN/inf never appear (they become null).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from .errors import PreflightErrorInfo
+
+_DECIMALS = 6  # µs resolution for ms values, µs·1e-3 for seconds: far below anything measured
+
+
+def _num(x: float | None) -> float | int | None:
+    if x is None or not math.isfinite(x):
+        return None
+    r = round(float(x), _DECIMALS)
+    return 0.0 if r == 0 else r  # no "-0.0" in canonical output
+
+
+@attrs.frozen
+class Stat:
+    """``{min, max, average}`` of a series (the anchor's ``makeStat``)."""
+
+    min: float
+    max: float
+    average: float
+
+    @classmethod
+    def of(cls, values: Sequence[float | None]) -> Stat | None:
+        """Aggregate the finite values; None for an empty series (the anchor returns null)."""
+        vals = [float(v) for v in values if v is not None and math.isfinite(v)]
+        if not vals:
+            return None
+        return cls(min(vals), max(vals), math.fsum(vals) / len(vals))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min": _num(self.min), "max": _num(self.max), "average": _num(self.average)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Stat | None:
+        return None if d is None else cls(d["min"], d["max"], d["average"])
+
+
+@attrs.frozen
+class Timing:
+    """A timer: ``end``/``duration`` stay undefined (absent in JSON) until it is stopped."""
+
+    start: float
+    end: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.end is None else self.end - self.start
+
+    def stopped(self, end: float) -> Timing:
+        return Timing(self.start, end)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"start": _num(self.start)}
+        if self.end is not None:
+            d["end"] = _num(self.end)
+            d["duration"] = _num(self.duration)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Timing:
+        return cls(d["start"], d.get("end"))
+
+
+NETWORK_TIMERS = ("connect", "media", "dtls", "ice", "peerConnection")
+
+
+@attrs.frozen
+class IceCandidateStats:
+    """One ICE candidate as the anchor reports it (RTCIceCandidateStats subset)."""
+
+    transport_id: str
+    candidate_type: str  # host | srflx | prflx | relay
+    port: int
+    address: str
+    priority: int
+    protocol: str  # udp | tcp
+    url: str | None = None  # the STUN/TURN URL a srflx/relay candidate came from
+    relay_protocol: str | None = None  # udp | tcp | tls, relay candidates only
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "transportId": self.transport_id,
+            "candidateType": self.candidate_type,
+            "port": self.port,
+            "address": self.address,
+            "priority": self.priority,
+            "protocol": self.protocol,
+            "url": self.url,
+            "relayProtocol": self.relay_protocol,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> IceCandidateStats:
+        return cls(
+            d["transportId"], d["candidateType"], d["port"], d["address"], d["priority"], d["protocol"],
+            d.get("url"), d.get("relayProtocol"),
+        )
+
+
+@attrs.frozen
+class SelectedCandidatePair:
+    local_candidate: IceCandidateStats
+    remote_candidate: IceCandidateStats
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"localCandidate": self.local_candidate.to_dict(), "remoteCandidate": self.remote_candidate.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> SelectedCandidatePair | None:
+        if d is None:
+            return None
+        return cls(IceCandidateStats.from_dict(d["localCandidate"]), IceCandidateStats.from_dict(d["remoteCandidate"]))
+
+
+@attrs.frozen
+class ProgressEvent:
+    """``{name, duration}``: ms since the test started."""
+
+    name: str
+    duration: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "duration": _num(self.duration)}
+
+
+@attrs.frozen
+class ReportStats:
+    jitter: Stat | None  # seconds
+    rtt: Stat | None  # ms
+    packet_loss: Stat | None  # percent
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jitter": None if self.jitter is None else self.jitter.to_dict(),
+            "rtt": None if self.rtt is None else self.rtt.to_dict(),
+            "packetLoss": None if self.packet_loss is None else self.packet_loss.to_dict(),
+        }
+
+
+@attrs.frozen
+class Sample:
+    """One stats sample (our extension): time in ms since the test started, report units."""
+
+    time: float
+    jitter: float | None  # s
+    rtt: float | None  # ms
+    packet_loss: float | None  # %
+    outgoing_bitrate: float | None  # kbps
+    incoming_bitrate: float | None  # kbps
+    level: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": _num(self.time),
+            "jitter": _num(self.jitter),
+            "rtt": _num(self.rtt),
+            "packetLoss": _num(self.packet_loss),
+            "outgoingBitrate": _num(self.outgoing_bitrate),
+            "incomingBitrate": _num(self.incoming_bitrate),
+            "level": self.level,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Sample:
+        return cls(
+            d["time"], d["jitter"], d["rtt"], d["packetLoss"], d["outgoingBitrate"], d["incomingBitrate"], d["level"]
+        )
+
+
+@attrs.frozen
+class RunInfo:
+    """Where a report came from (our extension)."""
+
+    driver: str
+    version: str
+    scenario: str | None = None
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"driver": self.driver, "scenario": self.scenario, "seed": self.seed, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> RunInfo | None:
+        return None if d is None else cls(d["driver"], d["version"], d.get("scenario"), d.get("seed"))
+
+
+def _round_tree(x: Any) -> Any:
+    if isinstance(x, float):
+        return _num(x)
+    if isinstance(x, Mapping):
+        return {str(k): _round_tree(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_round_tree(v) for v in x]
+    return x
+
+
+@attrs.frozen(eq=True, hash=False)
+class PreflightReport:
+    """The whole report; a failure's partial report is the same type with ``error`` set."""
+
+    test_timing: Timing
+    network_timing: Mapping[str, Timing] = attrs.field(factory=dict)
+    stats: ReportStats | None = None
+    ice_candidate_stats: tuple[IceCandidateStats, ...] = ()
+    selected_ice_candidate_pair_stats: SelectedCandidatePair | None = None
+    progress_events: tuple[ProgressEvent, ...] = ()
+    # Extensions.
+    network_quality_level: int | None = None
+    network_quality_stats: Mapping[str, Any] | None = None  # NetworkQualityStats at verbosity 3
+    bitrate_outgoing: Stat | None = None  # kbps
+    bitrate_incoming: Stat | None = None  # kbps
+    samples: tuple[Sample, ...] = ()
+    run: RunInfo | None = None
+    error: PreflightErrorInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "testTiming": self.test_timing.to_dict(),
+            "networkTiming": {k: t.to_dict() for k, t in self.network_timing.items()},
+            "stats": None if self.stats is None else self.stats.to_dict(),
+            "iceCandidateStats": [c.to_dict() for c in self.ice_candidate_stats],
+            "selectedIceCandidatePairStats": (
+                None if self.selected_ice_candidate_pair_stats is None
+                else self.selected_ice_candidate_pair_stats.to_dict()
+            ),
+            "progressEvents": [e.to_dict() for e in self.progress_events],
+            "networkQuality": (
+                None if self.network_quality_level is None and self.network_quality_stats is None
+                else {"level": self.network_quality_level, "stats": _round_tree(self.network_quality_stats)}
+            ),
+            "bitrate": (
+                None if self.bitrate_outgoing is None and self.bitrate_incoming is None
+                else {
+                    "outgoing": None if self.bitrate_outgoing is None else self.bitrate_outgoing.to_dict(),
+                    "incoming": None if self.bitrate_incoming is None else self.bitrate_incoming.to_dict(),
+                }
+            ),
+            "samples": [s.to_dict() for s in self.samples],
+            "run": None if self.run is None else self.run.to_dict(),
+        }
+        if self.error is not None:
+            d["error"] = self.error.to_dict()
+        return d
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """Canonical JSON: sorted keys, rounded floats, no NaN; same report → same bytes."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=indent, allow_nan=False,
+                          separators=(",", ": ") if indent is not None else (",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PreflightReport:
+        stats = d.get("stats")
+        nq = d.get("networkQuality")
+        bitrate = d.get("bitrate") or {}
+        err = d.get("error")
+        return cls(
+            test_timing=Timing.from_dict(d["testTiming"]),
+            network_timing={k: Timing.from_dict(v) for k, v in d.get("networkTiming", {}).items()},
+            stats=None if stats is None else ReportStats(
+                Stat.from_dict(stats["jitter"]), Stat.from_dict(stats["rtt"]), Stat.from_dict(stats["packetLoss"])
+            ),
+            ice_candidate_stats=tuple(IceCandidateStats.from_dict(c) for c in d.get("iceCandidateStats", [])),
+            selected_ice_candidate_pair_stats=SelectedCandidatePair.from_dict(d.get("selectedIceCandidatePairStats")),
+            progress_events=tuple(ProgressEvent(e["name"], e["duration"]) for e in d.get("progressEvents", [])),
+            network_quality_level=None if nq is None else nq.get("level"),
+            network_quality_stats=None if nq is None else nq.get("stats"),
+            bitrate_outgoing=Stat.from_dict(bitrate.get("outgoing")),
+            bitrate_incoming=Stat.from_dict(bitrate.get("incoming")),
+            samples=tuple(Sample.from_dict(s) for s in d.get("samples", [])),
+            run=RunInfo.from_dict(d.get("run")),
+            error=None if err is None else PreflightErrorInfo(err["code"], err["name"], err["message"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PreflightReport:
+        return cls.from_dict(json.loads(text))

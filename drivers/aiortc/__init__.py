@@ -1,0 +1,1 @@
+"""The real WebRTC driver (aiortc) and the signaling server."""

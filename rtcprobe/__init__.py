@@ -1,0 +1,44 @@
+"""rtcprobe: an open, self-hostable WebRTC preflight test and network quality scorer.
+
+Public API:
+
+* ``rtcprobe.simulate(scenario, seed=None) -> PreflightReport``: a preflight over a simulated
+  network described by a scenario file (deterministic).
+* ``rtcprobe.run_preflight(token, *, url=None, ...) -> PreflightTest`` (inside a running asyncio
+  loop) and the blocking ``rtcprobe.preflight(...)``: a real WebRTC preflight with aiortc.
+* ``rtcprobe.core``: the sans-I/O core every driver feeds.
+
+Heavy drivers are imported lazily, so ``import rtcprobe`` stays fast and never pulls in aiortc.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .core.errors import ConfigError, PreflightError, PreflightErrorInfo
+from .core.report import PreflightReport
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "simulate": "rtcprobe.drivers.sim",
+    "Scenario": "rtcprobe.netem.scenario",
+    "ScenarioError": "rtcprobe.netem.scenario",
+    "run_preflight": "rtcprobe.drivers.aiortc",
+    "preflight": "rtcprobe.drivers.aiortc",
+    "PreflightTest": "rtcprobe.drivers.aiortc",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rtcprobe' has no attribute {name!r}")
+    return getattr(import_module(module), name)
+
+
+__all__ = [
+    "ConfigError", "PreflightError", "PreflightErrorInfo", "PreflightReport", "PreflightTest", "Scenario",
+    "ScenarioError", "__version__", "preflight", "run_preflight", "simulate",
+]
