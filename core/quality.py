@@ -525,9 +525,10 @@ def bandwidth_score(bps: float, demanded_bps: float, config: ScorerConfig = DEFA
     """100 when ``bps`` meets the demand, ``100 + slope ln(bps/demanded)`` below it (-inf at 0)."""
     if demanded_bps <= 0 or bps >= demanded_bps:
         return 100.0
-    if bps <= 0:
+    ratio = bps / demanded_bps
+    if ratio <= 0:  # nothing flows (or a ratio too small for a float)
         return -math.inf
-    return 100.0 + config.bandwidth_log_slope * math.log(bps / demanded_bps)
+    return 100.0 + config.bandwidth_log_slope * math.log(ratio)
 
 
 def latency_score(rtt: float | None, jitter: float | None) -> float | None:

@@ -1,0 +1,162 @@
+"""aiortc ``getStats()`` → the core's :class:`StatsSample`, in SI units (REFERENCE.md F).
+
+aiortc reports only ``inbound-rtp``, ``outbound-rtp``, ``remote-inbound-rtp``,
+``remote-outbound-rtp`` and ``transport`` entries, in its own units:
+
+============================================  ========================================  ==========
+aiortc stat                                   core field                                conversion
+============================================  ========================================  ==========
+publisher ``outbound-rtp.packetsSent``        ``OutboundStats.packets_sent``            summed per kind
+publisher ``outbound-rtp.bytesSent``          ``OutboundStats.bytes_sent``              summed per kind
+publisher ``remote-inbound-rtp.roundTripTime``  ``OutboundStats.remote_rtt``            seconds already
+publisher ``remote-inbound-rtp.jitter``       ``OutboundStats.remote_jitter``           RTP units ÷ clock rate
+publisher ``remote-inbound-rtp.fractionLost``  ``OutboundStats.remote_fraction_lost``   ÷ 256
+publisher ``remote-inbound-rtp.packetsLost``  ``OutboundStats.remote_packets_lost``      as is
+REMB received by the publisher's sender       ``OutboundStats.available_bps``           bps as is
+subscriber ``inbound-rtp.packetsReceived``    ``InboundStats.packets_received``         summed per kind
+subscriber ``inbound-rtp.packetsLost``        ``InboundStats.packets_lost``             summed per kind
+subscriber ``inbound-rtp.jitter``             ``InboundStats.jitter``                   RTP units ÷ clock rate
+subscriber receiver byte count                ``InboundStats.bytes_received``           see below
+(no candidate-pair stats in aiortc)           ``StatsSample.candidate_pair_rtt``        None
+============================================  ========================================  ==========
+
+Clock rates: 90000 for video, the negotiated codec's rate for audio (48000 for Opus).
+
+aiortc's ``inbound-rtp`` has no ``bytesReceived``: the subscriber's byte count comes from its DTLS
+transport's ``bytesReceived`` (everything on the wire, split across kinds by packet counts), which
+is what a bitrate should measure anyway.
+
+Only the direction each peer connection carries is read: the subscriber's recvonly transceivers
+still have senders whose ``outbound-rtp`` entries say 0, and the publisher's receivers never see
+a stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
+
+from rtcprobe.core.observations import InboundStats, OutboundStats, StatsSample
+
+DEFAULT_CLOCK_RATES: Mapping[str, int] = {"audio": 48000, "video": 90000}
+KINDS = ("audio", "video")
+
+
+def clock_rates(pc: Any) -> dict[str, int]:
+    """The negotiated clock rate per kind (the first codec of each transceiver), else the default."""
+    rates = dict(DEFAULT_CLOCK_RATES)
+    for transceiver in pc.getTransceivers():
+        codecs = getattr(transceiver, "_codecs", None)  # set once negotiation is done
+        if codecs and getattr(codecs[0], "clockRate", None):
+            rates[transceiver.kind] = int(codecs[0].clockRate)
+    return rates
+
+
+def _entries(report: Mapping[str, Any], kind_type: str, kind: str) -> list[Any]:
+    return [s for s in report.values() if getattr(s, "type", None) == kind_type and getattr(s, "kind", None) == kind]
+
+
+def _max(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def outbound(
+    report: Mapping[str, Any], kind: str, *, clock_rate: int, available_bps: float | None = None
+) -> OutboundStats | None:
+    """The publisher's view of its ``kind`` stream(s); None when it sends none."""
+    sent = _entries(report, "outbound-rtp", kind)
+    if not sent:
+        return None
+    remote = _entries(report, "remote-inbound-rtp", kind)
+    lost = [r.packetsLost for r in remote if r.packetsLost is not None]
+    return OutboundStats(
+        packets_sent=sum(int(s.packetsSent) for s in sent),
+        bytes_sent=sum(int(s.bytesSent) for s in sent),
+        remote_rtt=_max(r.roundTripTime for r in remote),  # None until an RR echoes an SR
+        remote_jitter=_max(None if r.jitter is None else r.jitter / clock_rate for r in remote),
+        remote_fraction_lost=_max(None if r.fractionLost is None else r.fractionLost / 256 for r in remote),
+        remote_packets_lost=sum(int(x) for x in lost) if lost else None,
+        available_bps=available_bps,
+    )
+
+
+def inbound(report: Mapping[str, Any], kind: str, *, clock_rate: int, bytes_received: int = 0) -> InboundStats | None:
+    """The subscriber's view of its received ``kind`` stream(s); None before the first packet."""
+    got = _entries(report, "inbound-rtp", kind)
+    if not got:
+        return None
+    return InboundStats(
+        packets_received=sum(int(s.packetsReceived) for s in got),
+        packets_lost=max(0, sum(int(s.packetsLost) for s in got)),  # RTCP's count can dip below 0
+        bytes_received=bytes_received,
+        jitter=_max(None if s.jitter is None else s.jitter / clock_rate for s in got),
+    )
+
+
+def _bytes_by_kind(report: Mapping[str, Any]) -> dict[str, int]:
+    """Split the transport's received bytes across kinds in proportion to packets received.
+
+    aiortc counts bytes per transport, not per stream; with max-bundle there is one transport,
+    so the split is the best per-kind figure available (the total is exact).
+    """
+    total = sum(int(s.bytesReceived) for s in report.values() if getattr(s, "type", None) == "transport")
+    packets = {k: sum(int(s.packetsReceived) for s in _entries(report, "inbound-rtp", k)) for k in KINDS}
+    n = sum(packets.values())
+    if n == 0:
+        return dict.fromkeys(KINDS, 0)
+    audio = total * packets["audio"] // n
+    return {"audio": audio, "video": total - audio}
+
+
+def to_sample(
+    publisher: Mapping[str, Any],
+    subscriber: Mapping[str, Any],
+    *,
+    publisher_rates: Mapping[str, int] = DEFAULT_CLOCK_RATES,
+    subscriber_rates: Mapping[str, int] = DEFAULT_CLOCK_RATES,
+    available_bps: Mapping[str, float | None] | None = None,
+) -> StatsSample:
+    """One sample from the two reports (candidates are added by the caller)."""
+    avail = available_bps or {}
+    received = _bytes_by_kind(subscriber)
+    return StatsSample(
+        audio_out=outbound(publisher, "audio", clock_rate=publisher_rates["audio"], available_bps=avail.get("audio")),
+        video_out=outbound(publisher, "video", clock_rate=publisher_rates["video"], available_bps=avail.get("video")),
+        audio_in=inbound(subscriber, "audio", clock_rate=subscriber_rates["audio"], bytes_received=received["audio"]),
+        video_in=inbound(subscriber, "video", clock_rate=subscriber_rates["video"], bytes_received=received["video"]),
+        candidate_pair_rtt=None,  # aiortc has no candidate-pair stats
+    )
+
+
+class RembWatch:
+    """The latest REMB (receiver estimated maximum bitrate) that reached one RTP sender.
+
+    aiortc applies REMB to its encoder but keeps the figure to itself. The sender's RTCP handler
+    is looked up on the instance, so wrapping it there sees every RTCP packet routed to that
+    sender, without touching aiortc's classes or other senders.
+    """
+
+    def __init__(self, sender: Any) -> None:
+        self.bps: float | None = None
+        self._sender = sender
+        inner: Callable[[Any], Any] = sender._handle_rtcp_packet
+
+        async def handle(packet: Any) -> None:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                try:
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                except ValueError:
+                    pass
+                else:
+                    if sender._ssrc in ssrcs:
+                        self.bps = float(bitrate)
+            await inner(packet)
+
+        sender._handle_rtcp_packet = handle
+
+    def close(self) -> None:
+        """Drop the wrapper (it holds the sender alive otherwise)."""
+        self._sender.__dict__.pop("_handle_rtcp_packet", None)

@@ -1,0 +1,480 @@
+"""One direction of an emulated network path, packet by packet, in virtual time.
+
+Theory of operation
+-------------------
+A :class:`Link` is a pure function of (its config, its phases, the injected random generator,
+and the packets offered so far). It never reads a clock: the caller passes each packet's send
+time ``t`` (seconds since the start of the run, non-decreasing) and gets back the time the
+packet comes out of the far end, or ``None``/NaN if the link dropped it. The fate of a packet is
+decided when it is sent, under the :class:`LinkConfig` in force at that moment (the base config,
+or the last phase whose ``at`` <= t). Stages, in Mahimahi shell order (loss → link → delay):
+
+1. **Outage**: ``outage`` set, or ``t`` inside an ``outages`` window → dropped (``dropped_outage``).
+2. **Loss**: Bernoulli ``loss``, or Gilbert-Elliott with netem's ``gemodel`` semantics (the loss
+   draw uses the state the packet finds, then the chain steps) → ``dropped_loss``.
+3. **Bottleneck + drop-tail queue** (FIFO). A packet is refused (``dropped_queue``) if admitting
+   it would put more than ``queue_packets`` packets / ``queue_bytes`` bytes in the queue, where
+   the queue holds accepted packets whose service has not started at ``t`` (Mahimahi's
+   droptail does not count the packet in transit).
+
+   * ``bandwidth_kbps``: service time s = (size + overhead)·8 / rate; departures follow the FIFO
+     recursion d_i = max(a_i, d_{i−1}) + s_i, whose closed form d_i = S_i + max_{j≤i}(a_j − S_{j−1})
+     (S = running sum of s) is a cumulative maximum numpy computes without a Python loop.
+   * ``trace`` (Mahimahi): opportunity k (trace line k mod L, plus ⌊k/L⌋ periods) carries byte
+     positions [1504·k, 1504·(k+1)). A packet arriving at ``a`` may use opportunities strictly
+     after ``a`` (Mahimahi serves the opportunities due at a millisecond before it enqueues the
+     packets of that millisecond). In byte space the FIFO recursion is the same cumulative
+     maximum (start = max(end of previous packet, 1504·first usable opportunity)); the packet
+     leaves at the opportunity holding its last byte. Leftover bytes of an opportunity are
+     used by a packet already queued and wasted otherwise, exactly as Mahimahi does.
+   * neither: no serialization, but still FIFO behind anything queued by an earlier phase.
+
+4. **Delay + jitter**: delivery = departure + max(0, delay + jitter draw); with ``reorder``
+   false, delivery = max(that, previous delivery) so packets never overtake each other.
+
+``send`` runs the stages for one packet; ``send_batch`` runs the same model over arrays. The
+batch path is vectorized per phase segment: outage and loss are masks (the Gilbert-Elliott
+chain too: each packet applies one of four maps {stay, flip, →good, →bad} to the state, so a
+state is the last constant map's value XOR the parity of flips since); the bottleneck is the
+cumulative maximum above, computed optimistically in chunks; where a chunk would overflow the
+queue, the batch falls back to the scalar code for that packet and keeps looping in Python only
+while the queue stays non-empty, then vectorizes again. Each random stage has its own child
+generator drawn in packet order, so ``send`` and ``send_batch`` consume identical streams and
+agree (up to floating-point rounding of the running sums) even with randomness.
+
+Phase changes apply to packets sent after ``at``; packets already queued keep the departure
+computed when they were admitted (a simplification of a live qdisc change).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .models import GilbertElliott, LinkConfig, LinkCounters
+from .trace import MTU_BYTES, Trace
+
+__all__ = ["Link"]
+
+_UNLIMITED, _RATE, _TRACE = 0, 1, 2
+_PARETO_ALPHA = 3.0
+# Standardize Lomax(α=3) (numpy's pareto) to mean 0 and standard deviation 1, as netem's table is.
+_PARETO_MEAN = 1.0 / (_PARETO_ALPHA - 1.0)
+_PARETO_STD = math.sqrt(_PARETO_ALPHA / ((_PARETO_ALPHA - 1.0) ** 2 * (_PARETO_ALPHA - 2.0)))
+_FIRST_CHUNK = 512
+_MAX_CHUNK = 1 << 18
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+Bool = NDArray[np.bool_]
+
+
+class _Stage:
+    """A LinkConfig with everything the hot path needs precomputed."""
+
+    __slots__ = (
+        "config", "delay", "dist", "ge", "jitter", "kind", "loss", "out_ends", "out_ends_a",
+        "out_starts", "out_starts_a", "outage", "overhead", "qb", "qp", "reorder", "sec_per_byte",
+        "tr", "tr_f", "tr_len", "tr_list", "tr_period", "trace",
+    )
+
+    def __init__(self, config: LinkConfig) -> None:
+        self.config = config
+        self.delay = config.delay_ms / 1000.0
+        self.jitter = config.jitter_ms / 1000.0
+        self.dist = config.jitter_distribution
+        self.reorder = config.reorder
+        self.loss = config.loss
+        self.ge: GilbertElliott | None = config.loss_model
+        self.overhead = config.overhead_bytes
+        self.qp = config.queue_packets
+        self.qb = config.queue_bytes
+        self.outage = config.outage
+        merged: list[list[float]] = []
+        for start, end in config.outages:  # sorted by start; merge overlaps so one bisect suffices
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        self.out_starts = [w[0] for w in merged]
+        self.out_ends = [w[1] for w in merged]
+        self.out_starts_a = np.asarray(self.out_starts, dtype=np.float64)
+        self.out_ends_a = np.asarray(self.out_ends, dtype=np.float64)
+        self.trace: Trace | None = config.trace
+        self.sec_per_byte = 0.0
+        self.tr_list: list[int] = []
+        self.tr: I64 = np.zeros(0, dtype=np.int64)
+        self.tr_f: F64 = np.zeros(0, dtype=np.float64)
+        self.tr_len = 0
+        self.tr_period = 0
+        if config.trace is not None:
+            self.kind = _TRACE
+            self.tr_list = list(config.trace.timestamps_ms)
+            self.tr = config.trace.array
+            self.tr_f = self.tr.astype(np.float64)
+            self.tr_len = len(self.tr_list)
+            self.tr_period = config.trace.period_ms
+        elif config.bandwidth_kbps is not None:
+            self.kind = _RATE
+            self.sec_per_byte = 8.0 / (config.bandwidth_kbps * 1000.0)
+        else:
+            self.kind = _UNLIMITED
+
+    # -- trace opportunity arithmetic (scalar and vector versions do the same float operations) --
+
+    def first_opp_after(self, t: float) -> int:
+        t_ms = t * 1000.0
+        cycle = math.floor(t_ms / self.tr_period)
+        return cycle * self.tr_len + bisect_right(self.tr_list, t_ms - cycle * self.tr_period)
+
+    def first_opp_after_v(self, t: F64) -> I64:
+        t_ms = t * 1000.0
+        cycle = np.floor(t_ms / self.tr_period)
+        within = np.searchsorted(self.tr_f, t_ms - cycle * self.tr_period, side="right")
+        return cycle.astype(np.int64) * self.tr_len + within
+
+    def opp_time(self, k: int) -> float:
+        cycle, i = divmod(k, self.tr_len)
+        return (self.tr_list[i] + cycle * self.tr_period) / 1000.0
+
+    def opp_time_v(self, k: I64) -> F64:
+        cycle, i = np.divmod(k, self.tr_len)
+        return (self.tr[i] + cycle * self.tr_period) / 1000.0
+
+    def in_outage(self, t: float) -> bool:
+        if self.outage:
+            return True
+        if not self.out_starts:
+            return False
+        i = bisect_right(self.out_starts, t) - 1
+        return i >= 0 and t < self.out_ends[i]
+
+    def in_outage_v(self, t: F64) -> Bool:
+        if self.outage:
+            return np.ones(len(t), dtype=np.bool_)
+        if not self.out_starts:
+            return np.zeros(len(t), dtype=np.bool_)
+        i = np.searchsorted(self.out_starts_a, t, side="right") - 1
+        result: Bool = (i >= 0) & (t < self.out_ends_a[np.maximum(i, 0)])
+        return result
+
+
+class Link:
+    """One direction of a path: offer packets with :meth:`send` / :meth:`send_batch`."""
+
+    def __init__(
+        self,
+        config: LinkConfig,
+        rng: np.random.Generator,
+        phases: Sequence[tuple[float, LinkConfig]] = (),
+    ) -> None:
+        if not isinstance(config, LinkConfig):
+            raise TypeError(f"config must be a LinkConfig, got {type(config).__name__}")
+        ats: list[float] = []
+        for at, cfg in phases:
+            if not isinstance(cfg, LinkConfig):
+                raise TypeError(f"phase configs must be LinkConfig, got {type(cfg).__name__}")
+            if not math.isfinite(at) or at < 0 or (ats and at <= ats[-1]):
+                raise ValueError(f"phase times must be finite, >= 0 and increasing, got {at!r}")
+            ats.append(float(at))
+        self.config = config
+        self.phases: tuple[tuple[float, LinkConfig], ...] = tuple((a, c) for a, (_, c) in zip(ats, phases))
+        self._stages = [_Stage(config)] + [_Stage(c) for _, c in phases]
+        self._ats = ats
+        # Separate streams per random stage keep send and send_batch drawing in the same order.
+        self._loss_rng, self._jitter_rng = rng.spawn(2)
+        self.counters = LinkCounters()
+        self._last_t = 0.0
+        self._stage_i = 0
+        self._next_at = ats[0] if ats else math.inf
+        self._ge_bad = False
+        self._free_at = -math.inf  # when the bottleneck finishes the last accepted packet
+        self._pos = 0  # trace mode: byte position after the last accepted packet
+        self._pos_trace: Trace | None = None  # the trace `_pos` counts in (None: recompute)
+        self._last_delivery = -math.inf
+        # Accepted packets whose service starts after the latest arrival: (start time, wire bytes).
+        self._pending: deque[tuple[float, int]] = deque()
+        self._pending_bytes = 0
+        self._track_queue = any(s.qp is not None or s.qb is not None for s in self._stages)
+
+    # -- public --------------------------------------------------------------------------------
+
+    def config_at(self, t: float) -> LinkConfig:
+        """The config in force for a packet sent at ``t``."""
+        return self._stages[bisect_right(self._ats, t)].config
+
+    def send(self, t: float, size: int) -> float | None:
+        """Offer one packet of ``size`` bytes at time ``t`` (s); its delivery time, or None if dropped."""
+        t = float(t)
+        if not t >= self._last_t:  # also rejects NaN
+            raise ValueError(f"send time went backwards or is not a number: {t!r} < {self._last_t!r}")
+        if isinstance(size, bool) or int(size) != size or size <= 0:
+            raise ValueError(f"size must be a positive integer number of bytes, got {size!r}")
+        size = int(size)
+        self._last_t = t
+        while t >= self._next_at:
+            self._stage_i += 1
+            self._next_at = self._ats[self._stage_i] if self._stage_i < len(self._ats) else math.inf
+        st = self._stages[self._stage_i]
+        c = self.counters
+        c.sent += 1
+        c.bytes_sent += size
+        if st.in_outage(t):
+            c.dropped_outage += 1
+            return None
+        if self._lost(st):
+            c.dropped_loss += 1
+            return None
+        dep = self._bottleneck(st, t, size + st.overhead)
+        if dep is None:
+            c.dropped_queue += 1
+            return None
+        delay = st.delay
+        if st.jitter > 0:
+            delay = max(0.0, delay + self._jitter_one(st))
+        d = dep + delay
+        if d < self._last_delivery and not st.reorder:
+            d = self._last_delivery
+        if d > self._last_delivery:
+            self._last_delivery = d
+        c.delivered += 1
+        c.bytes_delivered += size
+        c.total_added_delay += d - t
+        return d
+
+    def send_batch(self, times: ArrayLike, sizes: ArrayLike) -> F64:
+        """Offer many packets at once (times non-decreasing); delivery times, NaN where dropped."""
+        t_all = np.ascontiguousarray(times, dtype=np.float64)
+        raw = np.asarray(sizes)
+        if t_all.ndim != 1 or raw.shape != t_all.shape:
+            raise ValueError(f"times and sizes must be 1-D and the same length, got {t_all.shape}, {raw.shape}")
+        n = len(t_all)
+        out = np.full(n, np.nan)
+        if n == 0:
+            return out
+        if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.number):
+            raise ValueError("sizes must be integers")
+        w_all = raw.astype(np.int64)
+        if np.any(w_all != raw) or np.any(w_all <= 0):
+            raise ValueError("sizes must be positive integers")
+        if np.isnan(t_all).any() or t_all[0] < self._last_t or np.any(np.diff(t_all) < 0):
+            raise ValueError("times must be non-decreasing and not before the previous send")
+        self._last_t = float(t_all[-1])
+        bounds = [0, *np.searchsorted(t_all, self._ats, side="left").tolist(), n]
+        for i, st in enumerate(self._stages):
+            lo, hi = bounds[i], bounds[i + 1]
+            if hi > lo:
+                out[lo:hi] = self._segment(st, t_all[lo:hi], w_all[lo:hi])
+        self._stage_i = len(self._ats) - sum(1 for a in self._ats if a > self._last_t)
+        self._next_at = self._ats[self._stage_i] if self._stage_i < len(self._ats) else math.inf
+        return out
+
+    # -- stages, scalar ------------------------------------------------------------------------
+
+    def _lost(self, st: _Stage) -> bool:
+        ge = st.ge
+        if ge is None:
+            return st.loss > 0 and self._loss_rng.random() < st.loss
+        u_step = self._loss_rng.random()
+        u_loss = self._loss_rng.random()
+        bad = self._ge_bad
+        # netem: the loss draw uses the state the packet found, then the chain steps.
+        self._ge_bad = (u_step >= ge.r) if bad else (u_step < ge.p)
+        return u_loss < (1.0 - ge.h if bad else 1.0 - ge.k)
+
+    def _jitter_one(self, st: _Stage) -> float:
+        if st.dist == "uniform":
+            return float(self._jitter_rng.uniform(-st.jitter, st.jitter))
+        if st.dist == "normal":
+            return st.jitter * float(self._jitter_rng.standard_normal())
+        return st.jitter * (float(self._jitter_rng.pareto(_PARETO_ALPHA)) - _PARETO_MEAN) / _PARETO_STD
+
+    def _enter_trace(self, st: _Stage) -> None:
+        # A different bottleneck came before: start this trace's byte count after `_free_at`.
+        trace = st.trace
+        if self._pos_trace is not trace:
+            self._pos = 0 if self._free_at == -math.inf else st.first_opp_after(self._free_at) * MTU_BYTES
+            self._pos_trace = trace
+
+    def _bottleneck(self, st: _Stage, t: float, wire: int) -> float | None:
+        pend = self._pending
+        if self._track_queue:
+            while pend and pend[0][0] <= t:
+                self._pending_bytes -= pend.popleft()[1]
+            if (st.qp is not None and len(pend) >= st.qp) or (
+                st.qb is not None and self._pending_bytes + wire > st.qb
+            ):
+                return None
+        if st.kind == _TRACE:
+            self._enter_trace(st)
+            start_b = max(self._pos, st.first_opp_after(t) * MTU_BYTES)
+            end_b = start_b + wire
+            start = st.opp_time(start_b // MTU_BYTES)
+            dep = st.opp_time((end_b - 1) // MTU_BYTES)
+            self._pos = end_b
+        else:
+            self._pos_trace = None
+            start = t if t > self._free_at else self._free_at
+            dep = start + wire * st.sec_per_byte
+        self._free_at = dep
+        if self._track_queue and start > t:
+            pend.append((start, wire))
+            self._pending_bytes += wire
+        return dep
+
+    # -- stages, vectorized --------------------------------------------------------------------
+
+    def _segment(self, st: _Stage, t: F64, size: I64) -> F64:
+        """All packets of one batch that fall in one phase."""
+        c = self.counters
+        n = len(t)
+        out = np.full(n, np.nan)
+        c.sent += n
+        c.bytes_sent += int(size.sum())
+        idx = np.arange(n)
+        if st.outage or st.out_starts:
+            down = st.in_outage_v(t)
+            c.dropped_outage += int(down.sum())
+            idx = idx[~down]
+        if len(idx) and (st.ge is not None or st.loss > 0):
+            lost = self._lost_v(st, len(idx))
+            c.dropped_loss += int(lost.sum())
+            idx = idx[~lost]
+        if not len(idx):
+            return out
+        dep = self._bottleneck_v(st, t[idx], size[idx] + st.overhead)
+        ok = ~np.isnan(dep)
+        c.dropped_queue += int(len(ok) - ok.sum())
+        idx, dep = idx[ok], dep[ok]
+        if not len(idx):
+            return out
+        if st.jitter > 0:
+            d = dep + np.maximum(0.0, st.delay + self._jitter_v(st, len(idx)))
+        else:
+            d = dep + st.delay
+        if not st.reorder:
+            d = np.maximum(np.maximum.accumulate(d), self._last_delivery)
+        self._last_delivery = max(self._last_delivery, float(d.max()))
+        out[idx] = d
+        c.delivered += len(idx)
+        c.bytes_delivered += int(size[idx].sum())
+        c.total_added_delay += float((d - t[idx]).sum())
+        return out
+
+    def _lost_v(self, st: _Stage, n: int) -> Bool:
+        ge = st.ge
+        if ge is None:
+            lost: Bool = self._loss_rng.random(n) < st.loss
+            return lost
+        u = self._loss_rng.random((n, 2))  # row-major: (step, loss) per packet, as the scalar path
+        f_good = u[:, 0] < ge.p  # next state from good (True = bad)
+        f_bad = u[:, 0] >= ge.r  # next state from bad
+        const = f_good == f_bad
+        flip = f_good & ~f_bad
+        pos = np.arange(n)
+        last_const = np.maximum.accumulate(np.where(const, pos, -1))
+        lc = np.concatenate(([-1], last_const[:-1]))  # last constant map strictly before packet k
+        flips = np.concatenate(([0], np.cumsum(flip)))
+        parity = (flips[pos] - flips[lc + 1]) & 1
+        base = np.where(lc >= 0, f_good[np.maximum(lc, 0)], self._ge_bad)
+        state = base ^ parity.astype(np.bool_)
+        self._ge_bad = bool(f_bad[-1] if state[-1] else f_good[-1])
+        lost = u[:, 1] < np.where(state, 1.0 - ge.h, 1.0 - ge.k)
+        return lost
+
+    def _jitter_v(self, st: _Stage, n: int) -> F64:
+        if st.dist == "uniform":
+            return self._jitter_rng.uniform(-st.jitter, st.jitter, n)
+        if st.dist == "normal":
+            return st.jitter * self._jitter_rng.standard_normal(n)
+        return st.jitter * (self._jitter_rng.pareto(_PARETO_ALPHA, n) - _PARETO_MEAN) / _PARETO_STD
+
+    def _chunk(self, st: _Stage, a: F64, w: I64) -> tuple[F64, F64, I64 | None]:
+        """Service start and departure of every packet of a chunk, assuming all are admitted."""
+        if st.kind == _TRACE:
+            self._enter_trace(st)
+            w_end = np.cumsum(w)
+            m = np.maximum.accumulate(st.first_opp_after_v(a) * MTU_BYTES - (w_end - w))
+            m = np.maximum(m, self._pos)
+            end_b = w_end + m
+            start = st.opp_time_v((end_b - w) // MTU_BYTES)
+            dep = st.opp_time_v((end_b - 1) // MTU_BYTES)
+            return start, dep, end_b
+        self._pos_trace = None
+        s = w * st.sec_per_byte
+        s_end = np.cumsum(s)
+        s_before = np.concatenate(([0.0], s_end[:-1]))
+        m = np.maximum(np.maximum.accumulate(a - s_before), self._free_at)
+        return s_before + m, s_end + m, None
+
+    def _first_overflow(self, st: _Stage, a: F64, w: I64, start: F64) -> int:
+        """Index of the first packet the queue would refuse (len(a) if none)."""
+        n = len(a)
+        k = np.arange(n)
+        # Earlier packets of this chunk still waiting at a_k (starts are sorted: FIFO).
+        done = np.minimum(np.searchsorted(start, a, side="right"), k)
+        waiting = k - done
+        # Packets admitted before this chunk still waiting at a_k.
+        pend = self._pending
+        p_start = np.fromiter((p[0] for p in pend), dtype=np.float64, count=len(pend))
+        p_gone = np.searchsorted(p_start, a, side="right")
+        bad = np.zeros(n, dtype=np.bool_)
+        if st.qp is not None:
+            bad |= waiting + (len(pend) - p_gone) >= st.qp
+        if st.qb is not None:
+            w_before = np.concatenate(([0], np.cumsum(w)))
+            p_bytes = np.concatenate(([0], np.cumsum(np.fromiter((p[1] for p in pend), np.int64, len(pend)))))
+            queued = (w_before[k] - w_before[done]) + (p_bytes[-1] - p_bytes[p_gone])
+            bad |= queued + w > st.qb
+        hit = np.flatnonzero(bad)
+        return int(hit[0]) if len(hit) else n
+
+    def _commit(self, a_last: float, start: F64, w: I64, dep: F64, end_b: I64 | None) -> None:
+        self._free_at = float(dep[-1])
+        if end_b is not None:
+            self._pos = int(end_b[-1])
+        if self._track_queue:
+            pend = self._pending
+            while pend and pend[0][0] <= a_last:
+                self._pending_bytes -= pend.popleft()[1]
+            first = int(np.searchsorted(start, a_last, side="right"))
+            if first < len(start):
+                pend.extend(zip(start[first:].tolist(), w[first:].tolist(), strict=True))
+                self._pending_bytes += int(w[first:].sum())
+
+    def _bottleneck_v(self, st: _Stage, a: F64, w: I64) -> F64:
+        n = len(a)
+        dep_out = np.full(n, np.nan)
+        limited = st.qp is not None or st.qb is not None
+        i, chunk = 0, _FIRST_CHUNK
+        while i < n:
+            j = min(n, i + chunk)
+            ca, cw = a[i:j], w[i:j]
+            start, dep, end_b = self._chunk(st, ca, cw)
+            v = self._first_overflow(st, ca, cw, start) if limited else len(ca)
+            if v:
+                self._commit(float(ca[v - 1]), start[:v], cw[:v], dep[:v], None if end_b is None else end_b[:v])
+                dep_out[i : i + v] = dep[:v]
+            if v == len(ca):
+                i, chunk = j, min(chunk * 2, _MAX_CHUNK)
+                continue
+            # The queue overflows at i + v: go packet by packet while the queue stays non-empty.
+            k = i + v
+            while k < n:
+                tk = float(a[k])
+                pend = self._pending
+                while pend and pend[0][0] <= tk:
+                    self._pending_bytes -= pend.popleft()[1]
+                if k > i + v and not pend:
+                    break
+                d = self._bottleneck(st, tk, int(w[k]))
+                if d is not None:
+                    dep_out[k] = d
+                k += 1
+            i, chunk = k, _FIRST_CHUNK
+        return dep_out

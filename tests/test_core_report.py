@@ -1,0 +1,117 @@
+"""Report JSON: keys and units as the anchor's, round trip, canonical bytes, partial report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from core_harness import CounterSource, answer_with, to_stats_phase
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rtcprobe.core import (
+    IceCandidateStats,
+    PreflightReport,
+    SelectedCandidatePair,
+    Stat,
+    StatsObserved,
+    StatsSample,
+)
+
+ANCHOR_KEYS = {"testTiming", "networkTiming", "stats", "iceCandidateStats", "selectedIceCandidatePairStats",
+               "progressEvents"}
+EXTENSION_KEYS = {"networkQuality", "bitrate", "samples", "run"}
+
+HOST = IceCandidateStats("T01", "host", 50000, "192.0.2.10", 2130706431, "udp")
+RELAY = IceCandidateStats("T01", "relay", 49152, "192.0.2.1", 16777215, "udp", "turn:192.0.2.1:3478", "udp")
+
+
+def completed_report() -> PreflightReport:
+    h = to_stats_phase()
+    src = CounterSource(loss_every=50)
+    inner = answer_with(h, src)
+
+    def on_sample(a: object) -> None:
+        if src.n == 2:  # the last sample also carries candidates
+            s = src.sample()
+            src.n -= 1
+            h.test.handle(StatsObserved(StatsSample(
+                s.audio_out, s.video_out, s.audio_in, s.video_in, None, (HOST, RELAY),
+                SelectedCandidatePair(RELAY, HOST))), h.now)
+            src.n += 1
+            h.pump()
+        else:
+            inner(a)  # type: ignore[arg-type]
+
+    h.advance(4.0, on_sample=on_sample)
+    assert h.test.report is not None
+    return h.test.report
+
+
+def test_keys_exactly_as_the_anchor_plus_extensions() -> None:
+    d = completed_report().to_dict()
+    assert set(d) == ANCHOR_KEYS | EXTENSION_KEYS
+    assert set(d["stats"]) == {"jitter", "rtt", "packetLoss"}
+    for stat in d["stats"].values():
+        assert set(stat) == {"min", "max", "average"}
+    assert set(d["testTiming"]) == {"start", "end", "duration"}
+    assert set(d["iceCandidateStats"][0]) == {"transportId", "candidateType", "port", "address", "priority",
+                                              "protocol", "url", "relayProtocol"}
+    assert d["selectedIceCandidatePairStats"]["localCandidate"]["candidateType"] == "relay"
+    assert set(d["bitrate"]) == {"outgoing", "incoming"}
+    assert set(d["samples"][0]) == {"time", "jitter", "rtt", "packetLoss", "outgoingBitrate", "incomingBitrate",
+                                    "level"}
+    assert all(set(e) == {"name", "duration"} for e in d["progressEvents"])
+
+
+def test_units_jitter_seconds_rtt_ms_loss_percent() -> None:
+    d = completed_report().to_dict()
+    assert d["stats"]["jitter"]["max"] == pytest.approx(0.002)  # CounterSource: 2 ms audio jitter, in s
+    assert d["stats"]["rtt"]["average"] == pytest.approx(40.0)  # 0.04 s → 40 ms
+    assert d["stats"]["packetLoss"]["average"] == pytest.approx(100 * 2 / 150)  # percent
+
+
+def test_round_trip_and_canonical_bytes() -> None:
+    r = completed_report()
+    text = r.to_json()
+    again = PreflightReport.from_json(text)
+    assert again.to_json() == text
+    assert again.to_dict() == json.loads(text)
+    assert completed_report().to_json() == text  # same run → same bytes
+    assert r.to_json(indent=None) == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+
+
+def test_failure_partial_report_shape() -> None:
+    h = to_stats_phase()
+    h.advance(1.0, on_sample=answer_with(h, CounterSource()))
+    h.test.stop(h.now)
+    d = h.test.report.to_dict()  # type: ignore[union-attr]
+    assert d["stats"] is None and d["iceCandidateStats"] == [] and d["selectedIceCandidatePairStats"] is None
+    assert d["error"] == {"code": 99000, "name": "PreflightStoppedError",
+                          "message": "The preflight test was stopped before it completed"}
+    assert len(d["progressEvents"]) == 7
+    assert PreflightReport.from_dict(d).to_dict() == json.loads(PreflightReport.from_dict(d).to_json())
+
+
+def test_unstopped_timer_has_no_end_or_duration() -> None:
+    from rtcprobe.core import Timing
+
+    assert Timing(5.0).to_dict() == {"start": 5.0}
+    assert Timing(5.0, 7.5).to_dict() == {"start": 5.0, "end": 7.5, "duration": 2.5}
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64) | st.none(), max_size=20))
+def test_stat_of(values: list[float | None]) -> None:
+    s = Stat.of(values)
+    finite = [v for v in values if v is not None and v == v and abs(v) != float("inf")]
+    if not finite:
+        assert s is None
+    else:
+        assert s is not None and s.min == min(finite) and s.max == max(finite)
+        assert min(finite) - 1e-9 * abs(min(finite)) <= s.average <= max(finite) + 1e-9 * abs(max(finite))
+
+
+def test_no_nan_in_json() -> None:
+    r = PreflightReport.from_dict(completed_report().to_dict())
+    bad = PreflightReport(test_timing=r.test_timing, bitrate_outgoing=Stat(float("nan"), 1.0, float("inf")))
+    assert "NaN" not in bad.to_json() and "Infinity" not in bad.to_json()
