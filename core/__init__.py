@@ -9,6 +9,7 @@ from ._state import STEPS, State, diagram
 from .config import MediaDemand, PreflightConfig, VideoSpec
 from .errors import ConfigError, PreflightError, PreflightErrorInfo, UsageError
 from .observations import (
+    PROGRESS_NAMES,
     AcquireMedia,
     Action,
     Completed,
@@ -27,7 +28,6 @@ from .observations import (
     OpenPeerConnections,
     OutboundStats,
     Progress,
-    PROGRESS_NAMES,
     Role,
     SampleRecorded,
     SampleStats,
@@ -58,7 +58,8 @@ __all__ = [
     "ConnectionStateChanged", "DtlsStateChanged", "Event", "Failed", "IceCandidateStats", "IceServer",
     "IceStateChanged", "InboundStats", "MediaAcquired", "MediaDemand", "MediaStarted",
     "NetworkQualityLevelChanged", "Observation", "OpenPeerConnections", "OutboundStats", "PreflightConfig",
-    "PreflightError", "PreflightErrorInfo", "PreflightReport", "PreflightTest", "Progress", "ProgressEvent", "ReportStats",
+    "PreflightError", "PreflightErrorInfo", "PreflightReport", "PreflightTest", "Progress", "ProgressEvent",
+    "ReportStats",
     "Role", "RunInfo", "Sample", "SampleRecorded", "SampleStats", "SelectedCandidatePair", "SignalingConnected",
     "Stat", "State", "StatsObserved", "StatsSample", "StepUnobservable", "StopRequested", "TearDown", "Timing",
     "TrackSubscribed", "TransportError", "UsageError", "VideoSpec", "diagram", "errors",

@@ -448,7 +448,9 @@ def _delta_bytes(cur: StatsSample, prev: StatsSample, side: str) -> int:
     return total
 
 
-def _quality_input(cur: StatsSample, prev: StatsSample, dt: float, rtt: float | None, reconnecting: bool) -> QualityInput:
+def _quality_input(
+    cur: StatsSample, prev: StatsSample, dt: float, rtt: float | None, reconnecting: bool
+) -> QualityInput:
     def send(kind: str) -> SideMetrics | None:
         c, p = getattr(cur, kind + "_out"), getattr(prev, kind + "_out")
         if c is None:

@@ -25,11 +25,25 @@ the 0..100 scale of the E-model's transmission rating factor R, then into a leve
   ``EL = rtt + 2 jitter + 10 ms`` and its E-model-style delay impairment (R with no loss).
 * *fractionLost*: ``score = 100 - weight * loss%``, with LiveKit's codec weights (Opus 8, video 10).
 
+The same latency model serves video: interactivity suffers from delay whatever the media.  A
+missing rtt or jitter counts as 0 while the other is known (aiortc reports no rtt until an RTCP
+receiver report echoes a sender report).
+
+With the defaults, the edges of levels 5 / 4 / 3 / 2 (below the last: 1) are:
+
+==================  =========  =========  =========  =========
+bitrate / demand    >= 61 %    >= 37 %    >= 22 %    >= 14 %
+effective latency   <= 168 ms  <= 268 ms  <= 368 ms  <= 468 ms   (rtt + 2 jitter + 10 ms)
+audio loss          <= 1.25 %  <= 2.5 %   <= 3.75 %  <= 5 %
+video loss          <= 1 %     <= 2 %     <= 3 %     <= 4 %
+==================  =========  =========  =========  =========
+
 A side's level is the minimum of its *known* components; the raw level is the minimum over the
 sides that carry demand (:func:`raw_level`).  Special cases, in this order: reconnecting -> 0; no
 demand at all -> 5; demand but not one known component -> *unknown* (:func:`raw_level` says 5:
 no evidence of a problem; the scorer keeps its previous level).  A component with no data is
-never scored red: the Jitsi issue tracker's lesson (REFERENCE.md D).
+never scored red: the Jitsi issue tracker's lesson (REFERENCE.md D).  Metrics that arrive in a
+reconnecting sample are stale and are not recorded.
 
 **Smoothing** (:class:`NetworkQualityScorer`, driven only by the ``now`` the caller passes):
 
@@ -42,7 +56,12 @@ never scored red: the Jitsi issue tracker's lesson (REFERENCE.md D).
   the raw level has stayed above the current level for ``rise_interval`` seconds (measured
   between the samples that saw it).  A sample whose raw level is equal or lower restarts the
   clock; a sample with no known data changes nothing.  So a metric oscillating around a
-  threshold makes the level drop once and stay down, instead of flapping.
+  threshold makes the level drop once and stay down, instead of flapping.  The same rule
+  applies after a reconnection: 0 -> 5 takes 5 rise intervals (25 s with the defaults), as a
+  Jitsi or LiveKit score recovers gradually.
+
+Verbosity (REFERENCE.md B) trims the output: 0 and 1 give the level only (rtcprobe always knows
+its own level, so "none" keeps it), 2 adds the per-media send/recv levels, 3 everything.
 
 The output, :class:`NetworkQualityStats`, has the shape of Twilio's ``NetworkQualityStats``
 (bandwidth in bps, jitter and rtt in seconds).  Its top ``level`` is the smoothed level; the
@@ -56,7 +75,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import statistics
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -380,13 +398,9 @@ class QualityDemand:
     @classmethod
     def symmetric(cls, media: MediaDemand) -> QualityDemand:
         """The preflight publishes ``media`` and subscribes to the same media back."""
-        return cls(
-            audio_send=media.audio, audio_recv=media.audio, video_send=media.video, video_recv=media.video
-        )
+        return cls(audio_send=media.audio, audio_recv=media.audio, video_send=media.video, video_recv=media.video)
 
-    def demanded_bps(
-        self, media: Media, direction: Direction, config: ScorerConfig = DEFAULT_CONFIG
-    ) -> float:
+    def demanded_bps(self, media: Media, direction: Direction, config: ScorerConfig = DEFAULT_CONFIG) -> float:
         """Demanded bitrate of one side in bps; 0 when that side carries no demand."""
         _check_side(media, direction)
         if media == "audio":
@@ -500,9 +514,7 @@ REMOTE_VERBOSITY_DEFAULT: Final = VERBOSITY_NONE
 def normalize_verbosity(value: object, *, local: bool) -> int:
     """The anchor's rule: a valid value (local 1..3, remote 0..3) is kept, anything else falls
     back to the default (local 1, remote 0).  For API layers taking user options."""
-    low, default = (
-        (VERBOSITY_MINIMAL, LOCAL_VERBOSITY_DEFAULT) if local else (VERBOSITY_NONE, REMOTE_VERBOSITY_DEFAULT)
-    )
+    low, default = (VERBOSITY_MINIMAL, LOCAL_VERBOSITY_DEFAULT) if local else (VERBOSITY_NONE, REMOTE_VERBOSITY_DEFAULT)
     if isinstance(value, int) and not isinstance(value, bool) and low <= value <= VERBOSITY_DETAILED:
         return value
     return default
@@ -545,9 +557,7 @@ def loss_score(fraction_lost: float, media: Media, config: ScorerConfig = DEFAUL
     return 100.0 - weight * 100.0 * fraction_lost
 
 
-def bandwidth_level(
-    metrics: SideMetrics, demanded_bps: float, config: ScorerConfig = DEFAULT_CONFIG
-) -> int | None:
+def bandwidth_level(metrics: SideMetrics, demanded_bps: float, config: ScorerConfig = DEFAULT_CONFIG) -> int | None:
     """The worse of actual-vs-demand and available-vs-demand; ``None`` when neither is known."""
     known = [bps for bps in (metrics.actual_bps, metrics.available_bps) if bps is not None]
     if not known:
@@ -560,9 +570,7 @@ def latency_level(metrics: SideMetrics, config: ScorerConfig = DEFAULT_CONFIG) -
     return None if score is None else level_for_score(score, config)
 
 
-def fraction_lost_level(
-    metrics: SideMetrics, media: Media, config: ScorerConfig = DEFAULT_CONFIG
-) -> int | None:
+def fraction_lost_level(metrics: SideMetrics, media: Media, config: ScorerConfig = DEFAULT_CONFIG) -> int | None:
     if metrics.fraction_lost is None:
         return None
     return level_for_score(loss_score(metrics.fraction_lost, media, config), config)
@@ -574,17 +582,13 @@ def assess_side(
     """The three components of one side, values and levels (``None`` where unknown)."""
     m = metrics if metrics is not None else SideMetrics()
     return NetworkQualitySendOrRecvStats(
-        bandwidth=NetworkQualityBandwidthStats(
-            m.actual_bps, m.available_bps, bandwidth_level(m, demanded_bps, config)
-        ),
+        bandwidth=NetworkQualityBandwidthStats(m.actual_bps, m.available_bps, bandwidth_level(m, demanded_bps, config)),
         latency=NetworkQualityLatencyStats(m.jitter, m.rtt, latency_level(m, config)),
         fraction_lost=NetworkQualityFractionLostStats(m.fraction_lost, fraction_lost_level(m, media, config)),
     )
 
 
-def raw_level_or_none(
-    demand: QualityDemand, sample: QualityInput, config: ScorerConfig = DEFAULT_CONFIG
-) -> int | None:
+def raw_level_or_none(demand: QualityDemand, sample: QualityInput, config: ScorerConfig = DEFAULT_CONFIG) -> int | None:
     """The unsmoothed level, or ``None`` when demand exists but no component is known."""
     if sample.reconnecting:
         return LEVEL_BROKEN
@@ -617,11 +621,7 @@ def build_stats(
     """:class:`NetworkQualityStats` trimmed to ``verbosity`` (0 and 1: level only; 2: + media
     send/recv levels; 3: + per-side stats).  A media carrying no demand is ``None``; a side
     carrying no demand has level and stats ``None``.  Verbosity outside 0..3 is caller misuse."""
-    if (
-        isinstance(verbosity, bool)
-        or not isinstance(verbosity, int)
-        or not 0 <= verbosity <= VERBOSITY_DETAILED
-    ):
+    if isinstance(verbosity, bool) or not isinstance(verbosity, int) or not 0 <= verbosity <= VERBOSITY_DETAILED:
         raise ConfigError(f"verbosity must be an int in 0..3, got {verbosity!r}")
     if verbosity <= VERBOSITY_MINIMAL:
         return NetworkQualityStats(level, None, None)
@@ -667,7 +667,9 @@ class _Window:
             self._items.popleft()
 
     def value(self) -> float | None:
-        return statistics.median_low(v for _, v in self._items) if self._items else None
+        # The lower median, by hand: the stdlib ``statistics`` module imports ``random``.
+        values = sorted(v for _, v in self._items)
+        return values[(len(values) - 1) // 2] if values else None
 
 
 class NetworkQualityScorer:

@@ -136,7 +136,8 @@ class _Stage:
         t_ms = t * 1000.0
         cycle = np.floor(t_ms / self.tr_period)
         within = np.searchsorted(self.tr_f, t_ms - cycle * self.tr_period, side="right")
-        return cycle.astype(np.int64) * self.tr_len + within
+        result: I64 = cycle.astype(np.int64) * self.tr_len + within
+        return result
 
     def opp_time(self, k: int) -> float:
         cycle, i = divmod(k, self.tr_len)
@@ -144,7 +145,8 @@ class _Stage:
 
     def opp_time_v(self, k: I64) -> F64:
         cycle, i = np.divmod(k, self.tr_len)
-        return (self.tr[i] + cycle * self.tr_period) / 1000.0
+        result: F64 = (self.tr[i] + cycle * self.tr_period) / 1000.0
+        return result
 
     def in_outage(self, t: float) -> bool:
         if self.outage:
@@ -183,8 +185,18 @@ class Link:
                 raise ValueError(f"phase times must be finite, >= 0 and increasing, got {at!r}")
             ats.append(float(at))
         self.config = config
-        self.phases: tuple[tuple[float, LinkConfig], ...] = tuple((a, c) for a, (_, c) in zip(ats, phases))
+        self.phases: tuple[tuple[float, LinkConfig], ...] = tuple((a, c) for a, (_, c) in zip(ats, phases, strict=True))
         self._stages = [_Stage(config)] + [_Stage(c) for _, c in phases]
+        # Equal traces must be one object: the trace byte position carries over a phase change
+        # only when the phase keeps the same trace (compared by identity on the hot path).
+        seen: list[Trace] = []
+        for stage in self._stages:
+            if stage.trace is not None:
+                same = next((tr for tr in seen if tr == stage.trace), None)
+                if same is None:
+                    seen.append(stage.trace)
+                else:
+                    stage.trace = same
         self._ats = ats
         # Separate streams per random stage keep send and send_batch drawing in the same order.
         self._loss_rng, self._jitter_rng = rng.spawn(2)
@@ -212,7 +224,9 @@ class Link:
         """Offer one packet of ``size`` bytes at time ``t`` (s); its delivery time, or None if dropped."""
         t = float(t)
         if not t >= self._last_t:  # also rejects NaN
-            raise ValueError(f"send time went backwards or is not a number: {t!r} < {self._last_t!r}")
+            raise ValueError(
+                f"send times must be >= 0 and non-decreasing: got {t!r} after {self._last_t!r} (time went backwards)"
+            )
         if isinstance(size, bool) or int(size) != size or size <= 0:
             raise ValueError(f"size must be a positive integer number of bytes, got {size!r}")
         size = int(size)
@@ -263,14 +277,14 @@ class Link:
         if np.any(w_all != raw) or np.any(w_all <= 0):
             raise ValueError("sizes must be positive integers")
         if np.isnan(t_all).any() or t_all[0] < self._last_t or np.any(np.diff(t_all) < 0):
-            raise ValueError("times must be non-decreasing and not before the previous send")
+            raise ValueError("times must be >= 0, non-decreasing and not before the previous send")
         self._last_t = float(t_all[-1])
         bounds = [0, *np.searchsorted(t_all, self._ats, side="left").tolist(), n]
         for i, st in enumerate(self._stages):
             lo, hi = bounds[i], bounds[i + 1]
             if hi > lo:
                 out[lo:hi] = self._segment(st, t_all[lo:hi], w_all[lo:hi])
-        self._stage_i = len(self._ats) - sum(1 for a in self._ats if a > self._last_t)
+        self._stage_i = bisect_right(self._ats, self._last_t)
         self._next_at = self._ats[self._stage_i] if self._stage_i < len(self._ats) else math.inf
         return out
 
@@ -333,37 +347,51 @@ class Link:
         """All packets of one batch that fall in one phase."""
         c = self.counters
         n = len(t)
-        out = np.full(n, np.nan)
         c.sent += n
         c.bytes_sent += int(size.sum())
-        idx = np.arange(n)
+        # Survivors of each stage; `idx` maps them back to the segment (None: all of them, so
+        # the common no-drop case costs no fancy indexing).
+        idx: I64 | None = None
+        tt, ss = t, size
+
+        def narrow(keep: Bool) -> None:
+            nonlocal idx, tt, ss
+            idx = np.flatnonzero(keep) if idx is None else idx[keep]
+            tt, ss = tt[keep], ss[keep]
+
         if st.outage or st.out_starts:
-            down = st.in_outage_v(t)
-            c.dropped_outage += int(down.sum())
-            idx = idx[~down]
-        if len(idx) and (st.ge is not None or st.loss > 0):
-            lost = self._lost_v(st, len(idx))
-            c.dropped_loss += int(lost.sum())
-            idx = idx[~lost]
-        if not len(idx):
-            return out
-        dep = self._bottleneck_v(st, t[idx], size[idx] + st.overhead)
+            down = st.in_outage_v(tt)
+            if dropped := int(down.sum()):
+                c.dropped_outage += dropped
+                narrow(~down)
+        if len(tt) and (st.ge is not None or st.loss > 0):
+            lost = self._lost_v(st, len(tt))
+            if dropped := int(lost.sum()):
+                c.dropped_loss += dropped
+                narrow(~lost)
+        dep = self._bottleneck_v(st, tt, ss + st.overhead) if len(tt) else tt
         ok = ~np.isnan(dep)
-        c.dropped_queue += int(len(ok) - ok.sum())
-        idx, dep = idx[ok], dep[ok]
-        if not len(idx):
+        if dropped := len(ok) - int(ok.sum()):
+            c.dropped_queue += dropped
+            narrow(ok)
+            dep = dep[ok]
+        out = np.full(n, np.nan)
+        if not len(tt):
             return out
         if st.jitter > 0:
-            d = dep + np.maximum(0.0, st.delay + self._jitter_v(st, len(idx)))
+            d = dep + np.maximum(0.0, st.delay + self._jitter_v(st, len(tt)))
         else:
             d = dep + st.delay
         if not st.reorder:
             d = np.maximum(np.maximum.accumulate(d), self._last_delivery)
         self._last_delivery = max(self._last_delivery, float(d.max()))
-        out[idx] = d
-        c.delivered += len(idx)
-        c.bytes_delivered += int(size[idx].sum())
-        c.total_added_delay += float((d - t[idx]).sum())
+        if idx is None:
+            out = d
+        else:
+            out[idx] = d
+        c.delivered += len(tt)
+        c.bytes_delivered += int(ss.sum())
+        c.total_added_delay += float((d - tt).sum())
         return out
 
     def _lost_v(self, st: _Stage, n: int) -> Bool:

@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from typing import Any, Final, Literal, TypeAlias
 
 import attrs
-
 from rtcprobe.core.errors import ConfigError
 
 from .trace import Trace
@@ -45,6 +44,27 @@ def _finite_min(lo: float, *, strict: bool = False) -> Any:
 def _probability(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not _is_number(value) or not 0.0 <= float(value) <= 1.0:  # type: ignore[arg-type]
         raise ConfigError(f"{attribute.name} must be a probability between 0 and 1, got {value!r}")
+
+
+def _choice(options: tuple[str, ...]) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value not in options:
+            raise ConfigError(f"{attribute.name} must be one of {', '.join(map(repr, options))}, got {value!r}")
+
+    return check
+
+
+def _bool(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{attribute.name} must be True or False, got {value!r}")
+
+
+def _optional_of(kind: type) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None and not isinstance(value, kind):
+            raise ConfigError(f"{attribute.name} must be a {kind.__name__} or None, got {type(value).__name__}")
+
+    return check
 
 
 def _optional_int_min(lo: int) -> Any:
@@ -127,24 +147,18 @@ class LinkConfig:
 
     delay_ms: float = attrs.field(default=0.0, validator=_finite_min(0.0))
     jitter_ms: float = attrs.field(default=0.0, validator=_finite_min(0.0))
-    jitter_distribution: JitterDistribution = attrs.field(
-        default="uniform", validator=attrs.validators.in_(JITTER_DISTRIBUTIONS)
-    )
-    reorder: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    jitter_distribution: JitterDistribution = attrs.field(default="uniform", validator=_choice(JITTER_DISTRIBUTIONS))
+    reorder: bool = attrs.field(default=False, validator=_bool)
     loss: float = attrs.field(default=0.0, validator=_probability)
-    loss_model: GilbertElliott | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(GilbertElliott))
-    )
+    loss_model: GilbertElliott | None = attrs.field(default=None, validator=_optional_of(GilbertElliott))
     bandwidth_kbps: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(_finite_min(0.0, strict=True))
     )
     queue_packets: int | None = attrs.field(default=None, validator=_optional_int_min(1))
     queue_bytes: int | None = attrs.field(default=None, validator=_optional_int_min(1))
     overhead_bytes: int = attrs.field(default=0)
-    trace: Trace | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Trace))
-    )
-    outage: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    trace: Trace | None = attrs.field(default=None, validator=_optional_of(Trace))
+    outage: bool = attrs.field(default=False, validator=_bool)
     outages: tuple[tuple[float, float], ...] = attrs.field(default=(), converter=_to_outages)
 
     @overhead_bytes.validator

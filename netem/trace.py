@@ -23,7 +23,6 @@ from typing import Any, Final
 import attrs
 import numpy as np
 from numpy.typing import NDArray
-
 from rtcprobe.core.errors import ConfigError
 
 MTU_BYTES: Final = 1504
@@ -74,14 +73,16 @@ class Trace:
             prev = t
         if ts[-1] <= 0:
             raise TraceFormatError(name, len(ts), "the last timestamp (the period) must be > 0")
-        object.__setattr__(self, "_array", np.asarray(ts, dtype=np.int64))
+        array = np.asarray(ts, dtype=np.int64)
+        array.flags.writeable = False  # shared by every link built from this trace
+        object.__setattr__(self, "_array", array)
 
     def __repr__(self) -> str:
         return f"Trace(source={self.source!r}, opportunities={len(self.timestamps_ms)}, period_ms={self.period_ms})"
 
     @property
     def array(self) -> NDArray[np.int64]:
-        """The timestamps as a read-only-by-convention int64 array (do not mutate)."""
+        """The timestamps as a read-only int64 array."""
         return self._array
 
     @property

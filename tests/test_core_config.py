@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from rtcprobe.core import ConfigError, MediaDemand, PreflightConfig, VideoSpec
 
 

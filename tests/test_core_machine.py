@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from core_harness import EPOCH_MS, T0, CounterSource, Harness, answer_with, connect_media, to_stats_phase
-
+from core_harness import EPOCH_MS, T0, CounterSource, Harness, answer_with, to_stats_phase
 from rtcprobe.core import (
     AcquireMedia,
     Completed,

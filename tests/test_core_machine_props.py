@@ -6,8 +6,6 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from test_core_machine import STEP_FEEDS, harness_in
-
 from rtcprobe.core import (
     PROGRESS_NAMES,
     Completed,
@@ -33,6 +31,7 @@ from rtcprobe.core import (
     errors,
 )
 from rtcprobe.core.observations import CONNECTION_STATES, DTLS_STATES, ICE_STATES
+from test_core_machine import STEP_FEEDS, harness_in
 
 roles = st.sampled_from(list(Role))
 counters = st.integers(min_value=0, max_value=10**6)

@@ -36,7 +36,7 @@ def test_no_core_module_imports_io() -> None:
 
 def test_core_imports_only_attrs_numpy_stdlib() -> None:
     allowed = {"attrs", "numpy", "__future__", "collections", "enum", "json", "math", "re", "typing",
-               "statistics", "bisect", "functools", "itertools", "dataclasses", "heapq", "operator"}
+               "bisect", "functools", "itertools", "dataclasses", "heapq", "operator"}
     for f in sorted(CORE.rglob("*.py")):
         extra = imported_modules(f) - allowed
         assert not extra, f"{f.name} imports {sorted(extra)}"

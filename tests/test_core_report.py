@@ -8,7 +8,6 @@ import pytest
 from core_harness import CounterSource, answer_with, to_stats_phase
 from hypothesis import given
 from hypothesis import strategies as st
-
 from rtcprobe.core import (
     IceCandidateStats,
     PreflightReport,

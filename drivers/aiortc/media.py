@@ -14,7 +14,6 @@ import fractions
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
-
 from rtcprobe.core.config import VideoSpec
 from rtcprobe.core.errors import ConfigError
 

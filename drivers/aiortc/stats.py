@@ -16,15 +16,15 @@ REMB received by the publisher's sender       ``OutboundStats.available_bps``   
 subscriber ``inbound-rtp.packetsReceived``    ``InboundStats.packets_received``         summed per kind
 subscriber ``inbound-rtp.packetsLost``        ``InboundStats.packets_lost``             summed per kind
 subscriber ``inbound-rtp.jitter``             ``InboundStats.jitter``                   RTP units ÷ clock rate
-subscriber receiver byte count                ``InboundStats.bytes_received``           see below
+RTP payload bytes seen by the subscriber      ``InboundStats.bytes_received``           see below
 (no candidate-pair stats in aiortc)           ``StatsSample.candidate_pair_rtt``        None
 ============================================  ========================================  ==========
 
 Clock rates: 90000 for video, the negotiated codec's rate for audio (48000 for Opus).
 
-aiortc's ``inbound-rtp`` has no ``bytesReceived``: the subscriber's byte count comes from its DTLS
-transport's ``bytesReceived`` (everything on the wire, split across kinds by packet counts), which
-is what a bitrate should measure anyway.
+aiortc's ``inbound-rtp`` has no ``bytesReceived`` and its transport counts bytes for all kinds
+together, so :class:`ReceivedBytes` counts RTP payload bytes per receiver — the same measure as the
+sender's ``bytesSent`` (RTCP's octet count), so outgoing and incoming bitrates compare.
 
 Only the direction each peer connection carries is read: the subscriber's recvonly transceivers
 still have senders whose ``outbound-rtp`` entries say 0, and the publisher's receivers never see
@@ -33,11 +33,10 @@ a stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
-
 from rtcprobe.core.observations import InboundStats, OutboundStats, StatsSample
 
 DEFAULT_CLOCK_RATES: Mapping[str, int] = {"audio": 48000, "video": 90000}
@@ -96,21 +95,6 @@ def inbound(report: Mapping[str, Any], kind: str, *, clock_rate: int, bytes_rece
     )
 
 
-def _bytes_by_kind(report: Mapping[str, Any]) -> dict[str, int]:
-    """Split the transport's received bytes across kinds in proportion to packets received.
-
-    aiortc counts bytes per transport, not per stream; with max-bundle there is one transport,
-    so the split is the best per-kind figure available (the total is exact).
-    """
-    total = sum(int(s.bytesReceived) for s in report.values() if getattr(s, "type", None) == "transport")
-    packets = {k: sum(int(s.packetsReceived) for s in _entries(report, "inbound-rtp", k)) for k in KINDS}
-    n = sum(packets.values())
-    if n == 0:
-        return dict.fromkeys(KINDS, 0)
-    audio = total * packets["audio"] // n
-    return {"audio": audio, "video": total - audio}
-
-
 def to_sample(
     publisher: Mapping[str, Any],
     subscriber: Mapping[str, Any],
@@ -118,45 +102,74 @@ def to_sample(
     publisher_rates: Mapping[str, int] = DEFAULT_CLOCK_RATES,
     subscriber_rates: Mapping[str, int] = DEFAULT_CLOCK_RATES,
     available_bps: Mapping[str, float | None] | None = None,
+    bytes_received: Mapping[str, int] | None = None,
 ) -> StatsSample:
     """One sample from the two reports (candidates are added by the caller)."""
     avail = available_bps or {}
-    received = _bytes_by_kind(subscriber)
+    got = bytes_received or {}
     return StatsSample(
         audio_out=outbound(publisher, "audio", clock_rate=publisher_rates["audio"], available_bps=avail.get("audio")),
         video_out=outbound(publisher, "video", clock_rate=publisher_rates["video"], available_bps=avail.get("video")),
-        audio_in=inbound(subscriber, "audio", clock_rate=subscriber_rates["audio"], bytes_received=received["audio"]),
-        video_in=inbound(subscriber, "video", clock_rate=subscriber_rates["video"], bytes_received=received["video"]),
+        audio_in=inbound(subscriber, "audio", clock_rate=subscriber_rates["audio"], bytes_received=got.get("audio", 0)),
+        video_in=inbound(subscriber, "video", clock_rate=subscriber_rates["video"], bytes_received=got.get("video", 0)),
         candidate_pair_rtt=None,  # aiortc has no candidate-pair stats
     )
 
 
-class RembWatch:
-    """The latest REMB (receiver estimated maximum bitrate) that reached one RTP sender.
+def _wrap(obj: Any, name: str, observe: Callable[..., None]) -> None:
+    """Let ``observe`` see every call of ``obj.name`` (an async method) before it runs.
 
-    aiortc applies REMB to its encoder but keeps the figure to itself. The sender's RTCP handler
-    is looked up on the instance, so wrapping it there sees every RTCP packet routed to that
-    sender, without touching aiortc's classes or other senders.
+    aiortc's DTLS transport calls ``_handle_rtp_packet``/``_handle_rtcp_packet`` on the receiver or
+    sender object it routed the packet to, so an instance attribute sees exactly that object's
+    packets, without touching aiortc's classes or other peers.
+    """
+    inner: Callable[..., Awaitable[None]] = getattr(obj, name)
+
+    async def wrapper(*args: Any, **kwargs: Any) -> None:
+        observe(*args, **kwargs)
+        await inner(*args, **kwargs)
+
+    setattr(obj, name, wrapper)
+
+
+def _unwrap(obj: Any, name: str) -> None:
+    obj.__dict__.pop(name, None)  # the class's method shows through again
+
+
+class ReceivedBytes:
+    """RTP payload bytes received by one aiortc ``RTCRtpReceiver``."""
+
+    def __init__(self, receiver: Any) -> None:
+        self.bytes = 0
+        self._receiver = receiver
+        _wrap(receiver, "_handle_rtp_packet", self._count)
+
+    def _count(self, packet: Any, *args: Any, **kwargs: Any) -> None:
+        self.bytes += len(packet.payload)
+
+    def close(self) -> None:
+        _unwrap(self._receiver, "_handle_rtp_packet")
+
+
+class RembWatch:
+    """The latest REMB (receiver estimated maximum bitrate) that reached one ``RTCRtpSender``.
+
+    aiortc applies REMB to its encoder (clamped) but keeps the figure to itself.
     """
 
     def __init__(self, sender: Any) -> None:
         self.bps: float | None = None
         self._sender = sender
-        inner: Callable[[Any], Any] = sender._handle_rtcp_packet
+        _wrap(sender, "_handle_rtcp_packet", self._see)
 
-        async def handle(packet: Any) -> None:
-            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
-                try:
-                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
-                except ValueError:
-                    pass
-                else:
-                    if sender._ssrc in ssrcs:
-                        self.bps = float(bitrate)
-            await inner(packet)
-
-        sender._handle_rtcp_packet = handle
+    def _see(self, packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if self._sender._ssrc in ssrcs:
+                self.bps = float(bitrate)
 
     def close(self) -> None:
-        """Drop the wrapper (it holds the sender alive otherwise)."""
-        self._sender.__dict__.pop("_handle_rtcp_packet", None)
+        _unwrap(self._sender, "_handle_rtcp_packet")

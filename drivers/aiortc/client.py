@@ -1,0 +1,677 @@
+"""The real driver: one preflight over aiortc peer connections and a WebSocket signaling server.
+
+Theory of operation
+-------------------
+:class:`AiortcDriver` owns every socket, task and clock; the core (:class:`rtcprobe.core.PreflightTest`)
+owns every decision. The driver only does two things, always on the event loop's thread:
+
+* it **observes**: aiortc state changes, signaling replies, received frames and ``getStats()``
+  results become core observations, fed with ``now = loop.time()``;
+* it **executes** the core's actions: acquire media, connect signaling, open the two peer
+  connections, sample stats, tear down. Actions that wait on the network run as tasks, so an
+  observation (a stop request, a server error) can arrive while they are in flight; tear-down
+  cancels whatever is still running.
+
+After every core call :meth:`AiortcDriver._pump` drains actions and events and wakes the one timer
+task, which sleeps until ``get_timer()`` and then calls ``handle_timer(loop.time())``.
+
+:class:`PreflightTest` is the user-facing handle (the anchor's ``runPreflight`` object): events by
+name, ``stop()``, ``network_quality_level`` and ``await wait()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import attrs
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
+from rtcprobe.core import errors
+from rtcprobe.core.config import MediaDemand, PreflightConfig, VideoSpec
+from rtcprobe.core.errors import ConfigError, PreflightError, UsageError
+from rtcprobe.core.observations import (
+    AcquireMedia,
+    Action,
+    Completed,
+    ConnectionStateChanged,
+    ConnectSignaling,
+    DtlsStateChanged,
+    Event,
+    Failed,
+    IceServer,
+    IceStateChanged,
+    MediaAcquired,
+    MediaStarted,
+    NetworkQualityLevelChanged,
+    Observation,
+    OpenPeerConnections,
+    Progress,
+    Role,
+    SampleRecorded,
+    SampleStats,
+    SignalingConnected,
+    StatsObserved,
+    TearDown,
+    TrackSubscribed,
+    TransportError,
+)
+from rtcprobe.core.preflight import PreflightTest as CorePreflightTest
+from rtcprobe.core.report import PreflightReport, ProgressEvent, RunInfo, Timing
+
+import rtcprobe
+
+from . import candidates, stats
+from .credentials import check_turn_config
+from .embedded import embedded_server
+from .media import PatternTrack, ToneTrack
+from .protocol import (
+    MAX_MESSAGE_SIZE,
+    Answer,
+    Bye,
+    Error,
+    Ice,
+    Iced,
+    Message,
+    Offer,
+    ProtocolError,
+    encode,
+    parse_message,
+)
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 1.0  # s to wait for the server's WebSocket close frame: stop() must be prompt
+HEARTBEAT = 10.0  # s between WebSocket pings: keeps the socket alive through a long stats step
+EVENT_NAMES = ("progress", "sample", "networkQualityLevelChanged", "completed", "failed")
+
+
+def _is_turn(server: IceServer) -> bool:
+    return any(u.lower().startswith(("turn:", "turns:")) for u in server.urls)
+
+
+def signaling_url(url: str) -> str:
+    """Normalize a server URL: ``http``/``ws`` schemes, ``/signaling`` when no path is given."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+        raise ConfigError(f"signaling URL must be ws://, wss://, http:// or https://HOST[:PORT][/PATH], got {url!r}")
+    try:
+        parts.port  # noqa: B018 -- validates the port
+    except ValueError:
+        raise ConfigError(f"signaling URL has an invalid port: {url!r}") from None
+    path = parts.path if parts.path not in ("", "/") else "/signaling"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+class AiortcDriver:
+    """Runs one core :class:`~rtcprobe.core.PreflightTest` over aiortc (see the module docstring)."""
+
+    def __init__(
+        self,
+        core: CorePreflightTest,
+        *,
+        url: str,
+        token: str,
+        on_event: Callable[[Event], None],
+        relay_auto: bool = False,
+        video_seed: int = 0,
+    ) -> None:
+        self.core = core
+        self.url = signaling_url(url)
+        self._token = token
+        self._on_event = on_event
+        self._relay_auto = relay_auto
+        self._video_seed = video_seed
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.Task[None] | None = None
+        self._rearm = asyncio.Event()
+        self._pumping = self._again = False
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._teardown_task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._answers: dict[str, asyncio.Future[str]] = {}
+        self._tracks: list[MediaStreamTrack] = []
+        self._pcs: dict[Role, RTCPeerConnection] = {}
+        self._servers: tuple[IceServer, ...] = ()
+        self._remb: dict[str, stats.RembWatch] = {}
+        self._received: dict[str, stats.ReceivedBytes] = {}
+        self._dtls_seen: dict[Role, str] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the test on the running loop (returns at once)."""
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.create_task(self._run_timer(), name="rtcprobe-timer")
+        self.core.start(self._loop.time(), epoch_ms=time.time() * 1000)
+        self._pump()
+
+    def stop(self) -> None:
+        """Ask the core to stop now: it fails with the partial report and asks for tear-down."""
+        if self._loop is not None:
+            self.core.stop(self._loop.time())
+            self._pump()
+
+    async def closed(self) -> None:
+        """Wait until everything the test opened is closed again."""
+        await self._closed.wait()
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _observe(self, observation: Observation) -> None:
+        self.core.handle(observation, self._now())
+        self._pump()
+
+    def _pump(self) -> None:
+        # Reentrant calls (a user callback calling stop(), an action observing at once) only ask
+        # the outermost pump to go round again, so actions and events keep their order.
+        if self._pumping:
+            self._again = True
+            return
+        self._pumping = True
+        try:
+            while True:
+                self._again = False
+                while (action := self.core.next_action()) is not None:
+                    self._execute(action)
+                while (event := self.core.next_event()) is not None:
+                    try:
+                        self._on_event(event)
+                    except Exception:  # a user callback must not break the test
+                        log.exception("preflight event callback raised")
+                if not self._again:
+                    break
+        finally:
+            self._pumping = False
+        self._rearm.set()
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        assert self._loop is not None
+        task: asyncio.Task[Any] = self._loop.create_task(coro, name=f"rtcprobe-{name}")  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or self._closing:
+            return
+        exc = task.exception()
+        if exc is not None:  # a bug or an aiortc surprise: fail the test cleanly, never hang
+            log.error("preflight task %s failed", task.get_name(), exc_info=exc)
+            self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(f"internal error: {exc!r}")))
+
+    async def _run_timer(self) -> None:
+        while not self._closing:
+            self._rearm.clear()
+            deadline = self.core.get_timer()
+            if deadline is None:
+                await self._rearm.wait()
+                continue
+            delay = deadline - self._now()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._rearm.wait(), delay)
+                continue  # re-read the deadline: it may have moved
+            self.core.handle_timer(self._now())
+            self._pump()
+
+    # --- actions -------------------------------------------------------------------------------
+
+    def _execute(self, action: Action) -> None:
+        match action:
+            case AcquireMedia(media=media):
+                self._acquire(media)
+            case ConnectSignaling(region=region):
+                self._spawn(self._connect_signaling(region), "signaling")
+            case OpenPeerConnections(ice_servers=servers, relay_only=relay_only):
+                self._spawn(self._open_peer_connections(servers, relay_only), "negotiate")
+            case SampleStats():
+                self._spawn(self._sample(), "stats")
+            case TearDown():
+                if self._teardown_task is None:
+                    assert self._loop is not None
+                    self._teardown_task = self._loop.create_task(self._teardown(), name="rtcprobe-teardown")
+
+    def _acquire(self, media: MediaDemand) -> None:
+        try:
+            if media.audio:
+                self._tracks.append(ToneTrack())
+            if media.video is not None:
+                self._tracks.append(PatternTrack(media.video, seed=self._video_seed))
+        except Exception as exc:
+            self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(f"could not create media: {exc}")))
+            return
+        self._observe(MediaAcquired(tuple(t.kind for t in self._tracks)))
+
+    # --- signaling -----------------------------------------------------------------------------
+
+    async def _connect_signaling(self, region: str) -> None:
+        self._session = aiohttp.ClientSession()
+        try:
+            self._ws = await self._session.ws_connect(
+                self.url, max_msg_size=MAX_MESSAGE_SIZE, heartbeat=HEARTBEAT,
+                timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT),
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            self._observe(TransportError(errors.SIGNALING_CONNECTION.with_message(
+                f"could not connect to the signaling server at {self.url}: {exc or type(exc).__name__}")))
+            return
+        await self._send(Ice(token=self._token, region=region))
+        reply = await self._receive()
+        match reply:
+            case Iced(ice_servers=servers):
+                self._servers = servers
+                self._spawn(self._read_signaling(), "signaling-reader")
+                self._observe(SignalingConnected(servers))
+            case Error(code=code, message=message):
+                self._observe(TransportError(errors.error_for_code(code, message)))
+            case None:
+                self._observe(TransportError(errors.SIGNALING_CONNECTION.with_message(
+                    "the signaling connection closed before the server accepted the token")))
+            case ProtocolError() as exc:
+                self._observe(TransportError(errors.SIGNALING_CONNECTION.with_message(
+                    f"the signaling server sent a malformed reply: {exc.message}")))
+            case _:
+                self._observe(TransportError(errors.SIGNALING_CONNECTION.with_message(
+                    f"the signaling server answered the hello with {type(reply).__name__.lower()!r}")))
+
+    async def _send(self, message: Message) -> None:
+        assert self._ws is not None
+        await self._ws.send_str(encode(message))
+
+    async def _receive(self) -> Message | ProtocolError | None:
+        """The next message, a ProtocolError for a malformed one, or None once the socket closed."""
+        assert self._ws is not None
+        msg = await self._ws.receive()
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+                        aiohttp.WSMsgType.ERROR):
+            return None
+        try:
+            return parse_message(msg.data if msg.type is aiohttp.WSMsgType.TEXT else bytes(msg.data))
+        except ProtocolError as exc:
+            return exc
+
+    async def _read_signaling(self) -> None:
+        """After ``iced``: route answers to their waiters; anything else ends the test."""
+        while True:
+            reply = await self._receive()
+            match reply:
+                case Answer(pc=pc, sdp=sdp):
+                    waiter = self._answers.get(pc)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(sdp)
+                        continue
+                    error = errors.SIGNALING_CONNECTION.with_message(f"unexpected answer for the {pc}")
+                case Error(code=code, message=message):
+                    error = errors.error_for_code(code, message)
+                case None:
+                    error = errors.SIGNALING_DISCONNECTED.with_message("the signaling server closed the connection")
+                case ProtocolError() as exc:
+                    error = errors.SIGNALING_CONNECTION.with_message(f"malformed signaling message: {exc.message}")
+                case _:
+                    error = errors.SIGNALING_CONNECTION.with_message(
+                        f"unexpected signaling message {type(reply).__name__.lower()!r}")
+            if not self._closing:
+                self._observe(TransportError(error))
+            return
+
+    async def _negotiate(self, pc: RTCPeerConnection, name: str) -> None:
+        """Non-trickle offer/answer: aiortc puts every gathered candidate in the offer."""
+        assert self._loop is not None
+        await pc.setLocalDescription(await pc.createOffer())  # gathers (TURN allocation included)
+        self._answers[name] = self._loop.create_future()
+        await self._send(Offer(pc=name, sdp=pc.localDescription.sdp))  # type: ignore[arg-type]
+        sdp = await self._answers[name]
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    # --- peer connections ----------------------------------------------------------------------
+
+    async def _open_peer_connections(self, servers: tuple[IceServer, ...], relay_only: bool) -> None:
+        relay = relay_only or (self._relay_auto and any(_is_turn(s) for s in servers))
+        ice = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in servers]
+        # An explicit list always: iceServers=None would mean a public STUN server.
+        pub = RTCPeerConnection(RTCConfiguration(
+            iceServers=list(ice), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL))
+        self._pcs[Role.PUBLISHER] = pub
+        self._watch(pub, Role.PUBLISHER)
+        for track in self._tracks:
+            transceiver = pub.addTransceiver(track, direction="sendonly")
+            self._remb[track.kind] = stats.RembWatch(transceiver.sender)
+        self._watch_dtls(pub, Role.PUBLISHER)
+        try:
+            await self._negotiate(pub, "publisher")
+        except (ValueError, RuntimeError) as exc:  # aiortc rejects a bad answer with these
+            self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(f"publisher negotiation failed: {exc}")))
+            return
+
+        sub = RTCPeerConnection(RTCConfiguration(iceServers=list(ice), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self._pcs[Role.SUBSCRIBER] = sub
+        self._watch(sub, Role.SUBSCRIBER)
+
+        @sub.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._observe(TrackSubscribed(track.kind))
+            self._spawn(self._consume(track), f"consume-{track.kind}")
+
+        for track in self._tracks:
+            transceiver = sub.addTransceiver(track.kind, direction="recvonly")
+            self._received[track.kind] = stats.ReceivedBytes(transceiver.receiver)
+        self._watch_dtls(sub, Role.SUBSCRIBER)
+        try:
+            await self._negotiate(sub, "subscriber")
+        except (ValueError, RuntimeError) as exc:
+            self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(f"subscriber negotiation failed: {exc}")))
+
+    def _watch(self, pc: RTCPeerConnection, role: Role) -> None:
+        @pc.on("iceconnectionstatechange")
+        def on_ice() -> None:
+            self._observe(IceStateChanged(role, pc.iceConnectionState))
+
+        @pc.on("connectionstatechange")
+        def on_connection() -> None:
+            # aiortc derives connectionState inside the DTLS transport's own statechange, before
+            # our listener on that transport runs; report the DTLS state first, as it happened.
+            self._sync_dtls(pc, role)
+            self._observe(ConnectionStateChanged(role, pc.connectionState))
+
+    def _watch_dtls(self, pc: RTCPeerConnection, role: Role) -> None:
+        # max-bundle: every transceiver shares the first one's DTLS transport.
+        pc.getTransceivers()[0].sender.transport.on("statechange", lambda: self._sync_dtls(pc, role))
+
+    def _sync_dtls(self, pc: RTCPeerConnection, role: Role) -> None:
+        transceivers = pc.getTransceivers()
+        if not transceivers:
+            return
+        state = transceivers[0].sender.transport.state
+        if self._dtls_seen.get(role) != state:
+            self._dtls_seen[role] = state
+            self._observe(DtlsStateChanged(role, state))
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        """Read (and drop) received frames; the first one is ``MediaStarted``."""
+        try:
+            await track.recv()
+            self._observe(MediaStarted(track.kind))
+            while True:
+                await track.recv()
+        except MediaStreamError:
+            return
+
+    # --- stats ---------------------------------------------------------------------------------
+
+    async def _sample(self) -> None:
+        pub, sub = self._pcs.get(Role.PUBLISHER), self._pcs.get(Role.SUBSCRIBER)
+        if pub is None or sub is None:
+            return
+        pub_report, sub_report = await asyncio.gather(pub.getStats(), sub.getStats())
+        sample = stats.to_sample(
+            pub_report, sub_report,
+            publisher_rates=stats.clock_rates(pub), subscriber_rates=stats.clock_rates(sub),
+            available_bps={kind: watch.bps for kind, watch in self._remb.items()},
+            bytes_received={kind: counter.bytes for kind, counter in self._received.items()},
+        )
+        pub_cands, pair = candidates.collect(pub, "publisher", self._servers)
+        sub_cands, _ = candidates.collect(sub, "subscriber", self._servers)
+        self._observe(StatsObserved(attrs.evolve(sample, ice_candidates=pub_cands + sub_cands, selected_pair=pair)))
+
+    # --- tear-down -----------------------------------------------------------------------------
+
+    async def _teardown(self) -> None:
+        self._closing = True
+        current = asyncio.current_task()
+        pending = [t for t in self._tasks if t is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for waiter in self._answers.values():
+            waiter.cancel()
+        if self._ws is not None and not self._ws.closed:
+            with contextlib.suppress(Exception):
+                await self._send(Bye())
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+        for track in self._tracks:
+            track.stop()
+        for watch in (*self._remb.values(), *self._received.values()):
+            watch.close()
+        for pc in self._pcs.values():
+            await pc.close()
+        await asyncio.sleep(0)
+        for pc in self._pcs.values():
+            # aiortc race: when close() lands while the DTLS handshake completes, its connect task
+            # still starts the senders/receivers (RTCP loops, decoder threads) after close() stopped
+            # them. Stopping them again is idempotent and ends whatever started late.
+            for transceiver in pc.getTransceivers():
+                await transceiver.sender.stop()
+                await transceiver.receiver.stop()
+        if self._timer is not None:
+            self._rearm.set()
+            self._timer.cancel()
+            await asyncio.gather(self._timer, return_exceptions=True)
+        self._closed.set()
+
+
+# --- the user-facing API -----------------------------------------------------------------------
+
+
+class PreflightTest:
+    """A running preflight (the anchor's ``PreflightTest``), returned by :func:`run_preflight`.
+
+    Events (``test.on(name, callback)``):
+
+    * ``"progress"`` ``(name)``: a step landed (``mediaAcquired`` … ``mediaStarted``);
+    * ``"sample"`` ``(index, total, level)``: a stats sample was taken;
+    * ``"networkQualityLevelChanged"`` ``(level, stats)``;
+    * ``"completed"`` ``(report)`` / ``"failed"`` ``(error, report)``: once everything is closed.
+    """
+
+    def __init__(self, config: PreflightConfig) -> None:
+        self.config = config
+        self.core = CorePreflightTest(config, run=RunInfo(driver="aiortc", version=rtcprobe.__version__))
+        self._handlers: dict[str, list[Callable[..., Any]]] = {name: [] for name in EVENT_NAMES}
+        self._driver: AiortcDriver | None = None
+        self._stop_requested = False
+        self._task: asyncio.Task[None] | None = None
+        self._terminal: Completed | Failed | None = None
+
+    def on(self, name: str, callback: Callable[..., Any]) -> PreflightTest:
+        if name not in self._handlers:
+            raise UsageError(f"unknown preflight event {name!r}; one of: {', '.join(EVENT_NAMES)}")
+        self._handlers[name].append(callback)
+        return self
+
+    def stop(self) -> None:
+        """End the test now, in any step: it fails (code 99000) with the partial report."""
+        self._stop_requested = True
+        if self._driver is not None:
+            self._driver.stop()
+
+    @property
+    def network_quality_level(self) -> int | None:
+        return self.core.network_quality_level
+
+    @property
+    def report(self) -> PreflightReport | None:
+        return self.core.report
+
+    @property
+    def progress_events(self) -> tuple[ProgressEvent, ...]:
+        """The steps so far, each with its time (ms since the test started)."""
+        return self.core.progress_events
+
+    @property
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    async def wait(self) -> PreflightReport:
+        """The report once the test has ended and everything is closed; raises
+        :class:`~rtcprobe.PreflightError` (with ``.code`` and the partial ``.report``) on failure.
+
+        Cancelling the waiter stops the test and still closes everything before it re-raises.
+        """
+        assert self._task is not None, "run_preflight() starts the test"
+        try:
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            self.stop()
+            with contextlib.suppress(BaseException):
+                await self._task
+            raise
+        terminal = self._terminal
+        if isinstance(terminal, Completed):
+            return terminal.report
+        if isinstance(terminal, Failed):
+            raise PreflightError(terminal.error, terminal.report)
+        raise UsageError("the preflight ended without a result")  # unreachable: the core always ends
+
+    def _emit(self, name: str, *args: Any) -> None:
+        for callback in list(self._handlers[name]):
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("preflight %r callback raised", name)
+
+    def _on_core_event(self, event: Event) -> None:
+        match event:
+            case Progress(name=name):
+                self._emit("progress", name)
+            case SampleRecorded(index=index, total=total, level=level):
+                self._emit("sample", index, total, level)
+            case NetworkQualityLevelChanged(level=level, stats=nq):
+                self._emit("networkQualityLevelChanged", level, nq)
+            case Completed() | Failed():
+                self._terminal = event  # announced once everything is closed (see _run)
+
+    async def _run(self, connect: Callable[[], contextlib.AbstractAsyncContextManager[tuple[str, str]]],
+                   relay_auto: bool, video_seed: int) -> None:
+        try:
+            async with connect() as (url, token):
+                self._driver = AiortcDriver(
+                    self.core, url=url, token=token, on_event=self._on_core_event,
+                    relay_auto=relay_auto, video_seed=video_seed,
+                )
+                self._driver.start()
+                if self._stop_requested:
+                    self._driver.stop()
+                await self._driver.closed()
+        except Exception as exc:  # e.g. the embedded server could not start
+            log.exception("preflight could not run")
+            if self._terminal is None:
+                error = errors.SIGNALING_CONNECTION.with_message(f"could not start the preflight: {exc}")
+                report = PreflightReport(test_timing=_now_timing(), run=self.core.run, error=error)
+                self._terminal = Failed(error, report)
+        if isinstance(self._terminal, Completed):
+            self._emit("completed", self._terminal.report)
+        elif isinstance(self._terminal, Failed):
+            self._emit("failed", PreflightError(self._terminal.error, self._terminal.report), self._terminal.report)
+
+
+def _now_timing() -> Timing:
+    now = time.time() * 1000
+    return Timing(now, now)
+
+
+@contextlib.asynccontextmanager
+async def _external(url: str, token: str) -> Any:
+    yield url, token
+
+
+def parse_video(spec: str) -> VideoSpec:
+    """``WxH@FPS`` (``@FPS`` optional, 30 by default) → VideoSpec; ConfigError when malformed."""
+    size, _, fps = spec.partition("@")
+    w, sep, h = size.lower().partition("x")
+    try:
+        if not sep:
+            raise ValueError
+        video = VideoSpec(int(w), int(h), float(fps) if fps else 30.0)
+    except (ValueError, TypeError):
+        raise ConfigError(f"video must look like 640x480@30, got {spec!r}") from None
+    _check_video(video)
+    return video
+
+
+def _check_video(video: VideoSpec) -> None:
+    if video.width % 2 or video.height % 2 or video.width < 16 or video.height < 16:
+        raise ConfigError(f"video size must be even and at least 16x16, got {video.width}x{video.height}")
+    if video.width > 3840 or video.height > 2160 or video.fps > 60:
+        raise ConfigError(f"video must be at most 3840x2160@60, got {video.width}x{video.height}@{video.fps:g}")
+
+
+def run_preflight(
+    token: str | None = None,
+    *,
+    url: str | None = None,
+    duration: float = 10.0,
+    region: str = "gll",
+    media: MediaDemand | None = None,
+    turn_urls: Sequence[str] = (),
+    turn_secret: str | None = None,
+    relay_only: bool | None = None,
+    network_quality_verbosity: int = 1,
+    video_seed: int = 0,
+) -> PreflightTest:
+    """Start a preflight on the running asyncio loop and return its :class:`PreflightTest`.
+
+    With ``url`` (and its ``token``) the test runs against that signaling server. Without it, an
+    embedded server starts in-process on 127.0.0.1 with a fresh secret and token, ICE host
+    candidates confined to loopback, and optionally TURN (``turn_urls`` + ``turn_secret``).
+    ``relay_only=None`` makes the publisher relay-only whenever the server hands out TURN, as the
+    anchor's publisher is. Misuse raises :class:`~rtcprobe.ConfigError` at once.
+    """
+    loop = asyncio.get_running_loop()  # raises RuntimeError outside a running loop: misuse
+    media = media if media is not None else MediaDemand()
+    if media.video is not None:
+        _check_video(media.video)
+    config = PreflightConfig(
+        duration=duration, region=region, media=media, relay_only=bool(relay_only),
+        network_quality_verbosity=network_quality_verbosity,
+    )
+    if url is None:
+        if token is not None:
+            raise ConfigError("a token needs a url: the embedded server mints its own token")
+        check_turn_config(turn_urls, turn_secret)  # a bad --turn is bad input, not a failed test
+        connect: Callable[[], Any] = lambda: embedded_server(turn_urls=turn_urls, turn_secret=turn_secret)  # noqa: E731
+    else:
+        if not token:
+            raise ConfigError("a signaling url needs a token (--token)")
+        if turn_urls or turn_secret:
+            raise ConfigError("TURN options configure the embedded server; a remote server hands out its own TURN")
+        normalized = signaling_url(url)
+        connect = lambda: _external(normalized, token)  # noqa: E731
+    test = PreflightTest(config)
+    test._task = loop.create_task(test._run(connect, relay_only is None, video_seed), name="rtcprobe-preflight")
+    return test
+
+
+def preflight(token: str | None = None, **options: Any) -> PreflightReport:
+    """Blocking :func:`run_preflight` for scripts: runs its own loop, returns the report or
+    raises :class:`~rtcprobe.PreflightError`. Ctrl-C stops the test and closes everything first."""
+
+    async def main() -> PreflightReport:
+        return await run_preflight(token, **options).wait()
+
+    return asyncio.run(main())
+
+
+__all__ = ["AiortcDriver", "PreflightTest", "parse_video", "preflight", "run_preflight", "signaling_url"]

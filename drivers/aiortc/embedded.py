@@ -1,0 +1,33 @@
+"""The embedded default: a signaling server in this process, on loopback, for one test.
+
+``rtcprobe preflight`` with no ``--url`` must work on a fresh machine with nothing else running
+(DESIGN.md section 7). This starts the real :class:`SignalingServer` on 127.0.0.1 with a fresh
+random secret, mints a token for it, and confines ICE host candidates to loopback for as long as
+the test runs (both the server's and the client's peers live in this process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from .loopback import confine_ice_to_loopback
+from .server import SignalingServer
+from .tokens import generate_secret, mint_token
+
+IDENTITY = "rtcprobe-preflight"
+HOST = "127.0.0.1"
+
+
+@contextlib.asynccontextmanager
+async def embedded_server(
+    *, turn_urls: Sequence[str] = (), turn_secret: str | None = None, ttl: float = 3600.0
+) -> AsyncIterator[tuple[str, str]]:
+    """Yield ``(url, token)`` of a signaling server running on loopback until the block exits."""
+    secret = generate_secret()
+    with confine_ice_to_loopback():
+        async with SignalingServer(
+            secret=secret, host=HOST, port=0, turn_urls=tuple(turn_urls), turn_secret=turn_secret
+        ) as server:
+            yield server.url, mint_token(secret, IDENTITY, now=time.time(), ttl=ttl)

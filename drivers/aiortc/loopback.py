@@ -1,0 +1,56 @@
+"""Confine ICE host candidates to loopback.
+
+aioice leaves 127.0.0.1 out of its host candidates (REFERENCE.md F), so two peers that must talk
+over loopback only (the embedded server, every test) would otherwise offer the machine's real
+addresses — and find nothing to talk over when none exists. :func:`confine_ice_to_loopback`
+swaps aioice's host-address discovery for one that answers 127.0.0.1 only.
+
+The patch is process-wide (aioice reads a module global), so it is reference-counted: nested and
+overlapping uses (a server and a client in one process) are fine, and the original function comes
+back when the last one exits. Relay-only peers are unaffected: they gather no host candidates.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import aioice.ice
+
+LOOPBACK_V4 = "127.0.0.1"
+
+_lock = threading.Lock()
+_depth = 0
+_original: Callable[[bool, bool], list[str]] | None = None
+
+
+def _loopback_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    # IPv4 only: aiortc peers talk IPv4 to coturn and to each other, and ::1 would add a
+    # second, useless candidate per component.
+    return [LOOPBACK_V4] if use_ipv4 else []
+
+
+def is_confined() -> bool:
+    """Whether host gathering is currently confined to loopback."""
+    return _depth > 0
+
+
+@contextmanager
+def confine_ice_to_loopback() -> Iterator[None]:
+    """Inside this block every aioice agent in the process gathers 127.0.0.1 as its only host
+    address. Candidates gathered inside keep working after the block ends."""
+    global _depth, _original
+    with _lock:
+        if _depth == 0:
+            _original = aioice.ice.get_host_addresses
+            aioice.ice.get_host_addresses = _loopback_host_addresses
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _original is not None:
+                aioice.ice.get_host_addresses = _original
+                _original = None

@@ -1,0 +1,278 @@
+"""The signaling protocol's messages, shared by the server and the client (docs/signaling.md).
+
+One JSON object per WebSocket text frame, each with a ``type``. :func:`parse_message` turns a frame
+into one of the frozen message classes below or raises :class:`ProtocolError` (code 53000) naming
+what was wrong; :func:`encode` is its inverse. Unknown extra keys are ignored so that either side
+can add optional fields later without breaking the other.
+
+Which messages a side may send, and in which order, is the server's business (see ``server.py``):
+this module only checks that each message is well formed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, Final, Literal, TypeAlias
+
+import attrs
+from rtcprobe.core.observations import IceServer
+
+PROTOCOL_VERSION: Final = 1
+DEFAULT_REGION: Final = "gll"
+MAX_MESSAGE_SIZE: Final = 64 * 1024  # bytes of one text frame
+DEFAULT_IDLE_TIMEOUT: Final = 30.0  # s
+
+# Error codes used on the wire (the Twilio Video codes, REFERENCE.md A).
+SIGNALING_ERROR: Final = 53000
+MEDIA_ERROR: Final = 53405
+
+# WebSocket close codes the server uses (RFC 6455 section 7.4.1).
+CLOSE_NORMAL: Final = 1000
+CLOSE_GOING_AWAY: Final = 1001
+CLOSE_POLICY_VIOLATION: Final = 1008
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+CLOSE_INTERNAL_ERROR: Final = 1011
+CLOSE_TRY_AGAIN_LATER: Final = 1013
+
+PcName: TypeAlias = Literal["publisher", "subscriber"]
+PC_NAMES: Final = ("publisher", "subscriber")
+
+
+class ProtocolError(Exception):
+    """A message broke the protocol: the receiver answers with an ``error`` carrying ``code`` and
+    closes the connection."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+# --- Messages ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Ice:
+    """client → server: the hello. Carries the access token."""
+
+    TYPE: ClassVar[str] = "ice"
+
+    token: str
+    version: int = PROTOCOL_VERSION
+    preflight: bool = True
+    region: str = DEFAULT_REGION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "ice", "preflight": self.preflight, "token": self.token, "version": self.version,
+            "region": self.region,
+        }
+
+
+@attrs.frozen
+class Iced:
+    """server → client: the token was accepted; the ICE servers to use (empty without TURN)."""
+
+    TYPE: ClassVar[str] = "iced"
+
+    ice_servers: tuple[IceServer, ...] = ()
+    ttl: int = 3600
+
+    def to_dict(self) -> dict[str, Any]:
+        servers = []
+        for s in self.ice_servers:
+            entry: dict[str, Any] = {"urls": list(s.urls)}
+            if s.username is not None:
+                entry["username"] = s.username
+            if s.credential is not None:
+                entry["credential"] = s.credential
+            servers.append(entry)
+        return {"type": "iced", "ice_servers": servers, "ttl": self.ttl}
+
+
+@attrs.frozen
+class Offer:
+    """client → server: an SDP offer for one of the two peer connections (all candidates inside)."""
+
+    TYPE: ClassVar[str] = "offer"
+
+    pc: PcName
+    sdp: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "offer", "pc": self.pc, "sdp": self.sdp}
+
+
+@attrs.frozen
+class Answer:
+    """server → client: the SDP answer for one of the two peer connections."""
+
+    TYPE: ClassVar[str] = "answer"
+
+    pc: PcName
+    sdp: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "answer", "pc": self.pc, "sdp": self.sdp}
+
+
+@attrs.frozen
+class Bye:
+    """client → server: the test is over; the server releases everything and closes."""
+
+    TYPE: ClassVar[str] = "bye"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "bye"}
+
+
+@attrs.frozen
+class Error:
+    """server → client: the last message sent before the server closes the connection."""
+
+    TYPE: ClassVar[str] = "error"
+
+    code: int
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "error", "code": self.code, "message": self.message}
+
+
+Message: TypeAlias = Ice | Iced | Offer | Answer | Bye | Error
+CLIENT_MESSAGES: Final = (Ice, Offer, Bye)  # what a client may send
+SERVER_MESSAGES: Final = (Iced, Answer, Error)  # what a server may send
+
+
+def encode(message: Message) -> str:
+    """The JSON text frame for ``message``."""
+    return json.dumps(message.to_dict(), separators=(",", ":"))
+
+
+# --- Parsing -----------------------------------------------------------------------------------
+
+
+def _fail(message: str) -> ProtocolError:
+    return ProtocolError(SIGNALING_ERROR, message)
+
+
+def _field(obj: dict[str, Any], kind: str, key: str, types: type | tuple[type, ...], *, default: Any = None,
+           required: bool = True) -> Any:
+    """``obj[key]`` checked against ``types`` (bool is never accepted as an int)."""
+    if key not in obj:
+        if required:
+            raise _fail(f"'{kind}' message is missing the '{key}' field")
+        return default
+    value = obj[key]
+    want = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in want:
+        ok = False
+    else:
+        ok = isinstance(value, want)
+    if not ok:
+        names = " or ".join(_JSON_NAMES.get(t, t.__name__) for t in want)
+        raise _fail(f"'{kind}' field '{key}' must be {names}, got {_json_type(value)}")
+    return value
+
+
+_JSON_NAMES: dict[type, str] = {
+    str: "a string", int: "an integer", bool: "a boolean", list: "an array", dict: "an object",
+}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _nonempty(value: str, kind: str, key: str) -> str:
+    if not value:
+        raise _fail(f"'{kind}' field '{key}' must not be empty")
+    return value
+
+
+def _parse_ice(obj: dict[str, Any]) -> Ice:
+    version = _field(obj, "ice", "version", int)
+    if version != PROTOCOL_VERSION:
+        raise _fail(f"unsupported protocol version {version} (this server speaks {PROTOCOL_VERSION})")
+    return Ice(
+        token=_field(obj, "ice", "token", str),
+        version=version,
+        preflight=_field(obj, "ice", "preflight", bool, default=True, required=False),
+        region=_nonempty(_field(obj, "ice", "region", str, default=DEFAULT_REGION, required=False),
+                         "ice", "region"),
+    )
+
+
+def _parse_ice_server(entry: Any) -> IceServer:
+    if not isinstance(entry, dict):
+        raise _fail(f"'iced' ice_servers entries must be objects, got {_json_type(entry)}")
+    urls = _field(entry, "iced", "urls", (str, list))
+    if isinstance(urls, str):
+        urls = [urls]  # RTCIceServer allows one URL as a plain string
+    if not urls or not all(isinstance(u, str) and u for u in urls):
+        raise _fail("'iced' ice_servers urls must be non-empty strings")
+    return IceServer(
+        urls=tuple(urls),
+        username=_field(entry, "iced", "username", str, required=False),
+        credential=_field(entry, "iced", "credential", str, required=False),
+    )
+
+
+def _parse_iced(obj: dict[str, Any]) -> Iced:
+    servers = _field(obj, "iced", "ice_servers", list)
+    ttl = _field(obj, "iced", "ttl", int, default=3600, required=False)
+    return Iced(ice_servers=tuple(_parse_ice_server(s) for s in servers), ttl=ttl)
+
+
+def _parse_pc(obj: dict[str, Any], kind: str) -> PcName:
+    pc = _field(obj, kind, "pc", str)
+    if pc not in PC_NAMES:
+        raise _fail(f"'{kind}' field 'pc' must be 'publisher' or 'subscriber', got {pc!r}")
+    return pc  # type: ignore[no-any-return]
+
+
+def _parse_offer(obj: dict[str, Any]) -> Offer:
+    return Offer(pc=_parse_pc(obj, "offer"), sdp=_nonempty(_field(obj, "offer", "sdp", str), "offer", "sdp"))
+
+
+def _parse_answer(obj: dict[str, Any]) -> Answer:
+    return Answer(pc=_parse_pc(obj, "answer"), sdp=_nonempty(_field(obj, "answer", "sdp", str), "answer", "sdp"))
+
+
+def _parse_error(obj: dict[str, Any]) -> Error:
+    return Error(code=_field(obj, "error", "code", int), message=_field(obj, "error", "message", str))
+
+
+_PARSERS = {
+    "ice": _parse_ice,
+    "iced": _parse_iced,
+    "offer": _parse_offer,
+    "answer": _parse_answer,
+    "bye": lambda obj: Bye(),
+    "error": _parse_error,
+}
+
+
+def parse_message(text: str | bytes) -> Message:
+    """Parse one text frame. Raises :class:`ProtocolError` (53000) saying what was wrong."""
+    if isinstance(text, bytes | bytearray):
+        raise _fail("binary frames are not part of the protocol: send JSON text frames")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _fail(f"invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise _fail(f"a message must be a JSON object, got {_json_type(obj)}")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise _fail("a message needs a string 'type' field")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise _fail(f"unknown message type {kind!r}")
+    return parser(obj)  # type: ignore[no-any-return]

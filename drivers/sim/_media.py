@@ -1,0 +1,393 @@
+"""Media the simulated peers move: RTP sources, receiver statistics, the REMB estimator.
+
+Everything here works on numpy arrays of packets so that a whole stretch of media crosses a link
+in one ``Link.send_batch`` call. Numbers are aiortc 1.16's (REFERENCE.md F) unless a comment
+says otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import attrs
+import numpy as np
+from numpy.typing import NDArray
+
+from rtcprobe.core.config import VideoSpec
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+
+AUDIO, VIDEO = 0, 1
+KIND_NAMES: Final = ("audio", "video")
+CLOCK_RATE: Final = (48_000, 90_000)  # Opus, VP8 RTP clocks
+
+# Bytes around an RTP payload on the wire: RTP header 12 + header extensions (mid, abs-send-time)
+# 12 + SRTP auth tag 10 + UDP 8 + IPv4 20. A TURN ChannelData header adds 4 on a relayed leg.
+RTP_OVERHEAD: Final = 12 + 12 + 10 + 8 + 20
+CHANNELDATA_OVERHEAD: Final = 4
+
+OPUS_FRAME_S: Final = 0.020  # aiortc's audio track yields 20 ms frames
+OPUS_BITRATE: Final = 96_000  # aiortc/codecs/opus.py sets bit_rate = 96000
+OPUS_PAYLOAD: Final = OPUS_BITRATE * 20 // 8000  # 240 bytes per 20 ms
+
+VP8_PACKET_MAX: Final = 1300  # aiortc/codecs/vpx.py PACKET_MAX (payload incl. the VP8 descriptor)
+VP8_DESCRIPTOR: Final = 6  # descriptor with picture id: what _packetize takes out of PACKET_MAX
+VP8_DEFAULT_BPS: Final = 500_000  # aiortc DEFAULT_BITRATE, for 640x480@30
+VP8_MIN_BPS: Final = 250_000  # aiortc MIN_BITRATE
+VP8_MAX_BPS: Final = 1_500_000  # aiortc MAX_BITRATE
+# aiortc recreates the encoder (and so sends a keyframe) when the REMB target moves by > 10 %.
+VP8_RECREATE_CHANGE: Final = 0.10
+# What the synthetic moving pattern needs at 640x480@30 (REFERENCE.md F measured ~550 kbit/s);
+# other sizes scale by (pixels, fps)^0.75 — encoded bits grow sub-linearly with both, so a
+# 320x180@15 stream undershoots aiortc's 250 kbit/s floor as libvpx's CBR (undershoot 100 %) does.
+VP8_CONTENT_BPS: Final = 550_000
+VP8_CONTENT_EXPONENT: Final = 0.75
+VGA_PIXELS: Final = 640 * 480
+# A VP8 keyframe is several delta frames' worth of bits (estimate for the synthetic pattern).
+KEYFRAME_FACTOR: Final = 5.0
+FRAME_SIZE_SPREAD: Final = 0.15  # delta frame sizes vary ±15 % around the rate's mean
+ENCODE_S_PER_VGA: Final = 0.0025  # REFERENCE.md F: ~2.5 ms per 640x480 frame
+
+
+def initial_video_target(spec: VideoSpec) -> float:
+    """aiortc's 500 kbit/s default scaled to the stream's pixel rate, clamped to its limits."""
+    scale = spec.width * spec.height / VGA_PIXELS * spec.fps / 30.0
+    return float(min(VP8_MAX_BPS, max(VP8_MIN_BPS, VP8_DEFAULT_BPS * scale)))
+
+
+def content_bitrate(spec: VideoSpec) -> float:
+    """The most the encoder spends on the synthetic pattern at this size and frame rate."""
+    scale = (spec.width * spec.height / VGA_PIXELS) * (spec.fps / 30.0)
+    return VP8_CONTENT_BPS * scale**VP8_CONTENT_EXPONENT
+
+
+@attrs.define(slots=True)
+class Packets:
+    """A batch of RTP packets as parallel arrays (sorted by ``t``)."""
+
+    t: F64  # time the packet is offered to the current hop
+    size: I64  # bytes on the wire
+    payload: I64  # RTP payload bytes (what getStats' byte counters count)
+    kind: I64  # AUDIO / VIDEO
+    seq: I64  # per-kind sequence number (unwrapped)
+    ts: I64  # RTP timestamp, clock units
+    frame: I64  # video frame number (-1 for audio)
+    key: NDArray[np.bool_]  # packet of a keyframe
+    npk: I64  # packets in this packet's frame (1 for audio)
+    sent: F64  # time the publisher sent it (one-way delay for the estimator)
+
+    @classmethod
+    def empty(cls) -> Packets:
+        f, i = np.zeros(0), np.zeros(0, dtype=np.int64)
+        return cls(f, i, i, i, i, i, i, np.zeros(0, dtype=np.bool_), i, f)
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def take(self, index: NDArray[np.int64] | NDArray[np.bool_] | slice) -> Packets:
+        return Packets(self.t[index], self.size[index], self.payload[index], self.kind[index],
+                       self.seq[index], self.ts[index], self.frame[index], self.key[index],
+                       self.npk[index], self.sent[index])
+
+    @staticmethod
+    def concat(parts: list[Packets]) -> Packets:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Packets.empty()
+        if len(parts) == 1:
+            return parts[0]
+        return Packets(*(np.concatenate([getattr(p, name) for p in parts]) for name in _FIELDS))
+
+
+def _count(first: float, until: float, step: float) -> int:
+    """How many of first, first + step, ... are <= until (exactly, despite rounding)."""
+    if until < first:
+        return 0
+    n = int(math.floor((until - first) / step)) + 1
+    while n > 0 and first + (n - 1) * step > until:
+        n -= 1
+    return n
+
+
+_FIELDS: Final = tuple(f.name for f in attrs.fields(Packets))
+
+
+class AudioSource:
+    """Opus: one packet per 20 ms frame from ``start`` on."""
+
+    def __init__(self, start: float, wire_extra: int) -> None:
+        self.next_t = start
+        self.seq = 0
+        self.size = OPUS_PAYLOAD + RTP_OVERHEAD + wire_extra
+
+    @property
+    def next_send(self) -> float:
+        return self.next_t
+
+    def generate(self, until: float) -> Packets:
+        """Every packet sent at or before ``until``."""
+        n = _count(self.next_t, until, OPUS_FRAME_S)
+        if n <= 0:
+            return Packets.empty()
+        k = np.arange(self.seq, self.seq + n, dtype=np.int64)
+        t = self.next_t + (k - self.seq) * OPUS_FRAME_S
+        self.seq += n
+        self.next_t = float(t[-1]) + OPUS_FRAME_S
+        ones = np.ones(n, dtype=np.int64)
+        return Packets(t, ones * self.size, ones * OPUS_PAYLOAD, ones * AUDIO, k, k * 960,
+                       -ones, np.zeros(n, dtype=np.bool_), ones, t)
+
+
+class VideoSource:
+    """VP8 as aiortc sends it: frames at ``fps``, each packetized at once and sent back to back.
+
+    The encoder's rate is its codec's ``bit_rate``, which follows the REMB target only when it
+    moves by more than 10 % (then the codec is recreated, which starts with a keyframe); it
+    never spends more than the content needs. A PLI forces the next frame to be a keyframe.
+    """
+
+    def __init__(self, spec: VideoSpec, start: float, wire_extra: int, rng: np.random.Generator) -> None:
+        self.spec = spec
+        self.interval = 1.0 / spec.fps
+        self.next_t = start
+        self.frame = 0
+        self.seq = 0
+        self.rng = rng
+        self.target = initial_video_target(spec)
+        self.codec_rate = self.target
+        self.content = content_bitrate(spec)
+        self.force_key = True  # a new encoder starts with a keyframe
+        self.encode_s = ENCODE_S_PER_VGA * spec.width * spec.height / VGA_PIXELS
+        self.wire_extra = wire_extra
+        self.keyframes = 0
+
+    @property
+    def rate(self) -> float:
+        return min(self.codec_rate, self.content)
+
+    def set_target(self, bps: float) -> None:
+        """A REMB arrived: aiortc clamps it into the encoder's range."""
+        self.target = min(VP8_MAX_BPS, max(VP8_MIN_BPS, bps))
+
+    @property
+    def next_send(self) -> float:
+        return self.next_t + self.encode_s
+
+    def generate(self, until: float) -> Packets:
+        """Every frame whose packets leave (capture + encode time) at or before ``until``."""
+        n = _count(self.next_send, until, self.interval)
+        if n <= 0:
+            return Packets.empty()
+        if abs(self.target - self.codec_rate) / self.codec_rate > VP8_RECREATE_CHANGE:
+            self.codec_rate = self.target
+            self.force_key = True
+        frames = np.arange(self.frame, self.frame + n, dtype=np.int64)
+        capture = self.next_t + (frames - self.frame) * self.interval
+        mean = self.rate / 8.0 / self.spec.fps
+        sizes = mean * self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
+        key = np.zeros(n, dtype=np.bool_)
+        if self.force_key:
+            key[0] = True
+            sizes[0] = mean * KEYFRAME_FACTOR
+            self.force_key = False
+            self.keyframes += 1
+        sizes = np.maximum(1, np.round(sizes)).astype(np.int64)
+        chunk = VP8_PACKET_MAX - VP8_DESCRIPTOR
+        npk = (sizes + chunk - 1) // chunk
+        total = int(npk.sum())
+        fidx = np.repeat(np.arange(n), npk)
+        first = np.concatenate(([0], np.cumsum(npk)[:-1]))
+        within = np.arange(total) - first[fidx]
+        last = within == npk[fidx] - 1
+        payload = np.where(last, sizes[fidx] - chunk * (npk[fidx] - 1), chunk) + VP8_DESCRIPTOR
+        t = (self.next_send + (frames - self.frame) * self.interval)[fidx]  # as _count computed them
+        seq = np.arange(self.seq, self.seq + total, dtype=np.int64)
+        ts = np.round(capture[fidx] * CLOCK_RATE[VIDEO]).astype(np.int64)
+        self.seq += total
+        self.frame += n
+        self.next_t = float(capture[-1]) + self.interval
+        return Packets(t, payload + RTP_OVERHEAD + self.wire_extra, payload.astype(np.int64),
+                       np.full(total, VIDEO, dtype=np.int64), seq, ts, frames[fidx], key[fidx], npk[fidx], t)
+
+
+# --- receiving ---------------------------------------------------------------------------------
+
+_JITTER_A: Final = 15.0 / 16.0
+_JITTER_BLOCK: Final = 256  # keeps (16/15)**k far from overflow
+_SMALL: Final = 16  # below this many packets a Python loop beats numpy's per-call overhead
+
+
+def rfc3550_jitter(j0: float, d: F64) -> float:
+    """J after the updates J += (|D| - J)/16 for each D in ``d`` (RFC 3550 section 6.4.1).
+
+    The recursion is linear, so J_n = a^n J_0 + (1/16) sum a^(n-k) |D_k| with a = 15/16; it is
+    evaluated in blocks so the powers stay in range.
+    """
+    j = j0
+    ad = np.abs(d)
+    for s in range(0, len(ad), _JITTER_BLOCK):
+        block = ad[s : s + _JITTER_BLOCK]
+        n = len(block)
+        powers = _JITTER_A ** np.arange(n - 1, -1, -1, dtype=np.float64)
+        j = _JITTER_A**n * j + float(np.dot(powers, block)) / 16.0
+    return j
+
+
+class ReceiverStats:
+    """aiortc's StreamStatistics for one SSRC, fed in arrival order, batch by batch."""
+
+    def __init__(self, clock_rate: int) -> None:
+        self.clock_rate = clock_rate
+        self.received = 0
+        self.bytes = 0
+        self.base_seq: int | None = None
+        self.max_seq = -1
+        self.jitter_units = 0.0  # RTP clock units
+        self._last_arrival: int | None = None
+        self._last_ts: int | None = None
+        self._expected_prior = 0
+        self._received_prior = 0
+
+    def add(self, arrival: F64, seq: I64, ts: I64, payload: I64) -> None:
+        n = len(arrival)
+        if not n:
+            return
+        if n <= _SMALL:
+            self._add_few(arrival.tolist(), seq.tolist(), ts.tolist(), payload.tolist())
+            return
+        self.received += n
+        self.bytes += int(payload.sum())
+        if self.base_seq is None:
+            self.base_seq = int(seq[0])
+        # Only in-order packets move max_seq and the jitter estimate (as aiortc does).
+        prev_max = np.maximum.accumulate(np.concatenate(([self.max_seq], seq[:-1])))
+        order = seq > prev_max
+        if not order.any():
+            return
+        self.max_seq = max(self.max_seq, int(seq.max()))
+        arr = np.floor(arrival[order] * self.clock_rate).astype(np.int64)
+        tss = ts[order]
+        if self._last_arrival is None:
+            prev_a = np.concatenate(([arr[0]], arr[:-1]))
+            prev_t = np.concatenate(([tss[0]], tss[:-1]))
+        else:
+            prev_a = np.concatenate(([self._last_arrival], arr[:-1]))
+            prev_t = np.concatenate(([self._last_ts], tss[:-1]))
+        changed = tss != prev_t
+        d = (arr - prev_a)[changed] - (tss - prev_t)[changed]
+        self.jitter_units = rfc3550_jitter(self.jitter_units, d.astype(np.float64))
+        self._last_arrival, self._last_ts = int(arr[-1]), int(tss[-1])
+
+    def _add_few(self, arrival: list[float], seq: list[int], ts: list[int], payload: list[int]) -> None:
+        """The same as :meth:`add`, packet by packet: cheaper than numpy for a handful."""
+        self.received += len(arrival)
+        self.bytes += sum(payload)
+        if self.base_seq is None:
+            self.base_seq = seq[0]
+        j = self.jitter_units
+        for a, q, t in zip(arrival, seq, ts, strict=True):
+            if q <= self.max_seq:
+                continue
+            self.max_seq = q
+            units = math.floor(a * self.clock_rate)
+            if self._last_arrival is not None and self._last_ts is not None and t != self._last_ts:
+                j += (abs((units - self._last_arrival) - (t - self._last_ts)) - j) / 16.0
+            self._last_arrival, self._last_ts = units, t
+        self.jitter_units = j
+
+    @property
+    def expected(self) -> int:
+        return 0 if self.base_seq is None else self.max_seq - self.base_seq + 1
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - self.received)
+
+    @property
+    def jitter(self) -> int:
+        """The report block's jitter field: an integer in clock units."""
+        return int(self.jitter_units)
+
+    def fraction_lost(self) -> int:
+        """RTCP's 8-bit fraction lost since the previous report (consumes the interval)."""
+        expected = self.expected - self._expected_prior
+        received = self.received - self._received_prior
+        self._expected_prior, self._received_prior = self.expected, self.received
+        lost = expected - received
+        return 0 if expected <= 0 or lost <= 0 else (lost << 8) // expected
+
+
+# --- bandwidth estimation ----------------------------------------------------------------------
+
+REMB_INTERVAL: Final = 0.5  # aiortc's AimdRateControl.feedback_interval(): 500 ms
+OVERUSE_QUEUE_S: Final = 0.025  # queueing delay above which a growing queue means overuse
+OVERUSE_HARD_S: Final = 0.100  # queueing delay that means overuse even when stable
+DECREASE_BETA: Final = 0.85  # libwebrtc AIMD: new estimate = 0.85 x incoming rate
+INCREASE_PER_S: Final = 1.08  # libwebrtc AIMD multiplicative increase: 8 %/s
+THROUGHPUT_CAP: Final = 1.5  # libwebrtc: never above 1.5 x incoming + 10 kbit/s
+THROUGHPUT_SLACK_BPS: Final = 10_000
+LOSS_THRESHOLD: Final = 0.10  # libwebrtc's loss-based controller backs off above 10 % loss
+
+
+class RembEstimator:
+    """A receive-side estimate in the spirit of aiortc's RemoteBitrateEstimator (documented
+    simplification): every 500 ms it looks at the video that arrived in the window — incoming
+    rate, queueing delay (mean one-way delay minus the smallest ever seen) and its trend, and
+    loss — and runs libwebrtc's AIMD rules on it."""
+
+    def __init__(self) -> None:
+        self.estimate: float | None = None
+        self.first_arrival: float | None = None
+        self._window_start = -math.inf
+        self.min_owd = math.inf
+        self.prev_queue = 0.0
+        self._bytes = 0
+        self._owd_sum = 0.0
+        self._count = 0
+        self._first_seq: int | None = None
+        self._last_seq = -1
+
+    def add(self, arrival: F64, sent: F64, seq: I64, size: I64) -> None:
+        if not len(arrival):
+            return
+        if self.first_arrival is None:
+            self.first_arrival = self._window_start = float(arrival[0])
+        owd = arrival - sent
+        self.min_owd = min(self.min_owd, float(owd.min()))
+        self._bytes += int(size.sum())
+        self._owd_sum += float(owd.sum())
+        self._count += len(arrival)
+        if self._first_seq is None:
+            self._first_seq = int(seq[0])
+        self._last_seq = max(self._last_seq, int(seq.max()))
+
+    def update(self, now: float) -> float | None:
+        """Close the window ending ``now``: the new estimate in bit/s, or None when there is none
+        (no video in the window, or less than one window of it so far: aiortc's rate counter
+        needs a full window before it reports a throughput)."""
+        if self._count == 0 or self.first_arrival is None:
+            self._window_start = now  # an empty window says nothing about the rate
+            return None
+        if now - self.first_arrival < REMB_INTERVAL:
+            return None  # keep accumulating
+        window = now - self._window_start
+        self._window_start = now
+        rate = 8.0 * self._bytes / window
+        queue = self._owd_sum / self._count - self.min_owd
+        expected = self._last_seq - (self._first_seq or 0) + 1
+        loss = max(0.0, 1.0 - self._count / expected) if expected > 0 else 0.0
+        if self.estimate is None:
+            self.estimate = rate
+        elif queue > OVERUSE_HARD_S or (queue > OVERUSE_QUEUE_S and queue > self.prev_queue):
+            self.estimate = DECREASE_BETA * rate
+        elif loss > LOSS_THRESHOLD:
+            self.estimate *= 1.0 - 0.5 * loss
+        else:
+            self.estimate = min(self.estimate * INCREASE_PER_S**window,
+                                THROUGHPUT_CAP * rate + THROUGHPUT_SLACK_BPS)
+        self.prev_queue = queue
+        self._bytes, self._owd_sum, self._count = 0, 0.0, 0
+        self._first_seq = self._last_seq + 1
+        return self.estimate

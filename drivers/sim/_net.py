@@ -1,0 +1,166 @@
+"""The virtual clock, the two links, and the retransmission timers the real stack runs.
+
+* :class:`EventLoop`: a heap of (time, order, callback); ties run in scheduling order, so a run
+  is a pure function of the scenario and the seed.
+* :class:`Path`: the uplink (client→server) and downlink (server→client) ``Link``s. Control
+  packets cross one at a time (``send``); media crosses in arrays (``send_media``). Every send
+  on a link happens in time order, which the driver guarantees by bringing media up to ``now``
+  before any control packet leaves. An optional per-packet log records what crossed.
+* :class:`Transaction`: aioice's STUN transaction timer (RTO 0.5 s, doubling, 6 retransmissions).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+import attrs
+import numpy as np
+from numpy.typing import NDArray
+
+from rtcprobe.netem import Link
+
+UP: Final = "uplink"
+DOWN: Final = "downlink"
+# Below this many packets a Python loop over Link.send beats one Link.send_batch call.
+BATCH_MIN: Final = 24
+
+STUN_RTO: Final = 0.5  # aioice stun.RETRY_RTO
+STUN_RETRANSMISSIONS: Final = 6  # aioice stun.RETRY_MAX
+
+
+@attrs.frozen
+class PacketRecord:
+    """One packet offered to a simulated link (the ``--pcap`` export reads these).
+
+    ``direction`` is "uplink" (client→server) or "downlink"; ``kind`` is one of "tcp", "stun",
+    "dtls", "rtp", "rtcp"; ``size`` is the IP packet's size in bytes.
+    """
+
+    time_sent: float
+    time_delivered: float | None  # None: the link dropped it
+    direction: str
+    kind: str
+    size: int
+
+    def __iter__(self) -> Iterator[Any]:  # unpacks like the (sent, delivered, dir, kind, size) tuple
+        return iter((self.time_sent, self.time_delivered, self.direction, self.kind, self.size))
+
+
+class EventLoop:
+    """A deterministic discrete-event queue on a virtual clock starting at 0."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._order = 0
+        self.now = 0.0
+
+    def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
+        heapq.heappush(self._heap, (max(t, self.now), self._order, fn, args))
+        self._order += 1
+
+    def after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        self.at(self.now + delay, fn, *args)
+
+    def peek(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def run_next(self) -> None:
+        t, _, fn, args = heapq.heappop(self._heap)
+        self.now = t
+        fn(*args)
+
+
+class Path:
+    """Both directions of the simulated path, with an optional packet log."""
+
+    def __init__(self, uplink: Link, downlink: Link, *, log: bool = False) -> None:
+        self.links = {UP: uplink, DOWN: downlink}
+        self._log: list[tuple[Any, ...]] | None = [] if log else None
+        self.packets = 0
+
+    def send(self, direction: str, t: float, size: int, kind: str) -> float | None:
+        delivered = self.links[direction].send(t, size)
+        self.packets += 1
+        if self._log is not None:
+            self._log.append((t, delivered, direction, kind, size))
+        return delivered
+
+    def send_media(self, direction: str, t: NDArray[np.float64], size: NDArray[np.int64],
+                   kind: str = "rtp") -> NDArray[np.float64]:
+        """Delivery times of a time-sorted batch (NaN where dropped)."""
+        link = self.links[direction]
+        n = len(t)
+        if n >= BATCH_MIN:
+            out = link.send_batch(t, size)
+        else:
+            out = np.full(n, np.nan)
+            for i, (ti, si) in enumerate(zip(t.tolist(), size.tolist(), strict=True)):
+                d = link.send(ti, si)
+                if d is not None:
+                    out[i] = d
+        self.packets += n
+        if self._log is not None and n:
+            self._log.append((t.copy(), out.copy(), direction, kind, size.copy()))
+        return out
+
+    def records(self) -> list[PacketRecord]:
+        """The log as records sorted by send time (empty unless the path was made with log=True)."""
+        rows: list[PacketRecord] = []
+        for t, d, direction, kind, size in self._log or ():
+            if isinstance(t, np.ndarray):
+                rows.extend(
+                    PacketRecord(ti, None if di != di else di, direction, kind, si)
+                    for ti, di, si in zip(t.tolist(), d.tolist(), size.tolist(), strict=True)
+                )
+            else:
+                rows.append(PacketRecord(t, d, direction, kind, size))
+        rows.sort(key=lambda r: r.time_sent)  # stable: same-time packets keep their order
+        return rows
+
+
+class Transaction:
+    """A request retransmitted until answered: aioice's STUN timer by default, TCP's when asked.
+
+    ``transmit(tx)`` puts one copy on the wire; whoever gets the answer back calls
+    :meth:`succeed`. After the last try, ``on_timeout`` runs one more RTO later.
+    """
+
+    def __init__(self, loop: EventLoop, transmit: Callable[[Transaction], None],
+                 on_success: Callable[[], None], on_timeout: Callable[[], None] | None = None, *,
+                 rto: float = STUN_RTO, retransmissions: int = STUN_RETRANSMISSIONS) -> None:
+        self.loop = loop
+        self._transmit = transmit
+        self._on_success = on_success
+        self._on_timeout = on_timeout
+        self.rto = rto
+        self.tries_left = 1 + retransmissions
+        self.done = False
+        self.tries = 0
+
+    def start(self) -> Transaction:
+        self._retry()
+        return self
+
+    def _retry(self) -> None:
+        if self.done:
+            return
+        if self.tries_left == 0:
+            self.done = True
+            if self._on_timeout is not None:
+                self._on_timeout()
+            return
+        self.tries_left -= 1
+        self.tries += 1
+        self._transmit(self)
+        self.loop.after(self.rto, self._retry)
+        self.rto *= 2
+
+    def succeed(self) -> None:
+        if not self.done:
+            self.done = True
+            self._on_success()
+
+    def cancel(self) -> None:
+        self.done = True

@@ -1,0 +1,945 @@
+"""The simulated-network driver: a preflight over a scenario's links, on a virtual clock.
+
+Theory of operation
+-------------------
+:class:`SimDriver` plays both ends of a preflight — the client (publisher + subscriber peer
+connections) and the server (signaling, TURN, and an SFU-style peer that forwards the
+publisher's RTP to the subscriber) — and feeds the core's :class:`PreflightTest` exactly the
+observations a real aiortc driver produces, at the virtual times they would happen. Every packet
+the real stack would send crosses the scenario's uplink (client→server) or downlink
+(server→client) :class:`~rtcprobe.netem.Link`; nothing else is on the path (the TURN server and
+the SFU sit together on the server side, 192.0.2.0/24 TEST-NET addresses).
+
+Time order on a link is the one invariant: the media pipeline is brought up to ``now``
+(:meth:`SimDriver.sync`) before any control packet leaves, so media can go through
+``Link.send_batch`` in arrays while control traffic (TCP, STUN, DTLS, RTCP) goes one packet at a
+time. Until the subscriber has started media, ``sync`` also runs at every media send and arrival
+time, so the moments the core sees (``MediaStarted``) are exact; after that it runs only when
+something needs the state (RTCP, REMB, stats samples), which keeps a 10 s preflight fast.
+
+What is modelled, and how (decisions worth knowing)
+---------------------------------------------------
+* Signaling: TCP connect (SYN retransmitted after 1, 2, 4 … s: Linux's 6 SYN retries give up
+  after 127 s), WebSocket upgrade, ``ice``/``iced``, then offer/answer for the publisher, then
+  for the subscriber; each message is segmented (MSS 1448) and every segment is retransmitted
+  with TCP's RTO (3 × the handshake RTT, at least 200 ms, doubling). A dead link therefore never
+  exhausts the SYN retries inside a step: the core's step timeout fires first → 53002, as the
+  anchor's TURN/signaling step does. The simulator never produces 53000 (no server refusal in
+  the scenario format).
+* TURN: ``iced`` hands out one TURN server; the publisher is relay-only (the anchor's setup),
+  both peer connections allocate (Allocate → 401 → Allocate) before sending their offer
+  (aiortc gathers before the SDP goes out), and a relayed pair costs a ChannelBind before its
+  first check. The server's checks towards the client's relay address are dropped by TURN until
+  that ChannelBind installed the permission — the 0.5 s retransmission REFERENCE.md F measured.
+* ICE (aioice): checks paced 20 ms apart in priority order, each a STUN transaction (RTO 0.5 s
+  doubling, 6 retransmissions); the client is controlling with aggressive nomination, so its
+  first answered check completes it; the server completes once its own check on the nominated
+  pair succeeded and the client's nominating check arrived. Checks are answered as soon as they
+  arrive. Consent freshness: one unretransmitted check every 4–6 s; a failed one is fed to the
+  core as ``disconnected`` (a browser stack would say so; aiortc keeps quiet), the next success
+  as ``completed``, 6 in a row as ``failed``.
+* DTLS 1.2: the server (answerer, ``setup:active``) sends ClientHello once its ICE completes;
+  four flights, each retransmitted on OpenSSL's timer (1 s, doubling); a duplicate of flight 5
+  makes the client resend its Finished.
+* Media: Opus 96 kbit/s in 20 ms packets; VP8 frames packetized at aiortc's 1300-byte limit and
+  sent back to back (aiortc has no pacer), rate from :mod:`._media`. The SFU forwards RTP
+  packets with their sequence numbers, so uplink loss shows up at the subscriber (aiortc's own
+  server decodes and re-encodes instead — a documented difference). It asks the publisher for a
+  keyframe (PLI) when the subscriber joins; the subscriber asks again every 500 ms while it has
+  video it cannot decode. REMB: the server's estimate of the uplink, capped by the subscriber's
+  estimate of the downlink (an SFU forwards the lower), drives the publisher's encoder.
+* RTCP (aiortc): every sender sends SR and every receiver RR at 0.5–1.5 s random intervals;
+  RR carries fraction lost, cumulative lost and RFC 3550 jitter; the publisher's rtt comes from
+  an RR echoing its latest SR (smoothed with aiortc's 0.85 EWMA), so it is unknown until then.
+* Not modelled: processing time on either end, NACK/RTX, TURN refreshes, server-side consent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+import numpy as np
+
+from rtcprobe.core.config import PreflightConfig
+from rtcprobe.core.observations import (
+    AcquireMedia,
+    Completed,
+    ConnectionStateChanged,
+    ConnectSignaling,
+    DtlsStateChanged,
+    Event,
+    Failed,
+    IceServer,
+    IceStateChanged,
+    InboundStats,
+    MediaAcquired,
+    MediaStarted,
+    Observation,
+    OpenPeerConnections,
+    OutboundStats,
+    Role,
+    SampleStats,
+    SignalingConnected,
+    StatsObserved,
+    StatsSample,
+    StopRequested,
+    TearDown,
+    TrackSubscribed,
+)
+from rtcprobe.core.preflight import PreflightTest
+from rtcprobe.core.report import IceCandidateStats, PreflightReport, RunInfo, SelectedCandidatePair
+from rtcprobe.netem.models import LinkCounters
+from rtcprobe.netem.scenario import Scenario
+
+from ._media import (
+    AUDIO,
+    CHANNELDATA_OVERHEAD,
+    CLOCK_RATE,
+    KIND_NAMES,
+    REMB_INTERVAL,
+    VIDEO,
+    AudioSource,
+    Packets,
+    ReceiverStats,
+    RembEstimator,
+    VideoSource,
+)
+from ._net import DOWN, UP, EventLoop, PacketRecord, Path, Transaction
+
+# --- addresses (TEST-NET-1, RFC 5737: never a real host) -----------------------------------------
+CLIENT_IP: Final = "192.0.2.10"
+SERVER_IP: Final = "192.0.2.20"
+TURN_IP: Final = "192.0.2.1"
+TURN_PORT: Final = 3478
+TURN_URL: Final = f"turn:{TURN_IP}:{TURN_PORT}?transport=udp"
+
+# --- packet sizes on the wire (IPv4 bytes), estimates for aiortc/aioice/coturn messages --------
+TCP_HEADER: Final = 52  # IPv4 20 + TCP 32 (with timestamps)
+TCP_MSS: Final = 1448
+SYN: Final = 60
+HTTP_UPGRADE: Final = 260
+HTTP_101: Final = 160
+WS_ICE: Final = 560  # the `ice` hello with its JWT
+WS_ICED: Final = 340  # `iced` with one TURN server and REST credentials
+OFFER_PUBLISHER: Final = 3100  # JSON-escaped SDP, all of aiortc's codecs and candidates
+ANSWER_PUBLISHER: Final = 2500
+OFFER_SUBSCRIBER: Final = 2700
+ANSWER_SUBSCRIBER: Final = 2300
+STUN_CHECK: Final = 128  # Binding request: USERNAME, PRIORITY, ICE-CONTROLLING, USE-CANDIDATE, MI, FP
+STUN_RESPONSE: Final = 92
+TURN_ALLOCATE: Final = 64
+TURN_401: Final = 108
+TURN_ALLOCATE_AUTH: Final = 168
+TURN_ALLOCATE_OK: Final = 112
+TURN_CHANNEL_BIND: Final = 160
+TURN_CHANNEL_BIND_OK: Final = 80
+# ClientHello; ServerHello..ServerHelloDone (ECDSA certificate); Certificate..Finished; CCS+Finished.
+DTLS_FLIGHTS: Final = (218, 748, 708, 95)
+RTCP_SR: Final = 94  # SR + SDES, SRTCP
+RTCP_RR: Final = 74
+RTCP_REMB: Final = 70
+RTCP_PLI: Final = 54
+
+# --- timers --------------------------------------------------------------------------------------
+TCP_SYN_RTO: Final = 1.0  # Linux initial RTO
+TCP_SYN_RETRIES: Final = 6  # net.ipv4.tcp_syn_retries
+TCP_MIN_RTO: Final = 0.2
+TCP_RETRIES: Final = 15  # net.ipv4.tcp_retries2
+ICE_PACING: Final = 0.020  # aioice connect(): one check every 20 ms
+CONSENT_INTERVAL: Final = 5.0  # aioice CONSENT_INTERVAL, randomized x0.8..1.2
+CONSENT_FAILURES: Final = 6
+DTLS_RTO: Final = 1.0  # OpenSSL's initial DTLS timer
+DTLS_RETRANSMISSIONS: Final = 12  # OpenSSL DTLS1_TMO_ALERT_COUNT
+RTCP_MIN, RTCP_SPAN = 0.5, 1.0  # aiortc: sleep(0.5 + random())
+RTT_ALPHA: Final = 0.85  # aiortc rtcrtpsender.RTT_ALPHA
+PLI_INTERVAL: Final = 0.5  # the subscriber's keyframe requests: at most one per 500 ms
+DLSR_UNIT: Final = 65536  # RTCP DLSR is in 1/65536 s
+
+HOST_PREF, RELAY_PREF = 126, 0  # RFC 8445 type preferences
+
+
+def _priority(type_pref: int) -> int:
+    return (type_pref << 24) + (65535 << 8) + (256 - 1)
+
+
+@attrs.frozen
+class SimResult:
+    """What one simulated run produced."""
+
+    report: PreflightReport
+    events: tuple[Event, ...]  # the core's events, in order
+    uplink: LinkCounters
+    downlink: LinkCounters
+    packets: int  # packets offered to the two links
+    sim_time: float  # virtual seconds simulated
+    packet_log: tuple[PacketRecord, ...] = ()  # only with packet_log=True
+
+
+class _Sender:
+    """One publisher RTP sender's view of RTCP (what getStats' outbound/remote-inbound give)."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.sr_sent_at: float | None = None  # the latest SR: RTT is only measured against it
+        self.rtt: float | None = None
+        self.jitter: float | None = None
+        self.fraction_lost: float | None = None
+        self.lost: int | None = None
+        self.remb: float | None = None
+
+
+class _Pc:
+    """One peer connection: the client's end and the server's end."""
+
+    def __init__(self, role: Role, relay_only: bool, turn: bool, ports: list[int]) -> None:
+        self.role = role
+        tid = f"transport-{role.value}"
+        host = IceCandidateStats(tid, "host", ports[0], CLIENT_IP, _priority(HOST_PREF), "udp")
+        relay = IceCandidateStats(tid, "relay", ports[1], TURN_IP, _priority(RELAY_PREF), "udp",
+                                  url=TURN_URL, relay_protocol="udp")
+        self.local: list[IceCandidateStats] = ([] if relay_only else [host]) + ([relay] if turn else [])
+        self.remote = IceCandidateStats(tid, "host", ports[2], SERVER_IP, _priority(HOST_PREF), "udp")
+        self.turn = turn
+        self.relay_only = relay_only
+        # client side
+        self.ice_started = self.ice_done = self.ice_failed = False
+        self.selected: IceCandidateStats | None = None
+        self.checks: list[Transaction] = []
+        self.failed_checks = 0
+        self.permission_at = math.inf  # TURN lets the server's packets through to the relay from then
+        self.dtls_connected_at = math.inf
+        self.f1_waiting = False
+        self.consent_failures = 0
+        self.disconnected = False
+        # server side
+        self.s_started = False
+        self.s_success: dict[str, float] = {}
+        self.s_nominated: dict[str, float] = {}
+        self.s_ice_done = False
+        self.s_key: str | None = None
+        self.s_dtls_connected_at = math.inf
+        self.s_got_f2 = False
+        self.f1_tx: Transaction | None = None
+        self.f2_tx: Transaction | None = None
+        self.f3_tx: Transaction | None = None
+
+    @property
+    def extra(self) -> int:
+        """ChannelData bytes on each packet of the pair in use (the client's choice, else the server's)."""
+        key = self.selected.candidate_type if self.selected is not None else self.s_key
+        return CHANNELDATA_OVERHEAD if key == "relay" else 0
+
+
+class _Queue:
+    """Packets on their way to one end, kept sorted by arrival time."""
+
+    def __init__(self) -> None:
+        self.q = Packets.empty()
+        self.min = math.inf  # earliest arrival still queued
+
+    def push(self, p: Packets) -> None:
+        if len(p) > 1 and np.any(np.diff(p.t) < 0):  # links that reorder
+            p = p.take(np.argsort(p.t, kind="stable"))
+        q = Packets.concat([self.q, p])
+        if len(self.q) and len(p) and p.t[0] < self.q.t[-1]:
+            q = q.take(np.argsort(q.t, kind="stable"))
+        self.q = q
+        self.min = float(q.t[0]) if len(q) else math.inf
+
+    def pop_until(self, t: float, accept_at: float) -> Packets:
+        """Everything arrived by ``t``, minus what came before its end could decrypt it
+        (``accept_at``: that end's DTLS handshake finished)."""
+        k = int(np.searchsorted(self.q.t, t, side="right"))
+        got, self.q = self.q.take(slice(0, k)), self.q.take(slice(k, None))
+        self.min = float(self.q.t[0]) if len(self.q) else math.inf
+        if len(got) and got.t[0] < accept_at:
+            got = got.take(got.t >= accept_at)
+        return got
+
+
+class SimDriver:
+    """Runs one preflight over a scenario. Use :func:`run_simulation`."""
+
+    def __init__(self, scenario: Scenario, seed: int, *, packet_log: bool = False,
+                 stop_at: float | None = None, on_event: Callable[[Event], None] | None = None,
+                 version: str = "0") -> None:
+        self.scenario = scenario
+        self.seed = seed
+        root = np.random.default_rng(seed)
+        link_rng, self.media_rng, self.rtcp_rng, self.consent_rng, addr_rng = root.spawn(5)
+        uplink, downlink = scenario.build_links(link_rng)
+        self.path = Path(uplink, downlink, log=packet_log)
+        self.loop = EventLoop()
+        self.config = PreflightConfig(duration=scenario.duration, media=scenario.media, relay_only=True)
+        self.core = PreflightTest(self.config, run=RunInfo("sim", version, scenario.name, seed))
+        self.on_event = on_event
+        self.events: list[Event] = []
+        self.stop_at = stop_at
+        self.done = False
+        ports = [int(p) for p in addr_rng.integers(49152, 65536, size=6)]
+        self.pcs: dict[Role, _Pc] = {}
+        self._ports = ports
+        self.ice_servers: tuple[IceServer, ...] = ()
+        self.tcp_rto = 1.0
+        self._tcp_delivered = {UP: 0.0, DOWN: 0.0}
+        # media state
+        media = scenario.media
+        self.kinds = [k for k, on in ((AUDIO, media.audio), (VIDEO, media.video is not None)) if on]
+        self.sources: dict[int, AudioSource | VideoSource] = {}
+        self.senders = {k: _Sender() for k in self.kinds}
+        self.srv_stats = {k: ReceiverStats(CLOCK_RATE[k]) for k in self.kinds}
+        self.sub_stats = {k: ReceiverStats(CLOCK_RATE[k]) for k in self.kinds}
+        self.srv_sr: dict[int, tuple[float, float]] = {}  # kind -> (SR id = send time, arrival)
+        self.srv_est = RembEstimator()
+        self.sub_est = RembEstimator()
+        self.sub_remb: float | None = None
+        self.srv_q = _Queue()  # arrived (or arriving) at the server, not yet processed
+        self.sub_q = _Queue()  # arriving at the subscriber
+        self.srv_accept_at = math.inf  # the server's publisher-side DTLS is up
+        self.forward_at = math.inf  # the server's subscriber-side DTLS is up: forwarding starts
+        self.sub_accept_at = math.inf
+        self.fine = False  # sync at every media event until media started
+        self._fine_at = math.inf
+        self.started: set[int] = set()
+        self._key_counts: dict[int, int] = {}
+        self._last_pli = -math.inf
+        self._in_sync = False
+
+    # --- main loop -------------------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        core, loop = self.core, self.loop
+        core.start(0.0, epoch_ms=0.0)
+        self._pump()
+        if self.stop_at is not None:
+            loop.at(self.stop_at, self._observe, StopRequested())
+        while not self.done and core.report is None:
+            te, tc = loop.peek(), core.get_timer()
+            if te is not None and (tc is None or te <= tc):
+                loop.run_next()
+            elif tc is not None:
+                loop.now = tc
+                core.handle_timer(tc)
+                self._pump()
+            else:  # nothing can happen any more (cannot occur: every step has a timeout)
+                break
+        report = core.report
+        assert report is not None, "the core always ends with a report"
+        up, down = self.path.links[UP].counters, self.path.links[DOWN].counters
+        return SimResult(report, tuple(self.events), attrs.evolve(up), attrs.evolve(down),
+                         self.path.packets, loop.now, tuple(self.path.records()))
+
+    @property
+    def now(self) -> float:
+        return self.loop.now
+
+    def _observe(self, obs: Observation) -> None:
+        if self.done:
+            return
+        self.core.handle(obs, self.now)
+        self._pump()
+
+    def _pump(self) -> None:
+        core = self.core
+        while True:
+            action = core.next_action()
+            if action is None:
+                break
+            match action:
+                case AcquireMedia(media=media):
+                    # Synthetic tracks cost no simulated time.
+                    self._observe(MediaAcquired(media.kinds))
+                case ConnectSignaling():
+                    self._tcp_connect()
+                case OpenPeerConnections(relay_only=relay_only):
+                    self._open_pcs(relay_only)
+                case SampleStats():
+                    self.sync()
+                    self._observe(StatsObserved(self._sample()))
+                case TearDown():
+                    self.done = True
+        while (event := core.next_event()) is not None:
+            self.events.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
+            if isinstance(event, Completed | Failed):
+                self.done = True
+
+    def _send(self, direction: str, size: int, kind: str, then: Callable[..., None] | None = None,
+              *args: object) -> None:
+        """Put one control packet on a link now; ``then(*args)`` runs when it arrives."""
+        self.sync(1 if direction == UP else 2)
+        delivered = self.path.send(direction, self.now, size, kind)
+        if delivered is not None and then is not None:
+            self.loop.at(delivered, self._guard, then, args)
+
+    def _guard(self, fn: Callable[..., None], args: tuple[object, ...]) -> None:
+        if not self.done:
+            fn(*args)
+
+    # --- signaling: TCP + WebSocket ----------------------------------------------------------------
+
+    def _tcp_connect(self) -> None:
+        state = {"sent": 0.0}
+
+        def transmit(tx: Transaction) -> None:
+            state["sent"] = self.now
+            self._send(UP, SYN, "tcp", self._srv_syn, tx, state)
+
+        Transaction(self.loop, transmit, lambda: None, rto=TCP_SYN_RTO, retransmissions=TCP_SYN_RETRIES).start()
+
+    def _srv_syn(self, tx: Transaction, state: dict[str, float]) -> None:
+        self._send(DOWN, SYN, "tcp", self._cli_synack, tx, state)
+
+    def _cli_synack(self, tx: Transaction, state: dict[str, float]) -> None:
+        if tx.done:
+            return
+        rtt = self.now - state["sent"]
+        self.tcp_rto = max(TCP_MIN_RTO, 3 * rtt)  # srtt + 4 * rttvar with rttvar = rtt / 2
+        tx.succeed()
+        self._send(UP, TCP_HEADER, "tcp")  # the handshake's ACK
+        self._tcp_message(UP, HTTP_UPGRADE, lambda: self._tcp_message(DOWN, HTTP_101, self._ws_open))
+
+    def _ws_open(self) -> None:
+        self._tcp_message(UP, WS_ICE, lambda: self._tcp_message(DOWN, WS_ICED, self._iced))
+
+    def _iced(self) -> None:
+        self.ice_servers = (IceServer((TURN_URL,), "86400:rtcprobe-sim", "sim-credential"),)
+        self._observe(SignalingConnected(self.ice_servers))
+
+    def _tcp_message(self, direction: str, size: int, on_delivered: Callable[[], None]) -> None:
+        """Send ``size`` bytes reliably; ``on_delivered`` runs once every segment is in."""
+        segments = [TCP_MSS] * (size // TCP_MSS) + ([size % TCP_MSS] if size % TCP_MSS else [])
+        pending = {"left": len(segments), "last": 0.0}
+
+        def arrived() -> None:
+            pending["left"] -= 1
+            pending["last"] = max(pending["last"], self.now)
+            if pending["left"] == 0:
+                # In-order delivery: a message never overtakes the previous one on the stream.
+                t = max(pending["last"], self._tcp_delivered[direction])
+                self._tcp_delivered[direction] = t
+                self.loop.at(t, self._guard, on_delivered, ())
+
+        for seg in segments:
+            def transmit(tx: Transaction, seg: int = seg) -> None:
+                self._send(direction, seg + TCP_HEADER, "tcp", tx.succeed)
+
+            Transaction(self.loop, transmit, arrived, rto=self.tcp_rto, retransmissions=TCP_RETRIES).start()
+
+    # --- peer connections ----------------------------------------------------------------------------
+
+    def _open_pcs(self, relay_only: bool) -> None:
+        turn = any(s.urls for s in self.ice_servers)
+        p = self._ports
+        self.pcs[Role.PUBLISHER] = _Pc(Role.PUBLISHER, relay_only and turn, turn, [p[0], p[1], p[2]])
+        self.pcs[Role.SUBSCRIBER] = _Pc(Role.SUBSCRIBER, False, turn, [p[3], p[4], p[5]])
+        self._gather(self.pcs[Role.PUBLISHER], lambda: self._tcp_message(
+            UP, OFFER_PUBLISHER, lambda: self._srv_offer(Role.PUBLISHER)))
+
+    def _gather(self, pc: _Pc, then: Callable[[], None]) -> None:
+        """Host candidates are instant; a TURN allocation takes Allocate → 401 → Allocate."""
+        if not pc.turn:
+            then()
+            return
+        self._stun(UP, TURN_ALLOCATE, TURN_401, lambda: self._stun(UP, TURN_ALLOCATE_AUTH, TURN_ALLOCATE_OK, then))
+
+    def _stun(self, direction: str, req: int, resp: int, on_success: Callable[[], None],
+              on_timeout: Callable[[], None] | None = None, *, retransmissions: int | None = None,
+              responder: Callable[[], bool] | None = None, kind: str = "stun") -> Transaction:
+        """A STUN transaction between the client and the server side (either way round).
+
+        ``responder`` (run at the far end when a copy arrives) may refuse to answer.
+        """
+        back = DOWN if direction == UP else UP
+
+        def transmit(tx: Transaction) -> None:
+            self._send(direction, req, kind, answer, tx)
+
+        def answer(tx: Transaction) -> None:
+            if responder is None or responder():
+                self._send(back, resp, kind, tx.succeed)
+
+        kw = {} if retransmissions is None else {"retransmissions": retransmissions}
+        return Transaction(self.loop, transmit, on_success, on_timeout, **kw).start()
+
+    def _srv_offer(self, role: Role) -> None:
+        """The server got an offer: it answers and starts its ICE agent at once."""
+        pc = self.pcs[role]
+        self._srv_ice_start(pc)
+        size = ANSWER_PUBLISHER if role is Role.PUBLISHER else ANSWER_SUBSCRIBER
+        self._tcp_message(DOWN, size, lambda: self._cli_answer(role))
+
+    def _cli_answer(self, role: Role) -> None:
+        pc = self.pcs[role]
+        if role is Role.PUBLISHER:
+            sub = self.pcs[Role.SUBSCRIBER]
+            self._gather(sub, lambda: self._tcp_message(
+                UP, OFFER_SUBSCRIBER, lambda: self._srv_offer(Role.SUBSCRIBER)))
+        else:
+            for kind in self.config.media.kinds:  # aiortc fires `track` in setRemoteDescription
+                self._observe(TrackSubscribed(kind))
+        self._cli_ice_start(pc)
+
+    # --- ICE ---------------------------------------------------------------------------------------
+
+    def _cli_ice_start(self, pc: _Pc) -> None:
+        pc.ice_started = True
+        self._observe(IceStateChanged(pc.role, "checking"))
+        self._observe(ConnectionStateChanged(pc.role, "connecting"))
+        for i, cand in enumerate(pc.local):  # already in priority order: host before relay
+            self.loop.after(i * ICE_PACING, self._guard, self._cli_check_start, (pc, cand))
+        if not pc.local:
+            self._cli_ice_fail(pc)
+
+    def _cli_check_start(self, pc: _Pc, cand: IceCandidateStats) -> None:
+        if pc.ice_done or pc.ice_failed:
+            return
+        relay = cand.candidate_type == "relay"
+        extra = CHANNELDATA_OVERHEAD if relay else 0
+
+        def check() -> None:
+            def arrived_at_server() -> bool:
+                key = cand.candidate_type
+                pc.s_nominated.setdefault(key, self.now)  # every check nominates (aggressive)
+                self._srv_maybe_done(pc)
+                return True
+
+            tx = self._stun(UP, STUN_CHECK + extra, STUN_RESPONSE + extra, lambda: self._cli_ice_done(pc, cand),
+                            lambda: self._cli_check_failed(pc), responder=arrived_at_server)
+            pc.checks.append(tx)
+
+        if relay:
+            def bound() -> bool:
+                pc.permission_at = min(pc.permission_at, self.now)
+                return True
+
+            pc.checks.append(self._stun(UP, TURN_CHANNEL_BIND, TURN_CHANNEL_BIND_OK, check,
+                                        lambda: self._cli_check_failed(pc), responder=bound))
+        else:
+            check()
+
+    def _cli_check_failed(self, pc: _Pc) -> None:
+        pc.failed_checks += 1
+        if pc.failed_checks >= len(pc.local) and not pc.ice_done:
+            self._cli_ice_fail(pc)
+
+    def _cli_ice_fail(self, pc: _Pc) -> None:
+        if not pc.ice_failed:
+            pc.ice_failed = True
+            self._observe(IceStateChanged(pc.role, "failed"))
+
+    def _cli_ice_done(self, pc: _Pc, cand: IceCandidateStats) -> None:
+        if pc.ice_done or pc.ice_failed:
+            return
+        pc.ice_done = True
+        pc.selected = cand
+        for tx in pc.checks:
+            tx.cancel()
+        self._observe(IceStateChanged(pc.role, "completed"))
+        self._observe(DtlsStateChanged(pc.role, "connecting"))
+        self._schedule_consent(pc)
+        if pc.f1_waiting:  # a ClientHello that arrived before ICE completed waited in aioice's queue
+            self._cli_f1(pc)
+
+    def _srv_ice_start(self, pc: _Pc) -> None:
+        pc.s_started = True
+        for i, cand in enumerate(pc.local):
+            self.loop.after(i * ICE_PACING, self._guard, self._srv_check, (pc, cand))
+
+    def _srv_check(self, pc: _Pc, cand: IceCandidateStats) -> None:
+        relay = cand.candidate_type == "relay"
+        extra = CHANNELDATA_OVERHEAD if relay else 0
+        key = cand.candidate_type
+
+        def transmit(tx: Transaction) -> None:
+            # Towards a relay address the check goes through TURN, which drops it until the
+            # client's ChannelBind installed a permission for the server.
+            if relay and self.now < pc.permission_at:
+                return
+            self._send(DOWN, STUN_CHECK + extra, "stun", answer, tx)
+
+        def answer(tx: Transaction) -> None:
+            self._send(UP, STUN_RESPONSE + extra, "stun", tx.succeed)
+
+        def success() -> None:
+            pc.s_success.setdefault(key, self.now)
+            self._srv_maybe_done(pc)
+
+        Transaction(self.loop, transmit, success).start()
+
+    def _srv_maybe_done(self, pc: _Pc) -> None:
+        if pc.s_ice_done:
+            return
+        for key in pc.s_success:
+            if key in pc.s_nominated:
+                pc.s_ice_done = True
+                pc.s_key = key
+                self._srv_dtls_start(pc)
+                return
+
+    # --- consent freshness -------------------------------------------------------------------------
+
+    def _schedule_consent(self, pc: _Pc) -> None:
+        delay = CONSENT_INTERVAL * (0.8 + 0.4 * float(self.consent_rng.random()))
+        self.loop.after(delay, self._guard, self._consent, (pc,))
+
+    def _consent(self, pc: _Pc) -> None:
+        if pc.ice_failed:
+            return
+        extra = pc.extra
+
+        def ok() -> None:
+            pc.consent_failures = 0
+            if pc.disconnected:
+                pc.disconnected = False
+                self._observe(IceStateChanged(pc.role, "completed"))
+            self._schedule_consent(pc)
+
+        def failed() -> None:
+            pc.consent_failures += 1
+            if pc.consent_failures >= CONSENT_FAILURES:
+                pc.ice_failed = True
+                self._observe(IceStateChanged(pc.role, "failed"))
+                return
+            if not pc.disconnected:
+                pc.disconnected = True
+                self._observe(IceStateChanged(pc.role, "disconnected"))
+            self._schedule_consent(pc)
+
+        self._stun(UP, STUN_CHECK + extra, STUN_RESPONSE + extra, ok, failed, retransmissions=0)
+
+    # --- DTLS --------------------------------------------------------------------------------------
+
+    def _dtls_tx(self, direction: str, flight: int, pc: _Pc, then: Callable[[_Pc], None]) -> Transaction:
+        def transmit(tx: Transaction) -> None:
+            self._send(direction, DTLS_FLIGHTS[flight - 1] + pc.extra, "dtls", then, pc)
+
+        def gave_up() -> None:
+            if direction == UP:  # the client's own handshake timed out: aiortc says `failed`
+                self._observe(DtlsStateChanged(pc.role, "failed"))
+
+        return Transaction(self.loop, transmit, lambda: None, gave_up, rto=DTLS_RTO,
+                           retransmissions=DTLS_RETRANSMISSIONS).start()
+
+    def _srv_dtls_start(self, pc: _Pc) -> None:
+        pc.f1_tx = self._dtls_tx(DOWN, 1, pc, self._cli_f1)
+
+    def _cli_f1(self, pc: _Pc) -> None:
+        if not pc.ice_done:
+            pc.f1_waiting = True
+            return
+        if pc.f2_tx is None:
+            pc.f2_tx = self._dtls_tx(UP, 2, pc, self._srv_f2)
+
+    def _srv_f2(self, pc: _Pc) -> None:
+        if pc.f1_tx is not None:
+            pc.f1_tx.succeed()
+        if not pc.s_got_f2:
+            pc.s_got_f2 = True
+            pc.f3_tx = self._dtls_tx(DOWN, 3, pc, self._cli_f3)
+
+    def _cli_f3(self, pc: _Pc) -> None:
+        if pc.f2_tx is not None:
+            pc.f2_tx.succeed()
+        # Flight 6 has no timer: it is resent whenever flight 5 shows up again.
+        self._send(UP, DTLS_FLIGHTS[3] + pc.extra, "dtls", self._srv_f4, pc)
+        if pc.dtls_connected_at == math.inf:
+            pc.dtls_connected_at = self.now
+            self._observe(DtlsStateChanged(pc.role, "connected"))
+            self._observe(ConnectionStateChanged(pc.role, "connected"))
+            self._cli_media_ready(pc)
+
+    def _srv_f4(self, pc: _Pc) -> None:
+        if pc.f3_tx is not None:
+            pc.f3_tx.succeed()
+        if pc.s_dtls_connected_at == math.inf:
+            pc.s_dtls_connected_at = self.now
+            self._srv_media_ready(pc)
+
+    # --- media: who starts when --------------------------------------------------------------------
+
+    def _cli_media_ready(self, pc: _Pc) -> None:
+        self.sync(1)
+        if pc.role is Role.PUBLISHER:
+            extra = pc.extra
+            media = self.config.media
+            if media.audio:
+                self.sources[AUDIO] = AudioSource(self.now, extra)
+            if media.video is not None:
+                self.sources[VIDEO] = VideoSource(media.video, self.now, extra, self.media_rng.spawn(1)[0])
+            for kind in self.sources:
+                self._rtcp_timer(self._sr, kind)
+            self.fine = True
+            self._fine_next()
+        else:
+            self.sub_accept_at = self.now
+            for kind in self.kinds:
+                self._rtcp_timer(self._sub_rr, kind)
+            if VIDEO in self.kinds:
+                self.loop.after(REMB_INTERVAL, self._guard, self._sub_remb, ())
+
+    def _srv_media_ready(self, pc: _Pc) -> None:
+        self.sync(2)
+        if pc.role is Role.PUBLISHER:
+            self.srv_accept_at = self.now
+            for kind in self.kinds:
+                self._rtcp_timer(self._srv_rr, kind)
+            if VIDEO in self.kinds:
+                self.loop.after(REMB_INTERVAL, self._guard, self._srv_remb, ())
+        else:
+            self.forward_at = self.now
+            for kind in self.kinds:
+                self._rtcp_timer(self._srv_sr, kind)
+            if VIDEO in self.kinds:  # an SFU asks for a keyframe when a subscriber joins
+                self._pli_to_publisher()
+
+    # --- the media pipeline ------------------------------------------------------------------------
+
+    def sync(self, stage: int = 3) -> None:
+        """Move media up to ``now``: publisher → uplink (stage 1) → server, forwarding onto the
+        downlink (2) → subscriber (3). A packet about to go up only needs stage 1, one about to
+        go down stage 2; whatever reads the subscriber's state needs all three."""
+        if self._in_sync:  # a packet sent while arrivals are being handled: already up to date
+            return
+        self._in_sync = True
+        try:
+            self._sync(self.now, 3 if self.fine else stage)
+        finally:
+            self._in_sync = False
+        if self.fine:
+            self._fine_next()
+
+    def _sync(self, t: float, stage: int) -> None:
+        if self.sources and min(src.next_send for src in self.sources.values()) <= t:
+            parts = [src.generate(t) for src in self.sources.values()]
+            batch = Packets.concat(parts)
+            if len(batch):
+                if len(parts) > 1:
+                    batch = batch.take(np.argsort(batch.t, kind="stable"))
+                for kind, sender in self.senders.items():
+                    mine = batch.kind == kind if len(self.kinds) > 1 else slice(None)
+                    sender.packets += int(batch.t[mine].size)
+                    sender.bytes += int(batch.payload[mine].sum())
+                arrival = self.path.send_media(UP, batch.t, batch.size)
+                ok = ~np.isnan(arrival)
+                if ok.any():
+                    got = batch.take(ok)
+                    got.t = arrival[ok]
+                    self.srv_q.push(got)
+        if stage >= 2 and self.srv_q.min <= t:
+            self._server_arrivals(t)
+        if stage >= 3 and self.sub_q.min <= t:
+            self._subscriber_arrivals(t)
+
+    def _per_kind(self, got: Packets) -> list[tuple[int, Packets]]:
+        if len(self.kinds) == 1:
+            return [(self.kinds[0], got)] if len(got) else []
+        out = []
+        for kind in self.kinds:
+            mine = got.take(got.kind == kind)
+            if len(mine):
+                out.append((kind, mine))
+        return out
+
+    def _server_arrivals(self, t: float) -> None:
+        got = self.srv_q.pop_until(t, self.srv_accept_at)
+        for kind, mine in self._per_kind(got):
+            self.srv_stats[kind].add(mine.t, mine.seq, mine.ts, mine.payload)
+            if kind == VIDEO:
+                self.srv_est.add(mine.t, mine.sent, mine.seq, mine.size)
+        fwd = got.take(got.t >= self.forward_at) if len(got) and got.t[0] < self.forward_at else got
+        if len(fwd):
+            sub = self.pcs[Role.SUBSCRIBER]
+            fwd.size = fwd.size - self.pcs[Role.PUBLISHER].extra + sub.extra
+            arrival = self.path.send_media(DOWN, fwd.t, fwd.size)
+            ok = ~np.isnan(arrival)
+            if ok.any():
+                out = fwd.take(ok)
+                out.t = arrival[ok]
+                self.sub_q.push(out)
+
+    def _subscriber_arrivals(self, t: float) -> None:
+        got = self.sub_q.pop_until(t, self.sub_accept_at)
+        for kind, mine in self._per_kind(got):
+            self.sub_stats[kind].add(mine.t, mine.seq, mine.ts, mine.payload)
+            if kind == VIDEO:
+                self.sub_est.add(mine.t, mine.sent, mine.seq, mine.size)
+            if kind not in self.started:
+                self._detect_start(kind, mine)
+
+    def _detect_start(self, kind: int, got: Packets) -> None:
+        """Audio plays from its first packet; video from its first complete keyframe."""
+        if kind == AUDIO:
+            self._media_started(AUDIO, float(got.t[0]))
+            return
+        key = got.take(got.key)
+        for frame, n, last in zip(key.frame.tolist(), key.npk.tolist(), key.t.tolist(), strict=True):
+            count = self._key_counts.get(frame, 0) + 1
+            self._key_counts[frame] = count
+            if count == n:
+                self._media_started(VIDEO, last)
+                return
+        # Video it cannot decode yet: ask for a keyframe (through the server) now and then.
+        if self.now - max(self._last_pli, self.forward_at) >= PLI_INTERVAL:
+            self._last_pli = self.now
+            self._send(UP, RTCP_PLI + self.pcs[Role.SUBSCRIBER].extra, "rtcp", self._pli_to_publisher)
+
+    def _media_started(self, kind: int, t: float) -> None:
+        self.started.add(kind)
+        self._key_counts.clear()
+        self.loop.at(t, self._observe, MediaStarted(KIND_NAMES[kind]))
+        if self.started.issuperset(self.kinds):
+            self.fine = False
+
+    def _fine_next(self) -> None:
+        """Until media started, the next moment anything in the pipeline happens is an event."""
+        nxt = min([src.next_send for src in self.sources.values()] + [self.srv_q.min, self.sub_q.min])
+        if nxt > self.now and nxt < self._fine_at:
+            self._fine_at = nxt
+            self.loop.at(nxt, self._fine_tick)
+
+    def _fine_tick(self) -> None:
+        if self.now >= self._fine_at:
+            self._fine_at = math.inf
+        if not self.done:
+            self.sync()
+
+    def _pli_to_publisher(self) -> None:
+        self._send(DOWN, RTCP_PLI + self.pcs[Role.PUBLISHER].extra, "rtcp", self._cli_pli)
+
+    def _cli_pli(self) -> None:
+        self.sync(1)
+        src = self.sources.get(VIDEO)
+        if isinstance(src, VideoSource):
+            src.force_key = True
+
+    # --- RTCP --------------------------------------------------------------------------------------
+
+    def _rtcp_timer(self, fn: Callable[[int], None], kind: int) -> None:
+        delay = RTCP_MIN + RTCP_SPAN * float(self.rtcp_rng.random())
+        self.loop.after(delay, self._guard, self._rtcp_fire, (fn, kind))
+
+    def _rtcp_fire(self, fn: Callable[[int], None], kind: int) -> None:
+        fn(kind)
+        self._rtcp_timer(fn, kind)
+
+    def _sr(self, kind: int) -> None:
+        """The publisher's sender report (uplink)."""
+        sender = self.senders[kind]
+        sender.sr_sent_at = sr_id = self.now
+        self._send(UP, RTCP_SR + self.pcs[Role.PUBLISHER].extra, "rtcp", self._srv_got_sr, kind, sr_id)
+
+    def _srv_got_sr(self, kind: int, sr_id: float) -> None:
+        self.srv_sr[kind] = (sr_id, self.now)
+
+    def _srv_rr(self, kind: int) -> None:
+        """The server's receiver report about the publisher's stream (downlink)."""
+        self.sync(2)
+        stats = self.srv_stats[kind]
+        if stats.base_seq is None:
+            return  # aiortc only reports on streams it has heard from
+        lsr, dlsr = None, 0
+        if kind in self.srv_sr:
+            lsr, at = self.srv_sr[kind]
+            dlsr = int((self.now - at) * DLSR_UNIT)
+        block = (stats.fraction_lost(), stats.lost, stats.jitter, lsr, dlsr)
+        self._send(DOWN, RTCP_RR + self.pcs[Role.PUBLISHER].extra, "rtcp", self._cli_rr, kind, block)
+
+    def _cli_rr(self, kind: int, block: tuple[int, int, int, float | None, int]) -> None:
+        fraction, lost, jitter, lsr, dlsr = block
+        sender = self.senders[kind]
+        if lsr is not None and lsr == sender.sr_sent_at and dlsr:
+            rtt = self.now - lsr - dlsr / DLSR_UNIT
+            sender.rtt = rtt if sender.rtt is None else RTT_ALPHA * sender.rtt + (1 - RTT_ALPHA) * rtt
+        sender.fraction_lost = fraction / 256
+        sender.lost = lost
+        sender.jitter = jitter / CLOCK_RATE[kind]
+
+    def _srv_sr(self, kind: int) -> None:
+        """The server's sender report to the subscriber (traffic only: the core never reads it)."""
+        self._send(DOWN, RTCP_SR + self.pcs[Role.SUBSCRIBER].extra, "rtcp")
+
+    def _sub_rr(self, kind: int) -> None:
+        """The subscriber's receiver report (traffic only: it informs the server, not the core)."""
+        self.sync(3)
+        if self.sub_stats[kind].base_seq is not None:
+            self.sub_stats[kind].fraction_lost()
+            self._send(UP, RTCP_RR + self.pcs[Role.SUBSCRIBER].extra, "rtcp")
+
+    def _srv_remb(self) -> None:
+        self.sync(2)
+        estimate = self.srv_est.update(self.now)
+        if estimate is not None:
+            if self.sub_remb is not None:
+                estimate = min(estimate, self.sub_remb)
+            self._send(DOWN, RTCP_REMB + self.pcs[Role.PUBLISHER].extra, "rtcp", self._cli_remb, estimate)
+        self.loop.after(REMB_INTERVAL, self._guard, self._srv_remb, ())
+
+    def _cli_remb(self, bps: float) -> None:
+        self.sync(1)
+        self.senders[VIDEO].remb = bps
+        src = self.sources.get(VIDEO)
+        if isinstance(src, VideoSource):
+            src.set_target(bps)
+
+    def _sub_remb(self) -> None:
+        self.sync(3)
+        estimate = self.sub_est.update(self.now)
+        if estimate is not None:
+            self._send(UP, RTCP_REMB + self.pcs[Role.SUBSCRIBER].extra, "rtcp", self._srv_got_remb, estimate)
+        self.loop.after(REMB_INTERVAL, self._guard, self._sub_remb, ())
+
+    def _srv_got_remb(self, bps: float) -> None:
+        self.sub_remb = bps
+
+    # --- stats ---------------------------------------------------------------------------------------
+
+    def _sample(self) -> StatsSample:
+        out: dict[int, OutboundStats] = {}
+        inb: dict[int, InboundStats | None] = {}
+        for kind in self.kinds:
+            s = self.senders[kind]
+            out[kind] = OutboundStats(
+                packets_sent=s.packets, bytes_sent=s.bytes, remote_rtt=s.rtt, remote_jitter=s.jitter,
+                remote_fraction_lost=s.fraction_lost, remote_packets_lost=s.lost,
+                available_bps=s.remb if kind == VIDEO else None,
+            )
+            r = self.sub_stats[kind]
+            inb[kind] = None if r.base_seq is None else InboundStats(
+                packets_received=r.received, packets_lost=r.lost, bytes_received=r.bytes,
+                jitter=r.jitter / CLOCK_RATE[kind],
+            )
+        candidates: list[IceCandidateStats] = []
+        for pc in self.pcs.values():
+            candidates.extend(pc.local)
+            candidates.append(pc.remote)
+        pub = self.pcs.get(Role.PUBLISHER)
+        pair = None
+        if pub is not None and pub.selected is not None:
+            pair = SelectedCandidatePair(pub.selected, pub.remote)
+        return StatsSample(
+            audio_out=out.get(AUDIO), video_out=out.get(VIDEO), audio_in=inb.get(AUDIO), video_in=inb.get(VIDEO),
+            candidate_pair_rtt=None,  # aiortc has no candidate-pair stats (REFERENCE.md F)
+            ice_candidates=tuple(candidates), selected_pair=pair,
+        )
+
+
+def run_simulation(scenario: Scenario, *, seed: int | None = None, packet_log: bool = False,
+                   stop_at: float | None = None, on_event: Callable[[Event], None] | None = None) -> SimResult:
+    """Simulate one preflight over ``scenario`` (seed: the scenario's own when None).
+
+    ``packet_log`` keeps a :class:`PacketRecord` per packet offered to a link (for pcap export);
+    ``stop_at`` (virtual seconds) asks the test to stop then; ``on_event`` sees each core event
+    as it happens (progress output).
+    """
+    from rtcprobe import __version__  # the parent package is always loaded before its children
+
+    chosen = scenario.seed if seed is None else seed
+    driver = SimDriver(scenario, chosen, packet_log=packet_log, stop_at=stop_at, on_event=on_event,
+                       version=__version__)
+    return driver.run()

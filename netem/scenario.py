@@ -1,0 +1,311 @@
+"""Scenario files: a reproducible network condition + demand + expectations, in TOML.
+
+The full schema is documented in ``scenarios/README.md``. Parsing validates every key and turns
+every problem into one :class:`ScenarioError` naming the file, the dotted key path and what is
+wrong (never a traceback from deep inside). Layering, from weakest to strongest:
+
+    LinkConfig defaults < [network] < [network.uplink] / [network.downlink]
+
+and ``[[phase]]`` entries then change that per-direction config cumulatively from ``at`` seconds
+on (like successive ``tc qdisc change``), or from the un-phased config when ``reset = true``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import numpy as np
+from rtcprobe.core.config import MediaDemand, VideoSpec
+from rtcprobe.core.errors import ConfigError
+
+from .expect import Expect
+from .link import Link
+from .models import JITTER_DISTRIBUTIONS, GilbertElliott, LinkConfig, ScenarioError, TableReader, describe
+from .trace import Trace, TraceFormatError, parse_trace
+
+__all__ = ["DIRECTIONS", "MediaDemand", "Scenario", "ScenarioError", "ScenarioPhases", "VideoSpec"]
+
+DIRECTIONS: Final = ("uplink", "downlink")
+LINK_KEYS: Final[tuple[str, ...]] = (
+    "delay_ms", "jitter_ms", "jitter_distribution", "reorder", "loss", "loss_model", "bandwidth_kbps",
+    "queue_packets", "queue_bytes", "overhead_bytes", "trace", "outage", "outages",
+)
+TOP_KEYS: Final = ("name", "description", "duration", "seed", "media", "network", "phase", "expect")
+LOSS_MODEL_KINDS: Final = ("gilbert-elliott", "random")
+# Keys that take `false` to switch the feature off again (TOML has no null).
+_NULLABLE: Final = ("loss_model", "bandwidth_kbps", "queue_packets", "queue_bytes", "trace")
+
+Phase = tuple[float, LinkConfig]
+
+
+@attrs.frozen
+class ScenarioPhases:
+    """Per-direction phase lists, sorted by ``at``: each entry is the full config from then on."""
+
+    uplink: tuple[Phase, ...] = ()
+    downlink: tuple[Phase, ...] = ()
+
+
+@attrs.frozen
+class Scenario:
+    """A parsed scenario file. Build one with :meth:`from_toml` or :meth:`from_dict`."""
+
+    name: str
+    description: str = ""
+    duration: float = 10.0
+    seed: int = 0
+    media: MediaDemand = attrs.field(factory=MediaDemand)
+    uplink: LinkConfig = attrs.field(factory=LinkConfig)
+    downlink: LinkConfig = attrs.field(factory=LinkConfig)
+    phases: ScenarioPhases = attrs.field(factory=ScenarioPhases)
+    expect: Expect | None = None
+    source: str | None = None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Scenario:
+        """Read and validate a scenario file (trace paths are relative to its folder)."""
+        source = str(path)
+        p = Path(path)
+        try:
+            raw = p.read_bytes()
+        except FileNotFoundError:
+            raise ScenarioError(source, "", "file not found") from None
+        except IsADirectoryError:
+            raise ScenarioError(source, "", "is a directory, not a scenario file") from None
+        except OSError as exc:
+            raise ScenarioError(source, "", f"cannot read: {exc.strerror or exc}") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ScenarioError(source, "", f"invalid TOML: not UTF-8 text (byte {exc.start})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ScenarioError(source, "", f"invalid TOML: {exc}") from None
+        return cls.from_dict(data, source=source, base_dir=p.parent, default_name=p.stem)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        source: str = "<dict>",
+        base_dir: str | Path | None = None,
+        *,
+        default_name: str = "scenario",
+    ) -> Scenario:
+        """Validate plain data (as tomllib returns it). Relative trace paths resolve against
+        ``base_dir`` (the current directory when None)."""
+        return _Parser(source, Path(base_dir) if base_dir is not None else Path.cwd()).scenario(
+            data, default_name
+        )
+
+    def build_links(self, rng: np.random.Generator | None = None) -> tuple[Link, Link]:
+        """(uplink, downlink) links with independent random streams spawned from ``rng``
+        (from the scenario's seed when None)."""
+        if rng is None:
+            rng = np.random.default_rng(self.seed)
+        up_rng, down_rng = rng.spawn(2)
+        return (
+            Link(self.uplink, up_rng, self.phases.uplink),
+            Link(self.downlink, down_rng, self.phases.downlink),
+        )
+
+
+class _Parser:
+    def __init__(self, source: str, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self._traces: dict[Path, Trace] = {}  # both directions often share a file
+
+    def scenario(self, data: Mapping[str, Any], default_name: str) -> Scenario:
+        r = TableReader(dict(data) if isinstance(data, Mapping) else data, self.source, "", TOP_KEYS)
+        name = r.string("name", default=default_name)
+        description = r.string("description", default="")
+        duration = r.number("duration", lo=0.0, strict_lo=True, default=10.0)
+        seed = r.integer("seed", lo=0, default=0)
+        media = self.media(r.table("media", ("audio", "video"))) if "media" in r else MediaDemand()
+
+        net: dict[str, Any] = {}
+        per_dir: dict[str, dict[str, Any]] = {d: {} for d in DIRECTIONS}
+        if "network" in r:
+            nr = r.table("network", (*LINK_KEYS, *DIRECTIONS))
+            net = self.link_changes(nr)
+            for d in DIRECTIONS:
+                if d in nr:
+                    per_dir[d] = self.link_changes(nr.table(d, LINK_KEYS))
+        base = {d: self.make_config(LinkConfig(), [(net, "network"), (per_dir[d], f"network.{d}")])
+                for d in DIRECTIONS}
+
+        phases: dict[str, list[Phase]] = {d: [] for d in DIRECTIONS}
+        if "phase" in r:
+            raw = r.data["phase"]
+            if not isinstance(raw, list):
+                raise r.error("phase", f"must be an array of tables ([[phase]]), got {describe(raw)}")
+            current = dict(base)
+            prev_at: float | None = None
+            for i, item in enumerate(raw):
+                key = f"phase[{i}]"
+                pr = TableReader(item, self.source, key, ("at", "reset", *LINK_KEYS, *DIRECTIONS))
+                at = pr.number("at", lo=0.0)
+                if prev_at is not None and at <= prev_at:
+                    raise pr.error(
+                        "at", f"must be greater than phase[{i - 1}].at ({prev_at:g}), got {at:g} "
+                        "(phases must be in time order)"
+                    )
+                prev_at = at
+                reset = pr.boolean("reset", default=False)
+                common = self.link_changes(pr, in_phase=True)
+                for d in DIRECTIONS:
+                    own = self.link_changes(pr.table(d, LINK_KEYS), in_phase=True) if d in pr else {}
+                    if not (common or own or reset):
+                        continue  # this phase does not touch this direction
+                    start = base[d] if reset else current[d]
+                    cfg = self.make_config(start, [(common, key), (own, f"{key}.{d}")])
+                    phases[d].append((at, cfg))
+                    current[d] = cfg
+
+        expect = Expect.from_dict(r.data["expect"], self.source) if "expect" in r else None
+        return Scenario(
+            name=name,
+            description=description,
+            duration=duration,
+            seed=seed,
+            media=media,
+            uplink=base["uplink"],
+            downlink=base["downlink"],
+            phases=ScenarioPhases(tuple(phases["uplink"]), tuple(phases["downlink"])),
+            expect=expect,
+            source=self.source,
+        )
+
+    def media(self, r: TableReader) -> MediaDemand:
+        audio = r.boolean("audio", default=True)
+        video: VideoSpec | None = VideoSpec()
+        value = r.data.get("video", True)
+        if value is False:
+            video = None
+        elif isinstance(value, dict):
+            vr = r.table("video", ("width", "height", "fps"))
+            video = VideoSpec(
+                width=vr.integer("width", lo=16, hi=7680, default=640),
+                height=vr.integer("height", lo=16, hi=4320, default=480),
+                fps=vr.number("fps", lo=0.0, hi=240.0, strict_lo=True, default=30.0),
+            )
+        elif value is not True:
+            raise r.error("video", f"must be true, false or a table {{ width, height, fps }}, got {describe(value)}")
+        if not audio and video is None:
+            raise r.error("", "must publish audio, video or both (both are false)")
+        return MediaDemand(audio=audio, video=video)
+
+    def link_changes(self, r: TableReader, *, in_phase: bool = False) -> dict[str, Any]:
+        """The LinkConfig fields one table sets, validated, keyed by field name."""
+        out: dict[str, Any] = {}
+        d = r.data
+        for key in _NULLABLE:
+            if d.get(key) is False:
+                out[key] = None
+        if "delay_ms" in d:
+            out["delay_ms"] = r.number("delay_ms", lo=0.0)
+        if "jitter_ms" in d:
+            out["jitter_ms"] = r.number("jitter_ms", lo=0.0)
+        if "jitter_distribution" in d:
+            out["jitter_distribution"] = r.string("jitter_distribution", choices=JITTER_DISTRIBUTIONS)
+        if "reorder" in d:
+            out["reorder"] = r.boolean("reorder")
+        if "loss" in d:
+            out["loss"] = r.number("loss", lo=0.0, hi=1.0)
+        if "loss_model" in d and d["loss_model"] is not False:
+            if "loss" in d:
+                raise r.error("loss_model", "set either loss (random loss) or loss_model, not both")
+            out.update(self.loss_model(r))
+        if "bandwidth_kbps" in d and d["bandwidth_kbps"] is not False:
+            if "trace" in d and d["trace"] is not False:
+                raise r.error("trace", "set either bandwidth_kbps or trace, not both")
+            out["bandwidth_kbps"] = r.number("bandwidth_kbps", lo=0.0, strict_lo=True)
+        for key in ("queue_packets", "queue_bytes"):
+            if key in d and d[key] is not False:
+                out[key] = r.integer(key, lo=1)
+        if "overhead_bytes" in d:
+            out["overhead_bytes"] = r.integer("overhead_bytes", lo=0)
+        if "trace" in d and d["trace"] is not False:
+            out["trace"] = self.trace(r)
+        if "outage" in d:
+            out["outage"] = r.boolean("outage")
+        if "outages" in d:
+            if in_phase:
+                raise r.error(
+                    "outages", "outage windows are absolute times: set them in [network] or a direction, "
+                    "or use outage = true in a phase"
+                )
+            out["outages"] = self.outages(r)
+        return out
+
+    def loss_model(self, r: TableReader) -> dict[str, Any]:
+        value = r.data["loss_model"]
+        if not isinstance(value, dict):
+            raise r.error("loss_model", f"must be a table {{ kind = ..., p = ... }} or false, got {describe(value)}")
+        kind = value.get("kind")
+        if kind is None:
+            raise r.error("loss_model.kind", f"is required: one of {', '.join(map(repr, LOSS_MODEL_KINDS))}")
+        known = ("kind", "p") if kind == "random" else ("kind", "p", "r", "h", "k")
+        mr = r.table("loss_model", known)
+        kind = mr.string("kind", choices=LOSS_MODEL_KINDS)
+        p = mr.number("p", lo=0.0, hi=1.0)
+        if kind == "random":
+            return {"loss": p, "loss_model": None}
+        model = GilbertElliott(
+            p=p,
+            r=mr.number("r", lo=0.0, hi=1.0, default=1.0 - p),
+            h=mr.number("h", lo=0.0, hi=1.0, default=0.0),
+            k=mr.number("k", lo=0.0, hi=1.0, default=1.0),
+        )
+        return {"loss_model": model, "loss": 0.0}
+
+    def trace(self, r: TableReader) -> Trace:
+        rel = r.string("trace")
+        if not rel.strip():
+            raise r.error("trace", "must be a path to a Mahimahi trace file (or false for none)")
+        path = (self.base_dir / rel).resolve()
+        cached = self._traces.get(path)
+        if cached is not None:
+            return cached
+        if not path.is_file():
+            raise r.error("trace", f"trace file {rel!r} not found (looked for {path})")
+        try:
+            trace = parse_trace(path)
+        except TraceFormatError as exc:
+            where = f"line {exc.line}: " if exc.line else ""
+            raise r.error("trace", f"{rel}: {where}{exc.problem}") from None
+        self._traces[path] = trace
+        return trace
+
+    def outages(self, r: TableReader) -> tuple[tuple[float, float], ...]:
+        value = r.data["outages"]
+        if not isinstance(value, list):
+            raise r.error("outages", f"must be an array of [start, end] windows in seconds, got {describe(value)}")
+        out: list[tuple[float, float]] = []
+        for i, w in enumerate(value):
+            ok = (
+                isinstance(w, list) and len(w) == 2
+                and all(isinstance(x, int | float) and not isinstance(x, bool) for x in w)
+            )
+            if not ok:
+                raise r.error(f"outages[{i}]", f"must be [start, end] in seconds, got {describe(w)}")
+            start, end = float(w[0]), float(w[1])
+            if not (0 <= start < end < float("inf")):
+                raise r.error(f"outages[{i}]", f"needs 0 <= start < end, got [{w[0]}, {w[1]}]")
+            out.append((start, end))
+        return tuple(out)
+
+    def make_config(self, start: LinkConfig, layers: list[tuple[dict[str, Any], str]]) -> LinkConfig:
+        cfg = start
+        for changes, key in layers:
+            if not changes:
+                continue
+            try:
+                cfg = cfg.with_changes(**changes)
+            except ConfigError as exc:  # cross-field rules the per-key checks cannot see
+                raise ScenarioError(self.source, key, str(exc)) from None
+        return cfg

@@ -1,0 +1,250 @@
+"""``rtcprobe preflight``: a real WebRTC preflight test (aiortc), against a server or the embedded one."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from . import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    from rtcprobe.core.report import PreflightReport
+
+NAME = "preflight"
+HELP = "run a real WebRTC preflight test (embedded loopback server unless --url is given)"
+DESCRIPTION = """\
+Run a WebRTC preflight test: publish a synthetic tone and video, get them back through the
+signaling server's relay, and measure jitter, round-trip time, packet loss and network quality
+for --duration. Without --url an embedded server starts on 127.0.0.1 (nothing else needed).
+
+  rtcprobe preflight --duration 5s
+  rtcprobe preflight --url ws://127.0.0.1:8765/signaling --token "$(rtcprobe token --secret S --identity me)"
+  rtcprobe preflight --turn turn:127.0.0.1:3478?transport=udp --turn-secret S --json --out report.json
+
+Progress goes to stderr, the summary (or with --json only the report JSON) to stdout.
+Exit codes: 0 completed, 1 the preflight failed or was interrupted, 2 bad input.
+"""
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """``10``, ``10s``, ``1.5s`` or ``500ms`` → seconds; ConfigError otherwise."""
+    from rtcprobe.core.errors import ConfigError
+
+    m = _DURATION.match(text)
+    if m is None:
+        raise ConfigError(f"--duration must look like 10, 10s or 500ms, got {text!r}")
+    value = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+    if not 0 < value <= 3600:
+        raise ConfigError(f"--duration must be more than 0 and at most 1 hour, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="signaling server URL (ws://HOST:PORT/signaling); default: embedded server")
+    parser.add_argument("--token", help="access token for --url (see rtcprobe token)")
+    parser.add_argument("--duration", default="10s", help="length of the stats step: 10, 10s, 500ms (default: 10s)")
+    parser.add_argument("--region", default="gll", help="signaling region sent to the server (default: gll)")
+    parser.add_argument("--turn", action="append", default=[], metavar="URL",
+                        help="TURN URL for the embedded server, e.g. turn:127.0.0.1:3478?transport=udp (repeatable); "
+                             "the publisher then goes relay-only")
+    parser.add_argument("--turn-secret", metavar="S", help="the TURN server's REST API shared secret")
+    video = parser.add_mutually_exclusive_group()
+    video.add_argument("--video", metavar="WxH@FPS", help="synthetic video to publish (default: 640x480@30)")
+    video.add_argument("--no-video", action="store_true", help="publish audio only")
+    parser.add_argument("--json", action="store_true", help="print only the report JSON on stdout")
+    parser.add_argument("--out", metavar="FILE", help="also write the report JSON to FILE")
+    parser.add_argument("--plot", metavar="FILE.png", help="plot the samples to FILE.png (needs matplotlib)")
+
+
+# --- live progress on stderr -------------------------------------------------------------------
+
+
+class Progress:
+    """Each step as it lands, then a bar over the stats samples (redrawn in place on a terminal)."""
+
+    def __init__(self, stream: TextIO, duration: float) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.duration = duration
+        self._bar_open = False
+
+    def step(self, name: str, ms: float) -> None:
+        self._close_bar()
+        print(f"  ✓ {name:<24} {ms:8.0f} ms", file=self.stream, flush=True)
+
+    def sample(self, index: int, total: int, level: int | None) -> None:
+        width = 30
+        filled = round(width * index / total)
+        bar = "#" * filled + "-" * (width - filled)
+        text = f"  stats [{bar}] {index}/{total}  network quality {level if level is not None else '-'}"
+        if self.tty:
+            print("\r" + text, end="", file=self.stream, flush=True)
+            self._bar_open = index < total
+            if not self._bar_open:
+                print(file=self.stream, flush=True)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        self._close_bar()
+        print(f"  {text}", file=self.stream, flush=True)
+
+    def _close_bar(self) -> None:
+        if self._bar_open:
+            print(file=self.stream, flush=True)
+            self._bar_open = False
+
+
+# --- the summary -------------------------------------------------------------------------------
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def _candidate(c: dict[str, Any]) -> str:
+    via = f" via {c['url']}" if c.get("url") else ""
+    return f"{c['candidateType']} {c['address']}:{c['port']}/{c['protocol']}{via}"
+
+
+def summary(report: PreflightReport) -> str:
+    """A readable summary of a (complete or partial) report."""
+    d = report.to_dict()
+    lines: list[str] = []
+    total = d["testTiming"].get("duration")
+    took = "" if total is None else f" in {total / 1000:.2f} s"
+    if report.error is None:
+        lines.append(f"preflight completed{took}")
+    else:
+        lines.append(f"preflight FAILED{took}: {report.error.code} {report.error.name}: {report.error.message}")
+    lines.append("")
+    if d["progressEvents"]:
+        lines.append("  progress (ms since start)")
+        lines.extend(f"    {e['name']:<26}{e['duration']:9.1f}" for e in d["progressEvents"])
+    order = ("connect", "ice", "dtls", "peerConnection", "media")  # the order they finish in
+    timers = [(k, d["networkTiming"][k]) for k in order if "duration" in d["networkTiming"].get(k, {})]
+    if timers:
+        lines.append("  network timing (ms)")
+        lines.extend(f"    {k:<26}{v['duration']:9.1f}" for k, v in timers)
+    pair = d["selectedIceCandidatePairStats"]
+    if pair is not None:
+        lines.append(f"  selected pair   {_candidate(pair['localCandidate'])}")
+        lines.append(f"               -> {_candidate(pair['remoteCandidate'])}")
+    stats = d["stats"]
+    if stats is not None:
+        jitter, rtt, loss = stats["jitter"], stats["rtt"], stats["packetLoss"]
+        lines.append("  jitter          " + ("-" if jitter is None else
+                                             f"avg {_ms(jitter['average'])}  max {_ms(jitter['max'])}"))
+        lines.append("  rtt             " + ("-" if rtt is None else
+                                             f"avg {rtt['average']:.1f} ms  max {rtt['max']:.1f} ms"))
+        lines.append("  packet loss     " + ("-" if loss is None else
+                                             f"avg {loss['average']:.2f} %  max {loss['max']:.2f} %"))
+    bitrate = d["bitrate"]
+    if bitrate is not None and bitrate["outgoing"] is not None and bitrate["incoming"] is not None:
+        lines.append(f"  bitrate         out {bitrate['outgoing']['average']:.0f} kbps"
+                     f"  in {bitrate['incoming']['average']:.0f} kbps (average)")
+    if report.network_quality_level is not None:
+        lines.append(f"  network quality {report.network_quality_level} / 5")
+    return "\n".join(lines)
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+def _check_writable(path: str, flag: str) -> Path:
+    from rtcprobe.core.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{flag} {path!r} is a directory")
+    if not p.parent.is_dir():
+        raise ConfigError(f"{flag} {path!r}: directory {str(p.parent)!r} does not exist")
+    return p
+
+
+def _plotter() -> Any:
+    from rtcprobe.core.errors import ConfigError
+
+    try:
+        from rtcprobe.plot import plot_report
+    except ImportError as exc:
+        raise ConfigError(f"--plot is not available: {exc}") from None
+    return plot_report
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from rtcprobe.core.config import MediaDemand
+    from rtcprobe.core.errors import ConfigError, PreflightError
+    from rtcprobe.drivers.aiortc.client import parse_video, run_preflight
+
+    duration = parse_duration(args.duration)
+    media = MediaDemand(video=None) if args.no_video else MediaDemand(
+        video=parse_video(args.video) if args.video else MediaDemand().video)
+    out = _check_writable(args.out, "--out") if args.out else None
+    plot_path = _check_writable(args.plot, "--plot") if args.plot else None
+    plot_report = _plotter() if plot_path else None
+    progress = Progress(sys.stderr, duration)
+
+    async def main() -> tuple[PreflightReport, bool]:
+        loop = asyncio.get_running_loop()
+        test = run_preflight(
+            args.token, url=args.url, duration=duration, region=args.region, media=media,
+            turn_urls=args.turn, turn_secret=args.turn_secret,
+        )
+        where = args.url or "the embedded server on 127.0.0.1"
+        progress.note(f"preflight against {where}, {duration:g} s of stats (Ctrl-C stops)")
+        test.on("progress", lambda name: progress.step(name, test.progress_events[-1].duration))
+        test.on("sample", progress.sample)
+        interrupted = False
+
+        def on_sigint() -> None:
+            nonlocal interrupted
+            if interrupted:  # a second Ctrl-C: stop waiting (tear-down still runs first)
+                task.cancel()
+                return
+            interrupted = True
+            progress.note("interrupted: stopping (Ctrl-C again to abort)")
+            test.stop()
+
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        except (NotImplementedError, RuntimeError):  # not the main thread / no signal support
+            pass
+        try:
+            try:
+                return await test.wait(), interrupted
+            except PreflightError as exc:
+                report = exc.report
+                assert report is not None
+                return report, interrupted
+        finally:
+            try:
+                loop.remove_signal_handler(signal.SIGINT)
+            except (NotImplementedError, RuntimeError):
+                pass
+
+    try:
+        report, _ = asyncio.run(main())
+    except asyncio.CancelledError:
+        print("rtcprobe preflight: aborted", file=sys.stderr)
+        return 130
+    text = report.to_json()
+    if out is not None:
+        try:
+            out.write_text(text + "\n")
+        except OSError as exc:
+            raise ConfigError(f"--out {str(out)!r}: {exc.strerror}") from None
+    if plot_path is not None and plot_report is not None:
+        plot_report(report, plot_path)
+    print(text if args.json else summary(report))
+    return EXIT_OK if report.ok else EXIT_FAILED

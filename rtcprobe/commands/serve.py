@@ -1,0 +1,79 @@
+"""``rtcprobe serve``: run the signaling server (with its relaying aiortc peer) until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from . import EXIT_OK
+
+if TYPE_CHECKING:
+    from rtcprobe.drivers.aiortc.server import SignalingServer
+
+NAME = "serve"
+HELP = "run the signaling server (WebSocket signaling + a relaying WebRTC peer)"
+DESCRIPTION = """\
+Run the signaling server until Ctrl-C. It checks access tokens (JWT HS256 signed with --secret),
+hands out TURN credentials when --turn is given, and relays each client's published media back to
+its subscriber. It listens on 127.0.0.1 unless --host says otherwise.
+
+Without --secret (or RTCPROBE_SECRET) a fresh secret is generated and printed together with a
+ready-to-use token.
+
+  rtcprobe serve --port 8765
+  rtcprobe serve --turn turn:127.0.0.1:3478?transport=udp --turn-secret S
+"""
+
+DEFAULT_PORT = 8765
+SECRET_ENV = "RTCPROBE_SECRET"
+TOKEN_IDENTITY = "rtcprobe-user"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help=f"port to listen on; 0 picks a free one (default: {DEFAULT_PORT})")
+    parser.add_argument("--secret", help=f"token signing secret (default: ${SECRET_ENV}, else a generated one)")
+    parser.add_argument("--issuer", default="rtcprobe", help="required token issuer (default: rtcprobe)")
+    parser.add_argument("--turn", action="append", default=[], metavar="URL",
+                        help="TURN URL to hand out, e.g. turn:HOST:3478?transport=udp (repeatable)")
+    parser.add_argument("--turn-secret", metavar="S", help="the TURN server's REST API shared secret")
+    parser.add_argument("--max-sessions", type=int, default=16,
+                        help="concurrent sessions before refusing with 'server busy' (default: 16)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from rtcprobe.core.errors import ConfigError
+    from rtcprobe.drivers.aiortc.server import SignalingServer, run_forever
+    from rtcprobe.drivers.aiortc.tokens import MIN_SECRET_BYTES, generate_secret, mint_token
+
+    secret = args.secret if args.secret is not None else os.environ.get(SECRET_ENV)
+    generated = secret is None
+    if secret is None:
+        secret = generate_secret()
+    elif not secret:
+        raise ConfigError("--secret must not be empty")
+    elif len(secret.encode()) < MIN_SECRET_BYTES:
+        print(f"rtcprobe serve: warning: a secret shorter than {MIN_SECRET_BYTES} bytes is weak for HS256",
+              file=sys.stderr)
+    server = SignalingServer(
+        secret=secret, host=args.host, port=args.port, issuer=args.issuer, turn_urls=tuple(args.turn),
+        turn_secret=args.turn_secret, max_sessions=args.max_sessions,
+        max_connections=max(256, args.max_sessions),
+    )
+
+    def ready(srv: SignalingServer) -> None:
+        print(f"url:    {srv.url}")
+        if generated:
+            token = mint_token(secret, TOKEN_IDENTITY, now=time.time(), issuer=args.issuer)
+            print(f"secret: {secret}")
+            print(f"token:  {token}  (identity {TOKEN_IDENTITY}, valid 1 h)")
+            print(f"try:    rtcprobe preflight --url {srv.url} --token {token}")
+        print("Ctrl-C to stop", flush=True)
+
+    run_forever(server, ready)
+    return EXIT_OK

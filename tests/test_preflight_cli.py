@@ -1,0 +1,115 @@
+"""``rtcprobe preflight``: the real command in a subprocess (embedded server on loopback)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rtcprobe.core.errors import ConfigError
+from rtcprobe.core.report import PreflightReport
+
+from rtcprobe.commands.preflight import parse_duration, summary
+
+pytestmark = pytest.mark.timeout(120)
+
+SMALL = ("--video", "320x240@30")
+
+
+def rtcprobe(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rtcprobe", "preflight", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("10", 10.0), ("10s", 10.0), ("1.5s", 1.5), ("500ms", 0.5),
+                                               (" 2 s ", 2.0), (".25", 0.25)])
+def test_parse_duration_accepts_seconds_and_milliseconds(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-1", "0", "0ms", "10m", "1e3", "5 h", "7200"])
+def test_parse_duration_rejects_anything_else(text: str) -> None:
+    with pytest.raises(ConfigError, match="--duration"):
+        parse_duration(text)
+
+
+def test_completed_run_prints_a_summary_and_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    r = rtcprobe("--duration", "2s", *SMALL, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    report = PreflightReport.from_json(out.read_text())
+    assert report.ok and [e.name for e in report.progress_events][-1] == "mediaStarted"
+    assert r.stdout.strip() == summary(report)
+    for needle in ("preflight completed", "selected pair", "host 127.0.0.1:", "jitter", "rtt", "packet loss",
+                   "network quality 5 / 5", "mediaStarted"):
+        assert needle in r.stdout
+    # Live progress on stderr: every step, then the stats bar.
+    for name in ("mediaAcquired", "connected", "iceConnected", "dtlsConnected", "peerConnectionConnected",
+                 "mediaSubscribed", "mediaStarted", "stats [", "2/2"):
+        assert name in r.stderr
+
+
+def test_json_prints_only_the_report_audio_only() -> None:
+    r = rtcprobe("--duration", "1000ms", "--no-video", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)  # nothing but the JSON on stdout
+    assert d["run"]["driver"] == "aiortc" and d["stats"] is not None and "error" not in d
+    assert [e["name"] for e in d["progressEvents"]][-1] == "mediaStarted"
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_server_exits_1_with_the_partial_report() -> None:
+    r = rtcprobe("--url", f"ws://127.0.0.1:{_unused_port()}/signaling", "--token", "x", "--duration", "1", "--json")
+    assert r.returncode == 1
+    d = json.loads(r.stdout)
+    assert d["error"]["code"] == 53000 and d["stats"] is None and d["iceCandidateStats"] == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--duration", "soon"), "--duration"),
+    (("--video", "640x481@30"), "video size"),
+    (("--video", "big"), "video must look like"),
+    (("--url", "ws://127.0.0.1:9/signaling"), "needs a token"),
+    (("--token", "abc"), "needs a url"),
+    (("--url", "gopher://127.0.0.1/", "--token", "t"), "signaling URL"),
+    (("--region", "Mars Base"), "region"),
+    (("--turn", "turn:127.0.0.1:3478"), "--turn-secret"),
+    (("--turn", "stun:127.0.0.1", "--turn-secret", "s"), "turn:"),
+    (("--out", "/nonexistent-dir-for-rtcprobe/r.json"), "does not exist"),
+])
+def test_bad_input_exits_2_with_one_line(args: tuple[str, ...], message: str) -> None:
+    r = rtcprobe(*args, timeout=30)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rtcprobe preflight: error:") and message in lines[0]
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_ctrl_c_stops_promptly_with_the_partial_report() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "rtcprobe", "preflight", "--duration", "30s", *SMALL, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait until the stats step is under way
+            if "stats [" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=20)  # far less than the 30 s the step would take
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, stderr
+    d = json.loads(stdout)
+    assert d["error"]["code"] == 99000 and d["stats"] is None
+    assert 1 <= len(d["samples"]) < 30
+    assert [e["name"] for e in d["progressEvents"]][-1] == "mediaStarted"
