@@ -57,7 +57,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .models import GilbertElliott, LinkConfig, LinkCounters
-from .trace import MTU_BYTES, Trace
+from .trace import MTU_BYTES, Trace, ms, ms_v
 
 __all__ = ["Link"]
 
@@ -128,12 +128,12 @@ class _Stage:
     # -- trace opportunity arithmetic (scalar and vector versions do the same float operations) --
 
     def first_opp_after(self, t: float) -> int:
-        t_ms = t * 1000.0
+        t_ms = ms(t)
         cycle = math.floor(t_ms / self.tr_period)
         return cycle * self.tr_len + bisect_right(self.tr_list, t_ms - cycle * self.tr_period)
 
     def first_opp_after_v(self, t: F64) -> I64:
-        t_ms = t * 1000.0
+        t_ms = ms_v(t)
         cycle = np.floor(t_ms / self.tr_period)
         within = np.searchsorted(self.tr_f, t_ms - cycle * self.tr_period, side="right")
         result: I64 = cycle.astype(np.int64) * self.tr_len + within

@@ -34,6 +34,22 @@ CELLULAR_DOWN_KBPS: Final = (300.0, 5000.0)
 RateProfile = Callable[[float], float] | Sequence[tuple[float, float]]
 
 
+def ms(t: float) -> float:
+    """Seconds to trace milliseconds, snapping float noise: an opportunity time k/1000 s maps back
+    to exactly k ms (1.005 * 1000 is 1004.9999999999999, which would misplace it)."""
+    t_ms = t * 1000.0
+    r = round(t_ms)
+    return float(r) if abs(t_ms - r) < 1e-6 else t_ms
+
+
+def ms_v(t: NDArray[np.float64]) -> NDArray[np.float64]:
+    """:func:`ms` over an array (the same operations, so scalar and vector paths agree)."""
+    t_ms = t * 1000.0
+    r = np.rint(t_ms)
+    result: NDArray[np.float64] = np.where(np.abs(t_ms - r) < 1e-6, r, t_ms)
+    return result
+
+
 class TraceFormatError(ConfigError):
     """A malformed trace: ``line`` is 1-based (0 when the problem is the file as a whole)."""
 
@@ -103,7 +119,7 @@ class Trace:
         """How many opportunities fall at times <= ``t`` seconds."""
         if t < 0:
             return 0
-        t_ms = t * 1000.0
+        t_ms = ms(t)
         cycle = math.floor(t_ms / self.period_ms)
         within = int(np.searchsorted(self._array, t_ms - cycle * self.period_ms, side="right"))
         return cycle * len(self.timestamps_ms) + within

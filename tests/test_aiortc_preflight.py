@@ -7,14 +7,16 @@ open, and no aiortc peer connection (client or server side) is left unclosed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiortc import RTCPeerConnection
 from rtcprobe.core.config import MediaDemand, VideoSpec
 from rtcprobe.core.errors import ConfigError, PreflightError
@@ -269,34 +271,70 @@ def test_server_not_listening_fails_with_53000_before_any_timeout() -> None:
     leaks.assert_none()
 
 
-def test_server_closing_before_iced_fails_with_53000() -> None:
-    from aiohttp import web
+@contextlib.asynccontextmanager
+async def fake_server(script: Callable[[web.WebSocketResponse], Awaitable[None]]) -> AsyncIterator[str]:
+    """A WebSocket endpoint on loopback that runs ``script`` on each connection; yields its URL."""
 
-    async def close_at_once(request: web.Request) -> web.WebSocketResponse:
+    async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        await ws.receive()
+        await script(ws)
         await ws.close()
         return ws
 
-    async def main() -> PreflightError:
-        app = web.Application()
-        app.router.add_get("/signaling", close_at_once)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
-            with pytest.raises(PreflightError) as info:
-                await run_preflight("t", url=f"http://127.0.0.1:{port}", duration=1.0).wait()
-        finally:
-            await runner.cleanup()
-        return info.value
+    app = web.Application()
+    app.router.add_get("/signaling", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"  # no path: the client adds /signaling
+    finally:
+        await runner.cleanup()
 
-    error, leaks = run_checked(main)
-    assert error.code == 53000 and "closed before" in str(error)
-    _assert_partial(error.report)  # type: ignore[arg-type]
+
+async def _fails_against(script: Callable[[web.WebSocketResponse], Awaitable[None]]) -> PreflightError:
+    async with fake_server(script) as url:
+        with pytest.raises(PreflightError) as info:
+            await run_preflight("t", url=url, duration=1.0, media=SMALL_VIDEO).wait()
+    return info.value
+
+
+async def _close_at_once(ws: web.WebSocketResponse) -> None:
+    await ws.receive()
+
+
+async def _close_after_iced(ws: web.WebSocketResponse) -> None:
+    await ws.receive()
+    await ws.send_json({"type": "iced", "ice_servers": [], "ttl": 60})
+    await ws.receive()  # the publisher's offer
+
+
+async def _error_on_offer(ws: web.WebSocketResponse) -> None:
+    await ws.receive()
+    await ws.send_json({"type": "iced", "ice_servers": [], "ttl": 60})
+    await ws.receive()
+    await ws.send_json({"type": "error", "code": 53405, "message": "no media for you"})
+
+
+async def _malformed_iced(ws: web.WebSocketResponse) -> None:
+    await ws.receive()
+    await ws.send_json({"type": "iced", "ice_servers": [{"urls": 5}]})
+
+
+@pytest.mark.parametrize(("script", "code", "text", "steps"), [
+    (_close_at_once, 53000, "closed before", ["mediaAcquired"]),
+    (_malformed_iced, 53000, "malformed reply", ["mediaAcquired"]),
+    (_close_after_iced, 53001, "closed the connection", ["mediaAcquired", "connected"]),
+    (_error_on_offer, 53405, "no media for you", ["mediaAcquired", "connected"]),
+], ids=["closed-before-iced", "malformed-iced", "closed-after-iced", "error-on-offer"])
+def test_signaling_failures_map_to_their_codes(script: Any, code: int, text: str, steps: list[str]) -> None:
+    error, leaks = run_checked(lambda: _fails_against(script))
+    assert error.code == code and text in str(error)
+    assert isinstance(error.report, PreflightReport)
+    assert [e.name for e in error.report.progress_events] == steps
+    _assert_partial(error.report)
     leaks.assert_none()
 
 
@@ -373,7 +411,7 @@ def test_stop_before_the_loop_runs_and_cancelling_wait_still_tear_down() -> None
 
         other = run_preflight(duration=LONG, media=SMALL_VIDEO)
         started = asyncio.Event()
-        other.on("progress", lambda name: started.set() if name == "iceConnected" else None)
+        other.on("progress", lambda name: started.set() if name == "mediaSubscribed" else None)
         waiter = asyncio.ensure_future(other.wait())
         await started.wait()
         waiter.cancel()  # Ctrl-C in a script: the waiter is cancelled

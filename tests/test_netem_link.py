@@ -289,3 +289,11 @@ def test_phases_must_be_increasing() -> None:
         Link(LinkConfig(), rng(), [(2.0, LinkConfig()), (1.0, LinkConfig())])
     with pytest.raises(ValueError):
         Link(LinkConfig(), rng(), [(-1.0, LinkConfig())])
+
+
+def test_trace_millisecond_boundaries_survive_float_noise() -> None:
+    # 1.005 * 1000 == 1004.9999999999999 in floating point: still the opportunity at 1005 ms.
+    trace = Trace([15])
+    assert trace.opportunities_until(1.005) == 67
+    d, *_ = both(LinkConfig(trace=trace), [1.0049, 1.005], [100, 100])
+    np.testing.assert_allclose(d, [1.005, 1.020])  # the second arrives at 1005 ms: too late for it

@@ -205,3 +205,61 @@ async def running_server(**options: Any) -> AsyncIterator[SignalingServer]:
 async def ws_client(url: str) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
     async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
         yield ws
+
+
+# --- a raw WebSocket client: for abrupt drops and frames aiohttp would refuse to send -------------
+
+
+def ws_frame(payload: bytes, opcode: int = 0x1, *, fin: bool = True, mask: bool = True) -> bytes:
+    """One RFC 6455 frame (client frames are masked)."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = b"\x01\x02\x03\x04"
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+@asynccontextmanager
+async def raw_ws(url: str) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A WebSocket connection after the HTTP upgrade, as bare streams; aborted (no close frame,
+    TCP reset) when the block exits."""
+    hostport = url.removeprefix("ws://").split("/", 1)[0]
+    host, port = hostport.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            f"GET /signaling HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        status = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert status.startswith(b"HTTP/1.1 101"), status
+        yield reader, writer
+    finally:
+        writer.transport.abort()
+
+
+async def read_frames(reader: asyncio.StreamReader, timeout: float = 10) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of every server frame until the server's close frame or EOF."""
+    frames: list[tuple[int, bytes]] = []
+    while True:
+        try:
+            head = await asyncio.wait_for(reader.readexactly(2), timeout)
+        except asyncio.IncompleteReadError:
+            return frames
+        n = head[1] & 0x7F
+        if n == 126:
+            n = int.from_bytes(await reader.readexactly(2), "big")
+        elif n == 127:
+            n = int.from_bytes(await reader.readexactly(8), "big")
+        payload = await reader.readexactly(n)
+        frames.append((head[0] & 0x0F, payload))
+        if head[0] & 0x0F == 0x8:
+            return frames

@@ -214,9 +214,17 @@ class AiortcDriver:
         if task.cancelled() or self._closing:
             return
         exc = task.exception()
-        if exc is not None:  # a bug or an aiortc surprise: fail the test cleanly, never hang
-            log.error("preflight task %s failed", task.get_name(), exc_info=exc)
-            self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(f"internal error: {exc!r}")))
+        if exc is None:
+            return
+        if isinstance(exc, ConnectionError | aiohttp.ClientError):  # the socket broke under a send
+            before_iced = task.get_name() == "rtcprobe-signaling"
+            info = errors.SIGNALING_CONNECTION if before_iced else errors.SIGNALING_DISCONNECTED
+            detail = str(exc) or type(exc).__name__
+            self._observe(TransportError(info.with_message(f"the signaling connection failed: {detail}")))
+            return
+        # A bug or an aiortc surprise: fail the test cleanly rather than hang until a timeout.
+        log.error("preflight task %s failed", task.get_name(), exc_info=exc)
+        self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(f"internal error: {exc!r}")))
 
     async def _run_timer(self) -> None:
         while not self._closing:
@@ -286,9 +294,9 @@ class AiortcDriver:
             case None:
                 self._observe(TransportError(errors.SIGNALING_CONNECTION.with_message(
                     "the signaling connection closed before the server accepted the token")))
-            case ProtocolError() as exc:
+            case ProtocolError() as bad:
                 self._observe(TransportError(errors.SIGNALING_CONNECTION.with_message(
-                    f"the signaling server sent a malformed reply: {exc.message}")))
+                    f"the signaling server sent a malformed reply: {bad.message}")))
             case _:
                 self._observe(TransportError(errors.SIGNALING_CONNECTION.with_message(
                     f"the signaling server answered the hello with {type(reply).__name__.lower()!r}")))
@@ -324,8 +332,8 @@ class AiortcDriver:
                     error = errors.error_for_code(code, message)
                 case None:
                     error = errors.SIGNALING_DISCONNECTED.with_message("the signaling server closed the connection")
-                case ProtocolError() as exc:
-                    error = errors.SIGNALING_CONNECTION.with_message(f"malformed signaling message: {exc.message}")
+                case ProtocolError() as bad:
+                    error = errors.SIGNALING_CONNECTION.with_message(f"malformed signaling message: {bad.message}")
                 case _:
                     error = errors.SIGNALING_CONNECTION.with_message(
                         f"unexpected signaling message {type(reply).__name__.lower()!r}")
@@ -333,14 +341,23 @@ class AiortcDriver:
                 self._observe(TransportError(error))
             return
 
-    async def _negotiate(self, pc: RTCPeerConnection, name: str) -> None:
-        """Non-trickle offer/answer: aiortc puts every gathered candidate in the offer."""
+    async def _negotiate(self, pc: RTCPeerConnection, name: str) -> bool:
+        """Non-trickle offer/answer (aiortc puts every gathered candidate in the offer); False
+        when the test failed on the way."""
         assert self._loop is not None
         await pc.setLocalDescription(await pc.createOffer())  # gathers (TURN allocation included)
+        transport = candidates.ice_transport(pc)
+        if transport is not None and not transport.iceGatherer.getLocalCandidates():
+            # aiortc would wait forever (it never starts ICE without a local candidate): this
+            # happens when relay-only and the TURN allocation was refused or unreachable.
+            self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(
+                f"the {name} gathered no ICE candidates (is the TURN server reachable and its secret right?)")))
+            return False
         self._answers[name] = self._loop.create_future()
         await self._send(Offer(pc=name, sdp=pc.localDescription.sdp))  # type: ignore[arg-type]
         sdp = await self._answers[name]
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        return True
 
     # --- peer connections ----------------------------------------------------------------------
 
@@ -358,7 +375,8 @@ class AiortcDriver:
             self._remb[track.kind] = stats.RembWatch(transceiver.sender)
         self._watch_dtls(pub, Role.PUBLISHER)
         try:
-            await self._negotiate(pub, "publisher")
+            if not await self._negotiate(pub, "publisher"):
+                return
         except (ValueError, RuntimeError) as exc:  # aiortc rejects a bad answer with these
             self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(f"publisher negotiation failed: {exc}")))
             return
@@ -453,8 +471,10 @@ class AiortcDriver:
             await self._session.close()
         for track in self._tracks:
             track.stop()
-        for watch in (*self._remb.values(), *self._received.values()):
+        for watch in self._remb.values():
             watch.close()
+        for counter in self._received.values():
+            counter.close()
         for pc in self._pcs.values():
             await pc.close()
         await asyncio.sleep(0)
@@ -465,11 +485,27 @@ class AiortcDriver:
             for transceiver in pc.getTransceivers():
                 await transceiver.sender.stop()
                 await transceiver.receiver.stop()
+            await _stop_late_consent(pc)
         if self._timer is not None:
             self._rearm.set()
             self._timer.cancel()
             await asyncio.gather(self._timer, return_exceptions=True)
         self._closed.set()
+
+
+async def _stop_late_consent(pc: RTCPeerConnection) -> None:
+    """Cancel ICE consent checks that aioice started after the connection was closed.
+
+    aioice race: when close() lands after the check list completed but before connect() resumed,
+    connect() still starts its consent loop on the closed connection, which then sleeps and
+    wakes forever. Only the private ``_query_consent_task`` reaches it; any other layout is left
+    alone.
+    """
+    transport = candidates.ice_transport(pc)
+    task = getattr(getattr(transport, "_connection", None), "_query_consent_task", None)
+    if isinstance(task, asyncio.Task) and not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 # --- the user-facing API -----------------------------------------------------------------------

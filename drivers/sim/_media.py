@@ -10,10 +10,8 @@ from __future__ import annotations
 import math
 from typing import Final
 
-import attrs
 import numpy as np
 from numpy.typing import NDArray
-
 from rtcprobe.core.config import VideoSpec
 
 F64 = NDArray[np.float64]
@@ -63,81 +61,148 @@ def content_bitrate(spec: VideoSpec) -> float:
     return VP8_CONTENT_BPS * scale**VP8_CONTENT_EXPONENT
 
 
-@attrs.define(slots=True)
-class Packets:
-    """A batch of RTP packets as parallel arrays (sorted by ``t``)."""
+PACKET: Final = np.dtype([
+    ("t", np.float64),  # time the packet is offered to the current hop (or arrived, in a queue)
+    ("size", np.int64),  # bytes on the wire
+    ("payload", np.int64),  # RTP payload bytes (what getStats' byte counters count)
+    ("kind", np.int64),  # AUDIO / VIDEO
+    ("seq", np.int64),  # per-kind sequence number (unwrapped)
+    ("ts", np.int64),  # RTP timestamp, clock units
+    ("frame", np.int64),  # video frame number (-1 for audio)
+    ("key", np.bool_),  # packet of a keyframe
+    ("npk", np.int64),  # packets in this packet's frame (1 for audio)
+    ("sent", np.float64),  # time the publisher sent it (one-way delay for the estimator)
+])
 
-    t: F64  # time the packet is offered to the current hop
-    size: I64  # bytes on the wire
-    payload: I64  # RTP payload bytes (what getStats' byte counters count)
-    kind: I64  # AUDIO / VIDEO
-    seq: I64  # per-kind sequence number (unwrapped)
-    ts: I64  # RTP timestamp, clock units
-    frame: I64  # video frame number (-1 for audio)
-    key: NDArray[np.bool_]  # packet of a keyframe
-    npk: I64  # packets in this packet's frame (1 for audio)
-    sent: F64  # time the publisher sent it (one-way delay for the estimator)
+
+class Packets:
+    """A batch of RTP packets: one structured numpy array, so that selecting, slicing and
+    joining batches is one numpy call each (the simulator does it hundreds of times a run)."""
+
+    __slots__ = ("a",)
+
+    def __init__(self, a: NDArray[np.void]) -> None:
+        self.a = a
 
     @classmethod
     def empty(cls) -> Packets:
-        f, i = np.zeros(0), np.zeros(0, dtype=np.int64)
-        return cls(f, i, i, i, i, i, i, np.zeros(0, dtype=np.bool_), i, f)
+        return cls(np.empty(0, dtype=PACKET))
+
+    @classmethod
+    def build(cls, **fields: object) -> Packets:
+        t = np.asarray(fields["t"])
+        a = np.empty(len(t), dtype=PACKET)
+        for name, value in fields.items():
+            a[name] = value
+        return cls(a)
 
     def __len__(self) -> int:
-        return len(self.t)
+        return len(self.a)
 
     def take(self, index: NDArray[np.int64] | NDArray[np.bool_] | slice) -> Packets:
-        return Packets(self.t[index], self.size[index], self.payload[index], self.kind[index],
-                       self.seq[index], self.ts[index], self.frame[index], self.key[index],
-                       self.npk[index], self.sent[index])
+        return Packets(self.a[index])
 
     @staticmethod
     def concat(parts: list[Packets]) -> Packets:
-        parts = [p for p in parts if len(p)]
-        if not parts:
+        arrays = [p.a for p in parts if len(p.a)]
+        if not arrays:
             return Packets.empty()
-        if len(parts) == 1:
-            return parts[0]
-        return Packets(*(np.concatenate([getattr(p, name) for p in parts]) for name in _FIELDS))
+        if len(arrays) == 1:
+            return Packets(arrays[0])
+        # Not np.concatenate: for structured arrays it runs a slow Python-level dtype promotion.
+        out = np.empty(sum(len(a) for a in arrays), dtype=PACKET)
+        i = 0
+        for a in arrays:
+            out[i : i + len(a)] = a
+            i += len(a)
+        return Packets(out)
+
+    # Field views (no copies).
+    @property
+    def t(self) -> F64:
+        return self.a["t"]  # type: ignore[no-any-return]
+
+    @t.setter
+    def t(self, value: F64) -> None:
+        self.a["t"] = value
+
+    @property
+    def size(self) -> I64:
+        return self.a["size"]  # type: ignore[no-any-return]
+
+    @size.setter
+    def size(self, value: I64) -> None:
+        self.a["size"] = value
+
+    @property
+    def payload(self) -> I64:
+        return self.a["payload"]  # type: ignore[no-any-return]
+
+    @property
+    def kind(self) -> I64:
+        return self.a["kind"]  # type: ignore[no-any-return]
+
+    @property
+    def seq(self) -> I64:
+        return self.a["seq"]  # type: ignore[no-any-return]
+
+    @property
+    def ts(self) -> I64:
+        return self.a["ts"]  # type: ignore[no-any-return]
+
+    @property
+    def frame(self) -> I64:
+        return self.a["frame"]  # type: ignore[no-any-return]
+
+    @property
+    def key(self) -> NDArray[np.bool_]:
+        return self.a["key"]  # type: ignore[no-any-return]
+
+    @property
+    def npk(self) -> I64:
+        return self.a["npk"]  # type: ignore[no-any-return]
+
+    @property
+    def sent(self) -> F64:
+        return self.a["sent"]  # type: ignore[no-any-return]
 
 
-def _count(first: float, until: float, step: float) -> int:
-    """How many of first, first + step, ... are <= until (exactly, despite rounding)."""
-    if until < first:
-        return 0
-    n = int(math.floor((until - first) / step)) + 1
-    while n > 0 and first + (n - 1) * step > until:
+def _count_from(anchor: float, k0: int, until: float, step: float) -> int:
+    """How many of anchor + k·step for k = k0, k0 + 1, ... are <= until (exactly, despite rounding)."""
+    n = math.floor((until - anchor) / step) + 1 - k0
+    while n > 0 and anchor + (k0 + n - 1) * step > until:
         n -= 1
-    return n
-
-
-_FIELDS: Final = tuple(f.name for f in attrs.fields(Packets))
+    while anchor + (k0 + n) * step <= until:
+        n += 1
+    return max(n, 0)
 
 
 class AudioSource:
     """Opus: one packet per 20 ms frame from ``start`` on."""
 
     def __init__(self, start: float, wire_extra: int) -> None:
-        self.next_t = start
+        self.start = start
         self.seq = 0
         self.size = OPUS_PAYLOAD + RTP_OVERHEAD + wire_extra
 
     @property
     def next_send(self) -> float:
-        return self.next_t
+        return self.start + self.seq * OPUS_FRAME_S
 
     def generate(self, until: float) -> Packets:
         """Every packet sent at or before ``until``."""
-        n = _count(self.next_t, until, OPUS_FRAME_S)
+        n = _count_from(self.start, self.seq, until, OPUS_FRAME_S)
         if n <= 0:
             return Packets.empty()
         k = np.arange(self.seq, self.seq + n, dtype=np.int64)
-        t = self.next_t + (k - self.seq) * OPUS_FRAME_S
+        t = self.start + k * OPUS_FRAME_S  # from the anchor: no drift across batches
         self.seq += n
-        self.next_t = float(t[-1]) + OPUS_FRAME_S
-        ones = np.ones(n, dtype=np.int64)
-        return Packets(t, ones * self.size, ones * OPUS_PAYLOAD, ones * AUDIO, k, k * 960,
-                       -ones, np.zeros(n, dtype=np.bool_), ones, t)
+        return Packets.build(t=t, size=self.size, payload=OPUS_PAYLOAD, kind=AUDIO, seq=k, ts=k * 960,
+                             frame=-1, key=False, npk=1, sent=t)
+
+    def rewind(self, unsent: Packets) -> None:
+        """Take back packets generated ahead but never sent."""
+        self.seq = int(unsent.seq[0])
 
 
 class VideoSource:
@@ -151,7 +216,7 @@ class VideoSource:
     def __init__(self, spec: VideoSpec, start: float, wire_extra: int, rng: np.random.Generator) -> None:
         self.spec = spec
         self.interval = 1.0 / spec.fps
-        self.next_t = start
+        self.start = start
         self.frame = 0
         self.seq = 0
         self.rng = rng
@@ -167,24 +232,32 @@ class VideoSource:
     def rate(self) -> float:
         return min(self.codec_rate, self.content)
 
+    def rewind(self, unsent: Packets) -> None:
+        """Take back frames generated ahead but never sent (a keyframe among them is owed again)."""
+        self.frame, self.seq = int(unsent.frame[0]), int(unsent.seq[0])
+        keys = len(np.unique(unsent.frame[unsent.key]))
+        if keys:
+            self.keyframes -= keys
+            self.force_key = True
+
     def set_target(self, bps: float) -> None:
         """A REMB arrived: aiortc clamps it into the encoder's range."""
         self.target = min(VP8_MAX_BPS, max(VP8_MIN_BPS, bps))
 
     @property
     def next_send(self) -> float:
-        return self.next_t + self.encode_s
+        return self.start + self.encode_s + self.frame * self.interval
 
     def generate(self, until: float) -> Packets:
         """Every frame whose packets leave (capture + encode time) at or before ``until``."""
-        n = _count(self.next_send, until, self.interval)
+        n = _count_from(self.start + self.encode_s, self.frame, until, self.interval)
         if n <= 0:
             return Packets.empty()
         if abs(self.target - self.codec_rate) / self.codec_rate > VP8_RECREATE_CHANGE:
             self.codec_rate = self.target
             self.force_key = True
         frames = np.arange(self.frame, self.frame + n, dtype=np.int64)
-        capture = self.next_t + (frames - self.frame) * self.interval
+        capture = self.start + frames * self.interval
         mean = self.rate / 8.0 / self.spec.fps
         sizes = mean * self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
         key = np.zeros(n, dtype=np.bool_)
@@ -202,14 +275,40 @@ class VideoSource:
         within = np.arange(total) - first[fidx]
         last = within == npk[fidx] - 1
         payload = np.where(last, sizes[fidx] - chunk * (npk[fidx] - 1), chunk) + VP8_DESCRIPTOR
-        t = (self.next_send + (frames - self.frame) * self.interval)[fidx]  # as _count computed them
+        t = (self.start + self.encode_s + frames * self.interval)[fidx]  # as _count_from counted them
         seq = np.arange(self.seq, self.seq + total, dtype=np.int64)
         ts = np.round(capture[fidx] * CLOCK_RATE[VIDEO]).astype(np.int64)
         self.seq += total
         self.frame += n
-        self.next_t = float(capture[-1]) + self.interval
-        return Packets(t, payload + RTP_OVERHEAD + self.wire_extra, payload.astype(np.int64),
-                       np.full(total, VIDEO, dtype=np.int64), seq, ts, frames[fidx], key[fidx], npk[fidx], t)
+        return Packets.build(t=t, size=payload + RTP_OVERHEAD + self.wire_extra, payload=payload, kind=VIDEO,
+                             seq=seq, ts=ts, frame=frames[fidx], key=key[fidx], npk=npk[fidx], sent=t)
+
+
+class Lookahead:
+    """Generates a source's packets ``span`` seconds ahead and hands them out by send time: the
+    simulator asks for a few packets at a time, and one numpy call for many is much cheaper.
+    :meth:`invalidate` when the source's state changes (a new REMB target, a keyframe request)."""
+
+    def __init__(self, source: AudioSource | VideoSource, span: float = 0.5) -> None:
+        self.src = source
+        self.span = span
+        self.buf = Packets.empty()
+
+    @property
+    def next_send(self) -> float:
+        return float(self.buf.t[0]) if len(self.buf) else self.src.next_send
+
+    def generate(self, until: float) -> Packets:
+        if self.src.next_send <= until:
+            self.buf = Packets.concat([self.buf, self.src.generate(until + self.span)])
+        k = int(np.searchsorted(self.buf.t, until, side="right"))
+        out, self.buf = self.buf.take(slice(0, k)), self.buf.take(slice(k, None))
+        return out
+
+    def invalidate(self) -> None:
+        if len(self.buf):
+            self.src.rewind(self.buf)
+            self.buf = Packets.empty()
 
 
 # --- receiving ---------------------------------------------------------------------------------
@@ -334,7 +433,7 @@ LOSS_THRESHOLD: Final = 0.10  # libwebrtc's loss-based controller backs off abov
 class RembEstimator:
     """A receive-side estimate in the spirit of aiortc's RemoteBitrateEstimator (documented
     simplification): every 500 ms it looks at the video that arrived in the window — incoming
-    rate, queueing delay (mean one-way delay minus the smallest ever seen) and its trend, and
+    rate, queueing delay (mean one-way delay above the lowest window mean seen) and its trend, and
     loss — and runs libwebrtc's AIMD rules on it."""
 
     def __init__(self) -> None:
@@ -355,7 +454,6 @@ class RembEstimator:
         if self.first_arrival is None:
             self.first_arrival = self._window_start = float(arrival[0])
         owd = arrival - sent
-        self.min_owd = min(self.min_owd, float(owd.min()))
         self._bytes += int(size.sum())
         self._owd_sum += float(owd.sum())
         self._count += len(arrival)
@@ -375,7 +473,11 @@ class RembEstimator:
         window = now - self._window_start
         self._window_start = now
         rate = 8.0 * self._bytes / window
-        queue = self._owd_sum / self._count - self.min_owd
+        # Queueing delay: this window's mean one-way delay above the lowest window mean so far
+        # (means, not single packets, so that jitter alone does not read as a queue).
+        mean_owd = self._owd_sum / self._count
+        self.min_owd = min(self.min_owd, mean_owd)
+        queue = mean_owd - self.min_owd
         expected = self._last_seq - (self._first_seq or 0) + 1
         loss = max(0.0, 1.0 - self._count / expected) if expected > 0 else 0.0
         if self.estimate is None:
@@ -389,5 +491,5 @@ class RembEstimator:
                                 THROUGHPUT_CAP * rate + THROUGHPUT_SLACK_BPS)
         self.prev_queue = queue
         self._bytes, self._owd_sum, self._count = 0, 0.0, 0
-        self._first_seq = self._last_seq + 1
+        self._first_seq = None  # loss counts within a window: an outage's gap is not one window's loss
         return self.estimate

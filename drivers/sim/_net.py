@@ -18,7 +18,6 @@ from typing import Any, Final
 import attrs
 import numpy as np
 from numpy.typing import NDArray
-
 from rtcprobe.netem import Link
 
 UP: Final = "uplink"

@@ -11,11 +11,12 @@ the real stack would send crosses the scenario's uplink (client→server) or dow
 the SFU sit together on the server side, 192.0.2.0/24 TEST-NET addresses).
 
 Time order on a link is the one invariant: the media pipeline is brought up to ``now``
-(:meth:`SimDriver.sync`) before any control packet leaves, so media can go through
-``Link.send_batch`` in arrays while control traffic (TCP, STUN, DTLS, RTCP) goes one packet at a
-time. Until the subscriber has started media, ``sync`` also runs at every media send and arrival
-time, so the moments the core sees (``MediaStarted``) are exact; after that it runs only when
-something needs the state (RTCP, REMB, stats samples), which keeps a 10 s preflight fast.
+(:meth:`SimDriver.sync`) before any control packet leaves, so media moves in arrays (numpy,
+``Link.send_batch``; a loop over ``Link.send`` when a batch is small, which is cheaper) while
+control traffic (TCP, STUN, DTLS, RTCP) goes one packet at a time. Until the subscriber has
+started media, ``sync`` also runs at every media send and arrival time, so the moments the core
+sees (``MediaStarted``) are exact; after that it runs only when something needs the state (a
+control packet, RTCP, REMB, a stats sample), and only as far down the path as that needs.
 
 What is modelled, and how (decisions worth knowing)
 ---------------------------------------------------
@@ -35,9 +36,10 @@ What is modelled, and how (decisions worth knowing)
   doubling, 6 retransmissions); the client is controlling with aggressive nomination, so its
   first answered check completes it; the server completes once its own check on the nominated
   pair succeeded and the client's nominating check arrived. Checks are answered as soon as they
-  arrive. Consent freshness: one unretransmitted check every 4–6 s; a failed one is fed to the
-  core as ``disconnected`` (a browser stack would say so; aiortc keeps quiet), the next success
-  as ``completed``, 6 in a row as ``failed``.
+  arrive. Consent freshness: one unretransmitted check every 4–6 s (0.5 s to answer); 6 failures
+  in a row → ``failed``. A failed check while nothing at all has arrived on that connection for
+  2.5 s (libwebrtc's receiving timeout) is fed to the core as ``disconnected`` — a browser stack
+  says so, aiortc keeps quiet — and ``completed`` follows as soon as packets flow again.
 * DTLS 1.2: the server (answerer, ``setup:active``) sends ClientHello once its ICE completes;
   four flights, each retransmitted on OpenSSL's timer (1 s, doubling); a duplicate of flight 5
   makes the client resend its Finished.
@@ -62,7 +64,6 @@ from typing import Final
 
 import attrs
 import numpy as np
-
 from rtcprobe.core.config import PreflightConfig
 from rtcprobe.core.observations import (
     AcquireMedia,
@@ -102,6 +103,7 @@ from ._media import (
     REMB_INTERVAL,
     VIDEO,
     AudioSource,
+    Lookahead,
     Packets,
     ReceiverStats,
     RembEstimator,
@@ -151,6 +153,10 @@ TCP_RETRIES: Final = 15  # net.ipv4.tcp_retries2
 ICE_PACING: Final = 0.020  # aioice connect(): one check every 20 ms
 CONSENT_INTERVAL: Final = 5.0  # aioice CONSENT_INTERVAL, randomized x0.8..1.2
 CONSENT_FAILURES: Final = 6
+# `disconnected` needs a failed consent check *and* this long without receiving anything on the
+# peer connection (libwebrtc's 2.5 s receiving timeout); a late answer on a long path is no outage.
+RECEIVE_TIMEOUT: Final = 2.5
+WATCH_INTERVAL: Final = 0.5
 DTLS_RTO: Final = 1.0  # OpenSSL's initial DTLS timer
 DTLS_RETRANSMISSIONS: Final = 12  # OpenSSL DTLS1_TMO_ALERT_COUNT
 RTCP_MIN, RTCP_SPAN = 0.5, 1.0  # aiortc: sleep(0.5 + random())
@@ -215,6 +221,7 @@ class _Pc:
         self.f1_waiting = False
         self.consent_failures = 0
         self.disconnected = False
+        self.last_rx = 0.0  # last RTCP/STUN from the server on this connection
         # server side
         self.s_started = False
         self.s_success: dict[str, float] = {}
@@ -237,15 +244,16 @@ class _Pc:
 class _Queue:
     """Packets on their way to one end, kept sorted by arrival time."""
 
-    def __init__(self) -> None:
+    def __init__(self, reorder: bool) -> None:
         self.q = Packets.empty()
         self.min = math.inf  # earliest arrival still queued
+        self.reorder = reorder  # the link may deliver out of order: sort on the way in
 
     def push(self, p: Packets) -> None:
-        if len(p) > 1 and np.any(np.diff(p.t) < 0):  # links that reorder
+        if self.reorder and len(p) > 1:
             p = p.take(np.argsort(p.t, kind="stable"))
         q = Packets.concat([self.q, p])
-        if len(self.q) and len(p) and p.t[0] < self.q.t[-1]:
+        if self.reorder and len(self.q) and len(p) and p.t[0] < self.q.t[-1]:
             q = q.take(np.argsort(q.t, kind="stable"))
         self.q = q
         self.min = float(q.t[0]) if len(q) else math.inf
@@ -289,7 +297,7 @@ class SimDriver:
         # media state
         media = scenario.media
         self.kinds = [k for k, on in ((AUDIO, media.audio), (VIDEO, media.video is not None)) if on]
-        self.sources: dict[int, AudioSource | VideoSource] = {}
+        self.sources: dict[int, Lookahead] = {}
         self.senders = {k: _Sender() for k in self.kinds}
         self.srv_stats = {k: ReceiverStats(CLOCK_RATE[k]) for k in self.kinds}
         self.sub_stats = {k: ReceiverStats(CLOCK_RATE[k]) for k in self.kinds}
@@ -297,8 +305,11 @@ class SimDriver:
         self.srv_est = RembEstimator()
         self.sub_est = RembEstimator()
         self.sub_remb: float | None = None
-        self.srv_q = _Queue()  # arrived (or arriving) at the server, not yet processed
-        self.sub_q = _Queue()  # arriving at the subscriber
+        def reorders(link: str) -> bool:
+            return any(c.reorder for c in (getattr(scenario, link), *(c for _, c in getattr(scenario.phases, link))))
+
+        self.srv_q = _Queue(reorders(UP))  # arrived (or arriving) at the server, not yet processed
+        self.sub_q = _Queue(reorders(DOWN))  # arriving at the subscriber
         self.srv_accept_at = math.inf  # the server's publisher-side DTLS is up
         self.forward_at = math.inf  # the server's subscriber-side DTLS is up: forwarding starts
         self.sub_accept_at = math.inf
@@ -308,6 +319,7 @@ class SimDriver:
         self._key_counts: dict[int, int] = {}
         self._last_pli = -math.inf
         self._in_sync = False
+        self.sub_last_rx = 0.0  # last media packet at the subscriber
 
     # --- main loop -------------------------------------------------------------------------------
 
@@ -446,7 +458,10 @@ class SimDriver:
         if not pc.turn:
             then()
             return
-        self._stun(UP, TURN_ALLOCATE, TURN_401, lambda: self._stun(UP, TURN_ALLOCATE_AUTH, TURN_ALLOCATE_OK, then))
+        def authenticated() -> None:
+            self._stun(UP, TURN_ALLOCATE_AUTH, TURN_ALLOCATE_OK, then)
+
+        self._stun(UP, TURN_ALLOCATE, TURN_401, authenticated)
 
     def _stun(self, direction: str, req: int, resp: int, on_success: Callable[[], None],
               on_timeout: Callable[[], None] | None = None, *, retransmissions: int | None = None,
@@ -595,23 +610,39 @@ class SimDriver:
 
         def ok() -> None:
             pc.consent_failures = 0
-            if pc.disconnected:
-                pc.disconnected = False
-                self._observe(IceStateChanged(pc.role, "completed"))
+            pc.last_rx = self.now
             self._schedule_consent(pc)
 
         def failed() -> None:
-            pc.consent_failures += 1
+            pc.consent_failures += 1  # aioice: no answer within 0.5 s, late or lost alike
             if pc.consent_failures >= CONSENT_FAILURES:
                 pc.ice_failed = True
                 self._observe(IceStateChanged(pc.role, "failed"))
                 return
-            if not pc.disconnected:
+            if not pc.disconnected and self.now - self._last_rx(pc) >= RECEIVE_TIMEOUT:
                 pc.disconnected = True
                 self._observe(IceStateChanged(pc.role, "disconnected"))
+                self.loop.after(WATCH_INTERVAL, self._guard, self._watch, (pc,))
             self._schedule_consent(pc)
 
         self._stun(UP, STUN_CHECK + extra, STUN_RESPONSE + extra, ok, failed, retransmissions=0)
+
+    def _last_rx(self, pc: _Pc) -> float:
+        """When the client last received anything on this peer connection."""
+        if pc.role is Role.SUBSCRIBER:
+            self.sync(3)
+            return max(pc.last_rx, self.sub_last_rx)
+        return pc.last_rx
+
+    def _watch(self, pc: _Pc) -> None:
+        """While disconnected: back to `completed` as soon as packets arrive again."""
+        if pc.ice_failed or not pc.disconnected:
+            return
+        if self.now - self._last_rx(pc) < WATCH_INTERVAL:
+            pc.disconnected = False
+            self._observe(IceStateChanged(pc.role, "completed"))
+        else:
+            self.loop.after(WATCH_INTERVAL, self._guard, self._watch, (pc,))
 
     # --- DTLS --------------------------------------------------------------------------------------
 
@@ -669,9 +700,9 @@ class SimDriver:
             extra = pc.extra
             media = self.config.media
             if media.audio:
-                self.sources[AUDIO] = AudioSource(self.now, extra)
+                self.sources[AUDIO] = Lookahead(AudioSource(self.now, extra))
             if media.video is not None:
-                self.sources[VIDEO] = VideoSource(media.video, self.now, extra, self.media_rng.spawn(1)[0])
+                self.sources[VIDEO] = Lookahead(VideoSource(media.video, self.now, extra, self.media_rng))
             for kind in self.sources:
                 self._rtcp_timer(self._sr, kind)
             self.fine = True
@@ -754,8 +785,9 @@ class SimDriver:
                 self.srv_est.add(mine.t, mine.sent, mine.seq, mine.size)
         fwd = got.take(got.t >= self.forward_at) if len(got) and got.t[0] < self.forward_at else got
         if len(fwd):
-            sub = self.pcs[Role.SUBSCRIBER]
-            fwd.size = fwd.size - self.pcs[Role.PUBLISHER].extra + sub.extra
+            resize = self.pcs[Role.SUBSCRIBER].extra - self.pcs[Role.PUBLISHER].extra
+            if resize:  # ChannelData framing differs between the two legs
+                fwd.size = fwd.size + resize
             arrival = self.path.send_media(DOWN, fwd.t, fwd.size)
             ok = ~np.isnan(arrival)
             if ok.any():
@@ -765,6 +797,8 @@ class SimDriver:
 
     def _subscriber_arrivals(self, t: float) -> None:
         got = self.sub_q.pop_until(t, self.sub_accept_at)
+        if len(got):
+            self.sub_last_rx = float(got.t[-1])
         for kind, mine in self._per_kind(got):
             self.sub_stats[kind].add(mine.t, mine.seq, mine.ts, mine.payload)
             if kind == VIDEO:
@@ -814,9 +848,11 @@ class SimDriver:
 
     def _cli_pli(self) -> None:
         self.sync(1)
-        src = self.sources.get(VIDEO)
-        if isinstance(src, VideoSource):
-            src.force_key = True
+        self.pcs[Role.PUBLISHER].last_rx = self.now
+        video = self.sources.get(VIDEO)
+        if video is not None and isinstance(video.src, VideoSource):
+            video.invalidate()
+            video.src.force_key = True
 
     # --- RTCP --------------------------------------------------------------------------------------
 
@@ -852,6 +888,7 @@ class SimDriver:
 
     def _cli_rr(self, kind: int, block: tuple[int, int, int, float | None, int]) -> None:
         fraction, lost, jitter, lsr, dlsr = block
+        self.pcs[Role.PUBLISHER].last_rx = self.now
         sender = self.senders[kind]
         if lsr is not None and lsr == sender.sr_sent_at and dlsr:
             rtt = self.now - lsr - dlsr / DLSR_UNIT
@@ -882,10 +919,12 @@ class SimDriver:
 
     def _cli_remb(self, bps: float) -> None:
         self.sync(1)
+        self.pcs[Role.PUBLISHER].last_rx = self.now
         self.senders[VIDEO].remb = bps
-        src = self.sources.get(VIDEO)
-        if isinstance(src, VideoSource):
-            src.set_target(bps)
+        video = self.sources.get(VIDEO)
+        if video is not None and isinstance(video.src, VideoSource):
+            video.invalidate()
+            video.src.set_target(bps)
 
     def _sub_remb(self) -> None:
         self.sync(3)

@@ -204,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
         test.on("progress", lambda name: progress.step(name, test.progress_events[-1].duration))
         test.on("sample", progress.sample)
         interrupted = False
+        task = asyncio.current_task()
+        assert task is not None
 
         def on_sigint() -> None:
             nonlocal interrupted
@@ -214,8 +216,6 @@ def run(args: argparse.Namespace) -> int:
             progress.note("interrupted: stopping (Ctrl-C again to abort)")
             test.stop()
 
-        task = asyncio.current_task()
-        assert task is not None
         try:
             loop.add_signal_handler(signal.SIGINT, on_sigint)
         except (NotImplementedError, RuntimeError):  # not the main thread / no signal support

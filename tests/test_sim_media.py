@@ -1,0 +1,132 @@
+"""The simulator's media building blocks: RFC 3550 jitter, receiver statistics, sources, REMB."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rtcprobe.core.config import VideoSpec
+from rtcprobe.drivers.sim._media import (
+    OPUS_FRAME_S,
+    VP8_MAX_BPS,
+    VP8_MIN_BPS,
+    VP8_PACKET_MAX,
+    AudioSource,
+    ReceiverStats,
+    RembEstimator,
+    VideoSource,
+    initial_video_target,
+    rfc3550_jitter,
+)
+
+
+def naive_jitter(j: float, d: list[float]) -> float:
+    for x in d:
+        j += (abs(x) - j) / 16.0
+    return j
+
+
+def test_vectorized_jitter_equals_the_rfc_recursion() -> None:
+    rng = np.random.default_rng(1)
+    for n in (0, 1, 5, 255, 256, 257, 2000):
+        d = rng.normal(0, 500, n)
+        assert rfc3550_jitter(3.0, d) == pytest.approx(naive_jitter(3.0, d.tolist()), rel=1e-9, abs=1e-9)
+
+
+def _stream(rng: np.random.Generator, n: int, clock: int) -> tuple[np.ndarray, ...]:
+    t = np.arange(n) * 0.02
+    arrival = np.maximum.accumulate(t + 0.05 + rng.uniform(0, 0.01, n))
+    seq = np.arange(n, dtype=np.int64)
+    keep = rng.random(n) > 0.05
+    ts = (seq * int(clock * 0.02)).astype(np.int64)
+    return arrival[keep], seq[keep], ts[keep], np.full(int(keep.sum()), 200, dtype=np.int64)
+
+
+def test_receiver_stats_batch_and_packet_paths_agree() -> None:
+    arrival, seq, ts, payload = _stream(np.random.default_rng(2), 400, 48_000)
+    whole, pieces = ReceiverStats(48_000), ReceiverStats(48_000)
+    whole.add(arrival, seq, ts, payload)
+    for i in range(0, len(arrival), 7):  # small batches take the pure-Python path
+        pieces.add(arrival[i:i + 7], seq[i:i + 7], ts[i:i + 7], payload[i:i + 7])
+    assert (whole.received, whole.lost, whole.bytes, whole.expected) == (
+        pieces.received, pieces.lost, pieces.bytes, pieces.expected)
+    assert whole.jitter_units == pytest.approx(pieces.jitter_units)
+    assert whole.lost == 400 - whole.received - (399 - int(seq[-1]))  # trailing losses are not seen yet
+
+
+def test_receiver_stats_measure_jitter_in_clock_units() -> None:
+    n = 500
+    t = np.arange(n) * 0.02
+    rng = np.random.default_rng(3)
+    arrival = t + 0.03 + rng.uniform(-0.005, 0.005, n)  # ±5 ms uniform: E|D| = 2·5/3 ms
+    stats = ReceiverStats(48_000)
+    stats.add(np.maximum.accumulate(arrival), np.arange(n), np.arange(n) * 960, np.ones(n, dtype=np.int64))
+    assert 2.0 < stats.jitter / 48 < 4.5  # ms
+
+
+def test_fraction_lost_is_per_interval_like_rtcp() -> None:
+    stats = ReceiverStats(90_000)
+    stats.add(np.array([0.1, 0.2]), np.array([0, 3]), np.array([0, 3]), np.array([1, 1]))
+    assert stats.fraction_lost() == (2 << 8) // 4
+    stats.add(np.array([0.3]), np.array([4]), np.array([4]), np.array([1]))
+    assert stats.fraction_lost() == 0 and stats.lost == 2
+
+
+def test_audio_source_sends_one_opus_packet_per_20_ms_up_to_the_horizon() -> None:
+    src = AudioSource(1.0, wire_extra=0)
+    first = src.generate(1.1)
+    assert first.t.tolist() == pytest.approx([1.0 + i * OPUS_FRAME_S for i in range(6)])
+    second = src.generate(1.1)
+    assert len(second) == 0 and src.next_send > 1.1
+    assert (src.generate(2.0).seq[0], len(src.generate(2.0))) == (6, 0)
+
+
+def test_video_target_follows_resolution_clamped_like_aiortc() -> None:
+    assert initial_video_target(VideoSpec()) == 500_000
+    assert initial_video_target(VideoSpec(1280, 720, 30)) == VP8_MAX_BPS
+    assert initial_video_target(VideoSpec(320, 180, 15)) == VP8_MIN_BPS
+
+
+def test_video_frames_are_packetized_and_keyframes_are_bigger() -> None:
+    src = VideoSource(VideoSpec(), 0.0, 0, np.random.default_rng(4))
+    p = src.generate(1.0)
+    assert int(p.payload.max()) <= VP8_PACKET_MAX
+    frames = np.unique(p.frame)
+    assert len(frames) == 30
+    sizes = np.bincount(p.frame, weights=p.payload)
+    assert p.key[p.frame == 0].all() and not p.key[p.frame > 0].any()
+    assert sizes[0] > 3 * np.median(sizes[1:])
+    assert 8 * sizes[1:].sum() == pytest.approx(500_000 * 29 / 30, rel=0.1)  # the encoder's rate
+    # Packets of a frame leave together; each knows how many its frame has.
+    for f in frames[:3]:
+        mine = p.frame == f
+        assert len(set(p.t[mine].tolist())) == 1 and (p.npk[mine] == mine.sum()).all()
+
+
+def test_a_target_change_over_ten_percent_recreates_the_encoder_with_a_keyframe() -> None:
+    src = VideoSource(VideoSpec(), 0.0, 0, np.random.default_rng(5))
+    src.generate(0.5)
+    src.set_target(520_000)  # +4 %: aiortc keeps its encoder
+    assert not src.generate(1.0).key.any()
+    src.set_target(300_000)
+    p = src.generate(1.5)
+    assert p.key[p.frame == p.frame[0]].all() and src.codec_rate == 300_000
+    src.set_target(10_000)
+    assert src.target == VP8_MIN_BPS
+
+
+def test_remb_estimator_backs_off_on_a_growing_queue_and_probes_up_otherwise() -> None:
+    est = RembEstimator()
+    t, rate = 0.0, 500_000
+    seq = 0
+    for _ in range(6):  # steady: no queue
+        times = t + np.arange(50) * 0.01
+        est.add(times + 0.02, times, np.arange(seq, seq + 50), np.full(50, rate // 8 // 100))
+        seq += 50
+        t += 0.5
+        value = est.update(t)
+    assert value is not None and value > rate
+    times = t + np.arange(50) * 0.01
+    est.add(times + 0.02 + np.linspace(0, 0.3, 50), times, np.arange(seq, seq + 50), np.full(50, 625))
+    backed_off = est.update(t + 0.5)
+    assert backed_off is not None and backed_off < value
+    assert est.update(t + 1.0) is None  # nothing arrived: no REMB
