@@ -23,7 +23,11 @@ the 0..100 scale of the E-model's transmission rating factor R, then into a leve
   fixed demand.
 * *latency*: rtt and jitter through the Twilio voice effective latency
   ``EL = rtt + 2 jitter + 10 ms`` and its E-model-style delay impairment (R with no loss).
-* *fractionLost*: ``score = 100 - weight * loss%``, with LiveKit's codec weights (Opus 8, video 10).
+* *fractionLost*: ``score = 100 - weight * loss%``, with half LiveKit's codec weights (Opus 8,
+  video 10 -> audio 4, video 5, the same 4:5 ratio).  LiveKit's buckets are 20 to 40 points wide,
+  ours 10, so its full weights would put 4 % video loss at level 1 where LiveKit says GOOD; halved,
+  the video edges land on LiveKit's own (EXCELLENT < 2 %, POOR < 8 % loss) and on the diagnostics
+  app's "poor" at 8 %, and the audio edges near Jitsi's audio-only table (REFERENCE.md A, D).
 
 The same latency model serves video: interactivity suffers from delay whatever the media.  A
 missing rtt or jitter counts as 0 while the other is known (aiortc reports no rtt until an RTCP
@@ -34,8 +38,8 @@ With the defaults, the edges of levels 5 / 4 / 3 / 2 (below the last: 1) are:
 ==================  =========  =========  =========  =========
 bitrate / demand    >= 61 %    >= 37 %    >= 22 %    >= 14 %
 effective latency   <= 168 ms  <= 268 ms  <= 368 ms  <= 468 ms   (rtt + 2 jitter + 10 ms)
-audio loss          <= 1.25 %  <= 2.5 %   <= 3.75 %  <= 5 %
-video loss          <= 1 %     <= 2 %     <= 3 %     <= 4 %
+audio loss          <= 2.5 %   <= 5 %     <= 7.5 %   <= 10 %
+video loss          <= 2 %     <= 4 %     <= 6 %     <= 8 %
 ==================  =========  =========  =========  =========
 
 A side's level is the minimum of its *known* components; the raw level is the minimum over the
@@ -54,11 +58,15 @@ reconnecting sample are stale and are not recorded.
   flap).  Bitrate and loss are already averages over a sampling interval and enter as they are.
 * hysteresis on the level: a drop shows at once; a rise happens one level at a time, each after
   the raw level has stayed above the current level for ``rise_interval`` seconds (measured
-  between the samples that saw it).  A sample whose raw level is equal or lower restarts the
-  clock; a sample with no known data changes nothing.  So a metric oscillating around a
-  threshold makes the level drop once and stay down, instead of flapping.  The same rule
-  applies after a reconnection: 0 -> 5 takes 5 rise intervals (25 s with the defaults), as a
-  Jitsi or LiveKit score recovers gradually.
+  between the samples that saw it; with one sample a second, 3 samples in a row).  A sample
+  whose raw level is equal or lower restarts the clock; a sample with no known data changes
+  nothing.  So a metric oscillating around a threshold makes the level drop once and stay down,
+  instead of flapping: it never stays above for a whole rise interval.  The same rule applies
+  after a reconnection or a bad spell: 0 -> 5 takes 5 rise intervals, 10 s with the defaults,
+  one preflight of the anchor's default duration, so a single bad sample cannot pin a 10 s test
+  at its floor.  The shape is Jitsi's and LiveKit's (rises gradual, drops at once); their rates
+  are slower (Jitsi's +2 points/s would be 5 s per 10-point level) because they score calls that
+  last minutes, not a 10 s test.
 
 Verbosity (REFERENCE.md B) trims the output: 0 and 1 give the level only (rtcprobe always knows
 its own level, so "none" keeps it), 2 adds the per-media send/recv levels, 3 everything.
@@ -263,12 +271,16 @@ class ScorerConfig:
     #: Bandwidth score = 100 + slope * ln(bps / demanded): LiveKit's 100 - 20 ln(expected/actual).
     #: With the bands above: >= 61 % of demand -> 5, 37 % -> 4, 22 % -> 3, 14 % -> 2.
     bandwidth_log_slope: float = attrs.field(default=20.0, validator=_positive)
-    #: Loss score = 100 - weight * loss%.  LiveKit's Opus weight (aiortc sends plain Opus, no
-    #: in-band FEC, no RED): 1.25 % loss costs a level, 5 % -> level 2.
-    audio_loss_weight: float = attrs.field(default=8.0, validator=_positive)
-    #: LiveKit's video weight: video suffers more from loss than Opus (a lost packet costs a frame
-    #: until the next keyframe or retransmission): 1 % -> 5, 4 % -> 2.
-    video_loss_weight: float = attrs.field(default=10.0, validator=_positive)
+    #: Loss score = 100 - weight * loss%.  Half LiveKit's Opus weight 8, keeping its audio:video
+    #: ratio 8:10 = 4:5: even plain Opus (aiortc sends no FEC, no RED) conceals isolated losses
+    #: better than VP8 recovers a lost frame.  <= 2.5 % -> 5, 5 % -> 4, 7.5 % -> 3, 10 % -> 2, close
+    #: to Jitsi's audio-only table (<= 2 % -> 100, <= 4 -> 70, <= 6 -> 50, <= 8 -> 30, <= 12 -> 10).
+    audio_loss_weight: float = attrs.field(default=4.0, validator=_positive)
+    #: Half LiveKit's video weight 10, because our levels are 10 points wide and its buckets wider:
+    #: the edges <= 2 % -> 5, 4 % -> 4, 6 % -> 3, 8 % -> 2 fall on LiveKit's own with weight 10
+    #: (EXCELLENT > 80: < 2 %, GOOD > 40: < 6 %, POOR > 20: < 8 %) and the diagnostics app's
+    #: packet-loss grades (good 1 %, suboptimal 3 %, poor 8 %: beyond 8 % we say 1, very bad).
+    video_loss_weight: float = attrs.field(default=5.0, validator=_positive)
     #: Audio demand in bps: libwebrtc's default Opus bitrate for mono voice (32 kbit/s).  aiortc's
     #: Opus encoder always sends 96 kbit/s, so with aiortc the actual bitrate exceeds the demand and
     #: a link too thin for it shows up as loss, not as a bandwidth shortfall.
@@ -296,10 +308,13 @@ class ScorerConfig:
     #: ``now - window`` is out).  LiveKit scores 5 s windows; at one sample per second this is the
     #: Twilio voice SDK's "3 of the last 5 samples" rule, so one spike never moves the level.
     latency_window: float = attrs.field(default=5.0, validator=_positive)
-    #: Seconds the raw level must stay above the smoothed level for each +1 step.  Jitsi caps rises
-    #: at +2 points/s (one of our levels is 10 points: 5 s); LiveKit rises with factor 0.4 per 5 s
-    #: window (about one band per window).  Drops are immediate in both.
-    rise_interval: float = attrs.field(default=5.0, validator=_positive)
+    #: Seconds the raw level must stay above the smoothed level for each +1 step: 0 -> 5 in 10 s,
+    #: one preflight of the anchor's default duration, so one bad sample cannot pin the whole test
+    #: at its floor; an oscillating raw level still never rises (equal or lower restarts the clock).
+    #: Jitsi (rises capped at +2 points/s) and LiveKit (rise factor 0.4 per 5 s window) give the
+    #: shape, gradual rises and immediate drops; their slower rates (Jitsi's would be 5 s per
+    #: 10-point level) are for calls lasting minutes, not a 10 s test.
+    rise_interval: float = attrs.field(default=2.0, validator=_positive)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ScorerConfig:

@@ -45,7 +45,9 @@ class Stat:
         vals = [float(v) for v in values if v is not None and math.isfinite(v)]
         if not vals:
             return None
-        return cls(min(vals), max(vals), math.fsum(vals) / len(vals))
+        n = len(vals)
+        # Summing v/n rather than dividing the sum keeps huge (finite) values from overflowing.
+        return cls(min(vals), max(vals), math.fsum(v / n for v in vals))
 
     def to_dict(self) -> dict[str, Any]:
         return {"min": _num(self.min), "max": _num(self.max), "average": _num(self.average)}

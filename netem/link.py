@@ -15,7 +15,7 @@ or the last phase whose ``at`` <= t). Stages, in Mahimahi shell order (loss → 
 3. **Bottleneck + drop-tail queue** (FIFO). A packet is refused (``dropped_queue``) if admitting
    it would put more than ``queue_packets`` packets / ``queue_bytes`` bytes in the queue, where
    the queue holds accepted packets whose service has not started at ``t`` (Mahimahi's
-   droptail does not count the packet in transit).
+   droptail does not count the packet in transit; "started" allows 1 ns of float noise).
 
    * ``bandwidth_kbps``: service time s = (size + overhead)·8 / rate; departures follow the FIFO
      recursion d_i = max(a_i, d_{i−1}) + s_i, whose closed form d_i = S_i + max_{j≤i}(a_j − S_{j−1})
@@ -66,6 +66,11 @@ _PARETO_ALPHA = 3.0
 # Standardize Lomax(α=3) (numpy's pareto) to mean 0 and standard deviation 1, as netem's table is.
 _PARETO_MEAN = 1.0 / (_PARETO_ALPHA - 1.0)
 _PARETO_STD = math.sqrt(_PARETO_ALPHA / ((_PARETO_ALPHA - 1.0) ** 2 * (_PARETO_ALPHA - 2.0)))
+# A packet whose service starts within 1 ns of an arrival counts as started at that arrival.
+# Exact ties are common (grid-aligned send times meet a link that just drained), and the scalar
+# and vectorized running sums can land an ulp either side of them; this keeps both paths'
+# queue decisions identical without changing the model by anything measurable.
+_TIE = 1e-9
 _FIRST_CHUNK = 512
 _MAX_CHUNK = 1 << 18
 
@@ -318,7 +323,7 @@ class Link:
     def _bottleneck(self, st: _Stage, t: float, wire: int) -> float | None:
         pend = self._pending
         if self._track_queue:
-            while pend and pend[0][0] <= t:
+            while pend and pend[0][0] <= t + _TIE:
                 self._pending_bytes -= pend.popleft()[1]
             if (st.qp is not None and len(pend) >= st.qp) or (
                 st.qb is not None and self._pending_bytes + wire > st.qb
@@ -336,7 +341,7 @@ class Link:
             start = t if t > self._free_at else self._free_at
             dep = start + wire * st.sec_per_byte
         self._free_at = dep
-        if self._track_queue and start > t:
+        if self._track_queue and start > t + _TIE:
             pend.append((start, wire))
             self._pending_bytes += wire
         return dep
@@ -445,12 +450,12 @@ class Link:
         n = len(a)
         k = np.arange(n)
         # Earlier packets of this chunk still waiting at a_k (starts are sorted: FIFO).
-        done = np.minimum(np.searchsorted(start, a, side="right"), k)
+        done = np.minimum(np.searchsorted(start, a + _TIE, side="right"), k)
         waiting = k - done
         # Packets admitted before this chunk still waiting at a_k.
         pend = self._pending
         p_start = np.fromiter((p[0] for p in pend), dtype=np.float64, count=len(pend))
-        p_gone = np.searchsorted(p_start, a, side="right")
+        p_gone = np.searchsorted(p_start, a + _TIE, side="right")
         bad = np.zeros(n, dtype=np.bool_)
         if st.qp is not None:
             bad |= waiting + (len(pend) - p_gone) >= st.qp
@@ -468,9 +473,9 @@ class Link:
             self._pos = int(end_b[-1])
         if self._track_queue:
             pend = self._pending
-            while pend and pend[0][0] <= a_last:
+            while pend and pend[0][0] <= a_last + _TIE:
                 self._pending_bytes -= pend.popleft()[1]
-            first = int(np.searchsorted(start, a_last, side="right"))
+            first = int(np.searchsorted(start, a_last + _TIE, side="right"))
             if first < len(start):
                 pend.extend(zip(start[first:].tolist(), w[first:].tolist(), strict=True))
                 self._pending_bytes += int(w[first:].sum())
@@ -496,7 +501,7 @@ class Link:
             while k < n:
                 tk = float(a[k])
                 pend = self._pending
-                while pend and pend[0][0] <= tk:
+                while pend and pend[0][0] <= tk + _TIE:
                     self._pending_bytes -= pend.popleft()[1]
                 if k > i + v and not pend:
                     break

@@ -14,6 +14,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from rtcprobe.core.errors import ConfigError
+from rtcprobe.drivers.aiortc import loopback
+from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback, is_confined
+from rtcprobe.drivers.aiortc.protocol import Bye, Ice, Iced, encode, parse_message
+from rtcprobe.drivers.aiortc.server import ServerConfig, SignalingServer
+from rtcprobe.drivers.aiortc.tokens import mint_token
 from test_server_support import (
     SECRET,
     assert_media_relayed,
@@ -24,13 +30,6 @@ from test_server_support import (
     wait_released,
     ws_client,
 )
-
-from rtcprobe.core.errors import ConfigError
-from rtcprobe.drivers.aiortc import loopback
-from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback, is_confined
-from rtcprobe.drivers.aiortc.protocol import Bye, Ice, Iced, encode, parse_message
-from rtcprobe.drivers.aiortc.server import ServerConfig, SignalingServer
-from rtcprobe.drivers.aiortc.tokens import mint_token
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -203,9 +202,8 @@ def test_close_with_live_sessions_releases_everything() -> None:
 
         async def client() -> None:
             from aiortc import RTCPeerConnection, RTCSessionDescription
-            from test_server_support import ColorVideoTrack, pc_config
-
             from rtcprobe.drivers.aiortc.protocol import Answer, Offer
+            from test_server_support import ColorVideoTrack, pc_config
 
             pub = RTCPeerConnection(pc_config())
             try:

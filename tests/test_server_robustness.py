@@ -13,6 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
+from rtcprobe.drivers.aiortc.protocol import Answer, Bye, Ice, Iced, Offer, encode, parse_message
+from rtcprobe.drivers.aiortc.server import SignalingServer
 from test_server_support import (
     ColorVideoTrack,
     ToneTrack,
@@ -28,10 +31,6 @@ from test_server_support import (
     ws_client,
     ws_frame,
 )
-
-from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
-from rtcprobe.drivers.aiortc.protocol import Answer, Bye, Ice, Iced, Offer, encode, parse_message
-from rtcprobe.drivers.aiortc.server import SignalingServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -275,12 +274,16 @@ def test_bye_in_every_phase_closes_cleanly(phase: str) -> None:
 # --- bad offers ----------------------------------------------------------------------------------
 
 
-def test_unusable_sdp_is_refused() -> None:
+@pytest.mark.parametrize("sdp", [
+    "v=0\r\nm=audio notaport UDP/TLS/RTP/SAVPF 111\r\n",
+    "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=mid:0\r\n",  # no ICE credentials
+], ids=["bad-port", "no-ice-ufrag"])
+def test_unusable_sdp_is_refused(sdp: str) -> None:
     async def body() -> None:
         async with running_server() as server:
             async with ws_client(server.url) as ws:
                 await Negotiator(ws).to("iced")
-                await ws.send_str(encode(Offer(pc="publisher", sdp="v=0\r\nthis is not sdp\r\n")))
+                await ws.send_str(encode(Offer(pc="publisher", sdp=sdp)))
                 code, message, close_code = await expect_error(ws)
             assert (code, close_code) == (53000, 1008) and "SDP" in message
             await then_still_serves(server)

@@ -15,10 +15,16 @@ from typing import Any
 import aiohttp
 import attrs
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, VIDEO_PTIME
 from av import AudioFrame, VideoFrame
-
 from rtcprobe.drivers.aiortc.protocol import Answer, Bye, Error, Ice, Iced, Offer, encode, parse_message
 from rtcprobe.drivers.aiortc.server import SignalingServer
 from rtcprobe.drivers.aiortc.tokens import mint_token
@@ -97,6 +103,8 @@ class SessionResult:
     video_luma: float  # mean Y of the last received frame
     audio_peak_rms: float  # loudest received audio frame
     close_code: int | None  # the server's close code after our bye
+    publisher_candidates: frozenset[str]  # candidate types in our publisher offer
+    server_candidates: frozenset[str]  # candidate types in the server's (subscriber) answer
 
 
 def pc_config() -> RTCConfiguration:
@@ -118,16 +126,32 @@ async def expect_error(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10)
     return reply.code, reply.message, ws.close_code
 
 
-async def full_session(url: str, *, identity: str = "alice", frames: int = 5, timeout: float = 20) -> SessionResult:
+def candidate_types(sdp: str) -> frozenset[str]:
+    return frozenset(line.split()[7] for line in sdp.splitlines() if line.startswith("a=candidate:"))
+
+
+async def full_session(url: str, *, identity: str = "alice", frames: int = 5, timeout: float = 20,
+                       use_ice_servers: bool = False, auth: str | None = None) -> SessionResult:
     """ice → publisher offer/answer → subscriber offer/answer with real peers; receive ``frames``
-    video frames and ``frames`` audio frames relayed back by the server; bye."""
-    pub = RTCPeerConnection(pc_config())
-    sub = RTCPeerConnection(pc_config())
+    video frames and ``frames`` audio frames relayed back by the server; bye.
+
+    With ``use_ice_servers`` the peers use the TURN servers from ``iced`` and the publisher is
+    relay-only, as the real client does. ``auth`` replaces the token minted for ``identity``."""
+    pub: RTCPeerConnection | None = None
+    sub: RTCPeerConnection | None = None
     try:
         async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
-            await ws.send_str(encode(Ice(token=token(identity))))
+            await ws.send_str(encode(Ice(token=auth if auth is not None else token(identity))))
             iced = parse_message((await ws.receive(timeout=timeout)).data)
             assert isinstance(iced, Iced), iced
+            if use_ice_servers:
+                servers = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+                           for s in iced.ice_servers]
+                pub = RTCPeerConnection(RTCConfiguration(iceServers=servers,
+                                                         iceTransportPolicy=RTCIceTransportPolicy.RELAY))
+                sub = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+            else:
+                pub, sub = RTCPeerConnection(pc_config()), RTCPeerConnection(pc_config())
 
             pub.addTransceiver(ToneTrack(), direction="sendonly")
             pub.addTransceiver(ColorVideoTrack(), direction="sendonly")
@@ -166,11 +190,13 @@ async def full_session(url: str, *, identity: str = "alice", frames: int = 5, ti
             assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), closing
             return SessionResult(
                 ice_servers=iced.ice_servers, video_sizes=tuple(sizes), video_luma=luma, audio_peak_rms=peak,
-                close_code=ws.close_code,
+                close_code=ws.close_code, publisher_candidates=candidate_types(pub.localDescription.sdp),
+                server_candidates=candidate_types(answer.sdp),
             )
     finally:
-        await pub.close()
-        await sub.close()
+        for pc in (pub, sub):
+            if pc is not None:
+                await pc.close()
 
 
 def assert_media_relayed(result: SessionResult) -> None:

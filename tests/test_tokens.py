@@ -11,7 +11,6 @@ import jwt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from rtcprobe.core.errors import ConfigError
 from rtcprobe.drivers.aiortc.credentials import (
     build_ice_servers,

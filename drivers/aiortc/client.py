@@ -94,8 +94,9 @@ from .protocol import (
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 1.0  # s to wait for the server's WebSocket close frame: stop() must be prompt
+LATE_START_TIMEOUT = 0.5  # s for an ICE start interrupted by close() to wind down (it takes a loop turn)
 HEARTBEAT = 10.0  # s between WebSocket pings: keeps the socket alive through a long stats step
-EVENT_NAMES = ("progress", "sample", "networkQualityLevelChanged", "completed", "failed")
+EVENT_NAMES = ("progress", "sample", "networkQualityLevelChanged", "completed", "failed", "event")
 
 
 def _is_turn(server: IceServer) -> bool:
@@ -502,6 +503,12 @@ async def _stop_late_consent(pc: RTCPeerConnection) -> None:
     alone.
     """
     transport = candidates.ice_transport(pc)
+    # Let an interrupted RTCIceTransport.start() finish first: close() made its connect() return,
+    # and only then is the consent task there to cancel.
+    started = getattr(transport, "_RTCIceTransport__start", None)
+    if isinstance(started, asyncio.Event) and not started.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(started.wait(), LATE_START_TIMEOUT)
     task = getattr(getattr(transport, "_connection", None), "_query_consent_task", None)
     if isinstance(task, asyncio.Task) and not task.done():
         task.cancel()
@@ -519,7 +526,9 @@ class PreflightTest:
     * ``"progress"`` ``(name)``: a step landed (``mediaAcquired`` … ``mediaStarted``);
     * ``"sample"`` ``(index, total, level)``: a stats sample was taken;
     * ``"networkQualityLevelChanged"`` ``(level, stats)``;
-    * ``"completed"`` ``(report)`` / ``"failed"`` ``(error, report)``: once everything is closed.
+    * ``"completed"`` ``(report)`` / ``"failed"`` ``(error, report)``: once everything is closed;
+    * ``"event"`` ``(event)``: every core event object as the core emits it (for tools such as
+      :class:`rtcprobe.progress.ProgressReporter`).
     """
 
     def __init__(self, config: PreflightConfig) -> None:
@@ -589,6 +598,7 @@ class PreflightTest:
                 log.exception("preflight %r callback raised", name)
 
     def _on_core_event(self, event: Event) -> None:
+        self._emit("event", event)
         match event:
             case Progress(name=name):
                 self._emit("progress", name)

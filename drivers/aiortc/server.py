@@ -490,7 +490,9 @@ class SignalingServer:
     async def _handle_signaling(self, request: web.Request) -> web.StreamResponse:
         config = self.config
         ws = _SignalingWebSocket(
-            max_msg_size=config.max_message_size, timeout=CLOSE_TIMEOUT,
+            # aiohttp refuses a message of exactly max_msg_size; the protocol allows "at most".
+            # No compression: a compressed frame would be limited after inflating, not as sent.
+            max_msg_size=config.max_message_size + 1, compress=False, timeout=CLOSE_TIMEOUT,
             heartbeat=max(config.idle_timeout, 1.0),  # pings detect a dead peer once established
         )
         if not ws.can_prepare(request).ok:

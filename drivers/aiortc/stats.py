@@ -3,23 +3,24 @@
 aiortc reports only ``inbound-rtp``, ``outbound-rtp``, ``remote-inbound-rtp``,
 ``remote-outbound-rtp`` and ``transport`` entries, in its own units:
 
-============================================  ========================================  ==========
-aiortc stat                                   core field                                conversion
-============================================  ========================================  ==========
-publisher ``outbound-rtp.packetsSent``        ``OutboundStats.packets_sent``            summed per kind
-publisher ``outbound-rtp.bytesSent``          ``OutboundStats.bytes_sent``              summed per kind
-publisher ``remote-inbound-rtp.roundTripTime``  ``OutboundStats.remote_rtt``            seconds already
-publisher ``remote-inbound-rtp.jitter``       ``OutboundStats.remote_jitter``           RTP units ÷ clock rate
-publisher ``remote-inbound-rtp.fractionLost``  ``OutboundStats.remote_fraction_lost``   ÷ 256
-publisher ``remote-inbound-rtp.packetsLost``  ``OutboundStats.remote_packets_lost``      as is
-REMB received by the publisher's sender       ``OutboundStats.available_bps``           bps as is
-subscriber ``inbound-rtp.packetsReceived``    ``InboundStats.packets_received``         summed per kind
-subscriber ``inbound-rtp.packetsLost``        ``InboundStats.packets_lost``             summed per kind
-subscriber ``inbound-rtp.jitter``             ``InboundStats.jitter``                   RTP units ÷ clock rate
-RTP payload bytes seen by the subscriber      ``InboundStats.bytes_received``           see below
-(no candidate-pair stats in aiortc)           ``StatsSample.candidate_pair_rtt``        None
-============================================  ========================================  ==========
+================================================  ========================================  ======================
+aiortc stat                                       core field                                conversion
+================================================  ========================================  ======================
+publisher ``outbound-rtp.packetsSent``            ``OutboundStats.packets_sent``            summed per kind
+publisher ``outbound-rtp.bytesSent``              ``OutboundStats.bytes_sent``              summed per kind
+publisher ``remote-inbound-rtp.roundTripTime``    ``OutboundStats.remote_rtt``              seconds already
+publisher ``remote-inbound-rtp.jitter``           ``OutboundStats.remote_jitter``           RTP units ÷ clock rate
+publisher ``remote-inbound-rtp.fractionLost``     ``OutboundStats.remote_fraction_lost``    ÷ 256
+publisher ``remote-inbound-rtp.packetsLost``      ``OutboundStats.remote_packets_lost``     summed per kind
+REMB received by the publisher's sender           ``OutboundStats.available_bps``           bps as is
+subscriber ``inbound-rtp.packetsReceived``        ``InboundStats.packets_received``         summed per kind
+subscriber ``inbound-rtp.packetsLost``            ``InboundStats.packets_lost``             summed, floored at 0
+subscriber ``inbound-rtp.jitter``                 ``InboundStats.jitter``                   RTP units ÷ clock rate
+RTP payload bytes the subscriber received         ``InboundStats.bytes_received``           see below
+(no candidate-pair stats in aiortc)               ``StatsSample.candidate_pair_rtt``        None
+================================================  ========================================  ======================
 
+Several streams of one kind: counters are summed, jitter/rtt/fractionLost take the worst.
 Clock rates: 90000 for video, the negotiated codec's rate for audio (48000 for Opus).
 
 aiortc's ``inbound-rtp`` has no ``bytesReceived`` and its transport counts bytes for all kinds

@@ -6,7 +6,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from . import EXIT_FAILED, EXIT_OK
 
@@ -59,45 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print only the report JSON on stdout")
     parser.add_argument("--out", metavar="FILE", help="also write the report JSON to FILE")
     parser.add_argument("--plot", metavar="FILE.png", help="plot the samples to FILE.png (needs matplotlib)")
-
-
-# --- live progress on stderr -------------------------------------------------------------------
-
-
-class Progress:
-    """Each step as it lands, then a bar over the stats samples (redrawn in place on a terminal)."""
-
-    def __init__(self, stream: TextIO, duration: float) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.duration = duration
-        self._bar_open = False
-
-    def step(self, name: str, ms: float) -> None:
-        self._close_bar()
-        print(f"  ✓ {name:<24} {ms:8.0f} ms", file=self.stream, flush=True)
-
-    def sample(self, index: int, total: int, level: int | None) -> None:
-        width = 30
-        filled = round(width * index / total)
-        bar = "#" * filled + "-" * (width - filled)
-        text = f"  stats [{bar}] {index}/{total}  network quality {level if level is not None else '-'}"
-        if self.tty:
-            print("\r" + text, end="", file=self.stream, flush=True)
-            self._bar_open = index < total
-            if not self._bar_open:
-                print(file=self.stream, flush=True)
-        else:
-            print(text, file=self.stream, flush=True)
-
-    def note(self, text: str) -> None:
-        self._close_bar()
-        print(f"  {text}", file=self.stream, flush=True)
-
-    def _close_bar(self) -> None:
-        if self._bar_open:
-            print(file=self.stream, flush=True)
-            self._bar_open = False
 
 
 # --- the summary -------------------------------------------------------------------------------
@@ -167,16 +128,6 @@ def _check_writable(path: str, flag: str) -> Path:
     return p
 
 
-def _plotter() -> Any:
-    from rtcprobe.core.errors import ConfigError
-
-    try:
-        from rtcprobe.plot import plot_report
-    except ImportError as exc:
-        raise ConfigError(f"--plot is not available: {exc}") from None
-    return plot_report
-
-
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
@@ -184,14 +135,18 @@ def run(args: argparse.Namespace) -> int:
     from rtcprobe.core.config import MediaDemand
     from rtcprobe.core.errors import ConfigError, PreflightError
     from rtcprobe.drivers.aiortc.client import parse_video, run_preflight
+    from rtcprobe.progress import ProgressReporter
 
     duration = parse_duration(args.duration)
     media = MediaDemand(video=None) if args.no_video else MediaDemand(
         video=parse_video(args.video) if args.video else MediaDemand().video)
     out = _check_writable(args.out, "--out") if args.out else None
     plot_path = _check_writable(args.plot, "--plot") if args.plot else None
-    plot_report = _plotter() if plot_path else None
-    progress = Progress(sys.stderr, duration)
+    if plot_path is not None:
+        from rtcprobe.plot import require_matplotlib
+
+        require_matplotlib()  # fail before the test, not after it, when matplotlib is missing
+    progress = ProgressReporter(sys.stderr)
 
     async def main() -> tuple[PreflightReport, bool]:
         loop = asyncio.get_running_loop()
@@ -200,9 +155,9 @@ def run(args: argparse.Namespace) -> int:
             turn_urls=args.turn, turn_secret=args.turn_secret,
         )
         where = args.url or "the embedded server on 127.0.0.1"
-        progress.note(f"preflight against {where}, {duration:g} s of stats (Ctrl-C stops)")
-        test.on("progress", lambda name: progress.step(name, test.progress_events[-1].duration))
-        test.on("sample", progress.sample)
+        print(f"rtcprobe: preflight against {where}, {duration:g} s of stats (Ctrl-C stops)",
+              file=sys.stderr, flush=True)
+        test.on("event", progress)
         interrupted = False
         task = asyncio.current_task()
         assert task is not None
@@ -213,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
                 task.cancel()
                 return
             interrupted = True
-            progress.note("interrupted: stopping (Ctrl-C again to abort)")
+            progress.close()
+            print("rtcprobe: interrupted: stopping (Ctrl-C again to abort)", file=sys.stderr, flush=True)
             test.stop()
 
         try:
@@ -238,13 +194,17 @@ def run(args: argparse.Namespace) -> int:
     except asyncio.CancelledError:
         print("rtcprobe preflight: aborted", file=sys.stderr)
         return 130
+    finally:
+        progress.close()
     text = report.to_json()
     if out is not None:
         try:
             out.write_text(text + "\n")
         except OSError as exc:
             raise ConfigError(f"--out {str(out)!r}: {exc.strerror}") from None
-    if plot_path is not None and plot_report is not None:
+    if plot_path is not None:
+        from rtcprobe.plot import plot_report
+
         plot_report(report, plot_path)
     print(text if args.json else summary(report))
     return EXIT_OK if report.ok else EXIT_FAILED
