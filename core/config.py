@@ -72,8 +72,12 @@ class PreflightConfig:
     duration: float = attrs.field(default=10.0, validator=_positive)
     region: str = attrs.field(default="gll", validator=_region)
     media: MediaDemand = attrs.field(factory=MediaDemand, validator=attrs.validators.instance_of(MediaDemand))
-    # The anchor's publisher is relay-only; ours is when the driver has a TURN server to use.
-    relay_only: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    # The anchor's publisher is always relay-only. Ours is relay-only when told (True), never
+    # (False), or — None, the default — exactly when signaling hands out a TURN server: a loopback
+    # run with no TURN must still connect over host candidates.
+    relay_only: bool | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(bool))
+    )
     # Verbosity of the stats carried by networkQualityLevelChanged events (the anchor's local
     # verbosity: 1 minimal .. 3 detailed). The report always carries the detailed stats.
     network_quality_verbosity: int = attrs.field(default=1)

@@ -26,6 +26,7 @@ from .observations import (
     DtlsStateChanged,
     Event,
     Failed,
+    IceServer,
     IceStateChanged,
     MediaAcquired,
     MediaStarted,
@@ -115,7 +116,7 @@ class PreflightTest:
                 self._stop_timer("connect", now)
                 self._emit_progress("connected", now)
                 self._start_timer("media", now)
-                self._actions.append(OpenPeerConnections(servers, self.config.relay_only))
+                self._actions.append(OpenPeerConnections(servers, self._relay_only(servers)))
             case IceStateChanged():
                 self._on_ice(observation, now)
             case DtlsStateChanged():
@@ -240,6 +241,11 @@ class PreflightTest:
                 self._complete(now)
                 return
             self._enter(nxt, now)
+
+    def _relay_only(self, servers: tuple[IceServer, ...]) -> bool:
+        if self.config.relay_only is not None:
+            return self.config.relay_only
+        return any(url.lower().startswith(("turn:", "turns:")) for s in servers for url in s.urls)
 
     def _next_sample_at(self) -> float | None:
         if self.state is not State.COLLECTING_STATS or self._requested >= self.config.sample_count:

@@ -301,3 +301,22 @@ def test_completed_report_has_quality_and_bitrate() -> None:
     assert set(d["networkQuality"]["stats"]) >= {"level", "audio", "video"}
     assert d["bitrate"]["outgoing"]["average"] > 0
     assert all(math.isfinite(s["time"]) for s in d["samples"])
+
+
+@pytest.mark.parametrize(
+    ("relay_only", "urls", "expected"),
+    [
+        (None, ("turn:192.0.2.1:3478?transport=udp",), True),
+        (None, ("turns:192.0.2.1:5349",), True),
+        (None, ("stun:192.0.2.1:3478",), False),
+        (None, (), False),
+        (False, ("turn:192.0.2.1:3478",), False),
+        (True, (), True),
+    ],
+)
+def test_relay_only_is_decided_by_the_core(relay_only: bool | None, urls: tuple[str, ...], expected: bool) -> None:
+    h = Harness(PreflightConfig(duration=1, relay_only=relay_only)).start()
+    h.feed(MediaAcquired(), 0.01)
+    servers = (IceServer(urls, "u", "p"),) if urls else ()
+    h.feed(SignalingConnected(servers), 0.01)
+    assert h.actions[2] == OpenPeerConnections(servers, relay_only=expected)

@@ -99,10 +99,6 @@ HEARTBEAT = 10.0  # s between WebSocket pings: keeps the socket alive through a 
 EVENT_NAMES = ("progress", "sample", "networkQualityLevelChanged", "completed", "failed", "event")
 
 
-def _is_turn(server: IceServer) -> bool:
-    return any(u.lower().startswith(("turn:", "turns:")) for u in server.urls)
-
-
 def signaling_url(url: str) -> str:
     """Normalize a server URL: ``http``/``ws`` schemes, ``/signaling`` when no path is given."""
     parts = urlsplit(url)
@@ -126,14 +122,12 @@ class AiortcDriver:
         url: str,
         token: str,
         on_event: Callable[[Event], None],
-        relay_auto: bool = False,
         video_seed: int = 0,
     ) -> None:
         self.core = core
         self.url = signaling_url(url)
         self._token = token
         self._on_event = on_event
-        self._relay_auto = relay_auto
         self._video_seed = video_seed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -363,7 +357,7 @@ class AiortcDriver:
     # --- peer connections ----------------------------------------------------------------------
 
     async def _open_peer_connections(self, servers: tuple[IceServer, ...], relay_only: bool) -> None:
-        relay = relay_only or (self._relay_auto and any(_is_turn(s) for s in servers))
+        relay = relay_only  # the core decides (config.relay_only, None = when TURN is handed out)
         ice = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in servers]
         # An explicit list always: iceServers=None would mean a public STUN server.
         pub = RTCPeerConnection(RTCConfiguration(
@@ -610,12 +604,12 @@ class PreflightTest:
                 self._terminal = event  # announced once everything is closed (see _run)
 
     async def _run(self, connect: Callable[[], contextlib.AbstractAsyncContextManager[tuple[str, str]]],
-                   relay_auto: bool, video_seed: int) -> None:
+                   video_seed: int) -> None:
         try:
             async with connect() as (url, token):
                 self._driver = AiortcDriver(
                     self.core, url=url, token=token, on_event=self._on_core_event,
-                    relay_auto=relay_auto, video_seed=video_seed,
+                    video_seed=video_seed,
                 )
                 self._driver.start()
                 if self._stop_requested:
@@ -690,7 +684,7 @@ def run_preflight(
     if media.video is not None:
         _check_video(media.video)
     config = PreflightConfig(
-        duration=duration, region=region, media=media, relay_only=bool(relay_only),
+        duration=duration, region=region, media=media, relay_only=relay_only,
         network_quality_verbosity=network_quality_verbosity,
     )
     if url is None:
@@ -706,7 +700,7 @@ def run_preflight(
         normalized = signaling_url(url)
         connect = lambda: _external(normalized, token)  # noqa: E731
     test = PreflightTest(config)
-    test._task = loop.create_task(test._run(connect, relay_only is None, video_seed), name="rtcprobe-preflight")
+    test._task = loop.create_task(test._run(connect, video_seed), name="rtcprobe-preflight")
     return test
 
 

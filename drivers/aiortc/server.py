@@ -12,8 +12,9 @@ closed (1008; 1009 for an oversized frame); every other session carries on.
 
 The idle timeout counts from the last client message while the server waits for the next
 negotiation message. Once established, the session lives until ``bye``, the socket closes
-(WebSocket pings detect a dead peer), or the publisher's peer connection fails (ICE consent
-freshness detects a client gone silent): a preflight may legitimately run for minutes.
+(WebSocket pings detect a dead peer), or one of its peer connections fails (ICE consent
+freshness detects a client gone silent; error 53405) or is closed by the client: a preflight may
+legitimately run for minutes without a message.
 
 Server-side peers are host-only (``RTCConfiguration(iceServers=[])``) even when TURN is
 configured: the server is the far end, reachable at its host address, so only the publishing
@@ -51,6 +52,7 @@ from .credentials import TurnUrl, build_ice_servers, check_turn_config
 from .loopback import confine_ice_to_loopback
 from .protocol import (
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
@@ -77,6 +79,7 @@ log = logging.getLogger("rtcprobe.server")
 SIGNALING_PATH: Final = "/signaling"
 HEALTH_PATH: Final = "/health"
 CLOSE_TIMEOUT: Final = 2.0  # s to wait for the client's close frame before dropping the socket
+PEER_GRACE: Final = 1.0  # s between a client's peer connection ending and the server ending the session
 
 
 def _is_loopback(host: str) -> bool:
@@ -275,12 +278,24 @@ class _Session:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
-            if pc.connectionState == "failed" and not self.closing:
-                task = asyncio.ensure_future(self.fail(MEDIA_ERROR, f"the {name} peer connection failed"))
+            if pc.connectionState in ("failed", "closed") and not self.closing:
+                task = asyncio.ensure_future(self._peer_ended(name, pc.connectionState))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
 
         return pc
+
+    async def _peer_ended(self, name: str, state: str) -> None:
+        """A peer connection failed (ICE consent lost) or the client closed it: nothing left to
+        relay. Give a client tearing down in its own order a moment to say bye first."""
+        await asyncio.sleep(PEER_GRACE)
+        if self.closing:
+            return
+        if state == "failed":
+            await self.fail(MEDIA_ERROR, f"the {name} peer connection failed", close_code=CLOSE_INTERNAL_ERROR)
+        else:
+            log.info("session %s: the client closed its %s peer connection", self.remote, name)
+            await self.shutdown(CLOSE_NORMAL, f"the {name} peer connection was closed")
 
     async def _apply_offer(self, pc: RTCPeerConnection, name: str, sdp: str) -> None:
         try:
