@@ -1,19 +1,26 @@
-"""How fast the simulated preflight runs, side by side with a SimPy model of the same media flow.
+"""How fast the simulated preflight runs, side by side with SimPy models of the same traffic.
 
     python benchmarks/bench_sim.py [--repeat N] [--scenario NAME_OR_PATH]
 
 Rows, all timed in this process with time.perf_counter (best of N, machines are noisy):
 
 * rtcprobe sim, whole preflight: a 10 s preflight end to end — signaling, TURN, ICE, DTLS,
-  RTP/RTCP over both links, the core, the report and its JSON;
+  RTP/RTCP over both links, the REMB loop, the core, the report and its JSON;
+* core alone: the same core (``PreflightTest``) fed the very calls the simulator made, replayed
+  with nothing else around them, plus the report's JSON — the floor under the first row;
 * netem, media flow vectorized: only the media packets of that run (the same send times and
   sizes) through the same two links with ``Link.send_batch`` (uplink, then downlink at the
   uplink delivery times);
 * netem, media flow packet by packet: the same with ``Link.send`` in a Python loop;
 * SimPy, media flow: the same packets through a SimPy model of the same links (a FIFO
-  bottleneck with a drop-tail queue, random loss, delay + uniform jitter, then the second hop).
+  bottleneck with a drop-tail queue, random loss, delay + uniform jitter, then the second hop);
+* SimPy, whole flow: every packet the preflight put on a link (control and media, both
+  directions, each on its own link at its logged send time) through the same SimPy links, plus
+  the core replay — the same work as the first row with SimPy as the packet engine (it replays
+  the schedule, so it has no feedback loop to run: a lower bound for a SimPy simulator).
 
-The ratio column is SimPy's time over the row's time (higher = faster than SimPy).
+"vs SimPy media" and "vs SimPy whole" are those rows' times over this row's time (higher =
+faster); "sim packets/s" is packets simulated per second of wall time.
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rtcprobe.core.preflight import PreflightTest
+from rtcprobe.core.report import RunInfo
 from rtcprobe.drivers.sim import PacketRecord, run_simulation
+from rtcprobe.drivers.sim.driver import SimDriver
 from rtcprobe.netem import LinkConfig
 from rtcprobe.netem.scenario import Scenario
 from rtcprobe.scenarios import load
@@ -46,9 +56,42 @@ def best_of(n: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def media_flow(log: tuple[PacketRecord, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The uplink RTP packets of a run: the flow every model below carries over both hops."""
+    """The uplink RTP packets of a run: the flow every media model below carries over both hops."""
     rtp = [(r.time_sent, r.size) for r in log if r.kind == "rtp" and r.direction == "uplink"]
     return np.array([t for t, _ in rtp]), np.array([s for _, s in rtp], dtype=np.int64)
+
+
+def whole_flow(log: tuple[PacketRecord, ...]) -> dict[str, tuple[list[float], list[int]]]:
+    """Every packet of a run, per link, in send order."""
+    out: dict[str, tuple[list[float], list[int]]] = {"uplink": ([], []), "downlink": ([], [])}
+    for r in log:
+        out[r.direction][0].append(r.time_sent)
+        out[r.direction][1].append(r.size)
+    return out
+
+
+def record_core_calls(sc: Scenario) -> tuple[SimDriver, list[tuple[str, tuple[Any, ...]]]]:
+    """Run the simulator once and keep every call it made into its core."""
+    driver = SimDriver(sc, sc.seed)
+    core, calls = driver.core, []
+    for name in ("start", "handle", "handle_timer", "get_timer", "next_action", "next_event"):
+        real = getattr(core, name)
+
+        def spy(*args: Any, _real: Callable[..., Any] = real, _name: str = name, **kw: Any) -> Any:
+            calls.append((_name, args, kw))
+            return _real(*args, **kw)
+
+        setattr(core, name, spy)
+    driver.run()
+    return driver, calls
+
+
+def core_replay(driver: SimDriver, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> str:
+    core = PreflightTest(driver.config, run=RunInfo("sim", "0", driver.scenario.name, driver.seed))
+    for name, args, kw in calls:
+        getattr(core, name)(*args, **kw)
+    assert core.report is not None
+    return core.report.to_json()
 
 
 def netem_vectorized(sc: Scenario, t: np.ndarray, size: np.ndarray) -> int:
@@ -67,23 +110,16 @@ def netem_loop(sc: Scenario, t: np.ndarray, size: np.ndarray) -> int:
     return sum(down.send(d, s) is not None for d, s in mids)
 
 
-def simpy_model(cfg_up: LinkConfig, cfg_down: LinkConfig, t: np.ndarray, size: np.ndarray, seed: int = 0) -> int:
-    """The same two hops in SimPy: each packet a process through a FIFO resource."""
+def _simpy_hops(env: Any, rng: random.Random, cfg: LinkConfig) -> Any:
     import simpy
 
-    rng = random.Random(seed)
-    env = simpy.Environment()
-    delivered = [0]
-
     class Hop:
-        def __init__(self, cfg: LinkConfig) -> None:
-            self.cfg = cfg
+        def __init__(self) -> None:
             self.server = simpy.Resource(env, capacity=1)
             self.sec_per_byte = 8.0 / (cfg.bandwidth_kbps * 1000.0) if cfg.bandwidth_kbps else 0.0
             self.last = 0.0
 
         def carry(self, nbytes: int) -> Any:
-            cfg = self.cfg
             if cfg.loss and rng.random() < cfg.loss:
                 return False
             if cfg.queue_packets is not None and len(self.server.queue) >= cfg.queue_packets:
@@ -97,7 +133,17 @@ def simpy_model(cfg_up: LinkConfig, cfg_down: LinkConfig, t: np.ndarray, size: n
             yield env.timeout(arrive - env.now)
             return True
 
-    up, down = Hop(cfg_up), Hop(cfg_down)
+    return Hop()
+
+
+def simpy_model(cfg_up: LinkConfig, cfg_down: LinkConfig, t: np.ndarray, size: np.ndarray, seed: int = 0) -> int:
+    """The media flow's two hops in SimPy: each packet a process through a FIFO resource."""
+    import simpy
+
+    rng = random.Random(seed)
+    env = simpy.Environment()
+    delivered = [0]
+    up, down = _simpy_hops(env, rng, cfg_up), _simpy_hops(env, rng, cfg_down)
 
     def packet(nbytes: int) -> Any:
         if (yield env.process(up.carry(nbytes))) and (yield env.process(down.carry(nbytes))):
@@ -110,6 +156,33 @@ def simpy_model(cfg_up: LinkConfig, cfg_down: LinkConfig, t: np.ndarray, size: n
             env.process(packet(s))
 
     env.process(source())
+    env.run()
+    return delivered[0]
+
+
+def simpy_whole(sc: Scenario, flow: dict[str, tuple[list[float], list[int]]], seed: int = 0) -> int:
+    """Every packet of the run on its own link, in SimPy (both links in one environment)."""
+    import simpy
+
+    rng = random.Random(seed)
+    env = simpy.Environment()
+    delivered = [0]
+    hops = {"uplink": _simpy_hops(env, rng, sc.uplink), "downlink": _simpy_hops(env, rng, sc.downlink)}
+
+    def packet(hop: Any, nbytes: int) -> Any:
+        if (yield env.process(hop.carry(nbytes))):
+            delivered[0] += 1
+
+    def source(direction: str) -> Any:
+        hop = hops[direction]
+        times, sizes = flow[direction]
+        for ti, s in zip(times, sizes, strict=True):
+            if ti > env.now:
+                yield env.timeout(ti - env.now)
+            env.process(packet(hop, s))
+
+    for direction in hops:
+        env.process(source(direction))
     env.run()
     return delivered[0]
 
@@ -130,30 +203,48 @@ def main(argv: list[str] | None = None) -> int:
     n = args.repeat
     full = run_simulation(sc, packet_log=True)
     t, size = media_flow(full.packet_log)
+    flow = whole_flow(full.packet_log)
     hops = 2 * len(t)
+    driver, calls = record_core_calls(sc)
+    assert core_replay(driver, calls) == driver.core.report.to_json()  # type: ignore[union-attr]
 
     t_sim, _ = best_of(n, lambda: run_simulation(sc).report.to_json())
+    t_core, _ = best_of(n, lambda: core_replay(driver, calls))
     t_vec, got_vec = best_of(n, lambda: netem_vectorized(sc, t, size))
     t_loop, got_loop = best_of(max(3, n // 3), lambda: netem_loop(sc, t, size))
     t_simpy, got_simpy = best_of(max(3, n // 5), lambda: simpy_model(sc.uplink, sc.downlink, t, size))
+
+    def whole() -> int:
+        got = simpy_whole(sc, flow)
+        core_replay(driver, calls)
+        return got
+
+    t_whole, got_whole = best_of(max(3, n // 5), whole)
 
     print(f"scenario {sc.name!r}: {sc.duration:g} s preflight, {full.sim_time:.2f} s simulated, "
           f"{full.packets} packets offered to the links, of which {len(t)} uplink RTP packets "
           f"(the media flow, {hops} packet-hops over both links)")
     print()
-    header = f"{'model':<44} {'time (ms)':>10} {'packets':>8} {'packets/s':>12} {'vs SimPy':>9} {'delivered':>9}"
+    header = (f"{'model':<46} {'time (ms)':>9} {'packets':>8} {'sim packets/s':>13} "
+              f"{'vs SimPy media':>14} {'vs SimPy whole':>14} {'delivered':>9}")
     print(header)
     print("-" * len(header))
     rows = [
         ("rtcprobe sim: whole preflight (report incl.)", t_sim, full.packets, "-"),
+        ("  of which the core alone (replayed) + JSON", t_core, 0, "-"),
         ("netem: media flow, vectorized (send_batch)", t_vec, hops, str(got_vec)),
         ("netem: media flow, packet by packet (send)", t_loop, hops, str(got_loop)),
         ("SimPy: media flow, same links", t_simpy, hops, str(got_simpy)),
+        ("SimPy: whole flow (every packet) + the core", t_whole, full.packets, str(got_whole)),
     ]
     for name, secs, packets, delivered in rows:
-        print(f"{name:<44} {secs * 1000:>10.2f} {packets:>8} {packets / secs:>12,.0f} "
-              f"{t_simpy / secs:>8.1f}x {delivered:>9}")
+        rate = f"{packets / secs:>13,.0f}" if packets else f"{'-':>13}"
+        print(f"{name:<46} {secs * 1000:>9.2f} {packets:>8} {rate} "
+              f"{t_simpy / secs:>13.1f}x {t_whole / secs:>13.1f}x {delivered:>9}")
     print()
+    print(f"whole preflight: {t_sim * 1000:.2f} ms = {t_simpy / t_sim:.1f}x faster than the SimPy media flow, "
+          f"{t_whole / t_sim:.1f}x faster than SimPy carrying the whole flow; "
+          f"{full.packets / t_sim:,.0f} simulated packets/s")
     print(f"(best of {n}; {Path(sys.executable).name} {sys.version.split()[0]})")
     return 0
 

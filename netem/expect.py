@@ -70,7 +70,7 @@ class Expect:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>", key: str = "expect") -> Expect:
         """Validate an ``[expect]`` table; problems raise ScenarioError naming ``key.<name>``."""
-        r = TableReader(dict(data) if isinstance(data, Mapping) else data, source, key, EXPECT_KEYS)
+        r = TableReader(data, source, key, EXPECT_KEYS)
         kw: dict[str, Any] = {}
         if "outcome" in r:
             kw["outcome"] = r.string("outcome", choices=("completed", "failed"))

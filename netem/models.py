@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal, TypeAlias
 
 import attrs
@@ -234,8 +234,8 @@ def describe(value: object) -> str:
     """How a value reads in an error message: its TOML-ish type and the value itself."""
     kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(type(value))
     if kind is None:
-        kind = "a table" if isinstance(value, dict) else "an array" if isinstance(value, list) else "a value"
-    if isinstance(value, dict | list):
+        kind = "a table" if isinstance(value, Mapping) else "an array" if isinstance(value, list) else "a value"
+    if isinstance(value, Mapping | list):
         return kind
     return f"{kind} ({value!r})" if isinstance(value, str) else f"{kind} ({_toml_repr(value)})"
 
@@ -255,9 +255,9 @@ class TableReader:
     def __init__(self, data: object, source: str, path: str, known: Iterable[str]) -> None:
         self.source = source
         self.path = path
-        if not isinstance(data, dict):
+        if not isinstance(data, Mapping):
             raise self.error("", f"must be a table, got {describe(data)}")
-        self.data: dict[str, Any] = data
+        self.data: dict[str, Any] = dict(data)
         known = list(known)
         for key in data:
             if key not in known:

@@ -12,6 +12,7 @@ on (like successive ``tc qdisc change``), or from the un-phased config when ``re
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,28 +43,59 @@ _NULLABLE: Final = ("loss_model", "bandwidth_kbps", "queue_packets", "queue_byte
 Phase = tuple[float, LinkConfig]
 
 
+def _phase_list(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple):
+        raise ConfigError(f"{attribute.name} phases must be a tuple of (at, LinkConfig)")
+    prev = -1.0
+    for item in value:
+        ok = isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], LinkConfig)
+        if not ok or not isinstance(item[0], int | float) or isinstance(item[0], bool):
+            raise ConfigError(f"{attribute.name} phases must be (at, LinkConfig) pairs, got {item!r}")
+        if not item[0] > prev or not math.isfinite(item[0]):
+            raise ConfigError(f"{attribute.name} phase times must be >= 0 and increasing, got {item[0]!r}")
+        prev = item[0]
+
+
+def _instance(kind: type, optional: bool = False) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not (isinstance(value, kind) or (optional and value is None)):
+            raise ConfigError(f"{attribute.name} must be a {kind.__name__}, got {type(value).__name__}")
+
+    return check
+
+
+def _duration(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigError(f"duration must be a positive number of seconds, got {value!r}")
+
+
+def _seed(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {value!r}")
+
+
 @attrs.frozen
 class ScenarioPhases:
     """Per-direction phase lists, sorted by ``at``: each entry is the full config from then on."""
 
-    uplink: tuple[Phase, ...] = ()
-    downlink: tuple[Phase, ...] = ()
+    uplink: tuple[Phase, ...] = attrs.field(default=(), validator=_phase_list)
+    downlink: tuple[Phase, ...] = attrs.field(default=(), validator=_phase_list)
 
 
 @attrs.frozen
 class Scenario:
     """A parsed scenario file. Build one with :meth:`from_toml` or :meth:`from_dict`."""
 
-    name: str
-    description: str = ""
-    duration: float = 10.0
-    seed: int = 0
-    media: MediaDemand = attrs.field(factory=MediaDemand)
-    uplink: LinkConfig = attrs.field(factory=LinkConfig)
-    downlink: LinkConfig = attrs.field(factory=LinkConfig)
-    phases: ScenarioPhases = attrs.field(factory=ScenarioPhases)
-    expect: Expect | None = None
-    source: str | None = None
+    name: str = attrs.field(validator=_instance(str))
+    description: str = attrs.field(default="", validator=_instance(str))
+    duration: float = attrs.field(default=10.0, validator=_duration)
+    seed: int = attrs.field(default=0, validator=_seed)
+    media: MediaDemand = attrs.field(factory=MediaDemand, validator=_instance(MediaDemand))
+    uplink: LinkConfig = attrs.field(factory=LinkConfig, validator=_instance(LinkConfig))
+    downlink: LinkConfig = attrs.field(factory=LinkConfig, validator=_instance(LinkConfig))
+    phases: ScenarioPhases = attrs.field(factory=ScenarioPhases, validator=_instance(ScenarioPhases))
+    expect: Expect | None = attrs.field(default=None, validator=_instance(Expect, optional=True))
+    source: str | None = attrs.field(default=None, validator=_instance(str, optional=True))
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Scenario:
@@ -120,7 +152,7 @@ class _Parser:
         self._traces: dict[Path, Trace] = {}  # both directions often share a file
 
     def scenario(self, data: Mapping[str, Any], default_name: str) -> Scenario:
-        r = TableReader(dict(data) if isinstance(data, Mapping) else data, self.source, "", TOP_KEYS)
+        r = TableReader(data, self.source, "", TOP_KEYS)
         name = r.string("name", default=default_name)
         description = r.string("description", default="")
         duration = r.number("duration", lo=0.0, strict_lo=True, default=10.0)
@@ -186,7 +218,7 @@ class _Parser:
         value = r.data.get("video", True)
         if value is False:
             video = None
-        elif isinstance(value, dict):
+        elif isinstance(value, Mapping):
             vr = r.table("video", ("width", "height", "fps"))
             video = VideoSpec(
                 width=vr.integer("width", lo=16, hi=7680, default=640),
@@ -244,7 +276,7 @@ class _Parser:
 
     def loss_model(self, r: TableReader) -> dict[str, Any]:
         value = r.data["loss_model"]
-        if not isinstance(value, dict):
+        if not isinstance(value, Mapping):
             raise r.error("loss_model", f"must be a table {{ kind = ..., p = ... }} or false, got {describe(value)}")
         kind = value.get("kind")
         if kind is None:

@@ -9,7 +9,7 @@ The generator draws a time-varying Poisson process of opportunities (per 1 ms bi
 the profile's mean) using only ``Generator.random()`` so that a seed reproduces the same file.
 Regenerate the shipped traces with::
 
-    python -m rtcprobe.netem.trace --seed 2026 --duration 60 --out scenarios/traces
+    python -c "from rtcprobe.netem.trace import main; main()" --seed 2026 --duration 60 --out scenarios/traces
 """
 
 from __future__ import annotations

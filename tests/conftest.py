@@ -47,3 +47,16 @@ def coturn(coturn_binary: str) -> Iterator[CoturnServer]:
 
     with CoturnServer(binary=coturn_binary) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tshark() -> str:
+    """The tshark path; skips (or fails under CI, which installs it) when it is missing."""
+    import shutil
+
+    path = shutil.which("tshark")
+    if path is None:
+        if running_in_ci():
+            pytest.fail("tshark not installed: apt-get install tshark (CI is set)", pytrace=False)
+        pytest.skip("tshark not installed: apt-get install tshark")
+    return path

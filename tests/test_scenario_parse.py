@@ -11,7 +11,7 @@ import pytest
 from rtcprobe.core.errors import ConfigError
 from rtcprobe.netem import GilbertElliott, Link, LinkConfig
 from rtcprobe.netem.expect import Expect
-from rtcprobe.netem.scenario import MediaDemand, Scenario, ScenarioError, VideoSpec
+from rtcprobe.netem.scenario import MediaDemand, Scenario, ScenarioError, ScenarioPhases, VideoSpec
 
 FULL = """
 name = "lossy-wifi"
@@ -315,3 +315,18 @@ def test_scenario_error_pickles() -> None:
 
     err = pickle.loads(pickle.dumps(ScenarioError("a.toml", "seed", "bad")))
     assert (err.source, err.key, err.problem, str(err)) == ("a.toml", "seed", "bad", "a.toml: seed: bad")
+
+
+def test_direct_construction_is_validated() -> None:
+    cfg = LinkConfig()
+    Scenario(name="x", phases=ScenarioPhases(uplink=((1.0, cfg), (2.0, cfg))))
+    for bad in (
+        {"name": 5}, {"name": "x", "duration": 0}, {"name": "x", "duration": True}, {"name": "x", "seed": -1},
+        {"name": "x", "media": None}, {"name": "x", "uplink": {}}, {"name": "x", "expect": {}},
+    ):
+        with pytest.raises(ConfigError):
+            Scenario(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        ScenarioPhases(uplink=((2.0, cfg), (1.0, cfg)))
+    with pytest.raises(ConfigError):
+        ScenarioPhases(downlink=((1.0, None),))  # type: ignore[arg-type]

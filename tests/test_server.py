@@ -8,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import threading
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -61,6 +62,27 @@ def test_full_session_relays_the_publishers_media_back() -> None:
             assert result.ice_servers == ()  # no TURN configured: an empty list, never a STUN server
             await wait_released(server)
             assert server.stats.total_sessions == 1
+
+    run(body())
+
+
+def test_sessions_leave_no_tasks_or_threads_behind() -> None:
+    async def body() -> None:
+        async with running_server() as server:
+            baseline = asyncio.all_tasks()
+            assert_media_relayed(await full_session(server.url))
+            await wait_released(server)
+            threads = threading.active_count()  # codec worker threads are created once, then reused
+            for _ in range(2):
+                assert_media_relayed(await full_session(server.url))
+                await wait_released(server)
+            for _ in range(100):  # relay and drain tasks end as their tracks end
+                left = asyncio.all_tasks() - baseline
+                if not left:
+                    break
+                await asyncio.sleep(0.02)
+            assert not left, [t.get_coro() for t in left]
+            assert threading.active_count() <= threads
 
     run(body())
 
@@ -240,6 +262,7 @@ def test_close_with_live_sessions_releases_everything() -> None:
 
 def test_server_config_errors_are_one_line_config_errors() -> None:
     for kwargs in ({"secret": ""}, {"secret": "s", "port": 70000}, {"secret": "s", "idle_timeout": 0},
+                   {"secret": "s", "connect_timeout": float("nan")},
                    {"secret": "s", "turn_urls": ("turn:h",)}, {"secret": "s", "max_sessions": 0},
                    {"secret": "s", "turn_urls": ("turn:h:1:2",), "turn_secret": "t"}):
         with pytest.raises(ConfigError) as info:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -46,6 +48,15 @@ async def then_still_serves(server: SignalingServer) -> None:
     """Everything released, and a full session with real peers works."""
     await wait_released(server)
     assert_media_relayed(await full_session(server.url))
+
+
+async def wait_connected(server: SignalingServer) -> None:
+    """Until the server's peer connections of the (one) live session are both connected."""
+    for _ in range(500):
+        if all(len(s.connected) == 2 for s in server._connections):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the server's peer connections did not connect")
 
 
 class Negotiator:
@@ -367,6 +378,59 @@ def test_raw_drop_after_partial_frame() -> None:
                 writer.write(frame[: len(frame) // 2])  # half a frame, then the TCP connection dies
                 await writer.drain()
                 await asyncio.sleep(0.05)
+            await then_still_serves(server)
+
+    run(body())
+
+
+@pytest.mark.parametrize("which", ["pub", "sub"])
+def test_client_closing_a_peer_connection_ends_the_session(which: str) -> None:
+    # The socket stays open, but there is nothing left to relay: the server releases the session.
+    async def body() -> None:
+        async with running_server() as server:
+            async with ws_client(server.url) as ws:
+                n = Negotiator(ws)
+                try:
+                    await n.to("established")
+                    await wait_connected(server)
+                    await getattr(n, which).close()
+                    msg = await ws.receive(timeout=10)
+                finally:
+                    await n.close()
+                assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+                assert ws.close_code == 1000
+            await then_still_serves(server)
+
+    run(body())
+
+
+def test_peer_connections_that_never_connect_end_the_session() -> None:
+    # Offers whose only candidate is a dead port: negotiation completes, media cannot.
+    async def body() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            dead = s.getsockname()[1]  # closed again when this block ends
+
+        def misdirect(sdp: str) -> str:
+            return re.sub(r"(a=candidate:\S+ \d+ udp \d+ 127\.0\.0\.1) \d+", rf"\1 {dead}", sdp)
+
+        async with running_server(connect_timeout=1.0) as server:
+            async with ws_client(server.url) as ws:
+                n = Negotiator(ws)
+                try:
+                    await n.ice()
+                    n.pub.addTransceiver(ColorVideoTrack(), direction="sendonly")
+                    await n.pub.setLocalDescription(await n.pub.createOffer())
+                    await ws.send_str(encode(Offer(pc="publisher", sdp=misdirect(n.pub.localDescription.sdp))))
+                    assert isinstance(parse_message((await ws.receive(timeout=10)).data), Answer)
+                    n.sub.addTransceiver("video", direction="recvonly")
+                    await n.sub.setLocalDescription(await n.sub.createOffer())
+                    await ws.send_str(encode(Offer(pc="subscriber", sdp=misdirect(n.sub.localDescription.sdp))))
+                    assert isinstance(parse_message((await ws.receive(timeout=10)).data), Answer)
+                    code, message, close_code = await expect_error(ws, timeout=30)
+                finally:
+                    await n.close()
+            assert (code, close_code) == (53405, 1011), message
             await then_still_serves(server)
 
     run(body())

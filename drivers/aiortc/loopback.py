@@ -52,5 +52,5 @@ def confine_ice_to_loopback() -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0 and _original is not None:
-                aioice.ice.get_host_addresses = _original
+                aioice.ice.get_host_addresses = _original  # type: ignore[assignment]
                 _original = None

@@ -12,6 +12,7 @@ this module only checks that each message is well formed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import attrs
@@ -249,7 +250,7 @@ def _parse_error(obj: dict[str, Any]) -> Error:
     return Error(code=_field(obj, "error", "code", int), message=_field(obj, "error", "message", str))
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {
     "ice": _parse_ice,
     "iced": _parse_iced,
     "offer": _parse_offer,
@@ -275,4 +276,4 @@ def parse_message(text: str | bytes) -> Message:
     parser = _PARSERS.get(kind)
     if parser is None:
         raise _fail(f"unknown message type {kind!r}")
-    return parser(obj)  # type: ignore[no-any-return]
+    return parser(obj)

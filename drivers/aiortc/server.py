@@ -10,8 +10,9 @@ established, where only ``bye`` may come. ``bye`` is accepted in every phase. An
 malformed frame, a message out of order — gets one ``error`` (53000) and that connection is
 closed (1008; 1009 for an oversized frame); every other session carries on.
 
-The idle timeout counts from the last client message while the server waits for the next
-negotiation message. Once established, the session lives until ``bye``, the socket closes
+The idle timeout counts from the server's last reply while it waits for the next negotiation
+message; after the last answer, both peer connections must connect within ``connect_timeout``
+(else 53405). Once established, the session lives until ``bye``, the socket closes
 (WebSocket pings detect a dead peer), or one of its peer connections fails (ICE consent
 freshness detects a client gone silent; error 53405) or is closed by the client: a preflight may
 legitimately run for minutes without a message.
@@ -103,7 +104,8 @@ class ServerConfig:
     turn_secret: str | None = None
     turn_ttl: int = 3600  # s, lifetime of minted TURN credentials (and the ``ttl`` of ``iced``)
     max_message_size: int = MAX_MESSAGE_SIZE
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # s the server waits for the next negotiation message
+    connect_timeout: float = 30.0  # s after the last answer for both peer connections to connect
     max_sessions: int = 16
     max_connections: int = 256
     confine_to_loopback: bool | None = None  # None: when ``host`` is a loopback address
@@ -121,8 +123,10 @@ class ServerConfig:
             raise ConfigError(f"turn_ttl must be positive, got {self.turn_ttl}")
         if self.max_message_size < 1024:
             raise ConfigError(f"max_message_size must be at least 1024 bytes, got {self.max_message_size}")
-        if not math.isfinite(self.idle_timeout) or self.idle_timeout <= 0:
-            raise ConfigError(f"idle_timeout must be a positive number of seconds, got {self.idle_timeout}")
+        for name in ("idle_timeout", "connect_timeout"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
         if self.max_sessions < 1 or self.max_connections < self.max_sessions:
             raise ConfigError("need 1 <= max_sessions <= max_connections")
         check_turn_config(self.turn_urls, self.turn_secret)
@@ -194,6 +198,7 @@ class _Session:
         self.drain = MediaBlackhole()  # keeps received frames flowing when nobody subscribes yet
         self.deadline = self._now() + server.config.idle_timeout
         self.holds_slot = False
+        self.connected: set[str] = set()  # peer connections that reached "connected"
         self._shutdown: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -216,14 +221,23 @@ class _Session:
                 if timeout <= 0:
                     await self.fail(SIGNALING_ERROR, f"no message for {idle:g} s: closing an idle connection")
                     return
+            elif len(self.connected) < 2:
+                # Negotiated but not connected yet: counted from the subscriber's answer.
+                timeout = self.deadline - self._now()
+                if timeout <= 0:
+                    await self.fail(MEDIA_ERROR, "the peer connections did not connect within "
+                                    f"{self.server.config.connect_timeout:g} s", close_code=CLOSE_INTERNAL_ERROR)
+                    return
             try:
                 # aiohttp treats a timeout of 0 as "none": keep it strictly positive
                 msg = await self.ws.receive(timeout=None if timeout is None else max(timeout, 1e-3))
             except TimeoutError:
                 continue  # the deadline check above fails the session
             if msg.type is WSMsgType.TEXT:
-                self.deadline = self._now() + idle
                 await self._handle_text(msg.data)
+                # The client's turn starts once we have answered.
+                self.deadline = self._now() + (
+                    self.server.config.connect_timeout if self.phase is _Phase.ESTABLISHED else idle)
             elif msg.type is WSMsgType.BINARY:
                 await self.fail(SIGNALING_ERROR, "binary frames are not part of the protocol: send JSON text")
             else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has closed the socket already)
@@ -278,6 +292,8 @@ class _Session:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
+            if pc.connectionState == "connected":
+                self.connected.add(name)
             if pc.connectionState in ("failed", "closed") and not self.closing:
                 task = asyncio.ensure_future(self._peer_ended(name, pc.connectionState))
                 self._background.add(task)
@@ -367,9 +383,10 @@ class _Session:
 
     async def _release(self, close_code: int, reason: str) -> None:
         self.server._release_slot(self)
-        # The close reason is capped at 123 bytes by RFC 6455; keep a margin.
+        # RFC 6455 caps the close reason at 123 bytes of UTF-8: cut it without splitting a character.
+        short = reason.encode()[:120].decode("utf-8", "ignore").encode()
         with contextlib.suppress(Exception):
-            await self.ws.close(code=close_code, message=reason.encode()[:120])
+            await self.ws.close(code=close_code, message=short)
         with contextlib.suppress(Exception):
             await self.drain.stop()
         for pc in (self.subscriber, self.publisher):

@@ -73,6 +73,9 @@ PACKET: Final = np.dtype([
     ("npk", np.int64),  # packets in this packet's frame (1 for audio)
     ("sent", np.float64),  # time the publisher sent it (one-way delay for the estimator)
 ])
+# The same records as opaque bytes: numpy copies these without visiting each field, which makes
+# selecting and joining batches several times cheaper than on the structured dtype.
+_RAW = np.dtype((np.void, PACKET.itemsize))
 
 
 class Packets:
@@ -100,7 +103,9 @@ class Packets:
         return len(self.a)
 
     def take(self, index: NDArray[np.int64] | NDArray[np.bool_] | slice) -> Packets:
-        return Packets(self.a[index])
+        if isinstance(index, slice):
+            return Packets(self.a[index])
+        return Packets(self.a.view(_RAW)[index].view(PACKET))
 
     @staticmethod
     def concat(parts: list[Packets]) -> Packets:
@@ -109,13 +114,8 @@ class Packets:
             return Packets.empty()
         if len(arrays) == 1:
             return Packets(arrays[0])
-        # Not np.concatenate: for structured arrays it runs a slow Python-level dtype promotion.
-        out = np.empty(sum(len(a) for a in arrays), dtype=PACKET)
-        i = 0
-        for a in arrays:
-            out[i : i + len(a)] = a
-            i += len(a)
-        return Packets(out)
+        # Joined as raw records: on the structured dtype numpy promotes and copies field by field.
+        return Packets(np.concatenate([a.view(_RAW) for a in arrays]).view(PACKET))
 
     # Field views (no copies).
     @property

@@ -87,8 +87,10 @@ class Path:
         return delivered
 
     def send_media(self, direction: str, t: NDArray[np.float64], size: NDArray[np.int64],
-                   kind: str = "rtp") -> NDArray[np.float64]:
-        """Delivery times of a time-sorted batch (NaN where dropped)."""
+                   kind: str | Callable[[], list[str]] = "rtp") -> NDArray[np.float64]:
+        """Delivery times of a time-sorted batch (NaN where dropped). ``kind`` names the packets
+        for the log: one name for all, or a function giving one name per packet (a mixed batch;
+        only called when logging)."""
         link = self.links[direction]
         n = len(t)
         if n >= BATCH_MIN:
@@ -101,7 +103,8 @@ class Path:
                     out[i] = d
         self.packets += n
         if self._log is not None and n:
-            self._log.append((t.copy(), out.copy(), direction, kind, size.copy()))
+            self._log.append((t.copy(), out.copy(), direction, kind if isinstance(kind, str) else kind(),
+                              size.copy()))
         return out
 
     def records(self) -> list[PacketRecord]:
@@ -109,9 +112,10 @@ class Path:
         rows: list[PacketRecord] = []
         for t, d, direction, kind, size in self._log or ():
             if isinstance(t, np.ndarray):
+                kinds = [kind] * len(t) if isinstance(kind, str) else kind
                 rows.extend(
-                    PacketRecord(ti, None if di != di else di, direction, kind, si)
-                    for ti, di, si in zip(t.tolist(), d.tolist(), size.tolist(), strict=True)
+                    PacketRecord(ti, None if di != di else di, direction, ki, si)
+                    for ti, di, ki, si in zip(t.tolist(), d.tolist(), kinds, size.tolist(), strict=True)
                 )
             else:
                 rows.append(PacketRecord(t, d, direction, kind, size))
@@ -137,6 +141,9 @@ class Transaction:
         self.tries_left = 1 + retransmissions
         self.done = False
         self.tries = 0
+        # True when, whatever happens, this transaction will never put a packet on a link again
+        # (the driver's steady state may start while such a one is still ticking).
+        self.mute: Callable[[], bool] = lambda: False
 
     def start(self) -> Transaction:
         self._retry()

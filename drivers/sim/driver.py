@@ -58,6 +58,8 @@ What is modelled, and how (decisions worth knowing)
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 from collections.abc import Callable
 from typing import Final
@@ -110,6 +112,7 @@ from ._media import (
     VideoSource,
 )
 from ._net import DOWN, UP, EventLoop, PacketRecord, Path, Transaction
+from ._steady import SendLog, Timeline
 
 # --- addresses (TEST-NET-1, RFC 5737: never a real host) -----------------------------------------
 CLIENT_IP: Final = "192.0.2.10"
@@ -163,6 +166,11 @@ RTCP_MIN, RTCP_SPAN = 0.5, 1.0  # aiortc: sleep(0.5 + random())
 RTT_ALPHA: Final = 0.85  # aiortc rtcrtpsender.RTT_ALPHA
 PLI_INTERVAL: Final = 0.5  # the subscriber's keyframe requests: at most one per 500 ms
 DLSR_UNIT: Final = 65536  # RTCP DLSR is in 1/65536 s
+# Steady state: one batch per link per this many of the server's REMB periods (or per this
+# many seconds without video). The publisher's encoder follows a REMB at its exact arrival time
+# when the REMB opens the interval; a REMB sent inside an interval takes effect at the next one.
+REMB_PERIODS_PER_INTERVAL: Final = 4
+AUDIO_ONLY_INTERVAL: Final = 1.0
 
 HOST_PREF, RELAY_PREF = 126, 0  # RFC 8445 type preferences
 
@@ -220,6 +228,7 @@ class _Pc:
         self.dtls_connected_at = math.inf
         self.f1_waiting = False
         self.consent_failures = 0
+        self.consent_at = math.inf  # the next consent check, once scheduled
         self.disconnected = False
         self.last_rx = 0.0  # last RTCP/STUN from the server on this connection
         # server side
@@ -320,6 +329,11 @@ class SimDriver:
         self._last_pli = -math.inf
         self._in_sync = False
         self.sub_last_rx = 0.0  # last media packet at the subscriber
+        # steady state (interval batches), see _enter_steady
+        self.steady = False
+        self._core_touched = True
+        self.end_hint = math.inf  # when the last stats sample falls, once known
+        self._tick_at = math.inf
 
     # --- main loop -------------------------------------------------------------------------------
 
@@ -329,13 +343,18 @@ class SimDriver:
         self._pump()
         if self.stop_at is not None:
             loop.at(self.stop_at, self._observe, StopRequested())
+        tc: float | None = None
         while not self.done and core.report is None:
-            te, tc = loop.peek(), core.get_timer()
+            if self._core_touched:  # the core's deadline only moves when the core is fed
+                self._core_touched = False
+                tc = core.get_timer()
+            te = loop.peek()
             if te is not None and (tc is None or te <= tc):
                 loop.run_next()
             elif tc is not None:
                 loop.now = tc
                 core.handle_timer(tc)
+                self._core_touched = True
                 self._pump()
             else:  # nothing can happen any more (cannot occur: every step has a timeout)
                 break
@@ -353,6 +372,7 @@ class SimDriver:
         if self.done:
             return
         self.core.handle(obs, self.now)
+        self._core_touched = True
         self._pump()
 
     def _pump(self) -> None:
@@ -369,7 +389,8 @@ class SimDriver:
                     self._tcp_connect()
                 case OpenPeerConnections(relay_only=relay_only):
                     self._open_pcs(relay_only)
-                case SampleStats():
+                case SampleStats(index=index, total=total):
+                    self.end_hint = self.now + (total - index) * self.config.sample_interval + 1e-6
                     self.sync()
                     self._observe(StatsObserved(self._sample()))
                 case TearDown():
@@ -384,6 +405,7 @@ class SimDriver:
     def _send(self, direction: str, size: int, kind: str, then: Callable[..., None] | None = None,
               *args: object) -> None:
         """Put one control packet on a link now; ``then(*args)`` runs when it arrives."""
+        assert not self.steady, "in the steady state every packet is planned with its interval"
         self.sync(1 if direction == UP else 2)
         delivered = self.path.send(direction, self.now, size, kind)
         if delivered is not None and then is not None:
@@ -584,8 +606,12 @@ class SimDriver:
         def success() -> None:
             pc.s_success.setdefault(key, self.now)
             self._srv_maybe_done(pc)
+            self._maybe_steady()
 
-        Transaction(self.loop, transmit, success).start()
+        tx = Transaction(self.loop, transmit, success)
+        if relay:  # no permission, and no ChannelBind left that could install one: silent for good
+            tx.mute = lambda: pc.permission_at == math.inf and pc.ice_done and all(c.done for c in pc.checks)
+        tx.start()
 
     def _srv_maybe_done(self, pc: _Pc) -> None:
         if pc.s_ice_done:
@@ -601,34 +627,43 @@ class SimDriver:
 
     def _schedule_consent(self, pc: _Pc) -> None:
         delay = CONSENT_INTERVAL * (0.8 + 0.4 * float(self.consent_rng.random()))
-        self.loop.after(delay, self._guard, self._consent, (pc,))
+        pc.consent_at = self.now + delay
+        if not self.steady:  # in the steady state the check is planned with its interval
+            self.loop.after(delay, self._guard, self._consent, (pc,))
 
     def _consent(self, pc: _Pc) -> None:
         if pc.ice_failed:
             return
+        pc.consent_at = math.inf
         extra = pc.extra
+        self._stun(UP, STUN_CHECK + extra, STUN_RESPONSE + extra, lambda: self._consent_ok(pc),
+                   lambda: self._consent_failed(pc), retransmissions=0)
 
-        def ok() -> None:
-            pc.consent_failures = 0
-            pc.last_rx = self.now
-            self._schedule_consent(pc)
+    def _consent_ok(self, pc: _Pc) -> None:
+        pc.consent_failures = 0
+        pc.last_rx = self.now
+        self._schedule_consent(pc)
 
-        def failed() -> None:
-            pc.consent_failures += 1  # aioice: no answer within 0.5 s, late or lost alike
-            if pc.consent_failures >= CONSENT_FAILURES:
-                pc.ice_failed = True
-                self._observe(IceStateChanged(pc.role, "failed"))
-                return
-            if not pc.disconnected and self.now - self._last_rx(pc) >= RECEIVE_TIMEOUT:
-                pc.disconnected = True
-                self._observe(IceStateChanged(pc.role, "disconnected"))
-                self.loop.after(WATCH_INTERVAL, self._guard, self._watch, (pc,))
-            self._schedule_consent(pc)
-
-        self._stun(UP, STUN_CHECK + extra, STUN_RESPONSE + extra, ok, failed, retransmissions=0)
+    def _consent_failed(self, pc: _Pc) -> None:
+        pc.consent_failures += 1  # aioice: no answer within 0.5 s, late or lost alike
+        if pc.consent_failures >= CONSENT_FAILURES:
+            pc.ice_failed = True
+            self._observe(IceStateChanged(pc.role, "failed"))
+            return
+        if not pc.disconnected and self.now - self._last_rx(pc) >= RECEIVE_TIMEOUT:
+            pc.disconnected = True
+            self._observe(IceStateChanged(pc.role, "disconnected"))
+            self.loop.after(WATCH_INTERVAL, self._guard, self._watch, (pc,))
+        self._schedule_consent(pc)
 
     def _last_rx(self, pc: _Pc) -> float:
         """When the client last received anything on this peer connection."""
+        if self.steady:
+            self._client_catch_up()
+            if pc.role is Role.SUBSCRIBER:
+                last = [tl.last_arrival(self.now) for tl in self.sub_tl.values()]
+                return max([pc.last_rx, self.sub_last_rx] + [t for t in last if t is not None])
+            return pc.last_rx
         if pc.role is Role.SUBSCRIBER:
             self.sync(3)
             return max(pc.last_rx, self.sub_last_rx)
@@ -691,6 +726,7 @@ class SimDriver:
         if pc.s_dtls_connected_at == math.inf:
             pc.s_dtls_connected_at = self.now
             self._srv_media_ready(pc)
+        self._maybe_steady()
 
     # --- media: who starts when --------------------------------------------------------------------
 
@@ -735,7 +771,7 @@ class SimDriver:
         """Move media up to ``now``: publisher → uplink (stage 1) → server, forwarding onto the
         downlink (2) → subscriber (3). A packet about to go up only needs stage 1, one about to
         go down stage 2; whatever reads the subscriber's state needs all three."""
-        if self._in_sync:  # a packet sent while arrivals are being handled: already up to date
+        if self._in_sync or self.steady:  # already up to date (steady: the intervals run ahead)
             return
         self._in_sync = True
         try:
@@ -829,6 +865,7 @@ class SimDriver:
         self.loop.at(t, self._observe, MediaStarted(KIND_NAMES[kind]))
         if self.started.issuperset(self.kinds):
             self.fine = False
+            self.loop.at(t, self._maybe_steady)  # (also tried at every RTCP timer from now on)
 
     def _fine_next(self) -> None:
         """Until media started, the next moment anything in the pipeline happens is an event."""
@@ -853,6 +890,7 @@ class SimDriver:
         if video is not None and isinstance(video.src, VideoSource):
             video.invalidate()
             video.src.force_key = True
+        self._maybe_steady()
 
     # --- RTCP --------------------------------------------------------------------------------------
 
@@ -863,6 +901,7 @@ class SimDriver:
     def _rtcp_fire(self, fn: Callable[[int], None], kind: int) -> None:
         fn(kind)
         self._rtcp_timer(fn, kind)
+        self._maybe_steady()
 
     def _sr(self, kind: int) -> None:
         """The publisher's sender report (uplink)."""
@@ -936,19 +975,405 @@ class SimDriver:
     def _srv_got_remb(self, bps: float) -> None:
         self.sub_remb = bps
 
+    # --- steady state: one batch per link per interval ----------------------------------------------
+
+    def _maybe_steady(self) -> None:
+        """Switch to interval batches once nothing event-driven can put a packet on a link any more:
+        both peer connections up at both ends, media started, and every pending event one the
+        steady state takes over (RTCP and REMB timers and arrivals, consent checks) or harmless."""
+        if self.steady or self.done or self._in_sync or not self.sources:
+            return
+        pub, sub = self.pcs.get(Role.PUBLISHER), self.pcs.get(Role.SUBSCRIBER)
+        if pub is None or sub is None:
+            return
+        if math.inf in (self.srv_accept_at, self.forward_at, self.sub_accept_at, pub.dtls_connected_at,
+                        sub.dtls_connected_at, pub.s_dtls_connected_at, sub.s_dtls_connected_at):
+            return
+        taken = self._convertible()
+        for _, _, fn, args in self.loop._heap:
+            if getattr(fn, "__func__", None) is Transaction._retry:
+                tx = fn.__self__  # type: ignore[attr-defined]
+                if not (tx.done or tx.mute()):
+                    return
+            elif fn == self._guard:
+                if args[0] not in taken and args[0] != self._watch:
+                    return
+            elif fn != self._observe and fn != self._fine_tick and fn != self._maybe_steady:
+                return
+        self._enter_steady()
+
+    def _convertible(self) -> set[Callable[..., None]]:
+        return {self._rtcp_fire, self._srv_remb, self._sub_remb, self._cli_rr, self._cli_remb,
+                self._srv_got_sr, self._srv_got_remb, self._consent, self._cli_pli, self._pli_to_publisher}
+
+    def _enter_steady(self) -> None:
+        self.sync(3)
+        self.steady = True
+        self.fine = False  # media start is read off the arrays from now on
+        for lookahead in self.sources.values():
+            lookahead.invalidate()
+        self.src = {kind: lookahead.src for kind, lookahead in self.sources.items()}
+        self.send_log = {k: SendLog(self.senders[k].packets, self.senders[k].bytes) for k in self.kinds}
+        self.srv_tl = {k: Timeline(self.srv_stats[k], self.srv_est if k == VIDEO else None) for k in self.kinds}
+        self.sub_tl = {k: Timeline(self.sub_stats[k], self.sub_est if k == VIDEO else None) for k in self.kinds}
+        self.sr_times = {k: [] if s.sr_sent_at is None else [s.sr_sent_at] for k, s in self.senders.items()}
+        self.rtcp_next: dict[tuple[str, int], float] = {}
+        self.srv_remb_next = self.sub_remb_next = math.inf
+        self._seq = 0  # tie-breaker in the inboxes
+        self.cli_in: list[tuple[float, int, str, object]] = []  # downlink RTCP the client has coming
+        self.srv_sr_in: list[tuple[float, int, int, float]] = []  # (arrival, _, kind, SR id)
+        self.srv_remb_in: list[tuple[float, int, list[object]]] = []  # (arrival, _, [bps, known])
+        # what the server sends as soon as something arrives: consent answers, PLIs it forwards
+        self.srv_replies: list[tuple[float, int, int, str, object]] = []
+        # REMBs and PLIs that reached the publisher and that its encoder has yet to follow
+        self.fb_at: list[tuple[float, int, str, float]] = []
+        self._undecodable = False  # the subscriber got video it cannot decode (it wants a keyframe)
+        kept = []
+        taken = self._convertible()
+        for entry in self.loop._heap:
+            t, _, fn, args = entry
+            if fn == self._guard and args[0] in taken:
+                what, a = args
+                if what == self._rtcp_fire:
+                    self.rtcp_next[(a[0].__name__, a[1])] = t
+                elif what == self._srv_remb:
+                    self.srv_remb_next = t
+                elif what == self._sub_remb:
+                    self.sub_remb_next = t
+                elif what == self._cli_rr:
+                    self._cli_push(t, "rr", a)
+                elif what == self._cli_remb:
+                    self._cli_push(t, "remb", a[0])
+                elif what == self._srv_got_sr:
+                    self._push(self.srv_sr_in, t, a[0], a[1])
+                elif what == self._srv_got_remb:
+                    self._push(self.srv_remb_in, t, [a[0], True])
+                elif what == self._consent:
+                    a[0].consent_at = t
+                elif what == self._cli_pli:
+                    self._cli_push(t, "pli", None)
+                elif what == self._pli_to_publisher:
+                    self._push(self.srv_replies, t, RTCP_PLI + self.pcs[Role.PUBLISHER].extra, "pli", None)
+                continue
+            if fn == self._fine_tick or fn == self._maybe_steady or (getattr(fn, "__func__", None) is Transaction._retry
+                                         and fn.__self__.done):  # type: ignore[attr-defined]
+                continue
+            kept.append(entry)
+        heapq.heapify(kept)
+        self.loop._heap = kept
+        self._tick()
+
+    def _push(self, heap: list, t: float, *item: object) -> None:  # type: ignore[type-arg]
+        heapq.heappush(heap, (t, self._seq, *item))
+        self._seq += 1
+
+    def _cli_push(self, t: float, what: str, data: object) -> None:
+        self._push(self.cli_in, t, what, data)
+        if what in ("remb", "pli"):
+            bisect.insort(self.fb_at, (t, self._seq, what, 0.0 if data is None else float(data)))  # type: ignore[arg-type]
+
+    def _fires(self, key: tuple[str, int], until: float) -> list[float]:
+        """The RTCP timer's fire times before ``until`` (aiortc: every 0.5-1.5 s)."""
+        out = []
+        t = self.rtcp_next.get(key, math.inf)
+        while t < until:
+            out.append(t)
+            t = t + RTCP_MIN + RTCP_SPAN * float(self.rtcp_rng.random())
+        self.rtcp_next[key] = t
+        return out
+
+    def _tick(self) -> None:
+        """Plan and run one interval [now, end): the uplink in one batch, the server, the downlink in
+        one batch, the subscriber. Everything sent before ``now`` is already on the links."""
+        if self.done:
+            return
+        start = self.now
+        pub, sub = self.pcs[Role.PUBLISHER], self.pcs[Role.SUBSCRIBER]
+        video = VIDEO in self.kinds
+        if video and self.srv_remb_next == start:
+            # The REMB opening the interval goes first, so the encoder follows it exactly.
+            self._srv_inboxes(start)
+            bps = self.srv_tl[VIDEO].remb(start)
+            if bps is not None:
+                if self.sub_remb is not None:
+                    bps = min(bps, self.sub_remb)
+                arrival = self.path.send(DOWN, start, RTCP_REMB + pub.extra, "rtcp")
+                if arrival is not None:
+                    self._cli_push(arrival, "remb", bps)
+            end = self.srv_remb_next = start + REMB_INTERVAL
+            if self.started.issuperset(self.kinds):  # (short intervals until media started)
+                for _ in range(REMB_PERIODS_PER_INTERVAL - 1):
+                    end += REMB_INTERVAL
+        elif video:
+            end = self.srv_remb_next
+        else:
+            end = start + (AUDIO_ONLY_INTERVAL if self.started else REMB_INTERVAL)
+        if start < self.end_hint < end:
+            end = self.end_hint
+        until = float(np.nextafter(end, -math.inf))
+        sub_rembs = self._uplink(start, end, until, pub, sub)
+        self._downlink(end, until, pub, sub)
+        # The subscriber: its arrivals of the interval, then what its REMBs said.
+        got = self.sub_q.pop_until(until, self.sub_accept_at)
+        for kind, mine in self._per_kind(got):
+            self.sub_tl[kind].extend(mine.t, mine.seq, mine.ts, mine.payload, mine.sent, mine.size)
+            if kind not in self.started:
+                self._steady_start(kind, mine)
+        for t, ref in sub_rembs:
+            ref[0], ref[1] = self.sub_tl[VIDEO].remb(t), True
+        self.loop.at(end, self._tick)
+
+    def _uplink(self, start: float, end: float, until: float, pub: _Pc, sub: _Pc) -> list[tuple[float, list[object]]]:
+        parts = []
+        audio = self.src.get(AUDIO)
+        if audio is not None:
+            parts.append(audio.generate(until))
+        vs = self.src.get(VIDEO)
+        if isinstance(vs, VideoSource):
+            while self.fb_at and self.fb_at[0][0] < end:
+                at, _, what, bps = self.fb_at.pop(0)
+                if at > start:  # frames sent up to the arrival are the old encoder's
+                    parts.append(vs.generate(at))
+                if what == "pli":
+                    vs.force_key = True
+                else:
+                    vs.set_target(bps)
+            parts.append(vs.generate(until))
+        media = Packets.concat(parts)
+        ct: list[float] = []
+        cs: list[int] = []
+        what: list[tuple[str, object]] = []
+        for kind in self.kinds:
+            for t in self._fires(("_sr", kind), end):
+                ct.append(t), cs.append(RTCP_SR + pub.extra), what.append(("sr", kind))
+                self.sr_times[kind].append(t)
+            for t in self._fires(("_sub_rr", kind), end):
+                if self.sub_stats[kind].base_seq is not None:  # (as of the interval's start)
+                    ct.append(t), cs.append(RTCP_RR + sub.extra), what.append(("rtcp", None))
+        sub_rembs = []
+        if VIDEO in self.kinds:
+            while self.sub_remb_next < end:
+                # Sent every 500 ms once video arrived (aiortc would skip a window without video:
+                # here the packet carries no new estimate and the server keeps the previous one).
+                if self.sub_est.first_arrival is not None:
+                    ref: list[object] = [None, False]
+                    sub_rembs.append((self.sub_remb_next, ref))
+                    ct.append(self.sub_remb_next), cs.append(RTCP_REMB + sub.extra), what.append(("remb", ref))
+                self.sub_remb_next += REMB_INTERVAL
+            if self._undecodable and VIDEO not in self.started:
+                # The subscriber's keyframe request: as soon as the interval lets it (at most
+                # one per 500 ms), rather than at the very arrival that found no keyframe.
+                t = max(start, max(self._last_pli, self.forward_at) + PLI_INTERVAL)
+                if t < end:
+                    self._last_pli = t
+                    self._undecodable = False
+                    ct.append(t), cs.append(RTCP_PLI + sub.extra), what.append(("pli", None))
+        for pc in (pub, sub):
+            if not pc.ice_failed and pc.consent_at < end:
+                check: list[object] = [pc.consent_at, pc, False]
+                ct.append(pc.consent_at), cs.append(STUN_CHECK + pc.extra), what.append(("stun", check))
+                self.loop.at(pc.consent_at + 0.5, self._guard, self._consent_timeout, (check,))
+                pc.consent_at = math.inf
+        arrival, media, m_arrival = self._batch(UP, media, ct, cs, ["stun" if w == "stun" else "rtcp" for w, _ in what])
+        for kind in self.kinds:
+            mine = media.kind == kind if len(self.kinds) > 1 else slice(None)
+            self.send_log[kind].extend(media.t[mine], media.payload[mine])
+        ok = ~np.isnan(m_arrival)
+        if ok.any():
+            got = media.take(ok)
+            got.t = m_arrival[ok]
+            self.srv_q.push(got)
+        for a, t, (w, data) in zip(arrival, ct, what, strict=True):
+            if a != a:
+                continue
+            if w == "sr":
+                self._push(self.srv_sr_in, a, data, t)
+            elif w == "remb":
+                self._push(self.srv_remb_in, a, data)
+            elif w == "stun":
+                check = data  # type: ignore[assignment]
+                self._push(self.srv_replies, a, STUN_RESPONSE + check[1].extra, "stun", check)  # type: ignore[index]
+            elif w == "pli":  # the SFU passes the keyframe request on to the publisher
+                self._push(self.srv_replies, a, RTCP_PLI + pub.extra, "pli", None)
+        return sub_rembs
+
+    def _batch(self, direction: str, media: Packets, ct: list[float], cs: list[int], names: list[str]
+               ) -> tuple[list[float], Packets, np.ndarray]:
+        """One send_batch of the media and the control packets merged in time order (media first
+        on a tie). Returns the control packets' arrivals (NaN: dropped), the media sorted by send
+        time and its arrivals."""
+        n = len(media)
+        t_all = np.concatenate((media.t, np.asarray(ct, dtype=np.float64)))
+        size_all = np.concatenate((media.size, np.asarray(cs, dtype=np.int64)))
+        order = np.argsort(t_all, kind="stable")
+        sent_t, sent_size = t_all[order], size_all[order]
+
+        def kinds() -> list[str]:
+            every = ["rtp"] * n + names
+            return [every[i] for i in order.tolist()]
+
+        arrival = self.path.send_media(direction, sent_t, sent_size, kinds)
+        is_media = order < n
+        ctrl = np.empty(len(ct))
+        ctrl[order[~is_media] - n] = arrival[~is_media]
+        return ctrl.tolist(), media.take(order[is_media]), arrival[is_media]
+
+    def _srv_inboxes(self, t: float) -> None:
+        """The server reads the SRs and the subscriber's REMBs that arrived by ``t``."""
+        while self.srv_sr_in and self.srv_sr_in[0][0] <= t:
+            a, _, kind, sr_id = heapq.heappop(self.srv_sr_in)
+            self.srv_sr[kind] = (sr_id, a)
+        while self.srv_remb_in and self.srv_remb_in[0][0] <= t and self.srv_remb_in[0][2][1]:
+            # (a REMB sent in this very interval is not known yet: the server's REMBs inside
+            # the interval use the subscriber's previous one)
+            ref = heapq.heappop(self.srv_remb_in)[2]
+            if ref[0] is not None:
+                self.sub_remb = ref[0]  # type: ignore[assignment]
+
+    def _downlink(self, end: float, until: float, pub: _Pc, sub: _Pc) -> None:
+        got = self.srv_q.pop_until(until, self.srv_accept_at)
+        for kind, mine in self._per_kind(got):
+            self.srv_tl[kind].extend(mine.t, mine.seq, mine.ts, mine.payload, mine.sent, mine.size)
+        sends: list[tuple[float, int, str, int]] = []
+        for kind in self.kinds:
+            sends.extend((t, len(sends), "rr", kind) for t in self._fires(("_srv_rr", kind), end))
+            sends.extend((t, len(sends), "sr", kind) for t in self._fires(("_srv_sr", kind), end))
+        if VIDEO in self.kinds:
+            while self.srv_remb_next < end:
+                sends.append((self.srv_remb_next, len(sends), "remb", VIDEO))
+                self.srv_remb_next += REMB_INTERVAL
+        sends.sort()
+        ct: list[float] = []
+        cs: list[int] = []
+        what: list[tuple[str, object]] = []
+        for t, _, w, kind in sends:
+            self._srv_inboxes(t)
+            if w == "rr":
+                block = self._srv_rr_block(kind, t)
+                if block is not None:
+                    ct.append(t), cs.append(RTCP_RR + pub.extra), what.append(("rr", (kind, block)))
+            elif w == "sr":
+                ct.append(t), cs.append(RTCP_SR + sub.extra), what.append(("rtcp", None))
+            else:
+                bps = self.srv_tl[VIDEO].remb(t)
+                if bps is not None:
+                    if self.sub_remb is not None:
+                        bps = min(bps, self.sub_remb)
+                    ct.append(t), cs.append(RTCP_REMB + pub.extra), what.append(("remb", bps))
+        while self.srv_replies and self.srv_replies[0][0] < end:
+            t, _, size, w, data = heapq.heappop(self.srv_replies)
+            ct.append(t), cs.append(size), what.append((w, data))
+        resize = sub.extra - pub.extra
+        if resize and len(got):
+            got.size = got.size + resize
+        arrival, media, m_arrival = self._batch(DOWN, got, ct, cs, ["rtcp" if w != "stun" else w for w, _ in what])
+        ok = ~np.isnan(m_arrival)
+        if ok.any():
+            out = media.take(ok)
+            out.t = m_arrival[ok]
+            self.sub_q.push(out)
+        for a, (w, data) in zip(arrival, what, strict=True):
+            if a != a:
+                continue
+            if w == "rr":
+                self._cli_push(a, "rr", data)
+            elif w in ("remb", "pli"):
+                self._cli_push(a, w, data)
+            elif w == "stun":
+                check = data
+                if a < check[0] + 0.5:  # type: ignore[index,operator]
+                    self.loop.at(a, self._guard, self._consent_answered, (check,))
+
+    def _srv_rr_block(self, kind: int, t: float) -> tuple[int, int, int, float | None, int] | None:
+        """The server's receiver report at ``t``: what _srv_rr sends, from the timeline."""
+        received, _, max_seq, jitter, base = self.srv_tl[kind].at(t)
+        if base is None:
+            return None
+        st = self.srv_stats[kind]
+        expected = max_seq - base + 1
+        exp_i, rec_i = expected - st._expected_prior, received - st._received_prior
+        st._expected_prior, st._received_prior = expected, received
+        lost_i = exp_i - rec_i
+        fraction = 0 if exp_i <= 0 or lost_i <= 0 else (lost_i << 8) // exp_i
+        lsr, dlsr = None, 0
+        if kind in self.srv_sr:
+            lsr, at = self.srv_sr[kind]
+            dlsr = int((t - at) * DLSR_UNIT)
+        return fraction, max(0, expected - received), int(jitter), lsr, dlsr
+
+    def _client_catch_up(self) -> None:
+        """The client reads the RTCP that reached it by now (RR: rtt, loss, jitter; REMB)."""
+        pub = self.pcs[Role.PUBLISHER]
+        while self.cli_in and self.cli_in[0][0] <= self.now:
+            a, _, what, data = heapq.heappop(self.cli_in)
+            pub.last_rx = max(pub.last_rx, a)
+            if what == "remb":
+                self.senders[VIDEO].remb = data  # type: ignore[assignment]
+                continue
+            if what == "pli":
+                continue
+            kind, (fraction, lost, jitter, lsr, dlsr) = data  # type: ignore[misc]
+            sender = self.senders[kind]
+            sent = self.sr_times[kind]
+            i = bisect.bisect_right(sent, a) - 1
+            if lsr is not None and i >= 0 and lsr == sent[i] and dlsr:
+                rtt = a - lsr - dlsr / DLSR_UNIT
+                sender.rtt = rtt if sender.rtt is None else RTT_ALPHA * sender.rtt + (1 - RTT_ALPHA) * rtt
+            sender.fraction_lost = fraction / 256
+            sender.lost = lost
+            sender.jitter = jitter / CLOCK_RATE[kind]
+
+    def _steady_start(self, kind: int, got: Packets) -> None:
+        """Media start from the subscriber's arrivals (as _detect_start; its PLI waits for the
+        next interval: see _uplink)."""
+        if kind == AUDIO:
+            self._media_started(AUDIO, float(got.t[0]))
+            return
+        key = got.take(got.key)
+        for frame, n, last in zip(key.frame.tolist(), key.npk.tolist(), key.t.tolist(), strict=True):
+            count = self._key_counts.get(frame, 0) + 1
+            self._key_counts[frame] = count
+            if count == n:
+                self._media_started(VIDEO, last)
+                self._undecodable = False
+                return
+        self._undecodable = True
+
+    def _consent_answered(self, check: list[object]) -> None:
+        if not check[2]:
+            check[2] = True
+            self._consent_ok(check[1])  # type: ignore[arg-type]
+
+    def _consent_timeout(self, check: list[object]) -> None:
+        if not check[2]:
+            check[2] = True
+            self._consent_failed(check[1])  # type: ignore[arg-type]
+
     # --- stats ---------------------------------------------------------------------------------------
 
     def _sample(self) -> StatsSample:
         out: dict[int, OutboundStats] = {}
         inb: dict[int, InboundStats | None] = {}
+        if self.steady:
+            self._client_catch_up()
         for kind in self.kinds:
             s = self.senders[kind]
+            if self.steady:
+                s.packets, s.bytes = self.send_log[kind].at(self.now)
             out[kind] = OutboundStats(
                 packets_sent=s.packets, bytes_sent=s.bytes, remote_rtt=s.rtt, remote_jitter=s.jitter,
                 remote_fraction_lost=s.fraction_lost, remote_packets_lost=s.lost,
                 available_bps=s.remb if kind == VIDEO else None,
             )
             r = self.sub_stats[kind]
+            if self.steady:
+                received, nbytes, max_seq, jitter, base = self.sub_tl[kind].at(self.now)
+                lost = 0 if base is None else max(0, max_seq - base + 1 - received)
+                inb[kind] = None if base is None else InboundStats(
+                    packets_received=received, packets_lost=lost, bytes_received=nbytes,
+                    jitter=int(jitter) / CLOCK_RATE[kind],
+                )
+                continue
             inb[kind] = None if r.base_seq is None else InboundStats(
                 packets_received=r.received, packets_lost=r.lost, bytes_received=r.bytes,
                 jitter=r.jitter / CLOCK_RATE[kind],

@@ -1,0 +1,123 @@
+"""A scenario replayed over real aiortc traffic: client → impairment relay → coturn → server.
+
+``rtcprobe run SCENARIO --driver aiortc`` (drivers/aiortc/replay.py). Short runs (1–2 s of
+stats) with small video keep these under ~10 s each.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rtcprobe.cli import main as cli_main
+from rtcprobe.core.errors import ConfigError
+from rtcprobe.drivers.aiortc.replay import run_replay, run_scenario
+from rtcprobe.drivers.aiortc.turn import INSTALL_HINT, CoturnNotInstalled, CoturnServer
+from rtcprobe.drivers.sim import simulate
+from rtcprobe.netem.scenario import Scenario
+
+pytestmark = [pytest.mark.turn, pytest.mark.timeout(120)]
+
+DELAY_MS = 30
+SCENARIO = {
+    "name": "replay-test",
+    "duration": 2,
+    "seed": 5,
+    "media": {"video": {"width": 320, "height": 240, "fps": 15}},
+    "network": {"delay_ms": DELAY_MS},
+}
+
+
+def key_shape(value: Any) -> Any:
+    """The report's structure: keys all the way down (lists by their first element)."""
+    if isinstance(value, dict):
+        return {k: key_shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [key_shape(value[0])] if value else []
+    return None
+
+
+def write_scenario(tmp_path: Path, data: dict[str, Any] = SCENARIO) -> Path:
+    lines = [f'name = "{data["name"]}"', f'duration = {data["duration"]}', f'seed = {data["seed"]}',
+             "[media]", "video = { width = 320, height = 240, fps = 15 }", "[network]", f"delay_ms = {DELAY_MS}"]
+    path = tmp_path / "replay-test.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_replay_goes_through_the_relay_and_matches_the_sim_report_shape(
+    coturn_binary: str, tshark: str, tmp_path: Path
+) -> None:
+    sc = Scenario.from_dict(SCENARIO)
+    pcap = tmp_path / "replay.pcap"
+    result = run_replay(sc, pcap=pcap)
+    report = result.report
+    assert report.ok, report.error
+    d = report.to_dict()
+    assert d["run"]["driver"] == "aiortc" and d["run"]["scenario"] == "replay-test" and d["run"]["seed"] == 5
+    # Same keys as the simulator's report of the same scenario.
+    sim = simulate(sc).to_dict()
+    assert key_shape(d) == key_shape(sim)
+    # Both peer connections went through the relay (TURN URL = the relay's address), relay-only.
+    local = d["selectedIceCandidatePairStats"]["localCandidate"]
+    assert (local["candidateType"], local["url"], local["relayProtocol"]) == ("relay", result.relay_url, "udp")
+    for transport in ("publisher", "subscriber"):
+        kinds = {c["candidateType"] for c in d["iceCandidateStats"] if c["transportId"] == transport and c["url"]}
+        assert kinds == {"relay"}
+    # Every datagram crossed the emulated link and was held for its delay.
+    for counters in (result.uplink, result.downlink):
+        assert counters.forwarded > 100 and counters.delayed == counters.forwarded
+        assert counters.link.mean_added_delay == pytest.approx(DELAY_MS / 1000)
+    # The round trip cannot be shorter than the link's delay both ways.
+    assert d["stats"]["rtt"] is not None and d["stats"]["rtt"]["min"] >= 2 * DELAY_MS - 1
+    # The capture holds what the relay forwarded: TURN's STUN messages and the RTP inside ChannelData.
+    assert result.pcap_packets == result.uplink.forwarded + result.downlink.forwarded
+    out = subprocess.run([tshark, "-r", str(pcap), "-o", "rtp.heuristic_rtp:TRUE", "-T", "fields",
+                          "-e", "frame.protocols"], capture_output=True, text=True, check=True, timeout=60).stdout
+    seen = collections.Counter(p for line in out.splitlines() for p in set(line.split(":")))
+    assert seen["stun"] == result.pcap_packets  # TURN framing on every packet (messages or ChannelData)
+    assert seen["rtp"] > 100
+
+
+def test_cli_run_with_the_aiortc_driver(coturn_binary: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_scenario(tmp_path)
+    pcap = tmp_path / "run.pcap"
+    assert cli_main(["run", str(path), "--driver", "aiortc", "--seed", "9", "--json", "--pcap", str(pcap)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["run"] == {"driver": "aiortc", "scenario": "replay-test", "seed": 9, "version": d["run"]["version"]}
+    assert [e["name"] for e in d["progressEvents"]][-1] == "mediaStarted"
+    assert pcap.stat().st_size > 10_000
+
+
+def test_replay_through_a_configured_turn_server(coturn: CoturnServer) -> None:
+    report = run_scenario(Scenario.from_dict({**SCENARIO, "duration": 1}), turn=(coturn.udp_url, coturn.secret))
+    assert report.ok, report.error
+
+
+def test_replay_with_the_wrong_turn_secret_fails_cleanly(coturn: CoturnServer) -> None:
+    report = run_scenario(Scenario.from_dict({**SCENARIO, "duration": 1}), turn=(coturn.udp_url, "wrong"))
+    assert report.error is not None and report.error.code == 53405
+    assert report.run is not None and report.run.driver == "aiortc"
+
+
+def test_replay_bad_input_is_a_config_error(monkeypatch: pytest.MonkeyPatch, coturn: CoturnServer) -> None:
+    sc = Scenario.from_dict(SCENARIO)
+    with pytest.raises(ConfigError, match="UDP only"):
+        run_scenario(sc, turn=(coturn.tcp_url, coturn.secret))
+    with pytest.raises(ConfigError, match="turn: or turns:"):
+        run_scenario(sc, turn=("stun:127.0.0.1:3478", coturn.secret))
+    monkeypatch.setenv("RTCPROBE_TURNSERVER", "no-such-turnserver-binary")
+    with pytest.raises(CoturnNotInstalled, match=INSTALL_HINT):
+        run_scenario(sc)
+
+
+def test_cli_run_aiortc_without_coturn_exits_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RTCPROBE_TURNSERVER", "no-such-turnserver-binary")
+    assert cli_main(["run", str(write_scenario(tmp_path)), "--driver", "aiortc"]) == 2
+    err = capsys.readouterr().err
+    assert INSTALL_HINT in err and "Traceback" not in err
