@@ -55,6 +55,8 @@ UDP_IP_OVERHEAD: Final = 28  # IPv4 (20) + UDP (8) header bytes: what a link ser
 MAX_DATAGRAM: Final = 65535
 DEFAULT_IDLE_TIMEOUT: Final = 120.0  # s: longer than any TURN refresh or ICE consent interval
 DEFAULT_MAX_CLIENTS: Final = 256
+# A keyframe is dozens of datagrams back to back: room for bursts while the relay is busy.
+SOCKET_BUFFER: Final = 4 << 20
 
 Address = tuple[str, int]
 
@@ -118,6 +120,16 @@ class DirectionCounters:
             "bytes_received": c.bytes_sent, "bytes_forwarded": self.bytes_forwarded,
             "mean_added_delay_ms": round(c.mean_added_delay * 1000, 3),
         }
+
+
+def _udp_socket() -> trio.socket.SocketType:
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    for option in (trio.socket.SO_RCVBUF, trio.socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(trio.socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        except OSError:  # the kernel caps it at its limit anyway; never fatal
+            pass
+    return sock
 
 
 class _Client:
@@ -236,7 +248,7 @@ class ImpairmentRelay:
 
     async def serve(self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, report the listening address to ``task_status``, and relay until cancelled."""
-        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        sock = _udp_socket()
         try:
             await sock.bind(self.listen)
         except OSError as exc:
@@ -282,7 +294,7 @@ class ImpairmentRelay:
         if len(self._clients) >= self.max_clients:
             self.refused += 1
             return None
-        up = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        up = _udp_socket()
         try:
             await up.bind((self.listen[0], 0))
         except OSError:

@@ -13,7 +13,6 @@ import pytest
 import trio
 import trio.testing
 from aioice import stun
-from rtcprobe.cli import main as cli_main
 from rtcprobe.core.errors import ConfigError
 from rtcprobe.drivers.sim import run_simulation
 from rtcprobe.netem.pcap import CLIENT_IP, SERVER_IP, TURN_IP, PcapStream, write_pcap
@@ -22,6 +21,8 @@ from rtcprobe.netem.scenario import Scenario
 from rtcprobe.scenarios import load
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.utils import rdpcap
+
+from rtcprobe.cli import main as cli_main
 
 pytestmark = pytest.mark.timeout(120)
 

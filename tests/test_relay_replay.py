@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rtcprobe.cli import main as cli_main
 from rtcprobe.core.errors import ConfigError
 from rtcprobe.drivers.aiortc.replay import run_replay, run_scenario
 from rtcprobe.drivers.aiortc.turn import INSTALL_HINT, CoturnNotInstalled, CoturnServer
 from rtcprobe.drivers.sim import simulate
 from rtcprobe.netem.scenario import Scenario
+
+from rtcprobe.cli import main as cli_main
 
 pytestmark = [pytest.mark.turn, pytest.mark.timeout(120)]
 

@@ -34,10 +34,18 @@ pytestmark = [
 TURN_SECRET = "coturn-shared-secret-for-tests"
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _unused_port() -> int:
+    """A port free for UDP and TCP on 127.0.0.1, below the kernel's ephemeral range so that the
+    many sockets ICE agents open meanwhile do not take it before coturn binds it."""
+    while True:
+        port = random.randrange(10000, 30000)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+                u.bind(("127.0.0.1", port))
+                t.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
 
 
 def _answers_stun(port: int) -> bool:
@@ -53,11 +61,9 @@ def _answers_stun(port: int) -> bool:
     return reply[:2] == b"\x01\x01" and reply[8:20] == request[8:20]
 
 
-@pytest.fixture
-def coturn(tmp_path: Path) -> Iterator[str]:
-    """A coturn on 127.0.0.1 with a REST API shared secret; yields its host:port."""
-    port = _free_port(socket.SOCK_DGRAM)
-    low = random.randrange(20000, 60000, 200)  # a relay port range unlikely to meet another test's
+def _start_coturn(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+    port = _unused_port()
+    low = random.randrange(10000, 30000 - 200)  # relay ports: also outside the ephemeral range
     proc = subprocess.Popen(
         ["turnserver", "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
          "--use-auth-secret", f"--static-auth-secret={TURN_SECRET}", "--realm=rtcprobe.test", "--no-tls",
@@ -66,19 +72,37 @@ def coturn(tmp_path: Path) -> Iterator[str]:
          f"--min-port={low}", f"--max-port={low + 199}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 5
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _answers_stun(port):
+            return proc, port
+    _stop(proc)
+    return None
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
     try:
-        deadline = time.monotonic() + 10
-        while not _answers_stun(port):
-            assert proc.poll() is None, "turnserver exited at start"
-            assert time.monotonic() < deadline, "turnserver did not open its listener"
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def coturn(tmp_path: Path) -> Iterator[str]:
+    """A coturn on 127.0.0.1 with a REST API shared secret; yields its host:port."""
+    for _ in range(3):  # a port taken between our check and coturn's bind: try other ports
+        started = _start_coturn(tmp_path)
+        if started is not None:
+            break
+    else:
+        raise AssertionError("turnserver did not start on loopback (3 attempts)")
+    proc, port = started
+    try:
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def test_relay_only_publisher_through_coturn(coturn: str) -> None:

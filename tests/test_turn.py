@@ -19,6 +19,7 @@ from rtcprobe.drivers.aiortc.turn import (
     INSTALL_HINT,
     CoturnNotInstalled,
     CoturnServer,
+    diagnose_turn,
     find_turnserver,
     stun_binding,
 )
@@ -178,3 +179,29 @@ def test_raw_turn_allocation_with_wrong_credentials_is_refused(coturn: CoturnSer
     with pytest.raises(TransactionFailed) as info:
         asyncio.run(main())
     assert info.value.response.attributes["ERROR-CODE"][0] == 401
+
+
+# --- telling TURN failures apart ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_diagnose_turn(coturn: CoturnServer, transport: str) -> None:
+    username, password = coturn.credentials("bob")
+    url = coturn.url(transport)
+    assert asyncio.run(diagnose_turn(url, username, password)) is None
+    wrong = asyncio.run(diagnose_turn(url, username, "d3Jvbmc="))
+    assert wrong is not None and wrong.startswith(f"TURN server {url} refused the credentials (401")
+
+
+def test_diagnose_unreachable_turn() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never answers
+        silent.bind(("127.0.0.1", 0))
+        url = f"turn:127.0.0.1:{silent.getsockname()[1]}?transport=udp"
+        message = asyncio.run(diagnose_turn(url, "u", "p", timeout=0.5))
+    assert message == f"TURN server {url} did not answer within 0.5 s: is it running and reachable?"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"turn:127.0.0.1:{port}?transport=tcp"
+    message = asyncio.run(diagnose_turn(url, "u", "p"))
+    assert message is not None and message.startswith(f"TURN server {url} is unreachable:")

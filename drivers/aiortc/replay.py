@@ -138,17 +138,17 @@ def _client_peers_relay_only() -> Iterator[None]:
     module's ``RTCConfiguration`` is wrapped for the length of the run. The server's peers build
     their configuration in their own module and are unaffected.
     """
-    original = client.RTCConfiguration
+    original = getattr(client, "RTCConfiguration")  # noqa: B009 -- patched below, by name
 
     def relay_only(*args: Any, **kwargs: Any) -> Any:
         kwargs["iceTransportPolicy"] = RTCIceTransportPolicy.RELAY
         return original(*args, **kwargs)
 
-    client.RTCConfiguration = relay_only  # type: ignore[assignment,misc]
+    setattr(client, "RTCConfiguration", relay_only)  # noqa: B010
     try:
         yield
     finally:
-        client.RTCConfiguration = original  # type: ignore[misc]
+        setattr(client, "RTCConfiguration", original)  # noqa: B010
 
 
 def _upstream_of(turn: tuple[str, str]) -> tuple[tuple[str, int], str]:

@@ -83,7 +83,8 @@ CLOSE_TIMEOUT: Final = 2.0  # s to wait for the client's close frame before drop
 PEER_GRACE: Final = 1.0  # s between a client's peer connection ending and the server ending the session
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface."""
     if host == "localhost":
         return True
     try:
@@ -137,7 +138,7 @@ class ServerConfig:
 
     @property
     def confined(self) -> bool:
-        return _is_loopback(self.host) if self.confine_to_loopback is None else self.confine_to_loopback
+        return is_loopback(self.host) if self.confine_to_loopback is None else self.confine_to_loopback
 
 
 @attrs.frozen

@@ -257,31 +257,39 @@ class VideoSource:
             self.codec_rate = self.target
             self.force_key = True
         frames = np.arange(self.frame, self.frame + n, dtype=np.int64)
-        capture = self.start + frames * self.interval
         mean = self.rate / 8.0 / self.spec.fps
         sizes = mean * self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
-        key = np.zeros(n, dtype=np.bool_)
-        if self.force_key:
-            key[0] = True
+        keyframe = self.force_key
+        if keyframe:
             sizes[0] = mean * KEYFRAME_FACTOR
             self.force_key = False
             self.keyframes += 1
         sizes = np.maximum(1, np.round(sizes)).astype(np.int64)
         chunk = VP8_PACKET_MAX - VP8_DESCRIPTOR
-        npk = (sizes + chunk - 1) // chunk
-        total = int(npk.sum())
+        npk = (sizes + (chunk - 1)) // chunk
+        ends = npk.cumsum()
+        total = int(ends[-1])
         fidx = np.repeat(np.arange(n), npk)
-        first = np.concatenate(([0], np.cumsum(npk)[:-1]))
-        within = np.arange(total) - first[fidx]
-        last = within == npk[fidx] - 1
-        payload = np.where(last, sizes[fidx] - chunk * (npk[fidx] - 1), chunk) + VP8_DESCRIPTOR
-        t = (self.start + self.encode_s + frames * self.interval)[fidx]  # as _count_from counted them
-        seq = np.arange(self.seq, self.seq + total, dtype=np.int64)
-        ts = np.round(capture[fidx] * CLOCK_RATE[VIDEO]).astype(np.int64)
+        out = np.empty(total, dtype=PACKET)
+        # Per frame, then spread over the frame's packets (the same float operations as ever).
+        send = self.start + self.encode_s + frames * self.interval  # as _count_from counted them
+        out["t"] = send[fidx]
+        out["sent"] = out["t"]
+        out["ts"] = np.round((self.start + frames * self.interval) * CLOCK_RATE[VIDEO]).astype(np.int64)[fidx]
+        payload = out["payload"]
+        payload[:] = chunk + VP8_DESCRIPTOR
+        payload[ends - 1] = sizes - chunk * (npk - 1) + VP8_DESCRIPTOR  # each frame's last packet
+        out["size"] = payload + (RTP_OVERHEAD + self.wire_extra)
+        out["kind"] = VIDEO
+        out["seq"] = np.arange(self.seq, self.seq + total, dtype=np.int64)
+        out["frame"] = frames[fidx]
+        out["key"] = False
+        if keyframe:
+            out["key"][: int(npk[0])] = True
+        out["npk"] = npk[fidx]
         self.seq += total
         self.frame += n
-        return Packets.build(t=t, size=payload + RTP_OVERHEAD + self.wire_extra, payload=payload, kind=VIDEO,
-                             seq=seq, ts=ts, frame=frames[fidx], key=key[fidx], npk=npk[fidx], sent=t)
+        return Packets(out)
 
 
 class Lookahead:

@@ -141,9 +141,6 @@ class Transaction:
         self.tries_left = 1 + retransmissions
         self.done = False
         self.tries = 0
-        # True when, whatever happens, this transaction will never put a packet on a link again
-        # (the driver's steady state may start while such a one is still ticking).
-        self.mute: Callable[[], bool] = lambda: False
 
     def start(self) -> Transaction:
         self._retry()

@@ -10,13 +10,38 @@ the real stack would send crosses the scenario's uplink (client→server) or dow
 (server→client) :class:`~rtcprobe.netem.Link`; nothing else is on the path (the TURN server and
 the SFU sit together on the server side, 192.0.2.0/24 TEST-NET addresses).
 
-Time order on a link is the one invariant: the media pipeline is brought up to ``now``
-(:meth:`SimDriver.sync`) before any control packet leaves, so media moves in arrays (numpy,
-``Link.send_batch``; a loop over ``Link.send`` when a batch is small, which is cheaper) while
-control traffic (TCP, STUN, DTLS, RTCP) goes one packet at a time. Until the subscriber has
-started media, ``sync`` also runs at every media send and arrival time, so the moments the core
-sees (``MediaStarted``) are exact; after that it runs only when something needs the state (a
-control packet, RTCP, REMB, a stats sample), and only as far down the path as that needs.
+Time order on a link is the one invariant. The run has two regimes:
+
+1. **Handshakes (event-driven).** Until both peer connections are up at both ends and media has
+   started at the subscriber, every control packet (TCP, STUN, DTLS, RTCP) goes one at a time
+   and the media pipeline is brought up to ``now`` (:meth:`SimDriver.sync`) before any control
+   packet leaves, so media moves in small arrays (a loop over ``Link.send`` when a batch is
+   small, which is cheaper). Until the subscriber has started media, ``sync`` also runs at every
+   media send and arrival time, so the moments the core sees (``MediaStarted``) are exact.
+2. **Steady state (interval batches, :meth:`SimDriver._tick`).** As soon as nothing event-driven
+   can put a packet on a link any more (:meth:`SimDriver._maybe_steady`: handshakes done, media
+   started, only RTCP/REMB timers, consent checks and harmless events pending), the driver runs
+   ahead of the event loop one interval [T, T') at a time: it generates the interval's RTP
+   (audio frames, packetized VP8 frames) as arrays, merges them with the control packets whose
+   send times are known in advance (SR/RR on their randomized timers, the subscriber's REMBs,
+   consent checks), and sends the whole uplink in ONE ``send_batch``; then the server's side
+   (its receive statistics, its RRs, SRs and REMBs on their timers, consent answers, the
+   forwarded RTP departing at the uplink delivery times) in ONE ``send_batch`` on the downlink;
+   then the subscriber's arrivals. Receive statistics are cumulative per-packet arrays
+   (:mod:`._steady`: RFC 3550 jitter is a linear recurrence, lost = sequence span − received)
+   queried "as of time t" for each RTCP report and stats sample; the client reads the RTCP that
+   reached it when it needs to (a sample, a consent failure). Only the few things the core must
+   see at exact times go back into the event loop (consent outcomes → ICE states).
+
+   Granularity (documented simplifications of the steady state): T is always one of the
+   server's REMB times and an interval spans ``REMB_PERIODS_PER_INTERVAL`` (2) REMB periods,
+   i.e. 1 s. The REMB sent at T goes out before the interval's uplink, so the encoder follows it
+   (and PLIs) at their exact arrival times; the REMB sent inside the interval takes effect at the
+   next interval (≤ 0.5 s late) and uses the subscriber's estimate known at T. The subscriber's
+   REMB goes out every 500 ms once it has received video (aiortc skips a window without video:
+   here that packet repeats no estimate and the server keeps the previous one); its RR goes out
+   once it has heard from the stream (known at T). The last interval ends at the last stats
+   sample.
 
 What is modelled, and how (decisions worth knowing)
 ---------------------------------------------------
@@ -35,9 +60,10 @@ What is modelled, and how (decisions worth knowing)
 * ICE (aioice): checks paced 20 ms apart in priority order, each a STUN transaction (RTO 0.5 s
   doubling, 6 retransmissions); the client is controlling with aggressive nomination, so its
   first answered check completes it; the server completes once its own check on the nominated
-  pair succeeded and the client's nominating check arrived. Checks are answered as soon as they
-  arrive. Consent freshness: one unretransmitted check every 4–6 s (0.5 s to answer); 6 failures
-  in a row → ``failed``. A failed check while nothing at all has arrived on that connection for
+  pair succeeded and the client's nominating check arrived, and then cancels its remaining
+  checks (aioice's ``connect()``). Checks are answered as soon as they arrive. Consent
+  freshness: one unretransmitted check every 4–6 s (0.5 s to answer); 6 failures in a row →
+  ``failed``. A failed check while nothing at all has arrived on that connection for
   2.5 s (libwebrtc's receiving timeout) is fed to the core as ``disconnected`` — a browser stack
   says so, aiortc keeps quiet — and ``completed`` follows as soon as packets flow again.
 * DTLS 1.2: the server (answerer, ``setup:active``) sends ClientHello once its ICE completes;
@@ -169,8 +195,13 @@ DLSR_UNIT: Final = 65536  # RTCP DLSR is in 1/65536 s
 # Steady state: one batch per link per this many of the server's REMB periods (or per this
 # many seconds without video). The publisher's encoder follows a REMB at its exact arrival time
 # when the REMB opens the interval; a REMB sent inside an interval takes effect at the next one.
-REMB_PERIODS_PER_INTERVAL: Final = 4
+REMB_PERIODS_PER_INTERVAL: Final = 2
 AUDIO_ONLY_INTERVAL: Final = 1.0
+# Batches only once media started at the subscriber: until then the subscriber's keyframe requests
+# (PLI) and the moment media starts are event-driven and exact. (False: batches from the end of
+# the handshakes on, media start read off the arrays, PLIs at interval boundaries — cheaper, but a
+# lost keyframe then costs up to two intervals.)
+STEADY_AFTER_MEDIA_STARTED: Final = True
 
 HOST_PREF, RELAY_PREF = 126, 0  # RFC 8445 type preferences
 
@@ -236,6 +267,7 @@ class _Pc:
         self.s_success: dict[str, float] = {}
         self.s_nominated: dict[str, float] = {}
         self.s_ice_done = False
+        self.s_checks: list[Transaction] = []
         self.s_key: str | None = None
         self.s_dtls_connected_at = math.inf
         self.s_got_f2 = False
@@ -609,8 +641,7 @@ class SimDriver:
             self._maybe_steady()
 
         tx = Transaction(self.loop, transmit, success)
-        if relay:  # no permission, and no ChannelBind left that could install one: silent for good
-            tx.mute = lambda: pc.permission_at == math.inf and pc.ice_done and all(c.done for c in pc.checks)
+        pc.s_checks.append(tx)
         tx.start()
 
     def _srv_maybe_done(self, pc: _Pc) -> None:
@@ -620,6 +651,8 @@ class SimDriver:
             if key in pc.s_nominated:
                 pc.s_ice_done = True
                 pc.s_key = key
+                for tx in pc.s_checks:  # aioice's connect(): "cancel remaining checks"
+                    tx.cancel()
                 self._srv_dtls_start(pc)
                 return
 
@@ -984,7 +1017,7 @@ class SimDriver:
         if self.steady or self.done or self._in_sync or not self.sources:
             return
         pub, sub = self.pcs.get(Role.PUBLISHER), self.pcs.get(Role.SUBSCRIBER)
-        if pub is None or sub is None:
+        if pub is None or sub is None or (STEADY_AFTER_MEDIA_STARTED and not self.started.issuperset(self.kinds)):
             return
         if math.inf in (self.srv_accept_at, self.forward_at, self.sub_accept_at, pub.dtls_connected_at,
                         sub.dtls_connected_at, pub.s_dtls_connected_at, sub.s_dtls_connected_at):
@@ -993,7 +1026,7 @@ class SimDriver:
         for _, _, fn, args in self.loop._heap:
             if getattr(fn, "__func__", None) is Transaction._retry:
                 tx = fn.__self__  # type: ignore[attr-defined]
-                if not (tx.done or tx.mute()):
+                if not tx.done:
                     return
             elif fn == self._guard:
                 if args[0] not in taken and args[0] != self._watch:
@@ -1013,7 +1046,20 @@ class SimDriver:
         for lookahead in self.sources.values():
             lookahead.invalidate()
         self.src = {kind: lookahead.src for kind, lookahead in self.sources.items()}
+        # Audio never reacts to anything: generate the rest of the run at once, hand it out by time.
+        self._audio_until = self.now + self.config.step_timeout + 1.0
+        audio = self.src.get(AUDIO)
+        self._audio = None if audio is None else audio.generate(self._audio_until)
+        self._audio_at = 0
         self.send_log = {k: SendLog(self.senders[k].packets, self.senders[k].bytes) for k in self.kinds}
+        # Packets on their way, one queue per stream (each end keeps per-stream statistics).
+        self.srv_qk, self.sub_qk = {}, {}
+        for queues, q in ((self.srv_qk, self.srv_q), (self.sub_qk, self.sub_q)):
+            left = dict(self._per_kind(q.pop_until(math.inf, -math.inf)))
+            for kind in self.kinds:
+                queues[kind] = _Queue(q.reorder)
+                if kind in left:
+                    queues[kind].push(left[kind])
         self.srv_tl = {k: Timeline(self.srv_stats[k], self.srv_est if k == VIDEO else None) for k in self.kinds}
         self.sub_tl = {k: Timeline(self.sub_stats[k], self.sub_est if k == VIDEO else None) for k in self.kinds}
         self.sr_times = {k: [] if s.sr_sent_at is None else [s.sr_sent_at] for k, s in self.senders.items()}
@@ -1114,21 +1160,29 @@ class SimDriver:
         sub_rembs = self._uplink(start, end, until, pub, sub)
         self._downlink(end, until, pub, sub)
         # The subscriber: its arrivals of the interval, then what its REMBs said.
-        got = self.sub_q.pop_until(until, self.sub_accept_at)
-        for kind, mine in self._per_kind(got):
-            self.sub_tl[kind].extend(mine.t, mine.seq, mine.ts, mine.payload, mine.sent, mine.size)
-            if kind not in self.started:
-                self._steady_start(kind, mine)
+        for kind in self.kinds:
+            mine = self.sub_qk[kind].pop_until(until, self.sub_accept_at)
+            if len(mine):
+                self.sub_tl[kind].extend(mine.t, mine.seq, mine.ts, mine.payload, mine.sent, mine.size)
+                if kind not in self.started:
+                    self._steady_start(kind, mine)
         for t, ref in sub_rembs:
             ref[0], ref[1] = self.sub_tl[VIDEO].remb(t), True
         self.loop.at(end, self._tick)
 
     def _uplink(self, start: float, end: float, until: float, pub: _Pc, sub: _Pc) -> list[tuple[float, list[object]]]:
-        parts = []
-        audio = self.src.get(AUDIO)
-        if audio is not None:
-            parts.append(audio.generate(until))
+        media: dict[int, Packets] = {}
+        if self._audio is not None:
+            if until > self._audio_until:  # (a run longer than planned for: plan more)
+                self._audio_until = until + self.config.step_timeout
+                rest = self._audio.take(slice(self._audio_at, None))
+                self._audio = Packets.concat([rest, self.src[AUDIO].generate(self._audio_until)])
+                self._audio_at = 0
+            i = self._audio_at
+            self._audio_at = j = int(self._audio.t.searchsorted(until, side="right"))
+            media[AUDIO] = self._audio.take(slice(i, j))
         vs = self.src.get(VIDEO)
+        parts = []
         if isinstance(vs, VideoSource):
             while self.fb_at and self.fb_at[0][0] < end:
                 at, _, what, bps = self.fb_at.pop(0)
@@ -1139,7 +1193,7 @@ class SimDriver:
                 else:
                     vs.set_target(bps)
             parts.append(vs.generate(until))
-        media = Packets.concat(parts)
+            media[VIDEO] = Packets.concat(parts)
         ct: list[float] = []
         cs: list[int] = []
         what: list[tuple[str, object]] = []
@@ -1174,15 +1228,15 @@ class SimDriver:
                 ct.append(pc.consent_at), cs.append(STUN_CHECK + pc.extra), what.append(("stun", check))
                 self.loop.at(pc.consent_at + 0.5, self._guard, self._consent_timeout, (check,))
                 pc.consent_at = math.inf
-        arrival, media, m_arrival = self._batch(UP, media, ct, cs, ["stun" if w == "stun" else "rtcp" for w, _ in what])
-        for kind in self.kinds:
-            mine = media.kind == kind if len(self.kinds) > 1 else slice(None)
-            self.send_log[kind].extend(media.t[mine], media.payload[mine])
-        ok = ~np.isnan(m_arrival)
-        if ok.any():
-            got = media.take(ok)
-            got.t = m_arrival[ok]
-            self.srv_q.push(got)
+        arrival, m_arrival = self._batch(UP, list(media.values()), ct, cs,
+                                         ["stun" if w == "stun" else "rtcp" for w, _ in what])
+        for (kind, mine), arr in zip(media.items(), m_arrival, strict=True):
+            self.send_log[kind].extend(mine.t, mine.payload)
+            ok = ~np.isnan(arr)
+            if ok.any():
+                got = mine.take(ok)
+                got.t = arr[ok]
+                self.srv_qk[kind].push(got)
         for a, t, (w, data) in zip(arrival, ct, what, strict=True):
             if a != a:
                 continue
@@ -1197,26 +1251,31 @@ class SimDriver:
                 self._push(self.srv_replies, a, RTCP_PLI + pub.extra, "pli", None)
         return sub_rembs
 
-    def _batch(self, direction: str, media: Packets, ct: list[float], cs: list[int], names: list[str]
-               ) -> tuple[list[float], Packets, np.ndarray]:
-        """One send_batch of the media and the control packets merged in time order (media first
-        on a tie). Returns the control packets' arrivals (NaN: dropped), the media sorted by send
-        time and its arrivals."""
-        n = len(media)
-        t_all = np.concatenate((media.t, np.asarray(ct, dtype=np.float64)))
-        size_all = np.concatenate((media.size, np.asarray(cs, dtype=np.int64)))
-        order = np.argsort(t_all, kind="stable")
-        sent_t, sent_size = t_all[order], size_all[order]
+    def _batch(self, direction: str, media: list[Packets], ct: list[float], cs: list[int], names: list[str]
+               ) -> tuple[list[float], list[np.ndarray]]:
+        """One send_batch of the media streams and the control packets merged in time order
+        (on a tie: the order the publisher sent them in, the streams in order, then control).
+        Returns the control packets' arrivals (NaN: dropped) and each stream's."""
+        c = np.asarray(ct, dtype=np.float64)
+        t_all = np.concatenate([p.t for p in media] + [c])
+        size_all = np.concatenate([p.size for p in media] + [np.asarray(cs, dtype=np.int64)])
+        if direction == UP:
+            order = np.argsort(t_all, kind="stable")
+        else:  # forwarded packets leave in the order they came in (FIFO through the SFU)
+            order = np.lexsort((np.concatenate([p.sent for p in media] + [c]), t_all))
+        n = len(t_all) - len(ct)
 
         def kinds() -> list[str]:
             every = ["rtp"] * n + names
             return [every[i] for i in order.tolist()]
 
-        arrival = self.path.send_media(direction, sent_t, sent_size, kinds)
-        is_media = order < n
-        ctrl = np.empty(len(ct))
-        ctrl[order[~is_media] - n] = arrival[~is_media]
-        return ctrl.tolist(), media.take(order[is_media]), arrival[is_media]
+        arrival = np.empty(len(t_all))
+        arrival[order] = self.path.send_media(direction, t_all[order], size_all[order], kinds)
+        out, i = [], 0
+        for p in media:
+            out.append(arrival[i : i + len(p)])
+            i += len(p)
+        return arrival[i:].tolist(), out
 
     def _srv_inboxes(self, t: float) -> None:
         """The server reads the SRs and the subscriber's REMBs that arrived by ``t``."""
@@ -1231,9 +1290,12 @@ class SimDriver:
                 self.sub_remb = ref[0]  # type: ignore[assignment]
 
     def _downlink(self, end: float, until: float, pub: _Pc, sub: _Pc) -> None:
-        got = self.srv_q.pop_until(until, self.srv_accept_at)
-        for kind, mine in self._per_kind(got):
-            self.srv_tl[kind].extend(mine.t, mine.seq, mine.ts, mine.payload, mine.sent, mine.size)
+        fwd = []
+        for kind in self.kinds:
+            mine = self.srv_qk[kind].pop_until(until, self.srv_accept_at)
+            if len(mine):
+                self.srv_tl[kind].extend(mine.t, mine.seq, mine.ts, mine.payload, mine.sent, mine.size)
+            fwd.append(mine)
         sends: list[tuple[float, int, str, int]] = []
         for kind in self.kinds:
             sends.extend((t, len(sends), "rr", kind) for t in self._fires(("_srv_rr", kind), end))
@@ -1264,14 +1326,16 @@ class SimDriver:
             t, _, size, w, data = heapq.heappop(self.srv_replies)
             ct.append(t), cs.append(size), what.append((w, data))
         resize = sub.extra - pub.extra
-        if resize and len(got):
-            got.size = got.size + resize
-        arrival, media, m_arrival = self._batch(DOWN, got, ct, cs, ["rtcp" if w != "stun" else w for w, _ in what])
-        ok = ~np.isnan(m_arrival)
-        if ok.any():
-            out = media.take(ok)
-            out.t = m_arrival[ok]
-            self.sub_q.push(out)
+        if resize:  # ChannelData framing differs between the two legs
+            for mine in fwd:
+                mine.size = mine.size + resize
+        arrival, m_arrival = self._batch(DOWN, fwd, ct, cs, ["rtcp" if w != "stun" else w for w, _ in what])
+        for kind, mine, arr in zip(self.kinds, fwd, m_arrival, strict=True):
+            ok = ~np.isnan(arr)
+            if ok.any():
+                out = mine.take(ok)
+                out.t = arr[ok]
+                self.sub_qk[kind].push(out)
         for a, (w, data) in zip(arrival, what, strict=True):
             if a != a:
                 continue

@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a scenario file (.toml) or a built-in scenario name (see: rtcprobe scenarios)")
     parser.add_argument("--seed", type=_seed, help="seed of the link's randomness (default: the scenario's)")
     parser.add_argument("--pcap", metavar="FILE", help="write every forwarded datagram to FILE (pcap)")
-    parser.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long (default: run until stopped)")
+    parser.add_argument("--duration", type=_seconds, metavar="SECONDS",
+                        help="stop after this long (default: run until stopped)")
 
 
 def _unwrap(group: BaseExceptionGroup[Any]) -> BaseException:

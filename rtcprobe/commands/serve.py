@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from rtcprobe.core.errors import ConfigError
-    from rtcprobe.drivers.aiortc.server import SignalingServer, run_forever
+    from rtcprobe.drivers.aiortc.server import SignalingServer, is_loopback, run_forever
     from rtcprobe.drivers.aiortc.tokens import MIN_SECRET_BYTES, generate_secret, mint_token
 
     secret = args.secret if args.secret is not None else os.environ.get(SECRET_ENV)
@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--secret must not be empty")
     elif len(secret.encode()) < MIN_SECRET_BYTES:
         print(f"rtcprobe serve: warning: a secret shorter than {MIN_SECRET_BYTES} bytes is weak for HS256",
+              file=sys.stderr)
+    if not is_loopback(args.host):
+        print(f"rtcprobe serve: warning: listening on {args.host}: reachable from other machines",
               file=sys.stderr)
     server = SignalingServer(
         secret=secret, host=args.host, port=args.port, issuer=args.issuer, turn_urls=tuple(args.turn),

@@ -1,0 +1,170 @@
+"""The simulator's steady state: interval batches and receive statistics as functions of time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from rtcprobe.drivers.sim._media import ReceiverStats, RembEstimator
+from rtcprobe.drivers.sim._steady import SendLog, Timeline, jitter_path
+from rtcprobe.drivers.sim.driver import SimDriver
+from rtcprobe.netem.link import Link
+from rtcprobe.netem.scenario import Scenario
+
+
+def naive_path(j: float, d: list[float]) -> list[float]:
+    out = [j]
+    for x in d:
+        j += (abs(x) - j) / 16.0
+        out.append(j)
+    return out
+
+
+def test_jitter_path_is_the_rfc_recursion_after_every_update() -> None:
+    rng = np.random.default_rng(1)
+    for n in (0, 1, 7, 255, 256, 257, 1500):
+        d = rng.normal(0, 700, n)
+        assert jitter_path(2.5, d) == pytest.approx(naive_path(2.5, d.tolist()), rel=1e-9, abs=1e-9)
+
+
+def _stream(rng: np.random.Generator, n: int, shuffled: bool) -> tuple[np.ndarray, ...]:
+    seq = np.arange(n, dtype=np.int64) + 5
+    if shuffled:  # late and duplicated packets: they count, but move neither max_seq nor jitter
+        i = rng.integers(0, n, size=n // 8)
+        seq[i] = seq[np.maximum(i - 3, 0)]
+    ts = (seq // 3) * 3000  # three packets per frame share a timestamp
+    arrival = np.sort(rng.uniform(0, 2, n)) + 1
+    return arrival, seq, ts, rng.integers(100, 1200, n)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_timeline_answers_as_the_packet_by_packet_statistics_would_at_any_time(shuffled: bool) -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        n = int(rng.integers(1, 300))
+        arrival, seq, ts, payload = _stream(rng, n, shuffled)
+        before = (np.array([0.5]), np.array([2]), np.array([0]), np.array([10]))
+        stats = ReceiverStats(90_000)
+        if trial % 2:
+            stats.add(*before)
+        timeline = Timeline(stats, None)
+        cuts = sorted(rng.integers(0, n, 3).tolist())
+        for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
+            timeline.extend(arrival[lo:hi], seq[lo:hi], ts[lo:hi], payload[lo:hi])
+        for q in np.sort(rng.uniform(0.9, 3.1, 12)):
+            k = int(np.searchsorted(arrival, q, side="right"))
+            ref = ReceiverStats(90_000)
+            if trial % 2:
+                ref.add(*before)
+            if k:
+                ref._add_few(arrival[:k].tolist(), seq[:k].tolist(), ts[:k].tolist(), payload[:k].tolist())
+            received, nbytes, max_seq, jitter, base = timeline.at(float(q))
+            assert (received, nbytes, max_seq) == (ref.received, ref.bytes, ref.max_seq)
+            assert base == ref.base_seq
+            assert jitter == pytest.approx(ref.jitter_units, rel=1e-9, abs=1e-9)
+        # ... and leaves the packet-by-packet object where feeding it everything would.
+        whole = ReceiverStats(90_000)
+        if trial % 2:
+            whole.add(*before)
+        whole._add_few(arrival.tolist(), seq.tolist(), ts.tolist(), payload.tolist())
+        assert (stats.received, stats.bytes, stats.max_seq) == (whole.received, whole.bytes, whole.max_seq)
+        assert stats.jitter_units == pytest.approx(whole.jitter_units, rel=1e-9, abs=1e-9)
+
+
+def test_timeline_remb_matches_the_estimator_fed_packet_by_packet() -> None:
+    rng = np.random.default_rng(3)
+    n = 600
+    sent = np.arange(n) * 0.01
+    arrival = np.maximum.accumulate(sent + 0.03 + np.linspace(0, 0.2, n) + rng.uniform(0, 0.005, n))
+    keep = rng.random(n) > 0.03
+    seq = np.arange(n, dtype=np.int64)[keep]
+    arrival, sent = arrival[keep], sent[keep]
+    size = rng.integers(800, 1300, len(seq))
+    ref, est = RembEstimator(), RembEstimator()
+    timeline = Timeline(ReceiverStats(90_000), est)
+    timeline.extend(arrival, seq, seq, size, sent, size)
+    for t in np.arange(0.5, 6.5, 0.5):
+        mine = (arrival > t - 0.5) & (arrival <= t)
+        ref.add(arrival[mine], sent[mine], seq[mine], size[mine])
+        expected = ref.update(float(t))
+        got = timeline.remb(float(t))
+        assert (got is None) == (expected is None)
+        if expected is not None:
+            assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_send_log_counts_what_left_by_any_time() -> None:
+    log = SendLog(3, 300)
+    log.extend(np.array([1.0, 1.5, 2.0]), np.array([10, 20, 30]))
+    log.extend(np.array([2.5]), np.array([40]))
+    assert log.at(0.5) == (3, 300)
+    assert log.at(1.5) == (5, 330)
+    assert log.at(2.2) == (6, 360)
+    assert log.at(9.0) == (7, 400)
+
+
+def _run_counting_batches(data: dict[str, Any]) -> tuple[SimDriver, int]:
+    calls = [0]
+    real = Link.send_batch
+
+    def counting(self: Link, *args: Any) -> Any:
+        calls[0] += 1
+        return real(self, *args)
+
+    Link.send_batch = counting  # type: ignore[method-assign]
+    try:
+        driver = SimDriver(Scenario.from_dict(data), 0)
+        driver.run()
+    finally:
+        Link.send_batch = real  # type: ignore[method-assign]
+    return driver, calls[0]
+
+
+def test_the_steady_state_moves_each_interval_in_one_batch_per_link() -> None:
+    driver, batches = _run_counting_batches(
+        {"name": "s", "duration": 10, "network": {"delay_ms": 20, "loss": 0.01, "bandwidth_kbps": 3000}})
+    assert driver.steady
+    rep = driver.core.report
+    assert rep is not None and rep.error is None
+    # ~11 s simulated, 1 s intervals, two links: about 22 batches (plus a few in the handshakes).
+    assert batches <= 2 * 13 + 6, batches
+
+
+def test_the_steady_state_does_not_start_before_media_started() -> None:
+    driver = SimDriver(Scenario.from_dict({"name": "s", "duration": 3, "network": {"delay_ms": 20}}), 0)
+    seen: list[tuple[float, bool]] = []
+    real = driver._enter_steady
+
+    def spy() -> None:
+        seen.append((driver.now, bool(driver.started.issuperset(driver.kinds))))
+        real()
+
+    driver._enter_steady = spy  # type: ignore[method-assign]
+    driver.run()
+    assert len(seen) == 1 and seen[0][1]
+
+
+def test_batches_from_the_end_of_the_handshakes_read_media_start_off_the_arrays(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import rtcprobe.drivers.sim.driver as sim
+
+    data = {"name": "s", "duration": 4, "network": {"delay_ms": 20, "loss": 0.03}}
+    exact = SimDriver(Scenario.from_dict(data), 1)
+    exact.run()
+    monkeypatch.setattr(sim, "STEADY_AFTER_MEDIA_STARTED", False)
+    early = SimDriver(Scenario.from_dict(data), 1)
+    switched: list[bool] = []
+    real = early._enter_steady
+
+    def spy() -> None:
+        switched.append(bool(early.started))
+        real()
+
+    early._enter_steady = spy  # type: ignore[method-assign]
+    early.run()
+    assert switched == [False]  # before any media reached the subscriber
+    reports = [d.core.report for d in (exact, early)]
+    assert all(r is not None and r.error is None for r in reports)
+    names = [[e.name for e in r.progress_events] for r in reports]  # type: ignore[union-attr]
+    assert names[0] == names[1] and "mediaStarted" in names[1]
