@@ -102,10 +102,11 @@ class DirectionCounters:
     bytes_forwarded: int = 0  # payload bytes
     delayed: int = 0  # forwarded later than received
     send_errors: int = 0
+    bypassed: int = 0  # forwarded untouched while the relay was bypassed (not offered to the link)
 
     @property
     def received(self) -> int:
-        return self.link.sent
+        return self.link.sent + self.bypassed
 
     @property
     def dropped(self) -> int:
@@ -114,9 +115,9 @@ class DirectionCounters:
     def to_dict(self) -> dict[str, Any]:
         c = self.link
         return {
-            "received": c.sent, "forwarded": self.forwarded, "delayed": self.delayed,
+            "received": self.received, "forwarded": self.forwarded, "delayed": self.delayed,
             "dropped": c.dropped, "dropped_loss": c.dropped_loss, "dropped_queue": c.dropped_queue,
-            "dropped_outage": c.dropped_outage, "send_errors": self.send_errors,
+            "dropped_outage": c.dropped_outage, "send_errors": self.send_errors, "bypassed": self.bypassed,
             "bytes_received": c.bytes_sent, "bytes_forwarded": self.bytes_forwarded,
             "mean_added_delay_ms": round(c.mean_added_delay * 1000, 3),
         }
@@ -180,6 +181,8 @@ class ImpairmentRelay:
         self.foreign = 0  # datagrams on an upstream socket from anyone but the upstream
         self.clients_seen = 0
         self.epoch = 0.0  # wall-clock time (s since 1970) of the relay clock's t = 0
+        # While set, datagrams skip the link model (see bypass()).
+        self.bypassing = False
         self._t0: float | None = None
         self._last_t = 0.0
         self._clients: dict[Address, _Client] = {}
@@ -229,6 +232,15 @@ class ImpairmentRelay:
         self._t0 = trio.current_time()
         self.epoch = time.time()
 
+    def bypass(self, on: bool = True) -> None:
+        """Forward everything untouched from now on (or again impair, with False).
+
+        For after an emulated run: a test's tear-down (TURN deallocation, DTLS close) should not
+        sit out the scenario's outage in retransmission timers. Bypassed datagrams are counted
+        apart (``bypassed``) and never reach the links, so their counters describe the run only.
+        """
+        self.bypassing = on
+
     def summary(self) -> str:
         """Counters per direction, one line each (printed when the CLI relay exits)."""
         lines = []
@@ -239,6 +251,7 @@ class ImpairmentRelay:
                 f"dropped {c['dropped']} (loss {c['dropped_loss']}, queue {c['dropped_queue']}, "
                 f"outage {c['dropped_outage']})  send errors {c['send_errors']}  "
                 f"mean added delay {c['mean_added_delay_ms']:.1f} ms"
+                + (f"  bypassed {c['bypassed']}" if c["bypassed"] else "")
             )
         lines.append(f"clients  {self.clients_seen} seen, {self.clients} active, {self.refused} datagrams refused, "
                      f"{self.foreign} foreign datagrams ignored")
@@ -326,14 +339,18 @@ class ImpairmentRelay:
 
     def _offer(self, direction: str, t: float, data: bytes, sock: trio.socket.SocketType, dest: Address,
                src: Address, dst: Address) -> None:
-        delivered = self.links[direction].send(t, len(data) + UDP_IP_OVERHEAD)
+        if self.bypassing:
+            self.counters[direction].bypassed += 1
+            delivered: float | None = t
+        else:
+            delivered = self.links[direction].send(t, len(data) + UDP_IP_OVERHEAD)
         if delivered is None:
             return
         assert self._t0 is not None
         record = RelayRecord(t, delivered, direction, src, dst, data) if self.sink is not None else None
         heapq.heappush(self._heap, (self._t0 + delivered, self._order, sock, data, dest, direction, record))
         self._order += 1
-        if delivered > t:
+        if delivered > t and not self.bypassing:
             self.counters[direction].delayed += 1
         self._wake.set()
 

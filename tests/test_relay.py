@@ -349,3 +349,28 @@ def test_bad_addresses_are_config_errors(text: str, fragment: str) -> None:
 
 def test_parse_hostport() -> None:
     assert parse_hostport("127.0.0.1:3478") == ("127.0.0.1", 3478)
+
+
+def test_bypass_lets_everything_through_and_keeps_the_links_untouched() -> None:
+    async def main() -> tuple[int, int, int, int]:
+        upstream = await udp_socket()
+        client = await udp_socket()
+        relay = ImpairmentRelay.from_scenario(scenario({"outage": True}), upstream.getsockname())
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(relay.serve)
+            await client.sendto(b"lost in the outage", address)
+            await trio.sleep(1)
+            relay.bypass()
+            await client.sendto(b"after the run", address)
+            data, relay_side = await upstream.recvfrom(100)
+            assert data == b"after the run"
+            await upstream.sendto(b"reply", relay_side)
+            assert (await client.recvfrom(100))[0] == b"reply"
+            nursery.cancel_scope.cancel()
+        upstream.close()
+        client.close()
+        up, down = relay.counters[UPLINK], relay.counters[DOWNLINK]
+        assert "bypassed 1" in relay.summary()
+        return up.link.sent, up.link.dropped_outage, up.bypassed, down.bypassed
+
+    assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == (1, 1, 1, 1)

@@ -18,6 +18,8 @@ The pieces, all on 127.0.0.1::
   TURN packet of the client (allocations, ICE checks, DTLS, RTP, RTCP) crosses the emulated link.
   Both client peer connections are relay-only here: the simulator puts the subscriber's traffic
   on the downlink too, and with a host candidate it would bypass the relay over loopback.
+* Once the preflight has its result the relay is bypassed, so tear-down traffic is not impaired
+  (aiortc's close waits for its TURN deallocation, retransmitted for a minute in an outage).
 * The preflight is the aiortc driver's (:func:`~rtcprobe.drivers.aiortc.client.run_preflight`),
   with the scenario's duration and media, so the report has the simulator's shape; ``run`` says
   ``driver = "aiortc"`` with the scenario's name and the seed.
@@ -54,6 +56,7 @@ __all__ = ["ReplayResult", "run_replay", "run_scenario"]
 
 RELAY_HOST = "127.0.0.1"
 THREAD_START_TIMEOUT = 10.0  # s for the relay thread to bind its socket
+TEARDOWN_POLL = 0.02  # s between looks at whether the preflight has ended
 
 
 @attrs.frozen
@@ -121,6 +124,12 @@ class _RelayThread:
 
         if self._token is not None:
             trio.from_thread.run_sync(restart, trio_token=self._token)
+
+    def bypass(self) -> None:
+        """Stop impairing: the run is over, its tear-down should not wait out an outage."""
+        if self._token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self.relay.bypass, trio_token=self._token)
 
     def stop(self) -> None:
         if self._token is not None and self._scope is not None:
@@ -210,11 +219,23 @@ def run_replay(
             )
             if on_progress is not None:
                 test.on("progress", on_progress)
+
+            async def bypass_when_over() -> None:
+                # The core has its report the moment the test ends; closing the peer connections
+                # (TURN deallocation, DTLS close alerts) then crosses an unimpaired relay, or a
+                # scenario still in an outage would hold the tear-down in retransmissions.
+                while test.core.report is None:
+                    await asyncio.sleep(TEARDOWN_POLL)
+                thread.bypass()
+
+            watcher = asyncio.create_task(bypass_when_over())
             try:
                 return await test.wait()
             except PreflightError as exc:
                 assert isinstance(exc.report, PreflightReport)
                 return exc.report
+            finally:
+                watcher.cancel()
 
         with _client_peers_relay_only():
             # The preflight's clock starts when its task first runs, right after this call.
