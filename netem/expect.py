@@ -13,17 +13,10 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from ..core.observations import PROGRESS_NAMES
 from .models import ScenarioError, TableReader, describe
 
-PROGRESS_EVENTS: Final[tuple[str, ...]] = (
-    "mediaAcquired",
-    "connected",
-    "iceConnected",
-    "dtlsConnected",
-    "peerConnectionConnected",
-    "mediaSubscribed",
-    "mediaStarted",
-)
+PROGRESS_EVENTS: Final[tuple[str, ...]] = PROGRESS_NAMES  # the core's list, in run order
 EXPECT_KEYS: Final[tuple[str, ...]] = (
     "outcome", "error_code", "events", "absent_events", "rtt_ms", "jitter_ms", "packet_loss", "level",
     "min_level",

@@ -875,18 +875,23 @@ class SimDriver:
             if kind not in self.started:
                 self._detect_start(kind, mine)
 
-    def _detect_start(self, kind: int, got: Packets) -> None:
-        """Audio plays from its first packet; video from its first complete keyframe."""
+    def _playable_at(self, kind: int, got: Packets) -> float | None:
+        """When the subscriber can first play ``kind`` from these arrivals, or None: audio plays
+        from its first packet, video from its first complete keyframe (counted across calls)."""
         if kind == AUDIO:
-            self._media_started(AUDIO, float(got.t[0]))
-            return
+            return float(got.t[0])
         key = got.take(got.key)
         for frame, n, last in zip(key.frame.tolist(), key.npk.tolist(), key.t.tolist(), strict=True):
             count = self._key_counts.get(frame, 0) + 1
             self._key_counts[frame] = count
             if count == n:
-                self._media_started(VIDEO, last)
-                return
+                return float(last)
+        return None
+
+    def _detect_start(self, kind: int, got: Packets) -> None:
+        if (t := self._playable_at(kind, got)) is not None:
+            self._media_started(kind, t)
+            return
         # Video it cannot decode yet: ask for a keyframe (through the server) now and then.
         if self.now - max(self._last_pli, self.forward_at) >= PLI_INTERVAL:
             self._last_pli = self.now
@@ -1390,18 +1395,13 @@ class SimDriver:
     def _steady_start(self, kind: int, got: Packets) -> None:
         """Media start from the subscriber's arrivals (as _detect_start; its PLI waits for the
         next interval: see _uplink)."""
-        if kind == AUDIO:
-            self._media_started(AUDIO, float(got.t[0]))
-            return
-        key = got.take(got.key)
-        for frame, n, last in zip(key.frame.tolist(), key.npk.tolist(), key.t.tolist(), strict=True):
-            count = self._key_counts.get(frame, 0) + 1
-            self._key_counts[frame] = count
-            if count == n:
-                self._media_started(VIDEO, last)
+        if (t := self._playable_at(kind, got)) is not None:
+            self._media_started(kind, t)
+            if kind == VIDEO:
                 self._undecodable = False
-                return
-        self._undecodable = True
+            return
+        if kind == VIDEO:
+            self._undecodable = True
 
     def _consent_answered(self, check: list[object]) -> None:
         if not check[2]:
