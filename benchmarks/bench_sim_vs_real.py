@@ -7,8 +7,9 @@ the impairment relay and coturn on 127.0.0.1, ``rtcprobe.drivers.aiortc.replay``
 stats step shortened to ``--duration`` seconds (scenarios with phases or outages keep their own
 duration, or their events would fall outside the run). One table row per (scenario, driver):
 outcome, the report's averages (rtt ms, jitter ms, packet loss %), the final network quality
-level, the average outgoing bitrate, when media started, and, for the real run, what the relay
-counted (datagrams forwarded / dropped per direction). The "real/sim" rows divide the two.
+level, the average outgoing bitrate, when media started, and what crossed each link: packets
+delivered / dropped per direction (the simulator's link counters; for the real run the relay's,
+tear-down traffic after the test's end excluded). The "real/sim" rows divide the two.
 
 Needs coturn (apt-get install coturn). Takes roughly the sum of the durations plus ~2 s a run.
 """
@@ -82,20 +83,23 @@ def main() -> int:
     args = parser.parse_args()
 
     header = (f"{'scenario':18s} {'driver':7s} {'outcome':7s} {'rtt ms':>8s} {'jitter ms':>9s} {'loss %':>7s} "
-              f"{'level':>5s} {'out kbps':>8s} {'media ms':>8s}  relay up fwd/drop, down fwd/drop")
+              f"{'level':>5s} {'out kbps':>8s} {'media ms':>8s}  link up deliv/drop, down deliv/drop")
     print(header)
     print("-" * len(header))
     for name in args.scenario or DEFAULT_SCENARIOS:
         sc = shortened(load(name), args.duration)
         seed = sc.seed if args.seed is None else args.seed
-        sim = row(run_simulation(sc, seed=seed).report.to_dict())
+        sim_result = run_simulation(sc, seed=seed)
+        sim = row(sim_result.report.to_dict())
         t0 = time.perf_counter()
         real_result = run_replay(sc, seed=seed)
         wall = time.perf_counter() - t0
         real = row(real_result.report.to_dict())
-        up, down = real_result.uplink, real_result.downlink
-        relay = f"{up.forwarded}/{up.dropped}, {down.forwarded}/{down.dropped}"
-        for driver, r, extra in (("sim", sim, ""), ("aiortc", real, f"{relay}  ({wall:.1f} s wall)")):
+        su, sd = sim_result.uplink, sim_result.downlink
+        ru, rd = real_result.uplink.link, real_result.downlink.link
+        sim_links = f"{su.delivered}/{su.dropped}, {sd.delivered}/{sd.dropped}"
+        real_links = f"{ru.delivered}/{ru.dropped}, {rd.delivered}/{rd.dropped}  ({wall:.1f} s wall)"
+        for driver, r, extra in (("sim", sim, sim_links), ("aiortc", real, real_links)):
             print(f"{sc.name:18s} {driver:7s} {r['outcome']:7s} {fmt(r['rtt']):>8s} {fmt(r['jitter']):>9s} "
                   f"{fmt(r['loss'], '.2f'):>7s} {fmt(r['level']):>5s} {fmt(r['out_kbps'], '.0f'):>8s} "
                   f"{fmt(r['started'], '.0f'):>8s}  {extra}")

@@ -42,7 +42,10 @@ logging.getLogger("scapy.runtime").setLevel(logging.ERROR)  # scapy warns about 
 
 from scapy.utils import RawPcapWriter  # noqa: E402
 
-__all__ = ["CLIENT_IP", "SERVER_IP", "TURN_IP", "PcapStream", "synthesize", "tcp_frame", "udp_frame", "write_pcap"]
+__all__ = [
+    "CLIENT_IP", "SERVER_IP", "TURN_IP", "PcapStream", "check_writable", "synthesize", "tcp_frame", "udp_frame",
+    "write_pcap",
+]
 
 CLIENT_IP: Final = "192.0.2.10"
 SERVER_IP: Final = "192.0.2.20"
@@ -251,12 +254,18 @@ def _stamp(t: float) -> tuple[int, int]:
     return us // 1_000_000, us % 1_000_000
 
 
-def _writer(path: str | Path) -> RawPcapWriter:
+def check_writable(path: str | Path) -> Path:
+    """``path`` as a Path if a capture can be created there; ConfigError (one line) if not."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"pcap file {str(p)!r} is a directory")
     if not p.parent.is_dir():
         raise ConfigError(f"pcap file {str(p)!r}: directory {str(p.parent)!r} does not exist")
+    return p
+
+
+def _writer(path: str | Path) -> RawPcapWriter:
+    p = check_writable(path)
     try:
         writer = RawPcapWriter(str(p), linktype=1, sync=False)  # 1 = Ethernet
         writer.write_header(None)  # an empty capture is still a valid file

@@ -10,20 +10,22 @@ bytes are forwarded, so garbage cannot break the relay, only be delayed or dropp
 
 Each datagram is offered to a :class:`~rtcprobe.netem.link.Link` — the same objects, built by
 ``Scenario.build_links``, that the simulator uses: client→upstream datagrams to the **uplink**,
-upstream→client ones to the **downlink**. The link's ``t`` is seconds since the relay's clock
-started (trio's clock, so tests can run the relay under ``trio.testing.MockClock``), which makes
-the scenario's phases and outage windows line up with that start; :meth:`ImpairmentRelay.restart_clock`
-re-aligns them (``run --driver aiortc`` calls it when the preflight starts). A datagram the link
-delivers at time ``d`` is pushed on a heap and sent by one scheduler task at ``d``; a dropped one
-is only counted. The size offered to the link is the IPv4 packet size (payload + 28 bytes of
-IPv4/UDP headers), as in the simulator.
+upstream→client ones to the **downlink**. All clients share the two links: one access link, as
+in the simulator, where both peer connections cross the same path. The link's ``t`` is seconds
+since the relay's clock started (trio's clock, so tests can run the relay under
+``trio.testing.MockClock``), which lines the scenario's phases and outage windows up with that
+start; :meth:`ImpairmentRelay.restart_clock` re-aligns them (``run --driver aiortc`` calls it
+when the preflight starts). A datagram the link delivers at time ``d`` is pushed on a heap and
+sent by one scheduler task at ``d``; a dropped one is only counted. The size offered to the
+link is the IPv4 packet size (payload + 28 bytes of IPv4/UDP headers), as in the simulator.
 
 Only UDP is relayed. TURN over TCP (``turn:...?transport=tcp``) would need a TCP proxy that
 re-frames the stream; clients using it bypass the impairment (documented limitation).
 
 Per direction the relay counts what the link did (``LinkCounters``: offered, dropped for loss /
 queue / outage) and what it did itself: forwarded, delayed (sent later than received), send
-errors. Upstream sockets of clients idle for ``idle_timeout`` seconds are closed.
+errors, and datagrams passed untouched while bypassed (:meth:`ImpairmentRelay.bypass`, for a
+run's tear-down). Upstream sockets of clients idle for ``idle_timeout`` seconds are closed.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class DirectionCounters:
     link: LinkCounters
     forwarded: int = 0
     bytes_forwarded: int = 0  # payload bytes
-    delayed: int = 0  # forwarded later than received
+    delayed: int = 0  # forwarded, and later than received (the link held them)
     send_errors: int = 0
     bypassed: int = 0  # forwarded untouched while the relay was bypassed (not offered to the link)
 
@@ -143,8 +145,9 @@ class _Client:
         self.scope = trio.CancelScope()
 
 
-# heap entry: (due on trio's clock, order, socket, payload, destination, direction, record)
-_Pending = tuple[float, int, trio.socket.SocketType, bytes, Address, str, "RelayRecord | None"]
+# heap entry: (due on trio's clock, order, socket, payload, destination, direction, held by the
+# link, record)
+_Pending = tuple[float, int, trio.socket.SocketType, bytes, Address, str, bool, "RelayRecord | None"]
 
 
 class ImpairmentRelay:
@@ -348,10 +351,9 @@ class ImpairmentRelay:
             return
         assert self._t0 is not None
         record = RelayRecord(t, delivered, direction, src, dst, data) if self.sink is not None else None
-        heapq.heappush(self._heap, (self._t0 + delivered, self._order, sock, data, dest, direction, record))
+        held = delivered > t
+        heapq.heappush(self._heap, (self._t0 + delivered, self._order, sock, data, dest, direction, held, record))
         self._order += 1
-        if delivered > t and not self.bypassing:
-            self.counters[direction].delayed += 1
         self._wake.set()
 
     async def _scheduler(self) -> None:
@@ -368,7 +370,7 @@ class ImpairmentRelay:
                 if self._wake.is_set():
                     self._wake = trio.Event()
                 continue
-            _, _, sock, data, dest, direction, record = heapq.heappop(heap)
+            _, _, sock, data, dest, direction, held, record = heapq.heappop(heap)
             counters = self.counters[direction]
             try:
                 await sock.sendto(data, dest)
@@ -376,6 +378,7 @@ class ImpairmentRelay:
                 counters.send_errors += 1
                 continue
             counters.forwarded += 1
+            counters.delayed += held
             counters.bytes_forwarded += len(data)
             if record is not None and self.sink is not None:
                 self.sink(record)
@@ -389,3 +392,60 @@ class ImpairmentRelay:
                     client.scope.cancel()
                     client.sock.close()
                     del self._clients[addr]
+
+
+# --- a relay in a process of its own, driven over stdin/stdout ---------------------------------
+#
+# ``python -m rtcprobe.netem.relay`` reads one pickled ``(scenario, upstream, seed, listen, pcap)``
+# from stdin, answers ``ready HOST PORT``, then obeys lines on stdin: ``clock`` (restart_clock),
+# ``bypass``, ``stop`` (or end of input). At the end it writes one pickled
+# ``(uplink counters, downlink counters, summary, pcap datagram count)`` to stdout. Drivers use it
+# to keep the relay's timers off their own interpreter's GIL; the pickle only ever crosses a pipe
+# between this package and itself.
+
+
+def controlled_main() -> None:
+    import pickle
+    import sys
+
+    scenario, upstream, seed, listen, pcap = pickle.load(sys.stdin.buffer)
+    stream = None
+    if pcap is not None:
+        from .pcap import PcapStream
+
+        stream = PcapStream(pcap)
+    relay = ImpairmentRelay.from_scenario(scenario, upstream, seed=seed, listen=listen, sink=stream)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            host, port = await nursery.start(relay.serve)
+            sys.stdout.write(f"ready {host} {port}\n")
+            sys.stdout.flush()
+            while True:
+                line = await trio.to_thread.run_sync(sys.stdin.buffer.readline)
+                command = line.decode(errors="replace").strip()
+                if command == "clock":
+                    relay.restart_clock()
+                    if stream is not None:
+                        stream.epoch = relay.epoch
+                elif command == "bypass":
+                    relay.bypass()
+                elif command in ("stop", ""):
+                    nursery.cancel_scope.cancel()
+                    return
+
+    try:
+        trio.run(main)
+    finally:
+        if stream is not None:
+            stream.close()
+    result = (relay.counters[UPLINK], relay.counters[DOWNLINK], relay.summary(),
+              None if stream is None else stream.count)
+    pickle.dump(result, sys.stdout.buffer)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    from rtcprobe.netem.relay import controlled_main as _main  # this module's classes, not __main__'s
+
+    _main()

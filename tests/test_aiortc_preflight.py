@@ -72,24 +72,13 @@ class Leaks:
         self.peer_connections: list[RTCPeerConnection] = []
         self.fds: set[str] = set()
 
-    def assert_none(self, *, server_races: bool = False) -> None:
-        """``server_races``: a stop in the middle of setup can hit known races on the server side
-        (see SERVER_RACES); those make the test xfail, after everything on the client side passed."""
+    def assert_none(self) -> None:
+        """Nothing left on either side: client leaks first, then the server's (ServerLeak)."""
         assert not self.tasks, f"tasks left running: {self.tasks}"
         assert not self.peer_connections, f"peer connections not closed: {self.peer_connections}"
         assert not self.fds, f"file descriptors left open: {sorted(self.fds)}"
         if self.server_tasks:
-            if server_races:
-                pytest.xfail(f"{SERVER_RACES}: {self.server_tasks}")
             raise ServerLeak(f"the signaling server left tasks running: {self.server_tasks}")
-
-
-SERVER_RACES = (
-    "server.py: a session released in the middle of setup can leave aiortc/aioice tasks behind — "
-    "MediaRelay tasks waiting on remote tracks that never end (their receivers never started), a "
-    "sender's RTCP loop started by aiortc's connect task after close(), consent checks aioice starts "
-    "after close(); the client works around the last two in its own tear-down"
-)
 
 
 def run_checked(main: Callable[[], Awaitable[Any]]) -> tuple[Any, Leaks]:
@@ -419,7 +408,7 @@ def test_stop_in_every_step_fails_promptly_with_the_partial_report(event: str, a
     # Prompt: nowhere near the step's length (LONG) or its timeout (LONG + 10 s).
     assert stop_latency < LONG / 4 and report.test_timing.duration is not None
     assert report.test_timing.duration < (until_stop + LONG / 4) * 1000
-    leaks.assert_none(server_races=True)
+    leaks.assert_none()
 
 
 def test_stop_before_the_loop_runs_and_cancelling_wait_still_tear_down() -> None:
@@ -442,7 +431,7 @@ def test_stop_before_the_loop_runs_and_cancelling_wait_still_tear_down() -> None
     (error, other_done), leaks = run_checked(main)
     assert error.code == 99000 and [e.name for e in error.report.progress_events] in ([], ["mediaAcquired"])  # type: ignore[union-attr]
     assert other_done
-    leaks.assert_none(server_races=True)
+    leaks.assert_none()
 
 
 # --- misuse raises at once ---------------------------------------------------------------------

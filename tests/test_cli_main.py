@@ -3,9 +3,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from rtcprobe.core import STEPS, State, diagram
+
 import rtcprobe
 from rtcprobe.cli import COMMANDS, main
-from rtcprobe.core import STEPS, State, diagram
 
 
 def rtcprobe_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -127,3 +127,36 @@ def test_busy_port_exits_2() -> None:
             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_controlled_relay_process(tmp_path: Path) -> None:
+    """``python -m rtcprobe.netem.relay``: the pipe-driven relay the aiortc replay runs."""
+    import pickle
+
+    from rtcprobe.netem.scenario import Scenario
+
+    upstream, client = udp(), udp()
+    sc = Scenario.from_dict({"network": {"outage": True}})
+    pcap = tmp_path / "c.pcap"
+    proc = subprocess.Popen([sys.executable, "-m", "rtcprobe.netem.relay"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    pickle.dump((sc, upstream.getsockname(), 1, ("127.0.0.1", 0), str(pcap)), proc.stdin)
+    proc.stdin.flush()
+    ready, host, port = proc.stdout.readline().split()
+    assert ready == b"ready" and host == b"127.0.0.1"
+    proc.stdin.write(b"clock\n")
+    proc.stdin.flush()
+    client.sendto(b"dropped: outage", ("127.0.0.1", int(port)))
+    time.sleep(0.2)
+    proc.stdin.write(b"bypass\n")
+    proc.stdin.flush()
+    time.sleep(0.2)
+    client.sendto(b"through", ("127.0.0.1", int(port)))
+    assert upstream.recvfrom(100)[0] == b"through"
+    out, _ = proc.communicate(b"stop\n", timeout=20)
+    up, down, summary, packets = pickle.loads(out)
+    assert (up.link.dropped_outage, up.bypassed, up.forwarded, down.received, packets) == (1, 1, 1, 0, 1)
+    assert "bypassed 1" in summary
+    upstream.close()
+    client.close()

@@ -27,6 +27,25 @@ Resources are bounded: ``max_connections`` open sockets, ``max_sessions`` authen
 sessions (each holds up to two peer connections and a decode/encode pipeline), refused with
 53000 "server busy" and close code 1013. ``close()`` releases everything; the live counters
 (:attr:`SignalingServer.stats`) return to zero.
+
+Releasing a session leaves no task behind, whatever step it was in (``_Session._release``). The
+session owns the tasks it spawns (drains, the peer-ended watch) and cancels and awaits them;
+closing a peer connection is not enough on its own, because aiortc and aioice race with
+``close()`` when it lands in the middle of setup:
+
+* aiortc's connect task (spawned by ``setLocalDescription``, never awaited by aiortc) resumes
+  after ``close()``: it may start senders/receivers (RTCP loops, decoder threads) on a closed
+  connection, or raise InvalidStateError ("never retrieved"). The session adopts it when it is
+  spawned, retrieves its outcome, awaits it after ``close()`` (up to LATE_START_TIMEOUT), then
+  stops every sender and receiver again (idempotent) — as the client does in its tear-down;
+* aioice starts its consent-freshness loop when ``connect()`` resumes after ``close()``: it is
+  cancelled;
+* ``MediaRelay`` has no stop: its per-source worker waits on the remote track until the
+  receiver's decoder ends it, forever when the receiver never started. The session stops every
+  relay proxy it created and the source tracks, then cancels and awaits the relay's workers.
+
+What still runs a method of one of the session's aiortc objects after that is cancelled and
+awaited as a last resort (logged at debug level).
 """
 
 from __future__ import annotations
@@ -38,7 +57,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from contextlib import ExitStack
 from types import TracebackType
 from typing import Any, Final
@@ -46,7 +65,8 @@ from typing import Any, Final
 import attrs
 from aiohttp import WSMsgType, web
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaBlackhole, MediaRelay
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError
 from rtcprobe.core.errors import ConfigError
 
 from .credentials import TurnUrl, build_ice_servers, check_turn_config
@@ -81,6 +101,7 @@ SIGNALING_PATH: Final = "/signaling"
 HEALTH_PATH: Final = "/health"
 CLOSE_TIMEOUT: Final = 2.0  # s to wait for the client's close frame before dropping the socket
 PEER_GRACE: Final = 1.0  # s between a client's peer connection ending and the server ending the session
+LATE_START_TIMEOUT: Final = 0.5  # s for aiortc/aioice work interrupted by close() to wind down
 
 
 def is_loopback(host: str) -> bool:
@@ -171,6 +192,72 @@ def _label(message: Message) -> str:
     return f"offer/{message.pc}" if isinstance(message, Offer) else message.TYPE
 
 
+# --- tasks that aiortc and aioice spawn without keeping them (see the module docstring) -----------
+
+
+def _task_owner(task: asyncio.Task[Any]) -> object | None:
+    """The object whose method ``task`` runs (its coroutine's ``self``), or None."""
+    frame = getattr(task.get_coro(), "cr_frame", None)
+    return None if frame is None else frame.f_locals.get("self")
+
+
+def _tasks_of(owners: Iterable[object]) -> list[asyncio.Task[Any]]:
+    """The pending tasks running a method of one of ``owners``."""
+    ids = {id(o) for o in owners}  # the caller holds the owners: their ids stay unique meanwhile
+    found = []
+    for task in asyncio.all_tasks():
+        owner = _task_owner(task)
+        if owner is not None and id(owner) in ids and not task.done():
+            found.append(task)
+    return found
+
+
+def _parts(pc: RTCPeerConnection) -> list[object]:
+    """The peer connection and every aiortc/aioice object under it that may run tasks."""
+    parts: list[object] = [pc]
+    transports: list[Any] = []
+    for transceiver in pc.getTransceivers():
+        parts += [transceiver, transceiver.sender, transceiver.receiver]
+        transports += [transceiver.sender.transport, transceiver.receiver.transport]
+    if pc.sctp is not None:
+        parts.append(pc.sctp)
+        transports.append(pc.sctp.transport)
+    seen: set[int] = set()
+    for dtls in transports:
+        if dtls is None or id(dtls) in seen:
+            continue
+        seen.add(id(dtls))
+        ice = dtls.transport
+        parts += [dtls, ice, ice.iceGatherer, getattr(ice, "_connection", None)]  # aioice's Connection
+    return [p for p in parts if p is not None]
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Done callback: fetch the outcome, so asyncio never logs "exception was never retrieved"."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.debug("task %s ended with %r", task.get_name(), exc)
+
+
+async def _cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout: float = LATE_START_TIMEOUT) -> None:
+    """Cancel ``tasks`` (but the current one) and wait for them to end, up to ``timeout``."""
+    current = asyncio.current_task()
+    waiting = [t for t in tasks if t is not current]
+    for task in waiting:
+        task.cancel()  # a no-op for a task that is done already
+        task.add_done_callback(_retrieve)
+    if waiting:
+        _, pending = await asyncio.wait(waiting, timeout=timeout)
+        if pending:
+            log.warning("%d task(s) did not end %g s after being cancelled: %s", len(pending), timeout, pending)
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    """Read and drop ``track``'s frames: keeps the relay flowing while nobody subscribes."""
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()
+
+
 class _SignalingWebSocket(web.WebSocketResponse):
     """aiohttp closes an oversized frame's connection itself (1009) before returning to us; this
     hook sends the protocol's ``error`` message first, so the client learns why."""
@@ -194,14 +281,15 @@ class _Session:
         self.identity: str | None = None
         self.publisher: RTCPeerConnection | None = None
         self.subscriber: RTCPeerConnection | None = None
-        self.tracks: dict[str, list[MediaStreamTrack]] = {}
+        self.tracks: dict[str, list[MediaStreamTrack]] = {}  # the publisher's (remote) tracks, by kind
         self.relay = MediaRelay()
-        self.drain = MediaBlackhole()  # keeps received frames flowing when nobody subscribes yet
+        self.proxies: list[MediaStreamTrack] = []  # every relay proxy handed out (drains, subscriber)
         self.deadline = self._now() + server.config.idle_timeout
         self.holds_slot = False
         self.connected: set[str] = set()  # peer connections that reached "connected"
         self._shutdown: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # spawned by this session: drains, peer-ended watch
+        self._aiortc_tasks: set[asyncio.Task[Any]] = set()  # aiortc's connect tasks, adopted (see _adopt)
 
     @staticmethod
     def _now() -> float:
@@ -210,6 +298,42 @@ class _Session:
     @property
     def closing(self) -> bool:
         return self._shutdown is not None
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` as a task this session owns: cancelled and awaited when it is released."""
+        if self.closing:  # the release has taken its list of tasks already
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro, name=f"rtcprobe-server-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if self.closing:
+            log.debug("session %s: task %s ended with %r while closing", self.remote, task.get_name(), exc)
+        else:
+            log.error("session %s: task %s failed", self.remote, task.get_name(), exc_info=exc)
+
+    def _adopt(self, pc: RTCPeerConnection) -> None:
+        """Take the tasks aiortc just spawned for ``pc`` and does not keep: its connect task
+        (``setLocalDescription``/``setRemoteDescription`` spawn it as their last act, so it is
+        still pending here). The release awaits them; their outcome is always retrieved."""
+        for task in _tasks_of([pc]):
+            if task not in self._aiortc_tasks:
+                self._aiortc_tasks.add(task)
+                task.add_done_callback(self._aiortc_task_done)
+
+    def _aiortc_task_done(self, task: asyncio.Task[Any]) -> None:
+        self._aiortc_tasks.discard(task)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if self.closing:  # e.g. InvalidStateError: the connect task resumed on a closed connection
+            log.debug("session %s: aiortc task %s ended with %r while closing", self.remote, task.get_name(), exc)
+        else:
+            log.warning("session %s: aiortc task %s failed", self.remote, task.get_name(), exc_info=exc)
 
     # --- the receive loop ------------------------------------------------------------------
 
@@ -256,6 +380,8 @@ class _Session:
             await self.fail(SIGNALING_ERROR, f"internal server error: {type(exc).__name__}")
 
     async def _dispatch(self, message: Message) -> None:
+        if self.closing:  # released meanwhile (server shutdown, a failed peer connection)
+            return
         if isinstance(message, Bye):
             await self.shutdown(CLOSE_NORMAL, "bye")
             return
@@ -296,9 +422,7 @@ class _Session:
             if pc.connectionState == "connected":
                 self.connected.add(name)
             if pc.connectionState in ("failed", "closed") and not self.closing:
-                task = asyncio.ensure_future(self._peer_ended(name, pc.connectionState))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._spawn(self._peer_ended(name, pc.connectionState), f"{name}-ended")
 
         return pc
 
@@ -316,7 +440,10 @@ class _Session:
 
     async def _apply_offer(self, pc: RTCPeerConnection, name: str, sdp: str) -> None:
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            finally:
+                self._adopt(pc)
         except Exception as exc:  # aiortc raises assorted types for bad SDP; the client gets one line
             if self.closing:
                 raise
@@ -324,7 +451,11 @@ class _Session:
             raise ProtocolError(SIGNALING_ERROR, f"the {name} offer is not usable SDP: {detail}") from None
 
     async def _answer(self, pc: RTCPeerConnection, name: str) -> None:
-        await pc.setLocalDescription(await pc.createAnswer())
+        answer = await pc.createAnswer()
+        try:
+            await pc.setLocalDescription(answer)  # spawns aiortc's connect task (ICE, DTLS, media)
+        finally:
+            self._adopt(pc)
         if self.closing:
             return
         await self.ws.send_str(encode(Answer(pc=name, sdp=pc.localDescription.sdp)))  # type: ignore[arg-type]
@@ -335,12 +466,13 @@ class _Session:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             self.tracks.setdefault(track.kind, []).append(track)
-            self.drain.addTrack(self.relay.subscribe(track, buffered=False))
 
         await self._apply_offer(pc, "publisher", message.sdp)
         if not self.tracks:
             raise ProtocolError(SIGNALING_ERROR, "the publisher offer sends no audio or video")
-        await self.drain.start()
+        # Keep received frames flowing while nobody subscribes yet.
+        for track in [t for tracks in self.tracks.values() for t in tracks]:
+            self._spawn(_drain(self._relayed(track)), f"drain-{track.kind}")
         self.phase = _Phase.AWAIT_SUBSCRIBER
         await self._answer(pc, "publisher")
 
@@ -360,9 +492,15 @@ class _Session:
             i = used.get(transceiver.kind, 0)
             used[transceiver.kind] = i + 1
             # addTrack fills the first free transceiver of the kind, i.e. this one
-            pc.addTrack(self.relay.subscribe(sources[i % len(sources)], buffered=False))
+            pc.addTrack(self._relayed(sources[i % len(sources)]))
         self.phase = _Phase.ESTABLISHED
         await self._answer(pc, "subscriber")
+
+    def _relayed(self, track: MediaStreamTrack) -> MediaStreamTrack:
+        """A new relay proxy of ``track``, stopped when the session is released."""
+        proxy = self.relay.subscribe(track, buffered=False)
+        self.proxies.append(proxy)
+        return proxy
 
     # --- ending ----------------------------------------------------------------------------
 
@@ -380,6 +518,7 @@ class _Session:
         """Release everything this session holds; idempotent, safe from any task."""
         if self._shutdown is None:
             self._shutdown = asyncio.ensure_future(self._release(close_code, reason))
+            self._shutdown.add_done_callback(_retrieve)  # also when every caller was cancelled
         await asyncio.shield(self._shutdown)
 
     async def _release(self, close_code: int, reason: str) -> None:
@@ -388,19 +527,57 @@ class _Session:
         short = reason.encode()[:120].decode("utf-8", "ignore").encode()
         with contextlib.suppress(Exception):
             await self.ws.close(code=close_code, message=short)
-        with contextlib.suppress(Exception):
-            await self.drain.stop()
-        for pc in (self.subscriber, self.publisher):
-            if pc is not None:
-                try:
-                    await pc.close()
-                except Exception:
-                    log.exception("session %s: closing a peer connection", self.remote)
-                finally:
-                    self.server._pc_closed(pc)
-        for task in list(self._background):
-            if task is not asyncio.current_task():
-                task.cancel()
+        # Our own tasks first (a peer-ended watch may be the one waiting for this release).
+        await _cancel_and_wait(self._tasks)
+        pcs = [pc for pc in (self.subscriber, self.publisher) if pc is not None]
+        for pc in pcs:
+            try:
+                await pc.close()
+            except Exception:
+                log.exception("session %s: closing a peer connection", self.remote)
+            finally:
+                self.server._pc_closed(pc)
+        await self._settle(pcs)
+        await self._stop_relay()
+        # Last resort: whatever still runs a method of this session's aiortc/aioice objects.
+        owned = [self.relay, *(part for pc in pcs for part in _parts(pc))]
+        if left := _tasks_of(owned):
+            await asyncio.sleep(0)  # let those that are finishing finish
+            if left := [t for t in left if not t.done()]:
+                log.debug("session %s: cancelling %d leftover aiortc task(s): %s", self.remote, len(left), left)
+                await _cancel_and_wait(left)
+
+    async def _settle(self, pcs: list[RTCPeerConnection]) -> None:
+        """End what aiortc and aioice start after ``close()`` (see the module docstring)."""
+        connect = [t for t in self._aiortc_tasks if not t.done()]
+        if connect:
+            # close() makes an interrupted connect task return (or raise) within a few loop turns.
+            _, pending = await asyncio.wait(connect, timeout=LATE_START_TIMEOUT)
+            await _cancel_and_wait(pending)
+        for pc in pcs:
+            # Senders/receivers the connect task started after close() stopped them: stopping
+            # again is idempotent and ends their RTCP loops and decoder threads.
+            for transceiver in pc.getTransceivers():
+                for part in (transceiver.sender, transceiver.receiver):
+                    try:
+                        await part.stop()
+                    except Exception:
+                        log.exception("session %s: stopping a %s", self.remote, type(part).__name__)
+            # aioice: the consent loop connect() started after close() (private, hence getattr).
+            for obj in _parts(pc):
+                consent = getattr(obj, "_query_consent_task", None)
+                if isinstance(consent, asyncio.Task) and not consent.done():
+                    await _cancel_and_wait([consent])
+
+    async def _stop_relay(self) -> None:
+        """MediaRelay has no stop(): end its proxies and sources, then its per-source workers
+        (one waits forever on a remote track whose receiver never started)."""
+        for proxy in self.proxies:  # unregisters it from the relay
+            proxy.stop()
+        for tracks in self.tracks.values():
+            for track in tracks:
+                track.stop()
+        await _cancel_and_wait(_tasks_of([self.relay]))
 
 
 class SignalingServer:
@@ -457,8 +634,7 @@ class SignalingServer:
             handlers = [t for t in self._handlers if not t.done()]
             if handlers:
                 _, pending = await asyncio.wait(handlers, timeout=CLOSE_TIMEOUT + 1)
-                for task in pending:
-                    task.cancel()
+                await _cancel_and_wait(pending)
             await self._runner.cleanup()
         finally:
             self._runner = self._site = None
