@@ -136,6 +136,12 @@ class StatsSample:
     candidate_pair_rtt: float | None = None  # s, the selected pair's current RTT, when observable
     ice_candidates: tuple[IceCandidateStats, ...] = ()
     selected_pair: SelectedCandidatePair | None = None
+    # Does the subscriber's inbound loss already cover the publisher's uplink? True when the far
+    # end forwards RTP as it came (an SFU, the simulator, the anchor's peer-to-peer pair): a
+    # packet lost on the uplink is a sequence gap at the subscriber. False when the far end
+    # terminates media (rtcprobe's aiortc server decodes and re-encodes): the uplink's loss then
+    # only shows in the publisher's receiver reports, and the core folds it in.
+    inbound_includes_uplink: bool = True
 
 
 @attrs.frozen

@@ -325,10 +325,8 @@ class PreflightTest:
         if prev is not None and now > prev[0]:
             p_now, p = prev
             dt = now - p_now
-            lost = _delta_sum(sample, p, "packets_lost")
-            recv = _delta_sum(sample, p, "packets_received")
-            if lost + recv > 0:
-                loss_pct = min(100.0, max(0.0, 100.0 * lost / (lost + recv)))
+            loss = _path_loss(sample, p)
+            loss_pct = None if loss is None else 100.0 * loss
             out_kbps = 8 * _delta_bytes(sample, p, "out") / dt / 1000
             in_kbps = 8 * _delta_bytes(sample, p, "in") / dt / 1000
             quality = _quality_input(sample, p, dt, rtt_s, bool(self._reconnecting))
@@ -442,6 +440,31 @@ def _delta_sum(cur: StatsSample, prev: StatsSample, field: str) -> int:
         if c is not None:
             total += getattr(c, field) - (getattr(p, field) if p is not None else 0)
     return total
+
+
+def _path_loss(cur: StatsSample, prev: StatsSample) -> float | None:
+    """Loss fraction of the publisher → subscriber media path between two samples.
+
+    The anchor's packetLoss is Δlost/Δ(lost+received) at the receiver, whose media crossed the
+    whole path. When the far end terminates media instead (``inbound_includes_uplink`` False),
+    the uplink's loss, from the publisher's receiver reports (Δ remote lost / Δ sent), is
+    combined with the subscriber's: the path delivers a packet only if both hops do.
+    """
+    lost = _delta_sum(cur, prev, "packets_lost")
+    recv = _delta_sum(cur, prev, "packets_received")
+    down = None if lost + recv <= 0 else min(1.0, max(0.0, lost / (lost + recv)))
+    if cur.inbound_includes_uplink or down is None:
+        return down
+    up_lost = up_sent = 0
+    for kind in ("audio_out", "video_out"):
+        c, p = getattr(cur, kind), getattr(prev, kind)
+        if c is None or c.remote_packets_lost is None:
+            continue
+        p_lost = p.remote_packets_lost if p is not None and p.remote_packets_lost is not None else 0
+        up_lost += c.remote_packets_lost - p_lost
+        up_sent += c.packets_sent - (p.packets_sent if p is not None else 0)
+    up = 0.0 if up_sent <= 0 else min(1.0, max(0.0, up_lost / up_sent))
+    return 1.0 - (1.0 - up) * (1.0 - down)
 
 
 def _delta_bytes(cur: StatsSample, prev: StatsSample, side: str) -> int:

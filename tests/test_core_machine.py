@@ -320,3 +320,48 @@ def test_relay_only_is_decided_by_the_core(relay_only: bool | None, urls: tuple[
     servers = (IceServer(urls, "u", "p"),) if urls else ()
     h.feed(SignalingConnected(servers), 0.01)
     assert h.actions[2] == OpenPeerConnections(servers, relay_only=expected)
+
+
+def _split_path_source(uplink_lost_per_s: int, downlink_lost_per_s: int, includes_uplink: bool) -> CounterSource:
+    """100 video packets/s sent; the publisher's RR reports `uplink_lost_per_s` of them lost on the
+    way to the far end, the subscriber counts `downlink_lost_per_s` lost on the way back."""
+    from rtcprobe.core import InboundStats, OutboundStats, StatsSample
+
+    class Source(CounterSource):
+        def sample(self) -> StatsSample:
+            self.n += 1
+            n = self.n
+            return StatsSample(
+                video_out=OutboundStats(packets_sent=100 * n, bytes_sent=100_000 * n, remote_rtt=0.04,
+                                        remote_packets_lost=uplink_lost_per_s * n),
+                video_in=InboundStats(packets_received=(100 - uplink_lost_per_s * includes_uplink
+                                                        - downlink_lost_per_s) * n,
+                                      packets_lost=(downlink_lost_per_s + uplink_lost_per_s * includes_uplink) * n,
+                                      bytes_received=90_000 * n, jitter=0.002),
+                inbound_includes_uplink=includes_uplink,
+            )
+
+    return Source()
+
+
+@pytest.mark.parametrize("includes_uplink", [True, False])
+def test_packet_loss_covers_the_whole_media_path(includes_uplink: bool) -> None:
+    # 10 of 100 packets/s lost on the uplink. Forwarded RTP (an SFU) shows them as gaps at the
+    # subscriber next to the 5 lost on the downlink: 15 %. A terminating server sends a fresh
+    # 100-packet stream, of which the downlink loses 5; the uplink's 10 % shows only in the
+    # publisher's receiver reports: the path delivers 0.90 × 0.95, i.e. loses 14.5 %.
+    cfg = PreflightConfig(duration=3.0, media=MediaDemand(audio=False))
+    h = to_stats_phase(cfg)
+    src = _split_path_source(10, 5, includes_uplink)
+    h.advance(3.5, on_sample=answer_with(h, src))
+    report = h.test.report
+    assert report is not None and report.stats is not None and report.stats.packet_loss is not None
+    expected = 15.0 if includes_uplink else 14.5
+    assert report.stats.packet_loss.average == pytest.approx(expected)
+
+
+def test_uplink_loss_alone_shows_when_the_far_end_terminates_media() -> None:
+    cfg = PreflightConfig(duration=2.0, media=MediaDemand(audio=False))
+    h = to_stats_phase(cfg)
+    h.advance(2.5, on_sample=answer_with(h, _split_path_source(20, 0, includes_uplink=False)))
+    assert h.test.report.stats.packet_loss.average == pytest.approx(20.0)  # type: ignore[union-attr]
