@@ -44,3 +44,8 @@ def test_diagram_covers_every_step() -> None:
         assert f"{state.value} -> {step.next.value}" in dot
         assert f"timeout {step.timeout_error.code}" in dot
     assert State.COMPLETED.value in dot
+
+
+def test_every_public_name_resolves() -> None:
+    for name in rtcprobe.__all__:
+        assert getattr(rtcprobe, name) is not None, name
