@@ -112,6 +112,9 @@ class OutboundStats:
     remote_jitter: float | None = None  # s
     remote_fraction_lost: float | None = None  # 0..1, already ÷256
     remote_packets_lost: int | None = None
+    # Packets the far end had received at the same receiver report: Δlost / Δ(lost + received)
+    # is the uplink's loss over a consistent window, whatever the report's timing.
+    remote_packets_received: int | None = None
     available_bps: float | None = None  # bandwidth estimate (e.g. REMB), if any
 
 

@@ -447,24 +447,38 @@ def _path_loss(cur: StatsSample, prev: StatsSample) -> float | None:
 
     The anchor's packetLoss is Δlost/Δ(lost+received) at the receiver, whose media crossed the
     whole path. When the far end terminates media instead (``inbound_includes_uplink`` False),
-    the uplink's loss, from the publisher's receiver reports (Δ remote lost / Δ sent), is
-    combined with the subscriber's: the path delivers a packet only if both hops do.
+    the uplink's loss comes from the publisher's receiver reports and is combined with the
+    subscriber's: the path delivers a packet only if both hops do.
     """
     lost = _delta_sum(cur, prev, "packets_lost")
     recv = _delta_sum(cur, prev, "packets_received")
     down = None if lost + recv <= 0 else min(1.0, max(0.0, lost / (lost + recv)))
     if cur.inbound_includes_uplink or down is None:
         return down
-    up_lost = up_sent = 0
+    up = _uplink_loss(cur, prev)
+    return down if up is None else 1.0 - (1.0 - up) * (1.0 - down)
+
+
+def _uplink_loss(cur: StatsSample, prev: StatsSample) -> float | None:
+    """Δlost / Δ(lost + received) over the publisher's receiver reports (both counts from the
+    same report, so a report arriving late never inflates it). A stream is counted only once it
+    has a baseline in the previous sample: a first report's cumulative count is not one
+    interval's loss."""
+    up_lost = up_total = 0
     for kind in ("audio_out", "video_out"):
         c, p = getattr(cur, kind), getattr(prev, kind)
-        if c is None or c.remote_packets_lost is None:
+        if c is None or p is None or c.remote_packets_lost is None or p.remote_packets_lost is None:
             continue
-        p_lost = p.remote_packets_lost if p is not None and p.remote_packets_lost is not None else 0
-        up_lost += c.remote_packets_lost - p_lost
-        up_sent += c.packets_sent - (p.packets_sent if p is not None else 0)
-    up = 0.0 if up_sent <= 0 else min(1.0, max(0.0, up_lost / up_sent))
-    return 1.0 - (1.0 - up) * (1.0 - down)
+        d_lost = c.remote_packets_lost - p.remote_packets_lost
+        if c.remote_packets_received is not None and p.remote_packets_received is not None:
+            d_total = d_lost + c.remote_packets_received - p.remote_packets_received
+        else:  # a driver without the far end's received count: what we sent stands in for it
+            d_total = c.packets_sent - p.packets_sent
+        up_lost += d_lost
+        up_total += d_total
+    if up_total <= 0:
+        return None
+    return min(1.0, max(0.0, up_lost / up_total))
 
 
 def _delta_bytes(cur: StatsSample, prev: StatsSample, side: str) -> int:

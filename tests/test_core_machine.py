@@ -365,3 +365,50 @@ def test_uplink_loss_alone_shows_when_the_far_end_terminates_media() -> None:
     h = to_stats_phase(cfg)
     h.advance(2.5, on_sample=answer_with(h, _split_path_source(20, 0, includes_uplink=False)))
     assert h.test.report.stats.packet_loss.average == pytest.approx(20.0)  # type: ignore[union-attr]
+
+
+def _late_report_run(reports: list[tuple[int, int] | None]) -> list[float | None]:
+    """A terminating far end; the publisher has sent 100 packets per second, and its receiver
+    reports say (lost, received) as of their own time, arriving late: `reports[i]` is what the
+    i-th sample saw (None: no report yet)."""
+    from rtcprobe.core import InboundStats, OutboundStats, StatsObserved, StatsSample
+
+    cfg = PreflightConfig(duration=float(len(reports)), media=MediaDemand(audio=False))
+    h = to_stats_phase(cfg)
+    n = 0
+
+    def on_sample(_: object) -> None:
+        nonlocal n
+        n += 1
+        rep = reports[n - 1]
+        sample = StatsSample(
+            video_out=OutboundStats(packets_sent=100 * n, bytes_sent=100_000 * n,
+                                    remote_packets_lost=None if rep is None else rep[0],
+                                    remote_packets_received=None if rep is None else rep[1]),
+            video_in=InboundStats(packets_received=100 * n, packets_lost=0, bytes_received=100_000 * n),
+            inbound_includes_uplink=False,
+        )
+        h.test.handle(StatsObserved(sample), h.now)
+        h.pump()
+
+    h.advance(len(reports) + 0.5, on_sample=on_sample)
+    assert h.test.report is not None
+    return [s.packet_loss for s in h.test.report.samples]
+
+
+def test_uplink_loss_uses_the_receiver_reports_own_window() -> None:
+    # Between the reports seen at samples 2 and 3 the far end expected 60 packets (30 lost, 30
+    # received; the report is late, it describes fewer packets than were sent): 50 %, not 30
+    # lost over the 100 packets sent in that second (30 %), nor a clamped 100 %.
+    loss = _late_report_run([(0, 90), (0, 190), (30, 220), (30, 320)])
+    assert loss[0] is None  # the first sample is skipped (the anchor's rule)
+    assert loss[1] == pytest.approx(0.0)
+    assert loss[2] == pytest.approx(100 * 30 / 60)
+    assert loss[3] == pytest.approx(0.0)
+
+
+def test_a_first_receiver_report_is_a_baseline_not_an_interval() -> None:
+    # No report at samples 1-2; the first one (cumulative 40 lost) must not count as one
+    # interval's loss: only the subscriber's own (0 %) counts until a baseline exists.
+    loss = _late_report_run([None, None, (40, 260), (40, 360)])
+    assert loss[1:] == [pytest.approx(0.0)] * 3

@@ -89,9 +89,13 @@ def test_cli_run_with_the_aiortc_driver(coturn_binary: str, tmp_path: Path, caps
     path = write_scenario(tmp_path)
     pcap = tmp_path / "run.pcap"
     assert cli_main(["run", str(path), "--driver", "aiortc", "--seed", "9", "--json", "--pcap", str(pcap)]) == 0
-    d = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    d = json.loads(captured.out)
     assert d["run"] == {"driver": "aiortc", "scenario": "replay-test", "seed": 9, "version": d["run"]["version"]}
     assert [e["name"] for e in d["progressEvents"]][-1] == "mediaStarted"
+    # Live progress on stderr, one line per step as it lands, as with the simulator.
+    shown = [line.split()[1] for line in captured.err.splitlines() if line.startswith("rtcprobe: ")]
+    assert shown == [e["name"] for e in d["progressEvents"]]
     assert pcap.stat().st_size > 10_000
 
 
@@ -101,9 +105,17 @@ def test_replay_through_a_configured_turn_server(coturn: CoturnServer) -> None:
 
 
 def test_replay_with_the_wrong_turn_secret_fails_cleanly(coturn: CoturnServer) -> None:
-    report = run_scenario(Scenario.from_dict({**SCENARIO, "duration": 1}), turn=(coturn.udp_url, "wrong"))
+    seen: list[object] = []
+    report = run_scenario(Scenario.from_dict({**SCENARIO, "duration": 1}), turn=(coturn.udp_url, "wrong"),
+                          on_progress=seen.append)
     assert report.error is not None and report.error.code == 53405
-    assert report.run is not None and report.run.driver == "aiortc"
+    # The partial report names the replay too (the core's run, not a default).
+    assert report.run is not None and (report.run.driver, report.run.scenario, report.run.seed) == (
+        "aiortc", "replay-test", 5)
+    # The TURN server answered, refusing the relay's credentials: the message says which.
+    assert "refused the credentials (401" in report.error.message
+    # on_progress sees the core's events, the failure last.
+    assert type(seen[-1]).__name__ == "Failed"
 
 
 def test_replay_bad_input_is_a_config_error(monkeypatch: pytest.MonkeyPatch, coturn: CoturnServer) -> None:
@@ -123,3 +135,22 @@ def test_cli_run_aiortc_without_coturn_exits_2(monkeypatch: pytest.MonkeyPatch, 
     assert cli_main(["run", str(write_scenario(tmp_path)), "--driver", "aiortc"]) == 2
     err = capsys.readouterr().err
     assert INSTALL_HINT in err and "Traceback" not in err
+
+
+def test_uplink_only_loss_shows_in_the_reports_packet_loss(coturn: CoturnServer) -> None:
+    # The aiortc server decodes and re-encodes, so the subscriber never sees a sequence gap for a
+    # packet lost on the uplink: only the publisher's receiver reports carry it. Before the report
+    # folded those in, this run's packetLoss was ~0 %.
+    sc = Scenario.from_dict({
+        "name": "uplink-loss", "duration": 3, "seed": 11,
+        "media": {"video": {"width": 320, "height": 240, "fps": 15}},
+        "network": {"delay_ms": 5, "uplink": {"loss": 0.05}},
+    })
+    result = run_replay(sc, turn=(coturn.udp_url, coturn.secret))
+    report = result.report
+    assert report.ok, report.error
+    # The relay dropped on the uplink only (so any loss in the report is the uplink's).
+    assert result.uplink.link.dropped > 0 and result.downlink.link.dropped == 0
+    d = report.to_dict()
+    assert d["stats"]["packetLoss"] is not None
+    assert d["stats"]["packetLoss"]["average"] > 1.0, d["stats"]["packetLoss"]

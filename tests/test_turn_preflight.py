@@ -8,12 +8,17 @@ waiting for the step timeout (duration + 10 s).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import os
+import re
+import signal
 import socket
 from typing import Any
 
 import pytest
 from rtcprobe.core.config import MediaDemand, VideoSpec
-from rtcprobe.core.errors import PreflightError
+from rtcprobe.core.errors import ConfigError, PreflightError
 from rtcprobe.drivers.aiortc import run_preflight
 from rtcprobe.drivers.aiortc.turn import CoturnServer
 
@@ -58,10 +63,12 @@ def test_relay_only_preflight_selects_the_relay_candidate(coturn: CoturnServer, 
     assert d["stats"]["jitter"] is not None or d["stats"]["rtt"] is not None
 
 
-def _assert_turn_failure(error: PreflightError) -> None:
+def _assert_turn_failure(error: PreflightError, *verdicts: str) -> None:
+    """A clean 53405 whose message names the TURN server and one of ``verdicts`` (why it failed)."""
     assert error.code == 53405
     assert error.error.name == "MediaConnectionError"
     assert "TURN" in error.error.message
+    assert any(v in error.error.message for v in verdicts), error.error.message
     # It failed because ICE had no candidate, not because the step's timer ran out.
     assert "timed out" not in error.error.message
     report = error.report
@@ -72,7 +79,11 @@ def _assert_turn_failure(error: PreflightError) -> None:
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_wrong_turn_secret_fails_cleanly(coturn: CoturnServer, transport: str) -> None:
-    _assert_turn_failure(failed_preflight(turn_urls=[coturn.url(transport)], turn_secret="not-the-secret"))
+    url = coturn.url(transport)
+    error = failed_preflight(turn_urls=[url], turn_secret="not-the-secret")
+    # coturn answered, refusing the credentials: told apart from a server that is not there.
+    _assert_turn_failure(error, f"TURN server {url} refused the credentials (401")
+    assert "did not answer" not in error.error.message and "unreachable" not in error.error.message
 
 
 def _dead_port(kind: int) -> int:
@@ -85,9 +96,107 @@ def _dead_port(kind: int) -> int:
 def test_unreachable_turn_over_udp_fails_cleanly() -> None:
     # aiortc gives up gathering after 5 s without an Allocate answer: well inside the 11 s step.
     port = _dead_port(socket.SOCK_DGRAM)
-    _assert_turn_failure(failed_preflight(turn_urls=[f"turn:127.0.0.1:{port}?transport=udp"], turn_secret="s"))
+    error = failed_preflight(turn_urls=[f"turn:127.0.0.1:{port}?transport=udp"], turn_secret="s")
+    _assert_turn_failure(error, "did not answer", "is unreachable")
+    assert "credentials" not in error.error.message
 
 
 def test_unreachable_turn_over_tcp_fails_cleanly() -> None:
     port = _dead_port(socket.SOCK_STREAM)
-    _assert_turn_failure(failed_preflight(turn_urls=[f"turn:127.0.0.1:{port}?transport=tcp"], turn_secret="s"))
+    url = f"turn:127.0.0.1:{port}?transport=tcp"
+    error = failed_preflight(turn_urls=[url], turn_secret="s")
+    _assert_turn_failure(error, f"TURN server {url} is unreachable")
+    assert "credentials" not in error.error.message
+
+
+# --- the TURN server going away mid-test ----------------------------------------------------------
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.timeout(150)
+def test_teardown_is_bounded_when_the_turn_server_dies_mid_test(coturn_binary: str) -> None:
+    # Without a bound, closing the peer connections waits for aioice's TURN deallocation
+    # (Refresh lifetime 0), retransmitted for ~30 s per allocation with nobody answering: the
+    # test's wait() returned ~60 s after coturn died.
+    server = CoturnServer(binary=coturn_binary).start()  # private: this test kills it
+    fds_before = _open_fds()
+
+    async def main() -> tuple[float | None, float, list[asyncio.Task[Any]]]:
+        loop = asyncio.get_running_loop()
+        test = run_preflight(duration=2.0, media=SMALL, turn_urls=[server.udp_url], turn_secret=server.secret)
+        killed_at: float | None = None
+
+        def on_progress(name: str) -> None:
+            nonlocal killed_at
+            if name == "mediaStarted" and server.pid is not None:
+                os.kill(server.pid, signal.SIGKILL)
+                killed_at = loop.time()
+
+        test.on("progress", on_progress)
+        with contextlib.suppress(PreflightError):  # completing or failing are both fine here
+            await test.wait()
+        ended = loop.time()
+        for _ in range(50):  # aiortc ends a few internal tasks some loop turns after close()
+            if asyncio.all_tasks() == {asyncio.current_task()}:
+                break
+            await asyncio.sleep(0.02)
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        return killed_at, ended, left
+
+    try:
+        killed_at, ended, left = asyncio.run(main())
+    finally:
+        server.stop()
+    assert killed_at is not None, "media never started through coturn"
+    # A behavioural bound, far below aioice's retransmissions (not a speed benchmark): the
+    # 2 s stats step plus a bounded close.
+    assert ended - killed_at < 15.0
+    assert not left, f"tasks left running: {left}"
+    gc.collect()
+    assert not _open_fds() - fds_before, "file descriptors left open"
+
+
+# --- a relay-only subscriber (what a replay needs) ----------------------------------------------
+
+
+def _offered_candidate_types(**options: Any) -> dict[str, set[str]]:
+    """The candidate types each client peer connection offered (its local SDP), once media flows."""
+    offered: dict[str, set[str]] = {}
+
+    async def main() -> None:
+        test = run_preflight(duration=1.0, media=SMALL, **options)
+
+        def on_progress(name: str) -> None:
+            if name == "mediaStarted":
+                assert test._driver is not None
+                for role, pc in test._driver._pcs.items():
+                    offered[role.value] = set(re.findall(r"^a=candidate:.* typ (\w+)", pc.localDescription.sdp, re.M))
+
+        test.on("progress", on_progress)
+        await test.wait()
+
+    asyncio.run(main())
+    return offered
+
+
+def test_subscriber_relay_only_makes_both_peer_connections_relay_only(coturn: CoturnServer) -> None:
+    turn = {"turn_urls": [coturn.udp_url], "turn_secret": coturn.secret}
+    assert _offered_candidate_types(**turn, subscriber_relay_only=True) == {
+        "publisher": {"relay"}, "subscriber": {"relay"}}
+    # Without it only the publisher is relay-only, as the anchor's.
+    offered = _offered_candidate_types(**turn)
+    assert offered["publisher"] == {"relay"} and "host" in offered["subscriber"]
+
+
+def test_subscriber_relay_only_without_a_relay_only_publisher_is_misuse() -> None:
+    async def main() -> None:
+        with pytest.raises(ConfigError, match="relay-only subscriber"):
+            run_preflight(subscriber_relay_only=True)  # no TURN at all
+        with pytest.raises(ConfigError, match="relay-only subscriber"):
+            run_preflight(turn_urls=["turn:127.0.0.1:3478"], turn_secret="s", relay_only=False,
+                          subscriber_relay_only=True)
+
+    asyncio.run(main())

@@ -73,7 +73,7 @@ from rtcprobe.core.report import PreflightReport, ProgressEvent, RunInfo, Timing
 
 import rtcprobe
 
-from . import candidates, stats
+from . import candidates, stats, turn
 from .credentials import check_turn_config
 from .embedded import embedded_server
 from .media import PatternTrack, ToneTrack
@@ -95,6 +95,9 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 1.0  # s to wait for the server's WebSocket close frame: stop() must be prompt
 LATE_START_TIMEOUT = 0.5  # s for an ICE start interrupted by close() to wind down (it takes a loop turn)
+PC_CLOSE_TIMEOUT = 2.0  # s for a peer connection's close() before its TURN deallocations are given up
+DIAGNOSE_TIMEOUT = 2.0  # s for the one TURN Allocate that tells why a relay-only peer gathered nothing
+PC_CLOSE_POLL = 0.05  # s between looks for the next TURN deallocation to give up, once past the bound
 HEARTBEAT = 10.0  # s between WebSocket pings: keeps the socket alive through a long stats step
 EVENT_NAMES = ("progress", "sample", "networkQualityLevelChanged", "completed", "failed", "event")
 
@@ -123,12 +126,14 @@ class AiortcDriver:
         token: str,
         on_event: Callable[[Event], None],
         video_seed: int = 0,
+        subscriber_relay_only: bool = False,
     ) -> None:
         self.core = core
         self.url = signaling_url(url)
         self._token = token
         self._on_event = on_event
         self._video_seed = video_seed
+        self._subscriber_relay_only = subscriber_relay_only
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.Task[None] | None = None
@@ -336,7 +341,7 @@ class AiortcDriver:
                 self._observe(TransportError(error))
             return
 
-    async def _negotiate(self, pc: RTCPeerConnection, name: str) -> bool:
+    async def _negotiate(self, pc: RTCPeerConnection, name: str, relay_only: bool) -> bool:
         """Non-trickle offer/answer (aiortc puts every gathered candidate in the offer); False
         when the test failed on the way."""
         assert self._loop is not None
@@ -345,14 +350,25 @@ class AiortcDriver:
         if transport is not None and not transport.iceGatherer.getLocalCandidates():
             # aiortc would wait forever (it never starts ICE without a local candidate): this
             # happens when relay-only and the TURN allocation was refused or unreachable.
+            why = await self._why_no_relay() if relay_only else None
+            detail = f": {why}" if why else " (is the TURN server reachable and its secret right?)"
             self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(
-                f"the {name} gathered no ICE candidates (is the TURN server reachable and its secret right?)")))
+                f"the {name} gathered no ICE candidates{detail}")))
             return False
         self._answers[name] = self._loop.create_future()
         await self._send(Offer(pc=name, sdp=pc.localDescription.sdp))  # type: ignore[arg-type]
         sdp = await self._answers[name]
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         return True
+
+    async def _why_no_relay(self) -> str | None:
+        """Why the TURN server aioice used gave no relay candidate (refused credentials, no answer,
+        unreachable), from one Allocate of our own; None when that cannot be told."""
+        _, url, _ = candidates.servers_used(self._servers)
+        if url is None:
+            return "relay-only, and the server handed out no usable TURN server"
+        server = next(s for s in self._servers if url in s.urls)
+        return await turn.diagnose_turn(url, server.username, server.credential, timeout=DIAGNOSE_TIMEOUT)
 
     # --- peer connections ----------------------------------------------------------------------
 
@@ -370,13 +386,18 @@ class AiortcDriver:
             self._remb[track.kind] = stats.RembWatch(transceiver.sender)
         self._watch_dtls(pub, Role.PUBLISHER)
         try:
-            if not await self._negotiate(pub, "publisher"):
+            if not await self._negotiate(pub, "publisher", relay):
                 return
         except (ValueError, RuntimeError) as exc:  # aiortc rejects a bad answer with these
             self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(f"publisher negotiation failed: {exc}")))
             return
 
-        sub = RTCPeerConnection(RTCConfiguration(iceServers=list(ice), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        # The subscriber is relay-only only when asked (a replay, whose emulated link sits in
+        # front of the TURN server: a host candidate would bypass it) and the publisher is.
+        sub_relay = relay and self._subscriber_relay_only
+        sub = RTCPeerConnection(RTCConfiguration(
+            iceServers=list(ice), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY if sub_relay else RTCIceTransportPolicy.ALL))
         self._pcs[Role.SUBSCRIBER] = sub
         self._watch(sub, Role.SUBSCRIBER)
 
@@ -390,7 +411,7 @@ class AiortcDriver:
             self._received[track.kind] = stats.ReceivedBytes(transceiver.receiver)
         self._watch_dtls(sub, Role.SUBSCRIBER)
         try:
-            await self._negotiate(sub, "subscriber")
+            await self._negotiate(sub, "subscriber", sub_relay)
         except (ValueError, RuntimeError) as exc:
             self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(f"subscriber negotiation failed: {exc}")))
 
@@ -470,8 +491,7 @@ class AiortcDriver:
             watch.close()
         for counter in self._received.values():
             counter.close()
-        for pc in self._pcs.values():
-            await pc.close()
+        await asyncio.gather(*(_close_bounded(pc) for pc in self._pcs.values()))
         await asyncio.sleep(0)
         for pc in self._pcs.values():
             # aiortc race: when close() lands while the DTLS handshake completes, its connect task
@@ -486,6 +506,59 @@ class AiortcDriver:
             self._timer.cancel()
             await asyncio.gather(self._timer, return_exceptions=True)
         self._closed.set()
+
+
+async def _close_bounded(pc: RTCPeerConnection) -> None:
+    """``pc.close()``, returning within about :data:`PC_CLOSE_TIMEOUT` even when the TURN server
+    is gone.
+
+    aioice closes a relayed candidate by deleting its TURN allocation (a Refresh with lifetime 0)
+    and waits for the answer through every STUN retransmission: ~30 s per allocation when
+    nobody answers. Past the bound, each deletion still in flight is given up (cancelled: aioice
+    then closes the allocation's socket, and the server lets the allocation expire), so close()
+    goes on and finishes normally — states to "closed", listeners removed, nothing left behind.
+    Only if it still does not finish in a second period is close() itself cancelled.
+    """
+    loop = asyncio.get_running_loop()
+    closing = asyncio.ensure_future(pc.close())
+    give_up = loop.time() + PC_CLOSE_TIMEOUT
+    try:
+        while not closing.done():
+            now = loop.time()
+            if now >= give_up + PC_CLOSE_TIMEOUT:
+                log.warning("closing a peer connection did not finish; abandoning it")
+                closing.cancel()
+                break
+            await asyncio.wait({closing}, timeout=give_up - now if now < give_up else PC_CLOSE_POLL)
+            if not closing.done() and loop.time() >= give_up:
+                for task in _turn_deletions(pc):
+                    log.info("giving up on TURN: %s (no answer from the TURN server)", task.get_name())
+                    task.cancel()
+    finally:
+        if not closing.done():  # the tear-down itself was cancelled
+            closing.cancel()
+        await asyncio.gather(closing, return_exceptions=True)
+
+
+def _turn_deletions(pc: RTCPeerConnection) -> list[asyncio.Task[Any]]:
+    """The TURN allocation deletions of ``pc`` still in flight, with their transports' pending sends.
+
+    Only aioice's private layout reaches them: the ICE connection's ``_protocols``, whose relayed
+    ones have an aioice ``TurnTransport`` whose ``close()`` runs the deletion as a task (and,
+    after it, cancels the sends still waiting for a channel binding: cancelled here too, since
+    the deletion will not get there). Any other layout gives an empty list (the close then stays
+    unbounded, as aiortc made it).
+    """
+    connection = getattr(candidates.ice_transport(pc), "_connection", None)
+    found: list[asyncio.Task[Any]] = []
+    for protocol in list(getattr(connection, "_protocols", None) or ()):
+        transport = getattr(protocol, "transport", None)
+        task = getattr(transport, "_TurnTransport__close_task", None)
+        if isinstance(task, asyncio.Task) and not task.done():
+            found.append(task)
+            sends = getattr(transport, "_TurnTransport__send_tasks", None)
+            found.extend(t for t in list(sends or ()) if isinstance(t, asyncio.Task) and not t.done())
+    return found
 
 
 async def _stop_late_consent(pc: RTCPeerConnection) -> None:
@@ -525,9 +598,10 @@ class PreflightTest:
       :class:`rtcprobe.progress.ProgressReporter`).
     """
 
-    def __init__(self, config: PreflightConfig) -> None:
+    def __init__(self, config: PreflightConfig, *, run: RunInfo | None = None) -> None:
         self.config = config
-        self.core = CorePreflightTest(config, run=RunInfo(driver="aiortc", version=rtcprobe.__version__))
+        self.core = CorePreflightTest(
+            config, run=run if run is not None else RunInfo(driver="aiortc", version=rtcprobe.__version__))
         self._handlers: dict[str, list[Callable[..., Any]]] = {name: [] for name in EVENT_NAMES}
         self._driver: AiortcDriver | None = None
         self._stop_requested = False
@@ -604,12 +678,12 @@ class PreflightTest:
                 self._terminal = event  # announced once everything is closed (see _run)
 
     async def _run(self, connect: Callable[[], contextlib.AbstractAsyncContextManager[tuple[str, str]]],
-                   video_seed: int) -> None:
+                   video_seed: int, subscriber_relay_only: bool = False) -> None:
         try:
             async with connect() as (url, token):
                 self._driver = AiortcDriver(
                     self.core, url=url, token=token, on_event=self._on_core_event,
-                    video_seed=video_seed,
+                    video_seed=video_seed, subscriber_relay_only=subscriber_relay_only,
                 )
                 self._driver.start()
                 if self._stop_requested:
@@ -670,6 +744,8 @@ def run_preflight(
     relay_only: bool | None = None,
     network_quality_verbosity: int = 1,
     video_seed: int = 0,
+    run: RunInfo | None = None,
+    subscriber_relay_only: bool = False,
 ) -> PreflightTest:
     """Start a preflight on the running asyncio loop and return its :class:`PreflightTest`.
 
@@ -677,7 +753,10 @@ def run_preflight(
     embedded server starts in-process on 127.0.0.1 with a fresh secret and token, ICE host
     candidates confined to loopback, and optionally TURN (``turn_urls`` + ``turn_secret``).
     ``relay_only=None`` makes the publisher relay-only whenever the server hands out TURN, as the
-    anchor's publisher is. Misuse raises :class:`~rtcprobe.ConfigError` at once.
+    anchor's publisher is. ``subscriber_relay_only`` makes the subscriber relay-only too (the
+    anchor's is not; a replay needs it so that all traffic crosses its emulated link); it needs a
+    relay-only publisher. ``run`` is the report's ``run`` (default: driver ``"aiortc"``, this
+    version). Misuse raises :class:`~rtcprobe.ConfigError` at once.
     """
     loop = asyncio.get_running_loop()  # raises RuntimeError outside a running loop: misuse
     media = media if media is not None else MediaDemand()
@@ -687,6 +766,8 @@ def run_preflight(
         duration=duration, region=region, media=media, relay_only=relay_only,
         network_quality_verbosity=network_quality_verbosity,
     )
+    if subscriber_relay_only and (relay_only is False or (url is None and not turn_urls)):
+        raise ConfigError("a relay-only subscriber needs TURN and a relay-only publisher")
     if url is None:
         if token is not None:
             raise ConfigError("a token needs a url: the embedded server mints its own token")
@@ -699,8 +780,8 @@ def run_preflight(
             raise ConfigError("TURN options configure the embedded server; a remote server hands out its own TURN")
         normalized = signaling_url(url)
         connect = lambda: _external(normalized, token)  # noqa: E731
-    test = PreflightTest(config)
-    test._task = loop.create_task(test._run(connect, video_seed), name="rtcprobe-preflight")
+    test = PreflightTest(config, run=run)
+    test._task = loop.create_task(test._run(connect, video_seed, subscriber_relay_only), name="rtcprobe-preflight")
     return test
 
 

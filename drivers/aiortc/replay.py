@@ -17,20 +17,25 @@ The pieces, all on 127.0.0.1::
   from the same moment as in the simulator. It writes the ``pcap`` capture, if asked.
 * The embedded signaling server hands out TURN credentials for the **relay's** address, so every
   TURN packet of the client (allocations, ICE checks, DTLS, RTP, RTCP) crosses the emulated link.
-  Both client peer connections are relay-only here: the simulator puts the subscriber's traffic
-  on the downlink too, and with a host candidate it would bypass the relay over loopback.
+  Both client peer connections are relay-only here (``subscriber_relay_only``): the simulator
+  puts the subscriber's traffic on the downlink too, and with a host candidate it would bypass
+  the relay over loopback.
 * Once the preflight has its result the relay is bypassed, so tear-down traffic is not impaired
-  (aiortc's close waits for its TURN deallocation, retransmitted for a minute in an outage).
+  (a TURN deallocation lost in an outage would otherwise hold the close until the driver gives
+  it up).
 * The preflight is the aiortc driver's (:func:`~rtcprobe.drivers.aiortc.client.run_preflight`),
-  with the scenario's duration and media, so the report has the simulator's shape; ``run`` says
-  ``driver = "aiortc"`` with the scenario's name and the seed.
+  with the scenario's duration and media, so the report has the simulator's shape; its ``run``
+  says ``driver = "aiortc"`` with the scenario's name and the seed.
 
 What the replay cannot emulate: signaling (a WebSocket over TCP to the embedded server) does not
 cross the relay, so scenarios about an unreachable signaling server or slow signaling only
 affect the TURN/media part; TURN over TCP is not relayed; coturn ↔ server traffic is loopback.
 And where it differs by design: aiortc's server decodes what it receives and re-encodes it for
-the subscriber, so uplink loss ends at the server's decoder (the subscriber's ``packetLoss`` only
-shows the downlink's), while the simulator forwards RTP as an SFU does
+the subscriber, while the simulator forwards RTP as an SFU does. The subscriber's inbound loss
+therefore covers only the downlink; the uplink's comes from the server's receiver reports to the
+publisher, and the report's ``packetLoss`` combines the two hops (``inbound_includes_uplink`` in
+:mod:`~rtcprobe.drivers.aiortc.stats`). What the re-encoding changes still shows — e.g. the
+video the subscriber gets is the server's encoder's, at its own bitrate
 (``benchmarks/bench_sim_vs_real.py`` puts the two side by side).
 """
 
@@ -42,13 +47,13 @@ import pickle
 import select
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import attrs
-from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from rtcprobe.core.errors import ConfigError, PreflightError
+from rtcprobe.core.observations import Event
 from rtcprobe.core.report import PreflightReport, RunInfo
 from rtcprobe.netem.relay import DirectionCounters
 from rtcprobe.netem.scenario import Scenario
@@ -137,27 +142,6 @@ def _readline(stream: IO[bytes], timeout: float) -> bytes:
     return stream.readline() if ready else b""
 
 
-@contextlib.contextmanager
-def _client_peers_relay_only() -> Iterator[None]:
-    """Make both of the client's peer connections relay-only (see the module docstring).
-
-    The client driver makes only the publisher relay-only; until it offers the option, its
-    module's ``RTCConfiguration`` is wrapped for the length of the run. The server's peers build
-    their configuration in their own module and are unaffected.
-    """
-    original = getattr(client, "RTCConfiguration")  # noqa: B009 -- patched below, by name
-
-    def relay_only(*args: Any, **kwargs: Any) -> Any:
-        kwargs["iceTransportPolicy"] = RTCIceTransportPolicy.RELAY
-        return original(*args, **kwargs)
-
-    setattr(client, "RTCConfiguration", relay_only)  # noqa: B010
-    try:
-        yield
-    finally:
-        setattr(client, "RTCConfiguration", original)  # noqa: B010
-
-
 def _upstream_of(turn: tuple[str, str]) -> tuple[tuple[str, int], str]:
     url, secret = turn
     parsed = parse_turn_url(url)
@@ -174,12 +158,14 @@ def run_replay(
     seed: int | None = None,
     pcap: str | Path | None = None,
     turn: tuple[str, str] | None = None,
-    on_progress: Callable[[str], None] | None = None,
+    on_progress: Callable[[Event], None] | None = None,
 ) -> ReplayResult:
     """Replay ``scenario`` over real aiortc traffic (blocking; see the module docstring).
 
     ``turn`` is ``(turn:HOST:PORT?transport=udp URL, REST shared secret)`` of a running TURN
     server; None starts coturn for the run. ``pcap`` captures every datagram the relay forwarded.
+    ``on_progress`` is called with each core event as it happens (the simulator's ``on_event``;
+    e.g. a :class:`rtcprobe.progress.ProgressReporter`).
     Bad input (a bad scenario, coturn missing, a bad TURN URL) raises ConfigError.
     """
     sc = _resolve(scenario)
@@ -204,9 +190,10 @@ def run_replay(
         async def main() -> PreflightReport:
             test = client.run_preflight(
                 duration=sc.duration, media=sc.media, turn_urls=[relay_url], turn_secret=secret, video_seed=seed,
+                run=RunInfo("aiortc", rtcprobe.__version__, sc.name, seed), subscriber_relay_only=True,
             )
             if on_progress is not None:
-                test.on("progress", on_progress)
+                test.on("event", on_progress)
 
             async def bypass_when_over() -> None:
                 # The core has its report the moment the test ends; closing the peer connections
@@ -225,15 +212,13 @@ def run_replay(
             finally:
                 watcher.cancel()
 
-        with _client_peers_relay_only():
-            # The preflight's clock starts when its task first runs, right after this command.
-            relay.command("clock")
-            report = asyncio.run(main())
+        # The preflight's clock starts when its task first runs, right after this command.
+        relay.command("clock")
+        report = asyncio.run(main())
         relay.stop()
     if relay.result is None:
         raise RuntimeError("the impairment relay ended without its counters")
     uplink, downlink, summary, packets = relay.result
-    report = attrs.evolve(report, run=RunInfo("aiortc", rtcprobe.__version__, sc.name, seed))
     return ReplayResult(
         report=report, uplink=uplink, downlink=downlink, relay_summary=summary, relay_url=relay_url,
         pcap_packets=packets,
@@ -246,6 +231,7 @@ def run_scenario(
     seed: int | None = None,
     pcap: str | Path | None = None,
     turn: tuple[str, str] | None = None,
+    on_progress: Callable[[Event], None] | None = None,
 ) -> PreflightReport:
     """The report of :func:`run_replay` (what ``rtcprobe run SCENARIO --driver aiortc`` prints)."""
-    return run_replay(scenario, seed=seed, pcap=pcap, turn=turn).report
+    return run_replay(scenario, seed=seed, pcap=pcap, turn=turn, on_progress=on_progress).report

@@ -134,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
             write_pcap(pcap_path, result.packet_log)
     else:
         replay = _optional("rtcprobe.drivers.aiortc.replay", "--driver aiortc")
-        report = replay.run_scenario(scenario, seed=seed, pcap=None if pcap_path is None else str(pcap_path))
+        report = replay.run_replay(
+            scenario, seed=seed, pcap=None if pcap_path is None else str(pcap_path), on_progress=progress,
+        ).report
     progress.close()
 
     text = report.to_json()
