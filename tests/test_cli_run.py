@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -119,21 +118,10 @@ def test_negative_seed_is_a_usage_error(fast: Path) -> None:
     assert exc.value.code == 2
 
 
-def test_driver_aiortc_dispatches_or_says_it_is_missing(fast: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if importlib.util.find_spec("rtcprobe.drivers.aiortc.replay") is not None:
-        pytest.skip("the replay driver is installed; its own tests run it")
-    assert main(["run", str(fast), "--driver", "aiortc"]) == 2
-    assert "--driver aiortc is not available" in capsys.readouterr().err
-
-
-def test_pcap_writes_a_capture_or_says_it_is_missing(fast: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_pcap_writes_a_capture(fast: Path, tmp_path: Path) -> None:
     pcap = tmp_path / "run.pcap"
-    code = main(["run", str(fast), "--json", "--pcap", str(pcap)])
-    if importlib.util.find_spec("rtcprobe.netem.pcap") is None:
-        assert code == 2 and "--pcap is not available" in capsys.readouterr().err
-    else:
-        assert code == 0 and pcap.stat().st_size > 24  # a pcap header and packets
+    assert main(["run", str(fast), "--json", "--pcap", str(pcap)]) == 0
+    assert pcap.stat().st_size > 24  # a pcap header and packets
 
 
 def test_scenarios_lists_every_builtin_with_its_description(capsys: pytest.CaptureFixture[str]) -> None:

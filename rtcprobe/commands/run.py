@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import import_module
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from . import EXIT_FAILED, EXIT_OK
@@ -64,18 +62,6 @@ def _writable(path: str, flag: str) -> Path:
     return p
 
 
-def _optional(module: str, what: str) -> ModuleType:
-    """A module another part of rtcprobe provides, or a clear usage error if it is not there."""
-    from rtcprobe.core.errors import ConfigError
-
-    try:
-        return import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module.startswith(exc.name):
-            raise ConfigError(f"{what} is not available in this installation ({module} is missing)") from None
-        raise
-
-
 def _show(value: object) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) + "]"
@@ -121,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
         from rtcprobe.plot import require_matplotlib
 
         require_matplotlib()  # fail before the run, not after it, when matplotlib is missing
-    write_pcap = _optional("rtcprobe.netem.pcap", "--pcap").write_pcap if pcap_path else None
 
     progress = ProgressReporter(sys.stderr)
     seed = scenario.seed if args.seed is None else args.seed
@@ -130,11 +115,14 @@ def run(args: argparse.Namespace) -> int:
 
         result = run_simulation(scenario, seed=seed, packet_log=pcap_path is not None, on_event=progress)
         report: PreflightReport = result.report
-        if write_pcap is not None:
+        if pcap_path is not None:
+            from rtcprobe.netem.pcap import write_pcap
+
             write_pcap(pcap_path, result.packet_log)
     else:
-        replay = _optional("rtcprobe.drivers.aiortc.replay", "--driver aiortc")
-        report = replay.run_replay(
+        from rtcprobe.drivers.aiortc.replay import run_replay
+
+        report = run_replay(
             scenario, seed=seed, pcap=None if pcap_path is None else str(pcap_path), on_progress=progress,
         ).report
     progress.close()
