@@ -10,7 +10,9 @@ owns every decision. The driver only does two things, always on the event loop's
 * it **executes** the core's actions: acquire media, connect signaling, open the two peer
   connections, sample stats, tear down. Actions that wait on the network run as tasks, so an
   observation (a stop request, a server error) can arrive while they are in flight; tear-down
-  cancels whatever is still running.
+  cancels whatever is still running, then closes the peer connections through ``teardown.py``
+  (a close bounded when a TURN server is gone; what aiortc and aioice start after ``close()``
+  ended), which is why aiortc's connect task is adopted as each description is set.
 
 After every core call :meth:`AiortcDriver._pump` drains actions and events and wakes the one timer
 task, which sleeps until ``get_timer()`` and then calls ``handle_timer(loop.time())``.
@@ -73,7 +75,7 @@ from rtcprobe.core.report import PreflightReport, ProgressEvent, RunInfo, Timing
 
 import rtcprobe
 
-from . import candidates, stats, turn
+from . import candidates, stats, teardown, turn
 from .credentials import check_turn_config
 from .embedded import embedded_server
 from .media import PatternTrack, ToneTrack
@@ -94,10 +96,9 @@ from .protocol import (
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 1.0  # s to wait for the server's WebSocket close frame: stop() must be prompt
-LATE_START_TIMEOUT = 0.5  # s for an ICE start interrupted by close() to wind down (it takes a loop turn)
+LATE_START_TIMEOUT = 0.5  # s for aiortc's connect task, interrupted by close(), to wind down (a few loop turns)
 PC_CLOSE_TIMEOUT = 2.0  # s for a peer connection's close() before its TURN deallocations are given up
 DIAGNOSE_TIMEOUT = 2.0  # s for the one TURN Allocate that tells why a relay-only peer gathered nothing
-PC_CLOSE_POLL = 0.05  # s between looks for the next TURN deallocation to give up, once past the bound
 HEARTBEAT = 10.0  # s between WebSocket pings: keeps the socket alive through a long stats step
 EVENT_NAMES = ("progress", "sample", "networkQualityLevelChanged", "completed", "failed", "event")
 
@@ -147,6 +148,7 @@ class AiortcDriver:
         self._answers: dict[str, asyncio.Future[str]] = {}
         self._tracks: list[MediaStreamTrack] = []
         self._pcs: dict[Role, RTCPeerConnection] = {}
+        self._connect_tasks: dict[RTCPeerConnection, set[asyncio.Task[Any]]] = {}  # aiortc's, adopted
         self._servers: tuple[IceServer, ...] = ()
         self._remb: dict[str, stats.RembWatch] = {}
         self._received: dict[str, stats.ReceivedBytes] = {}
@@ -345,7 +347,11 @@ class AiortcDriver:
         """Non-trickle offer/answer (aiortc puts every gathered candidate in the offer); False
         when the test failed on the way."""
         assert self._loop is not None
-        await pc.setLocalDescription(await pc.createOffer())  # gathers (TURN allocation included)
+        offer = await pc.createOffer()
+        try:
+            await pc.setLocalDescription(offer)  # gathers (TURN allocation included)
+        finally:
+            self._adopt(pc)
         transport = candidates.ice_transport(pc)
         if transport is not None and not transport.iceGatherer.getLocalCandidates():
             # aiortc would wait forever (it never starts ICE without a local candidate): this
@@ -358,8 +364,17 @@ class AiortcDriver:
         self._answers[name] = self._loop.create_future()
         await self._send(Offer(pc=name, sdp=pc.localDescription.sdp))  # type: ignore[arg-type]
         sdp = await self._answers[name]
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        finally:
+            self._adopt(pc)
         return True
+
+    def _adopt(self, pc: RTCPeerConnection) -> None:
+        """Keep aiortc's connect task for ``pc`` (spawned by set*Description, never awaited by
+        aiortc): the tear-down awaits it and its outcome is always retrieved (see teardown.py)."""
+        teardown.adopt_connect_tasks(pc, self._connect_tasks.setdefault(pc, set()),
+                                     closing=lambda: self._closing, log=log)
 
     async def _why_no_relay(self) -> str | None:
         """Why the TURN server aioice used gave no relay candidate (refused credentials, no answer,
@@ -491,95 +506,14 @@ class AiortcDriver:
             watch.close()
         for counter in self._received.values():
             counter.close()
-        await asyncio.gather(*(_close_bounded(pc) for pc in self._pcs.values()))
-        await asyncio.sleep(0)
-        for pc in self._pcs.values():
-            # aiortc race: when close() lands while the DTLS handshake completes, its connect task
-            # still starts the senders/receivers (RTCP loops, decoder threads) after close() stopped
-            # them. Stopping them again is idempotent and ends whatever started late.
-            for transceiver in pc.getTransceivers():
-                await transceiver.sender.stop()
-                await transceiver.receiver.stop()
-            await _stop_late_consent(pc)
+        await asyncio.gather(*(teardown.close_peer_connection(
+            pc, connect_tasks=self._connect_tasks.get(pc, ()), close_timeout=PC_CLOSE_TIMEOUT,
+            late_start_timeout=LATE_START_TIMEOUT, log=log) for pc in self._pcs.values()))
         if self._timer is not None:
             self._rearm.set()
             self._timer.cancel()
             await asyncio.gather(self._timer, return_exceptions=True)
         self._closed.set()
-
-
-async def _close_bounded(pc: RTCPeerConnection) -> None:
-    """``pc.close()``, returning within about :data:`PC_CLOSE_TIMEOUT` even when the TURN server
-    is gone.
-
-    aioice closes a relayed candidate by deleting its TURN allocation (a Refresh with lifetime 0)
-    and waits for the answer through every STUN retransmission: ~30 s per allocation when
-    nobody answers. Past the bound, each deletion still in flight is given up (cancelled: aioice
-    then closes the allocation's socket, and the server lets the allocation expire), so close()
-    goes on and finishes normally — states to "closed", listeners removed, nothing left behind.
-    Only if it still does not finish in a second period is close() itself cancelled.
-    """
-    loop = asyncio.get_running_loop()
-    closing = asyncio.ensure_future(pc.close())
-    give_up = loop.time() + PC_CLOSE_TIMEOUT
-    try:
-        while not closing.done():
-            now = loop.time()
-            if now >= give_up + PC_CLOSE_TIMEOUT:
-                log.warning("closing a peer connection did not finish; abandoning it")
-                closing.cancel()
-                break
-            await asyncio.wait({closing}, timeout=give_up - now if now < give_up else PC_CLOSE_POLL)
-            if not closing.done() and loop.time() >= give_up:
-                for task in _turn_deletions(pc):
-                    log.info("giving up on TURN: %s (no answer from the TURN server)", task.get_name())
-                    task.cancel()
-    finally:
-        if not closing.done():  # the tear-down itself was cancelled
-            closing.cancel()
-        await asyncio.gather(closing, return_exceptions=True)
-
-
-def _turn_deletions(pc: RTCPeerConnection) -> list[asyncio.Task[Any]]:
-    """The TURN allocation deletions of ``pc`` still in flight, with their transports' pending sends.
-
-    Only aioice's private layout reaches them: the ICE connection's ``_protocols``, whose relayed
-    ones have an aioice ``TurnTransport`` whose ``close()`` runs the deletion as a task (and,
-    after it, cancels the sends still waiting for a channel binding: cancelled here too, since
-    the deletion will not get there). Any other layout gives an empty list (the close then stays
-    unbounded, as aiortc made it).
-    """
-    connection = getattr(candidates.ice_transport(pc), "_connection", None)
-    found: list[asyncio.Task[Any]] = []
-    for protocol in list(getattr(connection, "_protocols", None) or ()):
-        transport = getattr(protocol, "transport", None)
-        task = getattr(transport, "_TurnTransport__close_task", None)
-        if isinstance(task, asyncio.Task) and not task.done():
-            found.append(task)
-            sends = getattr(transport, "_TurnTransport__send_tasks", None)
-            found.extend(t for t in list(sends or ()) if isinstance(t, asyncio.Task) and not t.done())
-    return found
-
-
-async def _stop_late_consent(pc: RTCPeerConnection) -> None:
-    """Cancel ICE consent checks that aioice started after the connection was closed.
-
-    aioice race: when close() lands after the check list completed but before connect() resumed,
-    connect() still starts its consent loop on the closed connection, which then sleeps and
-    wakes forever. Only the private ``_query_consent_task`` reaches it; any other layout is left
-    alone.
-    """
-    transport = candidates.ice_transport(pc)
-    # Let an interrupted RTCIceTransport.start() finish first: close() made its connect() return,
-    # and only then is the consent task there to cancel.
-    started = getattr(transport, "_RTCIceTransport__start", None)
-    if isinstance(started, asyncio.Event) and not started.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(started.wait(), LATE_START_TIMEOUT)
-    task = getattr(getattr(transport, "_connection", None), "_query_consent_task", None)
-    if isinstance(task, asyncio.Task) and not task.done():
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 # --- the user-facing API -----------------------------------------------------------------------

@@ -29,17 +29,12 @@ sessions (each holds up to two peer connections and a decode/encode pipeline), r
 (:attr:`SignalingServer.stats`) return to zero.
 
 Releasing a session leaves no task behind, whatever step it was in (``_Session._release``). The
-session owns the tasks it spawns (drains, the peer-ended watch) and cancels and awaits them;
-closing a peer connection is not enough on its own, because aiortc and aioice race with
-``close()`` when it lands in the middle of setup:
+session owns the tasks it spawns (drains, the peer-ended watch) and cancels and awaits them.
+Closing a peer connection is not enough on its own, because aiortc and aioice race with
+``close()`` when it lands in the middle of setup: the session adopts aiortc's connect task as
+each description is set and closes its peers through ``teardown.py`` (shared with the client,
+which explains each race). What is the server's own:
 
-* aiortc's connect task (spawned by ``setLocalDescription``, never awaited by aiortc) resumes
-  after ``close()``: it may start senders/receivers (RTCP loops, decoder threads) on a closed
-  connection, or raise InvalidStateError ("never retrieved"). The session adopts it when it is
-  spawned, retrieves its outcome, awaits it after ``close()`` (up to LATE_START_TIMEOUT), then
-  stops every sender and receiver again (idempotent) — as the client does in its tear-down;
-* aioice starts its consent-freshness loop when ``connect()`` resumes after ``close()``: it is
-  cancelled;
 * ``MediaRelay`` has no stop: its per-source worker waits on the remote track until the
   receiver's decoder ends it, forever when the receiver never started. The session stops every
   relay proxy it created and the source tracks, then cancels and awaits the relay's workers.
@@ -53,11 +48,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from contextlib import ExitStack
 from types import TracebackType
 from typing import Any, Final
@@ -69,6 +65,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 from rtcprobe.core.errors import ConfigError
 
+from . import teardown
 from .credentials import TurnUrl, build_ice_servers, check_turn_config
 from .loopback import confine_ice_to_loopback
 from .protocol import (
@@ -102,6 +99,7 @@ HEALTH_PATH: Final = "/health"
 CLOSE_TIMEOUT: Final = 2.0  # s to wait for the client's close frame before dropping the socket
 PEER_GRACE: Final = 1.0  # s between a client's peer connection ending and the server ending the session
 LATE_START_TIMEOUT: Final = 0.5  # s for aiortc/aioice work interrupted by close() to wind down
+PC_CLOSE_TIMEOUT: Final = 2.0  # s bounding a peer connection's close() (host-only peers: no TURN to wait for)
 
 
 def is_loopback(host: str) -> bool:
@@ -192,70 +190,18 @@ def _label(message: Message) -> str:
     return f"offer/{message.pc}" if isinstance(message, Offer) else message.TYPE
 
 
-# --- tasks that aiortc and aioice spawn without keeping them (see the module docstring) -----------
-
-
-def _task_owner(task: asyncio.Task[Any]) -> object | None:
-    """The object whose method ``task`` runs (its coroutine's ``self``), or None."""
-    frame = getattr(task.get_coro(), "cr_frame", None)
-    return None if frame is None else frame.f_locals.get("self")
-
-
-def _tasks_of(owners: Iterable[object]) -> list[asyncio.Task[Any]]:
-    """The pending tasks running a method of one of ``owners``."""
-    ids = {id(o) for o in owners}  # the caller holds the owners: their ids stay unique meanwhile
-    found = []
-    for task in asyncio.all_tasks():
-        owner = _task_owner(task)
-        if owner is not None and id(owner) in ids and not task.done():
-            found.append(task)
-    return found
-
-
-def _parts(pc: RTCPeerConnection) -> list[object]:
-    """The peer connection and every aiortc/aioice object under it that may run tasks."""
-    parts: list[object] = [pc]
-    transports: list[Any] = []
-    for transceiver in pc.getTransceivers():
-        parts += [transceiver, transceiver.sender, transceiver.receiver]
-        transports += [transceiver.sender.transport, transceiver.receiver.transport]
-    if pc.sctp is not None:
-        parts.append(pc.sctp)
-        transports.append(pc.sctp.transport)
-    seen: set[int] = set()
-    for dtls in transports:
-        if dtls is None or id(dtls) in seen:
-            continue
-        seen.add(id(dtls))
-        ice = dtls.transport
-        parts += [dtls, ice, ice.iceGatherer, getattr(ice, "_connection", None)]  # aioice's Connection
-    return [p for p in parts if p is not None]
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    """Done callback: fetch the outcome, so asyncio never logs "exception was never retrieved"."""
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        log.debug("task %s ended with %r", task.get_name(), exc)
-
-
-async def _cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout: float = LATE_START_TIMEOUT) -> None:
-    """Cancel ``tasks`` (but the current one) and wait for them to end, up to ``timeout``."""
-    current = asyncio.current_task()
-    waiting = [t for t in tasks if t is not current]
-    for task in waiting:
-        task.cancel()  # a no-op for a task that is done already
-        task.add_done_callback(_retrieve)
-    if waiting:
-        _, pending = await asyncio.wait(waiting, timeout=timeout)
-        if pending:
-            log.warning("%d task(s) did not end %g s after being cancelled: %s", len(pending), timeout, pending)
-
-
 async def _drain(track: MediaStreamTrack) -> None:
     """Read and drop ``track``'s frames: keeps the relay flowing while nobody subscribes."""
     with contextlib.suppress(MediaStreamError):
         while True:
             await track.recv()
+
+
+class _SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The server's log, each message prefixed with its session (``session HOST:PORT: ``)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"session {self.extra['remote']}: {msg}", kwargs  # type: ignore[index]
 
 
 class _SignalingWebSocket(web.WebSocketResponse):
@@ -289,7 +235,8 @@ class _Session:
         self.connected: set[str] = set()  # peer connections that reached "connected"
         self._shutdown: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # spawned by this session: drains, peer-ended watch
-        self._aiortc_tasks: set[asyncio.Task[Any]] = set()  # aiortc's connect tasks, adopted (see _adopt)
+        self._connect_tasks: dict[RTCPeerConnection, set[asyncio.Task[Any]]] = {}  # aiortc's, adopted
+        self.log = _SessionLog(log, {"remote": remote})
 
     @staticmethod
     def _now() -> float:
@@ -318,22 +265,10 @@ class _Session:
             log.error("session %s: task %s failed", self.remote, task.get_name(), exc_info=exc)
 
     def _adopt(self, pc: RTCPeerConnection) -> None:
-        """Take the tasks aiortc just spawned for ``pc`` and does not keep: its connect task
-        (``setLocalDescription``/``setRemoteDescription`` spawn it as their last act, so it is
-        still pending here). The release awaits them; their outcome is always retrieved."""
-        for task in _tasks_of([pc]):
-            if task not in self._aiortc_tasks:
-                self._aiortc_tasks.add(task)
-                task.add_done_callback(self._aiortc_task_done)
-
-    def _aiortc_task_done(self, task: asyncio.Task[Any]) -> None:
-        self._aiortc_tasks.discard(task)
-        if task.cancelled() or (exc := task.exception()) is None:
-            return
-        if self.closing:  # e.g. InvalidStateError: the connect task resumed on a closed connection
-            log.debug("session %s: aiortc task %s ended with %r while closing", self.remote, task.get_name(), exc)
-        else:
-            log.warning("session %s: aiortc task %s failed", self.remote, task.get_name(), exc_info=exc)
+        """Keep aiortc's connect task for ``pc`` (``setLocalDescription``/``setRemoteDescription``
+        spawn it as their last act): the release awaits it; its outcome is always retrieved."""
+        teardown.adopt_connect_tasks(pc, self._connect_tasks.setdefault(pc, set()),
+                                     closing=lambda: self.closing, log=self.log)
 
     # --- the receive loop ------------------------------------------------------------------
 
@@ -518,7 +453,8 @@ class _Session:
         """Release everything this session holds; idempotent, safe from any task."""
         if self._shutdown is None:
             self._shutdown = asyncio.ensure_future(self._release(close_code, reason))
-            self._shutdown.add_done_callback(_retrieve)  # also when every caller was cancelled
+            # retrieved also when every caller was cancelled
+            self._shutdown.add_done_callback(functools.partial(teardown.retrieve, log=log))
         await asyncio.shield(self._shutdown)
 
     async def _release(self, close_code: int, reason: str) -> None:
@@ -528,46 +464,23 @@ class _Session:
         with contextlib.suppress(Exception):
             await self.ws.close(code=close_code, message=short)
         # Our own tasks first (a peer-ended watch may be the one waiting for this release).
-        await _cancel_and_wait(self._tasks)
+        await teardown.cancel_and_wait(self._tasks, timeout=LATE_START_TIMEOUT, log=log)
         pcs = [pc for pc in (self.subscriber, self.publisher) if pc is not None]
-        for pc in pcs:
-            try:
-                await pc.close()
-            except Exception:
-                log.exception("session %s: closing a peer connection", self.remote)
-            finally:
+        try:
+            await asyncio.gather(*(teardown.close_peer_connection(
+                pc, connect_tasks=self._connect_tasks.get(pc, ()), close_timeout=PC_CLOSE_TIMEOUT,
+                late_start_timeout=LATE_START_TIMEOUT, log=self.log) for pc in pcs))
+        finally:
+            for pc in pcs:
                 self.server._pc_closed(pc)
-        await self._settle(pcs)
         await self._stop_relay()
         # Last resort: whatever still runs a method of this session's aiortc/aioice objects.
-        owned = [self.relay, *(part for pc in pcs for part in _parts(pc))]
-        if left := _tasks_of(owned):
+        owned = [self.relay, *(part for pc in pcs for part in teardown.peer_parts(pc))]
+        if left := teardown.tasks_of(owned):
             await asyncio.sleep(0)  # let those that are finishing finish
             if left := [t for t in left if not t.done()]:
-                log.debug("session %s: cancelling %d leftover aiortc task(s): %s", self.remote, len(left), left)
-                await _cancel_and_wait(left)
-
-    async def _settle(self, pcs: list[RTCPeerConnection]) -> None:
-        """End what aiortc and aioice start after ``close()`` (see the module docstring)."""
-        connect = [t for t in self._aiortc_tasks if not t.done()]
-        if connect:
-            # close() makes an interrupted connect task return (or raise) within a few loop turns.
-            _, pending = await asyncio.wait(connect, timeout=LATE_START_TIMEOUT)
-            await _cancel_and_wait(pending)
-        for pc in pcs:
-            # Senders/receivers the connect task started after close() stopped them: stopping
-            # again is idempotent and ends their RTCP loops and decoder threads.
-            for transceiver in pc.getTransceivers():
-                for part in (transceiver.sender, transceiver.receiver):
-                    try:
-                        await part.stop()
-                    except Exception:
-                        log.exception("session %s: stopping a %s", self.remote, type(part).__name__)
-            # aioice: the consent loop connect() started after close() (private, hence getattr).
-            for obj in _parts(pc):
-                consent = getattr(obj, "_query_consent_task", None)
-                if isinstance(consent, asyncio.Task) and not consent.done():
-                    await _cancel_and_wait([consent])
+                self.log.debug("cancelling %d leftover aiortc task(s): %s", len(left), left)
+                await teardown.cancel_and_wait(left, timeout=LATE_START_TIMEOUT, log=log)
 
     async def _stop_relay(self) -> None:
         """MediaRelay has no stop(): end its proxies and sources, then its per-source workers
@@ -577,7 +490,7 @@ class _Session:
         for tracks in self.tracks.values():
             for track in tracks:
                 track.stop()
-        await _cancel_and_wait(_tasks_of([self.relay]))
+        await teardown.cancel_and_wait(teardown.tasks_of([self.relay]), timeout=LATE_START_TIMEOUT, log=log)
 
 
 class SignalingServer:
@@ -634,7 +547,7 @@ class SignalingServer:
             handlers = [t for t in self._handlers if not t.done()]
             if handlers:
                 _, pending = await asyncio.wait(handlers, timeout=CLOSE_TIMEOUT + 1)
-                await _cancel_and_wait(pending)
+                await teardown.cancel_and_wait(pending, timeout=LATE_START_TIMEOUT, log=log)
             await self._runner.cleanup()
         finally:
             self._runner = self._site = None
