@@ -73,7 +73,7 @@ class PreflightTest:
         self._epoch_ms = 0.0
         self._deadline: float | None = None
         self._progress: list[ProgressEvent] = []
-        self._timers: dict[str, Timing] = {}
+        self._timers: dict[str, Timing] = {}  # monotonic seconds; epoch ms only in the report
         # Facts gathered from observations.
         self._ice_connected = self._dtls_connected = self._pc_connected = False
         self._unobservable: set[str] = set()
@@ -266,8 +266,7 @@ class PreflightTest:
             self._set_reconnecting(obs.role, False, now)
             if obs.role is Role.PUBLISHER and not self._ice_connected:
                 self._ice_connected = True
-                self._start_timer("ice", self._timer_start("media", now))
-                self._stop_timer("ice", now)
+                self._lap("ice", now)
                 self._emit_progress("iceConnected", now)
 
     def _on_dtls(self, obs: DtlsStateChanged, now: float) -> None:
@@ -283,8 +282,7 @@ class PreflightTest:
             self._start_timer("dtls", now)
         elif obs.state == "connected" and not self._dtls_connected:
             self._dtls_connected = True
-            self._start_timer("dtls", self._timer_start("media", now))
-            self._stop_timer("dtls", now)
+            self._lap("dtls", now)
             self._emit_progress("dtlsConnected", now)
 
     def _on_connection(self, obs: ConnectionStateChanged, now: float) -> None:
@@ -302,8 +300,7 @@ class PreflightTest:
             self._set_reconnecting(obs.role, False, now)
             if not self._pc_connected:
                 self._pc_connected = True
-                self._start_timer("peerConnection", self._timer_start("media", now))
-                self._stop_timer("peerConnection", now)
+                self._lap("peerConnection", now)
                 self._emit_progress("peerConnectionConnected", now)
 
     def _set_reconnecting(self, role: Role, on: bool, now: float) -> None:
@@ -361,18 +358,21 @@ class PreflightTest:
         self._progress.append(event)
         self._events.append(Progress(event.name, event.duration))
 
-    def _timer_start(self, name: str, default: float) -> float:
-        t = self._timers.get(name)
-        return default if t is None else self._t0 + (t.start - self._epoch_ms) / 1000
-
     def _start_timer(self, name: str, now: float) -> None:
         if name not in self._timers:
-            self._timers[name] = Timing(self._epoch(now))
+            self._timers[name] = Timing(now)
 
     def _stop_timer(self, name: str, now: float) -> None:
         t = self._timers.get(name)
         if t is not None and t.end is None:
-            self._timers[name] = t.stopped(self._epoch(now))
+            self._timers[name] = t.stopped(now)
+
+    def _lap(self, name: str, now: float) -> None:
+        """Stop a connection timer; a driver that never saw its start state (ICE 'checking', DTLS
+        'connecting') gets it timed from when the peer connections were opened."""
+        if name not in self._timers:
+            self._timers[name] = Timing(self._timers["media"].start if "media" in self._timers else now)
+        self._stop_timer(name, now)
 
     def _fail(self, error: PreflightErrorInfo, now: float) -> None:
         self._error = error
@@ -390,7 +390,11 @@ class PreflightTest:
         self._events.append(Completed(self._report))
 
     def _build_report(self, now: float, error: PreflightErrorInfo | None) -> PreflightReport:
-        timers = {k: self._timers[k] for k in NETWORK_TIMERS if k in self._timers}
+        timers = {
+            k: Timing(self._epoch(t.start), None if t.end is None else self._epoch(t.end))
+            for k in NETWORK_TIMERS
+            if (t := self._timers.get(k)) is not None
+        }
         samples = tuple(self._samples)
         stats = None
         candidates: tuple[Any, ...] = ()
