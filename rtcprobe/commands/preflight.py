@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import EXIT_FAILED, EXIT_OK
+from . import EXIT_FAILED, EXIT_OK, writable_path
 
 if TYPE_CHECKING:
     from rtcprobe.core.report import PreflightReport
@@ -117,17 +116,6 @@ def summary(report: PreflightReport) -> str:
 # --- run ---------------------------------------------------------------------------------------
 
 
-def _check_writable(path: str, flag: str) -> Path:
-    from rtcprobe.core.errors import ConfigError
-
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{flag} {path!r} is a directory")
-    if not p.parent.is_dir():
-        raise ConfigError(f"{flag} {path!r}: directory {str(p.parent)!r} does not exist")
-    return p
-
-
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
@@ -140,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
     duration = parse_duration(args.duration)
     media = MediaDemand(video=None) if args.no_video else MediaDemand(
         video=parse_video(args.video) if args.video else MediaDemand().video)
-    out = _check_writable(args.out, "--out") if args.out else None
-    plot_path = _check_writable(args.plot, "--plot") if args.plot else None
+    out = writable_path(args.out, "--out") if args.out else None
+    plot_path = writable_path(args.plot, "--plot") if args.plot else None
     if plot_path is not None:
         from rtcprobe.plot import require_matplotlib
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import EXIT_FAILED, EXIT_OK
+from . import EXIT_FAILED, EXIT_OK, writable_path
 
 if TYPE_CHECKING:
     from rtcprobe.core.report import PreflightReport
@@ -51,17 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pcap", metavar="FILE", help="write what crossed the emulated link as a pcap capture")
 
 
-def _writable(path: str, flag: str) -> Path:
-    from rtcprobe.core.errors import ConfigError
-
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{flag} {path!r} is a directory")
-    if not p.parent.is_dir():
-        raise ConfigError(f"{flag} {path!r}: directory {str(p.parent)!r} does not exist")
-    return p
-
-
 def _show(value: object) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) + "]"
@@ -100,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
     from rtcprobe.scenarios import load
 
     scenario = load(args.scenario)  # a bad file raises ScenarioError: one line, exit 2
-    out = _writable(args.out, "--out") if args.out else None
-    plot_path = _writable(args.plot, "--plot") if args.plot else None
-    pcap_path = _writable(args.pcap, "--pcap") if args.pcap else None
+    out = writable_path(args.out, "--out") if args.out else None
+    plot_path = writable_path(args.plot, "--plot") if args.plot else None
+    pcap_path = writable_path(args.pcap, "--pcap") if args.pcap else None
     if plot_path is not None:
         from rtcprobe.plot import require_matplotlib
 
