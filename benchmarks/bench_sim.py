@@ -6,7 +6,7 @@ Rows, all timed in this process with time.perf_counter (best of N, machines are 
 
 * rtcprobe sim, whole preflight: a 10 s preflight end to end — signaling, TURN, ICE, DTLS,
   RTP/RTCP over both links, the REMB loop, the core, the report and its JSON;
-* core alone: the same core (``PreflightTest``) fed the very calls the simulator made, replayed
+* core alone: the same core (``PreflightMachine``) fed the very calls the simulator made, replayed
   with nothing else around them, plus the report's JSON — the floor under the first row;
 * netem, media flow vectorized: only the media packets of that run (the same send times and
   sizes) through the same two links with ``Link.send_batch`` (uplink, then downlink at the
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rtcprobe.core.preflight import PreflightTest
+from rtcprobe.core.preflight import PreflightMachine
 from rtcprobe.core.report import RunInfo
 from rtcprobe.drivers.sim import PacketRecord, run_simulation
 from rtcprobe.drivers.sim.driver import SimDriver
@@ -87,7 +87,7 @@ def record_core_calls(sc: Scenario) -> tuple[SimDriver, list[tuple[str, tuple[An
 
 
 def core_replay(driver: SimDriver, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> str:
-    core = PreflightTest(driver.config, run=RunInfo("sim", "0", driver.scenario.name, driver.seed))
+    core = PreflightMachine(driver.config, run=RunInfo("sim", "0", driver.scenario.name, driver.seed))
     for name, args, kw in calls:
         getattr(core, name)(*args, **kw)
     assert core.report is not None

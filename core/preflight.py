@@ -1,9 +1,9 @@
 """The preflight test as a sans-I/O state machine (DESIGN.md sections 2 and 3).
 
-The driver owns every socket and clock. It calls :meth:`PreflightTest.start`, feeds what it
-observes to :meth:`~PreflightTest.handle`, calls :meth:`~PreflightTest.handle_timer` when the
-deadline from :meth:`~PreflightTest.get_timer` passes, and after every call drains
-:meth:`~PreflightTest.next_action` (things to do) and :meth:`~PreflightTest.next_event` (things
+The driver owns every socket and clock. It calls :meth:`PreflightMachine.start`, feeds what it
+observes to :meth:`~PreflightMachine.handle`, calls :meth:`~PreflightMachine.handle_timer` when the
+deadline from :meth:`~PreflightMachine.get_timer` passes, and after every call drains
+:meth:`~PreflightMachine.next_action` (things to do) and :meth:`~PreflightMachine.next_event` (things
 to tell the user). The step logic is in :mod:`rtcprobe.core._state`.
 """
 
@@ -59,7 +59,7 @@ from .report import (
 )
 
 
-class PreflightTest:
+class PreflightMachine:
     """One preflight run. Not reusable: create a new one per test."""
 
     def __init__(self, config: PreflightConfig | None = None, *, run: RunInfo | None = None) -> None:
@@ -95,7 +95,7 @@ class PreflightTest:
     def start(self, now: float, *, epoch_ms: float = 0.0) -> None:
         """Begin the test. ``epoch_ms`` is the wall-clock time (ms) that ``now`` corresponds to."""
         if self.state is not State.NEW:
-            raise UsageError("a PreflightTest can only be started once")
+            raise UsageError("a PreflightMachine can only be started once")
         self._t0, self._epoch_ms = now, epoch_ms
         self._enter(State.ACQUIRING_MEDIA, now)
         self._actions.append(AcquireMedia(self.config.media))

@@ -16,10 +16,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from .core._version import __version__
 from .core.errors import ConfigError, PreflightError, PreflightErrorInfo
 from .core.report import PreflightReport
-
-__version__ = "0.1.0"
 
 _LAZY = {
     "simulate": "rtcprobe.drivers.sim",

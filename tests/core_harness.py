@@ -1,4 +1,4 @@
-"""Drive the core's PreflightTest by hand: explicit ``now``, timers fired at their exact deadlines
+"""Drive the core's PreflightMachine by hand: explicit ``now``, timers fired at their exact deadlines
 (like trio's MockClock), actions and events collected in order."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rtcprobe.core import (
     MediaStarted,
     OutboundStats,
     PreflightConfig,
-    PreflightTest,
+    PreflightMachine,
     Role,
     SampleStats,
     SignalingConnected,
@@ -32,7 +32,7 @@ EPOCH_MS = 1_700_000_000_000.0
 
 class Harness:
     def __init__(self, config: PreflightConfig | None = None) -> None:
-        self.test = PreflightTest(config or PreflightConfig(duration=3.0))
+        self.test = PreflightMachine(config or PreflightConfig(duration=3.0))
         self.now = T0
         self.actions: list[Action] = []
         self.events: list[Event] = []

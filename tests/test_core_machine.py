@@ -21,7 +21,7 @@ from rtcprobe.core import (
     NetworkQualityLevelChanged,
     OpenPeerConnections,
     PreflightConfig,
-    PreflightTest,
+    PreflightMachine,
     Role,
     SampleRecorded,
     SampleStats,
@@ -277,7 +277,7 @@ def test_unsolicited_stats_are_ignored() -> None:
 
 
 def test_observations_before_start_and_out_of_order_are_ignored() -> None:
-    t = PreflightTest()
+    t = PreflightMachine()
     t.handle(SignalingConnected(()), 1.0)
     t.handle(StopRequested(), 1.0)
     assert t.state is State.NEW and t.ignored == 2
@@ -288,7 +288,7 @@ def test_observations_before_start_and_out_of_order_are_ignored() -> None:
 
 
 def test_misuse_raises() -> None:
-    t = PreflightTest()
+    t = PreflightMachine()
     t.start(0.0)
     with pytest.raises(UsageError):
         t.start(1.0)

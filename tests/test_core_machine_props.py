@@ -18,7 +18,7 @@ from rtcprobe.core import (
     MediaStarted,
     OutboundStats,
     PreflightConfig,
-    PreflightTest,
+    PreflightMachine,
     Role,
     SignalingConnected,
     State,
@@ -64,7 +64,7 @@ observations = st.one_of(
 LIVE_STATES = list(STEP_FEEDS)
 
 
-def check_clean(t: PreflightTest, events: list[object]) -> None:
+def check_clean(t: PreflightMachine, events: list[object]) -> None:
     assert t.state in set(State)
     terminal = [e for e in events if isinstance(e, Completed | Failed)]
     assert len(terminal) <= 1
@@ -89,7 +89,7 @@ def test_every_state_times_every_observation(state: State, obs: object, dt: floa
 class RandomObservations(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.t = PreflightTest(PreflightConfig(duration=2.0))
+        self.t = PreflightMachine(PreflightConfig(duration=2.0))
         self.now = 0.0
         self.t.start(self.now)
         self.events: list[object] = []

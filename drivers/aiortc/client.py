@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-:class:`AiortcDriver` owns every socket, task and clock; the core (:class:`rtcprobe.core.PreflightTest`)
+:class:`AiortcDriver` owns every socket, task and clock; the core (:class:`rtcprobe.core.PreflightMachine`)
 owns every decision. The driver only does two things, always on the event loop's thread:
 
 * it **observes**: aiortc state changes, signaling replies, received frames and ``getStats()``
@@ -42,6 +42,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 from rtcprobe.core import errors
+from rtcprobe.core._version import __version__
 from rtcprobe.core.config import MediaDemand, PreflightConfig, VideoSpec
 from rtcprobe.core.errors import ConfigError, PreflightError, UsageError
 from rtcprobe.core.observations import (
@@ -70,10 +71,8 @@ from rtcprobe.core.observations import (
     TrackSubscribed,
     TransportError,
 )
-from rtcprobe.core.preflight import PreflightTest as CorePreflightTest
+from rtcprobe.core.preflight import PreflightMachine
 from rtcprobe.core.report import PreflightReport, ProgressEvent, RunInfo, Timing
-
-import rtcprobe
 
 from . import candidates, stats, teardown, turn
 from .credentials import check_turn_config
@@ -117,11 +116,11 @@ def signaling_url(url: str) -> str:
 
 
 class AiortcDriver:
-    """Runs one core :class:`~rtcprobe.core.PreflightTest` over aiortc (see the module docstring)."""
+    """Runs one core :class:`~rtcprobe.core.PreflightMachine` over aiortc (see the module docstring)."""
 
     def __init__(
         self,
-        core: CorePreflightTest,
+        core: PreflightMachine,
         *,
         url: str,
         token: str,
@@ -534,8 +533,8 @@ class PreflightTest:
 
     def __init__(self, config: PreflightConfig, *, run: RunInfo | None = None) -> None:
         self.config = config
-        self.core = CorePreflightTest(
-            config, run=run if run is not None else RunInfo(driver="aiortc", version=rtcprobe.__version__))
+        self.core = PreflightMachine(
+            config, run=run if run is not None else RunInfo(driver="aiortc", version=__version__))
         self._handlers: dict[str, list[Callable[..., Any]]] = {name: [] for name in EVENT_NAMES}
         self._driver: AiortcDriver | None = None
         self._stop_requested = False

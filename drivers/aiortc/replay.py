@@ -52,13 +52,12 @@ from pathlib import Path
 from typing import IO
 
 import attrs
+from rtcprobe.core._version import __version__
 from rtcprobe.core.errors import ConfigError, PreflightError
 from rtcprobe.core.observations import Event
 from rtcprobe.core.report import PreflightReport, RunInfo
 from rtcprobe.netem.relay import DirectionCounters
 from rtcprobe.netem.scenario import Scenario
-
-import rtcprobe
 
 from . import client
 from .credentials import parse_turn_url
@@ -190,7 +189,7 @@ def run_replay(
         async def main() -> PreflightReport:
             test = client.run_preflight(
                 duration=sc.duration, media=sc.media, turn_urls=[relay_url], turn_secret=secret, video_seed=seed,
-                run=RunInfo("aiortc", rtcprobe.__version__, sc.name, seed), subscriber_relay_only=True,
+                run=RunInfo("aiortc", __version__, sc.name, seed), subscriber_relay_only=True,
             )
             if on_progress is not None:
                 test.on("event", on_progress)

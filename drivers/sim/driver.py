@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 :class:`SimDriver` plays both ends of a preflight — the client (publisher + subscriber peer
 connections) and the server (signaling, TURN, and an SFU-style peer that forwards the
-publisher's RTP to the subscriber) — and feeds the core's :class:`PreflightTest` exactly the
+publisher's RTP to the subscriber) — and feeds the core's :class:`PreflightMachine` exactly the
 observations a real aiortc driver produces, at the virtual times they would happen. Every packet
 the real stack would send crosses the scenario's uplink (client→server) or downlink
 (server→client) :class:`~rtcprobe.netem.Link`; nothing else is on the path (the TURN server and
@@ -118,7 +118,7 @@ from rtcprobe.core.observations import (
     TearDown,
     TrackSubscribed,
 )
-from rtcprobe.core.preflight import PreflightTest
+from rtcprobe.core.preflight import PreflightMachine
 from rtcprobe.core.report import IceCandidateStats, PreflightReport, RunInfo, SelectedCandidatePair
 from rtcprobe.netem.models import LinkCounters
 from rtcprobe.netem.scenario import Scenario
@@ -324,7 +324,7 @@ class SimDriver:
         self.path = Path(uplink, downlink, log=packet_log)
         self.loop = EventLoop()
         self.config = PreflightConfig(duration=scenario.duration, media=scenario.media, relay_only=True)
-        self.core = PreflightTest(self.config, run=RunInfo("sim", version, scenario.name, seed))
+        self.core = PreflightMachine(self.config, run=RunInfo("sim", version, scenario.name, seed))
         self.on_event = on_event
         self.events: list[Event] = []
         self.stop_at = stop_at
@@ -1465,7 +1465,7 @@ def run_simulation(scenario: Scenario, *, seed: int | None = None, packet_log: b
     ``stop_at`` (virtual seconds) asks the test to stop then; ``on_event`` sees each core event
     as it happens (progress output).
     """
-    from rtcprobe import __version__  # the parent package is always loaded before its children
+    from rtcprobe.core._version import __version__
 
     chosen = scenario.seed if seed is None else seed
     driver = SimDriver(scenario, chosen, packet_log=packet_log, stop_at=stop_at, on_event=on_event,
