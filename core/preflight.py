@@ -86,6 +86,7 @@ class PreflightMachine:
         self._received: list[tuple[float, StatsSample]] = []
         self._samples: list[Sample] = []
         self._scorer = NetworkQualityScorer(QualityDemand.symmetric(self.config.media))
+        self._scorer_inputs: list[tuple[float, QualityInput]] = []
         self._level: int | None = None
         self._error: PreflightErrorInfo | None = None
         self._report: PreflightReport | None = None
@@ -185,6 +186,12 @@ class PreflightMachine:
     def report(self) -> PreflightReport | None:
         """The final (or partial, on failure) report once the test has ended."""
         return self._report
+
+    @property
+    def scorer_inputs(self) -> tuple[tuple[float, QualityInput], ...]:
+        """Every input the network-quality scorer was given, with its ``now``, in order: replaying
+        them through another scorer re-scores the test without running it again."""
+        return tuple(self._scorer_inputs)
 
     @property
     def error(self) -> PreflightErrorInfo | None:
@@ -307,7 +314,7 @@ class PreflightMachine:
         before = bool(self._reconnecting)
         (self._reconnecting.add if on else self._reconnecting.discard)(role)
         if self.state is State.COLLECTING_STATS and before != bool(self._reconnecting):
-            self._set_level(self._scorer.update(now, QualityInput(reconnecting=bool(self._reconnecting))))
+            self._score(now, QualityInput(reconnecting=bool(self._reconnecting)))
 
     def _on_sample(self, sample: StatsSample, now: float) -> None:
         prev = self._received[-1] if self._received else None
@@ -327,12 +334,16 @@ class PreflightMachine:
             out_kbps = 8 * _delta_bytes(sample, p, "out") / dt / 1000
             in_kbps = 8 * _delta_bytes(sample, p, "in") / dt / 1000
             quality = _quality_input(sample, p, dt, rtt_s, bool(self._reconnecting))
-        self._set_level(self._scorer.update(now, quality))
+        self._score(now, quality)
         self._samples.append(Sample(
             time=(now - self._t0) * 1000, jitter=jitter, rtt=None if rtt_s is None else rtt_s * 1000,
             packet_loss=loss_pct, outgoing_bitrate=out_kbps, incoming_bitrate=in_kbps, level=self._level,
         ))
         self._events.append(SampleRecorded(len(self._received), self.config.sample_count, self._level))
+
+    def _score(self, now: float, quality: QualityInput) -> None:
+        self._scorer_inputs.append((now, quality))
+        self._set_level(self._scorer.update(now, quality))
 
     def _set_level(self, level: int) -> None:
         if level != self._level:

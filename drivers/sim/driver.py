@@ -119,6 +119,7 @@ from rtcprobe.core.observations import (
     TrackSubscribed,
 )
 from rtcprobe.core.preflight import PreflightMachine
+from rtcprobe.core.quality import QualityInput
 from rtcprobe.core.report import IceCandidateStats, PreflightReport, RunInfo, SelectedCandidatePair
 from rtcprobe.netem.models import LinkCounters
 from rtcprobe.netem.scenario import Scenario
@@ -221,6 +222,8 @@ class SimResult:
     packets: int  # packets offered to the two links
     sim_time: float  # virtual seconds simulated
     packet_log: tuple[PacketRecord, ...] = ()  # only with packet_log=True
+    # What the core's network-quality scorer was fed, (now, input) in order: enough to re-score.
+    scorer_inputs: tuple[tuple[float, QualityInput], ...] = ()
 
 
 class _Sender:
@@ -394,7 +397,7 @@ class SimDriver:
         assert report is not None, "the core always ends with a report"
         up, down = self.path.links[UP].counters, self.path.links[DOWN].counters
         return SimResult(report, tuple(self.events), attrs.evolve(up), attrs.evolve(down),
-                         self.path.packets, loop.now, tuple(self.path.records()))
+                         self.path.packets, loop.now, tuple(self.path.records()), self.core.scorer_inputs)
 
     @property
     def now(self) -> float:
