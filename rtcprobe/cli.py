@@ -12,7 +12,7 @@ from .commands import EXIT_USAGE
 from .core.errors import ConfigError
 
 # In the order --help lists them.
-COMMANDS = ("preflight", "run", "scenarios", "serve", "token", "relay")
+COMMANDS = ("preflight", "run", "scenarios", "sweep", "rescore", "sweep-plot", "serve", "token", "relay")
 
 DESCRIPTION = """\
 An open, self-hostable WebRTC preflight test and network quality scorer.
@@ -20,6 +20,8 @@ An open, self-hostable WebRTC preflight test and network quality scorer.
   rtcprobe preflight              real WebRTC preflight against the embedded loopback server
   rtcprobe run lossy-wifi         the same preflight over a simulated network (a scenario)
   rtcprobe scenarios              list the built-in scenarios
+  rtcprobe sweep SPEC.toml --out results.parquet
+                                  a scenario sweep (axes x seeds) through the simulator
 
 Exit codes: 0 completed (and expectations met), 1 the preflight failed or an expectation was not
 met, 2 bad input or usage.
@@ -33,10 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rtcprobe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
+        module_name = f"rtcprobe.commands.{name.replace('-', '_')}"  # sweep-plot lives in sweep_plot.py
         try:
-            module = import_module(f"rtcprobe.commands.{name}")
+            module = import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == f"rtcprobe.commands.{name}":
+            if exc.name == module_name:
                 continue  # not built yet
             raise
         p = sub.add_parser(
