@@ -324,18 +324,21 @@ def sweep_from_dict(
     seeds = _seeds(r, parsed.seed)
 
     settings: list[tuple[str, Any]] = []
+    base_data = copy.deepcopy(raw)
     if "set" in r:
         table = r.data["set"]
         if not isinstance(table, Mapping):
             raise r.error("set", f"must be a table of scenario keys and values, got {describe(table)}")
         for key, value in _flatten(table):
-            problem = check_path(key, raw)
+            where = f"set.{_quoted(key)}"
+            problem = check_path(key, base_data)
             if problem:
-                raise ScenarioError(source, f"set.{_quoted(key)}", problem)
+                raise ScenarioError(source, where, problem)
+            for other, _ in settings:
+                if _overlap(key, other):
+                    raise ScenarioError(source, where, f"overlaps set.{_quoted(other)}: one would overwrite the other")
             settings.append((key, value))
-    base_data = copy.deepcopy(raw)
-    for key, value in settings:
-        apply_path(base_data, key, copy.deepcopy(value))
+            apply_path(base_data, key, copy.deepcopy(value))
 
     axes = _axes(r, base_data)
     _check_overlaps(source, settings, axes)

@@ -110,6 +110,7 @@ class Where:
     kind: Literal["serial", "pool", "dask"]
     workers: int | None = None
     scheduler: str | None = None
+    connect_timeout: float = 10.0  # seconds to reach a --scheduler
 
     @classmethod
     def serial(cls) -> Where:
@@ -124,8 +125,8 @@ class Where:
         return cls("dask", workers=workers)
 
     @classmethod
-    def dask(cls, scheduler: str) -> Where:
-        return cls("dask", scheduler=scheduler)
+    def dask(cls, scheduler: str, connect_timeout: float = 10.0) -> Where:
+        return cls("dask", scheduler=scheduler, connect_timeout=connect_timeout)
 
     @property
     def parallelism(self) -> int:
@@ -183,7 +184,7 @@ def _run_dask(batches: list[list[PointTask]], where: Where, prefix: str) -> Iter
     cluster = None
     if where.scheduler:
         try:
-            client = distributed.Client(where.scheduler, timeout="10s")
+            client = distributed.Client(where.scheduler, timeout=f"{where.connect_timeout}s")
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"--scheduler {where.scheduler}: cannot reach the Dask scheduler ({exc})") from None
     else:
@@ -376,7 +377,8 @@ def run_sweep(
     if progress is not None:
         progress(0, len(todo), 0)
     try:
-        if where.kind == "serial":
+        results: Iterator[BatchResult]
+        if where.kind == "serial" or not batches:  # nothing to run: no pool or cluster to start
             results = _run_serial(batches)
         elif where.kind == "pool":
             results = _run_pool(batches, where.parallelism)

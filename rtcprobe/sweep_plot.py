@@ -4,7 +4,6 @@ shown), one panel per value of a third axis. matplotlib is the optional extra ``
 from __future__ import annotations
 
 import difflib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,10 +12,9 @@ from typing import Any
 import attrs
 
 from rtcprobe.core.errors import ConfigError
-from rtcprobe.netem.sweep import format_value
 
 from .plot import require_matplotlib
-from .sweep_table import METRIC_COLUMNS, axis_cell
+from .sweep_table import METRIC_COLUMNS, axis_cell, cell_label
 
 __all__ = ["PlotChoice", "choose", "plot_heatmaps"]
 
@@ -70,10 +68,6 @@ def choose(meta: Mapping[str, Any], x: str | None = None, y: str | None = None, 
     return PlotChoice(x, y, panel, metric)
 
 
-def _label(kind: str, cell: Any) -> str:
-    return format_value(json.loads(cell) if kind == "json" else cell)
-
-
 def _median(values: list[float]) -> float:
     v = sorted(values)
     n = len(v)
@@ -120,8 +114,7 @@ def plot_heatmaps(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], ch
     level = choice.metric in LEVEL_METRICS
     finite = [v for g in grids for line in g for v in line if math.isfinite(v)]
     norm = Normalize(0, 5) if level else Normalize(min(finite, default=0.0), max(finite, default=1.0))
-    cmap = plt.get_cmap("RdYlGn" if level else "viridis").copy()
-    cmap.set_bad("#bbbbbb")
+    cmap = plt.get_cmap("RdYlGn" if level else "viridis").with_extremes(bad="#bbbbbb")
 
     n = len(panels)
     width = max(3.6, 1.6 + 0.85 * len(xs))
@@ -135,15 +128,15 @@ def plot_heatmaps(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], ch
             for xi, v in enumerate(line):
                 text = "no value" if not math.isfinite(v) else (f"{v:g}" if level else f"{v:.3g}")
                 ax.text(xi, yi, text, ha="center", va="center", fontsize=8, color=_ink(cmap, norm, v))
-        ax.set_xticks(range(len(xs)), [_label(axes[choice.x]["kind"], v) for v in xs])
+        ax.set_xticks(range(len(xs)), [cell_label(axes[choice.x]["kind"], v) for v in xs])
         ax.set_xlabel(choice.x)
         if choice.y is not None:
-            ax.set_yticks(range(len(ys)), [_label(axes[choice.y]["kind"], v) for v in ys])
+            ax.set_yticks(range(len(ys)), [cell_label(axes[choice.y]["kind"], v) for v in ys])
             ax.set_ylabel(choice.y)
         else:
             ax.set_yticks([])
         if choice.panel is not None:
-            ax.set_title(f"{choice.panel} = {_label(axes[choice.panel]['kind'], p)}", fontsize=10)
+            ax.set_title(f"{choice.panel} = {cell_label(axes[choice.panel]['kind'], p)}", fontsize=10)
     if image is not None:
         fig.colorbar(image, ax=axs[0].tolist(), label=choice.metric, shrink=0.9)
     over = [c for c in axes if c not in (choice.x, choice.y, choice.panel) and len(axes[c]["values"]) > 1]

@@ -13,7 +13,6 @@ writer settings are fixed, so the same spec gives the same file byte for byte wh
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +26,7 @@ from rtcprobe.core.errors import ConfigError
 from rtcprobe.core.observations import PROGRESS_NAMES
 from rtcprobe.core.quality import NetworkQualityScorer, QualityDemand, QualityInput, SideMetrics
 from rtcprobe.core.report import NETWORK_TIMERS
-from rtcprobe.netem.sweep import Sweep, canonical_json
+from rtcprobe.netem.sweep import Sweep, canonical_json, format_value
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -243,6 +242,16 @@ def axis_cell(kind: str, value: Any) -> Any:
     return canonical_json(value) if kind == "json" else value
 
 
+def cell_label(kind: str, cell: Any) -> str:
+    """An axis cell as people read it (a video spec as 320x180@15)."""
+    return format_value(json.loads(cell) if kind == "json" else cell)
+
+
+def point_kinds(meta: Mapping[str, Any]) -> dict[str, str]:
+    """Each point column (the axes, then seed) and how it is stored."""
+    return {**{a["path"]: a["kind"] for a in meta["axes"]}, "seed": "int"}
+
+
 def _arrow_type(kind: str) -> pa.DataType:
     import pyarrow as pa
 
@@ -328,7 +337,3 @@ def read_table(path: str | Path) -> tuple[pa.Table, dict[str, Any]]:
 
 def rows_of(table: pa.Table) -> list[dict[str, Any]]:
     return list(table.to_pylist())
-
-
-def finite_or_none(value: Any) -> float | None:
-    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else float(value)

@@ -48,13 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from rtcprobe.core.quality import ScorerConfig
     from rtcprobe.netem.scorer_config import load_scorer_config
     from rtcprobe.sweep_rescore import rescore_rows
-    from rtcprobe.sweep_table import build_table, read_table, write_table
+    from rtcprobe.sweep_table import build_table, cell_label, point_kinds, read_table, write_table
 
     config = load_scorer_config(args.scorer_config) if args.scorer_config else ScorerConfig()
     out = writable_path(args.out, "--out") if args.out else None
     table, meta = read_table(args.results)
-    point_columns = [a["path"] for a in meta["axes"]] + ["seed"]
-    outcome = rescore_rows(table.to_pylist(), config, point_columns)
+    kinds = point_kinds(meta)
+    outcome = rescore_rows(table.to_pylist(), config, list(kinds))
     if out is not None:
         defaults = attrs.asdict(ScorerConfig())
         changed = {k: v for k, v in attrs.asdict(config).items() if v != defaults[k]}
@@ -82,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
     source = args.scorer_config or "the default scorer constants"
     print(f"rescored {summary['runs']} runs of {args.results} with {source}")
     deltas = ", ".join(f"{'+' if int(k) > 0 else ''}{k}: {v}" for k, v in summary["level_deltas"].items())
-    print(f"  final level moved in {summary['level_moved']} runs (by how much: {deltas or 'none'})")
+    print(f"  final level moved in {summary['level_moved']} of {summary['runs']} runs (by how much: {deltas})")
     print(f"  level_min moved in {summary['level_min_moved']}, level_median in {summary['level_median_moved']}")
     for c in outcome.changes[:SHOWN]:
-        point = ", ".join(f"{k} = {_show(v)}" for k, v in c.point.items())
+        point = ", ".join(f"{k} = {cell_label(kinds[k], v)}" for k, v in c.point.items())
         print(f"    ({point}): level {_show(c.level[0])} -> {_show(c.level[1])}, "
               f"min {_show(c.level_min[0])} -> {_show(c.level_min[1])}, "
               f"median {_show(c.level_median[0])} -> {_show(c.level_median[1])}")
