@@ -33,12 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rtcprobe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = import_module(f"rtcprobe.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"rtcprobe.commands.{name}":
-                continue  # not built yet
-            raise
+        module = import_module(f"rtcprobe.commands.{name}")
         p = sub.add_parser(
             module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
             formatter_class=argparse.RawDescriptionHelpFormatter,

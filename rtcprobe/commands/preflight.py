@@ -7,7 +7,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from . import EXIT_FAILED, EXIT_OK, writable_path
+from . import ReportOutput, add_output_arguments
 
 if TYPE_CHECKING:
     from rtcprobe.core.report import PreflightReport
@@ -55,9 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     video = parser.add_mutually_exclusive_group()
     video.add_argument("--video", metavar="WxH@FPS", help="synthetic video to publish (default: 640x480@30)")
     video.add_argument("--no-video", action="store_true", help="publish audio only")
-    parser.add_argument("--json", action="store_true", help="print only the report JSON on stdout")
-    parser.add_argument("--out", metavar="FILE", help="also write the report JSON to FILE")
-    parser.add_argument("--plot", metavar="FILE.png", help="plot the samples to FILE.png (needs matplotlib)")
+    add_output_arguments(parser)
 
 
 # --- the summary -------------------------------------------------------------------------------
@@ -121,19 +119,14 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from rtcprobe.core.config import MediaDemand
-    from rtcprobe.core.errors import ConfigError, PreflightError
+    from rtcprobe.core.errors import PreflightError
     from rtcprobe.drivers.aiortc.client import parse_video, run_preflight
     from rtcprobe.progress import ProgressReporter
 
     duration = parse_duration(args.duration)
     media = MediaDemand(video=None) if args.no_video else MediaDemand(
         video=parse_video(args.video) if args.video else MediaDemand().video)
-    out = writable_path(args.out, "--out") if args.out else None
-    plot_path = writable_path(args.plot, "--plot") if args.plot else None
-    if plot_path is not None:
-        from rtcprobe.plot import require_matplotlib
-
-        require_matplotlib()  # fail before the test, not after it, when matplotlib is missing
+    output = ReportOutput.from_args(args)
     progress = ProgressReporter(sys.stderr)
 
     async def main() -> tuple[PreflightReport, bool]:
@@ -184,15 +177,4 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         progress.close()
-    text = report.to_json()
-    if out is not None:
-        try:
-            out.write_text(text + "\n")
-        except OSError as exc:
-            raise ConfigError(f"--out {str(out)!r}: {exc.strerror}") from None
-    if plot_path is not None:
-        from rtcprobe.plot import plot_report
-
-        plot_report(report, plot_path)
-    print(text if args.json else summary(report))
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return output.finish(report, lambda: summary(report))
