@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from rtcprobe.core.report import PreflightReport  # loaded already: rtcprobe/__init__.py exports it
 
 from . import ReportOutput, add_output_arguments
-
-if TYPE_CHECKING:
-    from rtcprobe.core.report import PreflightReport
 
 NAME = "preflight"
 HELP = "run a real WebRTC preflight test (embedded loopback server unless --url is given)"
@@ -129,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     output = ReportOutput.from_args(args)
     progress = ProgressReporter(sys.stderr)
 
-    async def main() -> tuple[PreflightReport, bool]:
+    async def main() -> PreflightReport:
         loop = asyncio.get_running_loop()
         test = run_preflight(
             args.token, url=args.url, duration=duration, region=args.region, media=media,
@@ -159,11 +158,10 @@ def run(args: argparse.Namespace) -> int:
             pass
         try:
             try:
-                return await test.wait(), interrupted
+                return await test.wait()
             except PreflightError as exc:
-                report = exc.report
-                assert report is not None
-                return report, interrupted
+                assert isinstance(exc.report, PreflightReport)  # the client always attaches it
+                return exc.report
         finally:
             try:
                 loop.remove_signal_handler(signal.SIGINT)
@@ -171,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                 pass
 
     try:
-        report, _ = asyncio.run(main())
+        report = asyncio.run(main())
     except asyncio.CancelledError:
         print("rtcprobe preflight: aborted", file=sys.stderr)
         return 130
