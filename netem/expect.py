@@ -1,8 +1,9 @@
 """Expectations a scenario states about its own report (``[expect]``), checked by ``--check``.
 
-The report is the JSON dict of DESIGN.md section 3. Units follow the report, except that the
-jitter range is written in milliseconds like every other delay in a scenario: the report's
-``stats.jitter`` is in *seconds* (as the anchor's is), so the check multiplies it by 1000.
+The report is the JSON dict of docs/architecture.md#the-report-and-its-units. Units follow the
+report, except that the jitter range is written in milliseconds like every other delay in a
+scenario: the report's ``stats.jitter`` is in *seconds* (as in Twilio Video's preflight report,
+docs/references.md#twilio-video-preflight), so the check multiplies it by 1000.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Expect: parsing the [expect] table and checking a report (DESIGN.md section 3 shape)."""
+"""Expect: parsing the [expect] table and checking a report (shaped as in
+docs/architecture.md#the-report-and-its-units)."""
 
 from __future__ import annotations
 
