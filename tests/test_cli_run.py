@@ -112,6 +112,12 @@ def test_out_into_a_missing_directory_exits_2(fast: Path, tmp_path: Path, capsys
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_pcap_into_a_directory_exits_2_naming_the_flag_and_path(fast: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(fast), "--pcap", f"{tmp_path}/"]) == 2
+    assert capsys.readouterr().err == f"rtcprobe run: error: --pcap '{tmp_path}/' is a directory\n"
+
+
 def test_out_that_cannot_be_written_exits_2_with_one_line(fast: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     # Passes the up-front check (not a directory, the parent exists), fails when written.
