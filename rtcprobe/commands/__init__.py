@@ -22,6 +22,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
+SECRET_ENV = "RTCPROBE_SECRET"  # the token secret, read by both serve and token
+
 
 def parse_seed(text: str) -> int:
     """``--seed``: an integer in [0, 2**63), the range numpy's generators take."""
