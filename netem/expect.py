@@ -1,14 +1,15 @@
 """Expectations a scenario states about its own report (``[expect]``), checked by ``--check``.
 
-The report is the JSON dict of DESIGN.md section 3. Units follow the report, except that the
-jitter range is written in milliseconds like every other delay in a scenario: the report's
-``stats.jitter`` is in *seconds* (as the anchor's is), so the check multiplies it by 1000.
+The report is the JSON dict of docs/architecture.md#the-report-and-its-units. Units follow the
+report, except that the jitter range is written in milliseconds like every other delay in a
+scenario: the report's ``stats.jitter`` is in *seconds* (as in Twilio Video's preflight report,
+docs/references.md#twilio-video-preflight), so the check multiplies it by 1000.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal
 
 import attrs
@@ -46,9 +47,38 @@ def _number(x: object) -> float | None:
     return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else None
 
 
+# The report's stats an [expect] range applies to: path, factor to the range's unit, wording.
+_STATS: Final[dict[str, tuple[tuple[str, ...], float, str, str]]] = {
+    "rtt_ms": (("stats", "rtt", "average"), 1.0, "average rtt", "ms"),
+    "jitter_ms": (("stats", "jitter", "average"), 1000.0, "average jitter", "ms"),
+    "packet_loss": (("stats", "packetLoss", "average"), 1.0, "average packet loss", "%"),
+}
+
+
+def _show(value: object) -> str:
+    """An expected value as the CLI lists it: ``completed``, ``53002``, ``[15, 30]``, ``[a, b]``."""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) + "]"
+    return str(value)
+
+
+@attrs.frozen
+class ExpectationResult:
+    """How a report fared against one stated expectation."""
+
+    key: str  # the [expect] key, e.g. "rtt_ms"
+    expected: str  # the expected value as written back, e.g. "[15, 30]"
+    failures: tuple[str, ...]  # why it is unmet, one line each; empty when met
+
+    @property
+    def met(self) -> bool:
+        return not self.failures
+
+
 @attrs.frozen
 class Expect:
-    """What a run of the scenario must produce; :meth:`check` lists what it did not."""
+    """What a run of the scenario must produce; :meth:`check` lists what it did not, :meth:`results`
+    how each stated expectation fared."""
 
     outcome: Literal["completed", "failed"] | None = None
     error_code: int | None = None
@@ -86,65 +116,53 @@ class Expect:
                 kw[name] = r.range_pair(name, lo=0, hi=5, integer=True)
         return cls(**kw)
 
+    def results(self, report: Mapping[str, Any]) -> list[ExpectationResult]:
+        """One result per stated expectation, in the order of EXPECT_KEYS: met or not, and the value
+        expected. ``outcome`` is left out when ``error_code`` is stated: the code implies
+        ``outcome = "failed"`` and is unmet whenever that is."""
+        return [r for r in self._results(report) if not (r.key == "outcome" and self.error_code is not None)]
+
     def check(self, report: Mapping[str, Any]) -> list[str]:
         """Human-readable failures, one per unmet expectation; empty when all are met."""
-        failures: list[str] = []
-        error = report.get("error")
-        failed = isinstance(error, Mapping)
-        err_desc = (
-            f"{error.get('code')} {error.get('name')}: {error.get('message')}" if isinstance(error, Mapping) else ""
-        )
-        if self.outcome is not None:
-            got = "failed" if failed else "completed"
-            if got != self.outcome:
-                detail = f" ({err_desc})" if failed else ""
-                failures.append(f"outcome: expected {self.outcome!r}, got {got!r}{detail}")
-        if self.error_code is not None:
-            code = error.get("code") if isinstance(error, Mapping) else None
-            if code != self.error_code:
-                name = error.get("name") if isinstance(error, Mapping) else None
-                got_code = f"{code} ({name})" if failed else "no error (the test completed)"
-                failures.append(f"error_code: expected {self.error_code}, got {got_code}")
-        names = _event_names(report)
-        failures.extend(self._check_events(names))
-        for name in self.absent_events:
-            if name in names:
-                failures.append(f"absent_events: {name!r} occurred")
-        stats = [
-            ("rtt_ms", self.rtt_ms, ("stats", "rtt", "average"), 1.0, "average rtt", "ms"),
-            ("jitter_ms", self.jitter_ms, ("stats", "jitter", "average"), 1000.0, "average jitter", "ms"),
-            ("packet_loss", self.packet_loss, ("stats", "packetLoss", "average"), 1.0, "average packet loss", "%"),
-        ]
-        for key, rng, path, scale, what, unit in stats:
-            if rng is None:
-                continue
-            value = _number(_get(report, *path))
-            if value is None:
-                failures.append(f"{key}: the report has no {'.'.join(path)} (stats are null: did the test fail?)")
-            elif not rng[0] <= value * scale <= rng[1]:
-                failures.append(f"{key}: {what} {_fmt(value * scale)} {unit} is outside {_range(rng)}")
-        if self.level is not None:
-            level = _number(_get(report, "networkQuality", "level"))
-            if level is None:
-                failures.append("level: the report has no networkQuality.level")
-            elif not self.level[0] <= level <= self.level[1]:
-                failures.append(f"level: final network quality level {_fmt(level)} is outside {_range(self.level)}")
-        if self.min_level is not None:
-            samples = report.get("samples")
-            levels = [
-                v for s in (samples if isinstance(samples, Sequence) else ())
-                if isinstance(s, Mapping) and (v := _number(s.get("level"))) is not None
-            ]
-            if not levels:
-                failures.append("min_level: the report has no samples with a level")
-            elif not self.min_level[0] <= min(levels) <= self.min_level[1]:
-                failures.append(
-                    f"min_level: lowest level over {len(levels)} samples {_fmt(min(levels))} "
-                    f"is outside {_range(self.min_level)}"
-                )
-        return failures
+        return [failure for result in self._results(report) for failure in result.failures]
 
-    def _check_events(self, names: list[str]) -> list[str]:
+    def _results(self, report: Mapping[str, Any]) -> list[ExpectationResult]:
+        names = _event_names(report)
+        checks: dict[str, Callable[[], list[str]]] = {
+            "outcome": lambda: self._outcome(report),
+            "error_code": lambda: self._error_code(report),
+            "events": lambda: self._events(names),
+            "absent_events": lambda: [f"absent_events: {n!r} occurred" for n in self.absent_events if n in names],
+            "rtt_ms": lambda: _stat("rtt_ms", self.rtt_ms, report),
+            "jitter_ms": lambda: _stat("jitter_ms", self.jitter_ms, report),
+            "packet_loss": lambda: _stat("packet_loss", self.packet_loss, report),
+            "level": lambda: _level(self.level, report),
+            "min_level": lambda: _min_level(self.min_level, report),
+        }
+        return [
+            ExpectationResult(key, _show(expected), tuple(checks[key]()))
+            for key in EXPECT_KEYS
+            if (expected := getattr(self, key)) != _DEFAULTS[key]  # not stated
+        ]
+
+    def _outcome(self, report: Mapping[str, Any]) -> list[str]:
+        error = report.get("error")
+        if not isinstance(error, Mapping):
+            return [] if self.outcome == "completed" else [f"outcome: expected {self.outcome!r}, got 'completed'"]
+        if self.outcome == "failed":
+            return []
+        detail = f"{error.get('code')} {error.get('name')}: {error.get('message')}"
+        return [f"outcome: expected {self.outcome!r}, got 'failed' ({detail})"]
+
+    def _error_code(self, report: Mapping[str, Any]) -> list[str]:
+        error = report.get("error")
+        if not isinstance(error, Mapping):
+            return [f"error_code: expected {self.error_code}, got no error (the test completed)"]
+        if error.get("code") == self.error_code:
+            return []
+        return [f"error_code: expected {self.error_code}, got {error.get('code')} ({error.get('name')})"]
+
+    def _events(self, names: list[str]) -> list[str]:
         failures: list[str] = []
         pos = 0
         prev: str | None = None
@@ -160,6 +178,44 @@ class Expect:
                 continue
             prev = name
         return failures
+
+
+_DEFAULTS: Final[dict[str, object]] = {key: getattr(Expect(), key) for key in EXPECT_KEYS}
+
+
+def _stat(key: str, rng: Range | None, report: Mapping[str, Any]) -> list[str]:
+    assert rng is not None
+    path, scale, what, unit = _STATS[key]
+    value = _number(_get(report, *path))
+    if value is None:
+        return [f"{key}: the report has no {'.'.join(path)} (stats are null: did the test fail?)"]
+    if not rng[0] <= value * scale <= rng[1]:
+        return [f"{key}: {what} {_fmt(value * scale)} {unit} is outside {_range(rng)}"]
+    return []
+
+
+def _level(rng: Range | None, report: Mapping[str, Any]) -> list[str]:
+    assert rng is not None
+    level = _number(_get(report, "networkQuality", "level"))
+    if level is None:
+        return ["level: the report has no networkQuality.level"]
+    if not rng[0] <= level <= rng[1]:
+        return [f"level: final network quality level {_fmt(level)} is outside {_range(rng)}"]
+    return []
+
+
+def _min_level(rng: Range | None, report: Mapping[str, Any]) -> list[str]:
+    assert rng is not None
+    samples = report.get("samples")
+    levels = [
+        v for s in (samples if isinstance(samples, Sequence) else ())
+        if isinstance(s, Mapping) and (v := _number(s.get("level"))) is not None
+    ]
+    if not levels:
+        return ["min_level: the report has no samples with a level"]
+    if not rng[0] <= min(levels) <= rng[1]:
+        return [f"min_level: lowest level over {len(levels)} samples {_fmt(min(levels))} is outside {_range(rng)}"]
+    return []
 
 
 def _event_names(report: Mapping[str, Any]) -> list[str]:
@@ -187,4 +243,4 @@ def _event_list(r: TableReader, name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-__all__ = ["PROGRESS_EVENTS", "Expect", "ScenarioError"]
+__all__ = ["PROGRESS_EVENTS", "Expect", "ExpectationResult", "ScenarioError"]

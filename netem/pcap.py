@@ -38,6 +38,8 @@ from typing import Any, Final
 
 from rtcprobe.core.errors import ConfigError
 
+from .files import writable_path
+
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)  # scapy warns about IPv6 routes on import
 
 from scapy.utils import RawPcapWriter  # noqa: E402
@@ -256,12 +258,7 @@ def _stamp(t: float) -> tuple[int, int]:
 
 def check_writable(path: str | Path) -> Path:
     """``path`` as a Path if a capture can be created there; ConfigError (one line) if not."""
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"pcap file {str(p)!r} is a directory")
-    if not p.parent.is_dir():
-        raise ConfigError(f"pcap file {str(p)!r}: directory {str(p.parent)!r} does not exist")
-    return p
+    return writable_path(path, "pcap file")
 
 
 def _writer(path: str | Path) -> RawPcapWriter:

@@ -112,6 +112,48 @@ def test_out_into_a_missing_directory_exits_2(fast: Path, tmp_path: Path, capsys
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_pcap_into_a_directory_exits_2_naming_the_flag_and_path(fast: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(fast), "--pcap", f"{tmp_path}/"]) == 2
+    assert capsys.readouterr().err == f"rtcprobe run: error: --pcap '{tmp_path}/' is a directory\n"
+
+
+def test_out_that_cannot_be_written_exits_2_with_one_line(fast: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # Passes the up-front check (not a directory, the parent exists), fails when written.
+    dangling = tmp_path / "r.json"
+    dangling.symlink_to(tmp_path / "gone" / "r.json")
+    assert main(["run", str(fast), "--json", "--out", str(dangling)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # progress went to stderr, then the error: one line, no traceback
+    assert err.splitlines()[-1] == f"rtcprobe run: error: --out {str(dangling)!r}: No such file or directory"
+    assert "Traceback" not in err
+
+
+def test_an_unexpected_failure_lists_every_unmet_expectation(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "dead.toml"
+    path.write_text(FAST.replace("delay_ms = 10", "outage = true"))
+    assert main(["run", str(path), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert out.endswith(
+        "  expectations\n"
+        "    UNMET  outcome: expected 'completed', got 'failed' (53002 SignalingConnectionTimeoutError: "
+        "Signaling connection timed out (signaling or TURN step) (timed out after 12 s waiting for: signaling "
+        "accepted the token and returned ICE servers))\n"
+        "    UNMET  rtt_ms: the report has no stats.rtt.average (stats are null: did the test fail?)\n"
+        "    UNMET  level: the report has no networkQuality.level\n"
+    )
+
+
+def test_check_without_an_expect_block_says_so_and_the_run_decides(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "plain.toml"
+    path.write_text(FAST.split("[expect]")[0].replace("delay_ms = 10", "outage = true"))
+    assert main(["run", str(path), "--check"]) == 1
+    assert capsys.readouterr().out.endswith("  expectations: none ([expect] is not in the scenario)\n")
+
+
 def test_negative_seed_is_a_usage_error(fast: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["run", str(fast), "--seed", "-1"])

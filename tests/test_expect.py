@@ -1,4 +1,5 @@
-"""Expect: parsing the [expect] table and checking a report (DESIGN.md section 3 shape)."""
+"""Expect: parsing the [expect] table and checking a report (shaped as in
+docs/architecture.md#the-report-and-its-units)."""
 
 from __future__ import annotations
 
@@ -134,3 +135,31 @@ def test_parse_errors_use_the_key_path() -> None:
         Expect.from_dict({"error_code": 0})
     with pytest.raises(ScenarioError, match=r"expect.min_level\[0\]: must be an integer, got a boolean"):
         Expect.from_dict({"min_level": [True, 5]})
+
+
+def test_results_say_per_expectation_whether_met_and_what_was_expected() -> None:
+    exp = Expect.from_dict({**FULL, "rtt_ms": [0.125, 3.5], "min_level": [1, 2]})
+    results = exp.results(completed_report())
+    assert [(r.key, r.expected, r.met) for r in results] == [
+        ("outcome", "completed", True),
+        ("events", "[mediaAcquired, iceConnected, mediaStarted]", True),  # absent_events = [] is not stated
+        ("rtt_ms", "[0.125, 3.5]", False),
+        ("jitter_ms", "[10, 15]", True),
+        ("packet_loss", "[0, 2]", True),
+        ("level", "[4, 5]", True),
+        ("min_level", "[1, 2]", False),
+    ]
+    assert results[2].failures == ("rtt_ms: average rtt 61.5 ms is outside [0.125, 3.5]",)
+    assert [f for r in results for f in r.failures] == exp.check(completed_report())
+    assert Expect().results(completed_report()) == []
+
+
+def test_an_error_code_stands_for_the_outcome_it_implies() -> None:
+    exp = Expect.from_dict({"error_code": 53405, "absent_events": ["mediaStarted"]})
+    results = exp.results(completed_report())
+    assert [(r.key, r.expected, r.failures) for r in results] == [
+        ("error_code", "53405", ("error_code: expected 53405, got no error (the test completed)",)),
+        ("absent_events", "[mediaStarted]", ("absent_events: 'mediaStarted' occurred",)),
+    ]
+    assert exp.check(completed_report())[0] == "outcome: expected 'failed', got 'completed'"  # check keeps it
+    assert all(r.met for r in exp.results(failed_report()))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import EXIT_FAILED, EXIT_OK, writable_path
+from rtcprobe.core.report import PreflightReport  # loaded already: rtcprobe/__init__.py exports it
 
-if TYPE_CHECKING:
-    from rtcprobe.core.report import PreflightReport
+from . import ReportOutput, add_output_arguments
 
 NAME = "preflight"
 HELP = "run a real WebRTC preflight test (embedded loopback server unless --url is given)"
@@ -55,9 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     video = parser.add_mutually_exclusive_group()
     video.add_argument("--video", metavar="WxH@FPS", help="synthetic video to publish (default: 640x480@30)")
     video.add_argument("--no-video", action="store_true", help="publish audio only")
-    parser.add_argument("--json", action="store_true", help="print only the report JSON on stdout")
-    parser.add_argument("--out", metavar="FILE", help="also write the report JSON to FILE")
-    parser.add_argument("--plot", metavar="FILE.png", help="plot the samples to FILE.png (needs matplotlib)")
+    add_output_arguments(parser)
 
 
 # --- the summary -------------------------------------------------------------------------------
@@ -121,22 +118,17 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from rtcprobe.core.config import MediaDemand
-    from rtcprobe.core.errors import ConfigError, PreflightError
+    from rtcprobe.core.errors import PreflightError
     from rtcprobe.drivers.aiortc.client import parse_video, run_preflight
     from rtcprobe.progress import ProgressReporter
 
     duration = parse_duration(args.duration)
     media = MediaDemand(video=None) if args.no_video else MediaDemand(
         video=parse_video(args.video) if args.video else MediaDemand().video)
-    out = writable_path(args.out, "--out") if args.out else None
-    plot_path = writable_path(args.plot, "--plot") if args.plot else None
-    if plot_path is not None:
-        from rtcprobe.plot import require_matplotlib
-
-        require_matplotlib()  # fail before the test, not after it, when matplotlib is missing
+    output = ReportOutput.from_args(args)
     progress = ProgressReporter(sys.stderr)
 
-    async def main() -> tuple[PreflightReport, bool]:
+    async def main() -> PreflightReport:
         loop = asyncio.get_running_loop()
         test = run_preflight(
             args.token, url=args.url, duration=duration, region=args.region, media=media,
@@ -166,11 +158,10 @@ def run(args: argparse.Namespace) -> int:
             pass
         try:
             try:
-                return await test.wait(), interrupted
+                return await test.wait()
             except PreflightError as exc:
-                report = exc.report
-                assert report is not None
-                return report, interrupted
+                assert isinstance(exc.report, PreflightReport)  # the client always attaches it
+                return exc.report
         finally:
             try:
                 loop.remove_signal_handler(signal.SIGINT)
@@ -178,21 +169,10 @@ def run(args: argparse.Namespace) -> int:
                 pass
 
     try:
-        report, _ = asyncio.run(main())
+        report = asyncio.run(main())
     except asyncio.CancelledError:
         print("rtcprobe preflight: aborted", file=sys.stderr)
         return 130
     finally:
         progress.close()
-    text = report.to_json()
-    if out is not None:
-        try:
-            out.write_text(text + "\n")
-        except OSError as exc:
-            raise ConfigError(f"--out {str(out)!r}: {exc.strerror}") from None
-    if plot_path is not None:
-        from rtcprobe.plot import plot_report
-
-        plot_report(report, plot_path)
-    print(text if args.json else summary(report))
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return output.finish(report, lambda: summary(report))

@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import Any
 
-from . import EXIT_OK
+from . import EXIT_OK, parse_seed
 
 NAME = "relay"
 HELP = "forward UDP to an upstream (e.g. a TURN server) through a scenario's emulated link"
@@ -26,16 +26,6 @@ Exit codes: 0 stopped normally, 2 bad input (a scenario with a mistake, a bad ad
 """
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text.removesuffix("s"))
@@ -52,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream", required=True, metavar="HOST:PORT", help="the TURN server (or any UDP server)")
     parser.add_argument("--scenario", required=True, metavar="SCENARIO",
                         help="a scenario file (.toml) or a built-in scenario name (see: rtcprobe scenarios)")
-    parser.add_argument("--seed", type=_seed, help="seed of the link's randomness (default: the scenario's)")
+    parser.add_argument("--seed", type=parse_seed, help="seed of the link's randomness (default: the scenario's)")
     parser.add_argument("--pcap", metavar="FILE", help="write every forwarded datagram to FILE (pcap)")
     parser.add_argument("--duration", type=_seconds, metavar="SECONDS",
                         help="stop after this long (default: run until stopped)")

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from . import EXIT_OK, writable_path
+from . import EXIT_OK
 
 NAME = "rescore"
 HELP = "recompute a sweep's network quality levels with other scorer constants (no new simulation)"
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import attrs
 
     from rtcprobe.core.quality import ScorerConfig
+    from rtcprobe.netem.files import writable_path
     from rtcprobe.netem.scorer_config import load_scorer_config
     from rtcprobe.sweep_rescore import rescore_rows
     from rtcprobe.sweep_table import build_table, cell_label, point_kinds, read_table, write_table

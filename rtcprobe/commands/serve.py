@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from . import EXIT_OK
+from . import EXIT_OK, SECRET_ENV
 
 if TYPE_CHECKING:
     from rtcprobe.drivers.aiortc.server import SignalingServer
@@ -27,7 +27,6 @@ ready-to-use token.
 """
 
 DEFAULT_PORT = 8765
-SECRET_ENV = "RTCPROBE_SECRET"
 TOKEN_IDENTITY = "rtcprobe-user"
 
 

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from . import EXIT_FAILED, EXIT_OK, writable_path
+from . import EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:
     from rtcprobe.netem.sweep import Sweep
@@ -67,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rtcprobe.netem.files import writable_path
     from rtcprobe.sweep import SweepProgress, Where, check_resumable, load, run_sweep
 
     sweep = load(args.spec)  # every point validated: a mistake is a ScenarioError, exit 2

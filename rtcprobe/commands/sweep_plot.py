@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import EXIT_OK, writable_path
+from . import EXIT_OK
 
 NAME = "sweep-plot"
 HELP = "draw heatmaps of a metric over two sweep axes from a results table (needs matplotlib)"
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rtcprobe.netem.files import writable_path
     from rtcprobe.plot import require_matplotlib
     from rtcprobe.sweep_plot import choose, plot_heatmaps
     from rtcprobe.sweep_table import read_table

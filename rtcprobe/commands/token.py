@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from . import EXIT_OK
+from . import EXIT_OK, SECRET_ENV
 
 NAME = "token"
 HELP = "print an access token (JWT HS256) for rtcprobe serve"
@@ -15,8 +15,6 @@ grant carrying the identity.
 
   rtcprobe token --secret S --identity alice --ttl 600
 """
-
-SECRET_ENV = "RTCPROBE_SECRET"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
