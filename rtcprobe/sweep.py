@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
 
@@ -156,12 +156,12 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_serial(batches: list[list[PointTask]]) -> Iterator[BatchResult]:
+def _run_serial(batches: list[list[PointTask]]) -> Generator[BatchResult, None, None]:
     for batch in batches:
         yield run_point_batch(batch)
 
 
-def _run_pool(batches: list[list[PointTask]], workers: int) -> Iterator[BatchResult]:
+def _run_pool(batches: list[list[PointTask]], workers: int) -> Generator[BatchResult, None, None]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -176,7 +176,7 @@ def _run_pool(batches: list[list[PointTask]], workers: int) -> Iterator[BatchRes
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_dask(batches: list[list[PointTask]], where: Where, prefix: str) -> Iterator[BatchResult]:
+def _run_dask(batches: list[list[PointTask]], where: Where, prefix: str) -> Generator[BatchResult, None, None]:
     from importlib import import_module
 
     # Untyped (distributed has no annotations on these): kept Any rather than silenced line by line.
@@ -376,14 +376,14 @@ def run_sweep(
     finished = False
     if progress is not None:
         progress(0, len(todo), 0)
+    results: Generator[BatchResult, None, None]
+    if where.kind == "serial" or not batches:  # nothing to run: no pool or cluster to start
+        results = _run_serial(batches)
+    elif where.kind == "pool":
+        results = _run_pool(batches, where.parallelism)
+    else:
+        results = _run_dask(batches, where, f"rtcprobe-sweep-{sweep.fingerprint(__version__)[:12]}")
     try:
-        results: Iterator[BatchResult]
-        if where.kind == "serial" or not batches:  # nothing to run: no pool or cluster to start
-            results = _run_serial(batches)
-        elif where.kind == "pool":
-            results = _run_pool(batches, where.parallelism)
-        else:
-            results = _run_dask(batches, where, f"rtcprobe-sweep-{sweep.fingerprint(__version__)[:12]}")
         for batch in results:
             for index, row, error in batch:
                 point = by_index[index]
@@ -401,6 +401,9 @@ def run_sweep(
                 save()
         finished = True
     finally:
+        # Stop the pool or cluster now (queued batches cancelled, running ones finish), not when
+        # the generator is collected: at exit a pool would otherwise run every queued batch.
+        results.close()
         elapsed = time.monotonic() - start
         # Interrupted: keep what ran. Finished: write the table even when nothing new ran (a
         # spec that shrank, or a first run whose every point crashed).

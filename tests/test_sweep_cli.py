@@ -119,3 +119,35 @@ def test_workers_and_scheduler_exclude_each_other(tmp_path: Path) -> None:
     assert info.value.code == 2
     with pytest.raises(SystemExit):
         main(["sweep", str(spec(tmp_path)), "--out", "x.parquet", "--workers", "0"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_what_ran_and_the_rerun_resumes(tmp_path: Path) -> None:
+    import signal
+
+    from rtcprobe.sweep import Where, load, run_sweep
+
+    path = spec(tmp_path, """
+        base = "lossy-wifi"
+        seeds = [1, 2, 3, 4]
+        [axes]
+        "network.loss" = [0.0, 0.01, 0.02, 0.05]
+        "network.delay_ms" = [10, 50, 100, 200]
+    """)
+    reference = tmp_path / "reference.parquet"
+    run_sweep(load(path), reference, Where.serial())
+    out = tmp_path / "results.parquet"
+    proc = subprocess.Popen([sys.executable, "-m", "rtcprobe", "sweep", str(path), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # progress lines, one per tenth of the sweep when not on a terminal
+        if "/64 runs" in line and not line.startswith("sweep [....."):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; the runs done so far are in" in err
+    saved = pq.read_table(out).num_rows
+    assert 0 < saved < 64
+    assert main(["sweep", str(path), "--out", str(out), "--json"]) == 0
+    assert out.read_bytes() == reference.read_bytes()
