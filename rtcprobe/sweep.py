@@ -32,7 +32,7 @@ import attrs
 
 from rtcprobe.core._version import __version__
 from rtcprobe.core.errors import ConfigError
-from rtcprobe.netem.sweep import Sweep, SweepPoint, load_sweep
+from rtcprobe.netem.sweep import Sweep, SweepPoint, canonical_json, load_sweep
 
 from .sweep_table import (
     ResultsError,
@@ -138,10 +138,11 @@ class Where:
         if self.kind == "serial":
             return "in this process"
         if self.kind == "pool":
-            return f"a local pool of {self.parallelism} processes"
+            n = self.parallelism
+            return f"a local pool of {n} process{'es' if n != 1 else ''}"
         if self.scheduler:
             return f"the Dask cluster at {self.scheduler}"
-        return f"a Dask LocalCluster of {self.workers} workers"
+        return f"a Dask LocalCluster of {self.workers} worker{'s' if self.workers != 1 else ''}"
 
 
 def _cores() -> int:
@@ -206,8 +207,9 @@ def _run_dask(batches: list[list[PointTask]], where: Where, prefix: str) -> Gene
 
 
 def _batch_id(batch: Sequence[PointTask]) -> str:
-    text = "|".join(f"{t.index}:{t.seed}" for t in batch)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """Content-addressed: two clients of one cluster share a key only for the very same runs."""
+    text = canonical_json([[t.index, t.seed, t.data] for t in batch])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def _batches(tasks: list[PointTask], parallelism: int, batch_size: int | None) -> list[list[PointTask]]:
@@ -374,7 +376,7 @@ def run_sweep(
     start = time.monotonic()
     done = 0
     finished = False
-    if progress is not None:
+    if progress is not None and todo:
         progress(0, len(todo), 0)
     results: Generator[BatchResult, None, None]
     if where.kind == "serial" or not batches:  # nothing to run: no pool or cluster to start

@@ -151,3 +151,22 @@ def test_ctrl_c_saves_what_ran_and_the_rerun_resumes(tmp_path: Path) -> None:
     assert 0 < saved < 64
     assert main(["sweep", str(path), "--out", str(out), "--json"]) == 0
     assert out.read_bytes() == reference.read_bytes()
+
+
+def test_scheduler_runs_on_an_existing_dask_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from distributed import LocalCluster
+
+    from rtcprobe.sweep import Where, load, run_sweep
+
+    path = spec(tmp_path)
+    reference = tmp_path / "reference.parquet"
+    run_sweep(load(path), reference, Where.serial())
+    out = tmp_path / "results.parquet"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        assert main(["sweep", str(path), "--out", str(out), "--scheduler", cluster.scheduler_address, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["where"] == f"the Dask cluster at {cluster.scheduler_address}" and summary["ran"] == 8
+    assert out.read_bytes() == reference.read_bytes()
