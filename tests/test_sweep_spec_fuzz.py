@@ -163,3 +163,27 @@ def test_axes_over_real_keys_either_validate_every_point_or_name_one(
     check(result)
     if isinstance(result, ScenarioError):
         assert result.key.startswith(("axes", "base")), str(result)
+
+
+# Strings built from characters that trouble paths and parsers (NUL, separators, newlines).
+awkward_text = st.lists(st.sampled_from(["\x00", "a", "/", ".", "..", "é", "\n", " ", "t.down"]),
+                        max_size=4).map("".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(PATHS), st.one_of(values, awkward_text))
+def test_any_value_at_any_scenario_key_is_a_scenario_or_one_clean_error(tmp_path: Path, path: str, value: Any) -> None:
+    """The scenario parser under the sweep: one key of a scenario set to anything."""
+    from rtcprobe.netem.scenario import Scenario
+    from rtcprobe.netem.sweep import apply_path, check_path
+
+    (tmp_path / "t.down").write_text("1\n")
+    data: dict[str, Any] = {"phase": [{"at": 1.0}]}
+    if check_path(path, data) is not None:
+        return
+    apply_path(data, path, value)
+    try:
+        Scenario.from_dict(data, source=SOURCE, base_dir=tmp_path)
+    except ScenarioError as exc:
+        assert exc.source == SOURCE and exc.key, str(exc)
+        assert exc.__cause__ is None

@@ -23,7 +23,7 @@ table. The spec format: scenarios/SWEEPS.md. Every point is checked before anyth
 
   rtcprobe sweep loss-delay.toml --out results.parquet
   rtcprobe sweep loss-delay.toml --out results.parquet --workers 4 --plot loss-delay.png
-  rtcprobe sweep loss-delay.toml --out results.parquet --scheduler tcp://10.0.0.5:8786 --json
+  rtcprobe sweep loss-delay.toml --out results.parquet --scheduler tcp://dask-scheduler:8786 --json
 
 By default the points run on a pool of local processes, one per core; --workers N starts a Dask
 LocalCluster of N workers, --scheduler uses a running Dask cluster (its workers need rtcprobe,
