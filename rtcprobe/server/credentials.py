@@ -1,8 +1,10 @@
-"""TURN REST API credentials and the ICE-server list the server hands out (REFERENCE.md G).
+"""TURN REST API credentials and the ICE-server list the server hands out (docs/references.md#coturn).
 
 A TURN server sharing a secret with us (coturn ``--use-auth-secret --static-auth-secret=S``)
 accepts username ``"<unix expiry>:<identity>"`` with password base64(HMAC-SHA1(secret, username)),
-so the signaling server mints short-lived credentials without talking to the TURN server.
+so the signaling server mints short-lived credentials without talking to the TURN server. TURN
+URLs themselves are parsed by :mod:`rtcprobe.drivers.aiortc.turn_client`, which the client
+shares.
 """
 
 from __future__ import annotations
@@ -12,66 +14,10 @@ import hashlib
 import hmac
 import math
 from collections.abc import Iterable
-from urllib.parse import parse_qs
 
-import attrs
 from rtcprobe.core.errors import ConfigError
 from rtcprobe.core.observations import IceServer
-
-TURN_SCHEMES = ("turn", "turns")
-TRANSPORTS = ("udp", "tcp")
-
-
-@attrs.frozen
-class TurnUrl:
-    """One parsed ``turn:``/``turns:`` URL (RFC 7065)."""
-
-    scheme: str
-    host: str
-    port: int
-    transport: str
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}:{host}:{self.port}?transport={self.transport}"
-
-
-def parse_turn_url(url: str) -> TurnUrl:
-    """Parse and check a TURN URL; ConfigError (one line) when it is malformed."""
-    scheme, sep, rest = url.partition(":")
-    if not sep or scheme.lower() not in TURN_SCHEMES:
-        raise ConfigError(f"TURN URL {url!r} must start with turn: or turns:")
-    scheme = scheme.lower()
-    if rest.startswith("//"):
-        raise ConfigError(f"TURN URL {url!r} must not contain '//' (write turn:HOST:PORT)")
-    hostport, _, query = rest.partition("?")
-    transport = "tcp" if scheme == "turns" else "udp"
-    if query:
-        params = parse_qs(query, keep_blank_values=True)
-        if set(params) != {"transport"} or len(params["transport"]) != 1:
-            raise ConfigError(f"TURN URL {url!r}: the only query parameter allowed is transport=udp|tcp")
-        transport = params["transport"][0].lower()
-        if transport not in TRANSPORTS:
-            raise ConfigError(f"TURN URL {url!r}: transport must be udp or tcp, got {transport!r}")
-        if scheme == "turns" and transport == "udp":
-            raise ConfigError(f"TURN URL {url!r}: turns: runs over TLS, so its transport is tcp")
-    if hostport.startswith("["):  # [IPv6]:port
-        host, bracket, port_text = hostport[1:].partition("]")
-        if not bracket or (port_text and not port_text.startswith(":")):
-            raise ConfigError(f"TURN URL {url!r}: malformed IPv6 address")
-        port_text = port_text[1:]
-    else:
-        host, _, port_text = hostport.partition(":")
-    if not host or any(c in host for c in "/@ "):
-        raise ConfigError(f"TURN URL {url!r} has no valid host")
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ConfigError(f"TURN URL {url!r}: port must be 1..65535, got {port_text!r}")
-        port = int(port_text)
-    else:
-        port = 5349 if scheme == "turns" else 3478
-    return TurnUrl(scheme=scheme, host=host, port=port, transport=transport)
+from rtcprobe.drivers.aiortc.turn_client import TurnUrl, parse_turn_url
 
 
 def mint_turn_credentials(secret: str, identity: str, ttl: float, now_unix: float) -> tuple[str, str]:
@@ -109,3 +55,6 @@ def build_ice_servers(
         raise ConfigError("TURN URLs need a TURN secret")
     username, password = mint_turn_credentials(turn_secret, identity, ttl, now_unix)
     return (IceServer(urls=urls, username=username, credential=password),)
+
+
+__all__ = ["build_ice_servers", "check_turn_config", "mint_turn_credentials"]
