@@ -93,3 +93,21 @@ def test_held_relay_candidates_spare_the_answerer_the_stun_retransmission(coturn
     assert without >= 0.45  # the dropped first check, retransmitted after aioice's 0.5 s RTO
     assert with_hold < 0.3, with_hold  # ~2 ms of ICE plus aioice's 20 ms pacing, with room for load
     assert remote == ["relay"]  # the peer-reflexive candidate became the signalled one
+
+
+@pytest.mark.turn
+@pytest.mark.timeout(120)
+def test_a_relay_only_preflight_through_coturn_waits_for_no_stun_retransmission(coturn: CoturnServer) -> None:
+    from rtcprobe.core.config import MediaDemand, VideoSpec
+    from rtcprobe.drivers.aiortc import run_preflight
+
+    async def main() -> dict[str, float]:
+        test = run_preflight(duration=1.0, media=MediaDemand(video=VideoSpec(320, 240, 30)),
+                             turn_urls=[coturn.udp_url], turn_secret=coturn.secret)
+        report = await test.wait()
+        return {k: t.duration for k, t in report.network_timing.items() if t.duration is not None}
+
+    timing = asyncio.run(main())
+    # The publisher's DTLS timer runs from its ICE completion to the handshake's end: ~2 ms, and
+    # ~480 ms when the server's first check was dropped by coturn (the server is the DTLS client).
+    assert timing["dtls"] < 250, timing

@@ -77,6 +77,7 @@ from rtcprobe.core.report import PreflightReport, ProgressEvent, RunInfo, Timing
 from . import candidates, stats, teardown, turn
 from .credentials import check_turn_config
 from .embedded import embedded_server
+from .holdback import hold_relay_candidates
 from .media import PatternTrack, ToneTrack
 from .protocol import (
     MAX_MESSAGE_SIZE,
@@ -360,8 +361,15 @@ class AiortcDriver:
             self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(
                 f"the {name} gathered no ICE candidates{detail}")))
             return False
+        offer = pc.localDescription
+        assert offer is not None
+        if relay_only:
+            # The server would check our relayed address before our TURN permission exists and
+            # wait 0.5 s for a retransmission; it learns the address from our check instead
+            # (holdback.py). With no trickle message, the held candidates are never sent.
+            offer = hold_relay_candidates(offer).description
         self._answers[name] = self._loop.create_future()
-        await self._send(Offer(pc=name, sdp=pc.localDescription.sdp))  # type: ignore[arg-type]
+        await self._send(Offer(pc=name, sdp=offer.sdp))  # type: ignore[arg-type]
         sdp = await self._answers[name]
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
