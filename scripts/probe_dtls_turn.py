@@ -12,6 +12,10 @@ offer/answer. Prints, per run, the milestones in ms since the start (before crea
 and the median of start -> first video frame over the runs.
 
     python scripts/probe_dtls_turn.py --runs 5 [--holdback] [--transport tcp] [--receiver-turn]
+
+``--holdback`` negotiates through drivers/aiortc/holdback.py (the fix); without it the offer goes
+over whole, as before. ``--debug`` logs aioice/aiortc; ``--pause S`` leaves time to start
+``tshark -i lo -f "udp port <coturn port>"`` (the port is printed first).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import contextlib
 import logging
 import statistics
 import sys
-import time
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -161,5 +164,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    started = time.monotonic()
     sys.exit(asyncio.run(main()))
