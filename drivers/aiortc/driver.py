@@ -71,6 +71,7 @@ from rtcprobe.core.observations import (
 from rtcprobe.core.preflight import PreflightMachine
 
 from . import candidates, protocol, stats, teardown, turn_client
+from .holdback import hold_relay_candidates
 from .media import PatternTrack, ToneTrack
 
 log = logging.getLogger(__name__)
@@ -343,8 +344,15 @@ class AiortcDriver:
             self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(
                 f"the {name} gathered no ICE candidates{detail}")))
             return False
+        offer = pc.localDescription
+        assert offer is not None
+        if relay_only:
+            # The server would check our relayed address before our TURN permission exists and
+            # wait 0.5 s for a retransmission; it learns the address from our check instead
+            # (holdback.py). With no trickle message, the held candidates are never sent.
+            offer = hold_relay_candidates(offer).description
         self._answers[name] = self._loop.create_future()
-        await self._send(protocol.Offer(pc=name, sdp=pc.localDescription.sdp))
+        await self._send(protocol.Offer(pc=name, sdp=offer.sdp))
         sdp = await self._answers[name]
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
