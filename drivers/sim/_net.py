@@ -1,7 +1,7 @@
 """The virtual clock, the two links, and the retransmission timers the real stack runs.
 
-* :class:`EventLoop`: a heap of (time, order, callback); ties run in scheduling order, so a run
-  is a pure function of the scenario and the seed.
+* :class:`EventLoop`: a heap of (time, order, callback, tag); ties run in scheduling order, so a
+  run is a pure function of the scenario and the seed. Tags say what is pending.
 * :class:`Path`: the uplink (client→server) and downlink (server→client) ``Link``s. Control
   packets cross one at a time (``send``); media crosses in arrays (``send_media``). Every send
   on a link happens in time order, which the driver guarantees by bringing media up to ``now``
@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
+import enum
 import heapq
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import attrs
 import numpy as np
@@ -47,28 +48,87 @@ class PacketRecord:
         return iter((self.time_sent, self.time_delivered, self.direction, self.kind, self.size))
 
 
+class Tag(enum.Enum):
+    """What a scheduled callback is: the switch to interval batches asks the loop what is pending
+    (:meth:`EventLoop.pending`) and takes over the entries it knows how to plan itself."""
+
+    HANDSHAKE = enum.auto()  # signaling, ICE and DTLS steps: the switch waits for them
+    RETRY = enum.auto()  # a Transaction's next try or timeout (args: the transaction)
+    OBSERVE = enum.auto()  # an observation for the core at a known time
+    WATCH = enum.auto()  # the disconnected-state watch
+    FINE_TICK = enum.auto()  # the event-driven media pipeline's next moment
+    MAYBE_STEADY = enum.auto()  # another try at switching to batches
+    STEADY_TICK = enum.auto()  # the next interval of the steady state
+    CONSENT_OUTCOME = enum.auto()  # a batched consent check answered or timed out
+    # What the steady state plans itself (args as the callback's):
+    CONSENT = enum.auto()  # a consent check (pc)
+    PUB_SR = enum.auto()  # RTCP timers (kind): the publisher's SR, the subscriber's RR,
+    SUB_RR = enum.auto()  # the server's RR about the publisher's stream and its SR to the subscriber
+    SRV_RR = enum.auto()
+    SRV_SR = enum.auto()
+    SRV_REMB_TIMER = enum.auto()  # REMB timers ()
+    SUB_REMB_TIMER = enum.auto()
+    SRV_GOT_SR = enum.auto()  # arrivals: an SR at the server (kind, SR id),
+    SRV_GOT_REMB = enum.auto()  # the subscriber's REMB at the server (bps),
+    PUB_GOT_RR = enum.auto()  # an RR at the publisher (kind, block), a REMB there (bps),
+    PUB_GOT_REMB = enum.auto()
+    PUB_GOT_PLI = enum.auto()  # a PLI there (), a PLI at the server on its way to the publisher ()
+    SRV_GOT_PLI = enum.auto()
+
+
+class Pending(NamedTuple):
+    """One scheduled callback, as :meth:`EventLoop.pending` reports it."""
+
+    time: float
+    tag: Tag
+    args: tuple[Any, ...]
+
+
 class EventLoop:
-    """A deterministic discrete-event queue on a virtual clock starting at 0."""
+    """A deterministic discrete-event queue on a virtual clock starting at 0.
+
+    Every entry carries a :class:`Tag` saying what it is, so that the driver can ask what is
+    pending (and take entries out) without knowing the callbacks.
+    """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...], Tag]] = []
         self._order = 0
         self.now = 0.0
 
-    def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
-        heapq.heappush(self._heap, (max(t, self.now), self._order, fn, args))
+    def at(self, t: float, fn: Callable[..., None], *args: Any, tag: Tag) -> None:
+        heapq.heappush(self._heap, (max(t, self.now), self._order, fn, args, tag))
         self._order += 1
 
-    def after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
-        self.at(self.now + delay, fn, *args)
+    def after(self, delay: float, fn: Callable[..., None], *args: Any, tag: Tag) -> None:
+        self.at(self.now + delay, fn, *args, tag=tag)
 
     def peek(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
     def run_next(self) -> None:
-        t, _, fn, args = heapq.heappop(self._heap)
+        t, _, fn, args, _ = heapq.heappop(self._heap)
         self.now = t
         fn(*args)
+
+    def pending(self) -> list[Pending]:
+        """Everything scheduled, in firing order."""
+        return [Pending(t, tag, args) for t, _, _, args, tag in sorted(self._heap, key=_key)]
+
+    def remove(self, where: Callable[[Pending], bool]) -> list[Pending]:
+        """Unschedule the entries ``where`` selects; returns them in firing order."""
+        kept, gone = [], []
+        for entry in self._heap:
+            t, _, _, args, tag = entry
+            (gone if where(Pending(t, tag, args)) else kept).append(entry)
+        if gone:
+            heapq.heapify(kept)  # (time, order) keys are unique: the firing order is unchanged
+            self._heap = kept
+        return [Pending(t, tag, args) for t, _, _, args, tag in sorted(gone, key=_key)]
+
+
+def _key(entry: tuple[float, int, Callable[..., None], tuple[Any, ...], Tag]) -> tuple[float, int]:
+    return entry[0], entry[1]
 
 
 class Path:
@@ -157,7 +217,7 @@ class Transaction:
         self.tries_left -= 1
         self.tries += 1
         self._transmit(self)
-        self.loop.after(self.rto, self._retry)
+        self.loop.after(self.rto, Transaction._retry, self, tag=Tag.RETRY)
         self.rto *= 2
 
     def succeed(self) -> None:

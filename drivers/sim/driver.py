@@ -138,7 +138,7 @@ from ._media import (
     RembEstimator,
     VideoSource,
 )
-from ._net import DOWN, UP, EventLoop, PacketRecord, Path, Transaction
+from ._net import DOWN, UP, EventLoop, PacketRecord, Path, Pending, Tag, Transaction
 from ._steady import SendLog, Timeline
 
 # --- addresses (TEST-NET-1, RFC 5737: never a real host) -----------------------------------------
@@ -205,6 +205,21 @@ AUDIO_ONLY_INTERVAL: Final = 1.0
 STEADY_AFTER_MEDIA_STARTED: Final = True
 
 HOST_PREF, RELAY_PREF = 126, 0  # RFC 8445 type preferences
+
+
+# The switch to batches: what the steady state plans itself, and what it can ignore.
+RTCP_TIMERS: Final = frozenset({Tag.PUB_SR, Tag.SUB_RR, Tag.SRV_RR, Tag.SRV_SR})
+TAKEN_OVER: Final = RTCP_TIMERS | {
+    Tag.SRV_REMB_TIMER, Tag.SUB_REMB_TIMER, Tag.PUB_GOT_RR, Tag.PUB_GOT_REMB, Tag.SRV_GOT_SR,
+    Tag.SRV_GOT_REMB, Tag.CONSENT, Tag.PUB_GOT_PLI, Tag.SRV_GOT_PLI}
+HARMLESS: Final = frozenset({Tag.WATCH, Tag.OBSERVE, Tag.FINE_TICK, Tag.MAYBE_STEADY})
+
+
+def _dropped_at_the_switch(p: Pending) -> bool:
+    """Taken over by the steady state, or moot once in it (the event pipeline's ticks, the
+    switch's own retries, retries of finished transactions)."""
+    return (p.tag in TAKEN_OVER or p.tag is Tag.FINE_TICK or p.tag is Tag.MAYBE_STEADY
+            or (p.tag is Tag.RETRY and p.args[0].done))
 
 
 def _priority(type_pref: int) -> int:
@@ -377,7 +392,7 @@ class SimDriver:
         core.start(0.0, epoch_ms=0.0)
         self._pump()
         if self.stop_at is not None:
-            loop.at(self.stop_at, self._observe, StopRequested())
+            loop.at(self.stop_at, self._observe, StopRequested(), tag=Tag.OBSERVE)
         tc: float | None = None
         while not self.done and core.report is None:
             if self._core_touched:  # the core's deadline only moves when the core is fed
@@ -438,17 +453,13 @@ class SimDriver:
                 self.done = True
 
     def _send(self, direction: str, size: int, kind: str, then: Callable[..., None] | None = None,
-              *args: object) -> None:
+              *args: object, tag: Tag = Tag.HANDSHAKE) -> None:
         """Put one control packet on a link now; ``then(*args)`` runs when it arrives."""
         assert not self.steady, "in the steady state every packet is planned with its interval"
         self.sync(1 if direction == UP else 2)
         delivered = self.path.send(direction, self.now, size, kind)
         if delivered is not None and then is not None:
-            self.loop.at(delivered, self._guard, then, args)
-
-    def _guard(self, fn: Callable[..., None], args: tuple[object, ...]) -> None:
-        if not self.done:
-            fn(*args)
+            self.loop.at(delivered, then, *args, tag=tag)
 
     # --- signaling: TCP + WebSocket ----------------------------------------------------------------
 
@@ -492,7 +503,7 @@ class SimDriver:
                 # In-order delivery: a message never overtakes the previous one on the stream.
                 t = max(pending["last"], self._tcp_delivered[direction])
                 self._tcp_delivered[direction] = t
-                self.loop.at(t, self._guard, on_delivered, ())
+                self.loop.at(t, on_delivered, tag=Tag.HANDSHAKE)
 
         for seg in segments:
             def transmit(tx: Transaction, seg: int = seg) -> None:
@@ -564,7 +575,7 @@ class SimDriver:
         self._observe(IceStateChanged(pc.role, "checking"))
         self._observe(ConnectionStateChanged(pc.role, "connecting"))
         for i, cand in enumerate(pc.local):  # already in priority order: host before relay
-            self.loop.after(i * ICE_PACING, self._guard, self._cli_check_start, (pc, cand))
+            self.loop.after(i * ICE_PACING, self._cli_check_start, pc, cand, tag=Tag.HANDSHAKE)
         if not pc.local:
             self._cli_ice_fail(pc)
 
@@ -621,7 +632,7 @@ class SimDriver:
     def _srv_ice_start(self, pc: _Pc) -> None:
         pc.s_started = True
         for i, cand in enumerate(pc.local):
-            self.loop.after(i * ICE_PACING, self._guard, self._srv_check, (pc, cand))
+            self.loop.after(i * ICE_PACING, self._srv_check, pc, cand, tag=Tag.HANDSHAKE)
 
     def _srv_check(self, pc: _Pc, cand: IceCandidateStats) -> None:
         relay = cand.candidate_type == "relay"
@@ -665,7 +676,7 @@ class SimDriver:
         delay = CONSENT_INTERVAL * (0.8 + 0.4 * float(self.consent_rng.random()))
         pc.consent_at = self.now + delay
         if not self.steady:  # in the steady state the check is planned with its interval
-            self.loop.after(delay, self._guard, self._consent, (pc,))
+            self.loop.after(delay, self._consent, pc, tag=Tag.CONSENT)
 
     def _consent(self, pc: _Pc) -> None:
         if pc.ice_failed:
@@ -689,7 +700,7 @@ class SimDriver:
         if not pc.disconnected and self.now - self._last_rx(pc) >= RECEIVE_TIMEOUT:
             pc.disconnected = True
             self._observe(IceStateChanged(pc.role, "disconnected"))
-            self.loop.after(WATCH_INTERVAL, self._guard, self._watch, (pc,))
+            self.loop.after(WATCH_INTERVAL, self._watch, pc, tag=Tag.WATCH)
         self._schedule_consent(pc)
 
     def _last_rx(self, pc: _Pc) -> float:
@@ -713,7 +724,7 @@ class SimDriver:
             pc.disconnected = False
             self._observe(IceStateChanged(pc.role, "completed"))
         else:
-            self.loop.after(WATCH_INTERVAL, self._guard, self._watch, (pc,))
+            self.loop.after(WATCH_INTERVAL, self._watch, pc, tag=Tag.WATCH)
 
     # --- DTLS --------------------------------------------------------------------------------------
 
@@ -776,28 +787,28 @@ class SimDriver:
             if media.video is not None:
                 self.sources[VIDEO] = Lookahead(VideoSource(media.video, self.now, extra, self.media_rng))
             for kind in self.sources:
-                self._rtcp_timer(self._sr, kind)
+                self._rtcp_timer(Tag.PUB_SR, kind)
             self.fine = True
             self._fine_next()
         else:
             self.sub_accept_at = self.now
             for kind in self.kinds:
-                self._rtcp_timer(self._sub_rr, kind)
+                self._rtcp_timer(Tag.SUB_RR, kind)
             if VIDEO in self.kinds:
-                self.loop.after(REMB_INTERVAL, self._guard, self._sub_remb, ())
+                self.loop.after(REMB_INTERVAL, self._sub_remb, tag=Tag.SUB_REMB_TIMER)
 
     def _srv_media_ready(self, pc: _Pc) -> None:
         self.sync(2)
         if pc.role is Role.PUBLISHER:
             self.srv_accept_at = self.now
             for kind in self.kinds:
-                self._rtcp_timer(self._srv_rr, kind)
+                self._rtcp_timer(Tag.SRV_RR, kind)
             if VIDEO in self.kinds:
-                self.loop.after(REMB_INTERVAL, self._guard, self._srv_remb, ())
+                self.loop.after(REMB_INTERVAL, self._srv_remb, tag=Tag.SRV_REMB_TIMER)
         else:
             self.forward_at = self.now
             for kind in self.kinds:
-                self._rtcp_timer(self._srv_sr, kind)
+                self._rtcp_timer(Tag.SRV_SR, kind)
             if VIDEO in self.kinds:  # an SFU asks for a keyframe when a subscriber joins
                 self._pli_to_publisher()
 
@@ -898,22 +909,23 @@ class SimDriver:
         # Video it cannot decode yet: ask for a keyframe (through the server) now and then.
         if self.now - max(self._last_pli, self.forward_at) >= PLI_INTERVAL:
             self._last_pli = self.now
-            self._send(UP, RTCP_PLI + self.pcs[Role.SUBSCRIBER].extra, "rtcp", self._pli_to_publisher)
+            self._send(UP, RTCP_PLI + self.pcs[Role.SUBSCRIBER].extra, "rtcp", self._pli_to_publisher,
+                       tag=Tag.SRV_GOT_PLI)
 
     def _media_started(self, kind: int, t: float) -> None:
         self.started.add(kind)
         self._key_counts.clear()
-        self.loop.at(t, self._observe, MediaStarted(KIND_NAMES[kind]))
+        self.loop.at(t, self._observe, MediaStarted(KIND_NAMES[kind]), tag=Tag.OBSERVE)
         if self.started.issuperset(self.kinds):
             self.fine = False
-            self.loop.at(t, self._maybe_steady)  # (also tried at every RTCP timer from now on)
+            self.loop.at(t, self._maybe_steady, tag=Tag.MAYBE_STEADY)  # (also tried at every RTCP timer from now on)
 
     def _fine_next(self) -> None:
         """Until media started, the next moment anything in the pipeline happens is an event."""
         nxt = min([src.next_send for src in self.sources.values()] + [self.srv_q.min, self.sub_q.min])
         if nxt > self.now and nxt < self._fine_at:
             self._fine_at = nxt
-            self.loop.at(nxt, self._fine_tick)
+            self.loop.at(nxt, self._fine_tick, tag=Tag.FINE_TICK)
 
     def _fine_tick(self) -> None:
         if self.now >= self._fine_at:
@@ -922,7 +934,7 @@ class SimDriver:
             self.sync()
 
     def _pli_to_publisher(self) -> None:
-        self._send(DOWN, RTCP_PLI + self.pcs[Role.PUBLISHER].extra, "rtcp", self._cli_pli)
+        self._send(DOWN, RTCP_PLI + self.pcs[Role.PUBLISHER].extra, "rtcp", self._cli_pli, tag=Tag.PUB_GOT_PLI)
 
     def _cli_pli(self) -> None:
         self.sync(1)
@@ -935,20 +947,21 @@ class SimDriver:
 
     # --- RTCP --------------------------------------------------------------------------------------
 
-    def _rtcp_timer(self, fn: Callable[[int], None], kind: int) -> None:
+    def _rtcp_timer(self, report: Tag, kind: int) -> None:
         delay = RTCP_MIN + RTCP_SPAN * float(self.rtcp_rng.random())
-        self.loop.after(delay, self._guard, self._rtcp_fire, (fn, kind))
+        self.loop.after(delay, self._rtcp_fire, report, kind, tag=report)
 
-    def _rtcp_fire(self, fn: Callable[[int], None], kind: int) -> None:
-        fn(kind)
-        self._rtcp_timer(fn, kind)
+    def _rtcp_fire(self, report: Tag, kind: int) -> None:
+        {Tag.PUB_SR: self._sr, Tag.SUB_RR: self._sub_rr, Tag.SRV_RR: self._srv_rr, Tag.SRV_SR: self._srv_sr}[report](kind)
+        self._rtcp_timer(report, kind)
         self._maybe_steady()
 
     def _sr(self, kind: int) -> None:
         """The publisher's sender report (uplink)."""
         sender = self.senders[kind]
         sender.sr_sent_at = sr_id = self.now
-        self._send(UP, RTCP_SR + self.pcs[Role.PUBLISHER].extra, "rtcp", self._srv_got_sr, kind, sr_id)
+        self._send(UP, RTCP_SR + self.pcs[Role.PUBLISHER].extra, "rtcp", self._srv_got_sr, kind, sr_id,
+                   tag=Tag.SRV_GOT_SR)
 
     def _srv_got_sr(self, kind: int, sr_id: float) -> None:
         self.srv_sr[kind] = (sr_id, self.now)
@@ -964,7 +977,8 @@ class SimDriver:
             lsr, at = self.srv_sr[kind]
             dlsr = int((self.now - at) * DLSR_UNIT)
         block = (stats.fraction_lost(), stats.lost, stats.jitter, lsr, dlsr)
-        self._send(DOWN, RTCP_RR + self.pcs[Role.PUBLISHER].extra, "rtcp", self._cli_rr, kind, block)
+        self._send(DOWN, RTCP_RR + self.pcs[Role.PUBLISHER].extra, "rtcp", self._cli_rr, kind, block,
+                   tag=Tag.PUB_GOT_RR)
 
     def _cli_rr(self, kind: int, block: tuple[int, int, int, float | None, int]) -> None:
         fraction, lost, jitter, lsr, dlsr = block
@@ -994,8 +1008,9 @@ class SimDriver:
         if estimate is not None:
             if self.sub_remb is not None:
                 estimate = min(estimate, self.sub_remb)
-            self._send(DOWN, RTCP_REMB + self.pcs[Role.PUBLISHER].extra, "rtcp", self._cli_remb, estimate)
-        self.loop.after(REMB_INTERVAL, self._guard, self._srv_remb, ())
+            self._send(DOWN, RTCP_REMB + self.pcs[Role.PUBLISHER].extra, "rtcp", self._cli_remb, estimate,
+                       tag=Tag.PUB_GOT_REMB)
+        self.loop.after(REMB_INTERVAL, self._srv_remb, tag=Tag.SRV_REMB_TIMER)
 
     def _cli_remb(self, bps: float) -> None:
         self.sync(1)
@@ -1010,8 +1025,9 @@ class SimDriver:
         self.sync(3)
         estimate = self.sub_est.update(self.now)
         if estimate is not None:
-            self._send(UP, RTCP_REMB + self.pcs[Role.SUBSCRIBER].extra, "rtcp", self._srv_got_remb, estimate)
-        self.loop.after(REMB_INTERVAL, self._guard, self._sub_remb, ())
+            self._send(UP, RTCP_REMB + self.pcs[Role.SUBSCRIBER].extra, "rtcp", self._srv_got_remb, estimate,
+                       tag=Tag.SRV_GOT_REMB)
+        self.loop.after(REMB_INTERVAL, self._sub_remb, tag=Tag.SUB_REMB_TIMER)
 
     def _srv_got_remb(self, bps: float) -> None:
         self.sub_remb = bps
@@ -1030,22 +1046,13 @@ class SimDriver:
         if math.inf in (self.srv_accept_at, self.forward_at, self.sub_accept_at, pub.dtls_connected_at,
                         sub.dtls_connected_at, pub.s_dtls_connected_at, sub.s_dtls_connected_at):
             return
-        taken = self._convertible()
-        for _, _, fn, args in self.loop._heap:
-            if getattr(fn, "__func__", None) is Transaction._retry:
-                tx = fn.__self__  # type: ignore[attr-defined]
-                if not tx.done:
+        for p in self.loop.pending():
+            if p.tag is Tag.RETRY:
+                if not p.args[0].done:
                     return
-            elif fn == self._guard:
-                if args[0] not in taken and args[0] != self._watch:
-                    return
-            elif fn != self._observe and fn != self._fine_tick and fn != self._maybe_steady:
+            elif p.tag not in TAKEN_OVER and p.tag not in HARMLESS:
                 return
         self._enter_steady()
-
-    def _convertible(self) -> set[Callable[..., None]]:
-        return {self._rtcp_fire, self._srv_remb, self._sub_remb, self._cli_rr, self._cli_remb,
-                self._srv_got_sr, self._srv_got_remb, self._consent, self._cli_pli, self._pli_to_publisher}
 
     def _enter_steady(self) -> None:
         self.sync(3)
@@ -1071,7 +1078,7 @@ class SimDriver:
         self.srv_tl = {k: Timeline(self.srv_stats[k], self.srv_est if k == VIDEO else None) for k in self.kinds}
         self.sub_tl = {k: Timeline(self.sub_stats[k], self.sub_est if k == VIDEO else None) for k in self.kinds}
         self.sr_times = {k: [] if s.sr_sent_at is None else [s.sr_sent_at] for k, s in self.senders.items()}
-        self.rtcp_next: dict[tuple[str, int], float] = {}
+        self.rtcp_next: dict[tuple[Tag, int], float] = {}
         self.srv_remb_next = self.sub_remb_next = math.inf
         self._seq = 0  # tie-breaker in the inboxes
         self.cli_in: list[tuple[float, int, str, object]] = []  # downlink RTCP the client has coming
@@ -1082,39 +1089,27 @@ class SimDriver:
         # REMBs and PLIs that reached the publisher and that its encoder has yet to follow
         self.fb_at: list[tuple[float, int, str, float]] = []
         self._undecodable = False  # the subscriber got video it cannot decode (it wants a keyframe)
-        kept = []
-        taken = self._convertible()
-        for entry in self.loop._heap:
-            t, _, fn, args = entry
-            if fn == self._guard and args[0] in taken:
-                what, a = args
-                if what == self._rtcp_fire:
-                    self.rtcp_next[(a[0].__name__, a[1])] = t
-                elif what == self._srv_remb:
-                    self.srv_remb_next = t
-                elif what == self._sub_remb:
-                    self.sub_remb_next = t
-                elif what == self._cli_rr:
-                    self._cli_push(t, "rr", a)
-                elif what == self._cli_remb:
-                    self._cli_push(t, "remb", a[0])
-                elif what == self._srv_got_sr:
-                    self._push(self.srv_sr_in, t, a[0], a[1])
-                elif what == self._srv_got_remb:
-                    self._push(self.srv_remb_in, t, [a[0], True])
-                elif what == self._consent:
-                    a[0].consent_at = t
-                elif what == self._cli_pli:
-                    self._cli_push(t, "pli", None)
-                elif what == self._pli_to_publisher:
-                    self._push(self.srv_replies, t, RTCP_PLI + self.pcs[Role.PUBLISHER].extra, "pli", None)
-                continue
-            if fn == self._fine_tick or fn == self._maybe_steady or (getattr(fn, "__func__", None) is Transaction._retry
-                                         and fn.__self__.done):  # type: ignore[attr-defined]
-                continue
-            kept.append(entry)
-        heapq.heapify(kept)
-        self.loop._heap = kept
+        for t, tag, a in self.loop.remove(_dropped_at_the_switch):
+            if tag in RTCP_TIMERS:
+                self.rtcp_next[(tag, a[1])] = t
+            elif tag is Tag.SRV_REMB_TIMER:
+                self.srv_remb_next = t
+            elif tag is Tag.SUB_REMB_TIMER:
+                self.sub_remb_next = t
+            elif tag is Tag.PUB_GOT_RR:
+                self._cli_push(t, "rr", a)
+            elif tag is Tag.PUB_GOT_REMB:
+                self._cli_push(t, "remb", a[0])
+            elif tag is Tag.SRV_GOT_SR:
+                self._push(self.srv_sr_in, t, a[0], a[1])
+            elif tag is Tag.SRV_GOT_REMB:
+                self._push(self.srv_remb_in, t, [a[0], True])
+            elif tag is Tag.CONSENT:
+                a[0].consent_at = t
+            elif tag is Tag.PUB_GOT_PLI:
+                self._cli_push(t, "pli", None)
+            elif tag is Tag.SRV_GOT_PLI:
+                self._push(self.srv_replies, t, RTCP_PLI + self.pcs[Role.PUBLISHER].extra, "pli", None)
         self._tick()
 
     def _push(self, heap: list, t: float, *item: object) -> None:  # type: ignore[type-arg]
@@ -1126,7 +1121,7 @@ class SimDriver:
         if what in ("remb", "pli"):
             bisect.insort(self.fb_at, (t, self._seq, what, 0.0 if data is None else float(data)))  # type: ignore[arg-type]
 
-    def _fires(self, key: tuple[str, int], until: float) -> list[float]:
+    def _fires(self, key: tuple[Tag, int], until: float) -> list[float]:
         """The RTCP timer's fire times before ``until`` (aiortc: every 0.5-1.5 s)."""
         out = []
         t = self.rtcp_next.get(key, math.inf)
@@ -1176,7 +1171,7 @@ class SimDriver:
                     self._steady_start(kind, mine)
         for t, ref in sub_rembs:
             ref[0], ref[1] = self.sub_tl[VIDEO].remb(t), True
-        self.loop.at(end, self._tick)
+        self.loop.at(end, self._tick, tag=Tag.STEADY_TICK)
 
     def _uplink(self, start: float, end: float, until: float, pub: _Pc, sub: _Pc) -> list[tuple[float, list[object]]]:
         media: dict[int, Packets] = {}
@@ -1206,10 +1201,10 @@ class SimDriver:
         cs: list[int] = []
         what: list[tuple[str, object]] = []
         for kind in self.kinds:
-            for t in self._fires(("_sr", kind), end):
+            for t in self._fires((Tag.PUB_SR, kind), end):
                 ct.append(t), cs.append(RTCP_SR + pub.extra), what.append(("sr", kind))
                 self.sr_times[kind].append(t)
-            for t in self._fires(("_sub_rr", kind), end):
+            for t in self._fires((Tag.SUB_RR, kind), end):
                 if self.sub_stats[kind].base_seq is not None:  # (as of the interval's start)
                     ct.append(t), cs.append(RTCP_RR + sub.extra), what.append(("rtcp", None))
         sub_rembs = []
@@ -1234,7 +1229,7 @@ class SimDriver:
             if not pc.ice_failed and pc.consent_at < end:
                 check: list[object] = [pc.consent_at, pc, False]
                 ct.append(pc.consent_at), cs.append(STUN_CHECK + pc.extra), what.append(("stun", check))
-                self.loop.at(pc.consent_at + 0.5, self._guard, self._consent_timeout, (check,))
+                self.loop.at(pc.consent_at + 0.5, self._consent_timeout, check, tag=Tag.CONSENT_OUTCOME)
                 pc.consent_at = math.inf
         arrival, m_arrival = self._batch(UP, list(media.values()), ct, cs,
                                          ["stun" if w == "stun" else "rtcp" for w, _ in what])
@@ -1306,8 +1301,8 @@ class SimDriver:
             fwd.append(mine)
         sends: list[tuple[float, int, str, int]] = []
         for kind in self.kinds:
-            sends.extend((t, len(sends), "rr", kind) for t in self._fires(("_srv_rr", kind), end))
-            sends.extend((t, len(sends), "sr", kind) for t in self._fires(("_srv_sr", kind), end))
+            sends.extend((t, len(sends), "rr", kind) for t in self._fires((Tag.SRV_RR, kind), end))
+            sends.extend((t, len(sends), "sr", kind) for t in self._fires((Tag.SRV_SR, kind), end))
         if VIDEO in self.kinds:
             while self.srv_remb_next < end:
                 sends.append((self.srv_remb_next, len(sends), "remb", VIDEO))
@@ -1354,7 +1349,7 @@ class SimDriver:
             elif w == "stun":
                 check = data
                 if a < check[0] + 0.5:  # type: ignore[index,operator]
-                    self.loop.at(a, self._guard, self._consent_answered, (check,))
+                    self.loop.at(a, self._consent_answered, check, tag=Tag.CONSENT_OUTCOME)
 
     def _srv_rr_block(self, kind: int, t: float) -> tuple[int, int, int, float | None, int] | None:
         """The server's receiver report at ``t``: what _srv_rr sends, from the timeline."""
