@@ -8,7 +8,7 @@ says otherwise.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -58,7 +58,7 @@ def initial_video_target(spec: VideoSpec) -> float:
 def content_bitrate(spec: VideoSpec) -> float:
     """The most the encoder spends on the synthetic pattern at this size and frame rate."""
     scale = (spec.width * spec.height / VGA_PIXELS) * (spec.fps / 30.0)
-    return VP8_CONTENT_BPS * scale**VP8_CONTENT_EXPONENT
+    return float(VP8_CONTENT_BPS * scale**VP8_CONTENT_EXPONENT)  # (float ** float is typed Any)
 
 
 PACKET: Final = np.dtype([
@@ -117,10 +117,11 @@ class Packets:
         # Joined as raw records: on the structured dtype numpy promotes and copies field by field.
         return Packets(np.concatenate([a.view(_RAW) for a in arrays]).view(PACKET))
 
-    # Field views (no copies).
+    # Field views (no copies; typed through a local, as numpy's stubs type a field lookup loosely).
     @property
     def t(self) -> F64:
-        return self.a["t"]  # type: ignore[no-any-return]
+        field: F64 = self.a["t"]
+        return field
 
     @t.setter
     def t(self, value: F64) -> None:
@@ -128,7 +129,8 @@ class Packets:
 
     @property
     def size(self) -> I64:
-        return self.a["size"]  # type: ignore[no-any-return]
+        field: I64 = self.a["size"]
+        return field
 
     @size.setter
     def size(self, value: I64) -> None:
@@ -136,35 +138,43 @@ class Packets:
 
     @property
     def payload(self) -> I64:
-        return self.a["payload"]  # type: ignore[no-any-return]
+        field: I64 = self.a["payload"]
+        return field
 
     @property
     def kind(self) -> I64:
-        return self.a["kind"]  # type: ignore[no-any-return]
+        field: I64 = self.a["kind"]
+        return field
 
     @property
     def seq(self) -> I64:
-        return self.a["seq"]  # type: ignore[no-any-return]
+        field: I64 = self.a["seq"]
+        return field
 
     @property
     def ts(self) -> I64:
-        return self.a["ts"]  # type: ignore[no-any-return]
+        field: I64 = self.a["ts"]
+        return field
 
     @property
     def frame(self) -> I64:
-        return self.a["frame"]  # type: ignore[no-any-return]
+        field: I64 = self.a["frame"]
+        return field
 
     @property
     def key(self) -> NDArray[np.bool_]:
-        return self.a["key"]  # type: ignore[no-any-return]
+        field: NDArray[np.bool_] = self.a["key"]
+        return field
 
     @property
     def npk(self) -> I64:
-        return self.a["npk"]  # type: ignore[no-any-return]
+        field: I64 = self.a["npk"]
+        return field
 
     @property
     def sent(self) -> F64:
-        return self.a["sent"]  # type: ignore[no-any-return]
+        field: F64 = self.a["sent"]
+        return field
 
 
 def _count_from(anchor: float, k0: int, until: float, step: float) -> int:
@@ -258,13 +268,13 @@ class VideoSource:
             self.force_key = True
         frames = np.arange(self.frame, self.frame + n, dtype=np.int64)
         mean = self.rate / 8.0 / self.spec.fps
-        sizes = mean * self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
+        drawn = mean * self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
         keyframe = self.force_key
         if keyframe:
-            sizes[0] = mean * KEYFRAME_FACTOR
+            drawn[0] = mean * KEYFRAME_FACTOR
             self.force_key = False
             self.keyframes += 1
-        sizes = np.maximum(1, np.round(sizes)).astype(np.int64)
+        sizes = np.maximum(1, np.round(drawn)).astype(np.int64)
         chunk = VP8_PACKET_MAX - VP8_DESCRIPTOR
         npk = (sizes + (chunk - 1)) // chunk
         ends = npk.cumsum()
@@ -342,6 +352,16 @@ def rfc3550_jitter(j0: float, d: F64) -> float:
     return j
 
 
+class Snapshot(NamedTuple):
+    """A receiver's statistics for one stream at one moment."""
+
+    received: int
+    bytes: int
+    max_seq: int
+    jitter_units: float  # RFC 3550 jitter, RTP clock units
+    base_seq: int | None  # None: nothing received yet
+
+
 class ReceiverStats:
     """aiortc's StreamStatistics for one SSRC, fed in arrival order, batch by batch."""
 
@@ -354,8 +374,6 @@ class ReceiverStats:
         self.jitter_units = 0.0  # RTP clock units
         self._last_arrival: int | None = None
         self._last_ts: int | None = None
-        self._expected_prior = 0
-        self._received_prior = 0
 
     def add(self, arrival: F64, seq: I64, ts: I64, payload: I64) -> None:
         n = len(arrival)
@@ -376,12 +394,13 @@ class ReceiverStats:
         self.max_seq = max(self.max_seq, int(seq.max()))
         arr = np.floor(arrival[order] * self.clock_rate).astype(np.int64)
         tss = ts[order]
-        if self._last_arrival is None:
+        last_a, last_t = self._last_arrival, self._last_ts  # (both None or both set)
+        if last_a is None or last_t is None:
             prev_a = np.concatenate(([arr[0]], arr[:-1]))
             prev_t = np.concatenate(([tss[0]], tss[:-1]))
         else:
-            prev_a = np.concatenate(([self._last_arrival], arr[:-1]))
-            prev_t = np.concatenate(([self._last_ts], tss[:-1]))
+            prev_a = np.concatenate(([last_a], arr[:-1]))
+            prev_t = np.concatenate(([last_t], tss[:-1]))
         changed = tss != prev_t
         d = (arr - prev_a)[changed] - (tss - prev_t)[changed]
         self.jitter_units = rfc3550_jitter(self.jitter_units, d.astype(np.float64))
@@ -412,18 +431,36 @@ class ReceiverStats:
     def lost(self) -> int:
         return max(0, self.expected - self.received)
 
-    @property
-    def jitter(self) -> int:
-        """The report block's jitter field: an integer in clock units."""
-        return int(self.jitter_units)
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.received, self.bytes, self.max_seq, self.jitter_units, self.base_seq)
 
-    def fraction_lost(self) -> int:
-        """RTCP's 8-bit fraction lost since the previous report (consumes the interval)."""
-        expected = self.expected - self._expected_prior
-        received = self.received - self._received_prior
-        self._expected_prior, self._received_prior = self.expected, self.received
-        lost = expected - received
-        return 0 if expected <= 0 or lost <= 0 else (lost << 8) // expected
+
+class PlayoutStart:
+    """When the subscriber can first play each stream: audio from its first packet, video from
+    its first complete keyframe (its packets counted across batches, any order)."""
+
+    def __init__(self) -> None:
+        self.started: set[int] = set()
+        self._key_counts: dict[int, int] = {}
+
+    def arrived(self, kind: int, got: Packets) -> float | None:
+        """Arrivals of a stream not started yet: the moment it starts (now noted), or None."""
+        t = self._playable_at(kind, got)
+        if t is not None:
+            self.started.add(kind)
+            self._key_counts.clear()
+        return t
+
+    def _playable_at(self, kind: int, got: Packets) -> float | None:
+        if kind == AUDIO:
+            return float(got.t[0])
+        key = got.take(got.key)
+        for frame, n, last in zip(key.frame.tolist(), key.npk.tolist(), key.t.tolist(), strict=True):
+            count = self._key_counts.get(frame, 0) + 1
+            self._key_counts[frame] = count
+            if count == n:
+                return float(last)
+        return None
 
 
 # --- bandwidth estimation ----------------------------------------------------------------------

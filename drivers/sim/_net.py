@@ -84,6 +84,10 @@ class Pending(NamedTuple):
     args: tuple[Any, ...]
 
 
+# (time, order, callback, args, tag): (time, order) is unique, so entries never compare further.
+_Entry = tuple[float, int, Callable[..., None], tuple[Any, ...], Tag]
+
+
 class EventLoop:
     """A deterministic discrete-event queue on a virtual clock starting at 0.
 
@@ -92,7 +96,7 @@ class EventLoop:
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...], Tag]] = []
+        self._heap: list[_Entry] = []
         self._order = 0
         self.now = 0.0
 
@@ -117,7 +121,8 @@ class EventLoop:
 
     def remove(self, where: Callable[[Pending], bool]) -> list[Pending]:
         """Unschedule the entries ``where`` selects; returns them in firing order."""
-        kept, gone = [], []
+        kept: list[_Entry] = []
+        gone: list[_Entry] = []
         for entry in self._heap:
             t, _, _, args, tag = entry
             (gone if where(Pending(t, tag, args)) else kept).append(entry)
@@ -127,7 +132,7 @@ class EventLoop:
         return [Pending(t, tag, args) for t, _, _, args, tag in sorted(gone, key=_key)]
 
 
-def _key(entry: tuple[float, int, Callable[..., None], tuple[Any, ...], Tag]) -> tuple[float, int]:
+def _key(entry: _Entry) -> tuple[float, int]:
     return entry[0], entry[1]
 
 
@@ -137,7 +142,8 @@ class Path:
     def __init__(self, uplink: Link, downlink: Link, *, log: bool = False) -> None:
         self.links = {UP: uplink, DOWN: downlink}
         self._log: list[tuple[Any, ...]] | None = [] if log else None
-        self.packets = 0
+        self.packets = 0  # packets offered to the links
+        self.batches = 0  # Link.send_batch calls
 
     def send(self, direction: str, t: float, size: int, kind: str) -> float | None:
         delivered = self.links[direction].send(t, size)
@@ -155,6 +161,7 @@ class Path:
         n = len(t)
         if n >= BATCH_MIN:
             out = link.send_batch(t, size)
+            self.batches += 1
         else:
             out = np.full(n, np.nan)
             for i, (ti, si) in enumerate(zip(t.tolist(), size.tolist(), strict=True)):
