@@ -36,8 +36,7 @@ from typing import Any
 import numpy as np
 from rtcprobe.core.preflight import PreflightMachine
 from rtcprobe.core.report import RunInfo
-from rtcprobe.drivers.sim import PacketRecord, run_simulation
-from rtcprobe.drivers.sim.driver import SimDriver
+from rtcprobe.drivers.sim import PacketRecord, SimDriver, run_simulation
 from rtcprobe.netem import LinkConfig
 from rtcprobe.netem.scenario import Scenario
 from rtcprobe.scenarios import load

@@ -1,8 +1,8 @@
 """Media the simulated peers move: RTP sources, receiver statistics, the REMB estimator.
 
 Everything here works on numpy arrays of packets so that a whole stretch of media crosses a link
-in one ``Link.send_batch`` call. Numbers are aiortc 1.16's (REFERENCE.md F) unless a comment
-says otherwise.
+in one ``Link.send_batch`` call. Numbers are aiortc 1.16's (docs/references.md#aiortc-and-aioice)
+unless a comment says otherwise.
 """
 
 from __future__ import annotations
@@ -37,16 +37,17 @@ VP8_MIN_BPS: Final = 250_000  # aiortc MIN_BITRATE
 VP8_MAX_BPS: Final = 1_500_000  # aiortc MAX_BITRATE
 # aiortc recreates the encoder (and so sends a keyframe) when the REMB target moves by > 10 %.
 VP8_RECREATE_CHANGE: Final = 0.10
-# What the synthetic moving pattern needs at 640x480@30 (REFERENCE.md F measured ~550 kbit/s);
-# other sizes scale by (pixels, fps)^0.75 — encoded bits grow sub-linearly with both, so a
-# 320x180@15 stream undershoots aiortc's 250 kbit/s floor as libvpx's CBR (undershoot 100 %) does.
+# What the synthetic moving pattern needs at 640x480@30 (~550 kbit/s measured, see
+# docs/references.md#aiortc-and-aioice); other sizes scale by (pixels, fps)^0.75 — encoded bits
+# grow sub-linearly with both, so a 320x180@15 stream undershoots aiortc's 250 kbit/s floor as
+# libvpx's CBR (undershoot 100 %) does.
 VP8_CONTENT_BPS: Final = 550_000
 VP8_CONTENT_EXPONENT: Final = 0.75
 VGA_PIXELS: Final = 640 * 480
 # A VP8 keyframe is several delta frames' worth of bits (estimate for the synthetic pattern).
 KEYFRAME_FACTOR: Final = 5.0
 FRAME_SIZE_SPREAD: Final = 0.15  # delta frame sizes vary ±15 % around the rate's mean
-ENCODE_S_PER_VGA: Final = 0.0025  # REFERENCE.md F: ~2.5 ms per 640x480 frame
+ENCODE_S_PER_VGA: Final = 0.0025  # ~2.5 ms per 640x480 frame (docs/references.md#aiortc-and-aioice)
 
 
 def initial_video_target(spec: VideoSpec) -> float:

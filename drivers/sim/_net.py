@@ -52,28 +52,30 @@ class Tag(enum.Enum):
     """What a scheduled callback is: the switch to interval batches asks the loop what is pending
     (:meth:`EventLoop.pending`) and takes over the entries it knows how to plan itself."""
 
-    HANDSHAKE = enum.auto()  # signaling, ICE and DTLS steps: the switch waits for them
-    RETRY = enum.auto()  # a Transaction's next try or timeout (args: the transaction)
+    # The switch waits for these.
+    HANDSHAKE = enum.auto()  # a signaling, ICE or DTLS step
+    RETRY = enum.auto()  # a Transaction's next try or timeout (args: the transaction; moot once done)
+    STEADY_TICK = enum.auto()  # the steady state's next interval
+    CONSENT_OUTCOME = enum.auto()  # a consent check the steady state sent: answered or timed out
+    # Harmless to the switch.
     OBSERVE = enum.auto()  # an observation for the core at a known time
     WATCH = enum.auto()  # the disconnected-state watch
     FINE_TICK = enum.auto()  # the event-driven media pipeline's next moment
-    MAYBE_STEADY = enum.auto()  # another try at switching to batches
-    STEADY_TICK = enum.auto()  # the next interval of the steady state
-    CONSENT_OUTCOME = enum.auto()  # a batched consent check answered or timed out
-    # What the steady state plans itself (args as the callback's):
-    CONSENT = enum.auto()  # a consent check (pc)
-    PUB_SR = enum.auto()  # RTCP timers (kind): the publisher's SR, the subscriber's RR,
-    SUB_RR = enum.auto()  # the server's RR about the publisher's stream and its SR to the subscriber
-    SRV_RR = enum.auto()
-    SRV_SR = enum.auto()
-    SRV_REMB_TIMER = enum.auto()  # REMB timers ()
+    MAYBE_STEADY = enum.auto()  # another try at the switch
+    # Taken over by the steady state (args: the callback's).
+    CONSENT = enum.auto()  # a consent check is due (pc)
+    PUB_SR = enum.auto()  # RTCP timers (tag, kind): the publisher's SR,
+    SUB_RR = enum.auto()  # the subscriber's RR,
+    SRV_RR = enum.auto()  # the server's RR about the publisher's stream,
+    SRV_SR = enum.auto()  # the server's SR to the subscriber
+    SRV_REMB_TIMER = enum.auto()  # REMB timers (no args)
     SUB_REMB_TIMER = enum.auto()
-    SRV_GOT_SR = enum.auto()  # arrivals: an SR at the server (kind, SR id),
-    SRV_GOT_REMB = enum.auto()  # the subscriber's REMB at the server (bps),
-    PUB_GOT_RR = enum.auto()  # an RR at the publisher (kind, block), a REMB there (bps),
-    PUB_GOT_REMB = enum.auto()
-    PUB_GOT_PLI = enum.auto()  # a PLI there (), a PLI at the server on its way to the publisher ()
-    SRV_GOT_PLI = enum.auto()
+    SRV_GOT_SR = enum.auto()  # arrivals at the server: an SR (kind, SR id),
+    SRV_GOT_REMB = enum.auto()  # the subscriber's REMB (bps),
+    SRV_GOT_PLI = enum.auto()  # the subscriber's PLI, which it passes on to the publisher ()
+    PUB_GOT_RR = enum.auto()  # arrivals at the publisher: an RR (kind, block),
+    PUB_GOT_REMB = enum.auto()  # a REMB (bps),
+    PUB_GOT_PLI = enum.auto()  # a PLI ()
 
 
 class Pending(NamedTuple):

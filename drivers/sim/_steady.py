@@ -33,6 +33,7 @@ import bisect
 import heapq
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -174,21 +175,19 @@ class SteadyState:
             elif tag is Tag.SUB_REMB_TIMER:
                 self.sub_remb_next = t
             elif tag is Tag.PUB_GOT_RR:
-                self._to_client(t, _Rr(*a))
+                self._at_client(_Rr(*a), t)
             elif tag is Tag.PUB_GOT_REMB:
-                self._to_client(t, a[0])
+                self._at_client(a[0], t)
             elif tag is Tag.SRV_GOT_SR:
-                self._seq += 1
-                heapq.heappush(self.srv_sr_in, (t, self._seq, a[0], a[1]))
+                self._sr_at_server(a[0], a[1], t)
             elif tag is Tag.SRV_GOT_REMB:
-                self._seq += 1
-                heapq.heappush(self.srv_remb_in, (t, self._seq, _Remb(a[0], True)))
+                self._remb_at_server(_Remb(a[0], True), t)
             elif tag is Tag.CONSENT:
                 a[0].consent_at = t
             elif tag is Tag.PUB_GOT_PLI:
-                self._to_client(t, None)
+                self._at_client(None, t)
             elif tag is Tag.SRV_GOT_PLI:
-                self._reply(t, RTCP_PLI + self.pcs[Role.PUBLISHER].extra, None)
+                self._pli_at_server(t)
 
     @property
     def now(self) -> float:
@@ -232,13 +231,36 @@ class SteadyState:
 
     # --- inboxes ---------------------------------------------------------------------------------------
 
-    def _to_client(self, t: float, msg: _Rr | float | None) -> None:
+    # (each takes the arrival time last, so that a packet's fate can be a partial of one)
+
+    def _at_client(self, msg: _Rr | float | None, t: float) -> None:
+        """An RR, a REMB (bps) or a PLI (None) reached the publisher at ``t``."""
         self._seq += 1
         heapq.heappush(self.cli_in, (t, self._seq, msg))
         if not isinstance(msg, _Rr):  # the encoder follows REMBs and PLIs
             bisect.insort(self.fb_at, (t, self._seq, msg))
 
-    def _reply(self, t: float, size: int, check: _ConsentCheck | None) -> None:
+    def _sr_at_server(self, kind: int, sr_id: float, t: float) -> None:
+        self._seq += 1
+        heapq.heappush(self.srv_sr_in, (t, self._seq, kind, sr_id))
+
+    def _remb_at_server(self, remb: _Remb, t: float) -> None:
+        self._seq += 1
+        heapq.heappush(self.srv_remb_in, (t, self._seq, remb))
+
+    def _pli_at_server(self, t: float) -> None:
+        """The SFU passes the subscriber's keyframe request on to the publisher at once."""
+        self._reply(RTCP_PLI + self.pcs[Role.PUBLISHER].extra, None, t)
+
+    def _check_at_server(self, check: _ConsentCheck, t: float) -> None:
+        """The server answers a consent check at once."""
+        self._reply(STUN_RESPONSE + check.pc.extra, check, t)
+
+    def _answer_at_client(self, check: _ConsentCheck, t: float) -> None:
+        if t < check.sent_at + CONSENT_TIMEOUT:
+            self.loop.at(t, self._consent_answered, check, tag=Tag.CONSENT_OUTCOME)
+
+    def _reply(self, size: int, check: _ConsentCheck | None, t: float) -> None:
         self._seq += 1
         heapq.heappush(self.srv_replies, (t, self._seq, size, check))
 
@@ -260,7 +282,8 @@ class SteadyState:
         t = self.rtcp_next.get(key, math.inf)
         while t < until:
             out.append(t)
-            # (report_delay's draw, added in this order: the event loop's rounding differs)
+            # report_delay's draw, but added term by term: ``now + delay`` in the event loop rounds
+            # differently, and the reports stay byte-identical to the ones recorded.
             t = t + RTCP_MIN + RTCP_SPAN * float(self._rtcp_rng.random())
         self.rtcp_next[key] = t
         return out
@@ -282,7 +305,7 @@ class SteadyState:
                 bps = streams.remb_to_publisher(bps)
                 arrival = self.path.send(DOWN, start, RTCP_REMB + pub.extra, "rtcp")
                 if arrival is not None:
-                    self._to_client(arrival, bps)
+                    self._at_client(bps, arrival)
             end = self.srv_remb_next = start + REMB_INTERVAL
             if streams.all_started:  # (short intervals until media started)
                 for _ in range(REMB_PERIODS_PER_INTERVAL - 1):
@@ -346,7 +369,7 @@ class SteadyState:
         control = _Controls()
         for kind in streams.kinds:
             for t in self._fires((Tag.PUB_SR, kind), end):
-                control.add(t, RTCP_SR + pub.extra, "rtcp", self._sr_arrival(kind, t))
+                control.add(t, RTCP_SR + pub.extra, "rtcp", partial(self._sr_at_server, kind, t))
                 self.sr_times[kind].append(t)
             for t in self._fires((Tag.SUB_RR, kind), end):
                 if streams.sub_stats[kind].base_seq is not None:  # (as of the interval's start)
@@ -359,7 +382,7 @@ class SteadyState:
                 if streams.sub_est.first_arrival is not None:
                     remb = _Remb(None, False)
                     sub_rembs.append((self.sub_remb_next, remb))
-                    control.add(self.sub_remb_next, RTCP_REMB + sub.extra, "rtcp", self._remb_arrival(remb))
+                    control.add(self.sub_remb_next, RTCP_REMB + sub.extra, "rtcp", partial(self._remb_at_server, remb))
                 self.sub_remb_next += REMB_INTERVAL
             if self._undecodable and VIDEO not in streams.playout.started:
                 # The subscriber's keyframe request: as soon as the interval lets it (at most
@@ -368,12 +391,11 @@ class SteadyState:
                 if t < end:
                     streams.last_pli = t
                     self._undecodable = False
-                    # the SFU passes the keyframe request on to the publisher
-                    control.add(t, RTCP_PLI + sub.extra, "rtcp", lambda a: self._reply(a, RTCP_PLI + pub.extra, None))
+                    control.add(t, RTCP_PLI + sub.extra, "rtcp", self._pli_at_server)
         for pc in (pub, sub):
             if not pc.ice_failed and pc.consent_at < end:
                 check = _ConsentCheck(pc.consent_at, pc)
-                control.add(pc.consent_at, STUN_CHECK + pc.extra, "stun", self._check_arrival(check))
+                control.add(pc.consent_at, STUN_CHECK + pc.extra, "stun", partial(self._check_at_server, check))
                 self.loop.at(pc.consent_at + CONSENT_TIMEOUT, self._consent_timeout, check, tag=Tag.CONSENT_OUTCOME)
                 pc.consent_at = math.inf
         arrival, m_arrival = self._batch(UP, list(media.values()), control)
@@ -382,21 +404,6 @@ class SteadyState:
             self.srv_qk[kind].arrive(mine, arr)
         control.arrived(arrival)
         return sub_rembs
-
-    def _sr_arrival(self, kind: int, sr_id: float) -> Callable[[float], None]:
-        def arrived(a: float) -> None:
-            self._seq += 1
-            heapq.heappush(self.srv_sr_in, (a, self._seq, kind, sr_id))
-        return arrived
-
-    def _remb_arrival(self, remb: _Remb) -> Callable[[float], None]:
-        def arrived(a: float) -> None:
-            self._seq += 1
-            heapq.heappush(self.srv_remb_in, (a, self._seq, remb))
-        return arrived
-
-    def _check_arrival(self, check: _ConsentCheck) -> Callable[[float], None]:
-        return lambda a: self._reply(a, STUN_RESPONSE + check.pc.extra, check)
 
     def _batch(self, direction: str, media: list[Packets], control: _Controls) -> tuple[list[float], list[F64]]:
         """One send_batch of the media streams and the control packets merged in time order
@@ -446,20 +453,20 @@ class SteadyState:
             if what is Tag.SRV_RR:
                 block = streams.server_rr(kind, self.srv_tl[kind].at(t), t)
                 if block is not None:
-                    control.add(t, RTCP_RR + pub.extra, "rtcp", self._client_arrival(_Rr(kind, block)))
+                    control.add(t, RTCP_RR + pub.extra, "rtcp", partial(self._at_client, _Rr(kind, block)))
             elif what is Tag.SRV_SR:  # (traffic only)
                 control.add(t, RTCP_SR + sub.extra, "rtcp", None)
             else:
                 bps = self.srv_tl[VIDEO].remb(t)
                 if bps is not None:
                     bps = streams.remb_to_publisher(bps)
-                    control.add(t, RTCP_REMB + pub.extra, "rtcp", self._client_arrival(bps))
+                    control.add(t, RTCP_REMB + pub.extra, "rtcp", partial(self._at_client, bps))
         while self.srv_replies and self.srv_replies[0][0] < end:
             t, _, size, check = heapq.heappop(self.srv_replies)
             if check is None:  # a PLI on its way to the publisher
-                control.add(t, size, "rtcp", self._client_arrival(None))
+                control.add(t, size, "rtcp", partial(self._at_client, None))
             else:
-                control.add(t, size, "stun", self._answer_arrival(check))
+                control.add(t, size, "stun", partial(self._answer_at_client, check))
         resize = sub.extra - pub.extra
         if resize:  # ChannelData framing differs between the two legs
             for mine in fwd:
@@ -468,15 +475,6 @@ class SteadyState:
         for kind, mine, arr in zip(streams.kinds, fwd, m_arrival, strict=True):
             self.sub_qk[kind].arrive(mine, arr)
         control.arrived(arrival)
-
-    def _client_arrival(self, msg: _Rr | float | None) -> Callable[[float], None]:
-        return lambda a: self._to_client(a, msg)
-
-    def _answer_arrival(self, check: _ConsentCheck) -> Callable[[float], None]:
-        def arrived(a: float) -> None:
-            if a < check.sent_at + CONSENT_TIMEOUT:
-                self.loop.at(a, self._consent_answered, check, tag=Tag.CONSENT_OUTCOME)
-        return arrived
 
     # --- consent outcomes --------------------------------------------------------------------------
 
