@@ -8,6 +8,7 @@ unless a comment says otherwise.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -373,8 +374,9 @@ class ReceiverStats:
         self.base_seq: int | None = None
         self.max_seq = -1
         self.jitter_units = 0.0  # RTP clock units
-        self._last_arrival: int | None = None
-        self._last_ts: int | None = None
+        # The latest in-order packet (arrival in clock units, RTP timestamp): where jitter goes on.
+        self.last_arrival: int | None = None
+        self.last_ts: int | None = None
 
     def add(self, arrival: F64, seq: I64, ts: I64, payload: I64) -> None:
         n = len(arrival)
@@ -395,7 +397,7 @@ class ReceiverStats:
         self.max_seq = max(self.max_seq, int(seq.max()))
         arr = np.floor(arrival[order] * self.clock_rate).astype(np.int64)
         tss = ts[order]
-        last_a, last_t = self._last_arrival, self._last_ts  # (both None or both set)
+        last_a, last_t = self.last_arrival, self.last_ts  # (both None or both set)
         if last_a is None or last_t is None:
             prev_a = np.concatenate(([arr[0]], arr[:-1]))
             prev_t = np.concatenate(([tss[0]], tss[:-1]))
@@ -405,7 +407,7 @@ class ReceiverStats:
         changed = tss != prev_t
         d = (arr - prev_a)[changed] - (tss - prev_t)[changed]
         self.jitter_units = rfc3550_jitter(self.jitter_units, d.astype(np.float64))
-        self._last_arrival, self._last_ts = int(arr[-1]), int(tss[-1])
+        self.last_arrival, self.last_ts = int(arr[-1]), int(tss[-1])
 
     def _add_few(self, arrival: list[float], seq: list[int], ts: list[int], payload: list[int]) -> None:
         """The same as :meth:`add`, packet by packet: cheaper than numpy for a handful."""
@@ -419,9 +421,9 @@ class ReceiverStats:
                 continue
             self.max_seq = q
             units = math.floor(a * self.clock_rate)
-            if self._last_arrival is not None and self._last_ts is not None and t != self._last_ts:
-                j += (abs((units - self._last_arrival) - (t - self._last_ts)) - j) / 16.0
-            self._last_arrival, self._last_ts = units, t
+            if self.last_arrival is not None and self.last_ts is not None and t != self.last_ts:
+                j += (abs((units - self.last_arrival) - (t - self.last_ts)) - j) / 16.0
+            self.last_arrival, self.last_ts = units, t
         self.jitter_units = j
 
     @property
@@ -497,8 +499,7 @@ class RembEstimator:
     def add(self, arrival: F64, sent: F64, seq: I64, size: I64) -> None:
         if not len(arrival):
             return
-        if self.first_arrival is None:
-            self.first_arrival = self._window_start = float(arrival[0])
+        self.first_video(float(arrival[0]))
         owd = arrival - sent
         self._bytes += int(size.sum())
         self._owd_sum += float(owd.sum())
@@ -506,6 +507,22 @@ class RembEstimator:
         if self._first_seq is None:
             self._first_seq = int(seq[0])
         self._last_seq = max(self._last_seq, int(seq.max()))
+
+    def first_video(self, t: float) -> None:
+        """Video arrived at ``t``: the first window starts with the first arrival."""
+        if self.first_arrival is None:
+            self.first_arrival = self._window_start = t
+
+    def add_totals(self, count: int, nbytes: int, owd_sum: float, first_seq: Callable[[], int], max_seq: int
+                   ) -> None:
+        """What :meth:`add` does for ``count`` arrivals, from their totals (the steady state's
+        timelines keep running sums); ``first_seq()`` gives the first one's sequence number."""
+        self._count += count
+        self._bytes += nbytes
+        self._owd_sum += owd_sum
+        if self._first_seq is None:
+            self._first_seq = first_seq()
+        self._last_seq = max(self._last_seq, max_seq)
 
     def update(self, now: float) -> float | None:
         """Close the window ending ``now``: the new estimate in bit/s, or None when there is none

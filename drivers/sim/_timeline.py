@@ -116,11 +116,11 @@ class Timeline:
             rel -= tss
             d = np.empty(m, dtype=np.int64)
             changed = np.empty(m, dtype=np.bool_)
-            if st._last_arrival is None or st._last_ts is None:
+            if st.last_arrival is None or st.last_ts is None:
                 d[0], changed[0] = 0, False
             else:
-                d[0] = rel[0] - (st._last_arrival - st._last_ts)
-                changed[0] = tss[0] != st._last_ts
+                d[0] = rel[0] - (st.last_arrival - st.last_ts)
+                changed[0] = tss[0] != st.last_ts
             np.subtract(rel[1:], rel[:-1], out=d[1:])
             np.not_equal(tss[1:], tss[:-1], out=changed[1:])
             path = jitter_path(st.jitter_units, d[changed].astype(np.float64))
@@ -130,7 +130,7 @@ class Timeline:
                 mark = np.zeros(n, dtype=np.int64)
                 mark[io] = changed
                 jitter = path[mark.cumsum()]
-            st._last_arrival, st._last_ts = last_arrival, int(tss[-1])
+            st.last_arrival, st.last_ts = last_arrival, int(tss[-1])
         else:
             jitter = np.full(n, st.jitter_units)
         size_c: I64 | None = None
@@ -142,8 +142,7 @@ class Timeline:
             owd_c += self._owd_total
             self._size_total = int(size_c[-1])
             self._owd_total = float(owd_c[-1])
-            if self.est.first_arrival is None:
-                self.est.first_arrival = self.est._window_start = float(arrival[0])
+            self.est.first_video(float(arrival[0]))
         self.chunks.append(_Chunk(arrival, s0, bytes_, maxseq, jitter, seq, size_c, owd_c))
         self.firsts.append(float(arrival[0]))
         self.g0s.append(self.count)
@@ -193,12 +192,7 @@ class Timeline:
         g1, s1, o1, m1 = self._sums(t)
         g0, s0, o0, _ = self._sums(self._est_t) if self._est_t > -np.inf else (0, 0, 0.0, 0)
         if g1 > g0:
-            est._count += g1 - g0
-            est._bytes += s1 - s0
-            est._owd_sum += o1 - o0
-            if est._first_seq is None:
-                est._first_seq = self._seq_of(g0)
-            est._last_seq = max(est._last_seq, m1)
+            est.add_totals(g1 - g0, s1 - s0, o1 - o0, lambda: self._seq_of(g0), m1)
         self._est_t = t
         return est.update(t)
 
