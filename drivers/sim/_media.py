@@ -107,7 +107,10 @@ class Packets:
     def take(self, index: NDArray[np.int64] | NDArray[np.bool_] | slice) -> Packets:
         if isinstance(index, slice):
             return Packets(self.a[index])
-        return Packets(self.a.view(_RAW)[index].view(PACKET))
+        # take/compress copy whole records (fancy indexing on the structured dtype goes field by field)
+        if index.dtype == np.bool_:
+            return Packets(self.a.compress(index))
+        return Packets(self.a.take(index))
 
     @staticmethod
     def concat(parts: list[Packets]) -> Packets:
@@ -276,18 +279,18 @@ class VideoSource:
             drawn[0] = mean * KEYFRAME_FACTOR
             self.force_key = False
             self.keyframes += 1
-        sizes = np.maximum(1, np.round(drawn)).astype(np.int64)
+        sizes = np.maximum(1, drawn.round()).astype(np.int64)
         chunk = VP8_PACKET_MAX - VP8_DESCRIPTOR
         npk = (sizes + (chunk - 1)) // chunk
         ends = npk.cumsum()
         total = int(ends[-1])
-        fidx = np.repeat(np.arange(n), npk)
+        fidx = np.arange(n).repeat(npk)
         out = np.empty(total, dtype=PACKET)
         # Per frame, then spread over the frame's packets (the same float operations as ever).
         send = self.start + self.encode_s + frames * self.interval  # as _count_from counted them
         out["t"] = send[fidx]
         out["sent"] = out["t"]
-        out["ts"] = np.round((self.start + frames * self.interval) * CLOCK_RATE[VIDEO]).astype(np.int64)[fidx]
+        out["ts"] = ((self.start + frames * self.interval) * CLOCK_RATE[VIDEO]).round().astype(np.int64)[fidx]
         payload = out["payload"]
         payload[:] = chunk + VP8_DESCRIPTOR
         payload[ends - 1] = sizes - chunk * (npk - 1) + VP8_DESCRIPTOR  # each frame's last packet
@@ -321,7 +324,7 @@ class Lookahead:
     def generate(self, until: float) -> Packets:
         if self.src.next_send <= until:
             self.buf = Packets.concat([self.buf, self.src.generate(until + self.span)])
-        k = int(np.searchsorted(self.buf.t, until, side="right"))
+        k = int(self.buf.t.searchsorted(until, side="right"))
         out, self.buf = self.buf.take(slice(0, k)), self.buf.take(slice(k, None))
         return out
 

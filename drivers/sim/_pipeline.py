@@ -160,7 +160,7 @@ class Pipeline:
             batch = Packets.concat(parts)
             if len(batch):
                 if len(parts) > 1:
-                    batch = batch.take(np.argsort(batch.t, kind="stable"))
+                    batch = batch.take(batch.t.argsort(kind="stable"))
                 for kind, sender in streams.senders.items():
                     mine = batch.kind == kind if len(streams.kinds) > 1 else slice(None)
                     sender.packets += int(batch.t[mine].size)

@@ -87,27 +87,16 @@ class _ConsentCheck:
         self.decided = False
 
 
-class _Controls:
-    """An interval's control packets on one link: send time, size, name in the packet log, and
-    what happens where the packet arrives (None: nothing the simulation reads)."""
+# One control packet of an interval on one link: send time, size, name in the packet log, and
+# what happens where it arrives, given the arrival time (None: nothing the simulation reads).
+_Control = tuple[float, int, str, Callable[[float], None] | None]
 
-    def __init__(self) -> None:
-        self.t: list[float] = []
-        self.size: list[int] = []
-        self.names: list[str] = []
-        self._then: list[Callable[[float], None] | None] = []
 
-    def add(self, t: float, size: int, name: str, then: Callable[[float], None] | None) -> None:
-        self.t.append(t)
-        self.size.append(size)
-        self.names.append(name)
-        self._then.append(then)
-
-    def arrived(self, arrival: list[float]) -> None:
-        """Run each delivered packet's ``then`` with its arrival time, in send order."""
-        for a, then in zip(arrival, self._then, strict=True):
-            if a == a and then is not None:  # (NaN: dropped)
-                then(a)
+def _arrived(control: list[_Control], arrival: list[float]) -> None:
+    """Run each delivered control packet's handler with its arrival time, in send order."""
+    for a, (_, _, _, then) in zip(arrival, control, strict=True):
+        if a == a and then is not None:  # (NaN: dropped)
+            then(a)
 
 
 # Inboxes: heaps of (arrival, order, ...) — order breaks ties in the order things were sent.
@@ -366,23 +355,23 @@ class SteadyState:
                     vs.set_target(bps)
             parts.append(vs.generate(until))
             media[VIDEO] = Packets.concat(parts)
-        control = _Controls()
+        control: list[_Control] = []
         for kind in streams.kinds:
             for t in self._fires((Tag.PUB_SR, kind), end):
-                control.add(t, RTCP_SR + pub.extra, "rtcp", partial(self._sr_at_server, kind, t))
+                control.append((t, RTCP_SR + pub.extra, "rtcp", partial(self._sr_at_server, kind, t)))
                 self.sr_times[kind].append(t)
             for t in self._fires((Tag.SUB_RR, kind), end):
                 if streams.sub_stats[kind].base_seq is not None:  # (as of the interval's start)
-                    control.add(t, RTCP_RR + sub.extra, "rtcp", None)
+                    control.append((t, RTCP_RR + sub.extra, "rtcp", None))
         sub_rembs = []
         if VIDEO in streams.kinds:
             while self.sub_remb_next < end:
                 # Sent every 500 ms once video arrived (aiortc would skip a window without video:
                 # here the packet carries no new estimate and the server keeps the previous one).
                 if streams.sub_est.first_arrival is not None:
-                    remb = _Remb(None, False)
-                    sub_rembs.append((self.sub_remb_next, remb))
-                    control.add(self.sub_remb_next, RTCP_REMB + sub.extra, "rtcp", partial(self._remb_at_server, remb))
+                    t, remb = self.sub_remb_next, _Remb(None, False)
+                    sub_rembs.append((t, remb))
+                    control.append((t, RTCP_REMB + sub.extra, "rtcp", partial(self._remb_at_server, remb)))
                 self.sub_remb_next += REMB_INTERVAL
             if self._undecodable and VIDEO not in streams.playout.started:
                 # The subscriber's keyframe request: as soon as the interval lets it (at most
@@ -391,35 +380,35 @@ class SteadyState:
                 if t < end:
                     streams.last_pli = t
                     self._undecodable = False
-                    control.add(t, RTCP_PLI + sub.extra, "rtcp", self._pli_at_server)
+                    control.append((t, RTCP_PLI + sub.extra, "rtcp", self._pli_at_server))
         for pc in (pub, sub):
             if not pc.ice_failed and pc.consent_at < end:
                 check = _ConsentCheck(pc.consent_at, pc)
-                control.add(pc.consent_at, STUN_CHECK + pc.extra, "stun", partial(self._check_at_server, check))
+                control.append((pc.consent_at, STUN_CHECK + pc.extra, "stun", partial(self._check_at_server, check)))
                 self.loop.at(pc.consent_at + CONSENT_TIMEOUT, self._consent_timeout, check, tag=Tag.CONSENT_OUTCOME)
                 pc.consent_at = math.inf
         arrival, m_arrival = self._batch(UP, list(media.values()), control)
         for (kind, mine), arr in zip(media.items(), m_arrival, strict=True):
             self.send_log[kind].extend(mine.t, mine.payload)
             self.srv_qk[kind].arrive(mine, arr)
-        control.arrived(arrival)
+        _arrived(control, arrival)
         return sub_rembs
 
-    def _batch(self, direction: str, media: list[Packets], control: _Controls) -> tuple[list[float], list[F64]]:
+    def _batch(self, direction: str, media: list[Packets], control: list[_Control]) -> tuple[list[float], list[F64]]:
         """One send_batch of the media streams and the control packets merged in time order
         (on a tie: the order the publisher sent them in, the streams in order, then control).
         Returns the control packets' arrivals (NaN: dropped) and each stream's."""
-        c = np.asarray(control.t, dtype=np.float64)
+        c = np.asarray([x[0] for x in control], dtype=np.float64)
         t_all = np.concatenate([p.t for p in media] + [c])
-        size_all = np.concatenate([p.size for p in media] + [np.asarray(control.size, dtype=np.int64)])
+        size_all = np.concatenate([p.size for p in media] + [np.asarray([x[1] for x in control], dtype=np.int64)])
         if direction == UP:
-            order = np.argsort(t_all, kind="stable")
+            order = t_all.argsort(kind="stable")
         else:  # forwarded packets leave in the order they came in (FIFO through the SFU)
             order = np.lexsort((np.concatenate([p.sent for p in media] + [c]), t_all))
         n = len(t_all) - len(c)
 
         def kinds() -> list[str]:
-            every = ["rtp"] * n + control.names
+            every = ["rtp"] * n + [x[2] for x in control]
             return [every[i] for i in order.tolist()]
 
         arrival = np.empty(len(t_all))
@@ -447,26 +436,26 @@ class SteadyState:
                 sends.append((self.srv_remb_next, len(sends), Tag.SRV_REMB_TIMER, VIDEO))
                 self.srv_remb_next += REMB_INTERVAL
         sends.sort()
-        control = _Controls()
+        control: list[_Control] = []
         for t, _, what, kind in sends:
             self._srv_inboxes(t)
             if what is Tag.SRV_RR:
                 block = streams.server_rr(kind, self.srv_tl[kind].at(t), t)
                 if block is not None:
-                    control.add(t, RTCP_RR + pub.extra, "rtcp", partial(self._at_client, _Rr(kind, block)))
+                    control.append((t, RTCP_RR + pub.extra, "rtcp", partial(self._at_client, _Rr(kind, block))))
             elif what is Tag.SRV_SR:  # (traffic only)
-                control.add(t, RTCP_SR + sub.extra, "rtcp", None)
+                control.append((t, RTCP_SR + sub.extra, "rtcp", None))
             else:
                 bps = self.srv_tl[VIDEO].remb(t)
                 if bps is not None:
                     bps = streams.remb_to_publisher(bps)
-                    control.add(t, RTCP_REMB + pub.extra, "rtcp", partial(self._at_client, bps))
+                    control.append((t, RTCP_REMB + pub.extra, "rtcp", partial(self._at_client, bps)))
         while self.srv_replies and self.srv_replies[0][0] < end:
             t, _, size, check = heapq.heappop(self.srv_replies)
             if check is None:  # a PLI on its way to the publisher
-                control.add(t, size, "rtcp", partial(self._at_client, None))
+                control.append((t, size, "rtcp", partial(self._at_client, None)))
             else:
-                control.add(t, size, "stun", partial(self._answer_at_client, check))
+                control.append((t, size, "stun", partial(self._answer_at_client, check)))
         resize = sub.extra - pub.extra
         if resize:  # ChannelData framing differs between the two legs
             for mine in fwd:
@@ -474,7 +463,7 @@ class SteadyState:
         arrival, m_arrival = self._batch(DOWN, fwd, control)
         for kind, mine, arr in zip(streams.kinds, fwd, m_arrival, strict=True):
             self.sub_qk[kind].arrive(mine, arr)
-        control.arrived(arrival)
+        _arrived(control, arrival)
 
     # --- consent outcomes --------------------------------------------------------------------------
 

@@ -119,17 +119,17 @@ class Queue:
 
     def push(self, p: Packets) -> None:
         if self.reorder and len(p) > 1:
-            p = p.take(np.argsort(p.t, kind="stable"))
+            p = p.take(p.t.argsort(kind="stable"))
         q = Packets.concat([self.q, p])
         if self.reorder and len(self.q) and len(p) and p.t[0] < self.q.t[-1]:
-            q = q.take(np.argsort(q.t, kind="stable"))
+            q = q.take(q.t.argsort(kind="stable"))
         self.q = q
         self.min = float(q.t[0]) if len(q) else math.inf
 
     def pop_until(self, t: float, accept_at: float) -> Packets:
         """Everything arrived by ``t``, minus what came before its end could decrypt it
         (``accept_at``: that end's DTLS handshake finished)."""
-        k = int(np.searchsorted(self.q.t, t, side="right"))
+        k = int(self.q.t.searchsorted(t, side="right"))
         got, self.q = self.q.take(slice(0, k)), self.q.take(slice(k, None))
         self.min = float(self.q.t[0]) if len(self.q) else math.inf
         if len(got) and got.t[0] < accept_at:

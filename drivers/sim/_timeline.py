@@ -106,7 +106,7 @@ class Timeline:
             before = np.empty(n, dtype=np.int64)
             before[0] = st.max_seq
             before[1:] = maxseq[:-1]
-            io = np.flatnonzero(seq > before)  # only in-order packets move the jitter estimate
+            io = (seq > before).nonzero()[0]  # only in-order packets move the jitter estimate
             arr_t, tss = arrival[io], ts[io]
         m = len(tss)
         if m:
@@ -211,7 +211,7 @@ class SendLog:
             return
         cum = np.empty(len(t) + 1, dtype=np.int64)
         cum[0] = self.bytes
-        np.cumsum(payload, out=cum[1:])
+        payload.cumsum(out=cum[1:])
         cum[1:] += self.bytes
         self.chunks.append((t, cum))
         self.firsts.append(float(t[0]))
@@ -224,5 +224,5 @@ class SendLog:
             return self._start
         packets = self._start[0] + sum(len(c[0]) for c in self.chunks[:i])
         times, cum = self.chunks[i]
-        k = int(np.searchsorted(times, t, side="right"))
+        k = int(times.searchsorted(t, side="right"))
         return packets + k, int(cum[k])
