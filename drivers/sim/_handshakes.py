@@ -52,7 +52,7 @@ from rtcprobe.core.observations import (
 from rtcprobe.core.report import IceCandidateStats
 
 from ._media import CHANNELDATA_OVERHEAD
-from ._net import DOWN, UP, EventLoop, Tag, Transaction
+from ._net import DOWN, STUN_RETRANSMISSIONS, STUN_RTO, UP, EventLoop, Tag, Transaction
 from ._wire import (
     ANSWER_PUBLISHER,
     ANSWER_SUBSCRIBER,
@@ -262,9 +262,9 @@ class Handshakes:
 
     def _stun(self, direction: str, req: int, resp: int, on_success: Callable[[], None],
               on_timeout: Callable[[], None] | None = None, *, responder: Callable[[], bool] | None = None,
-              **timer: Any) -> Transaction:
+              rto: float = STUN_RTO, retransmissions: int = STUN_RETRANSMISSIONS) -> Transaction:
         """A STUN transaction between the client and the server side (either way round), on
-        aioice's timer unless ``timer`` (Transaction's rto/retransmissions) says otherwise.
+        aioice's timer unless told otherwise.
 
         ``responder`` (run at the far end when a copy arrives) may refuse to answer.
         """
@@ -277,7 +277,8 @@ class Handshakes:
             if responder is None or responder():
                 self._send(back, resp, "stun", tx.succeed)
 
-        return Transaction(self.loop, transmit, on_success, on_timeout, **timer).start()
+        return Transaction(self.loop, transmit, on_success, on_timeout, rto=rto,
+                           retransmissions=retransmissions).start()
 
     def _srv_offer(self, role: Role) -> None:
         """The server got an offer: it answers and starts its ICE agent at once."""
