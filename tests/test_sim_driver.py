@@ -68,7 +68,8 @@ def test_another_seed_gives_another_report() -> None:
 def test_in_process_runs_repeat_exactly_and_seed_defaults_to_the_scenarios() -> None:
     sc = scenario({"delay_ms": 10, "jitter_ms": 4, "loss": 0.01}, seed=11)
     assert simulate(sc).to_json() == simulate(sc, seed=11).to_json()
-    assert simulate(sc).run is not None and simulate(sc).run.seed == 11  # type: ignore[union-attr]
+    run = simulate(sc).run
+    assert run is not None and run.seed == 11
 
 
 # --- fidelity --------------------------------------------------------------------------------------
