@@ -507,16 +507,26 @@ def edges() -> tuple[Edge, ...]:
 
 
 def diagram() -> str:
-    """The machine in Graphviz dot, generated from the tables (docs/preflight-states.dot)."""
+    """The machine in Graphviz dot, generated from the tables (docs/preflight-states.dot).
+
+    One arrow per (source, target): a failure arrow lists each of its triggers on a line of its
+    label (``\\l``: left-justified lines).
+    """
     lines = [
         "digraph preflight {",
-        "  rankdir=LR;",
-        "  node [shape=box];",
+        '  node [shape=box, fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
         f"  {State.COMPLETED.value} [peripheries=2];",
         f"  {State.FAILED.value} [peripheries=2];",
     ]
+    arrows: dict[tuple[State, State], list[str]] = {}
     for e in edges():
-        style = "style=dashed, " if e.failure else ""
-        lines.append(f'  {e.source.value} -> {e.target.value} [{style}label="{e.label}"];')
+        arrows.setdefault((e.source, e.target), []).append(e.label)
+    for (source, target), labels in arrows.items():
+        if target is State.FAILED:
+            attributes = "style=dashed, label=\"" + "".join(label + "\\l" for label in labels) + "\""
+        else:
+            attributes = "label=\"" + " | ".join(labels) + "\""
+        lines.append(f"  {source.value} -> {target.value} [{attributes}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
