@@ -8,9 +8,9 @@ docs/architecture.md#the-step-table):
     ACQUIRING_MEDIA -> CONNECTING_SIGNALING -> CONNECTING_MEDIA -> SUBSCRIBING
         -> STARTING_MEDIA -> COLLECTING_STATS -> COMPLETED
 
-Everything that decides a transition is in the three tables below; the machine
-(:class:`rtcprobe.core.PreflightMachine`) is an interpreter that looks rules up and executes their
-effects, in the spirit of h11's ``_state.py``.
+Everything that decides a transition is in the two tables below, :data:`RULES` and :data:`STEPS`;
+the machine (:class:`rtcprobe.core.PreflightMachine`) is an interpreter that looks them up and
+executes the effects they list, in the spirit of h11's ``_state.py``.
 
 * :data:`RULES` says, for each observation type, in which states it is accepted and what it does
   there: a tuple of :data:`Effect` values. Observations with enumerated fields (ICE, DTLS and
