@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast  # cast: aiortc types its states as str; the observations validate them
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -45,16 +45,19 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 from rtcprobe.core import errors
-from rtcprobe.core.config import MediaDemand
+from rtcprobe.core.config import Kind, MediaDemand
 from rtcprobe.core.errors import ConfigError
 from rtcprobe.core.observations import (
     AcquireMedia,
     Action,
+    ConnectionState,
     ConnectionStateChanged,
     ConnectSignaling,
+    DtlsState,
     DtlsStateChanged,
     Event,
     IceServer,
+    IceState,
     IceStateChanged,
     MediaAcquired,
     MediaStarted,
@@ -408,7 +411,7 @@ class AiortcDriver:
 
         @sub.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            self._observe(TrackSubscribed(track.kind))
+            self._observe(TrackSubscribed(cast(Kind, track.kind)))
             self._spawn(self._consume(track), f"consume-{track.kind}")
 
         for track in self._tracks:
@@ -423,14 +426,14 @@ class AiortcDriver:
     def _watch(self, pc: RTCPeerConnection, role: Role) -> None:
         @pc.on("iceconnectionstatechange")
         def on_ice() -> None:
-            self._observe(IceStateChanged(role, pc.iceConnectionState))
+            self._observe(IceStateChanged(role, cast(IceState, pc.iceConnectionState)))
 
         @pc.on("connectionstatechange")
         def on_connection() -> None:
             # aiortc derives connectionState inside the DTLS transport's own statechange, before
             # our listener on that transport runs; report the DTLS state first, as it happened.
             self._sync_dtls(pc, role)
-            self._observe(ConnectionStateChanged(role, pc.connectionState))
+            self._observe(ConnectionStateChanged(role, cast(ConnectionState, pc.connectionState)))
 
     def _watch_dtls(self, pc: RTCPeerConnection, role: Role) -> None:
         # max-bundle: every transceiver shares the first one's DTLS transport.
@@ -443,13 +446,13 @@ class AiortcDriver:
         state = transceivers[0].sender.transport.state
         if self._dtls_seen.get(role) != state:
             self._dtls_seen[role] = state
-            self._observe(DtlsStateChanged(role, state))
+            self._observe(DtlsStateChanged(role, cast(DtlsState, state)))
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         """Read (and drop) received frames; the first one is ``MediaStarted``."""
         try:
             await track.recv()
-            self._observe(MediaStarted(track.kind))
+            self._observe(MediaStarted(cast(Kind, track.kind)))
             while True:
                 await track.recv()
         except MediaStreamError:

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
+from rtcprobe.core.config import Kind
 from rtcprobe.core.observations import (
     ConnectionStateChanged,
     DtlsStateChanged,
@@ -165,7 +166,7 @@ class Handshakes:
     """
 
     def __init__(self, loop: EventLoop, send: Send, observe: Callable[[Observation], None], *,
-                 ports: list[int], tracks: tuple[str, ...], consent_rng: np.random.Generator,
+                 ports: list[int], tracks: tuple[Kind, ...], consent_rng: np.random.Generator,
                  client_up: Callable[[PeerConnection], None], server_up: Callable[[PeerConnection], None],
                  progress: Callable[[], None], last_heard: Callable[[PeerConnection], float]) -> None:
         self.loop = loop
