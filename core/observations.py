@@ -184,6 +184,12 @@ class StatsSample:
     # terminates media (rtcprobe's aiortc server decodes and re-encodes): the uplink's loss then
     # only shows in the publisher's receiver reports, and the core folds it in.
     inbound_includes_uplink: bool = True
+    # Are both ends of the measured path this client's own peer connections (Twilio's preflight
+    # topology: sender -> TURN -> receiver, in one client)? Then every round trip in the stats
+    # crosses the client's access link twice (receiver -> TURN -> sender and back). The report
+    # keeps it, as Twilio reported it; the scorer is fed half, the client<->TURN round trip that a
+    # call through that TURN server would see.
+    loopback: bool = False
 
 
 @attrs.frozen

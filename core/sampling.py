@@ -157,11 +157,15 @@ def bytes_received(cur: StatsSample, prev: StatsSample) -> int:
     )
 
 
-def _send_side(c: OutboundStats | None, p: OutboundStats | None, dt: float, rtt_s: float | None) -> SideMetrics | None:
+def _send_side(
+    c: OutboundStats | None, p: OutboundStats | None, dt: float, rtt_s: float | None, loopback: bool
+) -> SideMetrics | None:
     if c is None:
         return None
     sent = c.bytes_sent - (p.bytes_sent if p is not None else 0)
     remote_rtt = _gauge(c.remote_rtt)
+    if remote_rtt is not None and loopback:
+        remote_rtt /= 2
     return SideMetrics(
         actual_bps=_gauge(max(0.0, 8 * sent / dt)),
         available_bps=_gauge(c.available_bps),
@@ -188,11 +192,16 @@ def _recv_side(c: InboundStats | None, p: InboundStats | None, dt: float, rtt_s:
 def quality_input(
     cur: StatsSample, prev: StatsSample, dt: float, rtt_s: float | None, reconnecting: bool
 ) -> QualityInput:
-    """What the scorer is fed for the ``dt`` seconds between two samples."""
+    """What the scorer is fed for the ``dt`` seconds between two samples. ``rtt_s`` is the
+    sample's (the report's) rtt; on a loopback path the scorer gets half of every round trip
+    (:attr:`StatsSample.loopback`)."""
+    loop = cur.loopback
+    if rtt_s is not None and loop:
+        rtt_s /= 2
     return QualityInput(
-        audio_send=_send_side(cur.audio_out, prev.audio_out, dt, rtt_s),
+        audio_send=_send_side(cur.audio_out, prev.audio_out, dt, rtt_s, loop),
         audio_recv=_recv_side(cur.audio_in, prev.audio_in, dt, rtt_s),
-        video_send=_send_side(cur.video_out, prev.video_out, dt, rtt_s),
+        video_send=_send_side(cur.video_out, prev.video_out, dt, rtt_s, loop),
         video_recv=_recv_side(cur.video_in, prev.video_in, dt, rtt_s),
         reconnecting=reconnecting,
     )

@@ -88,3 +88,15 @@ def test_counter_resets_count_as_nothing_sent() -> None:
     m = measure(_sample(1), 11.0, (10.0, _sample(5)), reconnecting=False)
     assert m.outgoing_bps == 0.0 and m.incoming_bps == 0.0
     assert m.loss is None  # counters went backwards: nothing was expected in between
+
+
+def test_a_loopback_path_reports_the_whole_round_trip_and_scores_half_of_it() -> None:
+    """Twilio's topology: the pair's round trip crosses the client's access link twice."""
+    loop = measure(_sample(3, loopback=True, candidate_pair_rtt=0.2), 12.0,
+                   (10.0, _sample(1, loopback=True)), reconnecting=False)
+    assert loop.rtt == 0.2  # the report keeps what the stats say
+    q = loop.quality
+    assert q.video_recv is not None and q.video_recv.rtt == pytest.approx(0.1)
+    assert q.audio_send is not None and q.audio_send.rtt == pytest.approx(0.025)  # its receiver report, halved
+    plain = measure(_sample(3, candidate_pair_rtt=0.2), 12.0, (10.0, _sample(1)), reconnecting=False)
+    assert plain.quality.video_recv is not None and plain.quality.video_recv.rtt == 0.2
