@@ -28,10 +28,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from rtcprobe.core.config import MediaDemand, VideoSpec
 from rtcprobe.core.errors import PreflightError
-from rtcprobe.drivers.aiortc import run_preflight
-from rtcprobe.drivers.aiortc.client import parse_video
 from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
 from rtcprobe.drivers.aiortc.media import PatternTrack, ToneTrack
+
+from rtcprobe.commands.video_option import parse_video
+from rtcprobe.live import run_preflight
 
 Result = dict[str, float]
 

@@ -31,7 +31,8 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from av import AudioFrame, VideoFrame
 from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
 from rtcprobe.drivers.aiortc.protocol import Answer, Bye, Ice, Iced, Offer, encode, parse_message
-from rtcprobe.drivers.aiortc.tokens import mint_token
+
+from rtcprobe.server.tokens import mint_token
 
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 AUDIO_RATE = 48000

@@ -36,8 +36,7 @@ from typing import Any
 import numpy as np
 from rtcprobe.core.preflight import PreflightMachine
 from rtcprobe.core.report import RunInfo
-from rtcprobe.drivers.sim import PacketRecord, run_simulation
-from rtcprobe.drivers.sim.driver import SimDriver
+from rtcprobe.drivers.sim import PacketRecord, SimDriver, run_simulation
 from rtcprobe.netem import LinkConfig
 from rtcprobe.netem.scenario import Scenario
 from rtcprobe.scenarios import load
@@ -70,7 +69,7 @@ def whole_flow(log: tuple[PacketRecord, ...]) -> dict[str, tuple[list[float], li
     return out
 
 
-def record_core_calls(sc: Scenario) -> tuple[SimDriver, list[tuple[str, tuple[Any, ...]]]]:
+def record_core_calls(sc: Scenario) -> tuple[SimDriver, list[tuple[str, tuple[Any, ...], dict[str, Any]]]]:
     """Run the simulator once and keep every call it made into its core."""
     driver = SimDriver(sc, sc.seed)
     core, calls = driver.core, []
@@ -206,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     flow = whole_flow(full.packet_log)
     hops = 2 * len(t)
     driver, calls = record_core_calls(sc)
-    assert core_replay(driver, calls) == driver.core.report.to_json()  # type: ignore[union-attr]
+    recorded = driver.core.report
+    assert recorded is not None and core_replay(driver, calls) == recorded.to_json()
 
     t_sim, _ = best_of(n, lambda: run_simulation(sc).report.to_json())
     t_core, _ = best_of(n, lambda: core_replay(driver, calls))

@@ -3,7 +3,7 @@
     python benchmarks/bench_sim_vs_real.py [--duration 5] [--scenario NAME ...] [--seed N]
 
 For each scenario: ``--driver sim`` (virtual clock) and ``--driver aiortc`` (real peers through
-the impairment relay and coturn on 127.0.0.1, ``rtcprobe.drivers.aiortc.replay``), with the
+the impairment relay and coturn on 127.0.0.1, ``rtcprobe.replay``), with the
 stats step shortened to ``--duration`` seconds (scenarios with phases or outages keep their own
 duration, or their events would fall outside the run). One table row per (scenario, driver):
 outcome, the report's averages (rtt ms, jitter ms, packet loss %), the final network quality
@@ -23,10 +23,11 @@ import time
 from typing import Any
 
 import attrs
-from rtcprobe.drivers.aiortc.replay import run_replay
 from rtcprobe.drivers.sim import run_simulation
 from rtcprobe.netem.scenario import Scenario
 from rtcprobe.scenarios import load
+
+from rtcprobe.replay import run_replay
 
 DEFAULT_SCENARIOS = (
     "clean-broadband", "lossy-wifi", "bursty-loss", "nepal-india", "congested-uplink", "satellite",

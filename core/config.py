@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
 from .errors import ConfigError
 
 # A region is 'gll' (the global edge) or a regional edge name such as 'de1' or 'us-east-1':
-# lower-case letters, digits and dashes, as the anchor's region names are.
+# lower-case letters, digits and dashes, as Twilio Video's region names are.
 _REGION = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 
@@ -32,6 +32,10 @@ def _region(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
         raise ConfigError(
             f"region must be 'gll' or a regional edge name (lower-case letters, digits, dashes), got {value!r}"
         )
+
+
+#: A media kind a preflight publishes (and subscribes back).
+Kind = Literal["audio", "video"]
 
 
 @attrs.frozen
@@ -57,28 +61,30 @@ class MediaDemand:
     )
 
     @property
-    def kinds(self) -> tuple[str, ...]:
-        return (("audio",) if self.audio else ()) + (("video",) if self.video is not None else ())
+    def kinds(self) -> tuple[Kind, ...]:
+        audio: tuple[Kind, ...] = ("audio",) if self.audio else ()
+        video: tuple[Kind, ...] = ("video",) if self.video is not None else ()
+        return audio + video
 
 
 @attrs.frozen
 class PreflightConfig:
-    """Options of one preflight test (the anchor's ``runPreflight(token, options)``).
+    """Options of one preflight test (Twilio Video's ``runPreflight(token, options)``).
 
-    ``duration`` is the length of the stats-collection step in seconds (the anchor's default
+    ``duration`` is the length of the stats-collection step in seconds (Twilio's default
     10 s); every step times out after ``duration + 10`` seconds.
     """
 
     duration: float = attrs.field(default=10.0, validator=_positive)
     region: str = attrs.field(default="gll", validator=_region)
     media: MediaDemand = attrs.field(factory=MediaDemand, validator=attrs.validators.instance_of(MediaDemand))
-    # The anchor's publisher is always relay-only. Ours is relay-only when told (True), never
+    # Twilio's preflight publisher is always relay-only. Ours is relay-only when told (True), never
     # (False), or — None, the default — exactly when signaling hands out a TURN server: a loopback
     # run with no TURN must still connect over host candidates.
     relay_only: bool | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(bool))
     )
-    # Verbosity of the stats carried by networkQualityLevelChanged events (the anchor's local
+    # Verbosity of the stats carried by networkQualityLevelChanged events (Twilio's local
     # verbosity: 1 minimal .. 3 detailed). The report always carries the detailed stats.
     network_quality_verbosity: int = attrs.field(default=1)
 

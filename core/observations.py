@@ -1,20 +1,27 @@
 """What a driver tells the core (observations), what the core asks of the driver (actions), and
 what the core tells the user (events). All frozen attrs classes: plain data, no behaviour.
 
-Units are SI at this boundary (seconds, bytes, fractions 0..1); the report converts to the
-anchor's units (ms, percent) in one place, :mod:`rtcprobe.core.report`.
+Units are SI at this boundary (seconds, bytes, fractions 0..1); the report converts to the units
+of Twilio Video's preflight report (ms, percent) in one place, :mod:`rtcprobe.core.report`.
+
+The states a driver reports (ICE, DTLS, peer connection), the media kinds and the step names are
+``Literal`` types: a typo in the core is a type error. A driver passes them straight from its stack
+(aiortc's ``iceConnectionState`` and friends are plain ``str``), so every such field is also checked
+at construction and an unknown value raises :class:`~rtcprobe.core.errors.ConfigError` (a
+``ValueError``) at once: a driver passing a state no stack has is misuse, not network input. The
+machine reacts to each of these values as its table says (docs/architecture.md#the-step-table).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
 import attrs
 
-from .config import MediaDemand
-from .errors import PreflightErrorInfo
+from .config import Kind, MediaDemand
+from .errors import ConfigError, PreflightErrorInfo
 from .report import IceCandidateStats, PreflightReport, SelectedCandidatePair
 
 
@@ -25,14 +32,46 @@ class Role(enum.Enum):
     SUBSCRIBER = "subscriber"  # receives it back
 
 
-ICE_STATES = frozenset({"new", "checking", "connected", "completed", "failed", "disconnected", "closed"})
-DTLS_STATES = frozenset({"new", "connecting", "connected", "closed", "failed"})
-CONNECTION_STATES = frozenset({"new", "connecting", "connected", "disconnected", "failed", "closed"})
-KINDS = frozenset({"audio", "video"})
+# The W3C values (RTCIceConnectionState, RTCDtlsTransportState, RTCPeerConnectionState); aiortc
+# uses a subset of each.
+IceState = Literal["new", "checking", "connected", "completed", "failed", "disconnected", "closed"]
+DtlsState = Literal["new", "connecting", "connected", "closed", "failed"]
+ConnectionState = Literal["new", "connecting", "connected", "disconnected", "failed", "closed"]
+#: Progress steps a driver may be unable to observe (see :class:`StepUnobservable`).
+UnobservableStep = Literal["dtlsConnected", "peerConnectionConnected"]
+#: The progress events, in the order a healthy run emits them (Twilio Video's names).
+ProgressName = Literal[
+    "mediaAcquired",
+    "connected",
+    "iceConnected",
+    "dtlsConnected",
+    "peerConnectionConnected",
+    "mediaSubscribed",
+    "mediaStarted",
+]
+
+ICE_STATES: Final[tuple[IceState, ...]] = get_args(IceState)
+DTLS_STATES: Final[tuple[DtlsState, ...]] = get_args(DtlsState)
+CONNECTION_STATES: Final[tuple[ConnectionState, ...]] = get_args(ConnectionState)
+KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
+UNOBSERVABLE_STEPS: Final[tuple[UnobservableStep, ...]] = get_args(UnobservableStep)
+PROGRESS_NAMES: Final[tuple[ProgressName, ...]] = get_args(ProgressName)
 
 
-def _one_of(values: frozenset[str]) -> Any:
-    return attrs.validators.in_(values)
+def _one_of(values: tuple[str, ...]) -> Any:
+    """An attrs validator: ``value`` is one of ``values``, else :class:`ConfigError`."""
+    allowed = frozenset(values)
+
+    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, str) or value not in allowed:
+            raise ConfigError(f"{attribute.name} must be one of {', '.join(values)}; got {value!r}")
+
+    return check
+
+
+def _role(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Role):
+        raise ConfigError(f"{attribute.name} must be a Role, got {value!r}")
 
 
 # --- Observations (driver -> core) -------------------------------------------------------------
@@ -49,7 +88,7 @@ class IceServer:
 class MediaAcquired:
     """The synthetic tracks exist."""
 
-    kinds: tuple[str, ...] = ("audio", "video")
+    kinds: tuple[str, ...] = ("audio", "video")  # what the driver made (informative)
 
 
 @attrs.frozen
@@ -61,34 +100,34 @@ class SignalingConnected:
 
 @attrs.frozen
 class IceStateChanged:
-    role: Role
-    state: str = attrs.field(validator=_one_of(ICE_STATES))
+    role: Role = attrs.field(validator=_role)
+    state: IceState = attrs.field(validator=_one_of(ICE_STATES))
 
 
 @attrs.frozen
 class DtlsStateChanged:
-    role: Role
-    state: str = attrs.field(validator=_one_of(DTLS_STATES))
+    role: Role = attrs.field(validator=_role)
+    state: DtlsState = attrs.field(validator=_one_of(DTLS_STATES))
 
 
 @attrs.frozen
 class ConnectionStateChanged:
-    role: Role
-    state: str = attrs.field(validator=_one_of(CONNECTION_STATES))
+    role: Role = attrs.field(validator=_role)
+    state: ConnectionState = attrs.field(validator=_one_of(CONNECTION_STATES))
 
 
 @attrs.frozen
 class TrackSubscribed:
     """The subscriber received a track of this kind."""
 
-    kind: str = attrs.field(validator=_one_of(KINDS))
+    kind: Kind = attrs.field(validator=_one_of(KINDS))
 
 
 @attrs.frozen
 class MediaStarted:
     """The first decodable media of this kind arrived at the subscriber."""
 
-    kind: str = attrs.field(validator=_one_of(KINDS))
+    kind: Kind = attrs.field(validator=_one_of(KINDS))
 
 
 @attrs.frozen
@@ -98,7 +137,7 @@ class StepUnobservable:
     The core then skips waiting for it and never emits its progress event: it never invents one.
     """
 
-    name: str = attrs.field(validator=_one_of(frozenset({"dtlsConnected", "peerConnectionConnected"})))
+    name: UnobservableStep = attrs.field(validator=_one_of(UNOBSERVABLE_STEPS))
 
 
 @attrs.frozen
@@ -140,11 +179,17 @@ class StatsSample:
     ice_candidates: tuple[IceCandidateStats, ...] = ()
     selected_pair: SelectedCandidatePair | None = None
     # Does the subscriber's inbound loss already cover the publisher's uplink? True when the far
-    # end forwards RTP as it came (an SFU, the simulator, the anchor's peer-to-peer pair): a
+    # end forwards RTP as it came (an SFU, the simulator, Twilio's peer-to-peer pair): a
     # packet lost on the uplink is a sequence gap at the subscriber. False when the far end
     # terminates media (rtcprobe's aiortc server decodes and re-encodes): the uplink's loss then
     # only shows in the publisher's receiver reports, and the core folds it in.
     inbound_includes_uplink: bool = True
+    # Are both ends of the measured path this client's own peer connections (Twilio's preflight
+    # topology: sender -> TURN -> receiver, in one client)? Then every round trip in the stats
+    # crosses the client's access link twice (receiver -> TURN -> sender and back). The report
+    # keeps it, as Twilio reported it; the scorer is fed half, the client<->TURN round trip that a
+    # call through that TURN server would see.
+    loopback: bool = False
 
 
 @attrs.frozen
@@ -164,6 +209,8 @@ class StopRequested:
     """The user asked to stop now."""
 
 
+# The one list of observation types: the machine's rule table (rtcprobe.core._state.RULES) must
+# say what each does, and checks so when it is imported.
 Observation = (
     MediaAcquired
     | SignalingConnected
@@ -177,10 +224,7 @@ Observation = (
     | TransportError
     | StopRequested
 )
-OBSERVATION_TYPES: tuple[type, ...] = (
-    MediaAcquired, SignalingConnected, IceStateChanged, DtlsStateChanged, ConnectionStateChanged,
-    TrackSubscribed, MediaStarted, StepUnobservable, StatsObserved, TransportError, StopRequested,
-)
+OBSERVATION_TYPES: Final[tuple[type[Observation], ...]] = get_args(Observation)
 
 # --- Actions (core -> driver) ------------------------------------------------------------------
 
@@ -221,9 +265,9 @@ Action = AcquireMedia | ConnectSignaling | OpenPeerConnections | SampleStats | T
 
 @attrs.frozen
 class Progress:
-    """A progress step landed (``name`` is one of PROGRESS_NAMES, ``duration`` ms since start)."""
+    """A progress step landed (``duration``: ms since start)."""
 
-    name: str
+    name: ProgressName
     duration: float
 
 
@@ -254,13 +298,3 @@ class Failed:
 
 
 Event = Progress | SampleRecorded | NetworkQualityLevelChanged | Completed | Failed
-
-PROGRESS_NAMES = (
-    "mediaAcquired",
-    "connected",
-    "iceConnected",
-    "dtlsConnected",
-    "peerConnectionConnected",
-    "mediaSubscribed",
-    "mediaStarted",
-)

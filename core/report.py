@@ -1,9 +1,14 @@
-"""The preflight report: frozen types and canonical JSON.
+"""The preflight report: frozen types, how a run's recorded facts become one, and canonical JSON.
 
-Keys and units are the anchor's (REFERENCE.md A, DESIGN.md section 3): timings in ms (epoch ms;
-the simulator's epoch is 0), jitter in seconds, rtt in ms, packetLoss in percent. Our extensions
-live under keys of their own (``networkQuality``, ``bitrate``, ``samples``, ``run``, ``error``)
-and never change the anchor's.
+Keys and units are those of Twilio Video's preflight report (docs/references.md#twilio-video-preflight,
+docs/architecture.md#the-report-and-its-units): timings in ms (epoch ms; the simulator's epoch is
+0), jitter in seconds, rtt in ms, packetLoss in percent. Our extensions live under keys of their
+own (``networkQuality``, ``bitrate``, ``samples``, ``run``, ``error``) and never change Twilio's.
+
+:func:`build_report` is the one place a run becomes a report: the machine
+(:class:`rtcprobe.core.PreflightMachine`) records facts in its own terms (monotonic seconds,
+per-sample rows) and hands them over when the test ends; the conversion to epoch ms, the
+aggregates and the rule "a failed run reports no stats and no candidates" live here.
 
 Canonical serialization: the same report gives the same bytes. Floats are rounded to a fixed
 number of decimals (``_DECIMALS``) so that harmless last-bit differences do not leak into the
@@ -15,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
 import attrs
 
@@ -33,7 +38,7 @@ def _num(x: float | None) -> float | int | None:
 
 @attrs.frozen
 class Stat:
-    """``{min, max, average}`` of a series (the anchor's ``makeStat``)."""
+    """``{min, max, average}`` of a series (twilio-video.js's ``makeStat``)."""
 
     min: float
     max: float
@@ -41,7 +46,7 @@ class Stat:
 
     @classmethod
     def of(cls, values: Sequence[float | None]) -> Stat | None:
-        """Aggregate the finite values; None for an empty series (the anchor returns null)."""
+        """Aggregate the finite values; None for an empty series (twilio-video.js returns null)."""
         vals = [float(v) for v in values if v is not None and math.isfinite(v)]
         if not vals:
             return None
@@ -83,12 +88,14 @@ class Timing:
         return cls(d["start"], d.get("end"))
 
 
-NETWORK_TIMERS = ("connect", "media", "dtls", "ice", "peerConnection")
+#: The connection timers of ``networkTiming``, in the report's order.
+TimerName = Literal["connect", "media", "dtls", "ice", "peerConnection"]
+NETWORK_TIMERS: Final[tuple[TimerName, ...]] = get_args(TimerName)
 
 
 @attrs.frozen
 class IceCandidateStats:
-    """One ICE candidate as the anchor reports it (RTCIceCandidateStats subset)."""
+    """One ICE candidate as Twilio's report has it (RTCIceCandidateStats subset)."""
 
     transport_id: str
     candidate_type: str  # host | srflx | prflx | relay
@@ -181,6 +188,29 @@ class Sample:
             "incomingBitrate": _num(self.incoming_bitrate),
             "level": self.level,
         }
+
+    @classmethod
+    def measured(
+        cls,
+        *,
+        elapsed: float,
+        jitter: float | None,
+        rtt: float | None,
+        loss: float | None,
+        outgoing_bps: float | None,
+        incoming_bps: float | None,
+        level: int | None,
+    ) -> Sample:
+        """A row from SI measurements (seconds since the start, rtt in s, loss a fraction, bps)."""
+        return cls(
+            time=elapsed * 1000,
+            jitter=jitter,
+            rtt=None if rtt is None else rtt * 1000,
+            packet_loss=None if loss is None else 100.0 * loss,
+            outgoing_bitrate=None if outgoing_bps is None else outgoing_bps / 1000,
+            incoming_bitrate=None if incoming_bps is None else incoming_bps / 1000,
+            level=level,
+        )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Sample:
@@ -300,3 +330,62 @@ class PreflightReport:
     @classmethod
     def from_json(cls, text: str) -> PreflightReport:
         return cls.from_dict(json.loads(text))
+
+
+def build_report(
+    *,
+    start: float,
+    end: float,
+    epoch_ms: float,
+    timers: Mapping[TimerName, Timing],
+    progress: Sequence[ProgressEvent],
+    samples: Sequence[Sample],
+    candidates: tuple[IceCandidateStats, ...],
+    selected_pair: SelectedCandidatePair | None,
+    level: int | None,
+    quality_stats: Mapping[str, Any] | None,
+    run: RunInfo | None,
+    error: PreflightErrorInfo | None,
+) -> PreflightReport:
+    """The report of a run that started at monotonic ``start`` (wall clock ``epoch_ms``) and ended
+    at ``end`` (seconds), from what the machine recorded.
+
+    ``timers`` are in monotonic seconds and become epoch ms here, in the report's order.
+    ``candidates`` and ``selected_pair`` are those of the latest stats sample that carried any.
+    A failed run (``error`` set) keeps its progress, timers, samples and quality, but reports no
+    stats and no candidates, as Twilio Video's preflight does.
+    """
+
+    def epoch(t: float) -> float:
+        return epoch_ms + (t - start) * 1000
+
+    network_timing: dict[str, Timing] = {
+        name: Timing(epoch(t.start), None if t.end is None else epoch(t.end))
+        for name in NETWORK_TIMERS
+        if (t := timers.get(name)) is not None
+    }
+    rows = tuple(samples)
+    stats = None
+    if error is None:
+        stats = ReportStats(
+            jitter=Stat.of([s.jitter for s in rows]),
+            rtt=Stat.of([s.rtt for s in rows]),
+            packet_loss=Stat.of([s.packet_loss for s in rows]),
+        )
+    else:
+        candidates, selected_pair = (), None
+    return PreflightReport(
+        test_timing=Timing(epoch_ms, epoch(end)),
+        network_timing=network_timing,
+        stats=stats,
+        ice_candidate_stats=candidates,
+        selected_ice_candidate_pair_stats=selected_pair,
+        progress_events=tuple(progress),
+        network_quality_level=level,
+        network_quality_stats=quality_stats,
+        bitrate_outgoing=Stat.of([s.outgoing_bitrate for s in rows]),
+        bitrate_incoming=Stat.of([s.incoming_bitrate for s in rows]),
+        samples=rows,
+        run=run,
+        error=error,
+    )

@@ -24,9 +24,9 @@ _LAZY = {
     "simulate": "rtcprobe.drivers.sim",
     "Scenario": "rtcprobe.netem.scenario",
     "ScenarioError": "rtcprobe.netem.scenario",
-    "run_preflight": "rtcprobe.drivers.aiortc",
-    "preflight": "rtcprobe.drivers.aiortc",
-    "PreflightTest": "rtcprobe.drivers.aiortc",
+    "run_preflight": "rtcprobe.live",
+    "preflight": "rtcprobe.live",
+    "PreflightTest": "rtcprobe.live",
 }
 
 

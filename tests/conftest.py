@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 ``coturn``: one real coturn TURN server on 127.0.0.1 for the whole session (a
-:class:`rtcprobe.drivers.aiortc.turn.CoturnServer`: ``.turn_urls``, ``.udp_url``, ``.tcp_url``,
+:class:`rtcprobe.server.coturn.CoturnServer`: ``.turn_urls``, ``.udp_url``, ``.tcp_url``,
 ``.secret``, ``.credentials()``). Where coturn is missing, tests using it are skipped with
 "coturn not installed: apt-get install coturn" — except under CI (env ``CI`` set to anything but
 empty/0/false), where a missing coturn fails them: CI installs it, so a skip would hide a broken
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from rtcprobe.drivers.aiortc.turn import CoturnServer
+    from rtcprobe.server.coturn import CoturnServer
 
 INSTALL_HINT = "coturn not installed: apt-get install coturn"
 
@@ -30,7 +30,7 @@ def running_in_ci() -> bool:
 def coturn_binary() -> str:
     """The turnserver path; skips (or fails under CI) when coturn is not installed."""
     # Imported here: collecting tests that never use coturn must not pull in aiortc.
-    from rtcprobe.drivers.aiortc.turn import CoturnNotInstalled, find_turnserver
+    from rtcprobe.server.coturn import CoturnNotInstalled, find_turnserver
 
     try:
         return find_turnserver()
@@ -43,7 +43,7 @@ def coturn_binary() -> str:
 @pytest.fixture(scope="session")
 def coturn(coturn_binary: str) -> Iterator[CoturnServer]:
     """A coturn on 127.0.0.1 (UDP and TCP listener, REST shared secret) for the session."""
-    from rtcprobe.drivers.aiortc.turn import CoturnServer
+    from rtcprobe.server.coturn import CoturnServer
 
     with CoturnServer(binary=coturn_binary) as server:
         yield server

@@ -23,11 +23,12 @@ from rtcprobe.core.config import MediaDemand, VideoSpec
 from rtcprobe.core.errors import ConfigError, PreflightError
 from rtcprobe.core.observations import PROGRESS_NAMES
 from rtcprobe.core.report import PreflightReport
-from rtcprobe.drivers.aiortc import PreflightTest, run_preflight
-from rtcprobe.drivers.aiortc.server import SignalingServer
-from rtcprobe.drivers.aiortc.tokens import mint_token
+from rtcprobe.drivers.aiortc import teardown
 
 import rtcprobe
+from rtcprobe.live import PreflightTest, run_preflight
+from rtcprobe.server import SignalingServer
+from rtcprobe.server.tokens import mint_token
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -51,7 +52,7 @@ class ServerLeak(AssertionError):
 def _server_side(task: asyncio.Task[Any]) -> bool:
     """The client is always the offerer (ICE controlling) and never uses MediaRelay: anything left
     by the answering side, or a relay, belongs to the server."""
-    owner = getattr(getattr(task.get_coro(), "cr_frame", None), "f_locals", {}).get("self")
+    owner: Any = teardown.task_owner(task)
     if type(owner).__name__ == "MediaRelay":
         return True
     if type(owner).__name__ == "Connection":  # aioice
@@ -164,7 +165,7 @@ def test_embedded_preflight_completes_with_every_step_and_sane_stats() -> None:
     for timer in d["networkTiming"].values():
         assert start <= timer["start"] <= timer["end"] <= end
 
-    # Stats in the anchor's units: jitter seconds, rtt ms, packetLoss percent.
+    # Stats in Twilio Video's units: jitter seconds, rtt ms, packetLoss percent.
     stats = d["stats"]
     assert stats["jitter"] is not None and 0 <= stats["jitter"]["max"] < 0.1  # seconds, loopback
     assert stats["rtt"] is not None and 0 < stats["rtt"]["max"] < 100  # ms, loopback

@@ -12,8 +12,9 @@ import pytest
 from rtcprobe.core.config import MediaDemand, VideoSpec
 from rtcprobe.core.errors import PreflightError
 from rtcprobe.core.report import PreflightReport
-from rtcprobe.drivers.aiortc import run_preflight
-from rtcprobe.drivers.aiortc.turn import CoturnServer
+
+from rtcprobe.live import run_preflight
+from rtcprobe.server.coturn import CoturnServer
 
 pytestmark = [pytest.mark.turn, pytest.mark.timeout(120)]
 

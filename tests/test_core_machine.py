@@ -9,6 +9,7 @@ from core_harness import EPOCH_MS, T0, CounterSource, Harness, answer_with, to_s
 from rtcprobe.core import (
     AcquireMedia,
     Completed,
+    ConfigError,
     ConnectionStateChanged,
     ConnectSignaling,
     DtlsStateChanged,
@@ -401,7 +402,7 @@ def test_uplink_loss_uses_the_receiver_reports_own_window() -> None:
     # received; the report is late, it describes fewer packets than were sent): 50 %, not 30
     # lost over the 100 packets sent in that second (30 %), nor a clamped 100 %.
     loss = _late_report_run([(0, 90), (0, 190), (30, 220), (30, 320)])
-    assert loss[0] is None  # the first sample is skipped (the anchor's rule)
+    assert loss[0] is None  # the first sample is skipped (Twilio's rule)
     assert loss[1] == pytest.approx(0.0)
     assert loss[2] == pytest.approx(100 * 30 / 60)
     assert loss[3] == pytest.approx(0.0)
@@ -412,3 +413,80 @@ def test_a_first_receiver_report_is_a_baseline_not_an_interval() -> None:
     # interval's loss: only the subscriber's own (0 %) counts until a baseline exists.
     loss = _late_report_run([None, None, (40, 260), (40, 360)])
     assert loss[1:] == [pytest.approx(0.0)] * 3
+
+
+# --- The driver's clock ---------------------------------------------------------------------------
+
+
+def test_a_now_earlier_than_one_seen_is_taken_as_the_latest_and_counted() -> None:
+    h = Harness().start()
+    h.feed(MediaAcquired(), 1.0)
+    h.test.handle(SignalingConnected(()), h.now - 0.5)  # the driver's clock went back 0.5 s
+    h.pump()
+    durations = {e.name: e.duration for e in h.test.progress_events}
+    assert durations["connected"] == durations["mediaAcquired"] == pytest.approx(1000.0)
+    assert h.test.clock_regressions == 1
+    assert h.test.get_timer() == pytest.approx(h.now + 13.0)  # the step was entered at the latest time
+    # Ignored observations and calls before start or after the end change nothing, not even the count.
+    h.test.handle(MediaAcquired(), h.now - 1.0)
+    assert h.test.ignored == 1 and h.test.clock_regressions == 1
+
+
+def test_a_clock_going_backwards_in_the_stats_step_is_scored_at_the_latest_time() -> None:
+    h = to_stats_phase()
+    src = CounterSource()
+    h.advance(1.0, on_sample=answer_with(h, src))
+    h.test.handle(IceStateChanged(Role.PUBLISHER, "disconnected"), h.now - 0.25)
+    h.pump()
+    assert h.test.network_quality_level == 0
+    times = [now for now, _ in h.test.scorer_inputs]
+    assert times == [h.now, h.now] and h.test.clock_regressions == 1
+
+
+@pytest.mark.parametrize("now", [math.nan, math.inf, -math.inf, "1.0", None, True])
+def test_a_now_that_is_not_a_finite_number_is_misuse(now: object) -> None:
+    t = PreflightMachine()
+    with pytest.raises(UsageError):
+        t.start(now)  # type: ignore[arg-type]
+    t.start(0.0)
+    with pytest.raises(UsageError):
+        t.handle(MediaAcquired(), now)  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        t.handle_timer(now)  # type: ignore[arg-type]
+    assert t.state is State.ACQUIRING_MEDIA and t.ignored == 0
+
+
+# --- Observations: typed states, checked at construction -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "bad"),
+    [
+        (lambda v: IceStateChanged(Role.PUBLISHER, v), "connecting"),  # a DTLS state, not an ICE one
+        (lambda v: DtlsStateChanged(Role.PUBLISHER, v), "checking"),
+        (lambda v: ConnectionStateChanged(Role.PUBLISHER, v), "completed"),
+        (lambda v: TrackSubscribed(v), "screen"),
+        (lambda v: MediaStarted(v), "Video"),
+        (lambda v: StepUnobservable(v), "iceConnected"),
+        (lambda v: IceStateChanged(v, "new"), "publisher"),  # a role is a Role, not its value
+    ],
+)
+def test_an_unknown_state_raises_config_error_at_construction(make: object, bad: str) -> None:
+    with pytest.raises(ConfigError):
+        make(bad)  # type: ignore[operator]
+    with pytest.raises(ValueError):  # ConfigError is a ValueError, as attrs' own check raised
+        make(bad)  # type: ignore[operator]
+
+
+def test_every_state_aiortc_reports_is_accepted() -> None:
+    # aiortc's RTCIceTransport / RTCDtlsTransport / RTCPeerConnection states, as plain str.
+    aiortc_ice = ["new", "checking", "completed", "failed", "closed"]
+    aiortc_dtls = ["new", "connecting", "connected", "closed", "failed"]
+    aiortc_connection = ["new", "connecting", "connected", "closed", "failed"]
+    for role in Role:
+        for s in aiortc_ice:
+            assert IceStateChanged(role, s).state == s  # type: ignore[arg-type]
+        for s in aiortc_dtls:
+            assert DtlsStateChanged(role, s).state == s  # type: ignore[arg-type]
+        for s in aiortc_connection:
+            assert ConnectionStateChanged(role, s).state == s  # type: ignore[arg-type]

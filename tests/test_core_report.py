@@ -1,4 +1,4 @@
-"""Report JSON: keys and units as the anchor's, round trip, canonical bytes, partial report."""
+"""Report JSON: keys and units as Twilio Video's, round trip, canonical bytes, partial report."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from rtcprobe.core import (
     StatsSample,
 )
 
-ANCHOR_KEYS = {"testTiming", "networkTiming", "stats", "iceCandidateStats", "selectedIceCandidatePairStats",
+TWILIO_KEYS = {"testTiming", "networkTiming", "stats", "iceCandidateStats", "selectedIceCandidatePairStats",
                "progressEvents"}
 EXTENSION_KEYS = {"networkQuality", "bitrate", "samples", "run"}
 
@@ -47,9 +47,9 @@ def completed_report() -> PreflightReport:
     return h.test.report
 
 
-def test_keys_exactly_as_the_anchor_plus_extensions() -> None:
+def test_keys_exactly_as_twilio_plus_extensions() -> None:
     d = completed_report().to_dict()
-    assert set(d) == ANCHOR_KEYS | EXTENSION_KEYS
+    assert set(d) == TWILIO_KEYS | EXTENSION_KEYS
     assert set(d["stats"]) == {"jitter", "rtt", "packetLoss"}
     for stat in d["stats"].values():
         assert set(stat) == {"min", "max", "average"}
@@ -114,3 +114,32 @@ def test_no_nan_in_json() -> None:
     r = PreflightReport.from_dict(completed_report().to_dict())
     bad = PreflightReport(test_timing=r.test_timing, bitrate_outgoing=Stat(float("nan"), 1.0, float("inf")))
     assert "NaN" not in bad.to_json() and "Infinity" not in bad.to_json()
+
+
+def test_build_report_converts_timers_to_epoch_ms_and_drops_stats_on_failure() -> None:
+    from rtcprobe.core import ProgressEvent, Sample, Timing
+    from rtcprobe.core.errors import STOPPED
+    from rtcprobe.core.report import build_report
+
+    rows = [Sample.measured(elapsed=1.0, jitter=0.002, rtt=0.04, loss=0.01, outgoing_bps=800_000.0,
+                            incoming_bps=None, level=5)]
+    common = dict(
+        start=100.0, end=102.5, epoch_ms=1_000_000.0,
+        timers={"ice": Timing(100.25, 100.5), "connect": Timing(100.0)},  # any order in, the report's out
+        progress=[ProgressEvent("mediaAcquired", 5.0)], samples=rows, candidates=(HOST, RELAY),
+        selected_pair=SelectedCandidatePair(RELAY, HOST), level=5, quality_stats={"level": 5}, run=None,
+    )
+    ok = build_report(**common, error=None)  # type: ignore[arg-type]
+    assert list(ok.network_timing) == ["connect", "ice"]
+    assert ok.network_timing["ice"] == Timing(1_000_250.0, 1_000_500.0)
+    assert ok.network_timing["connect"] == Timing(1_000_000.0)
+    assert ok.test_timing == Timing(1_000_000.0, 1_002_500.0)
+    assert rows[0].rtt == pytest.approx(40.0) and rows[0].packet_loss == pytest.approx(1.0)
+    assert rows[0].outgoing_bitrate == pytest.approx(800.0) and rows[0].time == pytest.approx(1000.0)
+    assert ok.stats is not None and ok.stats.rtt == Stat(40.0, 40.0, 40.0)
+    assert ok.ice_candidate_stats == (HOST, RELAY) and ok.selected_ice_candidate_pair_stats is not None
+    failed = build_report(**common, error=STOPPED)  # type: ignore[arg-type]
+    assert failed.stats is None and failed.ice_candidate_stats == ()
+    assert failed.selected_ice_candidate_pair_stats is None
+    assert failed.samples == ok.samples and failed.progress_events == ok.progress_events
+    assert failed.network_quality_level == 5 and failed.bitrate_outgoing == ok.bitrate_outgoing

@@ -1,6 +1,6 @@
 """A scenario replayed over real aiortc traffic: client → impairment relay → coturn → server.
 
-``rtcprobe run SCENARIO --driver aiortc`` (drivers/aiortc/replay.py). Short runs (1–2 s of
+``rtcprobe run SCENARIO --driver aiortc`` (rtcprobe/replay.py). Short runs (1–2 s of
 stats) with small video keep these under ~10 s each.
 """
 
@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 from rtcprobe.core.errors import ConfigError
-from rtcprobe.drivers.aiortc.replay import run_replay, run_scenario
-from rtcprobe.drivers.aiortc.turn import INSTALL_HINT, CoturnNotInstalled, CoturnServer
 from rtcprobe.drivers.sim import simulate
 from rtcprobe.netem.scenario import Scenario
 
 from rtcprobe.cli import main as cli_main
+from rtcprobe.replay import run_replay, run_scenario
+from rtcprobe.server.coturn import INSTALL_HINT, CoturnNotInstalled, CoturnServer
 
 pytestmark = [pytest.mark.turn, pytest.mark.timeout(120)]
 

@@ -19,8 +19,6 @@ from rtcprobe.core.errors import ConfigError
 from rtcprobe.drivers.aiortc import loopback
 from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback, is_confined
 from rtcprobe.drivers.aiortc.protocol import Bye, Ice, Iced, encode, parse_message
-from rtcprobe.drivers.aiortc.server import ServerConfig, SignalingServer
-from rtcprobe.drivers.aiortc.tokens import mint_token
 from test_server_support import (
     SECRET,
     assert_media_relayed,
@@ -31,6 +29,9 @@ from test_server_support import (
     wait_released,
     ws_client,
 )
+
+from rtcprobe.server import ServerConfig, SignalingServer
+from rtcprobe.server.tokens import mint_token
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,6 +116,7 @@ def test_live_counters_while_a_session_is_established() -> None:
             assert max(s.peer_connections for s in seen) == 2
             assert max(s.sessions for s in seen) == 1
             assert max(s.connections for s in seen) == 1
+            assert max(s.established for s in seen) == 1  # media was relayed: both peers connected
 
     run(body())
 
@@ -272,11 +274,11 @@ def test_server_config_errors_are_one_line_config_errors() -> None:
 def test_port_in_use_is_a_config_error() -> None:
     async def body() -> None:
         async with running_server() as first:
-            depth = loopback._depth
+            depth = loopback.depth()
             second = SignalingServer(secret=SECRET, port=first.port)
             with pytest.raises(ConfigError, match="cannot listen"):
                 await second.start()
-            assert loopback._depth == depth  # the failed start gave back its loopback confinement
+            assert loopback.depth() == depth  # the failed start gave back its loopback confinement
             assert_media_relayed(await full_session(first.url))  # the first server is unaffected
 
     run(body())

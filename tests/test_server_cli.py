@@ -14,8 +14,9 @@ from contextlib import contextmanager
 
 import pytest
 from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
-from rtcprobe.drivers.aiortc.tokens import verify_token
 from test_server_support import assert_media_relayed, full_session
+
+from rtcprobe.server.tokens import verify_token
 
 pytestmark = pytest.mark.timeout(120)
 

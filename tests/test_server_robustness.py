@@ -17,7 +17,6 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
 from rtcprobe.drivers.aiortc.protocol import Answer, Bye, Ice, Iced, Offer, encode, parse_message
-from rtcprobe.drivers.aiortc.server import SignalingServer
 from test_server_support import (
     ColorVideoTrack,
     ToneTrack,
@@ -33,6 +32,8 @@ from test_server_support import (
     ws_client,
     ws_frame,
 )
+
+from rtcprobe.server import SignalingServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,9 +52,10 @@ async def then_still_serves(server: SignalingServer) -> None:
 
 
 async def wait_connected(server: SignalingServer) -> None:
-    """Until the server's peer connections of the (one) live session are both connected."""
+    """Until the server's peer connections of every live session (here: one) are both connected."""
     for _ in range(500):
-        if all(len(s.connected) == 2 for s in server._connections):
+        stats = server.stats
+        if stats.connections and stats.established == stats.connections:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the server's peer connections did not connect")

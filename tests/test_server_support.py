@@ -26,8 +26,9 @@ from aiortc import (
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, VIDEO_PTIME
 from av import AudioFrame, VideoFrame
 from rtcprobe.drivers.aiortc.protocol import Answer, Bye, Error, Ice, Iced, Offer, encode, parse_message
-from rtcprobe.drivers.aiortc.server import SignalingServer
-from rtcprobe.drivers.aiortc.tokens import mint_token
+
+from rtcprobe.server import SignalingServer
+from rtcprobe.server.tokens import mint_token
 
 SECRET = "test-secret-0123456789abcdef0123456789abcdef"
 VIDEO_SIZE = (160, 120)  # distinctive, so a received frame of this size came from our publisher

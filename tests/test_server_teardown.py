@@ -21,6 +21,7 @@ import gc
 import logging
 import threading
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,27 +37,25 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.contrib.media import MediaRelay
-from rtcprobe.drivers.aiortc import server as server_module
+from rtcprobe.drivers.aiortc import teardown
 from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
 from rtcprobe.drivers.aiortc.protocol import Answer, Ice, Iced, Offer, encode, parse_message
-from rtcprobe.drivers.aiortc.server import SignalingServer
 from test_server_support import ColorVideoTrack, ToneTrack, pc_config, running_server, token, wait_released
+
+import rtcprobe.server
+from rtcprobe.server import SignalingServer
 
 pytestmark = pytest.mark.timeout(120)
 
+SERVER_DIR = Path(rtcprobe.server.__file__).parent  # the server's modules: a task running their code is its
 GRACE = 0.25  # s: the release awaits what it ends, so leftovers should be gone at once
 ROUNDS = 5
 DROP_POINTS = ["publisher-answered", "ice", "dtls", "subscriber-answered"]
 
 
-def _owner(task: asyncio.Task[Any]) -> object | None:
-    frame = getattr(task.get_coro(), "cr_frame", None)
-    return None if frame is None else frame.f_locals.get("self")
-
-
 def _client_side(task: asyncio.Task[Any]) -> bool:
     """Whether ``task`` runs a method of the test client's (the offerer's) aiortc/aioice objects."""
-    owner = _owner(task)
+    owner = teardown.task_owner(task)
     if isinstance(owner, Connection):
         return bool(owner.ice_controlling)
     if isinstance(owner, RTCIceTransport):
@@ -76,14 +75,14 @@ def _interesting(task: asyncio.Task[Any]) -> bool:
     coro = task.get_coro()
     code = getattr(coro, "cr_code", None)
     filename = code.co_filename if code is not None else ""
-    return (isinstance(_owner(task), MediaRelay) or filename == server_module.__file__
+    return (isinstance(teardown.task_owner(task), MediaRelay) or Path(filename).parent == SERVER_DIR
             or "/aiortc/" in filename or "/aioice/" in filename)
 
 
 def _adopt(pc: RTCPeerConnection, kept: set[asyncio.Task[Any]]) -> None:
     """The client's own connect tasks: keep them and retrieve their outcome (see the docstring)."""
     for task in asyncio.all_tasks():
-        if _owner(task) is pc and task not in kept:
+        if teardown.task_owner(task) is pc and task not in kept:
             kept.add(task)
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 

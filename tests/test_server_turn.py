@@ -9,7 +9,6 @@ import pytest
 from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection
 from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
 from rtcprobe.drivers.aiortc.protocol import Bye, Ice, Iced, encode, parse_message
-from rtcprobe.drivers.aiortc.turn import CoturnServer
 from test_server_support import (
     assert_media_relayed,
     candidate_types,
@@ -18,6 +17,8 @@ from test_server_support import (
     token,
     ws_client,
 )
+
+from rtcprobe.server.coturn import CoturnServer
 
 # coturn is the shared session fixture of tests/conftest.py (skipped where coturn is missing, a
 # failure under CI).

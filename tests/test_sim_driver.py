@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 from rtcprobe.core import errors
-from rtcprobe.core.observations import Failed, IceStateChanged, Role
-from rtcprobe.drivers.sim import run_simulation, simulate
-from rtcprobe.drivers.sim.driver import SimDriver
+from rtcprobe.core.observations import Failed, IceStateChanged, Observation, Role
+from rtcprobe.drivers.sim import SimDriver, run_simulation, simulate
 from rtcprobe.netem.scenario import Scenario
 
 
@@ -69,7 +68,8 @@ def test_another_seed_gives_another_report() -> None:
 def test_in_process_runs_repeat_exactly_and_seed_defaults_to_the_scenarios() -> None:
     sc = scenario({"delay_ms": 10, "jitter_ms": 4, "loss": 0.01}, seed=11)
     assert simulate(sc).to_json() == simulate(sc, seed=11).to_json()
-    assert simulate(sc).run is not None and simulate(sc).run.seed == 11  # type: ignore[union-attr]
+    run = simulate(sc).run
+    assert run is not None and run.seed == 11
 
 
 # --- fidelity --------------------------------------------------------------------------------------
@@ -200,17 +200,13 @@ def test_a_short_outage_drops_the_level_which_then_recovers() -> None:
 
 def test_consent_failure_feeds_disconnected_and_recovery_completed() -> None:
     sc = scenario({"delay_ms": 15, "outages": [[3.0, 9.0]]}, duration=12, seed=2)
-    driver = SimDriver(sc, 2)
     seen: list[tuple[float, str, str]] = []
-    real = driver.core.handle
 
-    def spy(obs: object, now: float) -> None:
+    def spy(now: float, obs: Observation) -> None:
         if isinstance(obs, IceStateChanged):
             seen.append((now, obs.role.value, obs.state))
-        real(obs, now)  # type: ignore[arg-type]
 
-    driver.core.handle = spy  # type: ignore[method-assign]
-    driver.run()
+    SimDriver(sc, 2, on_observation=spy).run()
     states = [s for _, _, s in seen]
     assert "disconnected" in states
     i = states.index("disconnected")

@@ -6,17 +6,21 @@ import numpy as np
 import pytest
 from rtcprobe.core.config import VideoSpec
 from rtcprobe.drivers.sim._media import (
+    AUDIO,
     OPUS_FRAME_S,
+    VIDEO,
     VP8_MAX_BPS,
     VP8_MIN_BPS,
     VP8_PACKET_MAX,
     AudioSource,
+    PlayoutStart,
     ReceiverStats,
     RembEstimator,
     VideoSource,
     initial_video_target,
     rfc3550_jitter,
 )
+from rtcprobe.drivers.sim._streams import Queue
 
 
 def naive_jitter(j: float, d: list[float]) -> float:
@@ -60,15 +64,7 @@ def test_receiver_stats_measure_jitter_in_clock_units() -> None:
     arrival = t + 0.03 + rng.uniform(-0.005, 0.005, n)  # ±5 ms uniform: E|D| = 2·5/3 ms
     stats = ReceiverStats(48_000)
     stats.add(np.maximum.accumulate(arrival), np.arange(n), np.arange(n) * 960, np.ones(n, dtype=np.int64))
-    assert 2.0 < stats.jitter / 48 < 4.5  # ms
-
-
-def test_fraction_lost_is_per_interval_like_rtcp() -> None:
-    stats = ReceiverStats(90_000)
-    stats.add(np.array([0.1, 0.2]), np.array([0, 3]), np.array([0, 3]), np.array([1, 1]))
-    assert stats.fraction_lost() == (2 << 8) // 4
-    stats.add(np.array([0.3]), np.array([4]), np.array([4]), np.array([1]))
-    assert stats.fraction_lost() == 0 and stats.lost == 2
+    assert 2.0 < stats.jitter_units / 48 < 4.5  # ms
 
 
 def test_audio_source_sends_one_opus_packet_per_20_ms_up_to_the_horizon() -> None:
@@ -130,3 +126,27 @@ def test_remb_estimator_backs_off_on_a_growing_queue_and_probes_up_otherwise() -
     backed_off = est.update(t + 0.5)
     assert backed_off is not None and backed_off < value
     assert est.update(t + 1.0) is None  # nothing arrived: no REMB
+
+
+def test_playout_starts_on_the_first_audio_packet_and_the_first_complete_keyframe() -> None:
+    video = VideoSource(VideoSpec(), 0.0, 0, np.random.default_rng(6)).generate(0.1)
+    keyframe = video.take(video.key)
+    assert len(keyframe) > 2
+    playout = PlayoutStart()
+    # The keyframe's packets arrive over two batches, its last one out of order.
+    n = len(keyframe)
+    first, rest = keyframe.take(slice(0, n - 2)), keyframe.take(np.array([n - 1, n - 2]))
+    assert playout.arrived(VIDEO, first) is None and VIDEO not in playout.started
+    assert playout.arrived(VIDEO, rest) == pytest.approx(float(rest.t[-1])) and VIDEO in playout.started
+    audio = AudioSource(0.5, wire_extra=0).generate(0.6)
+    assert playout.arrived(AUDIO, audio) == 0.5 and playout.started == {AUDIO, VIDEO}
+
+
+def test_a_queue_keeps_what_the_link_delivered_in_arrival_order() -> None:
+    sent = AudioSource(0.0, wire_extra=0).generate(0.1)  # 6 packets
+    queue = Queue(reorder=True)
+    queue.arrive(sent, np.array([0.30, np.nan, 0.20, 0.25, np.nan, 0.40]))
+    assert queue.min == 0.20
+    got = queue.pop_until(0.3, accept_at=0.21)  # what came before the end could decrypt it is lost
+    assert got.t.tolist() == [0.25, 0.30] and got.seq.tolist() == [3, 0]
+    assert queue.pop_until(1.0, accept_at=0.0).seq.tolist() == [5]

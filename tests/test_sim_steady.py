@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from rtcprobe.core.observations import MediaStarted, Observation
+from rtcprobe.drivers.sim import SimDriver, SimResult
 from rtcprobe.drivers.sim._media import ReceiverStats, RembEstimator
-from rtcprobe.drivers.sim._steady import SendLog, Timeline, jitter_path
-from rtcprobe.drivers.sim.driver import SimDriver
-from rtcprobe.netem.link import Link
+from rtcprobe.drivers.sim._timeline import SendLog, Timeline, jitter_path
 from rtcprobe.netem.scenario import Scenario
 
 
@@ -26,6 +26,13 @@ def test_jitter_path_is_the_rfc_recursion_after_every_update() -> None:
     for n in (0, 1, 7, 255, 256, 257, 1500):
         d = rng.normal(0, 700, n)
         assert jitter_path(2.5, d) == pytest.approx(naive_path(2.5, d.tolist()), rel=1e-9, abs=1e-9)
+
+
+def one_by_one(stats: ReceiverStats, arrival: np.ndarray, seq: np.ndarray, ts: np.ndarray,
+               payload: np.ndarray) -> None:
+    """Feed packet by packet: the reference the batched paths must agree with."""
+    for i in range(len(arrival)):
+        stats.add(arrival[i:i + 1], seq[i:i + 1], ts[i:i + 1], payload[i:i + 1])
 
 
 def _stream(rng: np.random.Generator, n: int, shuffled: bool) -> tuple[np.ndarray, ...]:
@@ -57,8 +64,7 @@ def test_timeline_answers_as_the_packet_by_packet_statistics_would_at_any_time(s
             ref = ReceiverStats(90_000)
             if trial % 2:
                 ref.add(*before)
-            if k:
-                ref._add_few(arrival[:k].tolist(), seq[:k].tolist(), ts[:k].tolist(), payload[:k].tolist())
+            one_by_one(ref, arrival[:k], seq[:k], ts[:k], payload[:k])
             received, nbytes, max_seq, jitter, base = timeline.at(float(q))
             assert (received, nbytes, max_seq) == (ref.received, ref.bytes, ref.max_seq)
             assert base == ref.base_seq
@@ -67,7 +73,7 @@ def test_timeline_answers_as_the_packet_by_packet_statistics_would_at_any_time(s
         whole = ReceiverStats(90_000)
         if trial % 2:
             whole.add(*before)
-        whole._add_few(arrival.tolist(), seq.tolist(), ts.tolist(), payload.tolist())
+        one_by_one(whole, arrival, seq, ts, payload)
         assert (stats.received, stats.bytes, stats.max_seq) == (whole.received, whole.bytes, whole.max_seq)
         assert stats.jitter_units == pytest.approx(whole.jitter_units, rel=1e-9, abs=1e-9)
 
@@ -104,67 +110,41 @@ def test_send_log_counts_what_left_by_any_time() -> None:
     assert log.at(9.0) == (7, 400)
 
 
-def _run_counting_batches(data: dict[str, Any]) -> tuple[SimDriver, int]:
-    calls = [0]
-    real = Link.send_batch
+def _run(data: dict[str, Any], seed: int = 0, **kw: Any) -> tuple[SimDriver, SimResult, list[float]]:
+    """Run a scenario; also returns when each stream started playing at the subscriber."""
+    started: list[float] = []
 
-    def counting(self: Link, *args: Any) -> Any:
-        calls[0] += 1
-        return real(self, *args)
+    def seen(now: float, obs: Observation) -> None:
+        if isinstance(obs, MediaStarted):
+            started.append(now)
 
-    Link.send_batch = counting  # type: ignore[method-assign]
-    try:
-        driver = SimDriver(Scenario.from_dict(data), 0)
-        driver.run()
-    finally:
-        Link.send_batch = real  # type: ignore[method-assign]
-    return driver, calls[0]
+    driver = SimDriver(Scenario.from_dict(data), seed, on_observation=seen, **kw)
+    return driver, driver.run(), started
 
 
 def test_the_steady_state_moves_each_interval_in_one_batch_per_link() -> None:
-    driver, batches = _run_counting_batches(
+    driver, result, _ = _run(
         {"name": "s", "duration": 10, "network": {"delay_ms": 20, "loss": 0.01, "bandwidth_kbps": 3000}})
-    assert driver.steady
-    rep = driver.core.report
-    assert rep is not None and rep.error is None
+    assert driver.steady_at is not None
+    assert result.report.error is None
     # ~11 s simulated, 1 s intervals, two links: about 22 batches (plus a few in the handshakes).
-    assert batches <= 2 * 13 + 6, batches
+    assert 2 * (result.sim_time - driver.steady_at) - 2 <= driver.path.batches <= 2 * 13 + 6, driver.path.batches
 
 
 def test_the_steady_state_does_not_start_before_media_started() -> None:
-    driver = SimDriver(Scenario.from_dict({"name": "s", "duration": 3, "network": {"delay_ms": 20}}), 0)
-    seen: list[tuple[float, bool]] = []
-    real = driver._enter_steady
-
-    def spy() -> None:
-        seen.append((driver.now, bool(driver.started.issuperset(driver.kinds))))
-        real()
-
-    driver._enter_steady = spy  # type: ignore[method-assign]
-    driver.run()
-    assert len(seen) == 1 and seen[0][1]
+    driver, _, started = _run({"name": "s", "duration": 3, "network": {"delay_ms": 20}})
+    assert len(started) == 2  # audio and video
+    assert driver.steady_at is not None and driver.steady_at >= max(started)
 
 
-def test_batches_from_the_end_of_the_handshakes_read_media_start_off_the_arrays(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import rtcprobe.drivers.sim.driver as sim
-
+def test_batches_from_the_end_of_the_handshakes_read_media_start_off_the_arrays() -> None:
     data = {"name": "s", "duration": 4, "network": {"delay_ms": 20, "loss": 0.03}}
-    exact = SimDriver(Scenario.from_dict(data), 1)
-    exact.run()
-    monkeypatch.setattr(sim, "STEADY_AFTER_MEDIA_STARTED", False)
-    early = SimDriver(Scenario.from_dict(data), 1)
-    switched: list[bool] = []
-    real = early._enter_steady
-
-    def spy() -> None:
-        switched.append(bool(early.started))
-        real()
-
-    early._enter_steady = spy  # type: ignore[method-assign]
-    early.run()
-    assert switched == [False]  # before any media reached the subscriber
-    reports = [d.core.report for d in (exact, early)]
-    assert all(r is not None and r.error is None for r in reports)
-    names = [[e.name for e in r.progress_events] for r in reports]  # type: ignore[union-attr]
+    exact, exact_result, _ = _run(data, 1)
+    early, early_result, early_started = _run(data, 1, early_batches=True)
+    assert early.steady_at is not None and early_started
+    assert early.steady_at < min(early_started)  # before any media reached the subscriber
+    assert exact.steady_at is not None and exact.steady_at > early.steady_at
+    reports = [exact_result.report, early_result.report]
+    assert all(r.error is None for r in reports)
+    names = [[e.name for e in r.progress_events] for r in reports]
     assert names[0] == names[1] and "mediaStarted" in names[1]

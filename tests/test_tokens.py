@@ -12,13 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from rtcprobe.core.errors import ConfigError
-from rtcprobe.drivers.aiortc.credentials import (
-    build_ice_servers,
-    check_turn_config,
-    mint_turn_credentials,
-    parse_turn_url,
-)
-from rtcprobe.drivers.aiortc.tokens import (
+from rtcprobe.drivers.aiortc.turn_client import parse_turn_url
+
+from rtcprobe.server.credentials import build_ice_servers, check_turn_config, mint_turn_credentials
+from rtcprobe.server.tokens import (
     EXPIRED,
     INVALID,
     ISSUER_INVALID,

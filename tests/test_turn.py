@@ -1,4 +1,4 @@
-"""The coturn harness (drivers/aiortc/turn.py) against the real turnserver, and a raw aioice TURN
+"""The coturn harness (rtcprobe/server/coturn.py) against the real turnserver, and a raw aioice TURN
 allocation through it over UDP and TCP (no peer connection involved)."""
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import pytest
 from aioice.stun import TransactionFailed
 from aioice.turn import create_turn_endpoint
 from rtcprobe.core.errors import ConfigError
-from rtcprobe.drivers.aiortc.turn import (
+from rtcprobe.drivers.aiortc.turn_client import diagnose_turn
+
+from rtcprobe.server.coturn import (
     INSTALL_HINT,
     CoturnNotInstalled,
     CoturnServer,
-    diagnose_turn,
     find_turnserver,
     stun_binding,
 )

@@ -1,6 +1,6 @@
 """Relay-only preflights through a real coturn on loopback (UDP and TCP), and how TURN failures end.
 
-The publisher is relay-only whenever the embedded server hands out TURN, as the anchor's is.
+The publisher is relay-only whenever the embedded server hands out TURN, as twilio-video.js's is.
 Failures must end the media step with 53405 because ICE had nothing to work with — never by
 waiting for the step timeout (duration + 10 s).
 """
@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from rtcprobe.core.config import MediaDemand, VideoSpec
 from rtcprobe.core.errors import ConfigError, PreflightError
-from rtcprobe.drivers.aiortc import run_preflight
-from rtcprobe.drivers.aiortc.turn import CoturnServer
+
+from rtcprobe.live import run_preflight
+from rtcprobe.server.coturn import CoturnServer
 
 pytestmark = [pytest.mark.turn, pytest.mark.timeout(90)]
 
@@ -171,9 +172,8 @@ def _offered_candidate_types(**options: Any) -> dict[str, set[str]]:
 
         def on_progress(name: str) -> None:
             if name == "mediaStarted":
-                assert test._driver is not None
-                for role, pc in test._driver._pcs.items():
-                    offered[role.value] = set(re.findall(r"^a=candidate:.* typ (\w+)", pc.localDescription.sdp, re.M))
+                for role, sdp in test.local_descriptions.items():
+                    offered[role] = set(re.findall(r"^a=candidate:.* typ (\w+)", sdp, re.M))
 
         test.on("progress", on_progress)
         await test.wait()
@@ -186,7 +186,7 @@ def test_subscriber_relay_only_makes_both_peer_connections_relay_only(coturn: Co
     turn = {"turn_urls": [coturn.udp_url], "turn_secret": coturn.secret}
     assert _offered_candidate_types(**turn, subscriber_relay_only=True) == {
         "publisher": {"relay"}, "subscriber": {"relay"}}
-    # Without it only the publisher is relay-only, as the anchor's.
+    # Without it only the publisher is relay-only, as twilio-video.js's.
     offered = _offered_candidate_types(**turn)
     assert offered["publisher"] == {"relay"} and "host" in offered["subscriber"]
 

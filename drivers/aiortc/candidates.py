@@ -1,6 +1,6 @@
 """ICE candidates of an aiortc peer connection as the report's ``iceCandidateStats``.
 
-aiortc has no candidate stats (REFERENCE.md F). Local and remote candidates come from the public
+aiortc has no candidate stats (docs/references.md#aiortc-and-aioice). Local and remote candidates come from the public
 ``RTCIceGatherer.getLocalCandidates()`` / ``RTCIceTransport.getRemoteCandidates()``; the nominated
 pair exists only in aioice's private connection state, reached by :func:`nominated_pair` alone.
 """
@@ -42,7 +42,7 @@ def servers_used(servers: Iterable[IceServer]) -> tuple[str | None, str | None, 
 
     Mirrors aiortc's ``connection_kwargs`` (one STUN and one TURN server, ``turn:`` over udp/tcp
     and ``turns:`` over tcp, password credentials), so srflx and relay candidates can name the
-    URL they came from, as the anchor's stats do.
+    URL they came from, as the browser's stats that twilio-video.js reports do.
     """
     stun = turn = proto = None
     for server in servers:
@@ -65,7 +65,8 @@ def servers_used(servers: Iterable[IceServer]) -> tuple[str | None, str | None, 
 def candidate_stats(
     c: RTCIceCandidate, transport_id: str, *, servers: Iterable[IceServer] = (), local: bool = True
 ) -> IceCandidateStats:
-    """One candidate in the anchor's shape. ``url``/``relayProtocol`` only for local srflx/relay."""
+    """One candidate in the shape of Twilio Video's preflight report. ``url``/``relayProtocol`` only
+    for local srflx/relay."""
     url = relay_protocol = None
     if local and c.type in ("srflx", "relay"):
         stun, turn, proto = servers_used(servers)

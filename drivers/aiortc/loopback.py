@@ -1,6 +1,6 @@
 """Confine ICE host candidates to loopback.
 
-aioice leaves 127.0.0.1 out of its host candidates (REFERENCE.md F), so two peers that must talk
+aioice leaves 127.0.0.1 out of its host candidates (docs/references.md#aiortc-and-aioice), so two peers that must talk
 over loopback only (the embedded server, every test) would otherwise offer the machine's real
 addresses — and find nothing to talk over when none exists. :func:`confine_ice_to_loopback`
 swaps aioice's host-address discovery for one that answers 127.0.0.1 only.
@@ -13,8 +13,9 @@ back when the last one exits. Relay-only peers are unaffected: they gather no ho
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import aioice.ice
 
@@ -22,7 +23,15 @@ LOOPBACK_V4 = "127.0.0.1"
 
 _lock = threading.Lock()
 _depth = 0
-_original: Callable[[bool, bool], list[str]] | None = None
+
+
+class _HostAddresses(Protocol):
+    """aioice's ``get_host_addresses``, parameter names included (it may be called by keyword)."""
+
+    def __call__(self, use_ipv4: bool, use_ipv6: bool) -> list[str]: ...
+
+
+_original: _HostAddresses | None = None
 
 
 def _loopback_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -34,6 +43,12 @@ def _loopback_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 def is_confined() -> bool:
     """Whether host gathering is currently confined to loopback."""
     return _depth > 0
+
+
+def depth() -> int:
+    """For diagnostics: how many :func:`confine_ice_to_loopback` blocks are open now (a server
+    whose start failed must have given its block back)."""
+    return _depth
 
 
 @contextmanager
@@ -52,5 +67,5 @@ def confine_ice_to_loopback() -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0 and _original is not None:
-                aioice.ice.get_host_addresses = _original  # type: ignore[assignment]
+                aioice.ice.get_host_addresses = _original
                 _original = None

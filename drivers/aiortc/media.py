@@ -1,6 +1,7 @@
-"""Synthetic media for the preflight: a tone and a moving pattern (REFERENCE.md A).
+"""Synthetic media for the preflight: a tone and a moving pattern (docs/references.md#twilio-video-preflight).
 
-The anchor publishes an oscillator and a 640×480 canvas painted with random 50×50 rectangles.
+Twilio Video's preflight API publishes an oscillator and a 640×480 canvas painted with random
+50×50 rectangles.
 These tracks do the same with numpy: frames are built from preallocated buffers, so producing
 them costs far less than encoding them. Both tracks pace their timestamps in real time, the way
 aiortc's own ``AudioStreamTrack``/``VideoStreamTrack`` do, against the event loop's clock.
@@ -21,7 +22,19 @@ AUDIO_RATE = 48000  # Opus' clock: no resampling before the encoder
 AUDIO_PTIME = 0.020  # 20 ms frames, as WebRTC audio is packetized
 AUDIO_SAMPLES = int(AUDIO_RATE * AUDIO_PTIME)
 VIDEO_CLOCK = 90000
-RECT = 50  # the anchor's rectangle size, in pixels
+RECT = 50  # twilio-video.js's rectangle size, in pixels
+MAX_VIDEO = VideoSpec(3840, 2160, 60.0)  # the most the synthetic video may ask of the encoder
+
+
+def check_video(video: VideoSpec) -> None:
+    """ConfigError (one line) unless :class:`PatternTrack` can paint ``video``: an even size (4:2:0
+    chroma), at least 16x16, at most :data:`MAX_VIDEO`. The one check of a video's size, for the
+    public API and the CLI alike."""
+    if video.width % 2 or video.height % 2 or video.width < 16 or video.height < 16:
+        raise ConfigError(f"video size must be even and at least 16x16, got {video.width}x{video.height}")
+    if video.width > MAX_VIDEO.width or video.height > MAX_VIDEO.height or video.fps > MAX_VIDEO.fps:
+        raise ConfigError(f"video must be at most {MAX_VIDEO.width}x{MAX_VIDEO.height}@{MAX_VIDEO.fps:g}, "
+                          f"got {video.width}x{video.height}@{video.fps:g}")
 
 
 class _Paced(MediaStreamTrack):
@@ -75,7 +88,7 @@ class PatternTrack(_Paced):
     """A moving pattern: random 50×50 rectangles painted over the previous frame (YUV 4:2:0).
 
     ``rects`` rectangles per frame keep the picture changing everywhere over time, so the encoder
-    has real work to do, like the anchor's canvas. The generator is seeded: the same seed paints
+    has real work to do, like twilio-video.js's canvas. The generator is seeded: the same seed paints
     the same sequence.
     """
 
@@ -83,10 +96,7 @@ class PatternTrack(_Paced):
 
     def __init__(self, spec: VideoSpec | None = None, *, seed: int = 0, rects: int = 4) -> None:
         spec = spec if spec is not None else VideoSpec()
-        if spec.width % 2 or spec.height % 2:
-            raise ConfigError(f"video size must be even in both dimensions (4:2:0), got {spec.width}x{spec.height}")
-        if spec.width < 16 or spec.height < 16:
-            raise ConfigError(f"video size must be at least 16x16, got {spec.width}x{spec.height}")
+        check_video(spec)
         super().__init__(1.0 / spec.fps)
         self.spec = spec
         self._rng = np.random.default_rng(seed)

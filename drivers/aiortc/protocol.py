@@ -1,11 +1,16 @@
 """The signaling protocol's messages, shared by the server and the client (docs/signaling.md).
 
+They live here, in the driver, because the client needs them and a driver never imports the
+server (:mod:`rtcprobe.server`, the top layer, imports them from here; docs/architecture.md#layers).
+They are not pure enough for the core's place either: the core holds no wire formats.
+
 One JSON object per WebSocket text frame, each with a ``type``. :func:`parse_message` turns a frame
 into one of the frozen message classes below or raises :class:`ProtocolError` (code 53000) naming
 what was wrong; :func:`encode` is its inverse. Unknown extra keys are ignored so that either side
 can add optional fields later without breaking the other.
 
-Which messages a side may send, and in which order, is the server's business (see ``server.py``):
+Which messages a side may send, and in which order, is the server's business (see
+:mod:`rtcprobe.server.session`):
 this module only checks that each message is well formed.
 """
 
@@ -23,7 +28,7 @@ DEFAULT_REGION: Final = "gll"
 MAX_MESSAGE_SIZE: Final = 64 * 1024  # bytes of one text frame
 DEFAULT_IDLE_TIMEOUT: Final = 30.0  # s
 
-# Error codes used on the wire (the Twilio Video codes, REFERENCE.md A).
+# Error codes used on the wire (the Twilio Video codes, docs/references.md#twilio-video-preflight).
 SIGNALING_ERROR: Final = 53000
 MEDIA_ERROR: Final = 53405
 
@@ -36,7 +41,7 @@ CLOSE_INTERNAL_ERROR: Final = 1011
 CLOSE_TRY_AGAIN_LATER: Final = 1013
 
 PcName: TypeAlias = Literal["publisher", "subscriber"]
-PC_NAMES: Final = ("publisher", "subscriber")
+PC_NAMES: Final[tuple[PcName, ...]] = ("publisher", "subscriber")
 
 
 class ProtocolError(Exception):
@@ -92,29 +97,30 @@ class Iced:
 
 
 @attrs.frozen
-class Offer:
+class _Description:
+    """An SDP description for one of the two peer connections (an offer or an answer)."""
+
+    TYPE: ClassVar[str]
+
+    pc: PcName
+    sdp: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "pc": self.pc, "sdp": self.sdp}
+
+
+@attrs.frozen
+class Offer(_Description):
     """client → server: an SDP offer for one of the two peer connections (all candidates inside)."""
 
     TYPE: ClassVar[str] = "offer"
 
-    pc: PcName
-    sdp: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "offer", "pc": self.pc, "sdp": self.sdp}
-
 
 @attrs.frozen
-class Answer:
+class Answer(_Description):
     """server → client: the SDP answer for one of the two peer connections."""
 
     TYPE: ClassVar[str] = "answer"
-
-    pc: PcName
-    sdp: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "answer", "pc": self.pc, "sdp": self.sdp}
 
 
 @attrs.frozen
@@ -233,9 +239,10 @@ def _parse_iced(obj: dict[str, Any]) -> Iced:
 
 def _parse_pc(obj: dict[str, Any], kind: str) -> PcName:
     pc = _field(obj, kind, "pc", str)
-    if pc not in PC_NAMES:
-        raise _fail(f"'{kind}' field 'pc' must be 'publisher' or 'subscriber', got {pc!r}")
-    return pc  # type: ignore[no-any-return]
+    for name in PC_NAMES:
+        if pc == name:
+            return name
+    raise _fail(f"'{kind}' field 'pc' must be 'publisher' or 'subscriber', got {pc!r}")
 
 
 def _parse_offer(obj: dict[str, Any]) -> Offer:

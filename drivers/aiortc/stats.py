@@ -1,4 +1,4 @@
-"""aiortc ``getStats()`` → the core's :class:`StatsSample`, in SI units (REFERENCE.md F).
+"""aiortc ``getStats()`` → the core's :class:`StatsSample`, in SI units (docs/references.md#aiortc-and-aioice).
 
 aiortc reports only ``inbound-rtp``, ``outbound-rtp``, ``remote-inbound-rtp``,
 ``remote-outbound-rtp`` and ``transport`` entries, in its own units:

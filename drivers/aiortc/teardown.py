@@ -1,7 +1,8 @@
 """Closing an aiortc peer connection so that nothing it started keeps running.
 
-Both sides use this module: the client driver (``client.py``) for its publisher and subscriber,
-the signaling server (``server.py``) for each session's two peers.
+Both sides use this module: the client driver (``driver.py``) for its publisher and subscriber,
+the signaling server (:mod:`rtcprobe.server.session`) for each session's two peers. It also holds
+the one done callback every task either side spawns or adopts gets (:func:`own`).
 
 Theory of operation
 -------------------
@@ -15,7 +16,7 @@ step exists for one race:
    no reference to it. It resumes after ``close()``: it may raise InvalidStateError ("RTCIceTransport
    is closed"; asyncio then logs "Task exception was never retrieved") or start senders/receivers
    on the closed connection. :func:`adopt_connect_tasks`, called right after each of those two
-   calls (also when they raise), keeps the task and retrieves its outcome in a done callback;
+   calls (also when they raise), keeps the task and retrieves its outcome (:func:`own`);
    after ``close()`` it is awaited (up to ``late_start_timeout``), and cancelled past that.
 2. **A bounded close.** aioice closes a relayed candidate by deleting its TURN allocation (a
    Refresh with lifetime 0) and waits for the answer through every STUN retransmission: ~30 s per
@@ -145,6 +146,39 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *, timeout: float,
             log.warning("%d task(s) did not end %g s after being cancelled: %s", len(pending), timeout, pending)
 
 
+def own(task: asyncio.Task[Any], owned: set[asyncio.Task[Any]],
+        on_failure: Callable[[asyncio.Task[Any], BaseException], None]) -> None:
+    """Keep ``task`` in ``owned`` until it ends, then retrieve its outcome (so asyncio never logs
+    "exception was never retrieved") and hand an exception, not a cancellation, to ``on_failure``.
+
+    The one done callback of the tasks the driver and each server session spawn for their work,
+    and of aiortc's connect tasks they adopt: each owner keeps the set it cancels and awaits when
+    it closes, and says what a failure means to it.
+    """
+
+    def done(finished: asyncio.Task[Any]) -> None:
+        owned.discard(finished)
+        if not finished.cancelled() and (exc := finished.exception()) is not None:
+            on_failure(finished, exc)
+
+    owned.add(task)
+    task.add_done_callback(done)
+
+
+def log_failure(log: Log, *, closing: Callable[[], bool], what: str = "task",
+                level: int = logging.ERROR) -> Callable[[asyncio.Task[Any], BaseException], None]:
+    """An ``on_failure`` for :func:`own` that only logs: at debug level while ``closing()`` (e.g.
+    InvalidStateError: a connect task resuming on a closed connection), at ``level`` otherwise."""
+
+    def on_failure(task: asyncio.Task[Any], exc: BaseException) -> None:
+        if closing():
+            log.debug("%s %s ended with %r while closing", what, task.get_name(), exc)
+        else:
+            log.log(level, "%s %s failed", what, task.get_name(), exc_info=exc)
+
+    return on_failure
+
+
 def adopt_connect_tasks(pc: RTCPeerConnection, adopted: set[asyncio.Task[Any]], *,
                         closing: Callable[[], bool], log: Log) -> set[asyncio.Task[Any]]:
     """Add to ``adopted`` the tasks aiortc just spawned for ``pc`` and does not keep, and return
@@ -155,22 +189,12 @@ def adopt_connect_tasks(pc: RTCPeerConnection, adopted: set[asyncio.Task[Any]], 
     leaves ``adopted`` when it ends, its outcome retrieved: an exception is logged at debug level
     while ``closing()`` (a connect task resuming on a closed connection), as a warning otherwise.
     """
-
-    def done(task: asyncio.Task[Any]) -> None:
-        adopted.discard(task)
-        if task.cancelled() or (exc := task.exception()) is None:
-            return
-        if closing():  # e.g. InvalidStateError: the connect task resumed on a closed connection
-            log.debug("aiortc task %s ended with %r while closing", task.get_name(), exc)
-        else:
-            log.warning("aiortc task %s failed", task.get_name(), exc_info=exc)
-
+    on_failure = log_failure(log, closing=closing, what="aiortc task", level=logging.WARNING)
     # private: aiortc 1.16 spawns RTCPeerConnection.__connect with asyncio.ensure_future and keeps
     # no reference; only its coroutine's ``self`` (see task_owner) ties it to ``pc``.
     new = {t for t in tasks_of([pc]) if t not in adopted}
     for task in new:
-        adopted.add(task)
-        task.add_done_callback(done)
+        own(task, adopted, on_failure)
     return new
 
 
@@ -259,6 +283,6 @@ def turn_deletions(pc: RTCPeerConnection) -> list[asyncio.Task[Any]]:
 
 
 __all__ = [
-    "CLOSE_POLL", "adopt_connect_tasks", "cancel_and_wait", "close_peer_connection", "peer_parts", "retrieve",
-    "task_owner", "tasks_of", "turn_deletions",
+    "CLOSE_POLL", "adopt_connect_tasks", "cancel_and_wait", "close_peer_connection", "log_failure", "own",
+    "peer_parts", "retrieve", "task_owner", "tasks_of", "turn_deletions",
 ]

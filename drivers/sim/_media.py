@@ -1,14 +1,15 @@
 """Media the simulated peers move: RTP sources, receiver statistics, the REMB estimator.
 
 Everything here works on numpy arrays of packets so that a whole stretch of media crosses a link
-in one ``Link.send_batch`` call. Numbers are aiortc 1.16's (REFERENCE.md F) unless a comment
-says otherwise.
+in one ``Link.send_batch`` call. Numbers are aiortc 1.16's (docs/references.md#aiortc-and-aioice)
+unless a comment says otherwise.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Final
+from collections.abc import Callable
+from typing import Final, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,16 +38,17 @@ VP8_MIN_BPS: Final = 250_000  # aiortc MIN_BITRATE
 VP8_MAX_BPS: Final = 1_500_000  # aiortc MAX_BITRATE
 # aiortc recreates the encoder (and so sends a keyframe) when the REMB target moves by > 10 %.
 VP8_RECREATE_CHANGE: Final = 0.10
-# What the synthetic moving pattern needs at 640x480@30 (REFERENCE.md F measured ~550 kbit/s);
-# other sizes scale by (pixels, fps)^0.75 — encoded bits grow sub-linearly with both, so a
-# 320x180@15 stream undershoots aiortc's 250 kbit/s floor as libvpx's CBR (undershoot 100 %) does.
+# What the synthetic moving pattern needs at 640x480@30 (~550 kbit/s measured, see
+# docs/references.md#aiortc-and-aioice); other sizes scale by (pixels, fps)^0.75 — encoded bits
+# grow sub-linearly with both, so a 320x180@15 stream undershoots aiortc's 250 kbit/s floor as
+# libvpx's CBR (undershoot 100 %) does.
 VP8_CONTENT_BPS: Final = 550_000
 VP8_CONTENT_EXPONENT: Final = 0.75
 VGA_PIXELS: Final = 640 * 480
 # A VP8 keyframe is several delta frames' worth of bits (estimate for the synthetic pattern).
 KEYFRAME_FACTOR: Final = 5.0
 FRAME_SIZE_SPREAD: Final = 0.15  # delta frame sizes vary ±15 % around the rate's mean
-ENCODE_S_PER_VGA: Final = 0.0025  # REFERENCE.md F: ~2.5 ms per 640x480 frame
+ENCODE_S_PER_VGA: Final = 0.0025  # ~2.5 ms per 640x480 frame (docs/references.md#aiortc-and-aioice)
 
 
 def initial_video_target(spec: VideoSpec) -> float:
@@ -58,7 +60,7 @@ def initial_video_target(spec: VideoSpec) -> float:
 def content_bitrate(spec: VideoSpec) -> float:
     """The most the encoder spends on the synthetic pattern at this size and frame rate."""
     scale = (spec.width * spec.height / VGA_PIXELS) * (spec.fps / 30.0)
-    return VP8_CONTENT_BPS * scale**VP8_CONTENT_EXPONENT
+    return float(VP8_CONTENT_BPS * scale**VP8_CONTENT_EXPONENT)  # (float ** float is typed Any)
 
 
 PACKET: Final = np.dtype([
@@ -105,7 +107,10 @@ class Packets:
     def take(self, index: NDArray[np.int64] | NDArray[np.bool_] | slice) -> Packets:
         if isinstance(index, slice):
             return Packets(self.a[index])
-        return Packets(self.a.view(_RAW)[index].view(PACKET))
+        # take/compress copy whole records (fancy indexing on the structured dtype goes field by field)
+        if index.dtype == np.bool_:
+            return Packets(self.a.compress(index))
+        return Packets(self.a.take(index))
 
     @staticmethod
     def concat(parts: list[Packets]) -> Packets:
@@ -117,10 +122,11 @@ class Packets:
         # Joined as raw records: on the structured dtype numpy promotes and copies field by field.
         return Packets(np.concatenate([a.view(_RAW) for a in arrays]).view(PACKET))
 
-    # Field views (no copies).
+    # Field views (no copies; typed through a local, as numpy's stubs type a field lookup loosely).
     @property
     def t(self) -> F64:
-        return self.a["t"]  # type: ignore[no-any-return]
+        field: F64 = self.a["t"]
+        return field
 
     @t.setter
     def t(self, value: F64) -> None:
@@ -128,7 +134,8 @@ class Packets:
 
     @property
     def size(self) -> I64:
-        return self.a["size"]  # type: ignore[no-any-return]
+        field: I64 = self.a["size"]
+        return field
 
     @size.setter
     def size(self, value: I64) -> None:
@@ -136,35 +143,43 @@ class Packets:
 
     @property
     def payload(self) -> I64:
-        return self.a["payload"]  # type: ignore[no-any-return]
+        field: I64 = self.a["payload"]
+        return field
 
     @property
     def kind(self) -> I64:
-        return self.a["kind"]  # type: ignore[no-any-return]
+        field: I64 = self.a["kind"]
+        return field
 
     @property
     def seq(self) -> I64:
-        return self.a["seq"]  # type: ignore[no-any-return]
+        field: I64 = self.a["seq"]
+        return field
 
     @property
     def ts(self) -> I64:
-        return self.a["ts"]  # type: ignore[no-any-return]
+        field: I64 = self.a["ts"]
+        return field
 
     @property
     def frame(self) -> I64:
-        return self.a["frame"]  # type: ignore[no-any-return]
+        field: I64 = self.a["frame"]
+        return field
 
     @property
     def key(self) -> NDArray[np.bool_]:
-        return self.a["key"]  # type: ignore[no-any-return]
+        field: NDArray[np.bool_] = self.a["key"]
+        return field
 
     @property
     def npk(self) -> I64:
-        return self.a["npk"]  # type: ignore[no-any-return]
+        field: I64 = self.a["npk"]
+        return field
 
     @property
     def sent(self) -> F64:
-        return self.a["sent"]  # type: ignore[no-any-return]
+        field: F64 = self.a["sent"]
+        return field
 
 
 def _count_from(anchor: float, k0: int, until: float, step: float) -> int:
@@ -258,24 +273,24 @@ class VideoSource:
             self.force_key = True
         frames = np.arange(self.frame, self.frame + n, dtype=np.int64)
         mean = self.rate / 8.0 / self.spec.fps
-        sizes = mean * self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
+        drawn = mean * self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
         keyframe = self.force_key
         if keyframe:
-            sizes[0] = mean * KEYFRAME_FACTOR
+            drawn[0] = mean * KEYFRAME_FACTOR
             self.force_key = False
             self.keyframes += 1
-        sizes = np.maximum(1, np.round(sizes)).astype(np.int64)
+        sizes = np.maximum(1, drawn.round()).astype(np.int64)
         chunk = VP8_PACKET_MAX - VP8_DESCRIPTOR
         npk = (sizes + (chunk - 1)) // chunk
         ends = npk.cumsum()
         total = int(ends[-1])
-        fidx = np.repeat(np.arange(n), npk)
+        fidx = np.arange(n).repeat(npk)
         out = np.empty(total, dtype=PACKET)
         # Per frame, then spread over the frame's packets (the same float operations as ever).
         send = self.start + self.encode_s + frames * self.interval  # as _count_from counted them
         out["t"] = send[fidx]
         out["sent"] = out["t"]
-        out["ts"] = np.round((self.start + frames * self.interval) * CLOCK_RATE[VIDEO]).astype(np.int64)[fidx]
+        out["ts"] = ((self.start + frames * self.interval) * CLOCK_RATE[VIDEO]).round().astype(np.int64)[fidx]
         payload = out["payload"]
         payload[:] = chunk + VP8_DESCRIPTOR
         payload[ends - 1] = sizes - chunk * (npk - 1) + VP8_DESCRIPTOR  # each frame's last packet
@@ -309,7 +324,7 @@ class Lookahead:
     def generate(self, until: float) -> Packets:
         if self.src.next_send <= until:
             self.buf = Packets.concat([self.buf, self.src.generate(until + self.span)])
-        k = int(np.searchsorted(self.buf.t, until, side="right"))
+        k = int(self.buf.t.searchsorted(until, side="right"))
         out, self.buf = self.buf.take(slice(0, k)), self.buf.take(slice(k, None))
         return out
 
@@ -342,6 +357,16 @@ def rfc3550_jitter(j0: float, d: F64) -> float:
     return j
 
 
+class Snapshot(NamedTuple):
+    """A receiver's statistics for one stream at one moment."""
+
+    received: int
+    bytes: int
+    max_seq: int
+    jitter_units: float  # RFC 3550 jitter, RTP clock units
+    base_seq: int | None  # None: nothing received yet
+
+
 class ReceiverStats:
     """aiortc's StreamStatistics for one SSRC, fed in arrival order, batch by batch."""
 
@@ -352,10 +377,9 @@ class ReceiverStats:
         self.base_seq: int | None = None
         self.max_seq = -1
         self.jitter_units = 0.0  # RTP clock units
-        self._last_arrival: int | None = None
-        self._last_ts: int | None = None
-        self._expected_prior = 0
-        self._received_prior = 0
+        # The latest in-order packet (arrival in clock units, RTP timestamp): where jitter goes on.
+        self.last_arrival: int | None = None
+        self.last_ts: int | None = None
 
     def add(self, arrival: F64, seq: I64, ts: I64, payload: I64) -> None:
         n = len(arrival)
@@ -376,16 +400,17 @@ class ReceiverStats:
         self.max_seq = max(self.max_seq, int(seq.max()))
         arr = np.floor(arrival[order] * self.clock_rate).astype(np.int64)
         tss = ts[order]
-        if self._last_arrival is None:
+        last_a, last_t = self.last_arrival, self.last_ts  # (both None or both set)
+        if last_a is None or last_t is None:
             prev_a = np.concatenate(([arr[0]], arr[:-1]))
             prev_t = np.concatenate(([tss[0]], tss[:-1]))
         else:
-            prev_a = np.concatenate(([self._last_arrival], arr[:-1]))
-            prev_t = np.concatenate(([self._last_ts], tss[:-1]))
+            prev_a = np.concatenate(([last_a], arr[:-1]))
+            prev_t = np.concatenate(([last_t], tss[:-1]))
         changed = tss != prev_t
         d = (arr - prev_a)[changed] - (tss - prev_t)[changed]
         self.jitter_units = rfc3550_jitter(self.jitter_units, d.astype(np.float64))
-        self._last_arrival, self._last_ts = int(arr[-1]), int(tss[-1])
+        self.last_arrival, self.last_ts = int(arr[-1]), int(tss[-1])
 
     def _add_few(self, arrival: list[float], seq: list[int], ts: list[int], payload: list[int]) -> None:
         """The same as :meth:`add`, packet by packet: cheaper than numpy for a handful."""
@@ -399,9 +424,9 @@ class ReceiverStats:
                 continue
             self.max_seq = q
             units = math.floor(a * self.clock_rate)
-            if self._last_arrival is not None and self._last_ts is not None and t != self._last_ts:
-                j += (abs((units - self._last_arrival) - (t - self._last_ts)) - j) / 16.0
-            self._last_arrival, self._last_ts = units, t
+            if self.last_arrival is not None and self.last_ts is not None and t != self.last_ts:
+                j += (abs((units - self.last_arrival) - (t - self.last_ts)) - j) / 16.0
+            self.last_arrival, self.last_ts = units, t
         self.jitter_units = j
 
     @property
@@ -412,18 +437,36 @@ class ReceiverStats:
     def lost(self) -> int:
         return max(0, self.expected - self.received)
 
-    @property
-    def jitter(self) -> int:
-        """The report block's jitter field: an integer in clock units."""
-        return int(self.jitter_units)
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.received, self.bytes, self.max_seq, self.jitter_units, self.base_seq)
 
-    def fraction_lost(self) -> int:
-        """RTCP's 8-bit fraction lost since the previous report (consumes the interval)."""
-        expected = self.expected - self._expected_prior
-        received = self.received - self._received_prior
-        self._expected_prior, self._received_prior = self.expected, self.received
-        lost = expected - received
-        return 0 if expected <= 0 or lost <= 0 else (lost << 8) // expected
+
+class PlayoutStart:
+    """When the subscriber can first play each stream: audio from its first packet, video from
+    its first complete keyframe (its packets counted across batches, any order)."""
+
+    def __init__(self) -> None:
+        self.started: set[int] = set()
+        self._key_counts: dict[int, int] = {}
+
+    def arrived(self, kind: int, got: Packets) -> float | None:
+        """Arrivals of a stream not started yet: the moment it starts (now noted), or None."""
+        t = self._playable_at(kind, got)
+        if t is not None:
+            self.started.add(kind)
+            self._key_counts.clear()
+        return t
+
+    def _playable_at(self, kind: int, got: Packets) -> float | None:
+        if kind == AUDIO:
+            return float(got.t[0])
+        key = got.take(got.key)
+        for frame, n, last in zip(key.frame.tolist(), key.npk.tolist(), key.t.tolist(), strict=True):
+            count = self._key_counts.get(frame, 0) + 1
+            self._key_counts[frame] = count
+            if count == n:
+                return float(last)
+        return None
 
 
 # --- bandwidth estimation ----------------------------------------------------------------------
@@ -459,8 +502,7 @@ class RembEstimator:
     def add(self, arrival: F64, sent: F64, seq: I64, size: I64) -> None:
         if not len(arrival):
             return
-        if self.first_arrival is None:
-            self.first_arrival = self._window_start = float(arrival[0])
+        self.first_video(float(arrival[0]))
         owd = arrival - sent
         self._bytes += int(size.sum())
         self._owd_sum += float(owd.sum())
@@ -468,6 +510,22 @@ class RembEstimator:
         if self._first_seq is None:
             self._first_seq = int(seq[0])
         self._last_seq = max(self._last_seq, int(seq.max()))
+
+    def first_video(self, t: float) -> None:
+        """Video arrived at ``t``: the first window starts with the first arrival."""
+        if self.first_arrival is None:
+            self.first_arrival = self._window_start = t
+
+    def add_totals(self, count: int, nbytes: int, owd_sum: float, first_seq: Callable[[], int], max_seq: int
+                   ) -> None:
+        """What :meth:`add` does for ``count`` arrivals, from their totals (the steady state's
+        timelines keep running sums); ``first_seq()`` gives the first one's sequence number."""
+        self._count += count
+        self._bytes += nbytes
+        self._owd_sum += owd_sum
+        if self._first_seq is None:
+            self._first_seq = first_seq()
+        self._last_seq = max(self._last_seq, max_seq)
 
     def update(self, now: float) -> float | None:
         """Close the window ending ``now``: the new estimate in bit/s, or None when there is none

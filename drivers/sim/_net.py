@@ -1,7 +1,7 @@
 """The virtual clock, the two links, and the retransmission timers the real stack runs.
 
-* :class:`EventLoop`: a heap of (time, order, callback); ties run in scheduling order, so a run
-  is a pure function of the scenario and the seed.
+* :class:`EventLoop`: a heap of (time, order, callback, tag); ties run in scheduling order, so a
+  run is a pure function of the scenario and the seed. Tags say what is pending.
 * :class:`Path`: the uplink (client→server) and downlink (server→client) ``Link``s. Control
   packets cross one at a time (``send``); media crosses in arrays (``send_media``). Every send
   on a link happens in time order, which the driver guarantees by bringing media up to ``now``
@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
+import enum
 import heapq
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import attrs
 import numpy as np
@@ -47,28 +48,92 @@ class PacketRecord:
         return iter((self.time_sent, self.time_delivered, self.direction, self.kind, self.size))
 
 
+class Tag(enum.IntEnum):
+    """What a scheduled callback is: the switch to interval batches asks the loop what is pending
+    (:meth:`EventLoop.pending`) and takes over the entries it knows how to plan itself. (An
+    IntEnum: it hashes as fast as an int, and the steady state keys its timers by tag.)"""
+
+    # The switch waits for these.
+    HANDSHAKE = enum.auto()  # a signaling, ICE or DTLS step
+    RETRY = enum.auto()  # a Transaction's next try or timeout (args: the transaction; moot once done)
+    STEADY_TICK = enum.auto()  # the steady state's next interval
+    CONSENT_OUTCOME = enum.auto()  # a consent check the steady state sent: answered or timed out
+    # Harmless to the switch.
+    OBSERVE = enum.auto()  # an observation for the core at a known time
+    WATCH = enum.auto()  # the disconnected-state watch
+    FINE_TICK = enum.auto()  # the event-driven media pipeline's next moment
+    MAYBE_STEADY = enum.auto()  # another try at the switch
+    # Taken over by the steady state (args: the callback's).
+    CONSENT = enum.auto()  # a consent check is due (pc)
+    PUB_SR = enum.auto()  # RTCP timers (tag, kind): the publisher's SR,
+    SUB_RR = enum.auto()  # the subscriber's RR,
+    SRV_RR = enum.auto()  # the server's RR about the publisher's stream,
+    SRV_SR = enum.auto()  # the server's SR to the subscriber
+    SRV_REMB_TIMER = enum.auto()  # REMB timers (no args)
+    SUB_REMB_TIMER = enum.auto()
+    SRV_GOT_SR = enum.auto()  # arrivals at the server: an SR (kind, SR id),
+    SRV_GOT_REMB = enum.auto()  # the subscriber's REMB (bps),
+    SRV_GOT_PLI = enum.auto()  # the subscriber's PLI, which it passes on to the publisher ()
+    PUB_GOT_RR = enum.auto()  # arrivals at the publisher: an RR (kind, block),
+    PUB_GOT_REMB = enum.auto()  # a REMB (bps),
+    PUB_GOT_PLI = enum.auto()  # a PLI ()
+
+
+class Pending(NamedTuple):
+    """One scheduled callback, as :meth:`EventLoop.pending` reports it."""
+
+    time: float
+    tag: Tag
+    args: tuple[Any, ...]
+
+
+# (time, order, callback, args, tag): (time, order) is unique, so entries never compare further.
+_Entry = tuple[float, int, Callable[..., None], tuple[Any, ...], Tag]
+
+
 class EventLoop:
-    """A deterministic discrete-event queue on a virtual clock starting at 0."""
+    """A deterministic discrete-event queue on a virtual clock starting at 0.
+
+    Every entry carries a :class:`Tag` saying what it is, so that the driver can ask what is
+    pending (and take entries out) without knowing the callbacks.
+    """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._heap: list[_Entry] = []
         self._order = 0
         self.now = 0.0
 
-    def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
-        heapq.heappush(self._heap, (max(t, self.now), self._order, fn, args))
+    def at(self, t: float, fn: Callable[..., None], *args: Any, tag: Tag) -> None:
+        heapq.heappush(self._heap, (max(t, self.now), self._order, fn, args, tag))
         self._order += 1
 
-    def after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
-        self.at(self.now + delay, fn, *args)
+    def after(self, delay: float, fn: Callable[..., None], *args: Any, tag: Tag) -> None:
+        self.at(self.now + delay, fn, *args, tag=tag)
 
     def peek(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
     def run_next(self) -> None:
-        t, _, fn, args = heapq.heappop(self._heap)
+        t, _, fn, args, _ = heapq.heappop(self._heap)
         self.now = t
         fn(*args)
+
+    def pending(self) -> Iterator[Pending]:
+        """Everything scheduled, in no particular order."""
+        for t, _, _, args, tag in self._heap:
+            yield Pending(t, tag, args)
+
+    def remove(self, where: Callable[[Pending], bool]) -> list[Pending]:
+        """Unschedule the entries ``where`` selects; returns them in firing order."""
+        kept: list[_Entry] = []
+        gone: list[_Entry] = []
+        for entry in self._heap:
+            t, _, _, args, tag = entry
+            (gone if where(Pending(t, tag, args)) else kept).append(entry)
+        if gone:
+            heapq.heapify(kept)  # (time, order) keys are unique: the firing order is unchanged
+            self._heap = kept
+        return [Pending(t, tag, args) for t, _, _, args, tag in sorted(gone)]
 
 
 class Path:
@@ -77,7 +142,8 @@ class Path:
     def __init__(self, uplink: Link, downlink: Link, *, log: bool = False) -> None:
         self.links = {UP: uplink, DOWN: downlink}
         self._log: list[tuple[Any, ...]] | None = [] if log else None
-        self.packets = 0
+        self.packets = 0  # packets offered to the links
+        self.batches = 0  # Link.send_batch calls
 
     def send(self, direction: str, t: float, size: int, kind: str) -> float | None:
         delivered = self.links[direction].send(t, size)
@@ -95,6 +161,7 @@ class Path:
         n = len(t)
         if n >= BATCH_MIN:
             out = link.send_batch(t, size)
+            self.batches += 1
         else:
             out = np.full(n, np.nan)
             for i, (ti, si) in enumerate(zip(t.tolist(), size.tolist(), strict=True)):
@@ -157,7 +224,7 @@ class Transaction:
         self.tries_left -= 1
         self.tries += 1
         self._transmit(self)
-        self.loop.after(self.rto, self._retry)
+        self.loop.after(self.rto, Transaction._retry, self, tag=Tag.RETRY)
         self.rto *= 2
 
     def succeed(self) -> None:

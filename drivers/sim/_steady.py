@@ -1,234 +1,478 @@
-"""Receiver and sender state as functions of time, for the driver's interval-batched steady state.
+"""The steady state: media and RTCP moved one interval at a time, one batch per link.
 
-Once the handshakes are over, the driver moves a whole interval's packets across each link in one
-``Link.send_batch`` and works out afterwards what each end knew at any moment of it (an RTCP
-report's send time, a stats sample, a REMB window). These classes hold that per packet, as
-cumulative numpy arrays in arrival order, one chunk per interval, and answer "as of time t" with a
-binary search. The numbers are the ones :class:`~._media.ReceiverStats` and
-:class:`~._media.RembEstimator` compute packet by packet (RFC 3550 jitter is a linear recurrence,
-so its value after every packet is a scaled cumulative sum).
+The driver switches here once nothing event-driven can put a packet on a link any more
+(handshakes done, media started: only RTCP/REMB timers, consent checks and harmless events
+pending). :class:`SteadyState` takes over the pipeline's sources, queues and statistics and the
+pending RTCP, then runs ahead of the event loop one interval [T, T') at a time: it generates the
+interval's RTP (audio frames, packetized VP8 frames) as arrays, merges them with the control
+packets whose send times are known in advance (SR/RR on their randomized timers, the
+subscriber's REMBs, consent checks), and sends the whole uplink in ONE ``send_batch``; then the
+server's side (its receive statistics, its RRs, SRs and REMBs on their timers, consent answers,
+the forwarded RTP departing at the uplink delivery times) in ONE ``send_batch`` on the downlink;
+then the subscriber's arrivals. Receive statistics are cumulative per-packet arrays
+(:mod:`._timeline`) queried "as of time t" for each RTCP report and stats sample, with the same
+rules (:mod:`._rtcp`) as the event-driven mode; the client reads the RTCP that reached it when
+it needs to (a sample, a consent failure). Only what the core must see at exact times goes back
+into the event loop (consent outcomes → ICE states).
+
+Granularity (documented simplifications): T is always one of the server's REMB times and an
+interval spans ``REMB_PERIODS_PER_INTERVAL`` (2) REMB periods, i.e. 1 s. The REMB sent at T goes
+out before the interval's uplink, so the encoder follows it (and PLIs) at their exact arrival
+times; the REMB sent inside the interval takes effect at the next interval (≤ 0.5 s late) and
+uses the subscriber's estimate known at T. The subscriber's REMB goes out every 500 ms once it
+has received video (aiortc skips a window without video: here that packet repeats no estimate
+and the server keeps the previous one); its RR goes out once it has heard from the stream (known
+at T). The last interval ends at the last stats sample.
+
+This is the simulator's hot path: nearly all of a run's media goes through :meth:`SteadyState.tick`.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from typing import Final
+import bisect
+import heapq
+import math
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Final, NamedTuple
 
 import numpy as np
+from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 
-from ._media import F64, I64, ReceiverStats, RembEstimator
+from ._handshakes import Handshakes, PeerConnection
+from ._media import AUDIO, F64, REMB_INTERVAL, VIDEO, AudioSource, Packets, VideoSource
+from ._net import DOWN, UP, EventLoop, Path, Pending, Tag
+from ._rtcp import RTCP_MIN, RTCP_SPAN, ReportBlock, next_pli_at
+from ._streams import Queue, Streams, inbound
+from ._timeline import SendLog, Timeline
+from ._wire import CONSENT_TIMEOUT, RTCP_PLI, RTCP_REMB, RTCP_RR, RTCP_SR, STUN_CHECK, STUN_RESPONSE
 
-_A: Final = 15.0 / 16.0
-_BLOCK: Final = 256  # keeps (16/15)**k far from overflow
+# One batch per link per this many of the server's REMB periods (or per this many seconds
+# without video). The publisher's encoder follows a REMB at its exact arrival time when the
+# REMB opens the interval; a REMB sent inside an interval takes effect at the next one.
+REMB_PERIODS_PER_INTERVAL: Final = 2
+AUDIO_ONLY_INTERVAL: Final = 1.0
 
-
-_K = np.arange(1, _BLOCK + 1, dtype=np.float64)
-_UP = (1.0 / _A) ** _K / 16.0  # a^-k / 16
-_DOWN = _A**_K  # a^k
-
-
-def jitter_path(j0: float, d: F64) -> F64:
-    """J_0 = j0 and J_i = J_(i-1) + (|d_i| - J_(i-1))/16: the estimate after every update.
-
-    J_i = a^i (j0 + (1/16) sum_(k<=i) a^-k |d_k|) with a = 15/16, evaluated in blocks.
-    """
-    out = np.empty(len(d) + 1)
-    out[0] = j = j0
-    ad = np.abs(d)
-    for s in range(0, len(ad), _BLOCK):
-        block = ad[s : s + _BLOCK]
-        m = len(block)
-        part = (block * _UP[:m]).cumsum()
-        part += j
-        part *= _DOWN[:m]
-        out[s + 1 : s + 1 + m] = part
-        j = float(part[-1])
-    return out
+# What the steady state plans itself when it takes over from the event loop.
+RTCP_TIMERS: Final = frozenset({Tag.PUB_SR, Tag.SUB_RR, Tag.SRV_RR, Tag.SRV_SR})
+TAKEN_OVER: Final = RTCP_TIMERS | {
+    Tag.SRV_REMB_TIMER, Tag.SUB_REMB_TIMER, Tag.PUB_GOT_RR, Tag.PUB_GOT_REMB, Tag.SRV_GOT_SR,
+    Tag.SRV_GOT_REMB, Tag.CONSENT, Tag.PUB_GOT_PLI, Tag.SRV_GOT_PLI}
 
 
-class _Chunk:
-    """One interval's arrivals: the state after each of them (index k-1 = after k packets) and
-    the state before the first (``s0``)."""
+class _Rr(NamedTuple):
+    """An RR on its way to the publisher."""
 
-    __slots__ = ("arrival", "bytes", "g0", "jitter", "maxseq", "owd", "s0", "seq", "size")
-
-    def __init__(self, arrival: F64, s0: tuple[int, int, int, float, int, float], bytes_: I64,
-                 maxseq: I64, jitter: F64, seq: I64, size: I64 | None, owd: F64 | None) -> None:
-        self.arrival = arrival
-        self.s0 = s0  # (received, bytes, max_seq, jitter, timeline count, wire bytes, owd sum) before
-        self.bytes = bytes_
-        self.maxseq = maxseq
-        self.jitter = jitter
-        self.seq = seq
-        self.size = size
-        self.owd = owd
+    kind: int
+    block: ReportBlock
 
 
-class Timeline:
-    """One stream at one end: every arrival's effect on aiortc's StreamStatistics (and, for video,
-    on the REMB estimator's window sums), queryable at any time up to the processed horizon.
+class _Remb:
+    """The subscriber's REMB: sent in an interval, its value known once the interval's
+    arrivals at the subscriber are in."""
 
-    ``stats`` is the packet-by-packet object of the event-driven phase: its state is where the
-    timeline starts, and :meth:`extend` leaves it at the state after the newest chunk.
-    """
+    __slots__ = ("bps", "known")
 
-    def __init__(self, stats: ReceiverStats, est: RembEstimator | None) -> None:
-        self.stats = stats
-        self.est = est
-        self.chunks: list[_Chunk] = []
-        self.firsts: list[float] = []  # first arrival of each chunk (bisect key)
-        self.g0s: list[int] = []  # timeline count before each chunk
-        self._start = (stats.received, stats.bytes, stats.max_seq, stats.jitter_units, stats.base_seq)
-        self.base_seq = stats.base_seq
-        self.count = 0  # arrivals added through the timeline
-        self._size_total = 0
-        self._owd_total = 0.0
-        self._est_t = -np.inf  # REMB: the previous update (the estimator's own sums carry over)
+    def __init__(self, bps: float | None, known: bool) -> None:
+        self.bps = bps
+        self.known = known
 
-    def extend(self, arrival: F64, seq: I64, ts: I64, payload: I64, sent: F64 | None = None,
-               size: I64 | None = None) -> None:
-        """Arrivals in arrival order, all later than everything added before."""
-        n = len(arrival)
-        if not n:
-            return
-        st = self.stats
-        if st.base_seq is None:
-            st.base_seq = self.base_seq = int(seq[0])
-        s0 = (st.received, st.bytes, st.max_seq, st.jitter_units, self.count, self._size_total, self._owd_total)
-        bytes_ = payload.cumsum()
-        bytes_ += st.bytes
-        io = None
-        if seq[0] > st.max_seq and (n == 1 or bool((seq[1:] > seq[:-1]).all())):
-            maxseq, arr_t, tss = seq, arrival, ts  # the usual case: every packet in order
+
+class _ConsentCheck:
+    __slots__ = ("decided", "pc", "sent_at")
+
+    def __init__(self, sent_at: float, pc: PeerConnection) -> None:
+        self.sent_at = sent_at
+        self.pc = pc
+        self.decided = False
+
+
+# One control packet of an interval on one link: send time, size, name in the packet log, and
+# what happens where it arrives, given the arrival time (None: nothing the simulation reads).
+_Control = tuple[float, int, str, Callable[[float], None] | None]
+
+
+def _arrived(control: list[_Control], arrival: list[float]) -> None:
+    """Run each delivered control packet's handler with its arrival time, in send order."""
+    for a, (_, _, _, then) in zip(arrival, control, strict=True):
+        if a == a and then is not None:  # (NaN: dropped)
+            then(a)
+
+
+# Inboxes: heaps of (arrival, order, ...) — order breaks ties in the order things were sent.
+_ClientIn = tuple[float, int, _Rr | float | None]  # RR, REMB (bps) or PLI (None) at the publisher
+_SrInbox = tuple[float, int, int, float]  # (arrival, _, kind, SR id) at the server
+_RembInbox = tuple[float, int, _Remb]  # the subscriber's REMB at the server
+_Reply = tuple[float, int, int, _ConsentCheck | None]  # (at, _, size, consent check or None: a PLI)
+
+
+class SteadyState:
+    """Runs the media from the switch on. Built by the driver right after
+    :meth:`~._pipeline.Pipeline.hand_over`; ``taken`` are the event-loop entries it plans itself
+    from now on (:data:`TAKEN_OVER`). ``end_hint()``: when the last stats sample falls, once known."""
+
+    def __init__(self, loop: EventLoop, path: Path, streams: Streams, handshakes: Handshakes, *,
+                 sources: dict[int, AudioSource | VideoSource], srv_q: Queue, sub_q: Queue, sub_last_rx: float,
+                 taken: Sequence[Pending], rtcp_rng: np.random.Generator, audio_horizon: float,
+                 end_hint: Callable[[], float], started: Callable[[int, float], None]) -> None:
+        self.loop = loop
+        self.path = path
+        self.streams = streams
+        self.handshakes = handshakes
+        self.pcs = handshakes.pcs
+        self._rtcp_rng = rtcp_rng
+        self._audio_horizon = audio_horizon
+        self._end_hint = end_hint
+        self._started = started
+        self._sub_last_rx = sub_last_rx
+        kinds = streams.kinds
+        self.src = sources
+        # Audio never reacts to anything: generate the rest of the run at once, hand it out by time.
+        self._audio_until = self.now + audio_horizon + 1.0
+        audio = sources.get(AUDIO)
+        self._audio = None if audio is None else audio.generate(self._audio_until)
+        self._audio_at = 0
+        self.send_log = {k: SendLog(streams.senders[k].packets, streams.senders[k].bytes) for k in kinds}
+        # Packets on their way, one queue per stream (each end keeps per-stream statistics).
+        self.srv_qk: dict[int, Queue] = {}
+        self.sub_qk: dict[int, Queue] = {}
+        for queues, q in ((self.srv_qk, srv_q), (self.sub_qk, sub_q)):
+            left = dict(streams.per_kind(q.pop_until(math.inf, -math.inf)))
+            for kind in kinds:
+                queues[kind] = Queue(q.reorder)
+                if kind in left:
+                    queues[kind].push(left[kind])
+        self.srv_tl = {k: Timeline(streams.srv_stats[k], streams.srv_est if k == VIDEO else None) for k in kinds}
+        self.sub_tl = {k: Timeline(streams.sub_stats[k], streams.sub_est if k == VIDEO else None) for k in kinds}
+        self.sr_times = {k: [] if s.sr_sent_at is None else [s.sr_sent_at] for k, s in streams.senders.items()}
+        self.rtcp_next: dict[tuple[Tag, int], float] = {}
+        self.srv_remb_next = self.sub_remb_next = math.inf
+        self._seq = 0  # tie-breaker in the inboxes
+        self.cli_in: list[_ClientIn] = []  # downlink RTCP the client has coming
+        self.srv_sr_in: list[_SrInbox] = []
+        self.srv_remb_in: list[_RembInbox] = []
+        # what the server sends as soon as something arrives: consent answers, PLIs it forwards
+        self.srv_replies: list[_Reply] = []
+        # REMBs (bps) and PLIs (None) that reached the publisher and that its encoder has yet to follow
+        self.fb_at: list[tuple[float, int, float | None]] = []
+        self._undecodable = False  # the subscriber got video it cannot decode (it wants a keyframe)
+        for t, tag, a in taken:
+            if tag in RTCP_TIMERS:
+                self.rtcp_next[(tag, a[1])] = t
+            elif tag is Tag.SRV_REMB_TIMER:
+                self.srv_remb_next = t
+            elif tag is Tag.SUB_REMB_TIMER:
+                self.sub_remb_next = t
+            elif tag is Tag.PUB_GOT_RR:
+                self._at_client(_Rr(*a), t)
+            elif tag is Tag.PUB_GOT_REMB:
+                self._at_client(a[0], t)
+            elif tag is Tag.SRV_GOT_SR:
+                self._sr_at_server(a[0], a[1], t)
+            elif tag is Tag.SRV_GOT_REMB:
+                self._remb_at_server(_Remb(a[0], True), t)
+            elif tag is Tag.CONSENT:
+                a[0].consent_at = t
+            elif tag is Tag.PUB_GOT_PLI:
+                self._at_client(None, t)
+            elif tag is Tag.SRV_GOT_PLI:
+                self._pli_at_server(t)
+
+    @property
+    def now(self) -> float:
+        return self.loop.now
+
+    # --- what the client knows ---------------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """The client reads the RTCP that reached it by now (RR: rtt, loss, jitter; REMB)."""
+        pub = self.pcs[Role.PUBLISHER]
+        senders = self.streams.senders
+        while self.cli_in and self.cli_in[0][0] <= self.now:
+            a, _, msg = heapq.heappop(self.cli_in)
+            pub.heard(a)
+            if isinstance(msg, _Rr):
+                sent = self.sr_times[msg.kind]
+                i = bisect.bisect_right(sent, a) - 1
+                senders[msg.kind].read_rr(msg.kind, msg.block, a, sent[i] if i >= 0 else None)
+            elif msg is not None:
+                senders[VIDEO].remb = msg
+
+    def last_heard(self, pc: PeerConnection) -> float:
+        """When the client last received anything on ``pc``."""
+        self.catch_up()
+        if pc.role is Role.SUBSCRIBER:
+            last = [tl.last_arrival(self.now) for tl in self.sub_tl.values()]
+            return max([pc.last_rx, self._sub_last_rx] + [t for t in last if t is not None])
+        return pc.last_rx
+
+    def stream_stats(self) -> tuple[dict[int, OutboundStats], dict[int, InboundStats | None]]:
+        """getStats' outbound (publisher) and inbound (subscriber) entries per stream, now."""
+        self.catch_up()
+        out: dict[int, OutboundStats] = {}
+        inb: dict[int, InboundStats | None] = {}
+        for kind in self.streams.kinds:
+            s = self.streams.senders[kind]
+            s.packets, s.bytes = self.send_log[kind].at(self.now)
+            out[kind] = s.outbound(kind)
+            inb[kind] = inbound(self.sub_tl[kind].at(self.now), kind)
+        return out, inb
+
+    # --- inboxes ---------------------------------------------------------------------------------------
+
+    # (each takes the arrival time last, so that a packet's fate can be a partial of one)
+
+    def _at_client(self, msg: _Rr | float | None, t: float) -> None:
+        """An RR, a REMB (bps) or a PLI (None) reached the publisher at ``t``."""
+        self._seq += 1
+        heapq.heappush(self.cli_in, (t, self._seq, msg))
+        if not isinstance(msg, _Rr):  # the encoder follows REMBs and PLIs
+            bisect.insort(self.fb_at, (t, self._seq, msg))
+
+    def _sr_at_server(self, kind: int, sr_id: float, t: float) -> None:
+        self._seq += 1
+        heapq.heappush(self.srv_sr_in, (t, self._seq, kind, sr_id))
+
+    def _remb_at_server(self, remb: _Remb, t: float) -> None:
+        self._seq += 1
+        heapq.heappush(self.srv_remb_in, (t, self._seq, remb))
+
+    def _pli_at_server(self, t: float) -> None:
+        """The SFU passes the subscriber's keyframe request on to the publisher at once."""
+        self._reply(RTCP_PLI + self.pcs[Role.PUBLISHER].extra, None, t)
+
+    def _check_at_server(self, check: _ConsentCheck, t: float) -> None:
+        """The server answers a consent check at once."""
+        self._reply(STUN_RESPONSE + check.pc.extra, check, t)
+
+    def _answer_at_client(self, check: _ConsentCheck, t: float) -> None:
+        if t < check.sent_at + CONSENT_TIMEOUT:
+            self.loop.at(t, self._consent_answered, check, tag=Tag.CONSENT_OUTCOME)
+
+    def _reply(self, size: int, check: _ConsentCheck | None, t: float) -> None:
+        self._seq += 1
+        heapq.heappush(self.srv_replies, (t, self._seq, size, check))
+
+    def _srv_inboxes(self, t: float) -> None:
+        """The server reads the SRs and the subscriber's REMBs that arrived by ``t``."""
+        while self.srv_sr_in and self.srv_sr_in[0][0] <= t:
+            a, _, kind, sr_id = heapq.heappop(self.srv_sr_in)
+            self.streams.srv_sr[kind] = (sr_id, a)
+        while self.srv_remb_in and self.srv_remb_in[0][0] <= t and self.srv_remb_in[0][2].known:
+            # (a REMB sent in this very interval is not known yet: the server's REMBs inside
+            # the interval use the subscriber's previous one)
+            remb = heapq.heappop(self.srv_remb_in)[2]
+            if remb.bps is not None:
+                self.streams.sub_remb = remb.bps
+
+    def _fires(self, key: tuple[Tag, int], until: float) -> list[float]:
+        """The RTCP timer's fire times before ``until`` (aiortc: every 0.5-1.5 s)."""
+        out = []
+        t = self.rtcp_next.get(key, math.inf)
+        while t < until:
+            out.append(t)
+            # report_delay's draw, but added term by term: ``now + delay`` in the event loop rounds
+            # differently, and the reports stay byte-identical to the ones recorded.
+            t = t + RTCP_MIN + RTCP_SPAN * float(self._rtcp_rng.random())
+        self.rtcp_next[key] = t
+        return out
+
+    # --- one interval --------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Plan and run one interval [now, end): the uplink in one batch, the server, the downlink in
+        one batch, the subscriber. Everything sent before ``now`` is already on the links."""
+        streams = self.streams
+        start = self.now
+        pub, sub = self.pcs[Role.PUBLISHER], self.pcs[Role.SUBSCRIBER]
+        video = VIDEO in streams.kinds
+        if video and self.srv_remb_next == start:
+            # The REMB opening the interval goes first, so the encoder follows it exactly.
+            self._srv_inboxes(start)
+            bps = self.srv_tl[VIDEO].remb(start)
+            if bps is not None:
+                bps = streams.remb_to_publisher(bps)
+                arrival = self.path.send(DOWN, start, RTCP_REMB + pub.extra, "rtcp")
+                if arrival is not None:
+                    self._at_client(bps, arrival)
+            end = self.srv_remb_next = start + REMB_INTERVAL
+            if streams.all_started:  # (short intervals until media started)
+                for _ in range(REMB_PERIODS_PER_INTERVAL - 1):
+                    end += REMB_INTERVAL
+        elif video:
+            end = self.srv_remb_next
         else:
-            maxseq = np.maximum.accumulate(seq)
-            np.maximum(maxseq, st.max_seq, out=maxseq)
-            before = np.empty(n, dtype=np.int64)
-            before[0] = st.max_seq
-            before[1:] = maxseq[:-1]
-            io = np.flatnonzero(seq > before)  # only in-order packets move the jitter estimate
-            arr_t, tss = arrival[io], ts[io]
-        m = len(tss)
-        if m:
-            # RFC 3550: D = (R_i - S_i) - (R_j - S_j), only between packets of different timestamps.
-            rel = np.floor(arr_t * st.clock_rate).astype(np.int64)
-            last_arrival = int(rel[-1])
-            rel -= tss
-            d = np.empty(m, dtype=np.int64)
-            changed = np.empty(m, dtype=np.bool_)
-            if st._last_arrival is None or st._last_ts is None:
-                d[0], changed[0] = 0, False
+            end = start + (AUDIO_ONLY_INTERVAL if streams.playout.started else REMB_INTERVAL)
+        if start < self._end_hint() < end:
+            end = self._end_hint()
+        until = float(np.nextafter(end, -math.inf))
+        sub_rembs = self._uplink(start, end, until, pub, sub)
+        self._downlink(end, until, pub, sub)
+        # The subscriber: its arrivals of the interval, then what its REMBs said.
+        for kind in streams.kinds:
+            mine = self.sub_qk[kind].pop_until(until, streams.sub_accept_at)
+            if len(mine):
+                self.sub_tl[kind].extend(mine.t, mine.seq, mine.ts, mine.payload, mine.sent, mine.size)
+                if kind not in streams.playout.started:
+                    self._not_started_yet(kind, mine)
+        for t, remb in sub_rembs:
+            remb.bps, remb.known = self.sub_tl[VIDEO].remb(t), True
+        self.loop.at(end, self.tick, tag=Tag.STEADY_TICK)
+
+    def _not_started_yet(self, kind: int, got: Packets) -> None:
+        """Media start from the subscriber's arrivals (its PLI waits for the next interval: see
+        _uplink)."""
+        if (t := self.streams.playout.arrived(kind, got)) is not None:
+            self._started(kind, t)
+            if kind == VIDEO:
+                self._undecodable = False
+        elif kind == VIDEO:
+            self._undecodable = True
+
+    def _uplink(self, start: float, end: float, until: float, pub: PeerConnection, sub: PeerConnection
+                ) -> list[tuple[float, _Remb]]:
+        streams = self.streams
+        media: dict[int, Packets] = {}
+        if self._audio is not None:
+            if until > self._audio_until:  # (a run longer than planned for: plan more)
+                self._audio_until = until + self._audio_horizon
+                rest = self._audio.take(slice(self._audio_at, None))
+                self._audio = Packets.concat([rest, self.src[AUDIO].generate(self._audio_until)])
+                self._audio_at = 0
+            i = self._audio_at
+            self._audio_at = j = int(self._audio.t.searchsorted(until, side="right"))
+            media[AUDIO] = self._audio.take(slice(i, j))
+        vs = self.src.get(VIDEO)
+        parts = []
+        if isinstance(vs, VideoSource):
+            while self.fb_at and self.fb_at[0][0] < end:
+                at, _, bps = self.fb_at.pop(0)
+                if at > start:  # frames sent up to the arrival are the old encoder's
+                    parts.append(vs.generate(at))
+                if bps is None:  # a PLI
+                    vs.force_key = True
+                else:
+                    vs.set_target(bps)
+            parts.append(vs.generate(until))
+            media[VIDEO] = Packets.concat(parts)
+        control: list[_Control] = []
+        for kind in streams.kinds:
+            for t in self._fires((Tag.PUB_SR, kind), end):
+                control.append((t, RTCP_SR + pub.extra, "rtcp", partial(self._sr_at_server, kind, t)))
+                self.sr_times[kind].append(t)
+            for t in self._fires((Tag.SUB_RR, kind), end):
+                if streams.sub_stats[kind].base_seq is not None:  # (as of the interval's start)
+                    control.append((t, RTCP_RR + sub.extra, "rtcp", None))
+        sub_rembs = []
+        if VIDEO in streams.kinds:
+            while self.sub_remb_next < end:
+                # Sent every 500 ms once video arrived (aiortc would skip a window without video:
+                # here the packet carries no new estimate and the server keeps the previous one).
+                if streams.sub_est.first_arrival is not None:
+                    t, remb = self.sub_remb_next, _Remb(None, False)
+                    sub_rembs.append((t, remb))
+                    control.append((t, RTCP_REMB + sub.extra, "rtcp", partial(self._remb_at_server, remb)))
+                self.sub_remb_next += REMB_INTERVAL
+            if self._undecodable and VIDEO not in streams.playout.started:
+                # The subscriber's keyframe request: as soon as the interval lets it (at most
+                # one per 500 ms), rather than at the very arrival that found no keyframe.
+                t = next_pli_at(start, streams.last_pli, streams.forward_at)
+                if t < end:
+                    streams.last_pli = t
+                    self._undecodable = False
+                    control.append((t, RTCP_PLI + sub.extra, "rtcp", self._pli_at_server))
+        for pc in (pub, sub):
+            if not pc.ice_failed and pc.consent_at < end:
+                check = _ConsentCheck(pc.consent_at, pc)
+                control.append((pc.consent_at, STUN_CHECK + pc.extra, "stun", partial(self._check_at_server, check)))
+                self.loop.at(pc.consent_at + CONSENT_TIMEOUT, self._consent_timeout, check, tag=Tag.CONSENT_OUTCOME)
+                pc.consent_at = math.inf
+        arrival, m_arrival = self._batch(UP, list(media.values()), control)
+        for (kind, mine), arr in zip(media.items(), m_arrival, strict=True):
+            self.send_log[kind].extend(mine.t, mine.payload)
+            self.srv_qk[kind].arrive(mine, arr)
+        _arrived(control, arrival)
+        return sub_rembs
+
+    def _batch(self, direction: str, media: list[Packets], control: list[_Control]) -> tuple[list[float], list[F64]]:
+        """One send_batch of the media streams and the control packets merged in time order
+        (on a tie: the order the publisher sent them in, the streams in order, then control).
+        Returns the control packets' arrivals (NaN: dropped) and each stream's."""
+        c = np.asarray([x[0] for x in control], dtype=np.float64)
+        t_all = np.concatenate([p.t for p in media] + [c])
+        size_all = np.concatenate([p.size for p in media] + [np.asarray([x[1] for x in control], dtype=np.int64)])
+        if direction == UP:
+            order = t_all.argsort(kind="stable")
+        else:  # forwarded packets leave in the order they came in (FIFO through the SFU)
+            order = np.lexsort((np.concatenate([p.sent for p in media] + [c]), t_all))
+        n = len(t_all) - len(c)
+
+        def kinds() -> list[str]:
+            every = ["rtp"] * n + [x[2] for x in control]
+            return [every[i] for i in order.tolist()]
+
+        arrival = np.empty(len(t_all))
+        arrival[order] = self.path.send_media(direction, t_all[order], size_all[order], kinds)
+        out, i = [], 0
+        for p in media:
+            out.append(arrival[i : i + len(p)])
+            i += len(p)
+        return arrival[i:].tolist(), out
+
+    def _downlink(self, end: float, until: float, pub: PeerConnection, sub: PeerConnection) -> None:
+        streams = self.streams
+        fwd = []
+        for kind in streams.kinds:
+            mine = self.srv_qk[kind].pop_until(until, streams.srv_accept_at)
+            if len(mine):
+                self.srv_tl[kind].extend(mine.t, mine.seq, mine.ts, mine.payload, mine.sent, mine.size)
+            fwd.append(mine)
+        sends: list[tuple[float, int, Tag, int]] = []
+        for kind in streams.kinds:
+            sends.extend((t, len(sends), Tag.SRV_RR, kind) for t in self._fires((Tag.SRV_RR, kind), end))
+            sends.extend((t, len(sends), Tag.SRV_SR, kind) for t in self._fires((Tag.SRV_SR, kind), end))
+        if VIDEO in streams.kinds:
+            while self.srv_remb_next < end:
+                sends.append((self.srv_remb_next, len(sends), Tag.SRV_REMB_TIMER, VIDEO))
+                self.srv_remb_next += REMB_INTERVAL
+        sends.sort()
+        control: list[_Control] = []
+        for t, _, what, kind in sends:
+            self._srv_inboxes(t)
+            if what is Tag.SRV_RR:
+                block = streams.server_rr(kind, self.srv_tl[kind].at(t), t)
+                if block is not None:
+                    control.append((t, RTCP_RR + pub.extra, "rtcp", partial(self._at_client, _Rr(kind, block))))
+            elif what is Tag.SRV_SR:  # (traffic only)
+                control.append((t, RTCP_SR + sub.extra, "rtcp", None))
             else:
-                d[0] = rel[0] - (st._last_arrival - st._last_ts)
-                changed[0] = tss[0] != st._last_ts
-            np.subtract(rel[1:], rel[:-1], out=d[1:])
-            np.not_equal(tss[1:], tss[:-1], out=changed[1:])
-            path = jitter_path(st.jitter_units, d[changed].astype(np.float64))
-            if io is None:
-                jitter = path[changed.cumsum()]
+                bps = self.srv_tl[VIDEO].remb(t)
+                if bps is not None:
+                    bps = streams.remb_to_publisher(bps)
+                    control.append((t, RTCP_REMB + pub.extra, "rtcp", partial(self._at_client, bps)))
+        while self.srv_replies and self.srv_replies[0][0] < end:
+            t, _, size, check = heapq.heappop(self.srv_replies)
+            if check is None:  # a PLI on its way to the publisher
+                control.append((t, size, "rtcp", partial(self._at_client, None)))
             else:
-                mark = np.zeros(n, dtype=np.int64)
-                mark[io] = changed
-                jitter = path[mark.cumsum()]
-            st._last_arrival, st._last_ts = last_arrival, int(tss[-1])
-        else:
-            jitter = np.full(n, st.jitter_units)
-        size_c: I64 | None = None
-        owd_c: F64 | None = None
-        if self.est is not None and size is not None and sent is not None:
-            size_c = size.cumsum()
-            size_c += self._size_total
-            owd_c = (arrival - sent).cumsum()
-            owd_c += self._owd_total
-            self._size_total = int(size_c[-1])
-            self._owd_total = float(owd_c[-1])
-            if self.est.first_arrival is None:
-                self.est.first_arrival = self.est._window_start = float(arrival[0])
-        self.chunks.append(_Chunk(arrival, s0, bytes_, maxseq, jitter, seq, size_c, owd_c))
-        self.firsts.append(float(arrival[0]))
-        self.g0s.append(self.count)
-        st.received += n
-        st.bytes = int(bytes_[-1])
-        st.max_seq = int(maxseq[-1])
-        st.jitter_units = float(jitter[-1])
-        self.count += n
+                control.append((t, size, "stun", partial(self._answer_at_client, check)))
+        resize = sub.extra - pub.extra
+        if resize:  # ChannelData framing differs between the two legs
+            for mine in fwd:
+                mine.size = mine.size + resize
+        arrival, m_arrival = self._batch(DOWN, fwd, control)
+        for kind, mine, arr in zip(streams.kinds, fwd, m_arrival, strict=True):
+            self.sub_qk[kind].arrive(mine, arr)
+        _arrived(control, arrival)
 
-    def _locate(self, t: float) -> tuple[_Chunk | None, int]:
-        i = bisect_right(self.firsts, t) - 1
-        if i < 0:
-            return None, 0
-        c = self.chunks[i]
-        return c, int(c.arrival.searchsorted(t, side="right"))  # >= 1
+    # --- consent outcomes --------------------------------------------------------------------------
 
-    def at(self, t: float) -> tuple[int, int, int, float, int | None]:
-        """(received, bytes, max_seq, jitter units, base_seq) after every arrival at or before ``t``."""
-        c, k = self._locate(t)
-        if c is None:
-            return self._start
-        i = k - 1
-        return (c.s0[0] + k, int(c.bytes[i]), int(c.maxseq[i]), float(c.jitter[i]), self.base_seq)
+    def _consent_answered(self, check: _ConsentCheck) -> None:
+        if not check.decided:
+            check.decided = True
+            self.handshakes.consent_ok(check.pc)
 
-    def last_arrival(self, t: float) -> float | None:
-        c, k = self._locate(t)
-        return None if c is None else float(c.arrival[k - 1])
-
-    def _sums(self, t: float) -> tuple[int, int, float, int]:
-        """(arrivals through the timeline, wire bytes, one-way-delay sum, max seq) at ``t``."""
-        c, k = self._locate(t)
-        if c is None:
-            return 0, 0, 0.0, self._start[2]
-        assert c.size is not None and c.owd is not None
-        i = k - 1
-        return c.s0[4] + k, int(c.size[i]), float(c.owd[i]), int(c.maxseq[i])
-
-    def _seq_of(self, g: int) -> int:
-        c = self.chunks[bisect_right(self.g0s, g) - 1]
-        return int(c.seq[g - c.s0[4]])
-
-    def remb(self, t: float) -> float | None:
-        """The estimator's update at ``t`` (REMB_INTERVAL after the previous one): what
-        ``RembEstimator.update`` returns after ``add`` saw every video arrival up to ``t``."""
-        est = self.est
-        assert est is not None
-        g1, s1, o1, m1 = self._sums(t)
-        g0, s0, o0, _ = self._sums(self._est_t) if self._est_t > -np.inf else (0, 0, 0.0, 0)
-        if g1 > g0:
-            est._count += g1 - g0
-            est._bytes += s1 - s0
-            est._owd_sum += o1 - o0
-            if est._first_seq is None:
-                est._first_seq = self._seq_of(g0)
-            est._last_seq = max(est._last_seq, m1)
-        self._est_t = t
-        return est.update(t)
-
-
-class SendLog:
-    """What one publisher sender has sent, as of any time (getStats' packetsSent / bytesSent)."""
-
-    def __init__(self, packets: int, bytes_: int) -> None:
-        self.chunks: list[tuple[F64, I64]] = []
-        self.firsts: list[float] = []
-        self._start = (packets, bytes_)
-        self.packets, self.bytes = packets, bytes_
-
-    def extend(self, t: F64, payload: I64) -> None:
-        if not len(t):
-            return
-        cum = np.empty(len(t) + 1, dtype=np.int64)
-        cum[0] = self.bytes
-        np.cumsum(payload, out=cum[1:])
-        cum[1:] += self.bytes
-        self.chunks.append((t, cum))
-        self.firsts.append(float(t[0]))
-        self.packets += len(t)
-        self.bytes = int(cum[-1])
-
-    def at(self, t: float) -> tuple[int, int]:
-        i = bisect_right(self.firsts, t) - 1
-        if i < 0:
-            return self._start
-        packets = self._start[0] + sum(len(c[0]) for c in self.chunks[:i])
-        times, cum = self.chunks[i]
-        k = int(np.searchsorted(times, t, side="right"))
-        return packets + k, int(cum[k])
+    def _consent_timeout(self, check: _ConsentCheck) -> None:
+        if not check.decided:
+            check.decided = True
+            self.handshakes.consent_failed(check.pc)

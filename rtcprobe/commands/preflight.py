@@ -119,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
 
     from rtcprobe.core.config import MediaDemand
     from rtcprobe.core.errors import PreflightError
-    from rtcprobe.drivers.aiortc.client import parse_video, run_preflight
+    from rtcprobe.live import run_preflight
     from rtcprobe.progress import ProgressReporter
+
+    from .video_option import parse_video
 
     duration = parse_duration(args.duration)
     media = MediaDemand(video=None) if args.no_video else MediaDemand(

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
             write_pcap(pcap_path, result.packet_log)
     else:
-        from rtcprobe.drivers.aiortc.replay import run_replay
+        from rtcprobe.replay import run_replay
 
         report = run_replay(
             scenario, seed=seed, pcap=None if pcap_path is None else str(pcap_path), on_progress=progress,

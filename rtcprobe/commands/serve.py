@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from . import EXIT_OK, SECRET_ENV
 
 if TYPE_CHECKING:
-    from rtcprobe.drivers.aiortc.server import SignalingServer
+    from rtcprobe.server import SignalingServer
 
 NAME = "serve"
 HELP = "run the signaling server (WebSocket signaling + a relaying WebRTC peer)"
@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from rtcprobe.core.errors import ConfigError
-    from rtcprobe.drivers.aiortc.server import SignalingServer, is_loopback, run_forever
-    from rtcprobe.drivers.aiortc.tokens import MIN_SECRET_BYTES, generate_secret, mint_token
+    from rtcprobe.server import SignalingServer, is_loopback, run_forever
+    from rtcprobe.server.tokens import MIN_SECRET_BYTES, generate_secret, mint_token
 
     secret = args.secret if args.secret is not None else os.environ.get(SECRET_ENV)
     generated = secret is None

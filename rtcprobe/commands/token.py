@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from rtcprobe.core.errors import ConfigError
-    from rtcprobe.drivers.aiortc.tokens import mint_token
+    from rtcprobe.server.tokens import mint_token
 
     secret = args.secret if args.secret is not None else os.environ.get(SECRET_ENV)
     if not secret:

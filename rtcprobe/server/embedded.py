@@ -1,9 +1,10 @@
 """The embedded default: a signaling server in this process, on loopback, for one test.
 
 ``rtcprobe preflight`` with no ``--url`` must work on a fresh machine with nothing else running
-(DESIGN.md section 7). This starts the real :class:`SignalingServer` on 127.0.0.1 with a fresh
-random secret, mints a token for it, and confines ICE host candidates to loopback for as long as
-the test runs (both the server's and the client's peers live in this process).
+(docs/architecture.md#the-aiortc-driver-and-the-server). This starts the real
+:class:`SignalingServer` on 127.0.0.1 with a fresh random secret, mints a token for it, and
+confines ICE host candidates to loopback for as long as the test runs (both the server's and the
+client's peers live in this process). The driver only ever sees the ``(url, token)`` it yields.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from .loopback import confine_ice_to_loopback
-from .server import SignalingServer
+from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
+
+from .app import SignalingServer
 from .tokens import generate_secret, mint_token
 
 IDENTITY = "rtcprobe-preflight"
@@ -31,3 +33,6 @@ async def embedded_server(
             secret=secret, host=HOST, port=0, turn_urls=tuple(turn_urls), turn_secret=turn_secret
         ) as server:
             yield server.url, mint_token(secret, IDENTITY, now=time.time(), ttl=ttl)
+
+
+__all__ = ["embedded_server"]

@@ -9,7 +9,7 @@ The pieces, all on 127.0.0.1::
         subscriber,          uplink / downlink)                        server, host-only)
         relay-only)
 
-* coturn is started on free ports (:class:`~rtcprobe.drivers.aiortc.turn.CoturnServer`) unless
+* coturn is started on free ports (:class:`~rtcprobe.server.coturn.CoturnServer`) unless
   ``turn`` names one already running.
 * The impairment relay (:mod:`rtcprobe.netem.relay`, trio) runs in a process of its own (see
   :class:`_RelayProcess` for why not a thread), its upstream being coturn's UDP port; its clock
@@ -23,9 +23,12 @@ The pieces, all on 127.0.0.1::
 * Once the preflight has its result the relay is bypassed, so tear-down traffic is not impaired
   (a TURN deallocation lost in an outage would otherwise hold the close until the driver gives
   it up).
-* The preflight is the aiortc driver's (:func:`~rtcprobe.drivers.aiortc.client.run_preflight`),
-  with the scenario's duration and media, so the report has the simulator's shape; its ``run``
-  says ``driver = "aiortc"`` with the scenario's name and the seed.
+* The preflight is the aiortc driver's, started by :func:`~rtcprobe.live.run_preflight` with the
+  scenario's duration and media, so the report has the simulator's shape; its ``run`` says
+  ``driver = "aiortc"`` with the scenario's name and the seed.
+
+This module starts servers (coturn, the relay, the embedded signaling server), which is why it
+sits in the top layer and not in the driver (docs/architecture.md#layers).
 
 What the replay cannot emulate: signaling (a WebSocket over TCP to the embedded server) does not
 cross the relay, so scenarios about an unreachable signaling server or slow signaling only
@@ -52,16 +55,17 @@ from pathlib import Path
 from typing import IO
 
 import attrs
+
 from rtcprobe.core._version import __version__
 from rtcprobe.core.errors import ConfigError, PreflightError
 from rtcprobe.core.observations import Event
 from rtcprobe.core.report import PreflightReport, RunInfo
+from rtcprobe.drivers.aiortc.turn_client import parse_turn_url
 from rtcprobe.netem.relay import DirectionCounters
 from rtcprobe.netem.scenario import Scenario
 
-from . import client
-from .credentials import parse_turn_url
-from .turn import CoturnServer
+from .live import run_preflight
+from .server.coturn import CoturnServer
 
 __all__ = ["ReplayResult", "run_replay", "run_scenario"]
 
@@ -85,7 +89,7 @@ class ReplayResult:
 def _resolve(scenario: Scenario | str | Path) -> Scenario:
     if isinstance(scenario, Scenario):
         return scenario
-    from rtcprobe.scenarios import load  # the library sits above drivers: imported lazily
+    from rtcprobe.scenarios import load
 
     return load(scenario)
 
@@ -187,7 +191,7 @@ def run_replay(
         relay_url = f"turn:{host}:{port}?transport=udp"
 
         async def main() -> PreflightReport:
-            test = client.run_preflight(
+            test = run_preflight(
                 duration=sc.duration, media=sc.media, turn_urls=[relay_url], turn_secret=secret, video_seed=seed,
                 run=RunInfo("aiortc", __version__, sc.name, seed), subscriber_relay_only=True,
             )
@@ -198,7 +202,7 @@ def run_replay(
                 # The core has its report the moment the test ends; closing the peer connections
                 # (TURN deallocation, DTLS close alerts) then crosses an unimpaired relay, or a
                 # scenario still in an outage would hold the tear-down in retransmissions.
-                while test.core.report is None:
+                while test.report is None:
                     await asyncio.sleep(TEARDOWN_POLL)
                 relay.command("bypass")
 

@@ -1,8 +1,8 @@
-"""The signaling server: aiohttp WebSocket signaling plus a server-side aiortc peer per session.
+"""One signaling session: a WebSocket connection, its protocol phases and its server-side aiortc peers.
 
 Theory of operation
 -------------------
-Each WebSocket connection is one :class:`_Session` that walks a fixed sequence of phases
+Each WebSocket connection is one :class:`Session` that walks a fixed sequence of phases
 (``_EXPECTED`` below): ``ice`` (token checked, ICE servers handed out) → publisher ``offer``
 (the server answers receive-only and starts draining the tracks it gets) → subscriber ``offer``
 (the server answers with the publisher's tracks relayed back through ``MediaRelay``) →
@@ -21,19 +21,21 @@ Server-side peers are host-only (``RTCConfiguration(iceServers=[])``) even when 
 configured: the server is the far end, reachable at its host address, so only the publishing
 client needs relay-only. TURN for the server would double the allocations on the TURN server and
 delay every answer (non-trickle ICE waits for gathering) for nothing. When the server listens on
-loopback its host candidates are confined to 127.0.0.1 (``loopback.py``).
+loopback its host candidates are confined to 127.0.0.1
+(:mod:`rtcprobe.drivers.aiortc.loopback`).
 
 Resources are bounded: ``max_connections`` open sockets, ``max_sessions`` authenticated
 sessions (each holds up to two peer connections and a decode/encode pipeline), refused with
-53000 "server busy" and close code 1013. ``close()`` releases everything; the live counters
-(:attr:`SignalingServer.stats`) return to zero.
+53000 "server busy" and close code 1013. Sessions count what they hold in the server's
+:class:`Registry`; the server's ``close()`` releases everything and the live counters
+(:class:`ServerStats`) return to zero.
 
-Releasing a session leaves no task behind, whatever step it was in (``_Session._release``). The
+Releasing a session leaves no task behind, whatever step it was in (``Session._release``). The
 session owns the tasks it spawns (drains, the peer-ended watch) and cancels and awaits them.
 Closing a peer connection is not enough on its own, because aiortc and aioice race with
 ``close()`` when it lands in the middle of setup: the session adopts aiortc's connect task as
-each description is set and closes its peers through ``teardown.py`` (shared with the client,
-which explains each race). What is the server's own:
+each description is set and closes its peers through :mod:`rtcprobe.drivers.aiortc.teardown`
+(shared with the client, which explains each race). What is the server's own:
 
 * ``MediaRelay`` has no stop: its per-source worker waits on the remote track until the
   receiver's decoder ends it, forever when the receiver never started. The session stops every
@@ -49,13 +51,9 @@ import asyncio
 import contextlib
 import enum
 import functools
-import ipaddress
 import logging
-import math
 import time
-from collections.abc import Callable, Coroutine
-from contextlib import ExitStack
-from types import TracebackType
+from collections.abc import Coroutine, MutableMapping
 from typing import Any, Final
 
 import attrs
@@ -63,20 +61,15 @@ from aiohttp import WSMsgType, web
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
-from rtcprobe.core.errors import ConfigError
 
-from . import teardown
-from .credentials import TurnUrl, build_ice_servers, check_turn_config
-from .loopback import confine_ice_to_loopback
-from .protocol import (
+from rtcprobe.drivers.aiortc import teardown
+from rtcprobe.drivers.aiortc.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
-    DEFAULT_IDLE_TIMEOUT,
-    MAX_MESSAGE_SIZE,
     MEDIA_ERROR,
     SIGNALING_ERROR,
     Answer,
@@ -86,78 +79,21 @@ from .protocol import (
     Iced,
     Message,
     Offer,
+    PcName,
     ProtocolError,
     encode,
     parse_message,
 )
-from .tokens import DEFAULT_ISSUER, verify_token
+
+from .config import ServerConfig
+from .credentials import build_ice_servers
+from .tokens import verify_token
 
 log = logging.getLogger("rtcprobe.server")
 
-SIGNALING_PATH: Final = "/signaling"
-HEALTH_PATH: Final = "/health"
-CLOSE_TIMEOUT: Final = 2.0  # s to wait for the client's close frame before dropping the socket
 PEER_GRACE: Final = 1.0  # s between a client's peer connection ending and the server ending the session
 LATE_START_TIMEOUT: Final = 0.5  # s for aiortc/aioice work interrupted by close() to wind down
 PC_CLOSE_TIMEOUT: Final = 2.0  # s bounding a peer connection's close() (host-only peers: no TURN to wait for)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine's loopback interface."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@attrs.frozen
-class ServerConfig:
-    """The server's settings; ConfigError (one line) for a bad value."""
-
-    secret: str
-    host: str = "127.0.0.1"
-    port: int = 0  # 0: an ephemeral port, read it back from ``url``
-    issuer: str = DEFAULT_ISSUER
-    turn_urls: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    turn_secret: str | None = None
-    turn_ttl: int = 3600  # s, lifetime of minted TURN credentials (and the ``ttl`` of ``iced``)
-    max_message_size: int = MAX_MESSAGE_SIZE
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # s the server waits for the next negotiation message
-    connect_timeout: float = 30.0  # s after the last answer for both peer connections to connect
-    max_sessions: int = 16
-    max_connections: int = 256
-    confine_to_loopback: bool | None = None  # None: when ``host`` is a loopback address
-
-    def __attrs_post_init__(self) -> None:
-        if not self.secret:
-            raise ConfigError("the server needs a non-empty token secret")
-        if not self.issuer:
-            raise ConfigError("the issuer must not be empty")
-        if not self.host:
-            raise ConfigError("the host must not be empty")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be 0..65535, got {self.port}")
-        if self.turn_ttl <= 0:
-            raise ConfigError(f"turn_ttl must be positive, got {self.turn_ttl}")
-        if self.max_message_size < 1024:
-            raise ConfigError(f"max_message_size must be at least 1024 bytes, got {self.max_message_size}")
-        for name in ("idle_timeout", "connect_timeout"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
-        if self.max_sessions < 1 or self.max_connections < self.max_sessions:
-            raise ConfigError("need 1 <= max_sessions <= max_connections")
-        check_turn_config(self.turn_urls, self.turn_secret)
-
-    @property
-    def parsed_turn_urls(self) -> tuple[TurnUrl, ...]:
-        return check_turn_config(self.turn_urls, self.turn_secret)
-
-    @property
-    def confined(self) -> bool:
-        return is_loopback(self.host) if self.confine_to_loopback is None else self.confine_to_loopback
 
 
 @attrs.frozen
@@ -168,6 +104,41 @@ class ServerStats:
     sessions: int  # authenticated sessions (each holds a ``max_sessions`` slot)
     peer_connections: int  # server-side RTCPeerConnections not yet closed
     total_sessions: int  # sessions ever authenticated (monotonic)
+    established: int  # open connections whose two peer connections have both reached "connected"
+
+
+class Registry:
+    """What one server's sessions hold: open connections, session slots, live peer connections.
+
+    The server owns it and hands it to each :class:`Session`, which takes and gives back its
+    slot and its peer connections here; :attr:`stats` reads the counters.
+    """
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self.connections: set[Session] = set()
+        self.slots: set[Session] = set()
+        self.peer_connections: set[RTCPeerConnection] = set()
+        self.total_sessions = 0
+        self.closing = False  # the server is shutting down: no new session gets a slot
+
+    def acquire_slot(self, session: Session) -> bool:
+        if len(self.slots) >= self.max_sessions or self.closing:
+            return False
+        self.slots.add(session)
+        self.total_sessions += 1
+        return True
+
+    def release_slot(self, session: Session) -> None:
+        self.slots.discard(session)
+
+    @property
+    def stats(self) -> ServerStats:
+        return ServerStats(
+            connections=len(self.connections), sessions=len(self.slots), peer_connections=len(self.peer_connections),
+            total_sessions=self.total_sessions,
+            established=sum(len(s.connected) == 2 for s in self.connections),
+        )
 
 
 class _Phase(enum.Enum):
@@ -197,14 +168,18 @@ async def _drain(track: MediaStreamTrack) -> None:
             await track.recv()
 
 
-class _SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class SessionLog(logging.LoggerAdapter[logging.Logger]):
     """The server's log, each message prefixed with its session (``session HOST:PORT: ``)."""
 
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"session {self.extra['remote']}: {msg}", kwargs  # type: ignore[index]
+    def __init__(self, logger: logging.Logger, remote: str) -> None:
+        super().__init__(logger, {"remote": remote})
+        self.remote = remote
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"session {self.remote}: {msg}", kwargs
 
 
-class _SignalingWebSocket(web.WebSocketResponse):
+class SignalingWebSocket(web.WebSocketResponse):
     """aiohttp closes an oversized frame's connection itself (1009) before returning to us; this
     hook sends the protocol's ``error`` message first, so the client learns why."""
 
@@ -216,11 +191,12 @@ class _SignalingWebSocket(web.WebSocketResponse):
         return await super().close(code=code, message=message, drain=drain)
 
 
-class _Session:
+class Session:
     """One WebSocket connection: its phase, its peer connections, its relay."""
 
-    def __init__(self, server: SignalingServer, ws: _SignalingWebSocket, remote: str) -> None:
-        self.server = server
+    def __init__(self, config: ServerConfig, registry: Registry, ws: SignalingWebSocket, remote: str) -> None:
+        self.config = config
+        self.registry = registry
         self.ws = ws
         self.remote = remote
         self.phase = _Phase.AWAIT_ICE
@@ -230,13 +206,12 @@ class _Session:
         self.tracks: dict[str, list[MediaStreamTrack]] = {}  # the publisher's (remote) tracks, by kind
         self.relay = MediaRelay()
         self.proxies: list[MediaStreamTrack] = []  # every relay proxy handed out (drains, subscriber)
-        self.deadline = self._now() + server.config.idle_timeout
-        self.holds_slot = False
+        self.deadline = self._now() + config.idle_timeout
         self.connected: set[str] = set()  # peer connections that reached "connected"
         self._shutdown: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()  # spawned by this session: drains, peer-ended watch
+        self._tasks: set[asyncio.Task[Any]] = set()  # spawned by this session: drains, peer-ended watch
         self._connect_tasks: dict[RTCPeerConnection, set[asyncio.Task[Any]]] = {}  # aiortc's, adopted
-        self.log = _SessionLog(log, {"remote": remote})
+        self.log = SessionLog(log, remote)
 
     @staticmethod
     def _now() -> float:
@@ -252,17 +227,7 @@ class _Session:
             coro.close()
             return
         task = asyncio.get_running_loop().create_task(coro, name=f"rtcprobe-server-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled() or (exc := task.exception()) is None:
-            return
-        if self.closing:
-            log.debug("session %s: task %s ended with %r while closing", self.remote, task.get_name(), exc)
-        else:
-            log.error("session %s: task %s failed", self.remote, task.get_name(), exc_info=exc)
+        teardown.own(task, self._tasks, teardown.log_failure(self.log, closing=lambda: self.closing))
 
     def _adopt(self, pc: RTCPeerConnection) -> None:
         """Keep aiortc's connect task for ``pc`` (``setLocalDescription``/``setRemoteDescription``
@@ -273,7 +238,7 @@ class _Session:
     # --- the receive loop ------------------------------------------------------------------
 
     async def run(self) -> None:
-        idle = self.server.config.idle_timeout
+        idle = self.config.idle_timeout
         while not self.closing:
             timeout: float | None = None
             if self.phase is not _Phase.ESTABLISHED:
@@ -286,7 +251,7 @@ class _Session:
                 timeout = self.deadline - self._now()
                 if timeout <= 0:
                     await self.fail(MEDIA_ERROR, "the peer connections did not connect within "
-                                    f"{self.server.config.connect_timeout:g} s", close_code=CLOSE_INTERNAL_ERROR)
+                                    f"{self.config.connect_timeout:g} s", close_code=CLOSE_INTERNAL_ERROR)
                     return
             try:
                 # aiohttp treats a timeout of 0 as "none": keep it strictly positive
@@ -297,7 +262,7 @@ class _Session:
                 await self._handle_text(msg.data)
                 # The client's turn starts once we have answered.
                 self.deadline = self._now() + (
-                    self.server.config.connect_timeout if self.phase is _Phase.ESTABLISHED else idle)
+                    self.config.connect_timeout if self.phase is _Phase.ESTABLISHED else idle)
             elif msg.type is WSMsgType.BINARY:
                 await self.fail(SIGNALING_ERROR, "binary frames are not part of the protocol: send JSON text")
             else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has closed the socket already)
@@ -311,7 +276,7 @@ class _Session:
         except Exception as exc:
             if self.closing:  # the server shut this session down under our feet
                 return
-            log.exception("session %s: internal error", self.remote)
+            self.log.exception("internal error")
             await self.fail(SIGNALING_ERROR, f"internal server error: {type(exc).__name__}")
 
     async def _dispatch(self, message: Message) -> None:
@@ -334,9 +299,9 @@ class _Session:
     # --- the three negotiation steps -------------------------------------------------------
 
     async def _on_ice(self, message: Ice) -> None:
-        config = self.server.config
+        config = self.config
         claims = verify_token(message.token, config.secret, now=time.time(), issuer=config.issuer)
-        if not self.server._acquire_slot(self):
+        if not self.registry.acquire_slot(self):
             await self.fail(SIGNALING_ERROR, "server busy: too many sessions, try again later",
                             close_code=CLOSE_TRY_AGAIN_LATER)
             return
@@ -344,13 +309,13 @@ class _Session:
         servers = build_ice_servers(config.parsed_turn_urls, config.turn_secret, claims.identity,
                                     config.turn_ttl, time.time())
         self.phase = _Phase.AWAIT_PUBLISHER
-        log.info("session %s: %s authenticated (region %s)", self.remote, claims.identity, message.region)
+        self.log.info("%s authenticated (region %s)", claims.identity, message.region)
         await self.ws.send_str(encode(Iced(ice_servers=servers, ttl=config.turn_ttl)))
 
     def _new_pc(self, name: str) -> RTCPeerConnection:
         # iceServers must be an explicit list: None silently means a public STUN server.
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.server._pc_opened(pc)
+        self.registry.peer_connections.add(pc)
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -370,7 +335,7 @@ class _Session:
         if state == "failed":
             await self.fail(MEDIA_ERROR, f"the {name} peer connection failed", close_code=CLOSE_INTERNAL_ERROR)
         else:
-            log.info("session %s: the client closed its %s peer connection", self.remote, name)
+            self.log.info("the client closed its %s peer connection", name)
             await self.shutdown(CLOSE_NORMAL, f"the {name} peer connection was closed")
 
     async def _apply_offer(self, pc: RTCPeerConnection, name: str, sdp: str) -> None:
@@ -385,7 +350,7 @@ class _Session:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ProtocolError(SIGNALING_ERROR, f"the {name} offer is not usable SDP: {detail}") from None
 
-    async def _answer(self, pc: RTCPeerConnection, name: str) -> None:
+    async def _answer(self, pc: RTCPeerConnection, name: PcName) -> None:
         answer = await pc.createAnswer()
         try:
             await pc.setLocalDescription(answer)  # spawns aiortc's connect task (ICE, DTLS, media)
@@ -393,7 +358,7 @@ class _Session:
             self._adopt(pc)
         if self.closing:
             return
-        await self.ws.send_str(encode(Answer(pc=name, sdp=pc.localDescription.sdp)))  # type: ignore[arg-type]
+        await self.ws.send_str(encode(Answer(pc=name, sdp=pc.localDescription.sdp)))
 
     async def _on_publisher_offer(self, message: Offer) -> None:
         pc = self.publisher = self._new_pc("publisher")
@@ -443,7 +408,7 @@ class _Session:
         """Send one ``error`` and close this connection (and release its peers)."""
         if self.closing:
             return
-        log.info("session %s: error %d: %s", self.remote, code, message)
+        self.log.info("error %d: %s", code, message)
         if not self.ws.closed:
             with contextlib.suppress(Exception):  # the client may be gone already
                 await self.ws.send_str(encode(Error(code, message)))
@@ -458,7 +423,7 @@ class _Session:
         await asyncio.shield(self._shutdown)
 
     async def _release(self, close_code: int, reason: str) -> None:
-        self.server._release_slot(self)
+        self.registry.release_slot(self)
         # RFC 6455 caps the close reason at 123 bytes of UTF-8: cut it without splitting a character.
         short = reason.encode()[:120].decode("utf-8", "ignore").encode()
         with contextlib.suppress(Exception):
@@ -472,7 +437,7 @@ class _Session:
                 late_start_timeout=LATE_START_TIMEOUT, log=self.log) for pc in pcs))
         finally:
             for pc in pcs:
-                self.server._pc_closed(pc)
+                self.registry.peer_connections.discard(pc)
         await self._stop_relay()
         # Last resort: whatever still runs a method of this session's aiortc/aioice objects.
         owned = [self.relay, *(part for pc in pcs for part in teardown.peer_parts(pc))]
@@ -493,160 +458,4 @@ class _Session:
         await teardown.cancel_and_wait(teardown.tasks_of([self.relay]), timeout=LATE_START_TIMEOUT, log=log)
 
 
-class SignalingServer:
-    """The signaling server. ``async with SignalingServer(secret=...) as server: server.url``."""
-
-    def __init__(self, secret: str, **options: Any) -> None:
-        self.config = ServerConfig(secret=secret, **options)
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
-        self._port: int | None = None
-        self._connections: set[_Session] = set()
-        self._slots: set[_Session] = set()
-        self._pcs: set[RTCPeerConnection] = set()
-        self._handlers: set[asyncio.Task[Any]] = set()
-        self._total_sessions = 0
-        self._exit_stack = ExitStack()
-        self._closing = False
-
-    @classmethod
-    def from_config(cls, config: ServerConfig) -> SignalingServer:
-        return cls(**attrs.asdict(config, recurse=False))
-
-    # --- lifecycle -------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError("the server is already started")
-        app = web.Application()
-        app.router.add_get(SIGNALING_PATH, self._handle_signaling)
-        app.router.add_get(HEALTH_PATH, self._handle_health)
-        if self.config.confined:
-            self._exit_stack.enter_context(confine_ice_to_loopback())
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            self._exit_stack.close()
-            raise ConfigError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}") from None
-        self._runner, self._site = runner, site
-        self._port = int(runner.addresses[0][1])  # port 0: read back the one the OS chose
-        log.info("signaling server listening on %s", self.url)
-
-    async def close(self) -> None:
-        """Close every session and peer connection, then stop listening."""
-        if self._runner is None or self._closing:
-            return
-        self._closing = True
-        try:
-            await asyncio.gather(*(s.shutdown(CLOSE_GOING_AWAY, "server shutting down")
-                                   for s in list(self._connections)))
-            handlers = [t for t in self._handlers if not t.done()]
-            if handlers:
-                _, pending = await asyncio.wait(handlers, timeout=CLOSE_TIMEOUT + 1)
-                await teardown.cancel_and_wait(pending, timeout=LATE_START_TIMEOUT, log=log)
-            await self._runner.cleanup()
-        finally:
-            self._runner = self._site = None
-            self._exit_stack.close()
-            self._closing = False
-
-    async def __aenter__(self) -> SignalingServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the server is not started")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        host = self.config.host
-        if ":" in host:
-            host = f"[{host}]"
-        elif host in ("0.0.0.0", ""):
-            host = "127.0.0.1"  # a wildcard bind is reachable locally at loopback
-        return f"ws://{host}:{self.port}{SIGNALING_PATH}"
-
-    @property
-    def stats(self) -> ServerStats:
-        return ServerStats(
-            connections=len(self._connections), sessions=len(self._slots), peer_connections=len(self._pcs),
-            total_sessions=self._total_sessions,
-        )
-
-    # --- bookkeeping used by sessions ------------------------------------------------------
-
-    def _acquire_slot(self, session: _Session) -> bool:
-        if len(self._slots) >= self.config.max_sessions or self._closing:
-            return False
-        self._slots.add(session)
-        session.holds_slot = True
-        self._total_sessions += 1
-        return True
-
-    def _release_slot(self, session: _Session) -> None:
-        self._slots.discard(session)
-        session.holds_slot = False
-
-    def _pc_opened(self, pc: RTCPeerConnection) -> None:
-        self._pcs.add(pc)
-
-    def _pc_closed(self, pc: RTCPeerConnection) -> None:
-        self._pcs.discard(pc)
-
-    # --- HTTP handlers ---------------------------------------------------------------------
-
-    async def _handle_health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _handle_signaling(self, request: web.Request) -> web.StreamResponse:
-        config = self.config
-        ws = _SignalingWebSocket(
-            # aiohttp refuses a message of exactly max_msg_size; the protocol allows "at most".
-            # No compression: a compressed frame would be limited after inflating, not as sent.
-            max_msg_size=config.max_message_size + 1, compress=False, timeout=CLOSE_TIMEOUT,
-            heartbeat=max(config.idle_timeout, 1.0),  # pings detect a dead peer once established
-        )
-        if not ws.can_prepare(request).ok:
-            return web.json_response({"error": "this endpoint speaks WebSocket only"}, status=400)
-        await ws.prepare(request)
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        session = _Session(self, ws, f"{peer[0]}:{peer[1]}" if peer else "?")
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
-        self._connections.add(session)
-        try:
-            if self._closing or len(self._connections) > config.max_connections:
-                await session.fail(SIGNALING_ERROR, "server busy: too many connections, try again later",
-                                   close_code=CLOSE_TRY_AGAIN_LATER)
-            else:
-                await session.run()
-        finally:
-            await session.shutdown(CLOSE_NORMAL)
-            self._connections.discard(session)
-            if task is not None:
-                self._handlers.discard(task)
-        return ws
-
-
-def run_forever(server: SignalingServer, on_ready: Callable[[SignalingServer], None]) -> None:
-    """Run ``server`` until Ctrl-C (used by ``rtcprobe serve``)."""
-
-    async def main() -> None:
-        async with server:
-            on_ready(server)
-            await asyncio.Event().wait()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+__all__ = ["Registry", "ServerStats", "Session", "SessionLog", "SignalingWebSocket"]

@@ -17,8 +17,10 @@ owns every decision. The driver only does two things, always on the event loop's
 After every core call :meth:`AiortcDriver._pump` drains actions and events and wakes the one timer
 task, which sleeps until ``get_timer()`` and then calls ``handle_timer(loop.time())``.
 
-:class:`PreflightTest` is the user-facing handle (the anchor's ``runPreflight`` object): events by
-name, ``stop()``, ``network_quality_level`` and ``await wait()``.
+The driver is given a signaling URL and an access token; the server there hands out the ICE
+servers. It never starts a server: the user-facing handle that may start the embedded one
+(:class:`rtcprobe.live.PreflightTest`, Twilio Video's ``runPreflight`` object) sits above the
+drivers (docs/architecture.md#the-aiortc-driver-and-the-server).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from types import MappingProxyType
+from typing import Any, cast  # cast: aiortc types its states as str; the observations validate them
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -42,28 +45,25 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 from rtcprobe.core import errors
-from rtcprobe.core._version import __version__
-from rtcprobe.core.config import MediaDemand, PreflightConfig, VideoSpec
-from rtcprobe.core.errors import ConfigError, PreflightError, UsageError
+from rtcprobe.core.config import Kind, MediaDemand
+from rtcprobe.core.errors import ConfigError
 from rtcprobe.core.observations import (
     AcquireMedia,
     Action,
-    Completed,
+    ConnectionState,
     ConnectionStateChanged,
     ConnectSignaling,
+    DtlsState,
     DtlsStateChanged,
     Event,
-    Failed,
     IceServer,
+    IceState,
     IceStateChanged,
     MediaAcquired,
     MediaStarted,
-    NetworkQualityLevelChanged,
     Observation,
     OpenPeerConnections,
-    Progress,
     Role,
-    SampleRecorded,
     SampleStats,
     SignalingConnected,
     StatsObserved,
@@ -72,25 +72,10 @@ from rtcprobe.core.observations import (
     TransportError,
 )
 from rtcprobe.core.preflight import PreflightMachine
-from rtcprobe.core.report import PreflightReport, ProgressEvent, RunInfo, Timing
 
-from . import candidates, stats, teardown, turn
-from .credentials import check_turn_config
-from .embedded import embedded_server
+from . import candidates, protocol, stats, teardown, turn_client
+from .holdback import hold_relay_candidates
 from .media import PatternTrack, ToneTrack
-from .protocol import (
-    MAX_MESSAGE_SIZE,
-    Answer,
-    Bye,
-    Error,
-    Ice,
-    Iced,
-    Message,
-    Offer,
-    ProtocolError,
-    encode,
-    parse_message,
-)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +84,6 @@ LATE_START_TIMEOUT = 0.5  # s for aiortc's connect task, interrupted by close(),
 PC_CLOSE_TIMEOUT = 2.0  # s for a peer connection's close() before its TURN deallocations are given up
 DIAGNOSE_TIMEOUT = 2.0  # s for the one TURN Allocate that tells why a relay-only peer gathered nothing
 HEARTBEAT = 10.0  # s between WebSocket pings: keeps the socket alive through a long stats step
-EVENT_NAMES = ("progress", "sample", "networkQualityLevelChanged", "completed", "failed", "event")
 
 
 def signaling_url(url: str) -> str:
@@ -172,6 +156,14 @@ class AiortcDriver:
         """Wait until everything the test opened is closed again."""
         await self._closed.wait()
 
+    @property
+    def peer_connections(self) -> Mapping[Role, RTCPeerConnection]:
+        """For diagnostics: the peer connections opened so far, by role (a read-only view).
+
+        Look, do not touch: the driver alone drives and closes them.
+        """
+        return MappingProxyType(self._pcs)
+
     def _now(self) -> float:
         assert self._loop is not None
         return self._loop.time()
@@ -203,19 +195,14 @@ class AiortcDriver:
             self._pumping = False
         self._rearm.set()
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         assert self._loop is not None
-        task: asyncio.Task[Any] = self._loop.create_task(coro, name=f"rtcprobe-{name}")  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task = self._loop.create_task(coro, name=f"rtcprobe-{name}")
+        teardown.own(task, self._tasks, self._task_failed)
         return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled() or self._closing:
-            return
-        exc = task.exception()
-        if exc is None:
+    def _task_failed(self, task: asyncio.Task[Any], exc: BaseException) -> None:
+        if self._closing:
             return
         if isinstance(exc, ConnectionError | aiohttp.ClientError):  # the socket broke under a send
             before_iced = task.get_name() == "rtcprobe-signaling"
@@ -276,37 +263,37 @@ class AiortcDriver:
         self._session = aiohttp.ClientSession()
         try:
             self._ws = await self._session.ws_connect(
-                self.url, max_msg_size=MAX_MESSAGE_SIZE, heartbeat=HEARTBEAT,
+                self.url, max_msg_size=protocol.MAX_MESSAGE_SIZE, heartbeat=HEARTBEAT,
                 timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT),
             )
         except (aiohttp.ClientError, OSError) as exc:
             self._observe(TransportError(errors.SIGNALING_CONNECTION.with_message(
                 f"could not connect to the signaling server at {self.url}: {exc or type(exc).__name__}")))
             return
-        await self._send(Ice(token=self._token, region=region))
+        await self._send(protocol.Ice(token=self._token, region=region))
         reply = await self._receive()
         match reply:
-            case Iced(ice_servers=servers):
+            case protocol.Iced(ice_servers=servers):
                 self._servers = servers
                 self._spawn(self._read_signaling(), "signaling-reader")
                 self._observe(SignalingConnected(servers))
-            case Error(code=code, message=message):
+            case protocol.Error(code=code, message=message):
                 self._observe(TransportError(errors.error_for_code(code, message)))
             case None:
                 self._observe(TransportError(errors.SIGNALING_CONNECTION.with_message(
                     "the signaling connection closed before the server accepted the token")))
-            case ProtocolError() as bad:
+            case protocol.ProtocolError() as bad:
                 self._observe(TransportError(errors.SIGNALING_CONNECTION.with_message(
                     f"the signaling server sent a malformed reply: {bad.message}")))
             case _:
                 self._observe(TransportError(errors.SIGNALING_CONNECTION.with_message(
                     f"the signaling server answered the hello with {type(reply).__name__.lower()!r}")))
 
-    async def _send(self, message: Message) -> None:
+    async def _send(self, message: protocol.Message) -> None:
         assert self._ws is not None
-        await self._ws.send_str(encode(message))
+        await self._ws.send_str(protocol.encode(message))
 
-    async def _receive(self) -> Message | ProtocolError | None:
+    async def _receive(self) -> protocol.Message | protocol.ProtocolError | None:
         """The next message, a ProtocolError for a malformed one, or None once the socket closed."""
         assert self._ws is not None
         msg = await self._ws.receive()
@@ -314,8 +301,8 @@ class AiortcDriver:
                         aiohttp.WSMsgType.ERROR):
             return None
         try:
-            return parse_message(msg.data if msg.type is aiohttp.WSMsgType.TEXT else bytes(msg.data))
-        except ProtocolError as exc:
+            return protocol.parse_message(msg.data if msg.type is aiohttp.WSMsgType.TEXT else bytes(msg.data))
+        except protocol.ProtocolError as exc:
             return exc
 
     async def _read_signaling(self) -> None:
@@ -323,17 +310,17 @@ class AiortcDriver:
         while True:
             reply = await self._receive()
             match reply:
-                case Answer(pc=pc, sdp=sdp):
+                case protocol.Answer(pc=pc, sdp=sdp):
                     waiter = self._answers.get(pc)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(sdp)
                         continue
                     error = errors.SIGNALING_CONNECTION.with_message(f"unexpected answer for the {pc}")
-                case Error(code=code, message=message):
+                case protocol.Error(code=code, message=message):
                     error = errors.error_for_code(code, message)
                 case None:
                     error = errors.SIGNALING_DISCONNECTED.with_message("the signaling server closed the connection")
-                case ProtocolError() as bad:
+                case protocol.ProtocolError() as bad:
                     error = errors.SIGNALING_CONNECTION.with_message(f"malformed signaling message: {bad.message}")
                 case _:
                     error = errors.SIGNALING_CONNECTION.with_message(
@@ -342,7 +329,7 @@ class AiortcDriver:
                 self._observe(TransportError(error))
             return
 
-    async def _negotiate(self, pc: RTCPeerConnection, name: str, relay_only: bool) -> bool:
+    async def _negotiate(self, pc: RTCPeerConnection, name: protocol.PcName, relay_only: bool) -> bool:
         """Non-trickle offer/answer (aiortc puts every gathered candidate in the offer); False
         when the test failed on the way."""
         assert self._loop is not None
@@ -360,8 +347,15 @@ class AiortcDriver:
             self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(
                 f"the {name} gathered no ICE candidates{detail}")))
             return False
+        offer = pc.localDescription
+        assert offer is not None
+        if relay_only:
+            # The server would check our relayed address before our TURN permission exists and
+            # wait 0.5 s for a retransmission; it learns the address from our check instead
+            # (holdback.py). With no trickle message, the held candidates are never sent.
+            offer = hold_relay_candidates(offer).description
         self._answers[name] = self._loop.create_future()
-        await self._send(Offer(pc=name, sdp=pc.localDescription.sdp))  # type: ignore[arg-type]
+        await self._send(protocol.Offer(pc=name, sdp=offer.sdp))
         sdp = await self._answers[name]
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
@@ -382,7 +376,7 @@ class AiortcDriver:
         if url is None:
             return "relay-only, and the server handed out no usable TURN server"
         server = next(s for s in self._servers if url in s.urls)
-        return await turn.diagnose_turn(url, server.username, server.credential, timeout=DIAGNOSE_TIMEOUT)
+        return await turn_client.diagnose_turn(url, server.username, server.credential, timeout=DIAGNOSE_TIMEOUT)
 
     # --- peer connections ----------------------------------------------------------------------
 
@@ -417,7 +411,7 @@ class AiortcDriver:
 
         @sub.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            self._observe(TrackSubscribed(track.kind))
+            self._observe(TrackSubscribed(cast(Kind, track.kind)))
             self._spawn(self._consume(track), f"consume-{track.kind}")
 
         for track in self._tracks:
@@ -432,14 +426,14 @@ class AiortcDriver:
     def _watch(self, pc: RTCPeerConnection, role: Role) -> None:
         @pc.on("iceconnectionstatechange")
         def on_ice() -> None:
-            self._observe(IceStateChanged(role, pc.iceConnectionState))
+            self._observe(IceStateChanged(role, cast(IceState, pc.iceConnectionState)))
 
         @pc.on("connectionstatechange")
         def on_connection() -> None:
             # aiortc derives connectionState inside the DTLS transport's own statechange, before
             # our listener on that transport runs; report the DTLS state first, as it happened.
             self._sync_dtls(pc, role)
-            self._observe(ConnectionStateChanged(role, pc.connectionState))
+            self._observe(ConnectionStateChanged(role, cast(ConnectionState, pc.connectionState)))
 
     def _watch_dtls(self, pc: RTCPeerConnection, role: Role) -> None:
         # max-bundle: every transceiver shares the first one's DTLS transport.
@@ -452,13 +446,13 @@ class AiortcDriver:
         state = transceivers[0].sender.transport.state
         if self._dtls_seen.get(role) != state:
             self._dtls_seen[role] = state
-            self._observe(DtlsStateChanged(role, state))
+            self._observe(DtlsStateChanged(role, cast(DtlsState, state)))
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         """Read (and drop) received frames; the first one is ``MediaStarted``."""
         try:
             await track.recv()
-            self._observe(MediaStarted(track.kind))
+            self._observe(MediaStarted(cast(Kind, track.kind)))
             while True:
                 await track.recv()
         except MediaStreamError:
@@ -494,7 +488,7 @@ class AiortcDriver:
             waiter.cancel()
         if self._ws is not None and not self._ws.closed:
             with contextlib.suppress(Exception):
-                await self._send(Bye())
+                await self._send(protocol.Bye())
             with contextlib.suppress(Exception):
                 await self._ws.close()
         if self._session is not None:
@@ -515,217 +509,4 @@ class AiortcDriver:
         self._closed.set()
 
 
-# --- the user-facing API -----------------------------------------------------------------------
-
-
-class PreflightTest:
-    """A running preflight (the anchor's ``PreflightTest``), returned by :func:`run_preflight`.
-
-    Events (``test.on(name, callback)``):
-
-    * ``"progress"`` ``(name)``: a step landed (``mediaAcquired`` … ``mediaStarted``);
-    * ``"sample"`` ``(index, total, level)``: a stats sample was taken;
-    * ``"networkQualityLevelChanged"`` ``(level, stats)``;
-    * ``"completed"`` ``(report)`` / ``"failed"`` ``(error, report)``: once everything is closed;
-    * ``"event"`` ``(event)``: every core event object as the core emits it (for tools such as
-      :class:`rtcprobe.progress.ProgressReporter`).
-    """
-
-    def __init__(self, config: PreflightConfig, *, run: RunInfo | None = None) -> None:
-        self.config = config
-        self.core = PreflightMachine(
-            config, run=run if run is not None else RunInfo(driver="aiortc", version=__version__))
-        self._handlers: dict[str, list[Callable[..., Any]]] = {name: [] for name in EVENT_NAMES}
-        self._driver: AiortcDriver | None = None
-        self._stop_requested = False
-        self._task: asyncio.Task[None] | None = None
-        self._terminal: Completed | Failed | None = None
-
-    def on(self, name: str, callback: Callable[..., Any]) -> PreflightTest:
-        if name not in self._handlers:
-            raise UsageError(f"unknown preflight event {name!r}; one of: {', '.join(EVENT_NAMES)}")
-        self._handlers[name].append(callback)
-        return self
-
-    def stop(self) -> None:
-        """End the test now, in any step: it fails (code 99000) with the partial report."""
-        self._stop_requested = True
-        if self._driver is not None:
-            self._driver.stop()
-
-    @property
-    def network_quality_level(self) -> int | None:
-        return self.core.network_quality_level
-
-    @property
-    def report(self) -> PreflightReport | None:
-        return self.core.report
-
-    @property
-    def progress_events(self) -> tuple[ProgressEvent, ...]:
-        """The steps so far, each with its time (ms since the test started)."""
-        return self.core.progress_events
-
-    @property
-    def done(self) -> bool:
-        return self._task is not None and self._task.done()
-
-    async def wait(self) -> PreflightReport:
-        """The report once the test has ended and everything is closed; raises
-        :class:`~rtcprobe.PreflightError` (with ``.code`` and the partial ``.report``) on failure.
-
-        Cancelling the waiter stops the test and still closes everything before it re-raises.
-        """
-        assert self._task is not None, "run_preflight() starts the test"
-        try:
-            await asyncio.shield(self._task)
-        except asyncio.CancelledError:
-            self.stop()
-            with contextlib.suppress(BaseException):
-                await self._task
-            raise
-        terminal = self._terminal
-        if isinstance(terminal, Completed):
-            return terminal.report
-        if isinstance(terminal, Failed):
-            raise PreflightError(terminal.error, terminal.report)
-        raise UsageError("the preflight ended without a result")  # unreachable: the core always ends
-
-    def _emit(self, name: str, *args: Any) -> None:
-        for callback in list(self._handlers[name]):
-            try:
-                callback(*args)
-            except Exception:
-                log.exception("preflight %r callback raised", name)
-
-    def _on_core_event(self, event: Event) -> None:
-        self._emit("event", event)
-        match event:
-            case Progress(name=name):
-                self._emit("progress", name)
-            case SampleRecorded(index=index, total=total, level=level):
-                self._emit("sample", index, total, level)
-            case NetworkQualityLevelChanged(level=level, stats=nq):
-                self._emit("networkQualityLevelChanged", level, nq)
-            case Completed() | Failed():
-                self._terminal = event  # announced once everything is closed (see _run)
-
-    async def _run(self, connect: Callable[[], contextlib.AbstractAsyncContextManager[tuple[str, str]]],
-                   video_seed: int, subscriber_relay_only: bool = False) -> None:
-        try:
-            async with connect() as (url, token):
-                self._driver = AiortcDriver(
-                    self.core, url=url, token=token, on_event=self._on_core_event,
-                    video_seed=video_seed, subscriber_relay_only=subscriber_relay_only,
-                )
-                self._driver.start()
-                if self._stop_requested:
-                    self._driver.stop()
-                await self._driver.closed()
-        except Exception as exc:  # e.g. the embedded server could not start
-            log.exception("preflight could not run")
-            if self._terminal is None:
-                error = errors.SIGNALING_CONNECTION.with_message(f"could not start the preflight: {exc}")
-                report = PreflightReport(test_timing=_now_timing(), run=self.core.run, error=error)
-                self._terminal = Failed(error, report)
-        if isinstance(self._terminal, Completed):
-            self._emit("completed", self._terminal.report)
-        elif isinstance(self._terminal, Failed):
-            self._emit("failed", PreflightError(self._terminal.error, self._terminal.report), self._terminal.report)
-
-
-def _now_timing() -> Timing:
-    now = time.time() * 1000
-    return Timing(now, now)
-
-
-@contextlib.asynccontextmanager
-async def _external(url: str, token: str) -> Any:
-    yield url, token
-
-
-def parse_video(spec: str) -> VideoSpec:
-    """``WxH@FPS`` (``@FPS`` optional, 30 by default) → VideoSpec; ConfigError when malformed."""
-    size, _, fps = spec.partition("@")
-    w, sep, h = size.lower().partition("x")
-    try:
-        if not sep:
-            raise ValueError
-        video = VideoSpec(int(w), int(h), float(fps) if fps else 30.0)
-    except (ValueError, TypeError):
-        raise ConfigError(f"video must look like 640x480@30, got {spec!r}") from None
-    _check_video(video)
-    return video
-
-
-def _check_video(video: VideoSpec) -> None:
-    if video.width % 2 or video.height % 2 or video.width < 16 or video.height < 16:
-        raise ConfigError(f"video size must be even and at least 16x16, got {video.width}x{video.height}")
-    if video.width > 3840 or video.height > 2160 or video.fps > 60:
-        raise ConfigError(f"video must be at most 3840x2160@60, got {video.width}x{video.height}@{video.fps:g}")
-
-
-def run_preflight(
-    token: str | None = None,
-    *,
-    url: str | None = None,
-    duration: float = 10.0,
-    region: str = "gll",
-    media: MediaDemand | None = None,
-    turn_urls: Sequence[str] = (),
-    turn_secret: str | None = None,
-    relay_only: bool | None = None,
-    network_quality_verbosity: int = 1,
-    video_seed: int = 0,
-    run: RunInfo | None = None,
-    subscriber_relay_only: bool = False,
-) -> PreflightTest:
-    """Start a preflight on the running asyncio loop and return its :class:`PreflightTest`.
-
-    With ``url`` (and its ``token``) the test runs against that signaling server. Without it, an
-    embedded server starts in-process on 127.0.0.1 with a fresh secret and token, ICE host
-    candidates confined to loopback, and optionally TURN (``turn_urls`` + ``turn_secret``).
-    ``relay_only=None`` makes the publisher relay-only whenever the server hands out TURN, as the
-    anchor's publisher is. ``subscriber_relay_only`` makes the subscriber relay-only too (the
-    anchor's is not; a replay needs it so that all traffic crosses its emulated link); it needs a
-    relay-only publisher. ``run`` is the report's ``run`` (default: driver ``"aiortc"``, this
-    version). Misuse raises :class:`~rtcprobe.ConfigError` at once.
-    """
-    loop = asyncio.get_running_loop()  # raises RuntimeError outside a running loop: misuse
-    media = media if media is not None else MediaDemand()
-    if media.video is not None:
-        _check_video(media.video)
-    config = PreflightConfig(
-        duration=duration, region=region, media=media, relay_only=relay_only,
-        network_quality_verbosity=network_quality_verbosity,
-    )
-    if subscriber_relay_only and (relay_only is False or (url is None and not turn_urls)):
-        raise ConfigError("a relay-only subscriber needs TURN and a relay-only publisher")
-    if url is None:
-        if token is not None:
-            raise ConfigError("a token needs a url: the embedded server mints its own token")
-        check_turn_config(turn_urls, turn_secret)  # a bad --turn is bad input, not a failed test
-        connect: Callable[[], Any] = lambda: embedded_server(turn_urls=turn_urls, turn_secret=turn_secret)  # noqa: E731
-    else:
-        if not token:
-            raise ConfigError("a signaling url needs a token (--token)")
-        if turn_urls or turn_secret:
-            raise ConfigError("TURN options configure the embedded server; a remote server hands out its own TURN")
-        normalized = signaling_url(url)
-        connect = lambda: _external(normalized, token)  # noqa: E731
-    test = PreflightTest(config, run=run)
-    test._task = loop.create_task(test._run(connect, video_seed, subscriber_relay_only), name="rtcprobe-preflight")
-    return test
-
-
-def preflight(token: str | None = None, **options: Any) -> PreflightReport:
-    """Blocking :func:`run_preflight` for scripts: runs its own loop, returns the report or
-    raises :class:`~rtcprobe.PreflightError`. Ctrl-C stops the test and closes everything first."""
-
-    async def main() -> PreflightReport:
-        return await run_preflight(token, **options).wait()
-
-    return asyncio.run(main())
-
-
-__all__ = ["AiortcDriver", "PreflightTest", "parse_video", "preflight", "run_preflight", "signaling_url"]
+__all__ = ["AiortcDriver", "signaling_url"]

@@ -1,25 +1,22 @@
-"""TURN REST API credentials and the ICE-server list the server hands out (REFERENCE.md G).
+"""What the client side knows about TURN: the URL syntax (RFC 7065) and why an allocation fails.
 
-A TURN server sharing a secret with us (coturn ``--use-auth-secret --static-auth-secret=S``)
-accepts username ``"<unix expiry>:<identity>"`` with password base64(HMAC-SHA1(secret, username)),
-so the signaling server mints short-lived credentials without talking to the TURN server.
+Shared by the driver (which diagnoses a relay-only peer that gathered nothing) and the signaling
+server (``rtcprobe.server.credentials`` parses ``--turn`` URLs with :func:`parse_turn_url`); the
+server imports it from here because a driver never imports the server (docs/architecture.md#layers).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import math
-from collections.abc import Iterable
+import asyncio
+from typing import Final
 from urllib.parse import parse_qs
 
 import attrs
+from aioice import stun
 from rtcprobe.core.errors import ConfigError
-from rtcprobe.core.observations import IceServer
 
-TURN_SCHEMES = ("turn", "turns")
-TRANSPORTS = ("udp", "tcp")
+TURN_SCHEMES: Final = ("turn", "turns")
+TRANSPORTS: Final = ("udp", "tcp")
 
 
 @attrs.frozen
@@ -74,38 +71,43 @@ def parse_turn_url(url: str) -> TurnUrl:
     return TurnUrl(scheme=scheme, host=host, port=port, transport=transport)
 
 
-def mint_turn_credentials(secret: str, identity: str, ttl: float, now_unix: float) -> tuple[str, str]:
-    """(username, password) valid until ``now_unix + ttl`` for a TURN server sharing ``secret``."""
-    if not secret:
-        raise ConfigError("the TURN secret must not be empty")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise ConfigError(f"the TURN credential ttl must be positive, got {ttl}")
-    username = f"{int(now_unix + ttl)}:{identity}"
-    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
-    return username, base64.b64encode(digest).decode("ascii")
+async def diagnose_turn(url: str, username: str | None, password: str | None, *, timeout: float = 2.0) -> str | None:
+    """Why a TURN allocation on ``url`` fails, in one line naming the server; None if it works.
 
-
-def check_turn_config(turn_urls: Iterable[str], turn_secret: str | None) -> tuple[TurnUrl, ...]:
-    """Parse ``--turn`` URLs; they need a secret to mint credentials with."""
-    parsed = tuple(parse_turn_url(u) for u in turn_urls)
-    if parsed and not turn_secret:
-        raise ConfigError("--turn needs --turn-secret (the TURN server's REST API shared secret)")
-    if turn_secret and not parsed:
-        raise ConfigError("--turn-secret given without any --turn URL")
-    return parsed
-
-
-def build_ice_servers(
-    turn_urls: Iterable[TurnUrl], turn_secret: str | None, identity: str, ttl: float, now_unix: float
-) -> tuple[IceServer, ...]:
-    """The ICE servers for one client: all TURN URLs under one set of fresh credentials, or none.
-
-    Never a STUN server: on loopback it is useless, and a public one would leak the test.
+    For a driver whose relay-only peer gathered no candidate: aiortc only reports that ICE had
+    nothing to try, while this tells a refused credential (401/403/437/...) from a server that
+    does not answer or refuses the connection. One Allocate, deleted again on success.
     """
-    urls = tuple(u.url for u in turn_urls)
-    if not urls:
-        return ()
-    if not turn_secret:
-        raise ConfigError("TURN URLs need a TURN secret")
-    username, password = mint_turn_credentials(turn_secret, identity, ttl, now_unix)
-    return (IceServer(urls=urls, username=username, credential=password),)
+    from aioice.turn import create_turn_endpoint
+
+    try:
+        parsed = parse_turn_url(url)
+    except ConfigError as exc:
+        return str(exc)
+    if parsed.scheme == "turns":
+        return None  # TLS needs the client's SSL context: not diagnosed here
+    if username is None or password is None:
+        return f"TURN server {url} needs a username and credential"
+
+    class _Ignore(asyncio.DatagramProtocol):
+        pass
+
+    try:
+        transport, _ = await asyncio.wait_for(
+            create_turn_endpoint(_Ignore, (parsed.host, parsed.port), username, password, transport=parsed.transport),
+            timeout,
+        )
+    except stun.TransactionFailed as exc:
+        code, reason = exc.response.attributes.get("ERROR-CODE", (0, "error"))
+        if code in (401, 403, 431, 437, 441):
+            return f"TURN server {url} refused the credentials ({code} {reason}): is the TURN secret right?"
+        return f"TURN server {url} refused the allocation ({code} {reason})"
+    except (TimeoutError, stun.TransactionTimeout):
+        return f"TURN server {url} did not answer within {timeout:g} s: is it running and reachable?"
+    except OSError as exc:
+        return f"TURN server {url} is unreachable: {exc.strerror or exc}"
+    transport.close()
+    return None
+
+
+__all__ = ["TRANSPORTS", "TURN_SCHEMES", "TurnUrl", "diagnose_turn", "parse_turn_url"]

@@ -1,6 +1,6 @@
 """A coturn TURN server on loopback, started and stopped from Python (tests, ``run --driver aiortc``).
 
-:class:`CoturnServer` runs the Debian package's ``turnserver`` with the flags of REFERENCE.md G:
+:class:`CoturnServer` runs the Debian package's ``turnserver`` with the flags of docs/references.md#coturn:
 loopback only, the TURN REST API shared secret (``--use-auth-secret``), no TLS/DTLS, no admin CLI
 (``--allow-loopback-peers`` refuses to start with it), and every file it writes (user database,
 pid file) in a private temporary directory. It picks free ports, waits until the server answers
@@ -14,7 +14,6 @@ log, and the start is retried on other ports.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import os
@@ -25,12 +24,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
 from aioice import stun
+
 from rtcprobe.core.errors import ConfigError
 
 from .credentials import mint_turn_credentials
@@ -70,14 +69,6 @@ def find_turnserver(binary: str | None = None) -> str:
     if found is None:
         raise CoturnNotInstalled(INSTALL_HINT)
     return found
-
-
-def coturn_installed() -> bool:
-    try:
-        find_turnserver()
-    except CoturnNotInstalled:
-        return False
-    return True
 
 
 def _free_udp_tcp_port(host: str) -> int:
@@ -323,53 +314,6 @@ class CoturnServer:
             return ""
 
 
-async def diagnose_turn(url: str, username: str | None, password: str | None, *, timeout: float = 2.0) -> str | None:
-    """Why a TURN allocation on ``url`` fails, in one line naming the server; None if it works.
-
-    For a driver whose relay-only peer gathered no candidate: aiortc only reports that ICE had
-    nothing to try, while this tells a refused credential (401/403/437/...) from a server that
-    does not answer or refuses the connection. One Allocate, deleted again on success.
-    """
-    from aioice.turn import create_turn_endpoint
-
-    from .credentials import parse_turn_url
-
-    try:
-        parsed = parse_turn_url(url)
-    except ConfigError as exc:
-        return str(exc)
-    if parsed.scheme == "turns":
-        return None  # TLS needs the client's SSL context: not diagnosed here
-    if username is None or password is None:
-        return f"TURN server {url} needs a username and credential"
-
-    class _Ignore(asyncio.DatagramProtocol):
-        pass
-
-    try:
-        transport, _ = await asyncio.wait_for(
-            create_turn_endpoint(_Ignore, (parsed.host, parsed.port), username, password, transport=parsed.transport),
-            timeout,
-        )
-    except stun.TransactionFailed as exc:
-        code, reason = exc.response.attributes.get("ERROR-CODE", (0, "error"))
-        if code in (401, 403, 431, 437, 441):
-            return f"TURN server {url} refused the credentials ({code} {reason}): is the TURN secret right?"
-        return f"TURN server {url} refused the allocation ({code} {reason})"
-    except (TimeoutError, stun.TransactionTimeout):
-        return f"TURN server {url} did not answer within {timeout:g} s: is it running and reachable?"
-    except OSError as exc:
-        return f"TURN server {url} is unreachable: {exc.strerror or exc}"
-    transport.close()
-    return None
-
-
-def turn_urls_for(host: str, port: int, transports: Sequence[str] = ("udp", "tcp")) -> tuple[str, ...]:
-    """``turn:HOST:PORT?transport=T`` for each transport."""
-    return tuple(f"turn:{host}:{port}?transport={t}" for t in transports)
-
-
 __all__ = [
-    "INSTALL_HINT", "CoturnNotInstalled", "CoturnServer", "CoturnStartError", "coturn_installed",
-    "diagnose_turn", "find_turnserver", "stun_binding", "turn_urls_for",
+    "INSTALL_HINT", "CoturnNotInstalled", "CoturnServer", "CoturnStartError", "find_turnserver", "stun_binding",
 ]

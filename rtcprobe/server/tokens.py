@@ -2,7 +2,8 @@
 
 Claims (docs/signaling.md): ``iss`` (the server's issuer), ``sub`` (the account), ``iat``, ``nbf``
 (optional), ``exp`` (required), ``jti``, and ``grants: {"identity": ..., "video": {}}`` — the shape
-of a Twilio Video access token, so the error codes mean what they meant there (REFERENCE.md A).
+of a Twilio Video access token, so the error codes mean what they meant there
+(docs/references.md#twilio-video-preflight).
 
 Verification takes ``now`` as an argument (the caller reads the clock) and checks in a fixed order,
 so that one token always gets one code: structure and algorithm (20101), signature (20107), issuer
@@ -19,9 +20,9 @@ from typing import Any, Final
 
 import attrs
 import jwt
-from rtcprobe.core.errors import ConfigError
 
-from .protocol import ProtocolError
+from rtcprobe.core.errors import ConfigError
+from rtcprobe.drivers.aiortc.protocol import ProtocolError
 
 ALGORITHM: Final = "HS256"
 DEFAULT_ISSUER: Final = "rtcprobe"

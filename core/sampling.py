@@ -1,0 +1,230 @@
+"""From two stats samples to one measurement: the stats step's arithmetic, pure.
+
+Theory of operation
+-------------------
+A driver answers each :class:`~rtcprobe.core.observations.SampleStats` request with one
+:class:`~rtcprobe.core.observations.StatsSample`: cumulative counters and current gauges of both
+peer connections, in SI units. :func:`measure` turns the current sample and the one before it into
+a :class:`Measurement`: what the report's sample row says (jitter, rtt, path loss, bitrates) and
+what the network-quality scorer is fed (:class:`~rtcprobe.core.quality.QualityInput`).
+
+* jitter: the subscriber's received audio jitter, video's when no audio is received (Twilio Video's
+  preflight reads audio's);
+* rtt: the selected candidate pair's, else the worst of the publisher's receiver reports;
+* path loss: Δlost / Δ(lost + received) between the two samples at the subscriber, combined with
+  the uplink's loss from the publisher's receiver reports when the far end terminates media
+  (:attr:`~rtcprobe.core.observations.StatsSample.inbound_includes_uplink` False);
+* bitrates: Δbytes over Δt, sent by the publisher and received by the subscriber.
+
+Rates and loss need an interval, so the first sample (``prev`` None) measures only the gauges, and
+its quality input carries nothing but the reconnecting flag.
+
+Stats come from the network: a gauge that is not a finite number >= 0 (a fraction: in 0..1) is
+treated as not measured (``None``), never passed on, so that a peer's odd receiver report cannot
+make the scorer's validation raise. Every loss fraction is clamped to 0..1 by one function,
+:func:`loss_fraction`: counters may go backwards (RTCP counts duplicates as negative loss).
+
+Kinds are reached through typed accessors (:func:`outbound`, :func:`inbound`), not by field name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import attrs
+
+from .config import Kind
+from .observations import KINDS, InboundStats, OutboundStats, StatsSample
+from .quality import QualityInput, SideMetrics
+
+
+@attrs.frozen
+class Measurement:
+    """One sample's measurement in SI units; ``None`` = not measured."""
+
+    jitter: float | None  # s
+    rtt: float | None  # s
+    loss: float | None  # fraction of the publisher -> subscriber path, 0..1
+    outgoing_bps: float | None
+    incoming_bps: float | None
+    quality: QualityInput
+
+
+def outbound(sample: StatsSample, kind: Kind) -> OutboundStats | None:
+    """The publisher's sent stream of ``kind``."""
+    return sample.audio_out if kind == "audio" else sample.video_out
+
+
+def inbound(sample: StatsSample, kind: Kind) -> InboundStats | None:
+    """The subscriber's received stream of ``kind``."""
+    return sample.audio_in if kind == "audio" else sample.video_in
+
+
+def loss_fraction(lost: int, total: int) -> float | None:
+    """``lost / total`` clamped to 0..1; ``None`` when nothing was expected (``total`` <= 0)."""
+    return None if total <= 0 else min(1.0, max(0.0, lost / total))
+
+
+def _gauge(value: float | None) -> float | None:
+    """A measured value the scorer can take (finite, >= 0), else not measured."""
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
+
+
+def _fraction(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) and 0 <= value <= 1 else None
+
+
+def jitter(sample: StatsSample) -> float | None:
+    """Received audio jitter; video's when no audio jitter is measured."""
+    for kind in KINDS:  # audio first
+        stream = inbound(sample, kind)
+        if stream is not None and (value := _gauge(stream.jitter)) is not None:
+            return float(value)
+    return None
+
+
+def rtt(sample: StatsSample) -> float | None:
+    """The selected candidate pair's rtt, else the largest rtt of the publisher's receiver reports."""
+    pair = _gauge(sample.candidate_pair_rtt)
+    if pair is not None:
+        return pair
+    rtts = [r for k in KINDS if (s := outbound(sample, k)) is not None and (r := _gauge(s.remote_rtt)) is not None]
+    return max(rtts) if rtts else None
+
+
+def _inbound_pairs(cur: StatsSample, prev: StatsSample) -> Iterator[tuple[InboundStats, InboundStats | None]]:
+    for kind in KINDS:
+        c = inbound(cur, kind)
+        if c is not None:
+            yield c, inbound(prev, kind)
+
+
+def _outbound_pairs(cur: StatsSample, prev: StatsSample) -> Iterator[tuple[OutboundStats, OutboundStats | None]]:
+    for kind in KINDS:
+        c = outbound(cur, kind)
+        if c is not None:
+            yield c, outbound(prev, kind)
+
+
+def path_loss(cur: StatsSample, prev: StatsSample) -> float | None:
+    """Loss fraction of the publisher -> subscriber media path between two samples.
+
+    Twilio's packetLoss is Δlost/Δ(lost+received) at the receiver, whose media crossed the whole
+    path. When the far end terminates media instead (``inbound_includes_uplink`` False), the
+    uplink's loss comes from the publisher's receiver reports and is combined with the
+    subscriber's: the path delivers a packet only if both hops do.
+    """
+    lost = recv = 0
+    for c, p in _inbound_pairs(cur, prev):
+        lost += c.packets_lost - (p.packets_lost if p is not None else 0)
+        recv += c.packets_received - (p.packets_received if p is not None else 0)
+    down = loss_fraction(lost, lost + recv)
+    if cur.inbound_includes_uplink or down is None:
+        return down
+    up = uplink_loss(cur, prev)
+    return down if up is None else 1.0 - (1.0 - up) * (1.0 - down)
+
+
+def uplink_loss(cur: StatsSample, prev: StatsSample) -> float | None:
+    """Δlost / Δ(lost + received) over the publisher's receiver reports (both counts from the
+    same report, so a report arriving late never inflates it). A stream is counted only once it
+    has a baseline in the previous sample: a first report's cumulative count is not one
+    interval's loss."""
+    up_lost = up_total = 0
+    for c, p in _outbound_pairs(cur, prev):
+        if p is None or c.remote_packets_lost is None or p.remote_packets_lost is None:
+            continue
+        d_lost = c.remote_packets_lost - p.remote_packets_lost
+        if c.remote_packets_received is not None and p.remote_packets_received is not None:
+            d_total = d_lost + c.remote_packets_received - p.remote_packets_received
+        else:  # a driver without the far end's received count: what we sent stands in for it
+            d_total = c.packets_sent - p.packets_sent
+        up_lost += d_lost
+        up_total += d_total
+    return loss_fraction(up_lost, up_total)
+
+
+def bytes_sent(cur: StatsSample, prev: StatsSample) -> int:
+    """Bytes the publisher sent between the two samples (a counter reset counts as 0)."""
+    return sum(max(0, c.bytes_sent - (p.bytes_sent if p is not None else 0)) for c, p in _outbound_pairs(cur, prev))
+
+
+def bytes_received(cur: StatsSample, prev: StatsSample) -> int:
+    """Bytes the subscriber received between the two samples (a counter reset counts as 0)."""
+    return sum(
+        max(0, c.bytes_received - (p.bytes_received if p is not None else 0)) for c, p in _inbound_pairs(cur, prev)
+    )
+
+
+def _send_side(
+    c: OutboundStats | None, p: OutboundStats | None, dt: float, rtt_s: float | None, loopback: bool
+) -> SideMetrics | None:
+    if c is None:
+        return None
+    sent = c.bytes_sent - (p.bytes_sent if p is not None else 0)
+    remote_rtt = _gauge(c.remote_rtt)
+    if remote_rtt is not None and loopback:
+        remote_rtt /= 2
+    return SideMetrics(
+        actual_bps=_gauge(max(0.0, 8 * sent / dt)),
+        available_bps=_gauge(c.available_bps),
+        rtt=remote_rtt if remote_rtt is not None else rtt_s,
+        jitter=_gauge(c.remote_jitter),
+        fraction_lost=_fraction(c.remote_fraction_lost),
+    )
+
+
+def _recv_side(c: InboundStats | None, p: InboundStats | None, dt: float, rtt_s: float | None) -> SideMetrics | None:
+    if c is None:
+        return None
+    got = c.bytes_received - (p.bytes_received if p is not None else 0)
+    lost = c.packets_lost - (p.packets_lost if p is not None else 0)
+    rcvd = c.packets_received - (p.packets_received if p is not None else 0)
+    return SideMetrics(
+        actual_bps=_gauge(max(0.0, 8 * got / dt)),
+        rtt=rtt_s,
+        jitter=_gauge(c.jitter),
+        fraction_lost=loss_fraction(lost, lost + rcvd),
+    )
+
+
+def quality_input(
+    cur: StatsSample, prev: StatsSample, dt: float, rtt_s: float | None, reconnecting: bool
+) -> QualityInput:
+    """What the scorer is fed for the ``dt`` seconds between two samples. ``rtt_s`` is the
+    sample's (the report's) rtt; on a loopback path the scorer gets half of every round trip
+    (:attr:`StatsSample.loopback`)."""
+    loop = cur.loopback
+    if rtt_s is not None and loop:
+        rtt_s /= 2
+    return QualityInput(
+        audio_send=_send_side(cur.audio_out, prev.audio_out, dt, rtt_s, loop),
+        audio_recv=_recv_side(cur.audio_in, prev.audio_in, dt, rtt_s),
+        video_send=_send_side(cur.video_out, prev.video_out, dt, rtt_s, loop),
+        video_recv=_recv_side(cur.video_in, prev.video_in, dt, rtt_s),
+        reconnecting=reconnecting,
+    )
+
+
+def measure(
+    sample: StatsSample, now: float, prev: tuple[float, StatsSample] | None, *, reconnecting: bool
+) -> Measurement:
+    """The measurement of ``sample`` taken at ``now`` (s), given the previous sample and its time.
+
+    Rates, loss and the scorer's side metrics need a previous sample taken strictly earlier;
+    without one only jitter and rtt are measured.
+    """
+    rtt_s = rtt(sample)
+    if prev is None or not now > prev[0]:
+        return Measurement(jitter(sample), rtt_s, None, None, None, QualityInput(reconnecting=reconnecting))
+    p_now, p = prev
+    dt = now - p_now
+    return Measurement(
+        jitter=jitter(sample),
+        rtt=rtt_s,
+        loss=path_loss(sample, p),
+        outgoing_bps=_gauge(8 * bytes_sent(sample, p) / dt),
+        incoming_bps=_gauge(8 * bytes_received(sample, p) / dt),
+        quality=quality_input(sample, p, dt, rtt_s, reconnecting),
+    )

@@ -1,0 +1,99 @@
+"""The RTCP rules, as pure functions both of the driver's modes apply (aiortc's behaviour).
+
+The event-driven pipeline applies them at the virtual moment a report is sent or arrives, from
+the packet-by-packet statistics; the steady state applies them to what its timelines say "as of"
+the same moment. Either way one function decides, so the two modes cannot drift apart.
+
+* Every sender sends an SR and every receiver an RR at 0.5-1.5 s random intervals.
+* An RR carries the fraction lost since the previous RR, cumulative lost and RFC 3550 jitter; the
+  publisher measures rtt from an RR echoing its latest SR (aiortc's 0.85 EWMA), so rtt is unknown
+  until such an RR arrived.
+* An SFU forwards the lower of its own uplink estimate and the subscriber's REMB.
+* The subscriber asks for a keyframe (PLI) at most every 500 ms while it has video it cannot
+  decode, and not before the server forwards to it.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+import numpy as np
+
+from ._media import Snapshot
+
+RTCP_MIN: Final = 0.5  # aiortc: sleep(0.5 + random()) between reports
+RTCP_SPAN: Final = 1.0
+RTT_ALPHA: Final = 0.85  # aiortc rtcrtpsender.RTT_ALPHA
+DLSR_UNIT: Final = 65536  # RTCP DLSR is in 1/65536 s
+PLI_INTERVAL: Final = 0.5  # the subscriber's keyframe requests: at most one per 500 ms
+
+
+def report_delay(rng: np.random.Generator) -> float:
+    """The wait before a sender's or receiver's next report."""
+    return RTCP_MIN + RTCP_SPAN * float(rng.random())
+
+
+class ReportBlock(NamedTuple):
+    """One RR report block, as the publisher reads it."""
+
+    fraction_lost: int  # 8-bit fixed point, since the previous RR
+    lost: int  # cumulative
+    jitter: int  # RTP clock units
+    lsr: float | None  # the SR echoed (its send time: the simulator's SR id), None before any SR
+    dlsr: int  # delay since that SR arrived, 1/65536 s
+
+
+class Prior(NamedTuple):
+    """What the previous RR about a stream covered (RFC 3550's expected_prior/received_prior)."""
+
+    expected: int = 0
+    received: int = 0
+
+
+def receiver_report(stats: Snapshot, prior: Prior, last_sr: tuple[float, float] | None,
+                    now: float) -> tuple[ReportBlock, Prior] | None:
+    """The RR about a stream sent at ``now`` and the interval it closes, or None before the
+    stream was heard from (aiortc only reports on streams it has received).
+
+    ``last_sr``: (SR id, arrival) of the latest SR the reporter received on that stream.
+    """
+    if stats.base_seq is None:
+        return None
+    expected = stats.max_seq - stats.base_seq + 1
+    exp_i, rec_i = expected - prior.expected, stats.received - prior.received
+    lost_i = exp_i - rec_i
+    fraction = 0 if exp_i <= 0 or lost_i <= 0 else (lost_i << 8) // exp_i
+    lsr, dlsr = None, 0
+    if last_sr is not None:
+        lsr, at = last_sr
+        dlsr = int((now - at) * DLSR_UNIT)
+    block = ReportBlock(fraction, max(0, expected - stats.received), int(stats.jitter_units), lsr, dlsr)
+    return block, Prior(expected, stats.received)
+
+
+def rtt_sample(block: ReportBlock, arrival: float, latest_sr: float | None) -> float | None:
+    """The round trip an RR arriving at ``arrival`` measures, or None when it does not echo the
+    publisher's latest SR (sent at ``latest_sr``) or came with no delay since it."""
+    if block.lsr is None or block.lsr != latest_sr or not block.dlsr:
+        return None
+    return arrival - block.lsr - block.dlsr / DLSR_UNIT
+
+
+def smoothed_rtt(previous: float | None, sample: float) -> float:
+    return sample if previous is None else RTT_ALPHA * previous + (1 - RTT_ALPHA) * sample
+
+
+def forwarded_remb(own: float, subscriber: float | None) -> float:
+    """The SFU's REMB to the publisher: its uplink estimate, capped by the subscriber's."""
+    return own if subscriber is None else min(own, subscriber)
+
+
+def pli_due(now: float, last_pli: float, forward_at: float) -> bool:
+    """May the subscriber send a keyframe request now?"""
+    return now - max(last_pli, forward_at) >= PLI_INTERVAL
+
+
+def next_pli_at(earliest: float, last_pli: float, forward_at: float) -> float:
+    """The first moment from ``earliest`` on the subscriber may send a keyframe request (the
+    steady state's form of :func:`pli_due`: the same rule, its own rounding)."""
+    return max(earliest, max(last_pli, forward_at) + PLI_INTERVAL)

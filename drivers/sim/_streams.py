@@ -1,0 +1,137 @@
+"""The media streams' state at both ends: what the event-driven pipeline builds up and the
+steady state takes over at the switch, and the RTCP rules (:mod:`._rtcp`) applied to it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from rtcprobe.core.observations import InboundStats, OutboundStats
+
+from ._media import CLOCK_RATE, F64, VIDEO, Packets, PlayoutStart, ReceiverStats, RembEstimator, Snapshot
+from ._rtcp import Prior, ReportBlock, forwarded_remb, receiver_report, rtt_sample, smoothed_rtt
+
+
+class SenderView:
+    """One publisher RTP sender's view of RTCP (what getStats' outbound/remote-inbound give)."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.sr_sent_at: float | None = None  # the latest SR (event-driven mode)
+        self.rtt: float | None = None
+        self.jitter: float | None = None
+        self.fraction_lost: float | None = None
+        self.lost: int | None = None
+        self.remb: float | None = None
+
+    def read_rr(self, kind: int, block: ReportBlock, arrival: float, latest_sr: float | None) -> None:
+        """An RR about this sender's stream arrived; ``latest_sr``: when it sent its latest SR."""
+        rtt = rtt_sample(block, arrival, latest_sr)
+        if rtt is not None:
+            self.rtt = smoothed_rtt(self.rtt, rtt)
+        self.fraction_lost = block.fraction_lost / 256
+        self.lost = block.lost
+        self.jitter = block.jitter / CLOCK_RATE[kind]
+
+    def outbound(self, kind: int) -> OutboundStats:
+        return OutboundStats(
+            packets_sent=self.packets, bytes_sent=self.bytes, remote_rtt=self.rtt, remote_jitter=self.jitter,
+            remote_fraction_lost=self.fraction_lost, remote_packets_lost=self.lost,
+            available_bps=self.remb if kind == VIDEO else None,
+        )
+
+
+def inbound(stats: Snapshot, kind: int) -> InboundStats | None:
+    """getStats' inbound-rtp for a stream the subscriber receives (None before its first packet)."""
+    if stats.base_seq is None:
+        return None
+    return InboundStats(
+        packets_received=stats.received, packets_lost=max(0, stats.max_seq - stats.base_seq + 1 - stats.received),
+        bytes_received=stats.bytes, jitter=int(stats.jitter_units) / CLOCK_RATE[kind],
+    )
+
+
+class Streams:
+    """Per stream (``kinds``: AUDIO and/or VIDEO): the publisher's senders, the server's and the
+    subscriber's receive statistics and REMB estimators, the RTCP state each end keeps, when
+    each end can decrypt media (its DTLS is up), and media start at the subscriber."""
+
+    def __init__(self, kinds: list[int]) -> None:
+        self.kinds = kinds
+        self.senders = {k: SenderView() for k in kinds}
+        self.srv_stats = {k: ReceiverStats(CLOCK_RATE[k]) for k in kinds}
+        self.sub_stats = {k: ReceiverStats(CLOCK_RATE[k]) for k in kinds}
+        self.srv_est = RembEstimator()
+        self.sub_est = RembEstimator()
+        self.srv_sr: dict[int, tuple[float, float]] = {}  # kind -> (SR id = send time, arrival)
+        self.rr_prior = {k: Prior() for k in kinds}  # the server's previous RR per stream
+        self.sub_remb: float | None = None  # the subscriber's latest REMB, as the server knows it
+        self.srv_accept_at = math.inf  # the server's publisher-side DTLS is up
+        self.forward_at = math.inf  # the server's subscriber-side DTLS is up: forwarding starts
+        self.sub_accept_at = math.inf  # the subscriber's DTLS is up
+        self.playout = PlayoutStart()
+        self.last_pli = -math.inf  # the subscriber's latest keyframe request
+
+    @property
+    def all_started(self) -> bool:
+        return self.playout.started.issuperset(self.kinds)
+
+    def per_kind(self, got: Packets) -> list[tuple[int, Packets]]:
+        """``got`` split by stream (only the non-empty parts)."""
+        if len(self.kinds) == 1:
+            return [(self.kinds[0], got)] if len(got) else []
+        out = []
+        for kind in self.kinds:
+            mine = got.take(got.kind == kind)
+            if len(mine):
+                out.append((kind, mine))
+        return out
+
+    def server_rr(self, kind: int, stats: Snapshot, now: float) -> ReportBlock | None:
+        """The server's RR about the publisher's ``kind`` stream at ``now`` (None: not heard yet)."""
+        report = receiver_report(stats, self.rr_prior[kind], self.srv_sr.get(kind), now)
+        if report is None:
+            return None
+        block, self.rr_prior[kind] = report
+        return block
+
+    def remb_to_publisher(self, estimate: float) -> float:
+        return forwarded_remb(estimate, self.sub_remb)
+
+
+class Queue:
+    """Packets on their way to one end, kept sorted by arrival time."""
+
+    def __init__(self, reorder: bool) -> None:
+        self.q = Packets.empty()
+        self.min = math.inf  # earliest arrival still queued
+        self.reorder = reorder  # the link may deliver out of order: sort on the way in
+
+    def arrive(self, sent: Packets, arrival: F64) -> None:
+        """Queue what a link delivered of ``sent`` (``arrival``: NaN where it dropped a packet)."""
+        ok = ~np.isnan(arrival)
+        if ok.any():
+            got = sent.take(ok)
+            got.t = arrival[ok]
+            self.push(got)
+
+    def push(self, p: Packets) -> None:
+        if self.reorder and len(p) > 1:
+            p = p.take(p.t.argsort(kind="stable"))
+        q = Packets.concat([self.q, p])
+        if self.reorder and len(self.q) and len(p) and p.t[0] < self.q.t[-1]:
+            q = q.take(q.t.argsort(kind="stable"))
+        self.q = q
+        self.min = float(q.t[0]) if len(q) else math.inf
+
+    def pop_until(self, t: float, accept_at: float) -> Packets:
+        """Everything arrived by ``t``, minus what came before its end could decrypt it
+        (``accept_at``: that end's DTLS handshake finished)."""
+        k = int(self.q.t.searchsorted(t, side="right"))
+        got, self.q = self.q.take(slice(0, k)), self.q.take(slice(k, None))
+        self.min = float(self.q.t[0]) if len(self.q) else math.inf
+        if len(got) and got.t[0] < accept_at:
+            got = got.take(got.t >= accept_at)
+        return got

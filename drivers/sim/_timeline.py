@@ -1,0 +1,228 @@
+"""Receiver and sender state as functions of time, for the interval-batched steady state.
+
+The steady state (:mod:`._steady`) moves a whole interval's packets across each link in one
+``Link.send_batch`` and works out afterwards what each end knew at any moment of it (an RTCP
+report's send time, a stats sample, a REMB window). These classes hold that per packet, as
+cumulative numpy arrays in arrival order, one chunk per interval, and answer "as of time t" with a
+binary search. The numbers are the ones :class:`~._media.ReceiverStats` and
+:class:`~._media.RembEstimator` compute packet by packet (RFC 3550 jitter is a linear recurrence,
+so its value after every packet is a scaled cumulative sum).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Final
+
+import numpy as np
+
+from ._media import F64, I64, ReceiverStats, RembEstimator, Snapshot
+
+_A: Final = 15.0 / 16.0
+_BLOCK: Final = 256  # keeps (16/15)**k far from overflow
+
+
+_K = np.arange(1, _BLOCK + 1, dtype=np.float64)
+_UP = (1.0 / _A) ** _K / 16.0  # a^-k / 16
+_DOWN = _A**_K  # a^k
+
+
+def jitter_path(j0: float, d: F64) -> F64:
+    """J_0 = j0 and J_i = J_(i-1) + (|d_i| - J_(i-1))/16: the estimate after every update.
+
+    J_i = a^i (j0 + (1/16) sum_(k<=i) a^-k |d_k|) with a = 15/16, evaluated in blocks.
+    """
+    out = np.empty(len(d) + 1)
+    out[0] = j = j0
+    ad = np.abs(d)
+    for s in range(0, len(ad), _BLOCK):
+        block = ad[s : s + _BLOCK]
+        m = len(block)
+        part = (block * _UP[:m]).cumsum()
+        part += j
+        part *= _DOWN[:m]
+        out[s + 1 : s + 1 + m] = part
+        j = float(part[-1])
+    return out
+
+
+class _Chunk:
+    """One interval's arrivals: the state after each of them (index k-1 = after k packets) and
+    the state before the first (``s0``)."""
+
+    __slots__ = ("arrival", "bytes", "g0", "jitter", "maxseq", "owd", "s0", "seq", "size")
+
+    def __init__(self, arrival: F64, s0: tuple[int, int, int, float, int, int, float], bytes_: I64,
+                 maxseq: I64, jitter: F64, seq: I64, size: I64 | None, owd: F64 | None) -> None:
+        self.arrival = arrival
+        self.s0 = s0  # (received, bytes, max_seq, jitter, timeline count, wire bytes, owd sum) before
+        self.bytes = bytes_
+        self.maxseq = maxseq
+        self.jitter = jitter
+        self.seq = seq
+        self.size = size
+        self.owd = owd
+
+
+class Timeline:
+    """One stream at one end: every arrival's effect on aiortc's StreamStatistics (and, for video,
+    on the REMB estimator's window sums), queryable at any time up to the processed horizon.
+
+    ``stats`` is the packet-by-packet object of the event-driven phase: its state is where the
+    timeline starts, and :meth:`extend` leaves it at the state after the newest chunk.
+    """
+
+    def __init__(self, stats: ReceiverStats, est: RembEstimator | None) -> None:
+        self.stats = stats
+        self.est = est
+        self.chunks: list[_Chunk] = []
+        self.firsts: list[float] = []  # first arrival of each chunk (bisect key)
+        self.g0s: list[int] = []  # timeline count before each chunk
+        self._start = stats.snapshot()
+        self.base_seq = stats.base_seq
+        self.count = 0  # arrivals added through the timeline
+        self._size_total = 0
+        self._owd_total = 0.0
+        self._est_t = -np.inf  # REMB: the previous update (the estimator's own sums carry over)
+
+    def extend(self, arrival: F64, seq: I64, ts: I64, payload: I64, sent: F64 | None = None,
+               size: I64 | None = None) -> None:
+        """Arrivals in arrival order, all later than everything added before."""
+        n = len(arrival)
+        if not n:
+            return
+        st = self.stats
+        if st.base_seq is None:
+            st.base_seq = self.base_seq = int(seq[0])
+        s0 = (st.received, st.bytes, st.max_seq, st.jitter_units, self.count, self._size_total, self._owd_total)
+        bytes_ = payload.cumsum()
+        bytes_ += st.bytes
+        io = None
+        if seq[0] > st.max_seq and (n == 1 or bool((seq[1:] > seq[:-1]).all())):
+            maxseq, arr_t, tss = seq, arrival, ts  # the usual case: every packet in order
+        else:
+            maxseq = np.maximum.accumulate(seq)
+            np.maximum(maxseq, st.max_seq, out=maxseq)
+            before = np.empty(n, dtype=np.int64)
+            before[0] = st.max_seq
+            before[1:] = maxseq[:-1]
+            io = (seq > before).nonzero()[0]  # only in-order packets move the jitter estimate
+            arr_t, tss = arrival[io], ts[io]
+        m = len(tss)
+        if m:
+            # RFC 3550: D = (R_i - S_i) - (R_j - S_j), only between packets of different timestamps.
+            rel = np.floor(arr_t * st.clock_rate).astype(np.int64)
+            last_arrival = int(rel[-1])
+            rel -= tss
+            d = np.empty(m, dtype=np.int64)
+            changed = np.empty(m, dtype=np.bool_)
+            if st.last_arrival is None or st.last_ts is None:
+                d[0], changed[0] = 0, False
+            else:
+                d[0] = rel[0] - (st.last_arrival - st.last_ts)
+                changed[0] = tss[0] != st.last_ts
+            np.subtract(rel[1:], rel[:-1], out=d[1:])
+            np.not_equal(tss[1:], tss[:-1], out=changed[1:])
+            path = jitter_path(st.jitter_units, d[changed].astype(np.float64))
+            if io is None:
+                jitter = path[changed.cumsum()]
+            else:
+                mark = np.zeros(n, dtype=np.int64)
+                mark[io] = changed
+                jitter = path[mark.cumsum()]
+            st.last_arrival, st.last_ts = last_arrival, int(tss[-1])
+        else:
+            jitter = np.full(n, st.jitter_units)
+        size_c: I64 | None = None
+        owd_c: F64 | None = None
+        if self.est is not None and size is not None and sent is not None:
+            size_c = size.cumsum()
+            size_c += self._size_total
+            owd_c = (arrival - sent).cumsum()
+            owd_c += self._owd_total
+            self._size_total = int(size_c[-1])
+            self._owd_total = float(owd_c[-1])
+            self.est.first_video(float(arrival[0]))
+        self.chunks.append(_Chunk(arrival, s0, bytes_, maxseq, jitter, seq, size_c, owd_c))
+        self.firsts.append(float(arrival[0]))
+        self.g0s.append(self.count)
+        st.received += n
+        st.bytes = int(bytes_[-1])
+        st.max_seq = int(maxseq[-1])
+        st.jitter_units = float(jitter[-1])
+        self.count += n
+
+    def _locate(self, t: float) -> tuple[_Chunk | None, int]:
+        i = bisect_right(self.firsts, t) - 1
+        if i < 0:
+            return None, 0
+        c = self.chunks[i]
+        return c, int(c.arrival.searchsorted(t, side="right"))  # >= 1
+
+    def at(self, t: float) -> Snapshot:
+        """The statistics after every arrival at or before ``t``."""
+        c, k = self._locate(t)
+        if c is None:
+            return self._start
+        i = k - 1
+        return Snapshot(c.s0[0] + k, int(c.bytes[i]), int(c.maxseq[i]), float(c.jitter[i]), self.base_seq)
+
+    def last_arrival(self, t: float) -> float | None:
+        c, k = self._locate(t)
+        return None if c is None else float(c.arrival[k - 1])
+
+    def _sums(self, t: float) -> tuple[int, int, float, int]:
+        """(arrivals through the timeline, wire bytes, one-way-delay sum, max seq) at ``t``."""
+        c, k = self._locate(t)
+        if c is None:
+            return 0, 0, 0.0, self._start[2]
+        assert c.size is not None and c.owd is not None
+        i = k - 1
+        return c.s0[4] + k, int(c.size[i]), float(c.owd[i]), int(c.maxseq[i])
+
+    def _seq_of(self, g: int) -> int:
+        c = self.chunks[bisect_right(self.g0s, g) - 1]
+        return int(c.seq[g - c.s0[4]])
+
+    def remb(self, t: float) -> float | None:
+        """The estimator's update at ``t`` (REMB_INTERVAL after the previous one): what
+        ``RembEstimator.update`` returns after ``add`` saw every video arrival up to ``t``."""
+        est = self.est
+        assert est is not None
+        g1, s1, o1, m1 = self._sums(t)
+        g0, s0, o0, _ = self._sums(self._est_t) if self._est_t > -np.inf else (0, 0, 0.0, 0)
+        if g1 > g0:
+            est.add_totals(g1 - g0, s1 - s0, o1 - o0, lambda: self._seq_of(g0), m1)
+        self._est_t = t
+        return est.update(t)
+
+
+class SendLog:
+    """What one publisher sender has sent, as of any time (getStats' packetsSent / bytesSent)."""
+
+    def __init__(self, packets: int, bytes_: int) -> None:
+        self.chunks: list[tuple[F64, I64]] = []
+        self.firsts: list[float] = []
+        self._start = (packets, bytes_)
+        self.packets, self.bytes = packets, bytes_
+
+    def extend(self, t: F64, payload: I64) -> None:
+        if not len(t):
+            return
+        cum = np.empty(len(t) + 1, dtype=np.int64)
+        cum[0] = self.bytes
+        payload.cumsum(out=cum[1:])
+        cum[1:] += self.bytes
+        self.chunks.append((t, cum))
+        self.firsts.append(float(t[0]))
+        self.packets += len(t)
+        self.bytes = int(cum[-1])
+
+    def at(self, t: float) -> tuple[int, int]:
+        i = bisect_right(self.firsts, t) - 1
+        if i < 0:
+            return self._start
+        packets = self._start[0] + sum(len(c[0]) for c in self.chunks[:i])
+        times, cum = self.chunks[i]
+        k = int(times.searchsorted(t, side="right"))
+        return packets + k, int(cum[k])

@@ -1,0 +1,171 @@
+"""The signaling server's aiohttp application: listening, one :class:`~.session.Session` per
+WebSocket connection, the connection and session limits, and shutdown.
+
+``GET /signaling`` upgrades to the WebSocket the protocol runs over (docs/signaling.md);
+``GET /health`` answers ``{"status": "ok"}``. A connection past ``max_connections`` gets one
+``error`` (53000 "server busy") and close code 1013; the session module says what happens on the
+others. ``close()`` shuts every session down, waits for their handlers, then stops listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import ExitStack
+from types import TracebackType
+from typing import Any, Final
+
+import attrs
+from aiohttp import web
+
+from rtcprobe.core.errors import ConfigError
+from rtcprobe.drivers.aiortc import teardown
+from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
+from rtcprobe.drivers.aiortc.protocol import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_TRY_AGAIN_LATER, SIGNALING_ERROR
+
+from .config import ServerConfig
+from .session import LATE_START_TIMEOUT, Registry, ServerStats, Session, SignalingWebSocket
+
+log = logging.getLogger("rtcprobe.server")
+
+SIGNALING_PATH: Final = "/signaling"
+HEALTH_PATH: Final = "/health"
+CLOSE_TIMEOUT: Final = 2.0  # s to wait for the client's close frame before dropping the socket
+
+
+class SignalingServer:
+    """The signaling server. ``async with SignalingServer(secret=...) as server: server.url``."""
+
+    def __init__(self, secret: str, **options: Any) -> None:
+        self.config = ServerConfig(secret=secret, **options)
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._port: int | None = None
+        self._registry = Registry(self.config.max_sessions)
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._exit_stack = ExitStack()
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> SignalingServer:
+        return cls(**attrs.asdict(config, recurse=False))
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("the server is already started")
+        app = web.Application()
+        app.router.add_get(SIGNALING_PATH, self._handle_signaling)
+        app.router.add_get(HEALTH_PATH, self._handle_health)
+        if self.config.confined:
+            self._exit_stack.enter_context(confine_ice_to_loopback())
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            self._exit_stack.close()
+            raise ConfigError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}") from None
+        self._runner, self._site = runner, site
+        self._port = int(runner.addresses[0][1])  # port 0: read back the one the OS chose
+        log.info("signaling server listening on %s", self.url)
+
+    async def close(self) -> None:
+        """Close every session and peer connection, then stop listening."""
+        if self._runner is None or self._registry.closing:
+            return
+        self._registry.closing = True
+        try:
+            await asyncio.gather(*(s.shutdown(CLOSE_GOING_AWAY, "server shutting down")
+                                   for s in list(self._registry.connections)))
+            handlers = [t for t in self._handlers if not t.done()]
+            if handlers:
+                _, pending = await asyncio.wait(handlers, timeout=CLOSE_TIMEOUT + 1)
+                await teardown.cancel_and_wait(pending, timeout=LATE_START_TIMEOUT, log=log)
+            await self._runner.cleanup()
+        finally:
+            self._runner = self._site = None
+            self._exit_stack.close()
+            self._registry.closing = False
+
+    async def __aenter__(self) -> SignalingServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the server is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        elif host in ("0.0.0.0", ""):
+            host = "127.0.0.1"  # a wildcard bind is reachable locally at loopback
+        return f"ws://{host}:{self.port}{SIGNALING_PATH}"
+
+    @property
+    def stats(self) -> ServerStats:
+        return self._registry.stats
+
+    # --- HTTP handlers ---------------------------------------------------------------------
+
+    async def _handle_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _handle_signaling(self, request: web.Request) -> web.StreamResponse:
+        config = self.config
+        ws = SignalingWebSocket(
+            # aiohttp refuses a message of exactly max_msg_size; the protocol allows "at most".
+            # No compression: a compressed frame would be limited after inflating, not as sent.
+            max_msg_size=config.max_message_size + 1, compress=False, timeout=CLOSE_TIMEOUT,
+            heartbeat=max(config.idle_timeout, 1.0),  # pings detect a dead peer once established
+        )
+        if not ws.can_prepare(request).ok:
+            return web.json_response({"error": "this endpoint speaks WebSocket only"}, status=400)
+        await ws.prepare(request)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        session = Session(config, self._registry, ws, f"{peer[0]}:{peer[1]}" if peer else "?")
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        connections = self._registry.connections
+        connections.add(session)
+        try:
+            if self._registry.closing or len(connections) > config.max_connections:
+                await session.fail(SIGNALING_ERROR, "server busy: too many connections, try again later",
+                                   close_code=CLOSE_TRY_AGAIN_LATER)
+            else:
+                await session.run()
+        finally:
+            await session.shutdown(CLOSE_NORMAL)
+            connections.discard(session)
+            if task is not None:
+                self._handlers.discard(task)
+        return ws
+
+
+def run_forever(server: SignalingServer, on_ready: Callable[[SignalingServer], None]) -> None:
+    """Run ``server`` until Ctrl-C (used by ``rtcprobe serve``)."""
+
+    async def main() -> None:
+        async with server:
+            on_ready(server)
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+__all__ = ["HEALTH_PATH", "SIGNALING_PATH", "SignalingServer", "run_forever"]
