@@ -47,8 +47,8 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final, Literal
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final, Literal, TypeVar
 
 import attrs
 import numpy as np
@@ -172,6 +172,13 @@ class RoomConfig:
     #: A participant's latest measurement is used until it is this old (s): one missed sample at
     #: one a second does not blank its view.
     max_sample_age: float = attrs.field(default=2.5, validator=_positive)
+    #: Seconds of each participant's samples whose packet counts are summed for the loss fit (as
+    #: the scorer's rtt/jitter ``latency_window``): one second of one path is a few dozen video
+    #: packets, whose loss by chance is often 3 in 35 where the path loses 2 %.
+    loss_window: float = attrs.field(default=5.0, validator=_positive)
+    #: A stream's loss enters the fit once the loss window holds this many of its packets: at 2 %
+    #: loss, 35 packets (one second of small video) show 6 % or more one time in six.
+    min_loss_packets: int = attrs.field(default=50, validator=_positive_int)
     #: Seconds a participant whose signaling is lost stays in the room (level 0) before it is
     #: removed.
     reconnect_timeout: float = attrs.field(default=30.0, validator=_positive)
@@ -576,6 +583,7 @@ def encode_sample(sample: RoomSample) -> dict[str, Any]:
 LegObservation = tuple[int, int | None, float, float]
 
 _FloatArray = npt.NDArray[np.float64]
+_K = TypeVar("_K")
 
 
 def _nnls(gram: _FloatArray, rhs: _FloatArray) -> _FloatArray:
@@ -682,9 +690,12 @@ def fit_legs(count: int, observations: Iterable[LegObservation]) -> list[float |
             for leg in members:
                 result[leg] = fitted[leg]
             continue
+        # Shifting colour 0 by +c and colour 1 by -c keeps every sum; x >= 0 bounds c to
+        # [-min x(colour 0), min x(colour 1)].  Take the middle of that range.
         lowest = [min(fitted[leg] for leg in members if colour[leg] == side) for side in (0, 1)]
+        middle = (lowest[1] - lowest[0]) / 2
         for leg in members:
-            result[leg] = fitted[leg] + lowest[1 - colour[leg]]
+            result[leg] = max(0.0, fitted[leg] + (middle if colour[leg] == 0 else -middle))
     return result
 
 
@@ -722,6 +733,31 @@ class _Legs:
     def solve(self) -> dict[Any, float]:
         fitted = fit_legs(len(self._index), self._obs)
         return {key: v for key, i in self._index.items() if (v := fitted[i]) is not None}
+
+
+def _loss_observation(lost: int, expected: int, minimum: int = 1) -> tuple[float, float] | None:
+    """A path's loss counts as a fit observation: ``(-ln(1 - p), weight)``, None when nothing was
+    expected.  The weight is the inverse variance of ``-ln(1 - p)`` estimated from ``N`` packets:
+    ``N (1 - p) / p`` (the binomial's variance through the delta method), with ``p`` taken as
+    ``(lost + 1/2) / (N + 1)`` so that a path with no loss weighs a lot, not infinitely.  A clean
+    path is near-certain evidence and pins its legs near 0; a lossy one is noisier and weighs
+    less, so its noise is not spread onto clean legs."""
+    fraction = loss_fraction(lost, expected)
+    if fraction is None or expected < minimum:
+        return None
+    p = (fraction * expected + 0.5) / (expected + 1.0)
+    return _to_log(fraction), expected * (1.0 - p) / p
+
+
+def _relative_weight(value: float, floor: float) -> float:
+    """Inverse variance of a gauge whose error is a roughly constant fraction of it (rtt, jitter):
+    small values are precise; ``floor`` keeps a zero finite."""
+    return 1.0 / (value + floor) ** 2
+
+
+#: The floors of :func:`_relative_weight`: 1 ms of rtt, (1 ms)² of squared jitter.
+RTT_FLOOR: Final = 0.001
+JITTER2_FLOOR: Final = 1e-6
 
 
 def _to_log(p: float) -> float:
@@ -777,7 +813,7 @@ class _Sent:
     media: Media
     bps: float | None
     available: float | None
-    loss: tuple[float, float] | None  # (fraction, packets) from the far end's receiver reports
+    loss: tuple[int, int] | None  # (lost, expected) packets, from the far end's receiver reports
     rtt: float | None
     jitter: float | None
 
@@ -790,7 +826,7 @@ class _Received:
     through: bool  # does its loss and jitter include the sender's uplink?
     media: Media
     bps: float | None
-    loss: tuple[float, float] | None  # (fraction, packets)
+    loss: tuple[int, int] | None  # (lost, expected) packets
     jitter: float | None
 
 
@@ -808,21 +844,20 @@ def _delta(cur: int, prev: int, path: str, backwards: list[str]) -> int:
     return cur - prev
 
 
-def _rr_loss(c: OutboundStats, p: OutboundStats | None) -> tuple[float, float] | None:
-    """The far end's view of one sent stream over the interval: (fraction lost, packets)."""
+def _rr_loss(c: OutboundStats, p: OutboundStats | None) -> tuple[int, int] | None:
+    """The far end's view of one sent stream over the interval: (lost, expected) packets, from
+    its cumulative counts (as :func:`~rtcprobe.core.sampling.uplink_loss` reads them), else from
+    its last fraction lost applied to what was sent."""
     if p is None:
         return None
     sent = c.packets_sent - p.packets_sent
     if c.remote_packets_lost is not None and p.remote_packets_lost is not None:
         lost = c.remote_packets_lost - p.remote_packets_lost
         if c.remote_packets_received is not None and p.remote_packets_received is not None:
-            total = lost + c.remote_packets_received - p.remote_packets_received
-        else:
-            total = sent
-        fraction = loss_fraction(lost, total)
-        return None if fraction is None else (fraction, float(total))
+            return lost, lost + c.remote_packets_received - p.remote_packets_received
+        return lost, sent
     if c.remote_fraction_lost is not None and sent > 0:
-        return (c.remote_fraction_lost, float(sent))
+        return round(c.remote_fraction_lost * sent), sent
     return None
 
 
@@ -868,8 +903,7 @@ def _window(cur: RoomSample, prev: RoomSample | None, dt: float | None, end: flo
                 d_bytes = _delta(c_in.bytes_received, p_in.bytes_received, f"{where}.bytesReceived", backwards)
                 d_recv = _delta(c_in.packets_received, p_in.packets_received, f"{where}.packetsReceived", backwards)
                 d_lost = c_in.packets_lost - p_in.packets_lost  # may fall: duplicates count as negative loss
-                fraction = loss_fraction(d_lost, d_lost + d_recv)
-                loss = None if fraction is None else (fraction, float(d_lost + d_recv))
+                loss = (d_lost, d_lost + d_recv)
                 if dt is not None:
                     bps = 8.0 * d_bytes / dt
             received.append(_Received(source, through, stream.kind, bps, loss, c_in.jitter))
@@ -981,7 +1015,7 @@ class _Participant:
         self.joined = now
         self.reconnect_deadline: float | None = None
         self.baseline: tuple[float, RoomSample] | None = None
-        self.window: _Window | None = None
+        self.windows: deque[_Window] = deque()  # the latest last, spanning RoomConfig.loss_window
         self.last_input: QualityInput | None = None
         self.told: dict[str, NetworkQualityStats] = {}  # what this receiver was last told, by identity
 
@@ -1098,6 +1132,9 @@ class Room:
         if part.baseline is not None and now - part.baseline[0] < self.config.min_sample_interval:
             raise _bad_sample(identity, f"samples must be at least {self.config.min_sample_interval:g} s apart",
                               "too-frequent")
+        # Levels change at ticks; a sample changes what receivers are told only when it brings
+        # a participant back or changes its demand.
+        published = part.reconnecting or (sample.demand is not None and sample.demand != part.demand)
         if part.reconnecting:
             self._restore(part)
         if sample.demand is not None and sample.demand != part.demand:
@@ -1107,12 +1144,16 @@ class Room:
                                     None if prev is None else now - prev[0], now)
         part.baseline = (now, sample)
         if backwards:
-            part.window = None
-            self._publish()
+            part.windows.clear()
+            if published:
+                self._publish()
             raise _bad_sample(identity, "counters went backwards: " + ", ".join(backwards[:4]),
                               "counters-backwards")
-        part.window = window
-        self._publish()
+        part.windows.append(window)
+        while part.windows and now - part.windows[0].end >= self.config.loss_window:
+            part.windows.popleft()
+        if published:
+            self._publish()
 
     def signaling_lost(self, identity: str, now: float) -> None:
         """The participant's signaling connection dropped: it reads 0 at once, and is removed
@@ -1122,7 +1163,7 @@ class Room:
         if part.reconnecting:
             return
         part.reconnect_deadline = now + self.config.reconnect_timeout
-        part.window = None
+        part.windows.clear()
         part.scorer.update(now, QualityInput(reconnecting=True))
         self._events.append(ParticipantReconnecting(identity))
         self._publish()
@@ -1242,55 +1283,76 @@ class Room:
                 part.last_input = quality
             part.scorer.update(now, quality)
 
-    def _fresh_windows(self, now: float) -> dict[str, _Window]:
+    def _fresh(self, now: float) -> dict[str, deque[_Window]]:
+        """The participants whose latest measurement is recent enough, with their windows."""
         return {
-            identity: part.window
+            identity: part.windows
             for identity, part in self._participants.items()
-            if part.window is not None and not part.reconnecting and now - part.window.end <= self.config.max_sample_age
+            if part.windows and not part.reconnecting and now - part.windows[-1].end <= self.config.max_sample_age
         }
 
     def _attribute(self, now: float) -> tuple[dict[str, ParticipantLegs], dict[str, QualityInput]]:
-        """Fit every leg of the room from the fresh windows, then build each participant's sides."""
-        windows = self._fresh_windows(now)
+        """Fit every leg of the room from the fresh windows, then build each participant's sides.
+
+        Losses are counted over each participant's windows of the last ``loss_window`` seconds
+        (one second of a path is a few dozen packets: too few to tell 2 % from 8 %); rates, rtt
+        and jitter are the latest window's (the scorer smooths rtt and jitter itself)."""
+        fresh = self._fresh(now)
+        windows = {identity: w[-1] for identity, w in fresh.items()}
+        since = now - self.config.loss_window
+        least = self.config.min_loss_packets
+        received_losses = {identity: _summed(w, since, _received_keys) for identity, w in fresh.items()}
+        sent_losses = {identity: _summed(w, since, _sent_keys) for identity, w in fresh.items()}
         rtt_legs = _Legs()
         loss_legs = {m: _Legs() for m in MEDIA}
         jitter_legs = {m: _Legs() for m in MEDIA}
         # Paths measured by the receiver's own counters win over the sender's receiver reports of
         # the same path (the same packets, seen from the other end): one observation per path.
-        paths: dict[tuple[Media, str, str], tuple[float, float]] = {}
+        paths: dict[tuple[Media, str, str], tuple[int, int]] = {}
         jitter_paths: dict[tuple[Media, str, str], float] = {}
         for receiver, received_window in windows.items():
-            for r in received_window.received:
-                if r.source is not None and r.through:
-                    if r.loss is not None and r.loss[1] > 0:
-                        paths[(r.media, r.source, receiver)] = r.loss
-                    if r.jitter is not None:
-                        jitter_paths[(r.media, r.source, receiver)] = r.jitter
+            for (source, through, media), counts in received_losses[receiver].items():
+                if source is not None and through:
+                    paths[(media, source, receiver)] = counts
                 else:  # terminated at a server, or from nobody we know: the receiver's downlink alone
-                    if r.loss is not None and r.loss[1] > 0:
-                        loss_legs[r.media].single(("down", receiver), _to_log(r.loss[0]), r.loss[1])
-                    if r.jitter is not None:
-                        jitter_legs[r.media].single(("down", receiver), r.jitter**2, 1.0)
-        for sender, sent_window in windows.items():
-            for s in sent_window.sent:
-                kind, name = s.remote
-                if kind == "s":  # the server's receiver report covers the sender's uplink alone
-                    if s.loss is not None and s.loss[1] > 0:
-                        loss_legs[s.media].single(("up", sender), _to_log(s.loss[0]), s.loss[1])
-                    if s.jitter is not None:
-                        jitter_legs[s.media].single(("up", sender), s.jitter**2, 1.0)
+                    if (obs := _loss_observation(*counts, least)) is not None:
+                        loss_legs[media].single(("down", receiver), *obs)
+            for r in received_window.received:
+                if r.jitter is None:
                     continue
-                key = (s.media, sender, name)
-                if s.loss is not None and s.loss[1] > 0 and key not in paths:
-                    paths[key] = s.loss
-                if s.jitter is not None and key not in jitter_paths:
-                    jitter_paths[key] = s.jitter
+                if r.source is not None and r.through:
+                    jitter_paths[(r.media, r.source, receiver)] = r.jitter
+                else:
+                    j2 = r.jitter**2
+                    jitter_legs[r.media].single(("down", receiver), j2, _relative_weight(j2, JITTER2_FLOOR))
+        for sender, sent_window in windows.items():
+            for ((kind, name), media), counts in sent_losses[sender].items():
+                if kind == "s":  # the server's receiver reports cover the sender's uplink alone
+                    if (obs := _loss_observation(*counts, least)) is not None:
+                        loss_legs[media].single(("up", sender), *obs)
+                else:
+                    paths.setdefault((media, sender, name), counts)
+            for s in sent_window.sent:
+                if s.jitter is None:
+                    continue
+                kind, name = s.remote
+                if kind == "s":
+                    j2 = s.jitter**2
+                    jitter_legs[s.media].single(("up", sender), j2, _relative_weight(j2, JITTER2_FLOOR))
+                else:
+                    jitter_paths.setdefault((s.media, sender, name), s.jitter)
             for node, path_rtt in sent_window.rtts:
-                rtt_legs.pair(("p", sender), node, path_rtt, 1.0)
-        for (media, sender, receiver), (fraction, packets) in paths.items():
-            loss_legs[media].pair(("up", sender), ("down", receiver), _to_log(fraction), packets)
+                weight = _relative_weight(path_rtt, RTT_FLOOR)
+                if node[0] == "s":  # a media server is part of the core: its delay is the sender's
+                    rtt_legs.single(("p", sender), path_rtt, weight)
+                else:
+                    rtt_legs.pair(("p", sender), node, path_rtt, weight)
+        for (media, sender, receiver), counts in paths.items():
+            if (obs := _loss_observation(*counts, least)) is not None:
+                loss_legs[media].pair(("up", sender), ("down", receiver), *obs)
         for (media, sender, receiver), path_jitter in jitter_paths.items():
-            jitter_legs[media].pair(("up", sender), ("down", receiver), path_jitter**2, 1.0)
+            j2 = path_jitter**2
+            jitter_legs[media].pair(("up", sender), ("down", receiver), j2, _relative_weight(j2, JITTER2_FLOOR))
         rtt_fit = rtt_legs.solve()
         loss_fit = {m: loss_legs[m].solve() for m in MEDIA}
         jitter_fit = {m: jitter_legs[m].solve() for m in MEDIA}
@@ -1303,6 +1365,8 @@ class Room:
             v = jitter_fit[media].get((side, identity))
             return None if v is None else math.sqrt(v)
 
+        received_rates = {m: _received_rates(windows, m) for m in MEDIA}
+        best_rates = {m: _best_two(received_rates[m]) for m in MEDIA}
         legs: dict[str, ParticipantLegs] = {}
         sides: dict[str, QualityInput] = {}
         for identity, part in self._participants.items():
@@ -1320,7 +1384,8 @@ class Room:
                 send_bps, available = _send_rates(window, m)
                 mine[f"{m}_send"] = _side(actual_bps=send_bps, available_bps=available, rtt=rtt,
                                           jitter=ml.uplink_jitter, fraction_lost=ml.uplink_loss)
-                recv_bps = _recv_rate(identity, windows, m, part.demand.demanded_bps(m, "recv", self.scorer_config))
+                recv_bps = _recv_rate(identity, received_rates[m], best_rates[m],
+                                      part.demand.demanded_bps(m, "recv", self.scorer_config))
                 mine[f"{m}_recv"] = _side(actual_bps=recv_bps, rtt=rtt, jitter=ml.downlink_jitter,
                                           fraction_lost=ml.downlink_loss)
             sides[identity] = QualityInput(mine["audio_send"], mine["audio_recv"], mine["video_send"],
@@ -1351,6 +1416,31 @@ class Room:
                 self._events.append(NetworkQualityPush(receiver.identity, tuple(updates)))
 
 
+def _received_keys(window: _Window) -> Iterator[tuple[tuple[str | None, bool, Media], tuple[int, int] | None]]:
+    for r in window.received:
+        yield (r.source, r.through, r.media), r.loss
+
+
+def _sent_keys(window: _Window) -> Iterator[tuple[tuple[_Node, Media], tuple[int, int] | None]]:
+    for s in window.sent:
+        yield (s.remote, s.media), s.loss
+
+
+def _summed(
+    windows: Iterable[_Window], since: float, keys: Callable[[_Window], Iterator[tuple[_K, tuple[int, int] | None]]]
+) -> dict[_K, tuple[int, int]]:
+    """(lost, expected) per stream, summed over the windows that end after ``since``."""
+    total: dict[_K, tuple[int, int]] = {}
+    for window in windows:
+        if window.end <= since:
+            continue
+        for key, loss in keys(window):
+            if loss is not None:
+                lost, expected = total.get(key, (0, 0))
+                total[key] = (lost + loss[0], expected + loss[1])
+    return total
+
+
 def _send_rates(window: _Window | None, media: Media) -> tuple[float | None, float | None]:
     """The participant's uplink bandwidth for one media: the best per-stream rate it sent to any
     remote, and the best available-bitrate estimate (a thin downlink at one receiver makes the
@@ -1362,39 +1452,64 @@ def _send_rates(window: _Window | None, media: Media) -> tuple[float | None, flo
     return (max(rates) if rates else None), (max(available) if available else None)
 
 
-def _recv_rate(identity: str, windows: Mapping[str, _Window], media: Media, demanded: float) -> float | None:
+def _received_rates(windows: Mapping[str, _Window], media: Media) -> dict[str, dict[str | None, float]]:
+    """Per receiver, the rate (bps) it received from each source in its latest window."""
+    rates: dict[str, dict[str | None, float]] = {}
+    for receiver, window in windows.items():
+        mine: dict[str | None, float] = {}
+        for r in window.received:
+            if r.media == media and r.bps is not None:
+                mine[r.source] = mine.get(r.source, 0.0) + r.bps
+        if mine:
+            rates[receiver] = mine
+    return rates
+
+
+def _best_two(rates: Mapping[str, Mapping[str | None, float]]) -> dict[str, tuple[tuple[str, float], float | None]]:
+    """Per source: its best receiver and rate, and the second best rate (None: one receiver)."""
+    best: dict[str, tuple[tuple[str, float], float | None]] = {}
+    for receiver, mine in rates.items():
+        for source, bps in mine.items():
+            if source is None:
+                continue
+            if source not in best:
+                best[source] = ((receiver, bps), None)
+                continue
+            (top, top_bps), second = best[source]
+            if bps > top_bps:
+                best[source] = ((receiver, bps), top_bps)
+            elif second is None or bps > second:
+                best[source] = ((top, top_bps), bps)
+    return best
+
+
+def _recv_rate(
+    identity: str,
+    rates: Mapping[str, Mapping[str | None, float]],
+    best: Mapping[str, tuple[tuple[str, float], float | None]],
+    demanded: float,
+) -> float | None:
     """The participant's downlink bandwidth for one media: the worst per-source rate it received,
     each excused for what the source delivered to anyone else.  A source that reaches its best
     other receiver at only a fraction e < 1 of the demand has its rate here divided by e (at most
     up to the demand): the sender's shortfall is not this receiver's."""
-    window = windows.get(identity)
-    if window is None:
-        return None
-    mine: dict[str | None, float] = {}
-    for r in window.received:
-        if r.media == media and r.bps is not None:
-            mine[r.source] = mine.get(r.source, 0.0) + r.bps
+    mine = rates.get(identity)
     if not mine:
         return None
-    best_elsewhere: dict[str, float] = {}
-    for other, w in windows.items():
-        if other == identity:
+    worst: float | None = None
+    for source, bps in mine.items():
+        elsewhere: float | None = None
+        if source is not None and source in best:
+            (top, top_bps), second = best[source]
+            elsewhere = second if top == identity else top_bps
+        if elsewhere is None or demanded <= 0 or elsewhere >= demanded:
+            rate = bps
+        elif elsewhere > 0:
+            rate = max(bps, min(demanded, bps * demanded / elsewhere))
+        else:  # the source delivers nothing anywhere else: no evidence about this downlink
             continue
-        per_source: dict[str, float] = {}
-        for r in w.received:
-            if r.media == media and r.bps is not None and r.source is not None:
-                per_source[r.source] = per_source.get(r.source, 0.0) + r.bps
-        for source, bps in per_source.items():
-            best_elsewhere[source] = max(best_elsewhere.get(source, 0.0), bps)
-    rates: list[float] = []
-    for mine_source, bps in mine.items():
-        best = best_elsewhere.get(mine_source) if mine_source is not None else None
-        if best is None or demanded <= 0 or best >= demanded:
-            rates.append(bps)
-        elif best > 0:
-            rates.append(max(bps, min(demanded, bps * demanded / best)))
-        # best == 0: the source delivers nothing anywhere else; no evidence about this downlink
-    return min(rates) if rates else None
+        worst = rate if worst is None else min(worst, rate)
+    return worst
 
 
 __all__ = [
