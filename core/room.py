@@ -1207,6 +1207,11 @@ class Room:
             yield self._events.popleft()
 
     @property
+    def now(self) -> float | None:
+        """The latest ``now`` the room was given (None before any)."""
+        return self._now
+
+    @property
     def participants(self) -> tuple[str, ...]:
         """Identities in join order."""
         return tuple(self._participants)
