@@ -19,11 +19,11 @@ clock of its choice), and drains what to tell whom with :meth:`Room.next_event`.
   legs, the sender's uplink and the receiver's downlink, so a loss a receiver sees is charged to
   the leg that caused it by fitting all the room's observations at once: path losses
   ``1 - p = (1 - u)(1 - d)`` become linear in ``-ln(1 - .)``, path round trips are sums of the two
-  ends' access delays, path jitters (squared) sums of two leg variances.  The fit is a weighted
-  non-negative least-squares; where the room's data cannot tell two legs apart (two participants
-  alone; loss common to every path) each leg is given the *largest* value consistent with the
-  data, so attribution only ever clears a leg of what the data proves is elsewhere
-  (:func:`fit_legs`).
+  ends' access delays, path jitters (squared) sums of two leg variances.  The fit is a
+  non-negative least-squares weighted by each observation's inverse variance, losses counted over
+  ``RoomConfig.loss_window``; where the room's data cannot tell uplinks from downlinks (two
+  participants alone; loss common to every path) the undecided part is split evenly
+  (:func:`fit_legs`).  A media server's receiver reports measure a sender's uplink directly.
 * **Scoring.**  Once per tick (``RoomConfig.tick_interval``) every participant's attributed
   metrics (send: its uplink; recv: its downlink) feed its own
   :class:`~rtcprobe.core.quality.NetworkQualityScorer`, with the preflight's constants, smoothing
@@ -622,21 +622,26 @@ def _nnls(gram: _FloatArray, rhs: _FloatArray) -> _FloatArray:
 def fit_legs(count: int, observations: Iterable[LegObservation]) -> list[float | None]:
     """Non-negative leg values from observations of sums of legs.
 
-    Each observation says ``x[a] + x[b] ≈ value`` (``b`` None: ``x[a] ≈ value``) with a weight.
-    The result is the weighted least-squares fit under ``x >= 0``, and, where the data leave a
-    direction free, each leg's *largest* value among all best fits:
+    Each observation says ``x[a] + x[b] ≈ value`` (``b`` None: ``x[a] ≈ value``) with a weight
+    (its inverse variance).  The result is the weighted least-squares fit under ``x >= 0``:
 
     * a connected group of legs whose pair observations form a bipartite graph and that has no
       single-leg observation can shift by ``+c`` on one side and ``-c`` on the other without
-      changing any sum (two participants alone; loss that every path shares).  Within the
-      non-negative range of ``c``, a leg on one side is reported at its fit plus the smallest fit
-      on the other side;
+      changing any sum (two participants alone; loss that every path shares): every ``c`` that
+      keeps all legs >= 0 fits equally well.  The fit takes the middle of that range, the one
+      best fit whose largest error on any leg is smallest whatever the truth among them;
     * any other group (an odd cycle, as in three participants' round trips; a leg observed
       directly, as an SFU's receiver reports are) has one best fit.
 
-    Legs no observation touches are ``None``.  Values and weights must be finite, weights > 0.
+    Legs no observation touches are ``None``.  Raises ``ValueError`` for a leg index out of range,
+    a value that is not finite or a weight that is not a positive finite number.
     """
-    obs = [o for o in observations]
+    obs = list(observations)
+    for a, b, value, weight in obs:
+        if not 0 <= a < count or (b is not None and not 0 <= b < count):
+            raise ValueError(f"leg index out of range 0..{count - 1}: {(a, b)!r}")
+        if not math.isfinite(value) or not math.isfinite(weight) or weight <= 0:
+            raise ValueError(f"an observation needs a finite value and a positive weight, got {(value, weight)!r}")
     result: list[float | None] = [None] * count
     if not obs:
         return result
@@ -736,9 +741,10 @@ class _Legs:
 
 
 def _loss_observation(lost: int, expected: int, minimum: int = 1) -> tuple[float, float] | None:
-    """A path's loss counts as a fit observation: ``(-ln(1 - p), weight)``, None when nothing was
-    expected.  The weight is the inverse variance of ``-ln(1 - p)`` estimated from ``N`` packets:
-    ``N (1 - p) / p`` (the binomial's variance through the delta method), with ``p`` taken as
+    """A path's loss counts as a fit observation: ``(-ln(1 - p), weight)``; None when fewer than
+    ``minimum`` packets were expected.  The weight is the inverse variance of ``-ln(1 - p)``
+    estimated from ``N`` packets: ``N (1 - p) / p`` (the binomial's variance through the delta
+    method), with ``p`` taken as
     ``(lost + 1/2) / (N + 1)`` so that a path with no loss weighs a lot, not infinitely.  A clean
     path is near-certain evidence and pins its legs near 0; a lossy one is noisier and weighs
     less, so its noise is not spread onto clean legs."""
