@@ -251,6 +251,10 @@ def _media(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
 
 
 _outbound = attrs.validators.optional(attrs.validators.instance_of(OutboundStats))
+
+
+def _rtt(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _check_gauge(value, attribute.name, MAX_SECONDS)
 _bool = attrs.validators.instance_of(bool)
 
 
@@ -291,7 +295,7 @@ class PeerLink:
             attrs.validators.instance_of(InboundStream), attrs.validators.instance_of(tuple)
         ),
     )
-    rtt: float | None = None
+    rtt: float | None = attrs.field(default=None, validator=_rtt)
     inbound_includes_uplink: bool = attrs.field(default=True, validator=_bool)
 
     def outbound(self, media: Media) -> OutboundStats | None:
@@ -845,6 +849,8 @@ class _Window:
 
 
 def _delta(cur: int, prev: int, path: str, backwards: list[str]) -> int:
+    """``cur - prev`` of a counter that only grows (sent or received packets and bytes: lost
+    counts may fall), noting it when it went backwards."""
     if cur < prev:
         backwards.append(path)
     return cur - prev
@@ -889,9 +895,6 @@ def _window(cur: RoomSample, prev: RoomSample | None, dt: float | None, end: flo
                 where = f"{link.remote}.{media}Out"
                 d_bytes = _delta(c.bytes_sent, p.bytes_sent, f"{where}.bytesSent", backwards)
                 _delta(c.packets_sent, p.packets_sent, f"{where}.packetsSent", backwards)
-                if c.remote_packets_received is not None and p.remote_packets_received is not None:
-                    _delta(c.remote_packets_received, p.remote_packets_received,
-                           f"{where}.remotePacketsReceived", backwards)
                 if dt is not None:
                     bps = 8.0 * d_bytes / dt
             if c.remote_rtt is not None:

@@ -482,6 +482,12 @@ def test_caller_misuse_raises_at_once() -> None:
         RoomConfig(max_participants=0)
     with pytest.raises(ConfigError):
         RoomConfig(tick_interval=math.nan)
+    with pytest.raises(ConfigError):
+        PeerLink("b", rtt=-0.1)
+    with pytest.raises(ConfigError):
+        InboundStream("data", InboundStats())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        RoomSample([PeerLink("b")])  # type: ignore[arg-type]
 
 
 # --- the wire shape ---------------------------------------------------------------------------

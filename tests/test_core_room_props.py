@@ -189,7 +189,7 @@ def wild_sample(draw: st.DrawFn) -> RoomSample:
             audio_out=draw(st.one_of(st.none(), wild_outbound())),
             video_out=draw(st.one_of(st.none(), wild_outbound())),
             inbound=tuple(draw(st.lists(wild_inbound(), max_size=3))),
-            rtt=draw(maybe_float),
+            rtt=draw(st.one_of(st.none(), st.floats(0.0, 60.0))),
             inbound_includes_uplink=draw(st.booleans()),
         ))
     return RoomSample(tuple(links), draw(st.one_of(st.none(), st.just(FULL), st.just(QualityDemand()))))
@@ -216,6 +216,63 @@ def test_no_sample_makes_the_room_raise_anything_but_its_error(samples: list[tup
             if isinstance(event, NetworkQualityPush):
                 for update in event.updates:
                     assert 0 <= update.level <= 5
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_valid_samples_of_any_shape_give_levels_in_range(data: st.DataObject) -> None:
+    # Counters that only grow, gauges anywhere in range, links of any shape (peers, servers,
+    # remotes that never joined, sources unknown): the fit and the scorers always answer.
+    room = Room()
+    members = "abc"
+    for name in members:
+        room.join(name, 0.0, demand=data.draw(st.sampled_from([FULL, QualityDemand(), QualityDemand(audio_recv=True)])))
+    counters: dict[tuple[Any, ...], int] = {}
+
+    def grow(key: tuple[Any, ...], most: int) -> int:
+        counters[key] = counters.get(key, 0) + data.draw(st.integers(0, most))
+        return counters[key]
+
+    gauge = st.one_of(st.none(), st.floats(0.0, 60.0))
+    now = 0.0
+    for _ in range(data.draw(st.integers(1, 12))):
+        now += data.draw(st.floats(0.2, 3.0))
+        name = data.draw(st.sampled_from(members))
+        links = []
+        for remote in data.draw(st.lists(st.sampled_from(["a", "b", "c", "z", "sfu"]), unique=True, max_size=3)):
+            if remote == name:
+                continue
+            server = remote == "sfu"
+            outs = {}
+            for kind in data.draw(st.lists(st.sampled_from(["audio", "video"]), unique=True)):
+                key = (name, remote, kind)
+                outs[kind] = OutboundStats(
+                    grow((*key, "ps"), 100), grow((*key, "bs"), 10**6), data.draw(gauge), data.draw(gauge),
+                    data.draw(st.one_of(st.none(), st.floats(0.0, 1.0))),
+                    data.draw(st.one_of(st.none(), st.integers(-1000, 1000))), grow((*key, "rr"), 100),
+                    data.draw(st.one_of(st.none(), st.floats(0.0, 1e9))),
+                )
+            inbound = []
+            for kind in data.draw(st.lists(st.sampled_from(["audio", "video"]), unique=True)):
+                source = data.draw(st.sampled_from([None, "a", "b", "c"])) if server else None
+                if source == name:
+                    continue
+                key = (name, remote, kind, source)
+                stats = InboundStats(grow((*key, "pr"), 100), data.draw(st.integers(-50, 10**4)),
+                                     grow((*key, "br"), 10**6), data.draw(gauge))
+                inbound.append(InboundStream(kind, stats, source))
+            links.append(PeerLink(remote, server=server, audio_out=outs.get("audio"), video_out=outs.get("video"),
+                                  inbound=tuple(inbound), rtt=data.draw(gauge),
+                                  inbound_includes_uplink=data.draw(st.booleans())))
+        try:
+            room.handle_sample(name, RoomSample(tuple(links)), now)
+        except RoomError as exc:
+            assert exc.reason in ("too-frequent", "counters-backwards")
+        room.handle_timer(now)
+        for identity in room.participants:
+            assert 0 <= room.level(identity) <= 5
+            assert room.stats(identity).to_dict()["level"] == room.level(identity)
+        list(room.events())
 
 
 json_values = st.recursive(
