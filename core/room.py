@@ -974,6 +974,8 @@ class ParticipantReconnecting:
 
 @attrs.frozen
 class ParticipantReconnected:
+    """``identity`` is back: its level climbs from 0 at the scorer's pace."""
+
     identity: str
 
 
@@ -1001,6 +1003,9 @@ class NetworkQualityPush:
 
     to: str
     updates: tuple[QualityUpdate, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"to": self.to, "updates": [u.to_dict() for u in self.updates]}
 
 
 RoomEvent = (

@@ -334,6 +334,8 @@ def test_remote_verbosity_3_pushes_the_full_stats_shape() -> None:
     assert stats["video"]["sendStats"]["fractionLost"]["fractionLost"] == pytest.approx(0.2, abs=0.01)
     assert stats["video"]["send"] == 1
     assert not about_a.local
+    push = next(e for e in events if isinstance(e, NetworkQualityPush) and e.to == "b")
+    assert push.to_dict()["to"] == "b" and push.to_dict()["updates"][0]["identity"] in "abc"
 
 
 def test_moderate_verbosity_adds_media_levels_only() -> None:
