@@ -25,7 +25,7 @@ step's N makes connects fail: raise it (``ulimit -Hn``, ``LimitNOFILE=``) before
 
 ``--preflight-cpu`` instead measures the server's CPU during one real preflight: ``rtcprobe
 preflight --url ... --duration 10s`` run by ``--client-python`` (a Python whose rtcprobe speaks
-protocol version 2) against a fresh server, reading the server's utime+stime from /proc.
+protocol version 2) against a fresh server, reading the server's CPU time from /proc (schedstat).
 
     python benchmarks/bench_server.py [--steps 250,500,1000,2000,3000] [--hold 10] [--workers 2]
     python benchmarks/bench_server.py --preflight-cpu [--client-python PATH] [--duration 10s]
@@ -47,6 +47,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from typing import Any
 
@@ -67,13 +68,15 @@ TIMEOUT = 30.0  # s for any one step of a session before it counts as an error
 class ServerProcess:
     """``rtcprobe serve`` in its own process, with its CPU time and RSS read from /proc."""
 
-    def __init__(self, max_sessions: int, hold: float) -> None:
+    def __init__(self, max_sessions: int, hold: float, turn_urls: tuple[str, ...] = TURN_URLS,
+                 turn_secret: str = TURN_SECRET) -> None:
         args = [sys.executable, "-m", "rtcprobe", "serve", "--port", "0", "--secret", SECRET,
                 "--max-sessions", str(max_sessions), "--max-connections", str(2 * max_sessions),
                 "--hold-timeout", str(max(4 * hold, 60)), "--log-level", "warning"]
-        for url in TURN_URLS:
+        for url in turn_urls:
             args += ["--turn", url]
-        args += ["--turn-secret", TURN_SECRET]
+        if turn_urls:
+            args += ["--turn-secret", turn_secret]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.url = ""
@@ -96,8 +99,14 @@ class ServerProcess:
         return self.url.replace("ws://", "http://").replace("/signaling", "/metrics")
 
     def cpu_seconds(self) -> float:
-        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+        """CPU time of all the server's threads: the scheduler's nanoseconds (schedstat), else
+        utime + stime in clock ticks."""
+        tasks = f"/proc/{self.proc.pid}/task"
+        try:  # (a thread that ended takes its time along: the server's work is on its main thread)
+            return sum(int(open(f"{tasks}/{t}/schedstat").read().split()[0]) for t in os.listdir(tasks)) / 1e9
+        except (OSError, ValueError, IndexError):  # no schedstats in this kernel, or a thread just ended
+            fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
     def rss_bytes(self) -> int:
         return int(open(f"/proc/{self.proc.pid}/statm").read().split()[1]) * PAGE
@@ -112,8 +121,6 @@ class ServerProcess:
 
 
 def sessions_open(metrics_url: str) -> int:
-    import urllib.request
-
     with urllib.request.urlopen(metrics_url, timeout=5) as resp:
         for line in resp.read().decode().splitlines():
             if line.startswith("rtcprobe_sessions_open "):
@@ -308,26 +315,41 @@ def print_table(steps: list[Step]) -> None:
 
 
 def preflight_cpu(client_python: str, duration: str) -> None:
+    """One real preflight against a fresh server, through a real coturn when it is installed (as
+    in production: the server only hands out its credentials)."""
+    from contextlib import ExitStack
+
+    from rtcprobe.server.coturn import CoturnNotInstalled, CoturnServer
     from rtcprobe.server.tokens import mint_token
 
-    server = ServerProcess(max_sessions=16, hold=60)
-    try:
+    with ExitStack() as stack:
+        try:
+            coturn = stack.enter_context(CoturnServer())
+            turn: tuple[tuple[str, ...], str] = (coturn.turn_urls, coturn.secret)
+        except CoturnNotInstalled:
+            turn = ((), "")
+        server = ServerProcess(max_sessions=16, hold=60, turn_urls=turn[0], turn_secret=turn[1])
+        stack.callback(server.stop)
         time.sleep(0.5)
         token = mint_token(SECRET, "bench-preflight", now=time.time())
         cpu0, wall0 = server.cpu_seconds(), time.monotonic()
         client = subprocess.run([client_python, "-m", "rtcprobe", "preflight", "--url", server.url, "--token", token,
                                  "--duration", duration, "--json"], capture_output=True, text=True, timeout=300)
         cpu, wall = server.cpu_seconds() - cpu0, time.monotonic() - wall0
-    finally:
-        server.stop()
+        with urllib.request.urlopen(server.metrics_url, timeout=5) as resp:
+            lines = resp.read().decode().splitlines()
+        reports = [line for line in lines if line.startswith("rtcprobe_preflights_total")]
     try:
         report = json.loads(client.stdout)
         outcome = "failed: " + report["error"]["message"] if report.get("error") else "completed"
-    except (ValueError, KeyError, TypeError):
+        pair = report.get("selectedIceCandidatePairStats") or {}
+        outcome += f" (local candidate {pair.get('localCandidate', {}).get('candidateType')})"
+    except (ValueError, KeyError, TypeError, AttributeError):
         outcome = f"no report (exit {client.returncode}): {client.stderr.strip()[-300:]}"
-    print(f"preflight ({duration}) with {client_python}: {outcome}")
-    print(f"server CPU over the client's {wall:.1f} s: {1000 * cpu:.0f} ms = {100 * cpu / wall:.2f} % of one core "
-          f"(/proc utime+stime, {1000 / CLK_TCK:.0f} ms resolution)")
+    print(f"preflight ({duration}, TURN: {', '.join(turn[0]) or 'none'}) with {client_python}: {outcome}")
+    print(f"the server counted: {'; '.join(reports)}")
+    print(f"server CPU over the client's {wall:.1f} s: {1000 * cpu:.1f} ms = {100 * cpu / wall:.3f} % of one core "
+          "(all its threads, from /proc schedstat)")
 
 
 # --- main --------------------------------------------------------------------------------------------
