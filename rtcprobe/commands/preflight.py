@@ -78,8 +78,8 @@ def turn_note(turn_tested: bool | None, *, embedded: bool) -> str | None:
     if turn_tested is not False:
         return None
     if embedded:
-        return ("TURN was not tested: coturn is not installed, so the media ran on host candidates "
-                "(apt-get install coturn, or give --turn URL --turn-secret S)")
+        return ("TURN was not tested: no coturn to start (not installed, or it failed), so the media ran on "
+                "host candidates (apt-get install coturn, or give --turn URL --turn-secret S)")
     return ("TURN was not tested: the server handed out no TURN server, so the media ran on host candidates "
             "(start it with rtcprobe serve --turn URL --turn-secret S)")
 
