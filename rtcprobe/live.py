@@ -131,9 +131,10 @@ class PreflightTest:
 
     @property
     def local_descriptions(self) -> dict[str, str]:
-        """For diagnostics: the SDP each client peer connection set as its local description (its
-        offer, every gathered candidate inside), by role: ``"publisher"``, ``"subscriber"``. A
-        copy; empty until the peer connections are negotiated, kept after they close."""
+        """For diagnostics: the SDP each peer connection set as its local description (every
+        gathered candidate inside), by role: ``"publisher"`` (the sender's offer), ``"subscriber"``
+        (the receiver's answer). A copy; empty until the peer connections are negotiated, kept
+        after they close."""
         if self._driver is None:
             return {}
         return {role.value: pc.localDescription.sdp for role, pc in self._driver.peer_connections.items()
@@ -219,12 +220,18 @@ async def _start_coturn() -> CoturnServer | None:
         turn = CoturnServer()
     except CoturnNotInstalled:
         return None
+    starting = asyncio.ensure_future(asyncio.to_thread(turn.start))  # blocks while it probes its ports
     try:
-        return await asyncio.to_thread(turn.start)  # blocks while it probes coturn's ports
+        return await asyncio.shield(starting)
     except (CoturnStartError, OSError) as exc:
         log.warning("coturn did not start, so TURN is not tested: %s", exc)
         turn.stop()
         return None
+    except asyncio.CancelledError:  # the thread cannot be interrupted: stop what it started
+        with contextlib.suppress(Exception):
+            await starting
+        await asyncio.to_thread(turn.stop)
+        raise
 
 
 @contextlib.asynccontextmanager
