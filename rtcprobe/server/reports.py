@@ -28,6 +28,7 @@ from rtcprobe.core.report import NETWORK_TIMERS, PreflightReport
 from rtcprobe.drivers.aiortc.protocol import json_type
 
 MAX_LEVEL: Final = 5
+MAX_DEPTH: Final = 32  # levels of nesting; a real report has about 5
 
 
 class ReportError(ValueError):
@@ -69,12 +70,35 @@ def _int(value: Any, path: str, *, nullable: bool = False) -> None:
         raise _bad(path, "an integer or null" if nullable else "an integer", value)
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float (JSON allows 1 followed by 400 zeros)
+        return False
+
+
 def _num(value: Any, path: str, *, nullable: bool = True) -> None:
     """A finite number (JSON has no NaN; ``1e999`` parses to infinity and is refused here)."""
     if value is None and nullable:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
         raise _bad(path, "a finite number or null" if nullable else "a finite number", value)
+
+
+def _check_tree(value: Any) -> None:
+    """Everywhere, also where the parser reads nothing (``networkQuality.stats``, extra keys): no
+    infinite float (the report is stored as sent, as JSON, which has none) and at most
+    ``MAX_DEPTH`` levels of nesting (what reads the report later may recurse). Iterative: a deep
+    tree costs no stack here."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ReportError("the report holds a number too large for JSON (an infinity)")
+        if isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                raise ReportError(f"the report nests deeper than {MAX_DEPTH} levels")
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
 
 
 def _get(obj: Mapping[str, Any], key: str, path: str) -> Any:
@@ -165,6 +189,7 @@ def _check(d: dict[str, Any]) -> None:
 def validate_report(value: Any) -> PreflightReport:
     """The report ``value`` (a parsed JSON value) holds; :class:`ReportError` for anything else."""
     d = _obj(value, "report")
+    _check_tree(d)
     _check(d)
     try:
         return PreflightReport.from_dict(d)
@@ -211,4 +236,4 @@ class ReportLog:
             os.close(fd)
 
 
-__all__ = ["MAX_LEVEL", "ReportError", "ReportLog", "report_line", "validate_report"]
+__all__ = ["MAX_DEPTH", "MAX_LEVEL", "ReportError", "ReportLog", "report_line", "validate_report"]

@@ -147,10 +147,13 @@ class SessionLog(logging.LoggerAdapter[logging.Logger]):
 
 class SignalingWebSocket(web.WebSocketResponse):
     """aiohttp closes an oversized frame's connection itself (1009) before returning to us; this
-    hook sends the protocol's ``error`` message first, so the client learns why."""
+    hook sends the protocol's ``error`` message first, so the client learns why (unless the
+    session sent its own ``error`` already: ``error_sent``)."""
+
+    error_sent = False
 
     async def close(self, *, code: int = CLOSE_NORMAL, message: bytes = b"", drain: bool = True) -> bool:
-        if code == CLOSE_MESSAGE_TOO_BIG and not self.closed:
+        if code == CLOSE_MESSAGE_TOO_BIG and not self.closed and not self.error_sent:
             with contextlib.suppress(Exception):  # the peer may be gone already
                 await self.send_str(encode(Error(SIGNALING_ERROR, TOO_BIG)))
             message = message or TOO_BIG.encode()
@@ -327,6 +330,7 @@ class Session:
             return
         self.log.info("error %d: %s", code, message)
         if not self.ws.closed:
+            self.ws.error_sent = True
             with contextlib.suppress(Exception):  # the client may be gone already
                 await self.ws.send_str(encode(Error(code, message)))
         await self.shutdown(close_code, message)
