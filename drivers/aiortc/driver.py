@@ -407,9 +407,10 @@ class AiortcDriver:
     async def _send_report(self, report: dict[str, Any]) -> None:
         message = protocol.Report(report=report)
         text = protocol.encode(message)
-        if len(text.encode()) > protocol.MAX_REPORT_MESSAGE_SIZE:
+        size = len(text.encode())
+        if size > protocol.MAX_REPORT_MESSAGE_SIZE:  # the server would close on it: keep the socket
             log.warning("the report (%d bytes) is larger than a report message may be (%d bytes): not sent",
-                        len(text.encode()), protocol.MAX_REPORT_MESSAGE_SIZE)
+                        size, protocol.MAX_REPORT_MESSAGE_SIZE)
             return
         assert self._ws is not None
         await self._ws.send_str(text)
@@ -449,8 +450,8 @@ class AiortcDriver:
 
         # Without a relay-only publisher the media stays on this machine whatever the host
         # address: loopback then always works, also where it is the only interface. With one,
-        # the subscriber gathers the host's addresses as Twilio's receiver does, or loopback
-        # when there is nothing else.
+        # the subscriber gathers the host's addresses as Twilio's receiver does — loopback
+        # instead when the TURN server is on it too, or when there is nothing else.
         confine = not relay_only or _turn_on_loopback(servers) or not loopback.has_host_address()
         try:
             with loopback.confine_ice_to_loopback() if confine else contextlib.nullcontext():
