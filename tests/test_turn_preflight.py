@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import os
 import re
 import signal
 import socket
+import sys
 from typing import Any
 
 import pytest
+from netns import loopback_only
 from rtcprobe.core.config import MediaDemand, VideoSpec
 from rtcprobe.core.errors import ConfigError, PreflightError
 from rtcprobe.core.observations import PROGRESS_NAMES
@@ -231,3 +234,47 @@ def test_subscriber_relay_only_without_a_relay_only_publisher_is_misuse() -> Non
                           subscriber_relay_only=True)
 
     asyncio.run(main())
+
+
+# --- a host whose only interface is loopback ----------------------------------------------------
+
+_LOOPBACK_HOST_RUN = """
+import asyncio, json, sys, time
+from rtcprobe.core.config import MediaDemand, VideoSpec
+from rtcprobe.core.errors import PreflightError
+from rtcprobe.live import run_preflight
+from rtcprobe.server import SignalingServer
+from rtcprobe.server.coturn import CoturnServer
+from rtcprobe.server.tokens import mint_token
+
+SECRET = "netns-secret-0123456789abcdef0123456789"
+
+async def main(turn):
+    async with SignalingServer(secret=SECRET, turn_urls=(turn.url(sys.argv[1]),),
+                               turn_secret=turn.secret if sys.argv[2] == "right" else "wrong") as server:
+        test = run_preflight(mint_token(SECRET, "ns", now=time.time()), url=server.url, duration=1.0,
+                             media=MediaDemand(video=VideoSpec(160, 120, 15)))
+        try:
+            return (await test.wait()).to_dict()
+        except PreflightError as exc:
+            return exc.report.to_dict()
+
+with CoturnServer(binary=sys.argv[3]) as turn:
+    print(json.dumps(asyncio.run(main(turn))))
+"""
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_loopback_only_host_runs_through_its_turn_server_and_names_a_refusal(
+    coturn_binary: str, transport: str
+) -> None:
+    r = loopback_only(sys.executable, "-c", _LOOPBACK_HOST_RUN, transport, "right", coturn_binary, timeout=90)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert "error" not in d, d["error"]
+    assert d["selectedIceCandidatePairStats"]["remoteCandidate"]["candidateType"] == "relay"
+    assert {c["address"] for c in d["iceCandidateStats"]} == {"127.0.0.1"}
+    r = loopback_only(sys.executable, "-c", _LOOPBACK_HOST_RUN, transport, "wrong", coturn_binary, timeout=90)
+    assert r.returncode == 0, r.stderr
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == 53405 and "refused the credentials (401" in error["message"], error
