@@ -28,7 +28,7 @@ from .link import Link
 from .models import JITTER_DISTRIBUTIONS, GilbertElliott, LinkConfig, ScenarioError, TableReader, describe
 from .trace import Trace, TraceFormatError, parse_trace
 
-__all__ = ["DIRECTIONS", "MediaDemand", "Scenario", "ScenarioError", "ScenarioPhases", "VideoSpec"]
+__all__ = ["DIRECTIONS", "MediaDemand", "Scenario", "ScenarioError", "ScenarioPhases", "VideoSpec", "read_toml"]
 
 DIRECTIONS: Final = ("uplink", "downlink")
 LINK_KEYS: Final[tuple[str, ...]] = (
@@ -100,23 +100,8 @@ class Scenario:
     @classmethod
     def from_toml(cls, path: str | Path) -> Scenario:
         """Read and validate a scenario file (trace paths are relative to its folder)."""
-        source = str(path)
         p = Path(path)
-        try:
-            raw = p.read_bytes()
-        except FileNotFoundError:
-            raise ScenarioError(source, "", "file not found") from None
-        except IsADirectoryError:
-            raise ScenarioError(source, "", "is a directory, not a scenario file") from None
-        except OSError as exc:
-            raise ScenarioError(source, "", f"cannot read: {exc.strerror or exc}") from None
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ScenarioError(source, "", f"invalid TOML: not UTF-8 text (byte {exc.start})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ScenarioError(source, "", f"invalid TOML: {exc}") from None
-        return cls.from_dict(data, source=source, base_dir=p.parent, default_name=p.stem)
+        return cls.from_dict(read_toml(p), source=str(path), base_dir=p.parent, default_name=p.stem)
 
     @classmethod
     def from_dict(
@@ -143,6 +128,32 @@ class Scenario:
             Link(self.uplink, up_rng, self.phases.uplink),
             Link(self.downlink, down_rng, self.phases.downlink),
         )
+
+
+def read_toml(path: str | Path, what: str = "scenario file") -> dict[str, Any]:
+    """The raw tables of a TOML file (not validated), every problem a :class:`ScenarioError`.
+
+    A file with no keys at all (empty, blank or only comments) is an error: a truncated file must
+    not pass as the all-defaults perfect network.
+    """
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError(source, "", "file not found") from None
+    except IsADirectoryError:
+        raise ScenarioError(source, "", f"is a directory, not a {what}") from None
+    except OSError as exc:
+        raise ScenarioError(source, "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(source, "", f"invalid TOML: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(source, "", f"invalid TOML: {exc}") from None
+    if not data:
+        raise ScenarioError(source, "", f"empty {what} (no keys: truncated?)")
+    return data
 
 
 class _Parser:
@@ -299,6 +310,8 @@ class _Parser:
         rel = r.string("trace")
         if not rel.strip():
             raise r.error("trace", "must be a path to a Mahimahi trace file (or false for none)")
+        if "\0" in rel:  # the OS would refuse the path with a bare ValueError
+            raise r.error("trace", f"must be a path to a Mahimahi trace file, got a NUL byte in {rel!r}")
         path = (self.base_dir / rel).resolve()
         cached = self._traces.get(path)
         if cached is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -12,7 +13,7 @@ from .commands import EXIT_USAGE
 from .core.errors import ConfigError
 
 # In the order --help lists them.
-COMMANDS = ("preflight", "run", "scenarios", "serve", "token", "relay")
+COMMANDS = ("preflight", "run", "scenarios", "sweep", "rescore", "sweep-plot", "serve", "token", "relay")
 
 DESCRIPTION = """\
 An open, self-hostable WebRTC preflight test and network quality scorer.
@@ -20,6 +21,8 @@ An open, self-hostable WebRTC preflight test and network quality scorer.
   rtcprobe preflight              real WebRTC preflight against the embedded loopback server
   rtcprobe run lossy-wifi         the same preflight over a simulated network (a scenario)
   rtcprobe scenarios              list the built-in scenarios
+  rtcprobe sweep SPEC.toml --out results.parquet
+                                  a scenario sweep (axes x seeds) through the simulator
 
 Exit codes: 0 completed (and expectations met), 1 the preflight failed or an expectation was not
 met, 2 bad input or usage.
@@ -33,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rtcprobe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = import_module(f"rtcprobe.commands.{name}")
+        module = import_module(f"rtcprobe.commands.{name.replace('-', '_')}")  # sweep-plot: sweep_plot.py
         p = sub.add_parser(
             module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -57,3 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rtcprobe: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `rtcprobe ... | head`: the reader left; stop quietly, as cat does
+        # Point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a killed writer

@@ -49,3 +49,17 @@ def test_diagram_covers_every_step() -> None:
 def test_every_public_name_resolves() -> None:
     for name in rtcprobe.__all__:
         assert getattr(rtcprobe, name) is not None, name
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """`rtcprobe run NAME --json | head -1`: the closed pipe ends the command quietly."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "rtcprobe", "run", "lossy-wifi", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader leaves before the report is written out
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141)
+    assert "Traceback" not in err and "BrokenPipeError" not in err
