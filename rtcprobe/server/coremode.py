@@ -10,10 +10,12 @@ and reports what it observes; the machine, here, decides. Its config comes from 
 runs on the **client's clock**: it is started at the client's ``core.start`` and fed each
 observation at the ``now`` the client stamped on it, so every timing in the report is the
 client's own. Only the machine's timers need the server's clock: ``offset = server_monotonic -
-hello.now`` is taken when the hello arrives, a deadline ``d`` of the machine fires at server time
-``d + offset`` and is handled at ``server_now - offset`` (the hello's transit delay makes the
-server's idea of the client's time lag a little, never lead, so a timer never runs ahead of an
-observation the client stamped later).
+hello.now`` is taken when the hello arrives, and a deadline ``d`` of the machine fires at server
+time ``d + offset``. It is handled as ``handle_timer(d)``, at the deadline itself rather than at
+``server_now - offset``: both fire the same things, but ``d`` keeps the server's scheduling
+latency out of the report (a step timeout ends the test at its deadline, as in a local run).
+The hello's transit delay makes the server's idea of the client's time lag a little, never lead,
+so a timer does not run ahead of an observation the client stamped later.
 
 One :class:`CoreSession` per such session holds the machine, a timer task, and the outgoing
 frames: whatever the machine asks (actions) and tells (events) is encoded by the core's codec and
@@ -318,8 +320,9 @@ class CoreSession:
                         async with asyncio.timeout(delay):
                             await self._rearm.wait()
                             continue  # re-armed: read the deadline again
-                # Never earlier than the deadline (a loop timer may fire a hair early).
-                self.machine.handle_timer(max(self._loop.time() - self.offset, deadline))
+                # At the deadline itself, however late the server got to it: what the machine
+                # records never depends on the server's load (a local replay gives the same report).
+                self.machine.handle_timer(deadline)
                 self._drain()
                 await self._send()
             await asyncio.sleep(GRACE)  # the test is over: the client says bye, or we close
