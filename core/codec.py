@@ -550,8 +550,10 @@ def encode_media(media: MediaDemand) -> dict[str, Any]:
 
 
 def decode_media(value: Any, path: str = "media") -> MediaDemand:
+    """``{"audio": bool, "video": {width, height, fps} | true | false | null}`` (absent: audio, and
+    640x480@30 video; a video object's absent keys take those defaults too)."""
     d = _obj(value, path)
-    video = d.get("video")
+    video = d.get("video", True)  # absent: the default video, as PreflightConfig.from_dict has it
     if video is None or video is False:
         spec = None
     elif video is True:

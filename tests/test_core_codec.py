@@ -409,6 +409,8 @@ def test_config_from_the_hello() -> None:
                                      media=MediaDemand(True, VideoSpec(320, 240, 15.0)))
     assert decode_config({}, region="gll") == PreflightConfig()
     assert decode_config({"media": {"audio": True, "video": None}}, region="gll").media == MediaDemand(video=None)
+    assert decode_media({"audio": False}) == MediaDemand(audio=False)  # absent video: the default
+    assert decode_media({"video": True}) == decode_media({"video": {}}) == MediaDemand()
     for media in (MediaDemand(), MediaDemand(audio=False), MediaDemand(video=None),
                   MediaDemand(True, VideoSpec(1, 2, 3))):
         assert decode_media(encode_media(media)) == media

@@ -31,8 +31,11 @@ from rtcprobe.core import (
     RunInfo,
     SignalingConnected,
     StatsObserved,
+    StepUnobservable,
     StopRequested,
     TrackSubscribed,
+    TransportError,
+    errors,
 )
 from rtcprobe.core._version import __version__
 from rtcprobe.core.codec import action_message, decode_config, encode_observation, encode_observe, event_message
@@ -349,8 +352,6 @@ def test_a_bad_token_fails_through_the_core_with_its_code_and_a_partial_report(
             local = PreflightMachine(decode_config({"duration": 2000}, region="gll"),
                                      run=RunInfo(DRIVER, __version__))
             local.start(b.start / 1000, epoch_ms=EPOCH)
-            from rtcprobe.core import TransportError, errors
-
             local.handle(TransportError(errors.error_for_code(code, failed["error"]["message"])), b.hello_now / 1000)
             assert local.report is not None and report.to_json() == local.report.to_json()
             # Not authenticated: the token is counted, the report is neither stored nor counted.
@@ -484,6 +485,21 @@ def test_every_hostile_client_at_once_beside_a_good_session_that_completes(tmp_p
             assert b.received == expected
             lines = [json.loads(line) for line in reports.read_text().splitlines()]
             assert [line["identity"] for line in lines] == ["good"]  # only the good one reported
+
+    run(body())
+
+
+def test_a_burst_is_allowed_the_flood_is_not() -> None:
+    async def body() -> None:
+        async with running_server() as server, ws_client(server.url) as ws:
+            b = FakeBrowser(ws)
+            await b.hello()
+            await b.until("acquireMedia")
+            for _ in range(BURST - 1):  # at once: e.g. every state of both connections after a reconnect
+                await b.observe(StepUnobservable("dtlsConnected"))
+            await b.observe(StopRequested())
+            failed = await b.until("failed")
+            assert failed["error"]["code"] == 99000  # the core answered: no error for the burst
 
     run(body())
 

@@ -205,6 +205,7 @@ def _dumps(message: dict[str, Any]) -> str:
 async def refuse(host: Host, hello: CoreHello, error: ProtocolError) -> None:
     """A core-mode hello whose token was refused: the client hears it from the core (``failed``
     with the token's code and the partial report), then the connection closes (1008)."""
+    host.log.info("core mode: token refused, %d: %s", error.code, error.message)
     machine = _machine(hello)
     machine.handle(TransportError(errors.error_for_code(error.code, error.message)), hello.now / 1000)
     with contextlib.suppress(Exception):  # the client may be gone already

@@ -14,6 +14,10 @@ three phases:
   metrics, appended to the reports file, answered with ``reported``) and ``bye``.
 * ``reported``: only ``bye`` is left.
 
+A hello carrying ``core`` puts the session in core mode (:mod:`.coremode`): the server runs the
+client's core, the client sends ``observe`` messages instead of a report, and the core's report
+takes the same path as a ``report`` message (:meth:`Session.accept_report`).
+
 ``bye`` is accepted in every phase and closes with 1000. Anything else — a malformed frame, a
 message out of order, a second report, a report of the wrong shape — gets one ``error`` (53000)
 and that connection is closed (1008; 1009 for an oversized frame); every other session carries
