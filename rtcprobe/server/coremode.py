@@ -41,7 +41,6 @@ import collections
 import contextlib
 import json
 import logging
-import math
 import time
 import weakref
 from collections.abc import Mapping
@@ -59,7 +58,15 @@ from rtcprobe.core import (
     errors,
 )
 from rtcprobe.core._version import __version__
-from rtcprobe.core.codec import CodecError, Observe, action_message, decode_config, decode_observe_object, event_message
+from rtcprobe.core.codec import (
+    CodecError,
+    Observe,
+    action_message,
+    decode_config,
+    decode_observe_object,
+    event_message,
+    finite,
+)
 from rtcprobe.drivers.aiortc.protocol import (
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
@@ -118,7 +125,7 @@ def _wire_error(exc: CodecError) -> ProtocolError:
 
 def _client_ms(obj: Mapping[str, Any], key: str, where: str) -> float:
     value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not finite(value) or value < 0:
         raise ProtocolError(SIGNALING_ERROR, f"{where} '{key}' must be a finite number of milliseconds >= 0")
     return float(value)
 
