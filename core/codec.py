@@ -270,7 +270,6 @@ def _encode_outbound(s: OutboundStats | None) -> dict[str, Any] | None:
         "remoteJitter": s.remote_jitter,
         "remoteFractionLost": s.remote_fraction_lost,
         "remotePacketsLost": s.remote_packets_lost,
-        "remotePacketsReceived": s.remote_packets_received,
         "availableBps": s.available_bps,
     }
 
@@ -286,7 +285,6 @@ def _decode_outbound(value: Any, path: str) -> OutboundStats | None:
         remote_jitter=_opt_number(d.get("remoteJitter"), f"{path}.remoteJitter"),
         remote_fraction_lost=_opt_number(d.get("remoteFractionLost"), f"{path}.remoteFractionLost", high=1.0),
         remote_packets_lost=_opt_count(d.get("remotePacketsLost"), f"{path}.remotePacketsLost"),
-        remote_packets_received=_opt_count(d.get("remotePacketsReceived"), f"{path}.remotePacketsReceived"),
         available_bps=_opt_number(d.get("availableBps"), f"{path}.availableBps"),
     )
 
@@ -319,7 +317,6 @@ def _encode_sample(s: StatsSample) -> dict[str, Any]:
         "candidatePairRtt": s.candidate_pair_rtt,
         "iceCandidates": [_encode_candidate(c) for c in s.ice_candidates],
         "selectedPair": None if s.selected_pair is None else s.selected_pair.to_dict(),
-        "inboundIncludesUplink": s.inbound_includes_uplink,
         "loopback": s.loopback,
     }
 
@@ -345,7 +342,6 @@ def _decode_sample(value: Any, path: str) -> StatsSample:
         candidate_pair_rtt=_opt_number(d.get("candidatePairRtt"), f"{path}.candidatePairRtt"),
         ice_candidates=tuple(_decode_candidate(c, f"{path}.iceCandidates[{i}]") for i, c in enumerate(candidates)),
         selected_pair=selected,
-        inbound_includes_uplink=_bool(d.get("inboundIncludesUplink", True), f"{path}.inboundIncludesUplink"),
         # Required: it halves the round trip the scorer sees, so a client must say which path it measured.
         loopback=_bool(_get(d, "loopback", path), f"{path}.loopback"),
     )

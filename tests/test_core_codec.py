@@ -95,7 +95,6 @@ outbound = st.builds(
     remote_jitter=maybe_seconds,
     remote_fraction_lost=st.none() | st.floats(0, 1),
     remote_packets_lost=st.none() | counters,
-    remote_packets_received=st.none() | counters,
     available_bps=st.none() | st.floats(0, 1e12),
 )
 inbound = st.builds(InboundStats, packets_received=counters, packets_lost=counters, bytes_received=counters,
@@ -109,7 +108,6 @@ samples = st.builds(
     candidate_pair_rtt=maybe_seconds,
     ice_candidates=st.lists(candidates, max_size=4).map(tuple),
     selected_pair=st.none() | st.builds(SelectedCandidatePair, candidates, candidates),
-    inbound_includes_uplink=st.booleans(),
     loopback=st.booleans(),
 )
 ice_servers = st.builds(IceServer, urls=st.lists(text, min_size=1, max_size=3).map(tuple),
