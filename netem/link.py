@@ -73,6 +73,7 @@ _PARETO_STD = math.sqrt(_PARETO_ALPHA / ((_PARETO_ALPHA - 1.0) ** 2 * (_PARETO_A
 _TIE = 1e-9
 _FIRST_CHUNK = 512
 _MAX_CHUNK = 1 << 18
+_ARANGE = np.arange(_FIRST_CHUNK)
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -273,17 +274,25 @@ class Link:
         if t_all.ndim != 1 or raw.shape != t_all.shape:
             raise ValueError(f"times and sizes must be 1-D and the same length, got {t_all.shape}, {raw.shape}")
         n = len(t_all)
-        out = np.full(n, np.nan)
         if n == 0:
-            return out
-        if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.number):
-            raise ValueError("sizes must be integers")
-        w_all = raw.astype(np.int64)
-        if np.any(w_all != raw) or np.any(w_all <= 0):
-            raise ValueError("sizes must be positive integers")
-        if np.isnan(t_all).any() or t_all[0] < self._last_t or np.any(np.diff(t_all) < 0):
+            return np.full(0, np.nan)
+        if raw.dtype == np.int64:  # (the simulator's case: one check)
+            w_all = raw
+            if int(w_all.min()) <= 0:
+                raise ValueError("sizes must be positive integers")
+        else:
+            if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.number):
+                raise ValueError("sizes must be integers")
+            w_all = raw.astype(np.int64)
+            if np.any(w_all != raw) or np.any(w_all <= 0):
+                raise ValueError("sizes must be positive integers")
+        # One comparison covers NaN (it compares false), order, and the previous send.
+        if not (t_all[0] >= self._last_t and (n == 1 or bool((t_all[1:] >= t_all[:-1]).all()))):
             raise ValueError("times must be >= 0, non-decreasing and not before the previous send")
         self._last_t = float(t_all[-1])
+        if not self._ats:  # no phases: one segment is the whole batch
+            return self._segment(self._stages[0], t_all, w_all)
+        out = np.full(n, np.nan)
         bounds = [0, *np.searchsorted(t_all, self._ats, side="left").tolist(), n]
         for i, st in enumerate(self._stages):
             lo, hi = bounds[i], bounds[i + 1]
@@ -349,54 +358,68 @@ class Link:
     # -- stages, vectorized --------------------------------------------------------------------
 
     def _segment(self, st: _Stage, t: F64, size: I64) -> F64:
-        """All packets of one batch that fall in one phase."""
+        """All packets of one batch that fall in one phase (a new array, NaN where dropped)."""
         c = self.counters
         n = len(t)
         c.sent += n
-        c.bytes_sent += int(size.sum())
+        offered = int(size.sum())
+        c.bytes_sent += offered
+        if st.outage:
+            c.dropped_outage += n
+            return np.full(n, np.nan)
         # Survivors of each stage; `idx` maps them back to the segment (None: all of them, so
-        # the common no-drop case costs no fancy indexing).
+        # the common no-drop case costs no indexing at all).
         idx: I64 | None = None
         tt, ss = t, size
-
-        def narrow(keep: Bool) -> None:
-            nonlocal idx, tt, ss
-            idx = np.flatnonzero(keep) if idx is None else idx[keep]
-            tt, ss = tt[keep], ss[keep]
-
-        if st.outage or st.out_starts:
+        if st.out_starts:
             down = st.in_outage_v(tt)
-            if dropped := int(down.sum()):
+            if dropped := int(np.count_nonzero(down)):
                 c.dropped_outage += dropped
-                narrow(~down)
-        if len(tt) and (st.ge is not None or st.loss > 0):
-            lost = self._lost_v(st, len(tt))
-            if dropped := int(lost.sum()):
+                idx = np.flatnonzero(~down)
+                tt, ss = tt.take(idx), ss.take(idx)
+        m = len(tt)
+        if m and (st.ge is not None or st.loss > 0):
+            lost = self._lost_v(st, m)
+            if dropped := int(np.count_nonzero(lost)):
                 c.dropped_loss += dropped
-                narrow(~lost)
-        dep = self._bottleneck_v(st, tt, ss + st.overhead) if len(tt) else tt
-        ok = ~np.isnan(dep)
-        if dropped := len(ok) - int(ok.sum()):
-            c.dropped_queue += dropped
-            narrow(ok)
-            dep = dep[ok]
-        out = np.full(n, np.nan)
-        if not len(tt):
-            return out
+                keep = np.flatnonzero(~lost)
+                idx = keep if idx is None else idx.take(keep)
+                tt, ss = tt.take(keep), ss.take(keep)
+                m -= dropped
+        if not m:
+            return np.full(n, np.nan)
+        dep, refused = self._bottleneck_v(st, tt, ss + st.overhead if st.overhead else ss)
+        if refused:
+            c.dropped_queue += refused
+            keep = np.flatnonzero(~np.isnan(dep))
+            idx = keep if idx is None else idx.take(keep)
+            tt, ss, dep = tt.take(keep), ss.take(keep), dep.take(keep)
+            m -= refused
+            if not m:
+                return np.full(n, np.nan)
+        # (dep is a new array: the stages below work in place, with the same operations in the
+        # same order as ``dep + max(0, delay + jitter)``, so the values are the same to the bit)
         if st.jitter > 0:
-            d = dep + np.maximum(0.0, st.delay + self._jitter_v(st, len(tt)))
+            d = self._jitter_v(st, m)
+            np.add(st.delay, d, out=d)
+            np.maximum(0.0, d, out=d)
+            np.add(dep, d, out=d)
         else:
-            d = dep + st.delay
-        if not st.reorder:
-            d = np.maximum(np.maximum.accumulate(d), self._last_delivery)
-        self._last_delivery = max(self._last_delivery, float(d.max()))
-        if idx is None:
-            out = d
+            d = dep
+            np.add(d, st.delay, out=d)
+        if st.reorder:
+            self._last_delivery = max(self._last_delivery, float(d.max()))
         else:
-            out[idx] = d
-        c.delivered += len(tt)
-        c.bytes_delivered += int(ss.sum())
+            np.maximum.accumulate(d, out=d)
+            np.maximum(d, self._last_delivery, out=d)
+            self._last_delivery = float(d[-1])  # (non-decreasing now: the last is the largest)
+        c.delivered += m
+        c.bytes_delivered += offered if idx is None else int(ss.sum())
         c.total_added_delay += float((d - tt).sum())
+        if idx is None:
+            return d
+        out = np.full(n, np.nan)
+        out[idx] = d
         return out
 
     def _lost_v(self, st: _Stage, n: int) -> Bool:
@@ -439,33 +462,45 @@ class Link:
             dep = st.opp_time_v((end_b - 1) // MTU_BYTES)
             return start, dep, end_b
         self._pos_trace = None
-        s = w * st.sec_per_byte
-        s_end = np.cumsum(s)
-        s_before = np.concatenate(([0.0], s_end[:-1]))
-        m = np.maximum(np.maximum.accumulate(a - s_before), self._free_at)
+        # S_before and S_end are one running sum from 0 (the same additions as cumsum alone).
+        s = np.empty(len(w) + 1)
+        s[0] = 0.0
+        np.cumsum(w * st.sec_per_byte, out=s[1:])
+        s_before, s_end = s[:-1], s[1:]
+        m = a - s_before
+        np.maximum.accumulate(m, out=m)
+        np.maximum(m, self._free_at, out=m)
         return s_before + m, s_end + m, None
 
     def _first_overflow(self, st: _Stage, a: F64, w: I64, start: F64) -> int:
         """Index of the first packet the queue would refuse (len(a) if none)."""
         n = len(a)
-        k = np.arange(n)
+        k = _ARANGE[:n] if n <= len(_ARANGE) else np.arange(n)
+        a_tie = a + _TIE
         # Earlier packets of this chunk still waiting at a_k (starts are sorted: FIFO).
-        done = np.minimum(np.searchsorted(start, a + _TIE, side="right"), k)
-        waiting = k - done
+        done = start.searchsorted(a_tie, side="right")
+        np.minimum(done, k, out=done)
         # Packets admitted before this chunk still waiting at a_k.
         pend = self._pending
-        p_start = np.fromiter((p[0] for p in pend), dtype=np.float64, count=len(pend))
-        p_gone = np.searchsorted(p_start, a + _TIE, side="right")
-        bad = np.zeros(n, dtype=np.bool_)
+        p_gone: I64 | int = 0
+        if pend:
+            p_start = np.fromiter((p[0] for p in pend), dtype=np.float64, count=len(pend))
+            p_gone = p_start.searchsorted(a_tie, side="right")
+        bad: Bool | None = None
         if st.qp is not None:
-            bad |= waiting + (len(pend) - p_gone) >= st.qp
+            # waiting + (len(pend) - p_gone) >= qp, in integers
+            waiting = k - done
+            waiting -= p_gone
+            bad = waiting >= st.qp - len(pend)
         if st.qb is not None:
             w_before = np.concatenate(([0], np.cumsum(w)))
             p_bytes = np.concatenate(([0], np.cumsum(np.fromiter((p[1] for p in pend), np.int64, len(pend)))))
             queued = (w_before[k] - w_before[done]) + (p_bytes[-1] - p_bytes[p_gone])
-            bad |= queued + w > st.qb
-        hit = np.flatnonzero(bad)
-        return int(hit[0]) if len(hit) else n
+            over = queued + w > st.qb
+            bad = over if bad is None else bad | over
+        assert bad is not None
+        first = int(bad.argmax())
+        return first if bad[first] else n
 
     def _commit(self, a_last: float, start: F64, w: I64, dep: F64, end_b: I64 | None) -> None:
         self._free_at = float(dep[-1])
@@ -475,15 +510,17 @@ class Link:
             pend = self._pending
             while pend and pend[0][0] <= a_last + _TIE:
                 self._pending_bytes -= pend.popleft()[1]
-            first = int(np.searchsorted(start, a_last + _TIE, side="right"))
+            first = int(start.searchsorted(a_last + _TIE, side="right"))
             if first < len(start):
                 pend.extend(zip(start[first:].tolist(), w[first:].tolist(), strict=True))
                 self._pending_bytes += int(w[first:].sum())
 
-    def _bottleneck_v(self, st: _Stage, a: F64, w: I64) -> F64:
+    def _bottleneck_v(self, st: _Stage, a: F64, w: I64) -> tuple[F64, int]:
+        """Departure times (NaN: refused by the queue) and how many the queue refused."""
         n = len(a)
-        dep_out = np.full(n, np.nan)
         limited = st.qp is not None or st.qb is not None
+        dep_out: F64 | None = None
+        refused = 0
         i, chunk = 0, _FIRST_CHUNK
         while i < n:
             j = min(n, i + chunk)
@@ -492,7 +529,13 @@ class Link:
             v = self._first_overflow(st, ca, cw, start) if limited else len(ca)
             if v:
                 self._commit(float(ca[v - 1]), start[:v], cw[:v], dep[:v], None if end_b is None else end_b[:v])
+                if v == n:  # the whole batch in one chunk, nothing refused: the usual case
+                    return dep, 0
+                if dep_out is None:
+                    dep_out = np.full(n, np.nan)
                 dep_out[i : i + v] = dep[:v]
+            elif dep_out is None:
+                dep_out = np.full(n, np.nan)
             if v == len(ca):
                 i, chunk = j, min(chunk * 2, _MAX_CHUNK)
                 continue
@@ -506,8 +549,11 @@ class Link:
                 if k > i + v and not pend:
                     break
                 d = self._bottleneck(st, tk, int(w[k]))
-                if d is not None:
+                if d is None:
+                    refused += 1
+                else:
                     dep_out[k] = d
                 k += 1
             i, chunk = k, _FIRST_CHUNK
-        return dep_out
+        assert dep_out is not None
+        return dep_out, refused
