@@ -366,6 +366,7 @@ class SideMetrics:
 
 
 _side = attrs.validators.optional(attrs.validators.instance_of(SideMetrics))
+_NOTHING: Final = SideMetrics()  # a side with nothing observed
 
 
 @attrs.frozen
@@ -591,6 +592,22 @@ def fraction_lost_level(metrics: SideMetrics, media: Media, config: ScorerConfig
     return level_for_score(loss_score(metrics.fraction_lost, media, config), config)
 
 
+def side_level(
+    media: Media, metrics: SideMetrics, demanded_bps: float, config: ScorerConfig = DEFAULT_CONFIG
+) -> int | None:
+    """``assess_side(...).level`` without building the stats: the worst known component."""
+    known = [
+        level
+        for level in (
+            bandwidth_level(metrics, demanded_bps, config),
+            latency_level(metrics, config),
+            fraction_lost_level(metrics, media, config),
+        )
+        if level is not None
+    ]
+    return min(known) if known else None
+
+
 def assess_side(
     media: Media, metrics: SideMetrics | None, demanded_bps: float, config: ScorerConfig = DEFAULT_CONFIG
 ) -> NetworkQualitySendOrRecvStats:
@@ -614,7 +631,8 @@ def raw_level_or_none(demand: QualityDemand, sample: QualityInput, config: Score
         for direction in DIRECTIONS:
             demanded = demand.demanded_bps(media, direction, config)
             if demanded > 0:
-                level = assess_side(media, sample.side(media, direction), demanded, config).level
+                metrics = sample.side(media, direction)
+                level = side_level(media, metrics if metrics is not None else _NOTHING, demanded, config)
                 if level is not None:
                     levels.append(level)
     return min(levels) if levels else None
@@ -706,6 +724,12 @@ class NetworkQualityScorer:
         self._rise_since: float | None = None
         self._rtt = {(m, d): _Window() for m in MEDIA for d in DIRECTIONS}
         self._jitter = {(m, d): _Window() for m in MEDIA for d in DIRECTIONS}
+        # Per side, in MEDIA x DIRECTIONS order: what update() reads (the demand never changes).
+        self._sides = [
+            (f"{m}_{d}", self._rtt[m, d], self._jitter[m, d], m, demand.demanded_bps(m, d, config))
+            for m in MEDIA
+            for d in DIRECTIONS
+        ]
         self._scored = QualityInput()
 
     @property
@@ -741,20 +765,38 @@ class NetworkQualityScorer:
             raise TypeError(f"sample must be a QualityInput, got {sample!r}")
         self._now = now
         window = self._config.latency_window
+        reconnecting = sample.reconnecting
         sides: dict[str, SideMetrics | None] = {}
-        for key in self._rtt:
-            metrics = sample.side(*key)
-            if metrics is not None and not sample.reconnecting:
-                self._rtt[key].add(now, metrics.rtt)
-                self._jitter[key].add(now, metrics.jitter)
-            self._rtt[key].prune(now, window)
-            self._jitter[key].prune(now, window)
-            rtt, jitter = self._rtt[key].value(), self._jitter[key].value()
-            base = metrics if metrics is not None else SideMetrics()
-            scored = attrs.evolve(base, rtt=rtt, jitter=jitter)
-            sides[f"{key[0]}_{key[1]}"] = None if scored == SideMetrics() else scored
-        self._scored = QualityInput(reconnecting=sample.reconnecting, **sides)
-        self._raw = raw_level_or_none(self._demand, self._scored, self._config)
+        levels: list[int] = []
+        # (the same as raw_level_or_none on the scored input, computed along the way)
+        for name, rtt_w, jitter_w, media, demanded in self._sides:
+            metrics: SideMetrics | None = getattr(sample, name)
+            if metrics is not None and not reconnecting:
+                rtt_w.add(now, metrics.rtt)
+                jitter_w.add(now, metrics.jitter)
+            rtt_w.prune(now, window)
+            jitter_w.prune(now, window)
+            rtt, jitter = rtt_w.value(), jitter_w.value()
+            if metrics is None:
+                scored = None if rtt is None and jitter is None else SideMetrics(rtt=rtt, jitter=jitter)
+            elif rtt is metrics.rtt and jitter is metrics.jitter:  # (the window kept this very sample's)
+                scored = None if metrics == _NOTHING else metrics
+            else:
+                scored = SideMetrics(metrics.actual_bps, metrics.available_bps, rtt, jitter, metrics.fraction_lost)
+                if scored == _NOTHING:
+                    scored = None
+            sides[name] = scored
+            if demanded > 0 and not reconnecting:
+                level = side_level(media, scored if scored is not None else _NOTHING, demanded, self._config)
+                if level is not None:
+                    levels.append(level)
+        self._scored = QualityInput(reconnecting=reconnecting, **sides)
+        if reconnecting:
+            self._raw = LEVEL_BROKEN
+        elif self._demand.idle:
+            self._raw = LEVEL_MAX
+        else:
+            self._raw = min(levels) if levels else None
         self._step(now, self._raw)
         return self._level
 
