@@ -543,9 +543,11 @@ def normalize_verbosity(value: object, *, local: bool) -> int:
 
 def level_for_score(score: float, config: ScorerConfig = DEFAULT_CONFIG) -> int:
     """Map a 0..100 score to 5..1 with ``config.level_thresholds`` (score >= threshold)."""
-    for level, threshold in zip(range(LEVEL_MAX, LEVEL_MIN, -1), config.level_thresholds, strict=True):
+    level = LEVEL_MAX
+    for threshold in config.level_thresholds:  # (one per level from LEVEL_MAX down to LEVEL_MIN + 1)
         if score >= threshold:
             return level
+        level -= 1
     return LEVEL_MIN
 
 
@@ -575,10 +577,13 @@ def loss_score(fraction_lost: float, media: Media, config: ScorerConfig = DEFAUL
 
 def bandwidth_level(metrics: SideMetrics, demanded_bps: float, config: ScorerConfig = DEFAULT_CONFIG) -> int | None:
     """The worse of actual-vs-demand and available-vs-demand; ``None`` when neither is known."""
-    known = [bps for bps in (metrics.actual_bps, metrics.available_bps) if bps is not None]
-    if not known:
-        return None
-    return min(level_for_score(bandwidth_score(bps, demanded_bps, config), config) for bps in known)
+    worst: int | None = None
+    for bps in (metrics.actual_bps, metrics.available_bps):
+        if bps is not None:
+            level = level_for_score(bandwidth_score(bps, demanded_bps, config), config)
+            if worst is None or level < worst:
+                worst = level
+    return worst
 
 
 def latency_level(metrics: SideMetrics, config: ScorerConfig = DEFAULT_CONFIG) -> int | None:
@@ -596,16 +601,11 @@ def side_level(
     media: Media, metrics: SideMetrics, demanded_bps: float, config: ScorerConfig = DEFAULT_CONFIG
 ) -> int | None:
     """``assess_side(...).level`` without building the stats: the worst known component."""
-    known = [
-        level
-        for level in (
-            bandwidth_level(metrics, demanded_bps, config),
-            latency_level(metrics, config),
-            fraction_lost_level(metrics, media, config),
-        )
-        if level is not None
-    ]
-    return min(known) if known else None
+    worst = bandwidth_level(metrics, demanded_bps, config)
+    for level in (latency_level(metrics, config), fraction_lost_level(metrics, media, config)):
+        if level is not None and (worst is None or level < worst):
+            worst = level
+    return worst
 
 
 def assess_side(
@@ -701,7 +701,7 @@ class _Window:
 
     def value(self) -> float | None:
         # The lower median, by hand: the stdlib ``statistics`` module imports ``random``.
-        values = sorted(v for _, v in self._items)
+        values = sorted([v for _, v in self._items])
         return values[(len(values) - 1) // 2] if values else None
 
 
