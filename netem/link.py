@@ -74,6 +74,13 @@ _TIE = 1e-9
 _FIRST_CHUNK = 512
 _MAX_CHUNK = 1 << 18
 _ARANGE = np.arange(_FIRST_CHUNK)
+_add = np.add
+
+
+def _nans(n: int) -> NDArray[np.float64]:
+    out = np.empty(n)
+    out.fill(np.nan)
+    return out
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -233,9 +240,12 @@ class Link:
             raise ValueError(
                 f"send times must be >= 0 and non-decreasing: got {t!r} after {self._last_t!r} (time went backwards)"
             )
-        if isinstance(size, bool) or int(size) != size or size <= 0:
+        if type(size) is not int:  # (bool is not int here: it goes through the full check)
+            if isinstance(size, bool) or int(size) != size:
+                raise ValueError(f"size must be a positive integer number of bytes, got {size!r}")
+            size = int(size)
+        if size <= 0:
             raise ValueError(f"size must be a positive integer number of bytes, got {size!r}")
-        size = int(size)
         self._last_t = t
         while t >= self._next_at:
             self._stage_i += 1
@@ -244,10 +254,14 @@ class Link:
         c = self.counters
         c.sent += 1
         c.bytes_sent += size
-        if st.in_outage(t):
+        if st.outage or (st.out_starts and st.in_outage(t)):
             c.dropped_outage += 1
             return None
-        if self._lost(st):
+        if st.ge is not None:
+            if self._lost(st):
+                c.dropped_loss += 1
+                return None
+        elif st.loss > 0 and self._loss_rng.random() < st.loss:
             c.dropped_loss += 1
             return None
         dep = self._bottleneck(st, t, size + st.overhead)
@@ -258,9 +272,10 @@ class Link:
         if st.jitter > 0:
             delay = max(0.0, delay + self._jitter_one(st))
         d = dep + delay
-        if d < self._last_delivery and not st.reorder:
-            d = self._last_delivery
-        if d > self._last_delivery:
+        last = self._last_delivery
+        if d < last and not st.reorder:
+            d = last
+        if d > last:
             self._last_delivery = d
         c.delivered += 1
         c.bytes_delivered += size
@@ -275,10 +290,10 @@ class Link:
             raise ValueError(f"times and sizes must be 1-D and the same length, got {t_all.shape}, {raw.shape}")
         n = len(t_all)
         if n == 0:
-            return np.full(0, np.nan)
+            return np.empty(0)
         if raw.dtype == np.int64:  # (the simulator's case: one check)
             w_all = raw
-            if int(w_all.min()) <= 0:
+            if int(np.minimum.reduce(w_all)) <= 0:
                 raise ValueError("sizes must be positive integers")
         else:
             if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.number):
@@ -287,12 +302,12 @@ class Link:
             if np.any(w_all != raw) or np.any(w_all <= 0):
                 raise ValueError("sizes must be positive integers")
         # One comparison covers NaN (it compares false), order, and the previous send.
-        if not (t_all[0] >= self._last_t and (n == 1 or bool((t_all[1:] >= t_all[:-1]).all()))):
+        if not (t_all[0] >= self._last_t and (n == 1 or bool(np.logical_and.reduce(t_all[1:] >= t_all[:-1])))):
             raise ValueError("times must be >= 0, non-decreasing and not before the previous send")
         self._last_t = float(t_all[-1])
         if not self._ats:  # no phases: one segment is the whole batch
             return self._segment(self._stages[0], t_all, w_all)
-        out = np.full(n, np.nan)
+        out = _nans(n)
         bounds = [0, *np.searchsorted(t_all, self._ats, side="left").tolist(), n]
         for i, st in enumerate(self._stages):
             lo, hi = bounds[i], bounds[i + 1]
@@ -358,45 +373,54 @@ class Link:
     # -- stages, vectorized --------------------------------------------------------------------
 
     def _segment(self, st: _Stage, t: F64, size: I64) -> F64:
-        """All packets of one batch that fall in one phase (a new array, NaN where dropped)."""
+        """All packets of one batch that fall in one phase (a new array, NaN where dropped).
+
+        The hot path of the simulator: ufuncs and their reduce/accumulate are called directly
+        (numpy's Python wrappers cost as much as the work on a few hundred packets), and every
+        value is computed with the same operations in the same order as the scalar :meth:`send`
+        documents (``.sum()`` is ``add.reduce``, ``cumsum`` is ``add.accumulate``).
+        """
         c = self.counters
         n = len(t)
         c.sent += n
-        offered = int(size.sum())
+        offered = int(_add.reduce(size))
         c.bytes_sent += offered
         if st.outage:
             c.dropped_outage += n
-            return np.full(n, np.nan)
+            return _nans(n)
         # Survivors of each stage; `idx` maps them back to the segment (None: all of them, so
         # the common no-drop case costs no indexing at all).
         idx: I64 | None = None
         tt, ss = t, size
         if st.out_starts:
-            down = st.in_outage_v(tt)
-            if dropped := int(np.count_nonzero(down)):
+            up = ~st.in_outage_v(tt)
+            kept = up.nonzero()[0]
+            if dropped := n - len(kept):
                 c.dropped_outage += dropped
-                idx = np.flatnonzero(~down)
+                idx = kept
                 tt, ss = tt.take(idx), ss.take(idx)
         m = len(tt)
         if m and (st.ge is not None or st.loss > 0):
-            lost = self._lost_v(st, m)
-            if dropped := int(np.count_nonzero(lost)):
+            if st.ge is None:
+                kept = (self._loss_rng.random(m) >= st.loss).nonzero()[0]
+            else:
+                kept = (~self._lost_v(st, m)).nonzero()[0]
+            if dropped := m - len(kept):
                 c.dropped_loss += dropped
-                keep = np.flatnonzero(~lost)
-                idx = keep if idx is None else idx.take(keep)
-                tt, ss = tt.take(keep), ss.take(keep)
+                idx = kept if idx is None else idx.take(kept)
+                tt, ss = tt.take(kept), ss.take(kept)
                 m -= dropped
         if not m:
-            return np.full(n, np.nan)
+            return _nans(n)
         dep, refused = self._bottleneck_v(st, tt, ss + st.overhead if st.overhead else ss)
         if refused:
             c.dropped_queue += refused
-            keep = np.flatnonzero(~np.isnan(dep))
-            idx = keep if idx is None else idx.take(keep)
-            tt, ss, dep = tt.take(keep), ss.take(keep), dep.take(keep)
+            kept = (dep == dep).nonzero()[0]  # (NaN: refused)
+            idx = kept if idx is None else idx.take(kept)
+            tt, ss, dep = tt.take(kept), ss.take(kept), dep.take(kept)
             m -= refused
             if not m:
-                return np.full(n, np.nan)
+                return _nans(n)
         # (dep is a new array: the stages below work in place, with the same operations in the
         # same order as ``dep + max(0, delay + jitter)``, so the values are the same to the bit)
         if st.jitter > 0:
@@ -408,17 +432,17 @@ class Link:
             d = dep
             np.add(d, st.delay, out=d)
         if st.reorder:
-            self._last_delivery = max(self._last_delivery, float(d.max()))
+            self._last_delivery = max(self._last_delivery, float(np.maximum.reduce(d)))
         else:
             np.maximum.accumulate(d, out=d)
             np.maximum(d, self._last_delivery, out=d)
             self._last_delivery = float(d[-1])  # (non-decreasing now: the last is the largest)
         c.delivered += m
-        c.bytes_delivered += offered if idx is None else int(ss.sum())
-        c.total_added_delay += float((d - tt).sum())
+        c.bytes_delivered += offered if idx is None else int(_add.reduce(ss))
+        c.total_added_delay += float(_add.reduce(d - tt))
         if idx is None:
             return d
-        out = np.full(n, np.nan)
+        out = _nans(n)
         out[idx] = d
         return out
 
@@ -465,7 +489,7 @@ class Link:
         # S_before and S_end are one running sum from 0 (the same additions as cumsum alone).
         s = np.empty(len(w) + 1)
         s[0] = 0.0
-        np.cumsum(w * st.sec_per_byte, out=s[1:])
+        _add.accumulate(w * st.sec_per_byte, out=s[1:])
         s_before, s_end = s[:-1], s[1:]
         m = a - s_before
         np.maximum.accumulate(m, out=m)
@@ -532,10 +556,10 @@ class Link:
                 if v == n:  # the whole batch in one chunk, nothing refused: the usual case
                     return dep, 0
                 if dep_out is None:
-                    dep_out = np.full(n, np.nan)
+                    dep_out = _nans(n)
                 dep_out[i : i + v] = dep[:v]
             elif dep_out is None:
-                dep_out = np.full(n, np.nan)
+                dep_out = _nans(n)
             if v == len(ca):
                 i, chunk = j, min(chunk * 2, _MAX_CHUNK)
                 continue
