@@ -76,8 +76,18 @@ PACKET: Final = np.dtype([
     ("sent", np.float64),  # time the publisher sent it (one-way delay for the estimator)
 ])
 # The same records as opaque bytes: numpy copies these without visiting each field, which makes
-# selecting and joining batches several times cheaper than on the structured dtype.
+# joining and copying batches several times cheaper than on the structured dtype. (np.frombuffer
+# reinterprets without the Python-level safety check that ndarray.view runs on structured dtypes.)
 _RAW = np.dtype((np.void, PACKET.itemsize))
+
+
+def join(arrays: list[NDArray[np.void]]) -> NDArray[np.void]:
+    """Packet arrays end to end (at least two)."""
+    return np.frombuffer(np.concatenate([np.frombuffer(a, _RAW) for a in arrays]), PACKET)
+
+
+def copy(a: NDArray[np.void]) -> NDArray[np.void]:
+    return np.frombuffer(np.frombuffer(a, _RAW).copy(), PACKET)
 
 
 class Packets:
@@ -120,7 +130,7 @@ class Packets:
         if len(arrays) == 1:
             return Packets(arrays[0])
         # Joined as raw records: on the structured dtype numpy promotes and copies field by field.
-        return Packets(np.concatenate([a.view(_RAW) for a in arrays]).view(PACKET))
+        return Packets(join(arrays))
 
     # Field views (no copies; typed through a local, as numpy's stubs type a field lookup loosely).
     @property
@@ -273,35 +283,48 @@ class VideoSource:
             self.force_key = True
         frames = np.arange(self.frame, self.frame + n, dtype=np.int64)
         mean = self.rate / 8.0 / self.spec.fps
-        drawn = mean * self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
+        drawn = self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
+        np.multiply(mean, drawn, out=drawn)
         keyframe = self.force_key
         if keyframe:
             drawn[0] = mean * KEYFRAME_FACTOR
             self.force_key = False
             self.keyframes += 1
-        sizes = np.maximum(1, drawn.round()).astype(np.int64)
+        np.rint(drawn, out=drawn)  # (what ndarray.round() does)
+        np.maximum(1, drawn, out=drawn)
+        sizes = drawn.astype(np.int64)
         chunk = VP8_PACKET_MAX - VP8_DESCRIPTOR
-        npk = (sizes + (chunk - 1)) // chunk
+        npk = sizes + (chunk - 1)
+        npk //= chunk
+        # One record per frame, repeated for the frame's packets; then each frame's last packet
+        # gets the rest of the frame (the same integer and float operations as ever).
+        wire = RTP_OVERHEAD + self.wire_extra
+        fr = np.empty(n, dtype=PACKET)
+        ft = frames * self.interval
+        fr["ts"] = np.rint((self.start + ft) * CLOCK_RATE[VIDEO])
+        ft += self.start + self.encode_s  # the send times, as _count_from counted them
+        fr["t"] = ft
+        fr["sent"] = ft
+        fr["payload"] = VP8_PACKET_MAX
+        fr["size"] = VP8_PACKET_MAX + wire
+        fr["kind"] = VIDEO
+        fr["frame"] = frames
+        fr["key"] = False
+        fr["npk"] = npk
+        out = fr.repeat(npk)
         ends = npk.cumsum()
-        total = int(ends[-1])
-        fidx = np.arange(n).repeat(npk)
-        out = np.empty(total, dtype=PACKET)
-        # Per frame, then spread over the frame's packets (the same float operations as ever).
-        send = self.start + self.encode_s + frames * self.interval  # as _count_from counted them
-        out["t"] = send[fidx]
-        out["sent"] = out["t"]
-        out["ts"] = ((self.start + frames * self.interval) * CLOCK_RATE[VIDEO]).round().astype(np.int64)[fidx]
-        payload = out["payload"]
-        payload[:] = chunk + VP8_DESCRIPTOR
-        payload[ends - 1] = sizes - chunk * (npk - 1) + VP8_DESCRIPTOR  # each frame's last packet
-        out["size"] = payload + (RTP_OVERHEAD + self.wire_extra)
-        out["kind"] = VIDEO
+        ends -= 1
+        last = npk - 1
+        last *= -chunk
+        last += sizes
+        last += VP8_DESCRIPTOR
+        out["payload"][ends] = last
+        last += wire
+        out["size"][ends] = last
+        total = len(out)
         out["seq"] = np.arange(self.seq, self.seq + total, dtype=np.int64)
-        out["frame"] = frames[fidx]
-        out["key"] = False
         if keyframe:
             out["key"][: int(npk[0])] = True
-        out["npk"] = npk[fidx]
         self.seq += total
         self.frame += n
         return Packets(out)
