@@ -25,23 +25,26 @@ _BLOCK: Final = 256  # keeps (16/15)**k far from overflow
 _K = np.arange(1, _BLOCK + 1, dtype=np.float64)
 _UP = (1.0 / _A) ** _K / 16.0  # a^-k / 16
 _DOWN = _A**_K  # a^k
+_add = np.add
 
 
-def jitter_path(j0: float, d: F64) -> F64:
+def jitter_path(j0: float, d: F64 | I64) -> F64:
     """J_0 = j0 and J_i = J_(i-1) + (|d_i| - J_(i-1))/16: the estimate after every update.
 
-    J_i = a^i (j0 + (1/16) sum_(k<=i) a^-k |d_k|) with a = 15/16, evaluated in blocks.
+    J_i = a^i (j0 + (1/16) sum_(k<=i) a^-k |d_k|) with a = 15/16, evaluated in blocks. (Integer
+    ``d`` gives the same values as ``d.astype(float)``: |d| is exact either way.)
     """
-    out = np.empty(len(d) + 1)
+    n = len(d)
+    out = np.empty(n + 1)
     out[0] = j = j0
     ad = np.abs(d)
-    for s in range(0, len(ad), _BLOCK):
-        block = ad[s : s + _BLOCK]
-        m = len(block)
-        part = (block * _UP[:m]).cumsum()
+    for s in range(0, n, _BLOCK):
+        m = min(_BLOCK, n - s)
+        part = out[s + 1 : s + 1 + m]
+        np.multiply(ad[s : s + m], _UP[:m], out=part)
+        _add.accumulate(part, out=part)
         part += j
         part *= _DOWN[:m]
-        out[s + 1 : s + 1 + m] = part
         j = float(part[-1])
     return out
 
@@ -95,10 +98,10 @@ class Timeline:
         if st.base_seq is None:
             st.base_seq = self.base_seq = int(seq[0])
         s0 = (st.received, st.bytes, st.max_seq, st.jitter_units, self.count, self._size_total, self._owd_total)
-        bytes_ = payload.cumsum()
+        bytes_ = _add.accumulate(payload)
         bytes_ += st.bytes
         io = None
-        if seq[0] > st.max_seq and (n == 1 or bool((seq[1:] > seq[:-1]).all())):
+        if seq[0] > st.max_seq and (n == 1 or bool(np.logical_and.reduce(seq[1:] > seq[:-1]))):
             maxseq, arr_t, tss = seq, arrival, ts  # the usual case: every packet in order
         else:
             maxseq = np.maximum.accumulate(seq)
@@ -111,7 +114,8 @@ class Timeline:
         m = len(tss)
         if m:
             # RFC 3550: D = (R_i - S_i) - (R_j - S_j), only between packets of different timestamps.
-            rel = np.floor(arr_t * st.clock_rate).astype(np.int64)
+            # (Arrivals are >= 0: truncating is flooring.)
+            rel = (arr_t * st.clock_rate).astype(np.int64)
             last_arrival = int(rel[-1])
             rel -= tss
             d = np.empty(m, dtype=np.int64)
@@ -123,22 +127,27 @@ class Timeline:
                 changed[0] = tss[0] != st.last_ts
             np.subtract(rel[1:], rel[:-1], out=d[1:])
             np.not_equal(tss[1:], tss[:-1], out=changed[1:])
-            path = jitter_path(st.jitter_units, d[changed].astype(np.float64))
-            if io is None:
-                jitter = path[changed.cumsum()]
+            k = int(np.count_nonzero(changed))
+            if k == m:  # a new timestamp every packet (audio): every packet updates the estimate
+                path = jitter_path(st.jitter_units, d)
+                jitter = path[1:] if io is None else path[_add.accumulate(changed_at(io, n))]
             else:
-                mark = np.zeros(n, dtype=np.int64)
-                mark[io] = changed
-                jitter = path[mark.cumsum()]
+                path = jitter_path(st.jitter_units, d.compress(changed))
+                if io is None:
+                    jitter = path.take(_add.accumulate(changed))
+                else:
+                    mark = np.zeros(n, dtype=np.int64)
+                    mark[io] = changed
+                    jitter = path.take(_add.accumulate(mark))
             st.last_arrival, st.last_ts = last_arrival, int(tss[-1])
         else:
             jitter = np.full(n, st.jitter_units)
         size_c: I64 | None = None
         owd_c: F64 | None = None
         if self.est is not None and size is not None and sent is not None:
-            size_c = size.cumsum()
+            size_c = _add.accumulate(size)
             size_c += self._size_total
-            owd_c = (arrival - sent).cumsum()
+            owd_c = _add.accumulate(arrival - sent)
             owd_c += self._owd_total
             self._size_total = int(size_c[-1])
             self._owd_total = float(owd_c[-1])
@@ -157,7 +166,7 @@ class Timeline:
         if i < 0:
             return None, 0
         c = self.chunks[i]
-        return c, int(c.arrival.searchsorted(t, side="right"))  # >= 1
+        return c, int(c.arrival.searchsorted(t, "right"))  # >= 1
 
     def at(self, t: float) -> Snapshot:
         """The statistics after every arrival at or before ``t``."""
@@ -195,6 +204,13 @@ class Timeline:
             est.add_totals(g1 - g0, s1 - s0, o1 - o0, lambda: self._seq_of(g0), m1)
         self._est_t = t
         return est.update(t)
+
+
+def changed_at(io: I64, n: int) -> I64:
+    """Where the in-order packets ``io`` are among ``n``, as 0/1 marks."""
+    mark = np.zeros(n, dtype=np.int64)
+    mark[io] = 1
+    return mark
 
 
 class SendLog:
