@@ -8,7 +8,7 @@ unless a comment says otherwise.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -273,23 +273,38 @@ class VideoSource:
     def next_send(self) -> float:
         return self.start + self.encode_s + self.frame * self.interval
 
-    def generate(self, until: float) -> Packets:
-        """Every frame whose packets leave (capture + encode time) at or before ``until``."""
-        n = _count_from(self.start + self.encode_s, self.frame, until, self.interval)
-        if n <= 0:
+    def generate(self, until: float, changes: Sequence[tuple[float | None, float | None]] = ()) -> Packets:
+        """Every frame whose packets leave (capture + encode time) at or before ``until``.
+
+        ``changes`` are what the encoder follows on the way, in order: (cut, bps) sends the frames
+        up to ``cut`` first (None: none), then sets the target to ``bps`` (None: a PLI, the next
+        frame is a keyframe). One call gives exactly what a ``generate(cut)`` per change, each
+        followed by its change, then ``generate(until)`` would, joined (the frame sizes are one
+        draw: the same numbers).
+        """
+        plan: list[tuple[int, float, bool]] = []  # (frames, mean frame size, starts with a keyframe)
+        frame = self.frame
+        for cut, bps in changes:
+            if cut is not None:
+                frame = self._plan(cut, frame, plan)
+            if bps is None:
+                self.force_key = True
+            else:
+                self.set_target(bps)
+        self._plan(until, frame, plan)
+        if not plan:
             return Packets.empty()
-        if abs(self.target - self.codec_rate) / self.codec_rate > VP8_RECREATE_CHANGE:
-            self.codec_rate = self.target
-            self.force_key = True
+        n = frame = 0
+        for k, _, _ in plan:
+            n += k
         frames = np.arange(self.frame, self.frame + n, dtype=np.int64)
-        mean = self.rate / 8.0 / self.spec.fps
         drawn = self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
-        np.multiply(mean, drawn, out=drawn)
-        keyframe = self.force_key
-        if keyframe:
-            drawn[0] = mean * KEYFRAME_FACTOR
-            self.force_key = False
-            self.keyframes += 1
+        for k, mean, keyframe in plan:
+            part = drawn[frame : frame + k]
+            np.multiply(mean, part, out=part)
+            if keyframe:
+                part[0] = mean * KEYFRAME_FACTOR
+            frame += k
         np.rint(drawn, out=drawn)  # (what ndarray.round() does)
         np.maximum(1, drawn, out=drawn)
         sizes = drawn.astype(np.int64)
@@ -323,11 +338,31 @@ class VideoSource:
         out["size"][ends] = last
         total = len(out)
         out["seq"] = np.arange(self.seq, self.seq + total, dtype=np.int64)
-        if keyframe:
-            out["key"][: int(npk[0])] = True
+        frame = 0
+        for k, _, keyframe in plan:
+            if keyframe:  # the keyframe's packets
+                first = int(ends[frame]) + 1 - int(npk[frame])
+                out["key"][first : first + int(npk[frame])] = True
+            frame += k
         self.seq += total
         self.frame += n
         return Packets(out)
+
+    def _plan(self, until: float, frame: int, plan: list[tuple[int, float, bool]]) -> int:
+        """Plan the frames from ``frame`` up to ``until`` as :meth:`generate` used to make them
+        one call at a time (the encoder's state moves as it did); returns the next frame."""
+        n = _count_from(self.start + self.encode_s, frame, until, self.interval)
+        if n <= 0:
+            return frame
+        if abs(self.target - self.codec_rate) / self.codec_rate > VP8_RECREATE_CHANGE:
+            self.codec_rate = self.target
+            self.force_key = True
+        keyframe = self.force_key
+        if keyframe:
+            self.force_key = False
+            self.keyframes += 1
+        plan.append((n, self.rate / 8.0 / self.spec.fps, keyframe))
+        return frame + n
 
 
 class Lookahead:
