@@ -368,28 +368,34 @@ class VideoSource:
 class Lookahead:
     """Generates a source's packets ``span`` seconds ahead and hands them out by send time: the
     simulator asks for a few packets at a time, and one numpy call for many is much cheaper.
-    :meth:`invalidate` when the source's state changes (a new REMB target, a keyframe request)."""
+    :meth:`invalidate` when the source's state changes (a new REMB target, a keyframe request).
+    ``next_send`` is when its next packet leaves."""
+
+    __slots__ = ("buf", "next_send", "span", "src")
 
     def __init__(self, source: AudioSource | VideoSource, span: float = 0.5) -> None:
         self.src = source
         self.span = span
-        self.buf = Packets.empty()
-
-    @property
-    def next_send(self) -> float:
-        return float(self.buf.t[0]) if len(self.buf) else self.src.next_send
+        self.buf = Packets.empty().a
+        self.next_send = source.next_send
 
     def generate(self, until: float) -> Packets:
+        buf = self.buf
         if self.src.next_send <= until:
-            self.buf = Packets.concat([self.buf, self.src.generate(until + self.span)])
-        k = int(self.buf.t.searchsorted(until, side="right"))
-        out, self.buf = self.buf.take(slice(0, k)), self.buf.take(slice(k, None))
-        return out
+            new = self.src.generate(until + self.span).a
+            if len(new):
+                buf = join([buf, new]) if len(buf) else new
+        t = buf["t"]
+        k = int(t.searchsorted(until, "right"))
+        out, self.buf = buf[:k], buf[k:]
+        self.next_send = float(t[k]) if k < len(t) else self.src.next_send
+        return Packets(out)
 
     def invalidate(self) -> None:
         if len(self.buf):
-            self.src.rewind(self.buf)
-            self.buf = Packets.empty()
+            self.src.rewind(Packets(self.buf))
+            self.buf = self.buf[:0]
+        self.next_send = self.src.next_send
 
 
 # --- receiving ---------------------------------------------------------------------------------
@@ -561,13 +567,12 @@ class RembEstimator:
         if not len(arrival):
             return
         self.first_video(float(arrival[0]))
-        owd = arrival - sent
-        self._bytes += int(size.sum())
-        self._owd_sum += float(owd.sum())
+        self._bytes += int(np.add.reduce(size))
+        self._owd_sum += float(np.add.reduce(arrival - sent))  # (what .sum() does)
         self._count += len(arrival)
         if self._first_seq is None:
             self._first_seq = int(seq[0])
-        self._last_seq = max(self._last_seq, int(seq.max()))
+        self._last_seq = max(self._last_seq, int(np.maximum.reduce(seq)))
 
     def first_video(self, t: float) -> None:
         """Video arrived at ``t``: the first window starts with the first arrival."""
