@@ -446,9 +446,11 @@ class SteadyState:
         if n_media:
             kept = (m_out == m_out).nonzero()[0]  # (NaN: dropped)
             if len(kept):
+                if len(kept) < n_media:
+                    m_order, m_out = m_order.take(kept), m_out.take(kept)
                 joined = media[0] if len(media) == 1 else join([m for m in media if len(m)])
-                got = joined.take(m_order.take(kept))
-                got["t"] = m_out.take(kept)
+                got = joined.take(m_order)
+                got["t"] = m_out
                 queue.push(Packets(got))
         return c_out
 

@@ -214,10 +214,11 @@ def changed_at(io: I64, n: int) -> I64:
 
 
 class SendLog:
-    """What one publisher sender has sent, as of any time (getStats' packetsSent / bytesSent)."""
+    """What one publisher sender has sent, as of any time (getStats' packetsSent / bytesSent).
+    Each chunk keeps its payload sizes and its totals before it; a query sums the part it needs."""
 
     def __init__(self, packets: int, bytes_: int) -> None:
-        self.chunks: list[tuple[F64, I64]] = []
+        self.chunks: list[tuple[F64, I64, int, int]] = []  # (send times, payloads, packets and bytes before)
         self.firsts: list[float] = []
         self._start = (packets, bytes_)
         self.packets, self.bytes = packets, bytes_
@@ -225,20 +226,15 @@ class SendLog:
     def extend(self, t: F64, payload: I64) -> None:
         if not len(t):
             return
-        cum = np.empty(len(t) + 1, dtype=np.int64)
-        cum[0] = self.bytes
-        payload.cumsum(out=cum[1:])
-        cum[1:] += self.bytes
-        self.chunks.append((t, cum))
+        self.chunks.append((t, payload, self.packets, self.bytes))
         self.firsts.append(float(t[0]))
         self.packets += len(t)
-        self.bytes = int(cum[-1])
+        self.bytes += int(_add.reduce(payload))
 
     def at(self, t: float) -> tuple[int, int]:
         i = bisect_right(self.firsts, t) - 1
         if i < 0:
             return self._start
-        packets = self._start[0] + sum(len(c[0]) for c in self.chunks[:i])
-        times, cum = self.chunks[i]
-        k = int(times.searchsorted(t, side="right"))
-        return packets + k, int(cum[k])
+        times, payload, packets, bytes_ = self.chunks[i]
+        k = int(times.searchsorted(t, "right"))
+        return packets + k, bytes_ + int(_add.reduce(payload[:k]))
