@@ -11,6 +11,7 @@ so its value after every packet is a scaled cumulative sum).
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from typing import Final
 
@@ -86,7 +87,8 @@ class Timeline:
         self.count = 0  # arrivals added through the timeline
         self._size_total = 0
         self._owd_total = 0.0
-        self._est_t = -np.inf  # REMB: the previous update (the estimator's own sums carry over)
+        # REMB: the previous update's time, chunk count and sums (the estimator's own sums carry over)
+        self._est_prev: tuple[float, int, tuple[int, int, float, int]] = (-math.inf, 0, (0, 0, 0.0, 0))
 
     def extend(self, arrival: F64, seq: I64, ts: I64, payload: I64, sent: F64 | None = None,
                size: I64 | None = None) -> None:
@@ -198,11 +200,16 @@ class Timeline:
         ``RembEstimator.update`` returns after ``add`` saw every video arrival up to ``t``."""
         est = self.est
         assert est is not None
-        g1, s1, o1, m1 = self._sums(t)
-        g0, s0, o0, _ = self._sums(self._est_t) if self._est_t > -np.inf else (0, 0, 0.0, 0)
+        g1, s1, o1, m1 = sums = self._sums(t)
+        prev_t, prev_chunks, prev = self._est_prev
+        # The sums at the previous update still hold unless a chunk added since then has an
+        # arrival at (not after) that very moment.
+        if prev_chunks < len(self.chunks) and self.firsts[prev_chunks] <= prev_t:
+            prev = self._sums(prev_t)
+        g0, s0, o0, _ = prev
         if g1 > g0:
             est.add_totals(g1 - g0, s1 - s0, o1 - o0, lambda: self._seq_of(g0), m1)
-        self._est_t = t
+        self._est_prev = (t, len(self.chunks), sums)
         return est.update(t)
 
 
