@@ -72,6 +72,7 @@ _PARETO_STD = math.sqrt(_PARETO_ALPHA / ((_PARETO_ALPHA - 1.0) ** 2 * (_PARETO_A
 # queue decisions identical without changing the model by anything measurable.
 _TIE = 1e-9
 _FIRST_CHUNK = 512
+_DRAW_AHEAD = 32
 _MAX_CHUNK = 1 << 18
 _ARANGE = np.arange(_FIRST_CHUNK)
 _add = np.add
@@ -85,6 +86,36 @@ def _nans(n: int) -> NDArray[np.float64]:
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 Bool = NDArray[np.bool_]
+
+
+class _Uniforms:
+    """A generator's standard uniforms (``Generator.random``), drawn ahead in blocks for the
+    scalar path: one numpy call instead of one per packet. Every draw from the generator goes
+    through here, so the values come in the generator's own order whatever the mix of scalar
+    and vector draws."""
+
+    __slots__ = ("_ahead", "_rng")
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._ahead: list[float] = []  # drawn, not used yet (the next one last)
+
+    def one(self) -> float:
+        ahead = self._ahead
+        if not ahead:
+            ahead.extend(reversed(self._rng.random(_DRAW_AHEAD).tolist()))
+        return ahead.pop()
+
+    def many(self, n: int) -> F64:
+        ahead = self._ahead
+        if not ahead:
+            return self._rng.random(n)
+        k = min(n, len(ahead))
+        first = ahead[: len(ahead) - k - 1 : -1] if k < len(ahead) else ahead[::-1]
+        del ahead[len(ahead) - k :]
+        if k == n:
+            return np.array(first)
+        return np.concatenate([first, self._rng.random(n - k)])
 
 
 class _Stage:
@@ -213,6 +244,12 @@ class Link:
         self._ats = ats
         # Separate streams per random stage keep send and send_batch drawing in the same order.
         self._loss_rng, self._jitter_rng = rng.spawn(2)
+        # Loss draws are standard uniforms; so are jitter draws while every stage's distribution
+        # is uniform (numpy's uniform(lo, hi) is lo + (hi - lo) * random()): then both are drawn
+        # ahead for the scalar path. Other distributions draw from their generator directly.
+        self._loss_u = _Uniforms(self._loss_rng)
+        self._jitter_u = _Uniforms(self._jitter_rng) if all(
+            st.dist == "uniform" or st.jitter == 0 for st in self._stages) else None
         self.counters = LinkCounters()
         self._last_t = 0.0
         self._stage_i = 0
@@ -261,7 +298,7 @@ class Link:
             if self._lost(st):
                 c.dropped_loss += 1
                 return None
-        elif st.loss > 0 and self._loss_rng.random() < st.loss:
+        elif st.loss > 0 and self._loss_u.one() < st.loss:
             c.dropped_loss += 1
             return None
         dep = self._bottleneck(st, t, size + st.overhead)
@@ -333,9 +370,9 @@ class Link:
     def _lost(self, st: _Stage) -> bool:
         ge = st.ge
         if ge is None:
-            return st.loss > 0 and self._loss_rng.random() < st.loss
-        u_step = self._loss_rng.random()
-        u_loss = self._loss_rng.random()
+            return st.loss > 0 and self._loss_u.one() < st.loss
+        u_step = self._loss_u.one()
+        u_loss = self._loss_u.one()
         bad = self._ge_bad
         # netem: the loss draw uses the state the packet found, then the chain steps.
         self._ge_bad = (u_step >= ge.r) if bad else (u_step < ge.p)
@@ -343,6 +380,9 @@ class Link:
 
     def _jitter_one(self, st: _Stage) -> float:
         if st.dist == "uniform":
+            if self._jitter_u is not None:
+                lo = -st.jitter
+                return lo + (st.jitter - lo) * self._jitter_u.one()
             return float(self._jitter_rng.uniform(-st.jitter, st.jitter))
         if st.dist == "normal":
             return st.jitter * float(self._jitter_rng.standard_normal())
@@ -413,7 +453,7 @@ class Link:
         m = len(tt)
         if m and (st.ge is not None or st.loss > 0):
             if st.ge is None:
-                kept = (self._loss_rng.random(m) >= st.loss).nonzero()[0]
+                kept = (self._loss_u.many(m) >= st.loss).nonzero()[0]
             else:
                 kept = (~self._lost_v(st, m)).nonzero()[0]
             if dropped := m - len(kept):
@@ -460,9 +500,9 @@ class Link:
     def _lost_v(self, st: _Stage, n: int) -> Bool:
         ge = st.ge
         if ge is None:
-            lost: Bool = self._loss_rng.random(n) < st.loss
+            lost: Bool = self._loss_u.many(n) < st.loss
             return lost
-        u = self._loss_rng.random((n, 2))  # row-major: (step, loss) per packet, as the scalar path
+        u = self._loss_u.many(2 * n).reshape(n, 2)  # row-major: (step, loss) per packet, as the scalar path
         f_good = u[:, 0] < ge.p  # next state from good (True = bad)
         f_bad = u[:, 0] >= ge.r  # next state from bad
         const = f_good == f_bad
@@ -480,6 +520,12 @@ class Link:
 
     def _jitter_v(self, st: _Stage, n: int) -> F64:
         if st.dist == "uniform":
+            if self._jitter_u is not None:
+                lo = -st.jitter
+                u = self._jitter_u.many(n)
+                np.multiply(st.jitter - lo, u, out=u)
+                np.add(lo, u, out=u)
+                return u
             return self._jitter_rng.uniform(-st.jitter, st.jitter, n)
         if st.dist == "normal":
             return st.jitter * self._jitter_rng.standard_normal(n)
