@@ -601,9 +601,33 @@ def side_level(
     media: Media, metrics: SideMetrics, demanded_bps: float, config: ScorerConfig = DEFAULT_CONFIG
 ) -> int | None:
     """``assess_side(...).level`` without building the stats: the worst known component."""
-    worst = bandwidth_level(metrics, demanded_bps, config)
-    for level in (latency_level(metrics, config), fraction_lost_level(metrics, media, config)):
-        if level is not None and (worst is None or level < worst):
+    values = (metrics.actual_bps, metrics.available_bps, metrics.rtt, metrics.jitter, metrics.fraction_lost)
+    return _values_level(media, values, demanded_bps, config)
+
+
+# A side's metrics as plain values, in SideMetrics' field order (the scorer's hot path).
+_Values = tuple[float | None, float | None, float | None, float | None, float | None]
+_NO_VALUES: Final[_Values] = (None, None, None, None, None)
+
+
+def _values_level(media: Media, values: _Values, demanded_bps: float, config: ScorerConfig) -> int | None:
+    """:func:`side_level` on plain values: the component levels of bandwidth_level, latency_level
+    and fraction_lost_level, the worst of the known ones."""
+    actual, available, rtt, jitter, fraction_lost = values
+    worst: int | None = None
+    for bps in (actual, available):
+        if bps is not None:
+            level = level_for_score(bandwidth_score(bps, demanded_bps, config), config)
+            if worst is None or level < worst:
+                worst = level
+    score = latency_score(rtt, jitter)
+    if score is not None:
+        level = level_for_score(score, config)
+        if worst is None or level < worst:
+            worst = level
+    if fraction_lost is not None:
+        level = level_for_score(loss_score(fraction_lost, media, config), config)
+        if worst is None or level < worst:
             worst = level
     return worst
 
@@ -730,7 +754,8 @@ class NetworkQualityScorer:
             for m in MEDIA
             for d in DIRECTIONS
         ]
-        self._scored = QualityInput()
+        self._scored: QualityInput | None = QualityInput()
+        self._scored_values: tuple[bool, dict[str, _Values | None]] = (False, {})
 
     @property
     def demand(self) -> QualityDemand:
@@ -766,9 +791,10 @@ class NetworkQualityScorer:
         self._now = now
         window = self._config.latency_window
         reconnecting = sample.reconnecting
-        sides: dict[str, SideMetrics | None] = {}
+        sides: dict[str, _Values | None] = {}
         levels: list[int] = []
-        # (the same as raw_level_or_none on the scored input, computed along the way)
+        # The sample as scored (rtt and jitter from the windows), as plain values: the
+        # QualityInput is only built when stats() asks. The raw level is raw_level_or_none's.
         for name, rtt_w, jitter_w, media, demanded in self._sides:
             metrics: SideMetrics | None = getattr(sample, name)
             if metrics is not None and not reconnecting:
@@ -778,19 +804,16 @@ class NetworkQualityScorer:
             jitter_w.prune(now, window)
             rtt, jitter = rtt_w.value(), jitter_w.value()
             if metrics is None:
-                scored = None if rtt is None and jitter is None else SideMetrics(rtt=rtt, jitter=jitter)
-            elif rtt is metrics.rtt and jitter is metrics.jitter:  # (the window kept this very sample's)
-                scored = None if metrics == _NOTHING else metrics
+                values: _Values = (None, None, rtt, jitter, None)
             else:
-                scored = SideMetrics(metrics.actual_bps, metrics.available_bps, rtt, jitter, metrics.fraction_lost)
-                if scored == _NOTHING:
-                    scored = None
-            sides[name] = scored
+                values = (metrics.actual_bps, metrics.available_bps, rtt, jitter, metrics.fraction_lost)
+            sides[name] = None if values == _NO_VALUES else values
             if demanded > 0 and not reconnecting:
-                level = side_level(media, scored if scored is not None else _NOTHING, demanded, self._config)
+                level = _values_level(media, values, demanded, self._config)
                 if level is not None:
                     levels.append(level)
-        self._scored = QualityInput(reconnecting=reconnecting, **sides)
+        self._scored_values = (reconnecting, sides)
+        self._scored = None
         if reconnecting:
             self._raw = LEVEL_BROKEN
         elif self._demand.idle:
@@ -817,4 +840,10 @@ class NetworkQualityScorer:
 
         rtt and jitter are the windowed values that were scored, not the latest raw ones.
         """
+        if self._scored is None:
+            reconnecting, sides = self._scored_values
+            self._scored = QualityInput(
+                reconnecting=reconnecting,
+                **{name: None if v is None else SideMetrics(*v) for name, v in sides.items()},
+            )
         return build_stats(self._level, self._demand, self._scored, verbosity, self._config)
