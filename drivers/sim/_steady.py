@@ -146,8 +146,10 @@ class SteadyState:
         self.sub_q = sub_q
         self._multi = len(kinds) > 1
         self._video = VIDEO in kinds
-        self.srv_tl = {k: Timeline(streams.srv_stats[k], streams.srv_est if k == VIDEO else None) for k in kinds}
-        self.sub_tl = {k: Timeline(streams.sub_stats[k], streams.sub_est if k == VIDEO else None) for k in kinds}
+        self.srv_tl = {k: Timeline(streams.srv_stats[k], streams.srv_est if k == VIDEO else None,
+                                   own_timestamps=k == AUDIO) for k in kinds}
+        self.sub_tl = {k: Timeline(streams.sub_stats[k], streams.sub_est if k == VIDEO else None,
+                                   own_timestamps=k == AUDIO) for k in kinds}
         self.sr_times = {k: [] if s.sr_sent_at is None else [s.sr_sent_at] for k, s in streams.senders.items()}
         self.rtcp_next: dict[tuple[Tag, int], float] = {}
         self.srv_remb_next = self.sub_remb_next = math.inf

@@ -27,6 +27,7 @@ _K = np.arange(1, _BLOCK + 1, dtype=np.float64)
 _UP = (1.0 / _A) ** _K / 16.0  # a^-k / 16
 _DOWN = _A**_K  # a^k
 _add = np.add
+_ALL = np.ones(1, dtype=np.bool_)
 
 
 def jitter_path(j0: float, d: F64 | I64) -> F64:
@@ -76,9 +77,12 @@ class Timeline:
     timeline starts, and :meth:`extend` leaves it at the state after the newest chunk.
     """
 
-    def __init__(self, stats: ReceiverStats, est: RembEstimator | None) -> None:
+    def __init__(self, stats: ReceiverStats, est: RembEstimator | None, *, own_timestamps: bool = False) -> None:
         self.stats = stats
         self.est = est
+        # Every packet carries its own RTP timestamp (audio: one packet per frame): then every
+        # in-order packet after the first updates the jitter estimate, nothing to look up.
+        self.own_timestamps = own_timestamps
         self.chunks: list[_Chunk] = []
         self.firsts: list[float] = []  # first arrival of each chunk (bisect key)
         self.g0s: list[int] = []  # timeline count before each chunk
@@ -121,15 +125,21 @@ class Timeline:
             last_arrival = int(rel[-1])
             rel -= tss
             d = np.empty(m, dtype=np.int64)
-            changed = np.empty(m, dtype=np.bool_)
+            np.subtract(rel[1:], rel[:-1], out=d[1:])
             if st.last_arrival is None or st.last_ts is None:
-                d[0], changed[0] = 0, False
+                d[0] = 0
+                first = False
             else:
                 d[0] = rel[0] - (st.last_arrival - st.last_ts)
-                changed[0] = tss[0] != st.last_ts
-            np.subtract(rel[1:], rel[:-1], out=d[1:])
-            np.not_equal(tss[1:], tss[:-1], out=changed[1:])
-            k = int(np.count_nonzero(changed))
+                first = bool(tss[0] != st.last_ts)
+            if self.own_timestamps and first and io is None:
+                k = m
+                changed = _ALL  # (unused: every packet changed the timestamp)
+            else:
+                changed = np.empty(m, dtype=np.bool_)
+                changed[0] = first
+                np.not_equal(tss[1:], tss[:-1], out=changed[1:])
+                k = int(np.count_nonzero(changed))
             if k == m:  # a new timestamp every packet (audio): every packet updates the estimate
                 path = jitter_path(st.jitter_units, d)
                 jitter = path[1:] if io is None else path[_add.accumulate(changed_at(io, n))]
