@@ -127,6 +127,7 @@ class SteadyState:
         self.streams = streams
         self.handshakes = handshakes
         self.pcs = handshakes.pcs
+        self._pub, self._sub = self.pcs[Role.PUBLISHER], self.pcs[Role.SUBSCRIBER]
         self._rtcp_rng = rtcp_rng
         self._audio_horizon = audio_horizon
         self._end_hint = end_hint
@@ -192,9 +193,10 @@ class SteadyState:
 
     def catch_up(self) -> None:
         """The client reads the RTCP that reached it by now (RR: rtt, loss, jitter; REMB)."""
-        pub = self.pcs[Role.PUBLISHER]
+        pub = self._pub
         senders = self.streams.senders
-        while self.cli_in and self.cli_in[0][0] <= self.now:
+        now = self.loop.now
+        while self.cli_in and self.cli_in[0][0] <= now:
             a, _, msg = heapq.heappop(self.cli_in)
             pub.heard(a)
             if isinstance(msg, _Rr):
@@ -245,7 +247,7 @@ class SteadyState:
 
     def _pli_at_server(self, t: float) -> None:
         """The SFU passes the subscriber's keyframe request on to the publisher at once."""
-        self._reply(RTCP_PLI + self.pcs[Role.PUBLISHER].extra, None, t)
+        self._reply(RTCP_PLI + self._pub.extra, None, t)
 
     def _check_at_server(self, check: _ConsentCheck, t: float) -> None:
         """The server answers a consent check at once."""
@@ -289,9 +291,8 @@ class SteadyState:
         """Plan and run one interval [now, end): the uplink in one batch, the server, the downlink in
         one batch, the subscriber. Everything sent before ``now`` is already on the links."""
         streams = self.streams
-        start = self.now
-        pcs = self.pcs
-        pub, sub = pcs[Role.PUBLISHER], pcs[Role.SUBSCRIBER]
+        start = self.loop.now
+        pub, sub = self._pub, self._sub
         video = self._video
         if video and self.srv_remb_next == start:
             # The REMB opening the interval goes first, so the encoder follows it exactly.
