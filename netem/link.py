@@ -178,9 +178,12 @@ class _Stage:
 
     def first_opp_after_v(self, t: F64) -> I64:
         t_ms = ms_v(t)
-        cycle = np.floor(t_ms / self.tr_period)
-        within = np.searchsorted(self.tr_f, t_ms - cycle * self.tr_period, side="right")
-        result: I64 = cycle.astype(np.int64) * self.tr_len + within
+        cycle = t_ms / self.tr_period
+        np.floor(cycle, out=cycle)
+        within = self.tr_f.searchsorted(t_ms - cycle * self.tr_period, "right")
+        result: I64 = cycle.astype(np.int64)
+        result *= self.tr_len
+        result += within
         return result
 
     def opp_time(self, k: int) -> float:
@@ -189,7 +192,9 @@ class _Stage:
 
     def opp_time_v(self, k: I64) -> F64:
         cycle, i = np.divmod(k, self.tr_len)
-        result: F64 = (self.tr[i] + cycle * self.tr_period) / 1000.0
+        cycle *= self.tr_period
+        cycle += self.tr.take(i)  # (integers: exact in any order)
+        result: F64 = cycle / 1000.0
         return result
 
     def in_outage(self, t: float) -> bool:
@@ -535,9 +540,12 @@ class Link:
         """Service start and departure of every packet of a chunk, assuming all are admitted."""
         if st.kind == _TRACE:
             self._enter_trace(st)
-            w_end = np.cumsum(w)
-            m = np.maximum.accumulate(st.first_opp_after_v(a) * MTU_BYTES - (w_end - w))
-            m = np.maximum(m, self._pos)
+            w_end = _add.accumulate(w)
+            m = st.first_opp_after_v(a)
+            m *= MTU_BYTES
+            m -= w_end - w
+            np.maximum.accumulate(m, out=m)
+            np.maximum(m, self._pos, out=m)
             end_b = w_end + m
             start = st.opp_time_v((end_b - w) // MTU_BYTES)
             dep = st.opp_time_v((end_b - 1) // MTU_BYTES)
