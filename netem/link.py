@@ -556,10 +556,10 @@ class Link:
         s[0] = 0.0
         _add.accumulate(w * st.sec_per_byte, out=s[1:])
         s_before, s_end = s[:-1], s[1:]
-        m = a - s_before
-        np.maximum.accumulate(m, out=m)
-        np.maximum(m, self._free_at, out=m)
-        return s_before + m, s_end + m, None
+        lead = a - s_before  # max_{j<=i}(a_j - S_(j-1)), and not before the link is free
+        np.maximum.accumulate(lead, out=lead)
+        np.maximum(lead, self._free_at, out=lead)
+        return s_before + lead, s_end + lead, None
 
     def _first_overflow(self, st: _Stage, a: F64, w: I64, start: F64) -> int:
         """Index of the first packet the queue would refuse (len(a) if none)."""

@@ -112,10 +112,6 @@ class Queue:
         self.min = math.inf  # earliest arrival still queued
         self.reorder = reorder  # the link may deliver out of order: sort on the way in
 
-    @property
-    def q(self) -> Packets:
-        return Packets(self.a)
-
     def arrive(self, sent: Packets, arrival: F64) -> None:
         """Queue what a link delivered of ``sent`` (``arrival``: NaN where it dropped a packet)."""
         kept = (arrival == arrival).nonzero()[0]  # (NaN: dropped)
