@@ -21,11 +21,18 @@ Rows, all timed in this process with time.perf_counter (best of N, machines are 
 
 "vs SimPy media" and "vs SimPy whole" are those rows' times over this row's time (higher =
 faster); "sim packets/s" is packets simulated per second of wall time.
+
+A second table splits the whole-preflight row into its parts (timed with hooks around them in
+the fastest of N runs, which add a little to each): setting up the run (random streams, links,
+core), the interval batches of the steady state, the driver's stats sampling, the core (every
+call into ``PreflightMachine``, the scorer included), the report's JSON, and the rest — the event
+loop with the handshakes and the event-driven media until the switch to batches.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 import time
@@ -35,8 +42,9 @@ from typing import Any
 
 import numpy as np
 from rtcprobe.core.preflight import PreflightMachine
-from rtcprobe.core.report import RunInfo
+from rtcprobe.core.report import PreflightReport, RunInfo
 from rtcprobe.drivers.sim import PacketRecord, SimDriver, run_simulation
+from rtcprobe.drivers.sim._steady import SteadyState
 from rtcprobe.netem import LinkConfig
 from rtcprobe.netem.scenario import Scenario
 from rtcprobe.scenarios import load
@@ -91,6 +99,47 @@ def core_replay(driver: SimDriver, calls: list[tuple[str, tuple[Any, ...], dict[
         getattr(core, name)(*args, **kw)
     assert core.report is not None
     return core.report.to_json()
+
+
+CORE_CALLS = ("start", "handle", "handle_timer", "get_timer", "next_action", "next_event")
+
+
+def breakdown(sc: Scenario, n: int) -> tuple[float, dict[str, float]]:
+    """The whole-preflight row's parts in the fastest of ``n`` runs (total, {part: seconds})."""
+    parts = ("setup", "interval batches", "stats sampling", "core", "report JSON")
+    hooked = [(SimDriver, "__init__", "setup"), (SteadyState, "tick", "interval batches"),
+              (SimDriver, "_sample", "stats sampling"), (PreflightReport, "to_json", "report JSON")]
+    hooked += [(PreflightMachine, name, "core") for name in CORE_CALLS]
+    spent = dict.fromkeys(parts, 0.0)
+    originals = [(cls, name, cls.__dict__[name]) for cls, name, _ in hooked]
+
+    def hook(fn: Callable[..., Any], part: str) -> Callable[..., Any]:
+        def timed(*args: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kw)
+            finally:
+                spent[part] += time.perf_counter() - t0
+
+        return timed
+
+    best: tuple[float, dict[str, float]] = (math.inf, {})
+    try:
+        for cls, name, part in hooked:
+            setattr(cls, name, hook(cls.__dict__[name], part))
+        for _ in range(n):
+            for part in parts:
+                spent[part] = 0.0
+            t0 = time.perf_counter()
+            run_simulation(sc).report.to_json()
+            total = time.perf_counter() - t0
+            if total < best[0]:
+                rest = total - sum(spent.values())
+                best = (total, {**spent, "event loop, handshakes, event-driven media": rest})
+    finally:
+        for cls, name, fn in originals:
+            setattr(cls, name, fn)
+    return best
 
 
 def netem_vectorized(sc: Scenario, t: np.ndarray, size: np.ndarray) -> int:
@@ -245,6 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"whole preflight: {t_sim * 1000:.2f} ms = {t_simpy / t_sim:.1f}x faster than the SimPy media flow, "
           f"{t_whole / t_sim:.1f}x faster than SimPy carrying the whole flow; "
           f"{full.packets / t_sim:,.0f} simulated packets/s")
+    total, spent = breakdown(sc, n)
+    print()
+    print(f"{'where the whole preflight goes':<46} {'time (ms)':>9} {'share':>6}")
+    print("-" * 63)
+    for part, secs in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"{part:<46} {secs * 1000:>9.2f} {secs / total:>6.0%}")
+    print(f"{'(with the hooks: total)':<46} {total * 1000:>9.2f}")
     print(f"(best of {n}; {Path(sys.executable).name} {sys.version.split()[0]})")
     return 0
 

@@ -28,8 +28,8 @@ from .report import IceCandidateStats, PreflightReport, SelectedCandidatePair
 class Role(enum.Enum):
     """Which of the two peer connections an observation is about."""
 
-    PUBLISHER = "publisher"  # sends the synthetic media (relay-only when TURN is configured)
-    SUBSCRIBER = "subscriber"  # receives it back
+    PUBLISHER = "publisher"  # Twilio's sender: sends the synthetic media (relay-only when TURN is handed out)
+    SUBSCRIBER = "subscriber"  # Twilio's receiver: receives it back (unrestricted)
 
 
 # The W3C values (RTCIceConnectionState, RTCDtlsTransportState, RTCPeerConnectionState); aiortc
@@ -150,10 +150,7 @@ class OutboundStats:
     remote_rtt: float | None = None  # s (remote-inbound-rtp roundTripTime)
     remote_jitter: float | None = None  # s
     remote_fraction_lost: float | None = None  # 0..1, already ÷256
-    remote_packets_lost: int | None = None
-    # Packets the far end had received at the same receiver report: Δlost / Δ(lost + received)
-    # is the uplink's loss over a consistent window, whatever the report's timing.
-    remote_packets_received: int | None = None
+    remote_packets_lost: int | None = None  # informative: the report's loss is the receiver's
     available_bps: float | None = None  # bandwidth estimate (e.g. REMB), if any
 
 
@@ -178,12 +175,6 @@ class StatsSample:
     candidate_pair_rtt: float | None = None  # s, the selected pair's current RTT, when observable
     ice_candidates: tuple[IceCandidateStats, ...] = ()
     selected_pair: SelectedCandidatePair | None = None
-    # Does the subscriber's inbound loss already cover the publisher's uplink? True when the far
-    # end forwards RTP as it came (an SFU, the simulator, Twilio's peer-to-peer pair): a
-    # packet lost on the uplink is a sequence gap at the subscriber. False when the far end
-    # terminates media (rtcprobe's aiortc server decodes and re-encodes): the uplink's loss then
-    # only shows in the publisher's receiver reports, and the core folds it in.
-    inbound_includes_uplink: bool = True
     # Are both ends of the measured path this client's own peer connections (Twilio's preflight
     # topology: sender -> TURN -> receiver, in one client)? Then every round trip in the stats
     # crosses the client's access link twice (receiver -> TURN -> sender and back). The report

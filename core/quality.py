@@ -5,7 +5,8 @@ Theory of operation
 
 The scorer answers one question, once per stats sample: *can this network carry the media this
 session demands, and how well?*  The answer is a level, as in the Twilio Video network quality
-API (REFERENCE.md B): 5 very good, 4 good, 3 fair, 2 bad, 1 very bad, 0 broken (reconnecting).
+API (docs/references.md#twilio-video-network-quality): 5 very good, 4 good, 3 fair, 2 bad,
+1 very bad, 0 broken (reconnecting).
 
 **Sides.**  The demand (:class:`QualityDemand`) names up to four *sides*: audio and video, each
 sent and/or received.  A side carries demand when its demanded bitrate is positive.  Each sample
@@ -27,7 +28,8 @@ the 0..100 scale of the E-model's transmission rating factor R, then into a leve
   video 10 -> audio 4, video 5, the same 4:5 ratio).  LiveKit's buckets are 20 to 40 points wide,
   ours 10, so its full weights would put 4 % video loss at level 1 where LiveKit says GOOD; halved,
   the video edges land on LiveKit's own (EXCELLENT < 2 %, POOR < 8 % loss) and on the diagnostics
-  app's "poor" at 8 %, and the audio edges near Jitsi's audio-only table (REFERENCE.md A, D).
+  app's "poor" at 8 %, and the audio edges near Jitsi's audio-only table
+  (docs/references.md#twilio-video-preflight, docs/references.md#quality-scoring).
 
 The same latency model serves video: interactivity suffers from delay whatever the media.  A
 missing rtt or jitter counts as 0 while the other is known (aiortc reports no rtt until an RTCP
@@ -46,7 +48,7 @@ A side's level is the minimum of its *known* components; the raw level is the mi
 sides that carry demand (:func:`raw_level`).  Special cases, in this order: reconnecting -> 0; no
 demand at all -> 5; demand but not one known component -> *unknown* (:func:`raw_level` says 5:
 no evidence of a problem; the scorer keeps its previous level).  A component with no data is
-never scored red: the Jitsi issue tracker's lesson (REFERENCE.md D).  Metrics that arrive in a
+never scored red: the Jitsi issue tracker's lesson (docs/references.md#quality-scoring).  Metrics that arrive in a
 reconnecting sample are stale and are not recorded.
 
 **Smoothing** (:class:`NetworkQualityScorer`, driven only by the ``now`` the caller passes):
@@ -63,20 +65,21 @@ reconnecting sample are stale and are not recorded.
   nothing.  So a metric oscillating around a threshold makes the level drop once and stay down,
   instead of flapping: it never stays above for a whole rise interval.  The same rule applies
   after a reconnection or a bad spell: 0 -> 5 takes 5 rise intervals, 10 s with the defaults,
-  one preflight of the anchor's default duration, so a single bad sample cannot pin a 10 s test
+  one preflight of Twilio Video's default duration, so a single bad sample cannot pin a 10 s test
   at its floor.  The shape is Jitsi's and LiveKit's (rises gradual, drops at once); their rates
   are slower (Jitsi's +2 points/s would be 5 s per 10-point level) because they score calls that
   last minutes, not a 10 s test.
 
-Verbosity (REFERENCE.md B) trims the output: 0 and 1 give the level only (rtcprobe always knows
-its own level, so "none" keeps it), 2 adds the per-media send/recv levels, 3 everything.
+Verbosity (docs/references.md#twilio-video-network-quality) trims the output: 0 and 1 give the
+level only (rtcprobe always knows its own level, so "none" keeps it), 2 adds the per-media
+send/recv levels, 3 everything.
 
 The output, :class:`NetworkQualityStats`, has the shape of Twilio's ``NetworkQualityStats``
 (bandwidth in bps, jitter and rtt in seconds).  Its top ``level`` is the smoothed level; the
 per-media ``send``/``recv`` levels and the component levels are those of the latest sample
 (after the rtt/jitter window), so they show *why* the level is what it is.
 
-This module is pure (DESIGN.md section 2): no I/O, no clock, no randomness.
+This module is pure (docs/architecture.md#the-sans-io-contract): no I/O, no clock, no randomness.
 """
 
 from __future__ import annotations
@@ -103,15 +106,16 @@ DIRECTIONS: Final[tuple[Direction, ...]] = ("send", "recv")
 # --------------------------------------------------------------------------------------------
 
 #: The best level.  Also the level before any sample and the level of a session with no demand:
-#: nothing has shown a problem (REFERENCE.md B: "no tracks -> 5"; LiveKit: no tracks -> excellent).
+#: nothing has shown a problem (docs/references.md#twilio-video-network-quality: "no tracks -> 5";
+#: LiveKit: no tracks -> excellent).
 LEVEL_MAX: Final = 5
-#: The worst level a connected network gets (the anchor's "very bad").
+#: The worst level a connected network gets (Twilio Video's "very bad").
 LEVEL_MIN: Final = 1
-#: Broken: the connection is reconnecting (the anchor's level 0).
+#: Broken: the connection is reconnecting (Twilio Video's level 0).
 LEVEL_BROKEN: Final = 0
 
 # --------------------------------------------------------------------------------------------
-# Anchor formulas (REFERENCE.md D).  These are the anchors' own constants, not tunables.
+# Reference formulas (docs/references.md#quality-scoring).  The references' own constants, not tunables.
 # --------------------------------------------------------------------------------------------
 
 #: Twilio voice SDK (mos.ts): R of a perfect call (the G.107 default R0 93.2, as Twilio tuned it).
@@ -256,7 +260,7 @@ def _bitrate_table(_: object, attribute: attrs.Attribute[Any], value: object) ->
 
 @attrs.frozen
 class ScorerConfig:
-    """Every tunable of the scorer, with its reasoning and anchor.  Frozen, validated at once.
+    """Every tunable of the scorer, with its reasoning and reference.  Frozen, validated at once.
 
     The validators keep the scorer's guarantees true for *any* valid configuration: levels
     bounded, never better when a metric or the demand gets worse.
@@ -309,7 +313,7 @@ class ScorerConfig:
     #: Twilio voice SDK's "3 of the last 5 samples" rule, so one spike never moves the level.
     latency_window: float = attrs.field(default=5.0, validator=_positive)
     #: Seconds the raw level must stay above the smoothed level for each +1 step: 0 -> 5 in 10 s,
-    #: one preflight of the anchor's default duration, so one bad sample cannot pin the whole test
+    #: one preflight of Twilio Video's default duration, so one bad sample cannot pin the whole test
     #: at its floor; an oscillating raw level still never rises (equal or lower restarts the clock).
     #: Jitsi (rises capped at +2 points/s) and LiveKit (rise factor 0.4 per 5 s window) give the
     #: shape, gradual rises and immediate drops; their slower rates (Jitsi's would be 5 s per
@@ -366,6 +370,7 @@ class SideMetrics:
 
 
 _side = attrs.validators.optional(attrs.validators.instance_of(SideMetrics))
+_NOTHING: Final = SideMetrics()  # a side with nothing observed
 
 
 @attrs.frozen
@@ -515,19 +520,19 @@ class NetworkQualityStats:
         }
 
 
-#: Verbosity levels (REFERENCE.md B): none, minimal (level only), moderate (+ media send/recv
-#: levels), detailed (+ per-side stats).
+#: Verbosity levels (docs/references.md#twilio-video-network-quality): none, minimal (level only),
+#: moderate (+ media send/recv levels), detailed (+ per-side stats).
 VERBOSITY_NONE: Final = 0
 VERBOSITY_MINIMAL: Final = 1
 VERBOSITY_MODERATE: Final = 2
 VERBOSITY_DETAILED: Final = 3
-#: The anchor's defaults: the local participant reports minimal, remote participants none.
+#: Twilio Video's defaults: the local participant reports minimal, remote participants none.
 LOCAL_VERBOSITY_DEFAULT: Final = VERBOSITY_MINIMAL
 REMOTE_VERBOSITY_DEFAULT: Final = VERBOSITY_NONE
 
 
 def normalize_verbosity(value: object, *, local: bool) -> int:
-    """The anchor's rule: a valid value (local 1..3, remote 0..3) is kept, anything else falls
+    """Twilio Video's rule: a valid value (local 1..3, remote 0..3) is kept, anything else falls
     back to the default (local 1, remote 0).  For API layers taking user options."""
     low, default = (VERBOSITY_MINIMAL, LOCAL_VERBOSITY_DEFAULT) if local else (VERBOSITY_NONE, REMOTE_VERBOSITY_DEFAULT)
     if isinstance(value, int) and not isinstance(value, bool) and low <= value <= VERBOSITY_DETAILED:
@@ -542,9 +547,11 @@ def normalize_verbosity(value: object, *, local: bool) -> int:
 
 def level_for_score(score: float, config: ScorerConfig = DEFAULT_CONFIG) -> int:
     """Map a 0..100 score to 5..1 with ``config.level_thresholds`` (score >= threshold)."""
-    for level, threshold in zip(range(LEVEL_MAX, LEVEL_MIN, -1), config.level_thresholds, strict=True):
+    level = LEVEL_MAX
+    for threshold in config.level_thresholds:  # (one per level from LEVEL_MAX down to LEVEL_MIN + 1)
         if score >= threshold:
             return level
+        level -= 1
     return LEVEL_MIN
 
 
@@ -574,10 +581,13 @@ def loss_score(fraction_lost: float, media: Media, config: ScorerConfig = DEFAUL
 
 def bandwidth_level(metrics: SideMetrics, demanded_bps: float, config: ScorerConfig = DEFAULT_CONFIG) -> int | None:
     """The worse of actual-vs-demand and available-vs-demand; ``None`` when neither is known."""
-    known = [bps for bps in (metrics.actual_bps, metrics.available_bps) if bps is not None]
-    if not known:
-        return None
-    return min(level_for_score(bandwidth_score(bps, demanded_bps, config), config) for bps in known)
+    worst: int | None = None
+    for bps in (metrics.actual_bps, metrics.available_bps):
+        if bps is not None:
+            level = level_for_score(bandwidth_score(bps, demanded_bps, config), config)
+            if worst is None or level < worst:
+                worst = level
+    return worst
 
 
 def latency_level(metrics: SideMetrics, config: ScorerConfig = DEFAULT_CONFIG) -> int | None:
@@ -589,6 +599,41 @@ def fraction_lost_level(metrics: SideMetrics, media: Media, config: ScorerConfig
     if metrics.fraction_lost is None:
         return None
     return level_for_score(loss_score(metrics.fraction_lost, media, config), config)
+
+
+def side_level(
+    media: Media, metrics: SideMetrics, demanded_bps: float, config: ScorerConfig = DEFAULT_CONFIG
+) -> int | None:
+    """``assess_side(...).level`` without building the stats: the worst known component."""
+    values = (metrics.actual_bps, metrics.available_bps, metrics.rtt, metrics.jitter, metrics.fraction_lost)
+    return _values_level(media, values, demanded_bps, config)
+
+
+# A side's metrics as plain values, in SideMetrics' field order (the scorer's hot path).
+_Values = tuple[float | None, float | None, float | None, float | None, float | None]
+_NO_VALUES: Final[_Values] = (None, None, None, None, None)
+
+
+def _values_level(media: Media, values: _Values, demanded_bps: float, config: ScorerConfig) -> int | None:
+    """:func:`side_level` on plain values: the component levels of bandwidth_level, latency_level
+    and fraction_lost_level, the worst of the known ones."""
+    actual, available, rtt, jitter, fraction_lost = values
+    worst: int | None = None
+    for bps in (actual, available):
+        if bps is not None:
+            level = level_for_score(bandwidth_score(bps, demanded_bps, config), config)
+            if worst is None or level < worst:
+                worst = level
+    score = latency_score(rtt, jitter)
+    if score is not None:
+        level = level_for_score(score, config)
+        if worst is None or level < worst:
+            worst = level
+    if fraction_lost is not None:
+        level = level_for_score(loss_score(fraction_lost, media, config), config)
+        if worst is None or level < worst:
+            worst = level
+    return worst
 
 
 def assess_side(
@@ -614,7 +659,8 @@ def raw_level_or_none(demand: QualityDemand, sample: QualityInput, config: Score
         for direction in DIRECTIONS:
             demanded = demand.demanded_bps(media, direction, config)
             if demanded > 0:
-                level = assess_side(media, sample.side(media, direction), demanded, config).level
+                metrics = sample.side(media, direction)
+                level = side_level(media, metrics if metrics is not None else _NOTHING, demanded, config)
                 if level is not None:
                     levels.append(level)
     return min(levels) if levels else None
@@ -683,7 +729,7 @@ class _Window:
 
     def value(self) -> float | None:
         # The lower median, by hand: the stdlib ``statistics`` module imports ``random``.
-        values = sorted(v for _, v in self._items)
+        values = sorted([v for _, v in self._items])
         return values[(len(values) - 1) // 2] if values else None
 
 
@@ -706,7 +752,14 @@ class NetworkQualityScorer:
         self._rise_since: float | None = None
         self._rtt = {(m, d): _Window() for m in MEDIA for d in DIRECTIONS}
         self._jitter = {(m, d): _Window() for m in MEDIA for d in DIRECTIONS}
-        self._scored = QualityInput()
+        # Per side, in MEDIA x DIRECTIONS order: what update() reads (the demand never changes).
+        self._sides = [
+            (f"{m}_{d}", self._rtt[m, d], self._jitter[m, d], m, demand.demanded_bps(m, d, config))
+            for m in MEDIA
+            for d in DIRECTIONS
+        ]
+        self._scored: QualityInput | None = QualityInput()
+        self._scored_values: tuple[bool, dict[str, _Values | None]] = (False, {})
 
     @property
     def demand(self) -> QualityDemand:
@@ -741,20 +794,36 @@ class NetworkQualityScorer:
             raise TypeError(f"sample must be a QualityInput, got {sample!r}")
         self._now = now
         window = self._config.latency_window
-        sides: dict[str, SideMetrics | None] = {}
-        for key in self._rtt:
-            metrics = sample.side(*key)
-            if metrics is not None and not sample.reconnecting:
-                self._rtt[key].add(now, metrics.rtt)
-                self._jitter[key].add(now, metrics.jitter)
-            self._rtt[key].prune(now, window)
-            self._jitter[key].prune(now, window)
-            rtt, jitter = self._rtt[key].value(), self._jitter[key].value()
-            base = metrics if metrics is not None else SideMetrics()
-            scored = attrs.evolve(base, rtt=rtt, jitter=jitter)
-            sides[f"{key[0]}_{key[1]}"] = None if scored == SideMetrics() else scored
-        self._scored = QualityInput(reconnecting=sample.reconnecting, **sides)
-        self._raw = raw_level_or_none(self._demand, self._scored, self._config)
+        reconnecting = sample.reconnecting
+        sides: dict[str, _Values | None] = {}
+        levels: list[int] = []
+        # The sample as scored (rtt and jitter from the windows), as plain values: the
+        # QualityInput is only built when stats() asks. The raw level is raw_level_or_none's.
+        for name, rtt_w, jitter_w, media, demanded in self._sides:
+            metrics: SideMetrics | None = getattr(sample, name)
+            if metrics is not None and not reconnecting:
+                rtt_w.add(now, metrics.rtt)
+                jitter_w.add(now, metrics.jitter)
+            rtt_w.prune(now, window)
+            jitter_w.prune(now, window)
+            rtt, jitter = rtt_w.value(), jitter_w.value()
+            if metrics is None:
+                values: _Values = (None, None, rtt, jitter, None)
+            else:
+                values = (metrics.actual_bps, metrics.available_bps, rtt, jitter, metrics.fraction_lost)
+            sides[name] = None if values == _NO_VALUES else values
+            if demanded > 0 and not reconnecting:
+                level = _values_level(media, values, demanded, self._config)
+                if level is not None:
+                    levels.append(level)
+        self._scored_values = (reconnecting, sides)
+        self._scored = None
+        if reconnecting:
+            self._raw = LEVEL_BROKEN
+        elif self._demand.idle:
+            self._raw = LEVEL_MAX
+        else:
+            self._raw = min(levels) if levels else None
         self._step(now, self._raw)
         return self._level
 
@@ -775,4 +844,10 @@ class NetworkQualityScorer:
 
         rtt and jitter are the windowed values that were scored, not the latest raw ones.
         """
+        if self._scored is None:
+            reconnecting, sides = self._scored_values
+            self._scored = QualityInput(
+                reconnecting=reconnecting,
+                **{name: None if v is None else SideMetrics(*v) for name, v in sides.items()},
+            )
         return build_stats(self._level, self._demand, self._scored, verbosity, self._config)

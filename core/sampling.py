@@ -11,9 +11,8 @@ what the network-quality scorer is fed (:class:`~rtcprobe.core.quality.QualityIn
 * jitter: the subscriber's received audio jitter, video's when no audio is received (Twilio Video's
   preflight reads audio's);
 * rtt: the selected candidate pair's, else the worst of the publisher's receiver reports;
-* path loss: Δlost / Δ(lost + received) between the two samples at the subscriber, combined with
-  the uplink's loss from the publisher's receiver reports when the far end terminates media
-  (:attr:`~rtcprobe.core.observations.StatsSample.inbound_includes_uplink` False);
+* path loss: Δlost / Δ(lost + received) between the two samples over the subscriber's received
+  streams, whose media crossed the whole publisher -> subscriber path;
 * bitrates: Δbytes over Δt, sent by the publisher and received by the subscriber.
 
 Rates and loss need an interval, so the first sample (``prev`` None) measures only the gauges, and
@@ -108,41 +107,15 @@ def _outbound_pairs(cur: StatsSample, prev: StatsSample) -> Iterator[tuple[Outbo
 
 
 def path_loss(cur: StatsSample, prev: StatsSample) -> float | None:
-    """Loss fraction of the publisher -> subscriber media path between two samples.
-
-    Twilio's packetLoss is Δlost/Δ(lost+received) at the receiver, whose media crossed the whole
-    path. When the far end terminates media instead (``inbound_includes_uplink`` False), the
-    uplink's loss comes from the publisher's receiver reports and is combined with the
-    subscriber's: the path delivers a packet only if both hops do.
-    """
+    """Loss fraction of the publisher -> subscriber media path between two samples: Δlost /
+    Δ(lost + received) over the subscriber's streams (Twilio Video's preflight reads the receiver's
+    ``inbound-rtp`` the same way; both ends forward RTP as it came, so a packet lost anywhere on
+    the path is a sequence gap at the subscriber)."""
     lost = recv = 0
     for c, p in _inbound_pairs(cur, prev):
         lost += c.packets_lost - (p.packets_lost if p is not None else 0)
         recv += c.packets_received - (p.packets_received if p is not None else 0)
-    down = loss_fraction(lost, lost + recv)
-    if cur.inbound_includes_uplink or down is None:
-        return down
-    up = uplink_loss(cur, prev)
-    return down if up is None else 1.0 - (1.0 - up) * (1.0 - down)
-
-
-def uplink_loss(cur: StatsSample, prev: StatsSample) -> float | None:
-    """Δlost / Δ(lost + received) over the publisher's receiver reports (both counts from the
-    same report, so a report arriving late never inflates it). A stream is counted only once it
-    has a baseline in the previous sample: a first report's cumulative count is not one
-    interval's loss."""
-    up_lost = up_total = 0
-    for c, p in _outbound_pairs(cur, prev):
-        if p is None or c.remote_packets_lost is None or p.remote_packets_lost is None:
-            continue
-        d_lost = c.remote_packets_lost - p.remote_packets_lost
-        if c.remote_packets_received is not None and p.remote_packets_received is not None:
-            d_total = d_lost + c.remote_packets_received - p.remote_packets_received
-        else:  # a driver without the far end's received count: what we sent stands in for it
-            d_total = c.packets_sent - p.packets_sent
-        up_lost += d_lost
-        up_total += d_total
-    return loss_fraction(up_lost, up_total)
+    return loss_fraction(lost, lost + recv)
 
 
 def bytes_sent(cur: StatsSample, prev: StatsSample) -> int:

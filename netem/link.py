@@ -72,11 +72,50 @@ _PARETO_STD = math.sqrt(_PARETO_ALPHA / ((_PARETO_ALPHA - 1.0) ** 2 * (_PARETO_A
 # queue decisions identical without changing the model by anything measurable.
 _TIE = 1e-9
 _FIRST_CHUNK = 512
+_DRAW_AHEAD = 32
 _MAX_CHUNK = 1 << 18
+_ARANGE = np.arange(_FIRST_CHUNK)
+_add = np.add
+
+
+def _nans(n: int) -> NDArray[np.float64]:
+    out = np.empty(n)
+    out.fill(np.nan)
+    return out
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 Bool = NDArray[np.bool_]
+
+
+class _Uniforms:
+    """A generator's standard uniforms (``Generator.random``), drawn ahead in blocks for the
+    scalar path: one numpy call instead of one per packet. Every draw from the generator goes
+    through here, so the values come in the generator's own order whatever the mix of scalar
+    and vector draws."""
+
+    __slots__ = ("_ahead", "_rng")
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._ahead: list[float] = []  # drawn, not used yet (the next one last)
+
+    def one(self) -> float:
+        ahead = self._ahead
+        if not ahead:
+            ahead.extend(reversed(self._rng.random(_DRAW_AHEAD).tolist()))
+        return ahead.pop()
+
+    def many(self, n: int) -> F64:
+        ahead = self._ahead
+        if not ahead:
+            return self._rng.random(n)
+        k = min(n, len(ahead))
+        first = ahead[: len(ahead) - k - 1 : -1] if k < len(ahead) else ahead[::-1]
+        del ahead[len(ahead) - k :]
+        if k == n:
+            return np.array(first)
+        return np.concatenate([first, self._rng.random(n - k)])
 
 
 class _Stage:
@@ -139,9 +178,12 @@ class _Stage:
 
     def first_opp_after_v(self, t: F64) -> I64:
         t_ms = ms_v(t)
-        cycle = np.floor(t_ms / self.tr_period)
-        within = np.searchsorted(self.tr_f, t_ms - cycle * self.tr_period, side="right")
-        result: I64 = cycle.astype(np.int64) * self.tr_len + within
+        cycle = t_ms / self.tr_period
+        np.floor(cycle, out=cycle)
+        within = self.tr_f.searchsorted(t_ms - cycle * self.tr_period, "right")
+        result: I64 = cycle.astype(np.int64)
+        result *= self.tr_len
+        result += within
         return result
 
     def opp_time(self, k: int) -> float:
@@ -150,7 +192,9 @@ class _Stage:
 
     def opp_time_v(self, k: I64) -> F64:
         cycle, i = np.divmod(k, self.tr_len)
-        result: F64 = (self.tr[i] + cycle * self.tr_period) / 1000.0
+        cycle *= self.tr_period
+        cycle += self.tr.take(i)  # (integers: exact in any order)
+        result: F64 = cycle / 1000.0
         return result
 
     def in_outage(self, t: float) -> bool:
@@ -205,6 +249,12 @@ class Link:
         self._ats = ats
         # Separate streams per random stage keep send and send_batch drawing in the same order.
         self._loss_rng, self._jitter_rng = rng.spawn(2)
+        # Loss draws are standard uniforms; so are jitter draws while every stage's distribution
+        # is uniform (numpy's uniform(lo, hi) is lo + (hi - lo) * random()): then both are drawn
+        # ahead for the scalar path. Other distributions draw from their generator directly.
+        self._loss_u = _Uniforms(self._loss_rng)
+        self._jitter_u = _Uniforms(self._jitter_rng) if all(
+            st.dist == "uniform" or st.jitter == 0 for st in self._stages) else None
         self.counters = LinkCounters()
         self._last_t = 0.0
         self._stage_i = 0
@@ -232,9 +282,12 @@ class Link:
             raise ValueError(
                 f"send times must be >= 0 and non-decreasing: got {t!r} after {self._last_t!r} (time went backwards)"
             )
-        if isinstance(size, bool) or int(size) != size or size <= 0:
+        if type(size) is not int:  # (bool is not int here: it goes through the full check)
+            if isinstance(size, bool) or int(size) != size:
+                raise ValueError(f"size must be a positive integer number of bytes, got {size!r}")
+            size = int(size)
+        if size <= 0:
             raise ValueError(f"size must be a positive integer number of bytes, got {size!r}")
-        size = int(size)
         self._last_t = t
         while t >= self._next_at:
             self._stage_i += 1
@@ -243,10 +296,14 @@ class Link:
         c = self.counters
         c.sent += 1
         c.bytes_sent += size
-        if st.in_outage(t):
+        if st.outage or (st.out_starts and st.in_outage(t)):
             c.dropped_outage += 1
             return None
-        if self._lost(st):
+        if st.ge is not None:
+            if self._lost(st):
+                c.dropped_loss += 1
+                return None
+        elif st.loss > 0 and self._loss_u.one() < st.loss:
             c.dropped_loss += 1
             return None
         dep = self._bottleneck(st, t, size + st.overhead)
@@ -257,9 +314,10 @@ class Link:
         if st.jitter > 0:
             delay = max(0.0, delay + self._jitter_one(st))
         d = dep + delay
-        if d < self._last_delivery and not st.reorder:
-            d = self._last_delivery
-        if d > self._last_delivery:
+        last = self._last_delivery
+        if d < last and not st.reorder:
+            d = last
+        if d > last:
             self._last_delivery = d
         c.delivered += 1
         c.bytes_delivered += size
@@ -273,17 +331,36 @@ class Link:
         if t_all.ndim != 1 or raw.shape != t_all.shape:
             raise ValueError(f"times and sizes must be 1-D and the same length, got {t_all.shape}, {raw.shape}")
         n = len(t_all)
-        out = np.full(n, np.nan)
         if n == 0:
-            return out
-        if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.number):
-            raise ValueError("sizes must be integers")
-        w_all = raw.astype(np.int64)
-        if np.any(w_all != raw) or np.any(w_all <= 0):
-            raise ValueError("sizes must be positive integers")
-        if np.isnan(t_all).any() or t_all[0] < self._last_t or np.any(np.diff(t_all) < 0):
+            return np.empty(0)
+        if raw.dtype == np.int64:  # (the simulator's case: one check)
+            w_all = raw
+            if int(np.minimum.reduce(w_all)) <= 0:
+                raise ValueError("sizes must be positive integers")
+        else:
+            if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.number):
+                raise ValueError("sizes must be integers")
+            w_all = raw.astype(np.int64)
+            if np.any(w_all != raw) or np.any(w_all <= 0):
+                raise ValueError("sizes must be positive integers")
+        # One comparison covers NaN (it compares false), order, and the previous send.
+        if not (t_all[0] >= self._last_t and (n == 1 or bool(np.logical_and.reduce(t_all[1:] >= t_all[:-1])))):
             raise ValueError("times must be >= 0, non-decreasing and not before the previous send")
+        return self.send_sorted(t_all, w_all)
+
+    def send_sorted(self, times: F64, sizes: I64) -> F64:
+        """:meth:`send_batch` without its checks, for a caller that guarantees them: ``times`` a
+        1-D float64 array, non-decreasing and not before the previous send, ``sizes`` positive
+        int64 of the same length (the simulator's hot path, where the checks cost as much as the
+        model)."""
+        t_all, w_all = times, sizes
+        n = len(t_all)
+        if n == 0:
+            return np.empty(0)
         self._last_t = float(t_all[-1])
+        if not self._ats:  # no phases: one segment is the whole batch
+            return self._segment(self._stages[0], t_all, w_all)
+        out = _nans(n)
         bounds = [0, *np.searchsorted(t_all, self._ats, side="left").tolist(), n]
         for i, st in enumerate(self._stages):
             lo, hi = bounds[i], bounds[i + 1]
@@ -298,9 +375,9 @@ class Link:
     def _lost(self, st: _Stage) -> bool:
         ge = st.ge
         if ge is None:
-            return st.loss > 0 and self._loss_rng.random() < st.loss
-        u_step = self._loss_rng.random()
-        u_loss = self._loss_rng.random()
+            return st.loss > 0 and self._loss_u.one() < st.loss
+        u_step = self._loss_u.one()
+        u_loss = self._loss_u.one()
         bad = self._ge_bad
         # netem: the loss draw uses the state the packet found, then the chain steps.
         self._ge_bad = (u_step >= ge.r) if bad else (u_step < ge.p)
@@ -308,6 +385,9 @@ class Link:
 
     def _jitter_one(self, st: _Stage) -> float:
         if st.dist == "uniform":
+            if self._jitter_u is not None:
+                lo = -st.jitter
+                return lo + (st.jitter - lo) * self._jitter_u.one()
             return float(self._jitter_rng.uniform(-st.jitter, st.jitter))
         if st.dist == "normal":
             return st.jitter * float(self._jitter_rng.standard_normal())
@@ -349,62 +429,85 @@ class Link:
     # -- stages, vectorized --------------------------------------------------------------------
 
     def _segment(self, st: _Stage, t: F64, size: I64) -> F64:
-        """All packets of one batch that fall in one phase."""
+        """All packets of one batch that fall in one phase (a new array, NaN where dropped).
+
+        The hot path of the simulator: ufuncs and their reduce/accumulate are called directly
+        (numpy's Python wrappers cost as much as the work on a few hundred packets), and every
+        value is computed with the same operations in the same order as the scalar :meth:`send`
+        documents (``.sum()`` is ``add.reduce``, ``cumsum`` is ``add.accumulate``).
+        """
         c = self.counters
         n = len(t)
         c.sent += n
-        c.bytes_sent += int(size.sum())
+        offered = int(_add.reduce(size))
+        c.bytes_sent += offered
+        if st.outage:
+            c.dropped_outage += n
+            return _nans(n)
         # Survivors of each stage; `idx` maps them back to the segment (None: all of them, so
-        # the common no-drop case costs no fancy indexing).
+        # the common no-drop case costs no indexing at all).
         idx: I64 | None = None
         tt, ss = t, size
-
-        def narrow(keep: Bool) -> None:
-            nonlocal idx, tt, ss
-            idx = np.flatnonzero(keep) if idx is None else idx[keep]
-            tt, ss = tt[keep], ss[keep]
-
-        if st.outage or st.out_starts:
-            down = st.in_outage_v(tt)
-            if dropped := int(down.sum()):
+        if st.out_starts:
+            up = ~st.in_outage_v(tt)
+            kept = up.nonzero()[0]
+            if dropped := n - len(kept):
                 c.dropped_outage += dropped
-                narrow(~down)
-        if len(tt) and (st.ge is not None or st.loss > 0):
-            lost = self._lost_v(st, len(tt))
-            if dropped := int(lost.sum()):
+                idx = kept
+                tt, ss = tt.take(idx), ss.take(idx)
+        m = len(tt)
+        if m and (st.ge is not None or st.loss > 0):
+            if st.ge is None:
+                kept = (self._loss_u.many(m) >= st.loss).nonzero()[0]
+            else:
+                kept = (~self._lost_v(st, m)).nonzero()[0]
+            if dropped := m - len(kept):
                 c.dropped_loss += dropped
-                narrow(~lost)
-        dep = self._bottleneck_v(st, tt, ss + st.overhead) if len(tt) else tt
-        ok = ~np.isnan(dep)
-        if dropped := len(ok) - int(ok.sum()):
-            c.dropped_queue += dropped
-            narrow(ok)
-            dep = dep[ok]
-        out = np.full(n, np.nan)
-        if not len(tt):
-            return out
+                idx = kept if idx is None else idx.take(kept)
+                tt, ss = tt.take(kept), ss.take(kept)
+                m -= dropped
+        if not m:
+            return _nans(n)
+        dep, refused = self._bottleneck_v(st, tt, ss + st.overhead if st.overhead else ss)
+        if refused:
+            c.dropped_queue += refused
+            kept = (dep == dep).nonzero()[0]  # (NaN: refused)
+            idx = kept if idx is None else idx.take(kept)
+            tt, ss, dep = tt.take(kept), ss.take(kept), dep.take(kept)
+            m -= refused
+            if not m:
+                return _nans(n)
+        # (dep is a new array: the stages below work in place, with the same operations in the
+        # same order as ``dep + max(0, delay + jitter)``, so the values are the same to the bit)
         if st.jitter > 0:
-            d = dep + np.maximum(0.0, st.delay + self._jitter_v(st, len(tt)))
+            d = self._jitter_v(st, m)
+            np.add(st.delay, d, out=d)
+            np.maximum(0.0, d, out=d)
+            np.add(dep, d, out=d)
         else:
-            d = dep + st.delay
-        if not st.reorder:
-            d = np.maximum(np.maximum.accumulate(d), self._last_delivery)
-        self._last_delivery = max(self._last_delivery, float(d.max()))
+            d = dep
+            np.add(d, st.delay, out=d)
+        if st.reorder:
+            self._last_delivery = max(self._last_delivery, float(np.maximum.reduce(d)))
+        else:
+            np.maximum.accumulate(d, out=d)
+            np.maximum(d, self._last_delivery, out=d)
+            self._last_delivery = float(d[-1])  # (non-decreasing now: the last is the largest)
+        c.delivered += m
+        c.bytes_delivered += offered if idx is None else int(_add.reduce(ss))
+        c.total_added_delay += float(_add.reduce(d - tt))
         if idx is None:
-            out = d
-        else:
-            out[idx] = d
-        c.delivered += len(tt)
-        c.bytes_delivered += int(ss.sum())
-        c.total_added_delay += float((d - tt).sum())
+            return d
+        out = _nans(n)
+        out[idx] = d
         return out
 
     def _lost_v(self, st: _Stage, n: int) -> Bool:
         ge = st.ge
         if ge is None:
-            lost: Bool = self._loss_rng.random(n) < st.loss
+            lost: Bool = self._loss_u.many(n) < st.loss
             return lost
-        u = self._loss_rng.random((n, 2))  # row-major: (step, loss) per packet, as the scalar path
+        u = self._loss_u.many(2 * n).reshape(n, 2)  # row-major: (step, loss) per packet, as the scalar path
         f_good = u[:, 0] < ge.p  # next state from good (True = bad)
         f_bad = u[:, 0] >= ge.r  # next state from bad
         const = f_good == f_bad
@@ -422,6 +525,12 @@ class Link:
 
     def _jitter_v(self, st: _Stage, n: int) -> F64:
         if st.dist == "uniform":
+            if self._jitter_u is not None:
+                lo = -st.jitter
+                u = self._jitter_u.many(n)
+                np.multiply(st.jitter - lo, u, out=u)
+                np.add(lo, u, out=u)
+                return u
             return self._jitter_rng.uniform(-st.jitter, st.jitter, n)
         if st.dist == "normal":
             return st.jitter * self._jitter_rng.standard_normal(n)
@@ -431,41 +540,56 @@ class Link:
         """Service start and departure of every packet of a chunk, assuming all are admitted."""
         if st.kind == _TRACE:
             self._enter_trace(st)
-            w_end = np.cumsum(w)
-            m = np.maximum.accumulate(st.first_opp_after_v(a) * MTU_BYTES - (w_end - w))
-            m = np.maximum(m, self._pos)
+            w_end = _add.accumulate(w)
+            m = st.first_opp_after_v(a)
+            m *= MTU_BYTES
+            m -= w_end - w
+            np.maximum.accumulate(m, out=m)
+            np.maximum(m, self._pos, out=m)
             end_b = w_end + m
             start = st.opp_time_v((end_b - w) // MTU_BYTES)
             dep = st.opp_time_v((end_b - 1) // MTU_BYTES)
             return start, dep, end_b
         self._pos_trace = None
-        s = w * st.sec_per_byte
-        s_end = np.cumsum(s)
-        s_before = np.concatenate(([0.0], s_end[:-1]))
-        m = np.maximum(np.maximum.accumulate(a - s_before), self._free_at)
-        return s_before + m, s_end + m, None
+        # S_before and S_end are one running sum from 0 (the same additions as cumsum alone).
+        s = np.empty(len(w) + 1)
+        s[0] = 0.0
+        _add.accumulate(w * st.sec_per_byte, out=s[1:])
+        s_before, s_end = s[:-1], s[1:]
+        lead = a - s_before  # max_{j<=i}(a_j - S_(j-1)), and not before the link is free
+        np.maximum.accumulate(lead, out=lead)
+        np.maximum(lead, self._free_at, out=lead)
+        return s_before + lead, s_end + lead, None
 
     def _first_overflow(self, st: _Stage, a: F64, w: I64, start: F64) -> int:
         """Index of the first packet the queue would refuse (len(a) if none)."""
         n = len(a)
-        k = np.arange(n)
+        k = _ARANGE[:n] if n <= len(_ARANGE) else np.arange(n)
+        a_tie = a + _TIE
         # Earlier packets of this chunk still waiting at a_k (starts are sorted: FIFO).
-        done = np.minimum(np.searchsorted(start, a + _TIE, side="right"), k)
-        waiting = k - done
+        done = start.searchsorted(a_tie, side="right")
+        np.minimum(done, k, out=done)
         # Packets admitted before this chunk still waiting at a_k.
         pend = self._pending
-        p_start = np.fromiter((p[0] for p in pend), dtype=np.float64, count=len(pend))
-        p_gone = np.searchsorted(p_start, a + _TIE, side="right")
-        bad = np.zeros(n, dtype=np.bool_)
+        p_gone: I64 | int = 0
+        if pend:
+            p_start = np.fromiter((p[0] for p in pend), dtype=np.float64, count=len(pend))
+            p_gone = p_start.searchsorted(a_tie, side="right")
+        bad: Bool | None = None
         if st.qp is not None:
-            bad |= waiting + (len(pend) - p_gone) >= st.qp
+            # waiting + (len(pend) - p_gone) >= qp, in integers
+            waiting = k - done
+            waiting -= p_gone
+            bad = waiting >= st.qp - len(pend)
         if st.qb is not None:
             w_before = np.concatenate(([0], np.cumsum(w)))
             p_bytes = np.concatenate(([0], np.cumsum(np.fromiter((p[1] for p in pend), np.int64, len(pend)))))
             queued = (w_before[k] - w_before[done]) + (p_bytes[-1] - p_bytes[p_gone])
-            bad |= queued + w > st.qb
-        hit = np.flatnonzero(bad)
-        return int(hit[0]) if len(hit) else n
+            over = queued + w > st.qb
+            bad = over if bad is None else bad | over
+        assert bad is not None
+        first = int(bad.argmax())
+        return first if bad[first] else n
 
     def _commit(self, a_last: float, start: F64, w: I64, dep: F64, end_b: I64 | None) -> None:
         self._free_at = float(dep[-1])
@@ -475,15 +599,17 @@ class Link:
             pend = self._pending
             while pend and pend[0][0] <= a_last + _TIE:
                 self._pending_bytes -= pend.popleft()[1]
-            first = int(np.searchsorted(start, a_last + _TIE, side="right"))
+            first = int(start.searchsorted(a_last + _TIE, side="right"))
             if first < len(start):
                 pend.extend(zip(start[first:].tolist(), w[first:].tolist(), strict=True))
                 self._pending_bytes += int(w[first:].sum())
 
-    def _bottleneck_v(self, st: _Stage, a: F64, w: I64) -> F64:
+    def _bottleneck_v(self, st: _Stage, a: F64, w: I64) -> tuple[F64, int]:
+        """Departure times (NaN: refused by the queue) and how many the queue refused."""
         n = len(a)
-        dep_out = np.full(n, np.nan)
         limited = st.qp is not None or st.qb is not None
+        dep_out: F64 | None = None
+        refused = 0
         i, chunk = 0, _FIRST_CHUNK
         while i < n:
             j = min(n, i + chunk)
@@ -492,7 +618,13 @@ class Link:
             v = self._first_overflow(st, ca, cw, start) if limited else len(ca)
             if v:
                 self._commit(float(ca[v - 1]), start[:v], cw[:v], dep[:v], None if end_b is None else end_b[:v])
+                if v == n:  # the whole batch in one chunk, nothing refused: the usual case
+                    return dep, 0
+                if dep_out is None:
+                    dep_out = _nans(n)
                 dep_out[i : i + v] = dep[:v]
+            elif dep_out is None:
+                dep_out = _nans(n)
             if v == len(ca):
                 i, chunk = j, min(chunk * 2, _MAX_CHUNK)
                 continue
@@ -506,8 +638,11 @@ class Link:
                 if k > i + v and not pend:
                     break
                 d = self._bottleneck(st, tk, int(w[k]))
-                if d is not None:
+                if d is None:
+                    refused += 1
+                else:
                     dep_out[k] = d
                 k += 1
             i, chunk = k, _FIRST_CHUNK
-        return dep_out
+        assert dep_out is not None
+        return dep_out, refused

@@ -46,8 +46,10 @@ def ms_v(t: NDArray[np.float64]) -> NDArray[np.float64]:
     """:func:`ms` over an array (the same operations, so scalar and vector paths agree)."""
     t_ms = t * 1000.0
     r = np.rint(t_ms)
-    result: NDArray[np.float64] = np.where(np.abs(t_ms - r) < 1e-6, r, t_ms)
-    return result
+    off = t_ms - r
+    np.abs(off, out=off)
+    np.copyto(t_ms, r, where=off < 1e-6)
+    return t_ms
 
 
 class TraceFormatError(ConfigError):

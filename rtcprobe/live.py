@@ -5,8 +5,14 @@ The handle is Twilio Video's ``runPreflight`` object (docs/references.md#twilio-
 events by name, ``stop()``, ``network_quality_level`` and ``await wait()``. It runs the aiortc
 driver (:class:`rtcprobe.drivers.aiortc.AiortcDriver`), giving it a signaling URL and a token:
 either the caller's, or those of an embedded server (:mod:`rtcprobe.server.embedded`) that it
-starts on loopback for the one test. Starting a server is why this module sits in the top layer
+starts on loopback for the one test. Starting servers is why this module sits in the top layer
 and not in the driver (docs/architecture.md#layers).
+
+The embedded default goes through TURN as Twilio's preflight does: when coturn (``turnserver``)
+is installed it is started on loopback (:class:`~rtcprobe.server.coturn.CoturnServer`) and the
+embedded server hands it out, so the publisher is relay-only and the media crosses a real TURN
+server. Without coturn the loopback runs on host candidates and TURN is not tested
+(:attr:`PreflightTest.turn_tested` says so; the CLI's summary tells how to get it).
 """
 
 from __future__ import annotations
@@ -23,12 +29,22 @@ from rtcprobe.core import errors
 from rtcprobe.core._version import __version__
 from rtcprobe.core.config import MediaDemand, PreflightConfig
 from rtcprobe.core.errors import ConfigError, PreflightError, UsageError
-from rtcprobe.core.observations import Completed, Event, Failed, NetworkQualityLevelChanged, Progress, SampleRecorded
+from rtcprobe.core.observations import (
+    Completed,
+    Event,
+    Failed,
+    IceServer,
+    NetworkQualityLevelChanged,
+    Progress,
+    SampleRecorded,
+)
 from rtcprobe.core.preflight import PreflightMachine
 from rtcprobe.core.report import PreflightReport, ProgressEvent, RunInfo, Timing
 from rtcprobe.drivers.aiortc.driver import AiortcDriver, signaling_url
 from rtcprobe.drivers.aiortc.media import check_video
+from rtcprobe.drivers.aiortc.turn_client import TURN_SCHEMES
 
+from .server.coturn import CoturnNotInstalled, CoturnServer, CoturnStartError
 from .server.credentials import check_turn_config
 from .server.embedded import embedded_server
 
@@ -88,14 +104,37 @@ class PreflightTest:
         return self.core.progress_events
 
     @property
+    def ice_servers(self) -> tuple[IceServer, ...] | None:
+        """The ICE servers the signaling server handed out (credentials included), or None
+        before it answered."""
+        return None if self._driver is None else self._driver.ice_servers
+
+    @property
+    def turn_tested(self) -> bool | None:
+        """Whether the media was sent through TURN (the publisher relay-only through a TURN server
+        the signaling server handed out); None before the server answered."""
+        servers = self.ice_servers
+        if servers is None:
+            return None
+        has_turn = any(url.partition(":")[0].lower() in TURN_SCHEMES for s in servers for url in s.urls)
+        return has_turn and self.config.relay_only is not False
+
+    @property
+    def report_stored(self) -> bool | None:
+        """The server's answer to the report sent at the end: True when it stored it (its
+        ``--reports`` file), False when it only counted it, None when it took none (yet)."""
+        return None if self._driver is None else self._driver.report_stored
+
+    @property
     def done(self) -> bool:
         return self._task is not None and self._task.done()
 
     @property
     def local_descriptions(self) -> dict[str, str]:
-        """For diagnostics: the SDP each client peer connection set as its local description (its
-        offer, every gathered candidate inside), by role: ``"publisher"``, ``"subscriber"``. A
-        copy; empty until the peer connections are negotiated, kept after they close."""
+        """For diagnostics: the SDP each peer connection set as its local description (every
+        gathered candidate inside), by role: ``"publisher"`` (the sender's offer), ``"subscriber"``
+        (the receiver's answer). A copy; empty until the peer connections are negotiated, kept
+        after they close."""
         if self._driver is None:
             return {}
         return {role.value: pc.localDescription.sdp for role, pc in self._driver.peer_connections.items()
@@ -174,6 +213,40 @@ async def _external(url: str, token: str) -> AsyncIterator[tuple[str, str]]:
     yield url, token
 
 
+async def _start_coturn() -> CoturnServer | None:
+    """coturn on loopback for the embedded server, or None when it is not installed or does not
+    start (then the test runs on host candidates, and says TURN was not tested)."""
+    try:
+        turn = CoturnServer()
+    except CoturnNotInstalled:
+        return None
+    starting = asyncio.ensure_future(asyncio.to_thread(turn.start))  # blocks while it probes its ports
+    try:
+        return await asyncio.shield(starting)
+    except (CoturnStartError, OSError) as exc:
+        log.warning("coturn did not start, so TURN is not tested: %s", exc)
+        turn.stop()
+        return None
+    except asyncio.CancelledError:  # the thread cannot be interrupted: stop what it started
+        with contextlib.suppress(Exception):
+            await starting
+        await asyncio.to_thread(turn.stop)
+        raise
+
+
+@contextlib.asynccontextmanager
+async def _embedded(turn_urls: Sequence[str] | None, turn_secret: str | None) -> AsyncIterator[tuple[str, str]]:
+    """The embedded server, handing out ``turn_urls`` — or, when None, a coturn of its own if
+    one is installed."""
+    async with contextlib.AsyncExitStack() as stack:
+        if turn_urls is None:
+            turn = await _start_coturn()
+            if turn is not None:
+                stack.push_async_callback(asyncio.to_thread, turn.stop)
+                turn_urls, turn_secret = turn.turn_urls, turn.secret
+        yield await stack.enter_async_context(embedded_server(turn_urls=turn_urls or (), turn_secret=turn_secret))
+
+
 def run_preflight(
     token: str | None = None,
     *,
@@ -181,7 +254,7 @@ def run_preflight(
     duration: float = 10.0,
     region: str = "gll",
     media: MediaDemand | None = None,
-    turn_urls: Sequence[str] = (),
+    turn_urls: Sequence[str] | None = None,
     turn_secret: str | None = None,
     relay_only: bool | None = None,
     network_quality_verbosity: int = 1,
@@ -192,10 +265,11 @@ def run_preflight(
     """Start a preflight on the running asyncio loop and return its :class:`PreflightTest`.
 
     With ``url`` (and its ``token``) the test runs against that signaling server. Without it, an
-    embedded server starts in-process on 127.0.0.1 with a fresh secret and token, ICE host
-    candidates confined to loopback, and optionally TURN (``turn_urls`` + ``turn_secret``).
+    embedded server starts in-process on 127.0.0.1 with a fresh secret and token and hands out
+    TURN: ``turn_urls`` + ``turn_secret`` when given, none for ``turn_urls=()``, and by default
+    (None) a coturn started on loopback for the test when coturn is installed.
     ``relay_only=None`` makes the publisher relay-only whenever the server hands out TURN, as
-    twilio-video.js's publisher is. ``subscriber_relay_only`` makes the subscriber relay-only too
+    twilio-video.js's sender is. ``subscriber_relay_only`` makes the subscriber relay-only too
     (twilio-video.js's is not; a replay needs it so that all traffic crosses its emulated link); it needs a
     relay-only publisher. ``run`` is the report's ``run`` (default: driver ``"aiortc"``, this
     version). Misuse raises :class:`~rtcprobe.ConfigError` at once.
@@ -213,8 +287,8 @@ def run_preflight(
     if url is None:
         if token is not None:
             raise ConfigError("a token needs a url: the embedded server mints its own token")
-        check_turn_config(turn_urls, turn_secret)  # a bad --turn is bad input, not a failed test
-        connect: Connect = functools.partial(embedded_server, turn_urls=turn_urls, turn_secret=turn_secret)
+        check_turn_config(turn_urls or (), turn_secret)  # a bad --turn is bad input, not a failed test
+        connect: Connect = functools.partial(_embedded, turn_urls, turn_secret)
     else:
         if not token:
             raise ConfigError("a signaling url needs a token (--token)")

@@ -83,26 +83,26 @@ def test_publisher_side_units_jitter_fraction_lost_rtt() -> None:
     sample = stats.to_sample(pub, _report(), available_bps={"video": 750_000.0})
     assert sample.audio_out == OutboundStats(
         packets_sent=150, bytes_sent=45_000, remote_rtt=0.0125, remote_jitter=0.01,
-        remote_fraction_lost=0.25, remote_packets_lost=3, remote_packets_received=1000, available_bps=None,
+        remote_fraction_lost=0.25, remote_packets_lost=3, available_bps=None,
     )
     assert sample.video_out == OutboundStats(
         packets_sent=300, bytes_sent=600_000, remote_rtt=None, remote_jitter=0.01,
-        remote_fraction_lost=0.0, remote_packets_lost=0, remote_packets_received=1000, available_bps=750_000.0,
+        remote_fraction_lost=0.0, remote_packets_lost=0, available_bps=750_000.0,
     )
     assert sample.audio_in is None and sample.video_in is None
     assert sample.candidate_pair_rtt is None  # aiortc has no candidate-pair stats
 
 
-def test_samples_say_the_subscriber_inbound_does_not_cover_the_uplink() -> None:
-    # rtcprobe's server decodes and re-encodes: uplink loss shows only in the publisher's
-    # remote-inbound packetsLost, which the mapping must carry for the core to fold it in.
+def test_samples_are_loopback_samples_whose_loss_is_the_receivers() -> None:
+    # Both peer connections are ours (Twilio's topology): every round trip is a loop through
+    # TURN, so the core keeps it in the report and scores half of it; the loss the core reads is
+    # the subscriber's inbound, which covers the whole path (the publisher's RR only informs).
     pub = _report(_outbound("video", 300, 600_000), _remote_inbound("video", jitter=0, rtt=0.02, fraction=12, lost=15))
-    sub = _report(_inbound("video", received=290, lost=0, jitter=0))
+    sub = _report(_inbound("video", received=285, lost=15, jitter=0))
     sample = stats.to_sample(pub, sub)
-    assert sample.inbound_includes_uplink is False
-    assert sample.video_out is not None and sample.video_out.remote_packets_lost == 15
-    assert sample.video_out.remote_packets_received == 1000  # from the same receiver report
-    assert stats.to_sample(pub, sub, inbound_includes_uplink=True).inbound_includes_uplink is True
+    assert sample.loopback is True and sample.candidate_pair_rtt is None
+    assert sample.video_in == InboundStats(packets_received=285, packets_lost=15, bytes_received=0, jitter=0.0)
+    assert sample.video_out is not None and sample.video_out.remote_rtt == 0.02
 
 
 def test_publisher_before_any_receiver_report_has_counters_only() -> None:

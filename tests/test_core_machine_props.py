@@ -173,8 +173,7 @@ odd_samples = st.builds(
     StatsSample,
     audio_out=st.none() | st.builds(OutboundStats, packets_sent=counters, bytes_sent=counters, remote_rtt=maybe_wild,
                                     remote_jitter=maybe_wild, remote_fraction_lost=maybe_wild,
-                                    remote_packets_lost=st.none() | counters,
-                                    remote_packets_received=st.none() | counters, available_bps=maybe_wild),
+                                    remote_packets_lost=st.none() | counters, available_bps=maybe_wild),
     video_out=st.none() | st.builds(OutboundStats, packets_sent=counters, bytes_sent=counters, remote_rtt=maybe_wild,
                                     remote_jitter=maybe_wild, remote_fraction_lost=maybe_wild,
                                     available_bps=maybe_wild),
@@ -183,7 +182,7 @@ odd_samples = st.builds(
     video_in=st.none() | st.builds(InboundStats, packets_received=counters, packets_lost=counters,
                                    bytes_received=counters, jitter=maybe_wild),
     candidate_pair_rtt=maybe_wild,
-    inbound_includes_uplink=st.booleans(),
+    loopback=st.booleans(),
 )
 # One driver call during the stats step: (what, how far its clock moved since the latest time).
 stats_calls = st.lists(

@@ -100,3 +100,12 @@ def test_a_loopback_path_reports_the_whole_round_trip_and_scores_half_of_it() ->
     assert q.audio_send is not None and q.audio_send.rtt == pytest.approx(0.025)  # its receiver report, halved
     plain = measure(_sample(3, candidate_pair_rtt=0.2), 12.0, (10.0, _sample(1)), reconnecting=False)
     assert plain.quality.video_recv is not None and plain.quality.video_recv.rtt == 0.2
+
+
+def test_path_loss_is_the_subscribers_alone() -> None:
+    """The subscriber's streams crossed the whole path as RTP: a loss the publisher's receiver
+    reports also mention is not counted twice."""
+    reported = OutboundStats(packets_sent=300, bytes_sent=300_000, remote_rtt=0.07, remote_packets_lost=30,
+                             remote_fraction_lost=0.1)
+    m = measure(_sample(3, video_out=reported), 12.0, (10.0, _sample(1)), reconnecting=False)
+    assert m.loss == pytest.approx(10 / 300)  # the same as without those receiver reports

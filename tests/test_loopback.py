@@ -1,13 +1,17 @@
-"""confine_ice_to_loopback: two real aiortc peers gather only 127.0.0.1 and connect."""
+"""confine_ice_to_loopback: two real aiortc peers gather only 127.0.0.1 and connect;
+has_host_address: whether aioice finds anything else (not on a host whose only interface is
+loopback, reproduced in a fresh network namespace)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import aioice.ice
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
-from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback, is_confined
+from netns import loopback_only
+from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback, has_host_address, is_confined
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,3 +84,18 @@ def test_unconfined_discovery_leaves_loopback_out() -> None:
     assert "127.0.0.1" not in aioice.ice.get_host_addresses(True, False)
     with confine_ice_to_loopback():
         assert aioice.ice.get_host_addresses(False, True) == []  # IPv6 only asked: nothing
+
+
+def test_has_host_address_asks_aioices_own_discovery_even_when_confined() -> None:
+    found = bool(aioice.ice.get_host_addresses(True, True))
+    assert has_host_address() is found
+    with confine_ice_to_loopback():
+        assert has_host_address() is found  # not the confined answer (127.0.0.1)
+
+
+def test_a_host_with_only_loopback_has_no_host_address() -> None:
+    code = ("from rtcprobe.drivers.aiortc.loopback import has_host_address; import aioice.ice; "
+            "print(has_host_address(), aioice.ice.get_host_addresses(True, True))")
+    r = loopback_only(sys.executable, "-c", code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "[]"]

@@ -3,6 +3,7 @@ outages, phases, send/send_batch agreement and determinism."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -242,6 +243,32 @@ def test_batches_can_be_split_and_mixed_with_send() -> None:
     pieces = [parts.send_batch(t[:1000], s[:1000]), scalar(parts, t[1000:1200], s[1000:1200]),
               parts.send_batch(t[1200:], s[1200:])]
     np.testing.assert_allclose(np.concatenate(pieces), whole, rtol=0, atol=1e-9)
+
+
+def test_scalar_sends_mixed_with_batches_draw_the_same_randomness() -> None:
+    # The scalar path draws loss and uniform jitter ahead in blocks: any mix of send and
+    # send_batch must still use each stream's values in packet order, exactly.
+    cfg = LinkConfig(delay_ms=20, jitter_ms=6, loss=0.1, bandwidth_kbps=3000, queue_packets=50)
+    g = rng(11)
+    t = np.cumsum(g.exponential(0.002, 3000))
+    s = g.integers(60, 1400, 3000)
+    whole = Link(cfg, rng(4)).send_batch(t, s)
+    mixed = Link(cfg, rng(4))
+    cuts = [0, 5, 6, 300, 333, 334, 1200, 1240, 3000]
+    pieces = [scalar(mixed, t[lo:hi], s[lo:hi]) if i % 2 else mixed.send_batch(t[lo:hi], s[lo:hi])
+              for i, (lo, hi) in enumerate(itertools.pairwise(cuts))]
+    np.testing.assert_array_equal(np.isnan(np.concatenate(pieces)), np.isnan(whole))
+    np.testing.assert_allclose(np.concatenate(pieces), whole, rtol=0, atol=1e-9)
+
+
+def test_send_sorted_is_send_batch_without_the_checks() -> None:
+    cfg = LinkConfig(delay_ms=15, jitter_ms=3, loss=0.02, bandwidth_kbps=1500, queue_packets=30)
+    t = np.cumsum(rng(2).exponential(0.003, 2000))
+    s = rng(3).integers(60, 1400, 2000)
+    checked, unchecked = Link(cfg, rng(6)), Link(cfg, rng(6))
+    for lo, hi in ((0, 700), (700, 701), (701, 2000)):
+        np.testing.assert_array_equal(checked.send_batch(t[lo:hi], s[lo:hi]), unchecked.send_sorted(t[lo:hi], s[lo:hi]))
+    assert checked.counters == unchecked.counters
 
 
 def test_same_seed_same_output_different_seed_different() -> None:

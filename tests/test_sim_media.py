@@ -13,6 +13,7 @@ from rtcprobe.drivers.sim._media import (
     VP8_MIN_BPS,
     VP8_PACKET_MAX,
     AudioSource,
+    Packets,
     PlayoutStart,
     ReceiverStats,
     RembEstimator,
@@ -108,6 +109,31 @@ def test_a_target_change_over_ten_percent_recreates_the_encoder_with_a_keyframe(
     assert p.key[p.frame == p.frame[0]].all() and src.codec_rate == 300_000
     src.set_target(10_000)
     assert src.target == VP8_MIN_BPS
+
+
+def test_encoder_changes_planned_in_one_call_give_what_one_call_per_change_gives() -> None:
+    # generate(until, changes) draws every frame size at once; the packets must be exactly those
+    # of generate(cut) before each change, the change, then generate(until).
+    changes = [(0.37, 320_000.0), (None, None), (0.41, None), (0.90, 900_000.0), (0.95, 880_000.0)]
+    one = VideoSource(VideoSpec(), 0.1, 4, np.random.default_rng(8))
+    step = VideoSource(VideoSpec(), 0.1, 4, np.random.default_rng(8))
+    one.generate(0.3)
+    step.generate(0.3)
+    joined = one.generate(1.2, changes)
+    parts = []
+    for cut, bps in changes:
+        if cut is not None:
+            parts.append(step.generate(cut))
+        if bps is None:
+            step.force_key = True
+        else:
+            step.set_target(bps)
+    parts.append(step.generate(1.2))
+    expected = Packets.concat(parts)
+    assert joined.a.tobytes() == expected.a.tobytes() and len(joined) > 0
+    assert (one.frame, one.seq, one.keyframes, one.codec_rate, one.force_key) == (
+        step.frame, step.seq, step.keyframes, step.codec_rate, step.force_key)
+    assert joined.key.any()
 
 
 def test_remb_estimator_backs_off_on_a_growing_queue_and_probes_up_otherwise() -> None:

@@ -78,6 +78,27 @@ def test_timeline_answers_as_the_packet_by_packet_statistics_would_at_any_time(s
         assert stats.jitter_units == pytest.approx(whole.jitter_units, rel=1e-9, abs=1e-9)
 
 
+def test_a_timeline_of_one_timestamp_per_packet_skips_the_lookup_but_not_the_numbers() -> None:
+    rng = np.random.default_rng(12)
+    n = 500
+    seq = np.arange(n, dtype=np.int64) + 3
+    ts = seq * 960  # audio: every packet its own timestamp
+    arrival = np.maximum.accumulate(seq * 0.02 + 0.03 + rng.uniform(0, 0.01, n))
+    payload = np.full(n, 240, dtype=np.int64)
+    general, audio = Timeline(ReceiverStats(48_000), None), Timeline(ReceiverStats(48_000), None, own_timestamps=True)
+    for lo, hi in ((0, 1), (1, 40), (40, 41), (41, 300), (300, n)):
+        for timeline in (general, audio):
+            timeline.extend(arrival[lo:hi], seq[lo:hi], ts[lo:hi], payload[lo:hi])
+    for q in np.sort(rng.uniform(0, 11, 30)):
+        assert general.at(float(q)) == audio.at(float(q))
+        k = int(np.searchsorted(arrival, q, side="right"))
+        ref = ReceiverStats(48_000)
+        one_by_one(ref, arrival[:k], seq[:k], ts[:k], payload[:k])
+        assert audio.at(float(q)).received == ref.received
+        assert audio.at(float(q)).jitter_units == pytest.approx(ref.jitter_units, rel=1e-9, abs=1e-9)
+    assert general.stats.jitter_units == audio.stats.jitter_units > 0
+
+
 def test_timeline_remb_matches_the_estimator_fed_packet_by_packet() -> None:
     rng = np.random.default_rng(3)
     n = 600

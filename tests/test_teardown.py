@@ -1,7 +1,8 @@
 """``teardown.close_peer_connection`` leaves nothing behind, wherever in the setup it lands.
 
-Two real aiortc peers talk over loopback (no signaling server: the offer and the answer are handed
-across in-process). One side (the offerer, or the answerer) is closed at a point of the setup —
+Two real aiortc peers talk over loopback as the client's sender and receiver do (both max-bundle,
+connected in-process by ``holdback.negotiate_pair``). One side (the offerer, or the answerer) is
+closed at a point of the setup —
 right after the descriptions are set, while ICE checks run, while the DTLS handshake runs, once
 connected — while the other side stays up (the races need a live far end), then the other side is
 closed too, both through :func:`close_peer_connection` with their connect tasks adopted as the
@@ -25,6 +26,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from rtcprobe.core.config import VideoSpec
 from rtcprobe.drivers.aiortc import teardown
+from rtcprobe.drivers.aiortc.holdback import negotiate_pair
 from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
 from rtcprobe.drivers.aiortc.media import PatternTrack, ToneTrack
 
@@ -47,6 +49,7 @@ class Peer:
         self.pc = RTCPeerConnection(config)
         self.connect_tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
+        self.dtls_watched = False
         self.reached: dict[str, asyncio.Event] = {point: asyncio.Event() for point in POINTS}
         self.pc.on("iceconnectionstatechange", self._on_ice)
         self.pc.on("connectionstatechange", self._on_connection)
@@ -60,8 +63,12 @@ class Peer:
             self.reached["connected"].set()
 
     def watch_dtls(self) -> None:
+        self.dtls_watched = True
         dtls = self.pc.getTransceivers()[0].receiver.transport
         dtls.on("statechange", lambda: self.reached["dtls"].set() if dtls.state == "connecting" else None)
+
+    def adopt(self) -> None:
+        teardown.adopt_connect_tasks(self.pc, self.connect_tasks, closing=lambda: self.closing, log=log)
 
     async def set_description(self, description: RTCSessionDescription, *, local: bool) -> None:
         try:
@@ -70,7 +77,7 @@ class Peer:
             else:
                 await self.pc.setRemoteDescription(description)
         finally:
-            teardown.adopt_connect_tasks(self.pc, self.connect_tasks, closing=lambda: self.closing, log=log)
+            self.adopt()
 
     async def close(self) -> None:
         self.closing = True
@@ -80,11 +87,16 @@ class Peer:
 
 
 async def _negotiate(offerer: Peer, answerer: Peer) -> None:
-    await offerer.set_description(await offerer.pc.createOffer(), local=True)
-    await answerer.set_description(offerer.pc.localDescription, local=False)
-    answerer.watch_dtls()
-    await answerer.set_description(await answerer.pc.createAnswer(), local=True)  # the answerer starts ICE
-    await offerer.set_description(answerer.pc.localDescription, local=False)  # the offerer starts ICE
+    """As the driver does: its hook adopts each connect task and watches the answerer's DTLS once
+    the offer made its transceivers (the answerer starts ICE at its answer, the offerer after)."""
+
+    def on_description_set(pc: RTCPeerConnection) -> None:
+        peer = offerer if pc is offerer.pc else answerer
+        peer.adopt()
+        if peer is answerer and pc.getTransceivers() and not answerer.dtls_watched:
+            answerer.watch_dtls()
+
+    await negotiate_pair(offerer.pc, answerer.pc, on_description_set=on_description_set)
 
 
 def _decoder_threads() -> set[threading.Thread]:
@@ -110,7 +122,7 @@ async def _close_once(point: str, side: str, turns: int) -> list[object]:
     assert asyncio.all_tasks() == {asyncio.current_task()}, "a previous round left tasks"
     tracks = [ToneTrack(), PatternTrack(VideoSpec(160, 120, 15))]
     offerer = Peer(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-    answerer = Peer(RTCConfiguration(iceServers=[]))
+    answerer = Peer(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
     for track in tracks:
         offerer.pc.addTransceiver(track, direction="sendonly")
     first, second = (offerer, answerer) if side == "offerer" else (answerer, offerer)

@@ -1,8 +1,9 @@
-"""Relay-only preflights through a real coturn on loopback (UDP and TCP), and how TURN failures end.
+"""Preflights through a real coturn on loopback (UDP and TCP), as Twilio Video's runs: the sender
+relay-only, the receiver unrestricted, both in this process; and how TURN failures end.
 
-The publisher is relay-only whenever the embedded server hands out TURN, as twilio-video.js's is.
-Failures must end the media step with 53405 because ICE had nothing to work with — never by
-waiting for the step timeout (duration + 10 s).
+The publisher (sender) is relay-only whenever the server hands out TURN, as twilio-video.js's is.
+Failures must end the media step with 53405 naming the real cause — never by waiting for the step
+timeout (duration + 10 s).
 """
 
 from __future__ import annotations
@@ -10,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import os
 import re
 import signal
 import socket
+import sys
 from typing import Any
 
 import pytest
+from netns import loopback_only
 from rtcprobe.core.config import MediaDemand, VideoSpec
 from rtcprobe.core.errors import ConfigError, PreflightError
+from rtcprobe.core.observations import PROGRESS_NAMES
 
 from rtcprobe.live import run_preflight
 from rtcprobe.server.coturn import CoturnServer
@@ -26,14 +31,6 @@ from rtcprobe.server.coturn import CoturnServer
 pytestmark = [pytest.mark.turn, pytest.mark.timeout(90)]
 
 SMALL = MediaDemand(video=VideoSpec(320, 240, 15))
-
-
-def preflight(**options: Any) -> dict[str, Any]:
-    async def main() -> dict[str, Any]:
-        report = await run_preflight(duration=1.0, media=SMALL, **options).wait()
-        return report.to_dict()
-
-    return asyncio.run(main())
 
 
 def failed_preflight(**options: Any) -> PreflightError:
@@ -46,29 +43,66 @@ def failed_preflight(**options: Any) -> PreflightError:
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_relay_only_preflight_selects_the_relay_candidate(coturn: CoturnServer, transport: str) -> None:
+def test_preflight_through_coturn_selects_the_senders_relay_candidate_and_starts_media_fast(
+    coturn: CoturnServer, transport: str
+) -> None:
     url = coturn.url(transport)
-    d = preflight(turn_urls=[url], turn_secret=coturn.secret)
-    assert "error" not in d
-    assert [e["name"] for e in d["progressEvents"]][-1] == "mediaStarted"
-    publisher_local = [c for c in d["iceCandidateStats"] if c["transportId"] == "publisher" and c["url"]]
-    assert publisher_local, d["iceCandidateStats"]
-    assert {(c["candidateType"], c["url"], c["relayProtocol"]) for c in publisher_local} == {("relay", url, transport)}
-    local = d["selectedIceCandidatePairStats"]["localCandidate"]
-    assert (local["candidateType"], local["url"], local["relayProtocol"]) == ("relay", url, transport)
-    # The relayed address is coturn's: its relay port range on 127.0.0.1.
+
+    async def main() -> tuple[dict[str, Any], list[str], bool | None]:
+        test = run_preflight(duration=1.0, media=SMALL, turn_urls=[url], turn_secret=coturn.secret)
+        seen: list[str] = []
+        test.on("progress", seen.append)
+        report = await test.wait()
+        return report.to_dict(), seen, test.turn_tested
+
+    d, seen, turn_tested = asyncio.run(main())
+    assert "error" not in d and turn_tested is True
+    assert seen == [e["name"] for e in d["progressEvents"]] == list(PROGRESS_NAMES)
+    # Through TURN on loopback, the first frame comes well within 300 ms of the start (~100 ms:
+    # no STUN retransmission waited for, holdback.py).
+    started = next(e["duration"] for e in d["progressEvents"] if e["name"] == "mediaStarted")
+    assert started < 300, d["progressEvents"]
+    # The receiver's view (Twilio's): its selected pair's remote end is the sender's relayed
+    # address, on coturn's relay ports; the relayed leg is UDP whatever the client↔TURN transport.
     assert coturn.relay_ports is not None
-    assert local["address"] == "127.0.0.1" and coturn.relay_ports[0] <= local["port"] <= coturn.relay_ports[1]
-    assert local["protocol"] == "udp"  # the relayed leg is UDP whatever the client↔TURN transport
+    low, high = coturn.relay_ports
+    pair = d["selectedIceCandidatePairStats"]
+    remote = pair["remoteCandidate"]
+    assert (remote["candidateType"], remote["address"], remote["protocol"]) == ("relay", "127.0.0.1", "udp")
+    assert low <= remote["port"] <= high
+    assert remote["url"] is None and remote["relayProtocol"] is None  # a remote candidate names no server
+    assert pair["localCandidate"]["candidateType"] in ("host", "relay")
+    cands = d["iceCandidateStats"]
+    assert pair["localCandidate"] in cands and remote in cands
+    assert {c["transportId"] for c in cands} == {"subscriber"}
+    # The receiver gathered with the same TURN server: its own relay candidate names the URL and
+    # the transport under test (a local candidate); everything is on loopback.
+    own = [c for c in cands if c["url"] is not None]
+    assert own and {(c["candidateType"], c["url"], c["relayProtocol"]) for c in own} == {("relay", url, transport)}
+    assert {c["address"] for c in cands} == {"127.0.0.1"}
     # Media flowed through the relay (rtt needs an RTCP round that a 1 s run may not see).
     assert d["stats"]["jitter"] is not None or d["stats"]["rtt"] is not None
+
+
+def test_the_report_keeps_the_loops_round_trip_and_the_scorer_gets_half(coturn: CoturnServer) -> None:
+    # The sender's RTCP round trip runs sender → TURN → receiver and back: twice the client ↔
+    # TURN round trip, which is what a call through that TURN server sees and what is scored.
+    async def main() -> dict[str, Any]:
+        test = run_preflight(duration=3.0, media=SMALL, turn_urls=[coturn.udp_url], turn_secret=coturn.secret)
+        return (await test.wait()).to_dict()
+
+    d = asyncio.run(main())
+    last = d["samples"][-1]["rtt"]  # ms
+    assert last is not None and last > 0
+    scored = d["networkQuality"]["stats"]["audio"]["recvStats"]["latency"]["rtt"]  # s, the last input's
+    assert scored * 1000 == pytest.approx(last / 2, abs=2e-3)
 
 
 def _assert_turn_failure(error: PreflightError, *verdicts: str) -> None:
     """A clean 53405 whose message names the TURN server and one of ``verdicts`` (why it failed)."""
     assert error.code == 53405
     assert error.error.name == "MediaConnectionError"
-    assert "TURN" in error.error.message
+    assert "TURN" in error.error.message and "the publisher peer connection gathered no ICE candidates" in str(error)
     assert any(v in error.error.message for v in verdicts), error.error.message
     # It failed because ICE had no candidate, not because the step's timer ran out.
     assert "timed out" not in error.error.message
@@ -200,3 +234,47 @@ def test_subscriber_relay_only_without_a_relay_only_publisher_is_misuse() -> Non
                           subscriber_relay_only=True)
 
     asyncio.run(main())
+
+
+# --- a host whose only interface is loopback ----------------------------------------------------
+
+_LOOPBACK_HOST_RUN = """
+import asyncio, json, sys, time
+from rtcprobe.core.config import MediaDemand, VideoSpec
+from rtcprobe.core.errors import PreflightError
+from rtcprobe.live import run_preflight
+from rtcprobe.server import SignalingServer
+from rtcprobe.server.coturn import CoturnServer
+from rtcprobe.server.tokens import mint_token
+
+SECRET = "netns-secret-0123456789abcdef0123456789"
+
+async def main(turn):
+    async with SignalingServer(secret=SECRET, turn_urls=(turn.url(sys.argv[1]),),
+                               turn_secret=turn.secret if sys.argv[2] == "right" else "wrong") as server:
+        test = run_preflight(mint_token(SECRET, "ns", now=time.time()), url=server.url, duration=1.0,
+                             media=MediaDemand(video=VideoSpec(160, 120, 15)))
+        try:
+            return (await test.wait()).to_dict()
+        except PreflightError as exc:
+            return exc.report.to_dict()
+
+with CoturnServer(binary=sys.argv[3]) as turn:
+    print(json.dumps(asyncio.run(main(turn))))
+"""
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_loopback_only_host_runs_through_its_turn_server_and_names_a_refusal(
+    coturn_binary: str, transport: str
+) -> None:
+    r = loopback_only(sys.executable, "-c", _LOOPBACK_HOST_RUN, transport, "right", coturn_binary, timeout=90)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert "error" not in d, d["error"]
+    assert d["selectedIceCandidatePairStats"]["remoteCandidate"]["candidateType"] == "relay"
+    assert {c["address"] for c in d["iceCandidateStats"]} == {"127.0.0.1"}
+    r = loopback_only(sys.executable, "-c", _LOOPBACK_HOST_RUN, transport, "wrong", coturn_binary, timeout=90)
+    assert r.returncode == 0, r.stderr
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == 53405 and "refused the credentials (401" in error["message"], error

@@ -1,8 +1,26 @@
 """ICE candidates of an aiortc peer connection as the report's ``iceCandidateStats``.
 
-aiortc has no candidate stats (docs/references.md#aiortc-and-aioice). Local and remote candidates come from the public
-``RTCIceGatherer.getLocalCandidates()`` / ``RTCIceTransport.getRemoteCandidates()``; the nominated
-pair exists only in aioice's private connection state, reached by :func:`nominated_pair` alone.
+What Twilio Video's preflight reports (``getCombinedConnectionStats.ts``,
+docs/references.md#twilio-video-preflight), and so what the driver passes here: everything comes
+from the **receiving** peer connection's stats, none from the sender's.
+
+* ``iceCandidateStats``: every ``local-candidate`` and ``remote-candidate`` entry of the receiver:
+  its own candidates (host, and relay/srflx when it was handed TURN/STUN: it gathers with the same
+  ICE servers as the sender, unrestricted) and the sender's as it learned them — the sender is
+  relay-only when TURN is in use, so its relayed address(es) on the TURN server.
+* ``selectedIceCandidatePairStats``: the receiver's selected pair, so ``localCandidate`` is the
+  receiver's end and ``remoteCandidate`` the sender's (its relay candidate through TURN).
+* Per candidate, the browser's fields: ``url`` (the STUN/TURN server it came from) and
+  ``relayProtocol`` (the client ↔ TURN transport) exist for local srflx/relay candidates only,
+  never for remote ones (W3C ``RTCIceCandidateStats``). So the sender's relay candidate carries no
+  URL; the receiver's own relay candidate, when it has one, names the TURN URL and transport.
+* ``transportId``: the receiver's one transport (max-bundle); the driver names it ``subscriber``.
+
+aiortc has no candidate stats (docs/references.md#aiortc-and-aioice). Local and remote candidates
+come from the public ``RTCIceGatherer.getLocalCandidates()`` / ``RTCIceTransport.getRemoteCandidates()``
+(a sender candidate first learned from its check, peer-reflexive, turns into the signalled one when
+the held candidates are released, holdback.py); the nominated pair exists only in aioice's private
+connection state, reached by :func:`nominated_pair` alone.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The real driver: one preflight over aiortc peer connections and a WebSocket signaling server.
+"""The real driver: one preflight over two aiortc peer connections of this process, as Twilio's.
 
 Theory of operation
 -------------------
@@ -17,16 +17,47 @@ owns every decision. The driver only does two things, always on the event loop's
 After every core call :meth:`AiortcDriver._pump` drains actions and events and wakes the one timer
 task, which sleeps until ``get_timer()`` and then calls ``handle_timer(loop.time())``.
 
-The driver is given a signaling URL and an access token; the server there hands out the ICE
-servers. It never starts a server: the user-facing handle that may start the embedded one
-(:class:`rtcprobe.live.PreflightTest`, Twilio Video's ``runPreflight`` object) sits above the
-drivers (docs/architecture.md#the-aiortc-driver-and-the-server).
+Topology (Twilio Video's ``runPreflight``, ``lib/preflight/preflighttest.ts``;
+docs/references.md#twilio-video-preflight)::
+
+    signaling server  ◀── WebSocket: ice → iced (TURN credentials) … report → reported, bye
+    publisher  (Twilio's senderPC: relay-only when TURN was handed out, max-bundle, sendonly
+                tone + pattern)  ──▶ TURN ──▶  subscriber (Twilio's receiverPC: unrestricted,
+                max-bundle, gets the tracks back)
+
+The signaling server only checks the token and hands out ICE servers; no SDP goes to it. The
+two peer connections, both ours, are connected to each other in this process by a local offer
+and answer (:func:`~.holdback.negotiate_pair`, which holds the publisher's relayed candidates
+back until its own check has opened the TURN permission, then :func:`~.holdback.release_when_connected`).
+Whether the publisher is relay-only is the core's decision (``OpenPeerConnections.relay_only``:
+when TURN was handed out, unless configured otherwise). The core's roles: ``Role.PUBLISHER`` is
+the sender (whose ICE, DTLS and connection timers the report keeps, as Twilio's
+``_collectNetworkTimings(senderPC)``), ``Role.SUBSCRIBER`` the receiver (tracks, first frame,
+candidates and the selected pair; candidates.py).
+
+ICE host candidates: without a relay-only publisher the media never leaves this machine,
+whichever host address carries it, so host gathering is confined to loopback
+(:mod:`.loopback`): the test then works on a host whose only interface is loopback, where aioice
+would gather nothing. A relay-only publisher gathers no host candidate; the subscriber gathers the
+host's own addresses as Twilio's receiver does — but 127.0.0.1 alone when the TURN server is on
+loopback (the whole test is on this machine: nothing but loopback is ever a target) or when the
+host has no other address.
+
+When the test ends (completed, failed or stopped), the report goes to the server on the same
+WebSocket, ``report`` → ``reported``, then ``bye`` (docs/signaling.md), bounded by
+:data:`REPORT_TIMEOUT` and done while the peer connections close: the operator collects reports,
+and a server that never answers costs ``stop()`` at most that bound.
+
+The driver is given a signaling URL and an access token. It never starts a server: the user-facing
+handle that may start the embedded one (:class:`rtcprobe.live.PreflightTest`, Twilio Video's
+``runPreflight`` object) sits above the drivers (docs/architecture.md#the-aiortc-driver-and-the-server).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -36,12 +67,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import attrs
-from aiortc import (
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 from rtcprobe.core import errors
@@ -73,17 +99,19 @@ from rtcprobe.core.observations import (
 )
 from rtcprobe.core.preflight import PreflightMachine
 
-from . import candidates, protocol, stats, teardown, turn_client
-from .holdback import hold_relay_candidates
+from . import candidates, loopback, protocol, stats, teardown, turn_client
+from .holdback import negotiate_pair, release_when_connected
 from .media import PatternTrack, ToneTrack
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 1.0  # s to wait for the server's WebSocket close frame: stop() must be prompt
+REPORT_TIMEOUT = 0.5  # s for the report to be sent and answered: a silent server must not hold stop()
 LATE_START_TIMEOUT = 0.5  # s for aiortc's connect task, interrupted by close(), to wind down (a few loop turns)
 PC_CLOSE_TIMEOUT = 2.0  # s for a peer connection's close() before its TURN deallocations are given up
 DIAGNOSE_TIMEOUT = 2.0  # s for the one TURN Allocate that tells why a relay-only peer gathered nothing
 HEARTBEAT = 10.0  # s between WebSocket pings: keeps the socket alive through a long stats step
+NAMES: Mapping[Role, str] = {Role.PUBLISHER: "publisher", Role.SUBSCRIBER: "subscriber"}
 
 
 def signaling_url(url: str) -> str:
@@ -97,6 +125,30 @@ def signaling_url(url: str) -> str:
         raise ConfigError(f"signaling URL has an invalid port: {url!r}") from None
     path = parts.path if parts.path not in ("", "/") else "/signaling"
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def _turn_on_loopback(servers: tuple[IceServer, ...]) -> bool:
+    """Whether the TURN server aiortc uses is on this machine's loopback."""
+    _, url, _ = candidates.servers_used(servers)
+    if url is None:
+        return False
+    try:
+        host = turn_client.parse_turn_url(url).host
+    except ConfigError:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+class _NoCandidates(Exception):
+    """A peer connection gathered no ICE candidate: aiortc would wait forever (it never starts
+    ICE without a local candidate), so the negotiation stops there."""
+
+    def __init__(self, role: Role) -> None:
+        super().__init__(role.value)
+        self.role = role
 
 
 class AiortcDriver:
@@ -128,14 +180,17 @@ class AiortcDriver:
         self._teardown_task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._answers: dict[str, asyncio.Future[str]] = {}
+        self._iced = False  # the server accepted the token: it takes a report from then on
+        self._report_stored: bool | None = None
         self._tracks: list[MediaStreamTrack] = []
         self._pcs: dict[Role, RTCPeerConnection] = {}
         self._connect_tasks: dict[RTCPeerConnection, set[asyncio.Task[Any]]] = {}  # aiortc's, adopted
+        self._gathered: set[Role] = set()  # whose local candidates were checked
         self._servers: tuple[IceServer, ...] = ()
         self._remb: dict[str, stats.RembWatch] = {}
         self._received: dict[str, stats.ReceivedBytes] = {}
         self._dtls_seen: dict[Role, str] = {}
+        self._dtls_watched: set[Role] = set()
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -163,6 +218,17 @@ class AiortcDriver:
         Look, do not touch: the driver alone drives and closes them.
         """
         return MappingProxyType(self._pcs)
+
+    @property
+    def ice_servers(self) -> tuple[IceServer, ...] | None:
+        """The ICE servers the signaling server handed out, or None before its ``iced``."""
+        return self._servers if self._iced else None
+
+    @property
+    def report_stored(self) -> bool | None:
+        """What the server answered to the report: ``reported.stored`` (True: it kept the report,
+        False: it only counted it), or None when no answer came (no socket, no time, or an error)."""
+        return self._report_stored
 
     def _now(self) -> float:
         assert self._loop is not None
@@ -275,6 +341,7 @@ class AiortcDriver:
         match reply:
             case protocol.Iced(ice_servers=servers):
                 self._servers = servers
+                self._iced = True
                 self._spawn(self._read_signaling(), "signaling-reader")
                 self._observe(SignalingConnected(servers))
             case protocol.Error(code=code, message=message):
@@ -306,62 +373,114 @@ class AiortcDriver:
             return exc
 
     async def _read_signaling(self) -> None:
-        """After ``iced``: route answers to their waiters; anything else ends the test."""
-        while True:
-            reply = await self._receive()
-            match reply:
-                case protocol.Answer(pc=pc, sdp=sdp):
-                    waiter = self._answers.get(pc)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(sdp)
-                        continue
-                    error = errors.SIGNALING_CONNECTION.with_message(f"unexpected answer for the {pc}")
-                case protocol.Error(code=code, message=message):
-                    error = errors.error_for_code(code, message)
-                case None:
-                    error = errors.SIGNALING_DISCONNECTED.with_message("the signaling server closed the connection")
-                case protocol.ProtocolError() as bad:
-                    error = errors.SIGNALING_CONNECTION.with_message(f"malformed signaling message: {bad.message}")
-                case _:
-                    error = errors.SIGNALING_CONNECTION.with_message(
-                        f"unexpected signaling message {type(reply).__name__.lower()!r}")
-            if not self._closing:
-                self._observe(TransportError(error))
-            return
+        """After ``iced`` the server has nothing more to say until our report: whatever comes (an
+        error, the socket closing) ends the test. Reading also answers the server's pings."""
+        reply = await self._receive()
+        match reply:
+            case protocol.Error(code=code, message=message):
+                error = errors.error_for_code(code, message)
+            case None:
+                error = errors.SIGNALING_DISCONNECTED.with_message("the signaling server closed the connection")
+            case protocol.ProtocolError() as bad:
+                error = errors.SIGNALING_CONNECTION.with_message(f"malformed signaling message: {bad.message}")
+            case _:
+                error = errors.SIGNALING_CONNECTION.with_message(
+                    f"unexpected signaling message {type(reply).__name__.lower()!r}")
+        if not self._closing:
+            self._observe(TransportError(error))
 
-    async def _negotiate(self, pc: RTCPeerConnection, name: protocol.PcName, relay_only: bool) -> bool:
-        """Non-trickle offer/answer (aiortc puts every gathered candidate in the offer); False
-        when the test failed on the way."""
-        assert self._loop is not None
-        offer = await pc.createOffer()
+    async def _farewell(self) -> None:
+        """The report (once the server has taken the token), its answer within REPORT_TIMEOUT,
+        then ``bye`` and the close. Anything failing here only loses the report."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        report = self.core.report
+        if self._iced and report is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._send_report(report.to_dict()), REPORT_TIMEOUT)
+        with contextlib.suppress(Exception):
+            await self._send(protocol.Bye())
+        with contextlib.suppress(Exception):
+            await ws.close()
+
+    async def _send_report(self, report: dict[str, Any]) -> None:
+        message = protocol.Report(report=report)
+        text = protocol.encode(message)
+        size = len(text.encode())
+        if size > protocol.MAX_REPORT_MESSAGE_SIZE:  # the server would close on it: keep the socket
+            log.warning("the report (%d bytes) is larger than a report message may be (%d bytes): not sent",
+                        size, protocol.MAX_REPORT_MESSAGE_SIZE)
+            return
+        assert self._ws is not None
+        await self._ws.send_str(text)
+        reply = await self._receive()
+        if isinstance(reply, protocol.Reported):
+            self._report_stored = reply.stored
+        else:
+            log.info("the signaling server did not take the report: %s", reply)
+
+    # --- peer connections ----------------------------------------------------------------------
+
+    def _configuration(self, ice: list[RTCIceServer], relay: bool) -> RTCConfiguration:
+        # An explicit list always: iceServers=None would mean a public STUN server.
+        return RTCConfiguration(
+            iceServers=list(ice), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL)
+
+    async def _open_peer_connections(self, servers: tuple[IceServer, ...], relay_only: bool) -> None:
+        ice = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in servers]
+        # The subscriber is relay-only only when asked (a replay, whose emulated link sits in
+        # front of the TURN server: a host candidate would bypass it) and the publisher is.
+        sub_relay = relay_only and self._subscriber_relay_only
+        sender = RTCPeerConnection(self._configuration(ice, relay_only))
+        receiver = RTCPeerConnection(self._configuration(ice, sub_relay))
+        self._pcs[Role.PUBLISHER], self._pcs[Role.SUBSCRIBER] = sender, receiver
+        for role, pc in self._pcs.items():
+            self._watch(pc, role)
+        for track in self._tracks:
+            transceiver = sender.addTransceiver(track, direction="sendonly")
+            self._remb[track.kind] = stats.RembWatch(transceiver.sender)
+        self._watch_dtls(sender, Role.PUBLISHER)
+
+        @receiver.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._observe(TrackSubscribed(cast(Kind, track.kind)))
+            self._spawn(self._consume(track), f"consume-{track.kind}")
+
+        # Without a relay-only publisher the media stays on this machine whatever the host
+        # address: loopback then always works, also where it is the only interface. With one,
+        # the subscriber gathers the host's addresses as Twilio's receiver does — loopback
+        # instead when the TURN server is on it too, or when there is nothing else.
+        confine = not relay_only or _turn_on_loopback(servers) or not loopback.has_host_address()
         try:
-            await pc.setLocalDescription(offer)  # gathers (TURN allocation included)
-        finally:
-            self._adopt(pc)
-        transport = candidates.ice_transport(pc)
-        if transport is not None and not transport.iceGatherer.getLocalCandidates():
-            # aiortc would wait forever (it never starts ICE without a local candidate): this
-            # happens when relay-only and the TURN allocation was refused or unreachable.
-            why = await self._why_no_relay() if relay_only else None
-            detail = f": {why}" if why else " (is the TURN server reachable and its secret right?)"
+            with loopback.confine_ice_to_loopback() if confine else contextlib.nullcontext():
+                held = await negotiate_pair(sender, receiver, on_description_set=self._described)
+        except _NoCandidates as exc:
+            why = await self._why_no_candidates(exc.role, relay_only if exc.role is Role.PUBLISHER else sub_relay)
             self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(
-                f"the {name} gathered no ICE candidates{detail}")))
-            return False
-        offer = pc.localDescription
-        assert offer is not None
-        if relay_only:
-            # The server would check our relayed address before our TURN permission exists and
-            # wait 0.5 s for a retransmission; it learns the address from our check instead
-            # (holdback.py). With no trickle message, the held candidates are never sent.
-            offer = hold_relay_candidates(offer).description
-        self._answers[name] = self._loop.create_future()
-        await self._send(protocol.Offer(pc=name, sdp=offer.sdp))
-        sdp = await self._answers[name]
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-        finally:
-            self._adopt(pc)
-        return True
+                f"the {NAMES[exc.role]} peer connection gathered no ICE candidates: {why}")))
+            return
+        except (ValueError, RuntimeError) as exc:  # aiortc rejects a description with these
+            self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(f"negotiation failed: {exc}")))
+            return
+        self._spawn(release_when_connected(sender, receiver, held), "release")
+
+    def _described(self, pc: RTCPeerConnection) -> None:
+        """After each ``set*Description`` (negotiate_pair's hook): adopt aiortc's connect task,
+        hook the receiver's transceivers once they exist, and stop at a peer connection that
+        gathered nothing."""
+        self._adopt(pc)
+        role = Role.PUBLISHER if pc is self._pcs.get(Role.PUBLISHER) else Role.SUBSCRIBER
+        if role is Role.SUBSCRIBER and pc.getTransceivers() and role not in self._dtls_watched:
+            for transceiver in pc.getTransceivers():  # made by the offer, before any media
+                self._received[transceiver.kind] = stats.ReceivedBytes(transceiver.receiver)
+            self._watch_dtls(pc, role)
+        if pc.localDescription is not None and role not in self._gathered:
+            self._gathered.add(role)
+            transport = candidates.ice_transport(pc)
+            if transport is not None and not transport.iceGatherer.getLocalCandidates():
+                raise _NoCandidates(role)
 
     def _adopt(self, pc: RTCPeerConnection) -> None:
         """Keep aiortc's connect task for ``pc`` (spawned by set*Description, never awaited by
@@ -369,59 +488,19 @@ class AiortcDriver:
         teardown.adopt_connect_tasks(pc, self._connect_tasks.setdefault(pc, set()),
                                      closing=lambda: self._closing, log=log)
 
-    async def _why_no_relay(self) -> str | None:
-        """Why the TURN server aioice used gave no relay candidate (refused credentials, no answer,
-        unreachable), from one Allocate of our own; None when that cannot be told."""
+    async def _why_no_candidates(self, role: Role, relay_only: bool) -> str:
+        """Why ``role`` gathered nothing, naming the real cause: the TURN server (refused, not
+        answering, unreachable; told by one Allocate of our own) for a relay-only peer, the host's
+        addresses otherwise."""
         _, url, _ = candidates.servers_used(self._servers)
-        if url is None:
-            return "relay-only, and the server handed out no usable TURN server"
-        server = next(s for s in self._servers if url in s.urls)
-        return await turn_client.diagnose_turn(url, server.username, server.credential, timeout=DIAGNOSE_TIMEOUT)
-
-    # --- peer connections ----------------------------------------------------------------------
-
-    async def _open_peer_connections(self, servers: tuple[IceServer, ...], relay_only: bool) -> None:
-        relay = relay_only  # the core decides (config.relay_only, None = when TURN is handed out)
-        ice = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in servers]
-        # An explicit list always: iceServers=None would mean a public STUN server.
-        pub = RTCPeerConnection(RTCConfiguration(
-            iceServers=list(ice), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
-            iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL))
-        self._pcs[Role.PUBLISHER] = pub
-        self._watch(pub, Role.PUBLISHER)
-        for track in self._tracks:
-            transceiver = pub.addTransceiver(track, direction="sendonly")
-            self._remb[track.kind] = stats.RembWatch(transceiver.sender)
-        self._watch_dtls(pub, Role.PUBLISHER)
-        try:
-            if not await self._negotiate(pub, "publisher", relay):
-                return
-        except (ValueError, RuntimeError) as exc:  # aiortc rejects a bad answer with these
-            self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(f"publisher negotiation failed: {exc}")))
-            return
-
-        # The subscriber is relay-only only when asked (a replay, whose emulated link sits in
-        # front of the TURN server: a host candidate would bypass it) and the publisher is.
-        sub_relay = relay and self._subscriber_relay_only
-        sub = RTCPeerConnection(RTCConfiguration(
-            iceServers=list(ice), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
-            iceTransportPolicy=RTCIceTransportPolicy.RELAY if sub_relay else RTCIceTransportPolicy.ALL))
-        self._pcs[Role.SUBSCRIBER] = sub
-        self._watch(sub, Role.SUBSCRIBER)
-
-        @sub.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            self._observe(TrackSubscribed(cast(Kind, track.kind)))
-            self._spawn(self._consume(track), f"consume-{track.kind}")
-
-        for track in self._tracks:
-            transceiver = sub.addTransceiver(track.kind, direction="recvonly")
-            self._received[track.kind] = stats.ReceivedBytes(transceiver.receiver)
-        self._watch_dtls(sub, Role.SUBSCRIBER)
-        try:
-            await self._negotiate(sub, "subscriber", sub_relay)
-        except (ValueError, RuntimeError) as exc:
-            self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(f"subscriber negotiation failed: {exc}")))
+        if relay_only:
+            if url is None:
+                return "it is relay-only and the signaling server handed out no usable TURN server"
+            server = next(s for s in self._servers if url in s.urls)
+            why = await turn_client.diagnose_turn(url, server.username, server.credential, timeout=DIAGNOSE_TIMEOUT)
+            return why or f"it is relay-only and TURN server {url} gave no relayed address (is it reachable?)"
+        turn = f", and TURN server {url} gave no relayed address either" if url else ""
+        return f"this host has no network address aioice could use (not even 127.0.0.1){turn}"
 
     def _watch(self, pc: RTCPeerConnection, role: Role) -> None:
         @pc.on("iceconnectionstatechange")
@@ -437,6 +516,7 @@ class AiortcDriver:
 
     def _watch_dtls(self, pc: RTCPeerConnection, role: Role) -> None:
         # max-bundle: every transceiver shares the first one's DTLS transport.
+        self._dtls_watched.add(role)
         pc.getTransceivers()[0].sender.transport.on("statechange", lambda: self._sync_dtls(pc, role))
 
     def _sync_dtls(self, pc: RTCPeerConnection, role: Role) -> None:
@@ -471,9 +551,9 @@ class AiortcDriver:
             available_bps={kind: watch.bps for kind, watch in self._remb.items()},
             bytes_received={kind: counter.bytes for kind, counter in self._received.items()},
         )
-        pub_cands, pair = candidates.collect(pub, "publisher", self._servers)
-        sub_cands, _ = candidates.collect(sub, "subscriber", self._servers)
-        self._observe(StatsObserved(attrs.evolve(sample, ice_candidates=pub_cands + sub_cands, selected_pair=pair)))
+        # Twilio reads both from the receiving peer connection (candidates.py).
+        cands, pair = candidates.collect(sub, NAMES[Role.SUBSCRIBER], self._servers)
+        self._observe(StatsObserved(attrs.evolve(sample, ice_candidates=cands, selected_pair=pair)))
 
     # --- tear-down -----------------------------------------------------------------------------
 
@@ -484,24 +564,19 @@ class AiortcDriver:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for waiter in self._answers.values():
-            waiter.cancel()
-        if self._ws is not None and not self._ws.closed:
-            with contextlib.suppress(Exception):
-                await self._send(protocol.Bye())
-            with contextlib.suppress(Exception):
-                await self._ws.close()
-        if self._session is not None:
-            await self._session.close()
         for track in self._tracks:
             track.stop()
         for watch in self._remb.values():
             watch.close()
         for counter in self._received.values():
             counter.close()
-        await asyncio.gather(*(teardown.close_peer_connection(
+        # The report and the peer connections' close (TURN deallocations) both wait on the
+        # network: side by side, stop() costs the longer of the two.
+        await asyncio.gather(self._farewell(), *(teardown.close_peer_connection(
             pc, connect_tasks=self._connect_tasks.get(pc, ()), close_timeout=PC_CLOSE_TIMEOUT,
             late_start_timeout=LATE_START_TIMEOUT, log=log) for pc in self._pcs.values()))
+        if self._session is not None:
+            await self._session.close()
         if self._timer is not None:
             self._rearm.set()
             self._timer.cancel()
@@ -509,4 +584,4 @@ class AiortcDriver:
         self._closed.set()
 
 
-__all__ = ["AiortcDriver", "signaling_url"]
+__all__ = ["REPORT_TIMEOUT", "AiortcDriver", "signaling_url"]

@@ -1,9 +1,11 @@
 """Confine ICE host candidates to loopback.
 
-aioice leaves 127.0.0.1 out of its host candidates (docs/references.md#aiortc-and-aioice), so two peers that must talk
-over loopback only (the embedded server, every test) would otherwise offer the machine's real
-addresses — and find nothing to talk over when none exists. :func:`confine_ice_to_loopback`
-swaps aioice's host-address discovery for one that answers 127.0.0.1 only.
+aioice leaves 127.0.0.1 out of its host candidates (docs/references.md#aiortc-and-aioice), so two
+peers that must talk over loopback only (the client's two peer connections when no TURN is in
+use, every test) would otherwise offer the machine's real addresses — and find nothing to talk
+over when none exists (a host whose only interface is loopback). :func:`confine_ice_to_loopback`
+swaps aioice's host-address discovery for one that answers 127.0.0.1 only;
+:func:`has_host_address` tells whether aioice's own discovery finds anything.
 
 The patch is process-wide (aioice reads a module global), so it is reference-counted: nested and
 overlapping uses (a server and a client in one process) are fine, and the original function comes
@@ -49,6 +51,14 @@ def depth() -> int:
     """For diagnostics: how many :func:`confine_ice_to_loopback` blocks are open now (a server
     whose start failed must have given its block back)."""
     return _depth
+
+
+def has_host_address() -> bool:
+    """Whether aioice's own host discovery (not the confined one) finds an address besides
+    loopback: when it finds none, an unconfined peer gathers no host candidate at all."""
+    with _lock:
+        discover = _original if _original is not None else aioice.ice.get_host_addresses
+    return bool(discover(use_ipv4=True, use_ipv6=True))
 
 
 @contextmanager

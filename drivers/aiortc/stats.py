@@ -1,7 +1,10 @@
 """aiortc ``getStats()`` → the core's :class:`StatsSample`, in SI units (docs/references.md#aiortc-and-aioice).
 
-aiortc reports only ``inbound-rtp``, ``outbound-rtp``, ``remote-inbound-rtp``,
-``remote-outbound-rtp`` and ``transport`` entries, in its own units:
+The two peer connections are Twilio Video's preflight pair, both in this process: the publisher
+(Twilio's sender, relay-only when TURN is handed out) sends the synthetic tracks, the subscriber
+(Twilio's receiver) gets them back, through TURN when there is one. aiortc reports only
+``inbound-rtp``, ``outbound-rtp``, ``remote-inbound-rtp``, ``remote-outbound-rtp`` and
+``transport`` entries, in its own units:
 
 ================================================  ========================================  ======================
 aiortc stat                                       core field                                conversion
@@ -12,29 +15,31 @@ publisher ``remote-inbound-rtp.roundTripTime``    ``OutboundStats.remote_rtt``  
 publisher ``remote-inbound-rtp.jitter``           ``OutboundStats.remote_jitter``           RTP units ÷ clock rate
 publisher ``remote-inbound-rtp.fractionLost``     ``OutboundStats.remote_fraction_lost``    ÷ 256
 publisher ``remote-inbound-rtp.packetsLost``      ``OutboundStats.remote_packets_lost``     summed per kind
-publisher ``remote-inbound-rtp.packetsReceived``  ``OutboundStats.remote_packets_received`` summed per kind
 REMB received by the publisher's sender           ``OutboundStats.available_bps``           bps as is
 subscriber ``inbound-rtp.packetsReceived``        ``InboundStats.packets_received``         summed per kind
 subscriber ``inbound-rtp.packetsLost``            ``InboundStats.packets_lost``             summed, floored at 0
 subscriber ``inbound-rtp.jitter``                 ``InboundStats.jitter``                   RTP units ÷ clock rate
 RTP payload bytes the subscriber received         ``InboundStats.bytes_received``           see below
 (no candidate-pair stats in aiortc)               ``StatsSample.candidate_pair_rtt``        None
-(rtcprobe's server terminates media)              ``StatsSample.inbound_includes_uplink``   False
+(both ends are this client's)                     ``StatsSample.loopback``                  True
 ================================================  ========================================  ======================
 
 Several streams of one kind: counters are summed, jitter/rtt/fractionLost take the worst.
 Clock rates: 90000 for video, the negotiated codec's rate for audio (48000 for Opus).
 
+What the core makes of it is Twilio's reading (``getCombinedConnectionStats.ts``,
+docs/references.md#twilio-video-preflight): jitter from the subscriber's received audio, packet
+loss Δlost / Δ(lost + received) over the subscriber's audio and video (the media crossed the whole
+path, TURN included, as RTP: a packet lost anywhere is a gap there), rtt from the receiver's
+candidate pair (Twilio's first choice, which aiortc does not expose) or else the publisher's
+``remote-inbound-rtp.roundTripTime``. Either round trip runs publisher → TURN → subscriber and
+back, crossing the client's access link four times: about twice the client ↔ TURN round trip. The
+report keeps it, as Twilio reported it; ``loopback=True`` makes the core feed the network-quality
+scorer half of it (core/sampling.py).
+
 aiortc's ``inbound-rtp`` has no ``bytesReceived`` and its transport counts bytes for all kinds
 together, so :class:`ReceivedBytes` counts RTP payload bytes per receiver — the same measure as the
 sender's ``bytesSent`` (RTCP's octet count), so outgoing and incoming bitrates compare.
-
-The server both peer connections talk to (rtcprobe's own, embedded or ``rtcprobe serve``) decodes
-what the publisher sends and re-encodes it for the subscriber, so a packet lost on the uplink is
-never a sequence gap at the subscriber: the subscriber's ``inbound-rtp.packetsLost`` covers only
-server → subscriber. The uplink's loss is in the server's receiver reports to the publisher
-(``remote-inbound-rtp.packetsLost``), hence ``inbound_includes_uplink=False``: the core then
-combines both hops into the report's ``packetLoss``.
 
 Only the direction each peer connection carries is read: the subscriber's recvonly transceivers
 still have senders whose ``outbound-rtp`` entries say 0, and the publisher's receivers never see
@@ -81,7 +86,6 @@ def outbound(
         return None
     remote = _entries(report, "remote-inbound-rtp", kind)
     lost = [r.packetsLost for r in remote if r.packetsLost is not None]
-    received = [r.packetsReceived for r in remote if getattr(r, "packetsReceived", None) is not None]
     return OutboundStats(
         packets_sent=sum(int(s.packetsSent) for s in sent),
         bytes_sent=sum(int(s.bytesSent) for s in sent),
@@ -89,9 +93,6 @@ def outbound(
         remote_jitter=_max(None if r.jitter is None else r.jitter / clock_rate for r in remote),
         remote_fraction_lost=_max(None if r.fractionLost is None else r.fractionLost / 256 for r in remote),
         remote_packets_lost=sum(int(x) for x in lost) if lost else None,
-        # Both counts come from one receiver report, so the core can take the uplink's loss
-        # over the report's own window (aiortc: packets sent at report time − packets lost).
-        remote_packets_received=sum(int(x) for x in received) if received and len(received) == len(lost) else None,
         available_bps=available_bps,
     )
 
@@ -117,13 +118,8 @@ def to_sample(
     subscriber_rates: Mapping[str, int] = DEFAULT_CLOCK_RATES,
     available_bps: Mapping[str, float | None] | None = None,
     bytes_received: Mapping[str, int] | None = None,
-    inbound_includes_uplink: bool = False,
 ) -> StatsSample:
-    """One sample from the two reports (candidates are added by the caller).
-
-    ``inbound_includes_uplink`` stays False for rtcprobe's server, which terminates media (see the
-    module docstring); True only for a far end that forwards RTP as it came.
-    """
+    """One sample from the two reports (candidates are added by the caller)."""
     avail = available_bps or {}
     got = bytes_received or {}
     return StatsSample(
@@ -132,7 +128,7 @@ def to_sample(
         audio_in=inbound(subscriber, "audio", clock_rate=subscriber_rates["audio"], bytes_received=got.get("audio", 0)),
         video_in=inbound(subscriber, "video", clock_rate=subscriber_rates["video"], bytes_received=got.get("video", 0)),
         candidate_pair_rtt=None,  # aiortc has no candidate-pair stats
-        inbound_includes_uplink=inbound_includes_uplink,
+        loopback=True,  # publisher and subscriber are both ours: every round trip is a loop
     )
 
 

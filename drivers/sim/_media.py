@@ -8,7 +8,7 @@ unless a comment says otherwise.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -76,8 +76,18 @@ PACKET: Final = np.dtype([
     ("sent", np.float64),  # time the publisher sent it (one-way delay for the estimator)
 ])
 # The same records as opaque bytes: numpy copies these without visiting each field, which makes
-# selecting and joining batches several times cheaper than on the structured dtype.
+# joining and copying batches several times cheaper than on the structured dtype. (np.frombuffer
+# reinterprets without the Python-level safety check that ndarray.view runs on structured dtypes.)
 _RAW = np.dtype((np.void, PACKET.itemsize))
+
+
+def join(arrays: list[NDArray[np.void]]) -> NDArray[np.void]:
+    """Packet arrays end to end (at least two)."""
+    return np.frombuffer(np.concatenate([np.frombuffer(a, _RAW) for a in arrays]), PACKET)
+
+
+def copy(a: NDArray[np.void]) -> NDArray[np.void]:
+    return np.frombuffer(np.frombuffer(a, _RAW).copy(), PACKET)
 
 
 class Packets:
@@ -120,7 +130,7 @@ class Packets:
         if len(arrays) == 1:
             return Packets(arrays[0])
         # Joined as raw records: on the structured dtype numpy promotes and copies field by field.
-        return Packets(np.concatenate([a.view(_RAW) for a in arrays]).view(PACKET))
+        return Packets(join(arrays))
 
     # Field views (no copies; typed through a local, as numpy's stubs type a field lookup loosely).
     @property
@@ -263,75 +273,129 @@ class VideoSource:
     def next_send(self) -> float:
         return self.start + self.encode_s + self.frame * self.interval
 
-    def generate(self, until: float) -> Packets:
-        """Every frame whose packets leave (capture + encode time) at or before ``until``."""
-        n = _count_from(self.start + self.encode_s, self.frame, until, self.interval)
-        if n <= 0:
+    def generate(self, until: float, changes: Sequence[tuple[float | None, float | None]] = ()) -> Packets:
+        """Every frame whose packets leave (capture + encode time) at or before ``until``.
+
+        ``changes`` are what the encoder follows on the way, in order: (cut, bps) sends the frames
+        up to ``cut`` first (None: none), then sets the target to ``bps`` (None: a PLI, the next
+        frame is a keyframe). One call gives exactly what a ``generate(cut)`` per change, each
+        followed by its change, then ``generate(until)`` would, joined (the frame sizes are one
+        draw: the same numbers).
+        """
+        plan: list[tuple[int, float, bool]] = []  # (frames, mean frame size, starts with a keyframe)
+        frame = self.frame
+        for cut, bps in changes:
+            if cut is not None:
+                frame = self._plan(cut, frame, plan)
+            if bps is None:
+                self.force_key = True
+            else:
+                self.set_target(bps)
+        self._plan(until, frame, plan)
+        if not plan:
             return Packets.empty()
-        if abs(self.target - self.codec_rate) / self.codec_rate > VP8_RECREATE_CHANGE:
-            self.codec_rate = self.target
-            self.force_key = True
+        n = frame = 0
+        for k, _, _ in plan:
+            n += k
         frames = np.arange(self.frame, self.frame + n, dtype=np.int64)
-        mean = self.rate / 8.0 / self.spec.fps
-        drawn = mean * self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
-        keyframe = self.force_key
-        if keyframe:
-            drawn[0] = mean * KEYFRAME_FACTOR
-            self.force_key = False
-            self.keyframes += 1
-        sizes = np.maximum(1, drawn.round()).astype(np.int64)
+        drawn = self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
+        for k, mean, keyframe in plan:
+            part = drawn[frame : frame + k]
+            np.multiply(mean, part, out=part)
+            if keyframe:
+                part[0] = mean * KEYFRAME_FACTOR
+            frame += k
+        np.rint(drawn, out=drawn)  # (what ndarray.round() does)
+        np.maximum(1, drawn, out=drawn)
+        sizes = drawn.astype(np.int64)
         chunk = VP8_PACKET_MAX - VP8_DESCRIPTOR
-        npk = (sizes + (chunk - 1)) // chunk
+        npk = sizes + (chunk - 1)
+        npk //= chunk
+        # One record per frame, repeated for the frame's packets; then each frame's last packet
+        # gets the rest of the frame (the same integer and float operations as ever).
+        wire = RTP_OVERHEAD + self.wire_extra
+        fr = np.empty(n, dtype=PACKET)
+        ft = frames * self.interval
+        fr["ts"] = np.rint((self.start + ft) * CLOCK_RATE[VIDEO])
+        ft += self.start + self.encode_s  # the send times, as _count_from counted them
+        fr["t"] = ft
+        fr["sent"] = ft
+        fr["payload"] = VP8_PACKET_MAX
+        fr["size"] = VP8_PACKET_MAX + wire
+        fr["kind"] = VIDEO
+        fr["frame"] = frames
+        fr["key"] = False
+        fr["npk"] = npk
+        out = fr.repeat(npk)
         ends = npk.cumsum()
-        total = int(ends[-1])
-        fidx = np.arange(n).repeat(npk)
-        out = np.empty(total, dtype=PACKET)
-        # Per frame, then spread over the frame's packets (the same float operations as ever).
-        send = self.start + self.encode_s + frames * self.interval  # as _count_from counted them
-        out["t"] = send[fidx]
-        out["sent"] = out["t"]
-        out["ts"] = ((self.start + frames * self.interval) * CLOCK_RATE[VIDEO]).round().astype(np.int64)[fidx]
-        payload = out["payload"]
-        payload[:] = chunk + VP8_DESCRIPTOR
-        payload[ends - 1] = sizes - chunk * (npk - 1) + VP8_DESCRIPTOR  # each frame's last packet
-        out["size"] = payload + (RTP_OVERHEAD + self.wire_extra)
-        out["kind"] = VIDEO
+        ends -= 1
+        last = npk - 1
+        last *= -chunk
+        last += sizes
+        last += VP8_DESCRIPTOR
+        out["payload"][ends] = last
+        last += wire
+        out["size"][ends] = last
+        total = len(out)
         out["seq"] = np.arange(self.seq, self.seq + total, dtype=np.int64)
-        out["frame"] = frames[fidx]
-        out["key"] = False
-        if keyframe:
-            out["key"][: int(npk[0])] = True
-        out["npk"] = npk[fidx]
+        frame = 0
+        for k, _, keyframe in plan:
+            if keyframe:  # the keyframe's packets
+                first = int(ends[frame]) + 1 - int(npk[frame])
+                out["key"][first : first + int(npk[frame])] = True
+            frame += k
         self.seq += total
         self.frame += n
         return Packets(out)
+
+    def _plan(self, until: float, frame: int, plan: list[tuple[int, float, bool]]) -> int:
+        """Plan the frames from ``frame`` up to ``until`` as :meth:`generate` used to make them
+        one call at a time (the encoder's state moves as it did); returns the next frame."""
+        n = _count_from(self.start + self.encode_s, frame, until, self.interval)
+        if n <= 0:
+            return frame
+        if abs(self.target - self.codec_rate) / self.codec_rate > VP8_RECREATE_CHANGE:
+            self.codec_rate = self.target
+            self.force_key = True
+        keyframe = self.force_key
+        if keyframe:
+            self.force_key = False
+            self.keyframes += 1
+        plan.append((n, self.rate / 8.0 / self.spec.fps, keyframe))
+        return frame + n
 
 
 class Lookahead:
     """Generates a source's packets ``span`` seconds ahead and hands them out by send time: the
     simulator asks for a few packets at a time, and one numpy call for many is much cheaper.
-    :meth:`invalidate` when the source's state changes (a new REMB target, a keyframe request)."""
+    :meth:`invalidate` when the source's state changes (a new REMB target, a keyframe request).
+    ``next_send`` is when its next packet leaves."""
+
+    __slots__ = ("buf", "next_send", "span", "src")
 
     def __init__(self, source: AudioSource | VideoSource, span: float = 0.5) -> None:
         self.src = source
         self.span = span
-        self.buf = Packets.empty()
-
-    @property
-    def next_send(self) -> float:
-        return float(self.buf.t[0]) if len(self.buf) else self.src.next_send
+        self.buf = Packets.empty().a
+        self.next_send = source.next_send
 
     def generate(self, until: float) -> Packets:
+        buf = self.buf
         if self.src.next_send <= until:
-            self.buf = Packets.concat([self.buf, self.src.generate(until + self.span)])
-        k = int(self.buf.t.searchsorted(until, side="right"))
-        out, self.buf = self.buf.take(slice(0, k)), self.buf.take(slice(k, None))
-        return out
+            new = self.src.generate(until + self.span).a
+            if len(new):
+                buf = join([buf, new]) if len(buf) else new
+        t = buf["t"]
+        k = int(t.searchsorted(until, "right"))
+        out, self.buf = buf[:k], buf[k:]
+        self.next_send = float(t[k]) if k < len(t) else self.src.next_send
+        return Packets(out)
 
     def invalidate(self) -> None:
         if len(self.buf):
-            self.src.rewind(self.buf)
-            self.buf = Packets.empty()
+            self.src.rewind(Packets(self.buf))
+            self.buf = self.buf[:0]
+        self.next_send = self.src.next_send
 
 
 # --- receiving ---------------------------------------------------------------------------------
@@ -503,13 +567,12 @@ class RembEstimator:
         if not len(arrival):
             return
         self.first_video(float(arrival[0]))
-        owd = arrival - sent
-        self._bytes += int(size.sum())
-        self._owd_sum += float(owd.sum())
+        self._bytes += int(np.add.reduce(size))
+        self._owd_sum += float(np.add.reduce(arrival - sent))  # (what .sum() does)
         self._count += len(arrival)
         if self._first_seq is None:
             self._first_seq = int(seq[0])
-        self._last_seq = max(self._last_seq, int(seq.max()))
+        self._last_seq = max(self._last_seq, int(np.maximum.reduce(seq)))
 
     def first_video(self, t: float) -> None:
         """Video arrived at ``t``: the first window starts with the first arrival."""

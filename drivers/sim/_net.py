@@ -51,7 +51,10 @@ class PacketRecord:
 class Tag(enum.IntEnum):
     """What a scheduled callback is: the switch to interval batches asks the loop what is pending
     (:meth:`EventLoop.pending`) and takes over the entries it knows how to plan itself. (An
-    IntEnum: it hashes as fast as an int, and the steady state keys its timers by tag.)"""
+    IntEnum with int's own hash: Enum's is a Python function, and the steady state keys its
+    timers by tag.)"""
+
+    __hash__ = int.__hash__
 
     # The switch waits for these.
     HANDSHAKE = enum.auto()  # a signaling, ICE or DTLS step
@@ -160,7 +163,7 @@ class Path:
         link = self.links[direction]
         n = len(t)
         if n >= BATCH_MIN:
-            out = link.send_batch(t, size)
+            out = link.send_sorted(t, size)  # (the driver sends in time order: send_batch's checks hold)
             self.batches += 1
         else:
             out = np.full(n, np.nan)

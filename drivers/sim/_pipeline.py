@@ -18,11 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from rtcprobe.core.config import MediaDemand
 from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 
 from ._handshakes import PeerConnection
-from ._media import AUDIO, REMB_INTERVAL, VIDEO, AudioSource, Lookahead, Packets, VideoSource
+from ._media import AUDIO, REMB_INTERVAL, VIDEO, AudioSource, Lookahead, Packets, VideoSource, join
 from ._net import DOWN, UP, EventLoop, Path, Tag
 from ._rtcp import ReportBlock, pli_due, report_delay
 from ._streams import Queue, Streams, inbound
@@ -147,55 +148,67 @@ class Pipeline:
             return
         self.busy = True
         try:
-            self._sync(self.now, 3 if self.fine else stage)
+            self._sync(self.loop.now, 3 if self.fine else stage)
         finally:
             self.busy = False
         if self.fine:
             self._fine_next()
 
     def _sync(self, t: float, stage: int) -> None:
-        streams = self.streams
-        if self.sources and min(src.next_send for src in self.sources.values()) <= t:
-            parts = [src.generate(t) for src in self.sources.values()]
-            batch = Packets.concat(parts)
-            if len(batch):
+        sources = self.sources
+        if sources and min([la.next_send for la in sources.values()]) <= t:
+            senders = self.streams.senders
+            parts = []
+            for kind, la in sources.items():
+                mine = la.generate(t).a
+                if len(mine):
+                    parts.append(mine)
+                    sender = senders[kind]
+                    sender.packets += len(mine)
+                    sender.bytes += int(np.add.reduce(mine["payload"]))
+            if parts:
+                batch = parts[0]
                 if len(parts) > 1:
-                    batch = batch.take(batch.t.argsort(kind="stable"))
-                for kind, sender in streams.senders.items():
-                    mine = batch.kind == kind if len(streams.kinds) > 1 else slice(None)
-                    sender.packets += int(batch.t[mine].size)
-                    sender.bytes += int(batch.payload[mine].sum())
-                self.srv_q.arrive(batch, self.path.send_media(UP, batch.t, batch.size))
+                    batch = join(parts)
+                    batch = batch.take(batch["t"].argsort(kind="stable"))
+                self.srv_q.arrive(Packets(batch), self.path.send_media(UP, batch["t"], batch["size"]))
         if stage >= 2 and self.srv_q.min <= t:
             self._server_arrivals(t)
         if stage >= 3 and self.sub_q.min <= t:
             self._subscriber_arrivals(t)
 
+    def _per_kind(self, got: NDArray[np.void]) -> list[tuple[int, NDArray[np.void]]]:
+        """``got`` split by stream, in stream order (only the non-empty parts)."""
+        kinds = self.streams.kinds
+        if len(kinds) == 1 or len(got) == 1:
+            return [(kinds[0] if len(kinds) == 1 else int(got["kind"][0]), got)] if len(got) else []
+        return [(kind, mine.a) for kind, mine in self.streams.per_kind(Packets(got))]
+
     def _server_arrivals(self, t: float) -> None:
         streams = self.streams
-        got = self.srv_q.pop_until(t, streams.srv_accept_at)
-        for kind, mine in streams.per_kind(got):
-            streams.srv_stats[kind].add(mine.t, mine.seq, mine.ts, mine.payload)
+        got = self.srv_q.pop_until(t, streams.srv_accept_at).a
+        for kind, mine in self._per_kind(got):
+            streams.srv_stats[kind].add(mine["t"], mine["seq"], mine["ts"], mine["payload"])
             if kind == VIDEO:
-                streams.srv_est.add(mine.t, mine.sent, mine.seq, mine.size)
-        fwd = got.take(got.t >= streams.forward_at) if len(got) and got.t[0] < streams.forward_at else got
+                streams.srv_est.add(mine["t"], mine["sent"], mine["seq"], mine["size"])
+        fwd = got.compress(got["t"] >= streams.forward_at) if len(got) and got["t"][0] < streams.forward_at else got
         if len(fwd):
             resize = self.pcs[Role.SUBSCRIBER].extra - self.pcs[Role.PUBLISHER].extra
             if resize:  # ChannelData framing differs between the two legs
-                fwd.size = fwd.size + resize
-            self.sub_q.arrive(fwd, self.path.send_media(DOWN, fwd.t, fwd.size))
+                fwd["size"] = fwd["size"] + resize
+            self.sub_q.arrive(Packets(fwd), self.path.send_media(DOWN, fwd["t"], fwd["size"]))
 
     def _subscriber_arrivals(self, t: float) -> None:
         streams = self.streams
-        got = self.sub_q.pop_until(t, streams.sub_accept_at)
+        got = self.sub_q.pop_until(t, streams.sub_accept_at).a
         if len(got):
-            self.sub_last_rx = float(got.t[-1])
-        for kind, mine in streams.per_kind(got):
-            streams.sub_stats[kind].add(mine.t, mine.seq, mine.ts, mine.payload)
+            self.sub_last_rx = float(got["t"][-1])
+        for kind, mine in self._per_kind(got):
+            streams.sub_stats[kind].add(mine["t"], mine["seq"], mine["ts"], mine["payload"])
             if kind == VIDEO:
-                streams.sub_est.add(mine.t, mine.sent, mine.seq, mine.size)
+                streams.sub_est.add(mine["t"], mine["sent"], mine["seq"], mine["size"])
             if kind not in streams.playout.started:
-                self._not_started_yet(kind, mine)
+                self._not_started_yet(kind, Packets(mine))
 
     def _not_started_yet(self, kind: int, got: Packets) -> None:
         streams = self.streams
@@ -212,8 +225,8 @@ class Pipeline:
 
     def _fine_next(self) -> None:
         """Until media started, the next moment anything in the pipeline happens is an event."""
-        nxt = min([src.next_send for src in self.sources.values()] + [self.srv_q.min, self.sub_q.min])
-        if nxt > self.now and nxt < self._fine_at:
+        nxt = min([la.next_send for la in self.sources.values()] + [self.srv_q.min, self.sub_q.min])
+        if nxt > self.loop.now and nxt < self._fine_at:
             self._fine_at = nxt
             self.loop.at(nxt, self._fine_tick, tag=Tag.FINE_TICK)
 

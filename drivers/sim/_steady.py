@@ -25,6 +25,9 @@ and the server keeps the previous one); its RR goes out once it has heard from t
 at T). The last interval ends at the last stats sample.
 
 This is the simulator's hot path: nearly all of a run's media goes through :meth:`SteadyState.tick`.
+An interval costs a few hundred numpy calls of about a microsecond each, whatever the number of
+packets (benchmarks/README.md): keep the calls few and every floating-point operation as it is,
+since the golden reports hash each result to the bit.
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ from functools import partial
 from typing import Final, NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 
 from ._handshakes import Handshakes, PeerConnection
-from ._media import AUDIO, F64, REMB_INTERVAL, VIDEO, AudioSource, Packets, VideoSource
+from ._media import AUDIO, F64, I64, REMB_INTERVAL, VIDEO, AudioSource, Packets, VideoSource, join
 from ._net import DOWN, UP, EventLoop, Path, Pending, Tag
 from ._rtcp import RTCP_MIN, RTCP_SPAN, ReportBlock, next_pli_at
 from ._streams import Queue, Streams, inbound
@@ -92,6 +96,12 @@ class _ConsentCheck:
 _Control = tuple[float, int, str, Callable[[float], None] | None]
 
 
+def _kinds(n_media: int, control: list[_Control], order: I64) -> list[str]:
+    """The packet log's names of a batch, in send order."""
+    every = ["rtp"] * n_media + [x[2] for x in control]
+    return [every[i] for i in order.tolist()]
+
+
 def _arrived(control: list[_Control], arrival: list[float]) -> None:
     """Run each delivered control packet's handler with its arrival time, in send order."""
     for a, (_, _, _, then) in zip(arrival, control, strict=True):
@@ -120,6 +130,7 @@ class SteadyState:
         self.streams = streams
         self.handshakes = handshakes
         self.pcs = handshakes.pcs
+        self._pub, self._sub = self.pcs[Role.PUBLISHER], self.pcs[Role.SUBSCRIBER]
         self._rtcp_rng = rtcp_rng
         self._audio_horizon = audio_horizon
         self._end_hint = end_hint
@@ -133,17 +144,16 @@ class SteadyState:
         self._audio = None if audio is None else audio.generate(self._audio_until)
         self._audio_at = 0
         self.send_log = {k: SendLog(streams.senders[k].packets, streams.senders[k].bytes) for k in kinds}
-        # Packets on their way, one queue per stream (each end keeps per-stream statistics).
-        self.srv_qk: dict[int, Queue] = {}
-        self.sub_qk: dict[int, Queue] = {}
-        for queues, q in ((self.srv_qk, srv_q), (self.sub_qk, sub_q)):
-            left = dict(streams.per_kind(q.pop_until(math.inf, -math.inf)))
-            for kind in kinds:
-                queues[kind] = Queue(q.reorder)
-                if kind in left:
-                    queues[kind].push(left[kind])
-        self.srv_tl = {k: Timeline(streams.srv_stats[k], streams.srv_est if k == VIDEO else None) for k in kinds}
-        self.sub_tl = {k: Timeline(streams.sub_stats[k], streams.sub_est if k == VIDEO else None) for k in kinds}
+        # Packets on their way to each end: both streams in one queue, in arrival order (as the
+        # event pipeline left them), split by stream where the statistics are kept.
+        self.srv_q = srv_q
+        self.sub_q = sub_q
+        self._multi = len(kinds) > 1
+        self._video = VIDEO in kinds
+        self.srv_tl = {k: Timeline(streams.srv_stats[k], streams.srv_est if k == VIDEO else None,
+                                   own_timestamps=k == AUDIO) for k in kinds}
+        self.sub_tl = {k: Timeline(streams.sub_stats[k], streams.sub_est if k == VIDEO else None,
+                                   own_timestamps=k == AUDIO) for k in kinds}
         self.sr_times = {k: [] if s.sr_sent_at is None else [s.sr_sent_at] for k, s in streams.senders.items()}
         self.rtcp_next: dict[tuple[Tag, int], float] = {}
         self.srv_remb_next = self.sub_remb_next = math.inf
@@ -186,9 +196,10 @@ class SteadyState:
 
     def catch_up(self) -> None:
         """The client reads the RTCP that reached it by now (RR: rtt, loss, jitter; REMB)."""
-        pub = self.pcs[Role.PUBLISHER]
+        pub = self._pub
         senders = self.streams.senders
-        while self.cli_in and self.cli_in[0][0] <= self.now:
+        now = self.loop.now
+        while self.cli_in and self.cli_in[0][0] <= now:
             a, _, msg = heapq.heappop(self.cli_in)
             pub.heard(a)
             if isinstance(msg, _Rr):
@@ -239,7 +250,7 @@ class SteadyState:
 
     def _pli_at_server(self, t: float) -> None:
         """The SFU passes the subscriber's keyframe request on to the publisher at once."""
-        self._reply(RTCP_PLI + self.pcs[Role.PUBLISHER].extra, None, t)
+        self._reply(RTCP_PLI + self._pub.extra, None, t)
 
     def _check_at_server(self, check: _ConsentCheck, t: float) -> None:
         """The server answers a consent check at once."""
@@ -283,9 +294,9 @@ class SteadyState:
         """Plan and run one interval [now, end): the uplink in one batch, the server, the downlink in
         one batch, the subscriber. Everything sent before ``now`` is already on the links."""
         streams = self.streams
-        start = self.now
-        pub, sub = self.pcs[Role.PUBLISHER], self.pcs[Role.SUBSCRIBER]
-        video = VIDEO in streams.kinds
+        start = self.loop.now
+        pub, sub = self._pub, self._sub
+        video = self._video
         if video and self.srv_remb_next == start:
             # The REMB opening the interval goes first, so the encoder follows it exactly.
             self._srv_inboxes(start)
@@ -303,21 +314,36 @@ class SteadyState:
             end = self.srv_remb_next
         else:
             end = start + (AUDIO_ONLY_INTERVAL if streams.playout.started else REMB_INTERVAL)
-        if start < self._end_hint() < end:
-            end = self._end_hint()
-        until = float(np.nextafter(end, -math.inf))
+        hint = self._end_hint()
+        if start < hint < end:
+            end = hint
+        until = math.nextafter(end, -math.inf)
         sub_rembs = self._uplink(start, end, until, pub, sub)
         self._downlink(end, until, pub, sub)
         # The subscriber: its arrivals of the interval, then what its REMBs said.
-        for kind in streams.kinds:
-            mine = self.sub_qk[kind].pop_until(until, streams.sub_accept_at)
-            if len(mine):
-                self.sub_tl[kind].extend(mine.t, mine.seq, mine.ts, mine.payload, mine.sent, mine.size)
-                if kind not in streams.playout.started:
-                    self._not_started_yet(kind, mine)
+        started = streams.playout.started
+        for kind, mine in self._split(self.sub_q.pop_until(until, streams.sub_accept_at)):
+            self.sub_tl[kind].extend(mine["t"], mine["seq"], mine["ts"], mine["payload"], mine["sent"], mine["size"])
+            if kind not in started:
+                self._not_started_yet(kind, Packets(mine))
         for t, remb in sub_rembs:
             remb.bps, remb.known = self.sub_tl[VIDEO].remb(t), True
         self.loop.at(end, self.tick, tag=Tag.STEADY_TICK)
+
+    def _split(self, got: Packets) -> list[tuple[int, NDArray[np.void]]]:
+        """An end's arrivals by stream, in stream order (only the non-empty parts)."""
+        a = got.a
+        if not len(a):
+            return []
+        if not self._multi:
+            return [(self.streams.kinds[0], a)]
+        audio = a["kind"] == AUDIO
+        n_audio = int(np.count_nonzero(audio))
+        if n_audio == len(a):
+            return [(AUDIO, a)]
+        if not n_audio:
+            return [(VIDEO, a)]
+        return [(AUDIO, a.compress(audio)), (VIDEO, a.compress(~audio))]
 
     def _not_started_yet(self, kind: int, got: Packets) -> None:
         """Media start from the subscriber's arrivals (its PLI waits for the next interval: see
@@ -332,7 +358,7 @@ class SteadyState:
     def _uplink(self, start: float, end: float, until: float, pub: PeerConnection, sub: PeerConnection
                 ) -> list[tuple[float, _Remb]]:
         streams = self.streams
-        media: dict[int, Packets] = {}
+        media: list[tuple[int, NDArray[np.void]]] = []
         if self._audio is not None:
             if until > self._audio_until:  # (a run longer than planned for: plan more)
                 self._audio_until = until + self._audio_horizon
@@ -340,31 +366,28 @@ class SteadyState:
                 self._audio = Packets.concat([rest, self.src[AUDIO].generate(self._audio_until)])
                 self._audio_at = 0
             i = self._audio_at
-            self._audio_at = j = int(self._audio.t.searchsorted(until, side="right"))
-            media[AUDIO] = self._audio.take(slice(i, j))
+            self._audio_at = j = int(self._audio.a["t"].searchsorted(until, "right"))
+            media.append((AUDIO, self._audio.a[i:j]))
         vs = self.src.get(VIDEO)
-        parts = []
         if isinstance(vs, VideoSource):
-            while self.fb_at and self.fb_at[0][0] < end:
-                at, _, bps = self.fb_at.pop(0)
-                if at > start:  # frames sent up to the arrival are the old encoder's
-                    parts.append(vs.generate(at))
-                if bps is None:  # a PLI
-                    vs.force_key = True
-                else:
-                    vs.set_target(bps)
-            parts.append(vs.generate(until))
-            media[VIDEO] = Packets.concat(parts)
+            changes = []  # REMBs (bps) and PLIs (None) the encoder follows on the way
+            fb_at = self.fb_at
+            while fb_at and fb_at[0][0] < end:
+                at, _, bps = fb_at.pop(0)
+                # (frames sent up to the arrival are the old encoder's)
+                changes.append((at if at > start else None, bps))
+            media.append((VIDEO, vs.generate(until, changes).a))
         control: list[_Control] = []
+        rtcp_sr, rtcp_rr = RTCP_SR + pub.extra, RTCP_RR + sub.extra
         for kind in streams.kinds:
             for t in self._fires((Tag.PUB_SR, kind), end):
-                control.append((t, RTCP_SR + pub.extra, "rtcp", partial(self._sr_at_server, kind, t)))
+                control.append((t, rtcp_sr, "rtcp", partial(self._sr_at_server, kind, t)))
                 self.sr_times[kind].append(t)
             for t in self._fires((Tag.SUB_RR, kind), end):
                 if streams.sub_stats[kind].base_seq is not None:  # (as of the interval's start)
-                    control.append((t, RTCP_RR + sub.extra, "rtcp", None))
+                    control.append((t, rtcp_rr, "rtcp", None))
         sub_rembs = []
-        if VIDEO in streams.kinds:
+        if self._video:
             while self.sub_remb_next < end:
                 # Sent every 500 ms once video arrived (aiortc would skip a window without video:
                 # here the packet carries no new estimate and the server keeps the previous one).
@@ -387,51 +410,66 @@ class SteadyState:
                 control.append((pc.consent_at, STUN_CHECK + pc.extra, "stun", partial(self._check_at_server, check)))
                 self.loop.at(pc.consent_at + CONSENT_TIMEOUT, self._consent_timeout, check, tag=Tag.CONSENT_OUTCOME)
                 pc.consent_at = math.inf
-        arrival, m_arrival = self._batch(UP, list(media.values()), control)
-        for (kind, mine), arr in zip(media.items(), m_arrival, strict=True):
-            self.send_log[kind].extend(mine.t, mine.payload)
-            self.srv_qk[kind].arrive(mine, arr)
+        for kind, mine in media:
+            self.send_log[kind].extend(mine["t"], mine["payload"])
+        parts_ = [mine for _, mine in media]
+        # On a tie the publisher's streams go in stream order, then control: a stable sort.
+        t_all, size_all = self._merged(parts_, control)
+        arrival = self._batch(UP, t_all.argsort(kind="stable"), t_all, size_all, parts_, control, self.srv_q)
         _arrived(control, arrival)
         return sub_rembs
 
-    def _batch(self, direction: str, media: list[Packets], control: list[_Control]) -> tuple[list[float], list[F64]]:
-        """One send_batch of the media streams and the control packets merged in time order
-        (on a tie: the order the publisher sent them in, the streams in order, then control).
-        Returns the control packets' arrivals (NaN: dropped) and each stream's."""
-        c = np.asarray([x[0] for x in control], dtype=np.float64)
-        t_all = np.concatenate([p.t for p in media] + [c])
-        size_all = np.concatenate([p.size for p in media] + [np.asarray([x[1] for x in control], dtype=np.int64)])
-        if direction == UP:
-            order = t_all.argsort(kind="stable")
-        else:  # forwarded packets leave in the order they came in (FIFO through the SFU)
-            order = np.lexsort((np.concatenate([p.sent for p in media] + [c]), t_all))
-        n = len(t_all) - len(c)
+    @staticmethod
+    def _merged(media: list[NDArray[np.void]], control: list[_Control]) -> tuple[F64, I64]:
+        """Send times and sizes of the media streams, then of the control packets, end to end."""
+        if control:
+            ct = np.array([x[0] for x in control], dtype=np.float64)
+            cs = np.array([x[1] for x in control], dtype=np.int64)
+            return np.concatenate([m["t"] for m in media] + [ct]), np.concatenate([m["size"] for m in media] + [cs])
+        if len(media) == 1:
+            return media[0]["t"], media[0]["size"]
+        return np.concatenate([m["t"] for m in media]), np.concatenate([m["size"] for m in media])
 
-        def kinds() -> list[str]:
-            every = ["rtp"] * n + [x[2] for x in control]
-            return [every[i] for i in order.tolist()]
-
-        arrival = np.empty(len(t_all))
-        arrival[order] = self.path.send_media(direction, t_all[order], size_all[order], kinds)
-        out, i = [], 0
-        for p in media:
-            out.append(arrival[i : i + len(p)])
-            i += len(p)
-        return arrival[i:].tolist(), out
+    def _batch(self, direction: str, order: I64, t_all: F64, size_all: I64, media: list[NDArray[np.void]],
+               control: list[_Control], queue: Queue) -> list[float]:
+        """One send_batch of the media and the control packets in ``order`` (their send order);
+        what the link delivered of the media joins ``queue`` (in send order, so in arrival order
+        unless the link reorders). Returns the control packets' arrivals (NaN: dropped) in the
+        order of ``control``."""
+        n_media = len(t_all) - len(control)
+        out = self.path.send_media(direction, t_all.take(order), size_all.take(order),
+                                   partial(_kinds, n_media, control, order))
+        if not control:
+            m_order, m_out = order, out
+            c_out: list[float] = []
+        else:
+            is_media = order < n_media
+            m_order, m_out = order.compress(is_media), out.compress(is_media)
+            c_out = [math.nan] * len(control)
+            for i, a in zip((order.compress(~is_media) - n_media).tolist(), out.compress(~is_media).tolist(),
+                            strict=True):
+                c_out[i] = a
+        if n_media:
+            kept = (m_out == m_out).nonzero()[0]  # (NaN: dropped)
+            if len(kept):
+                if len(kept) < n_media:
+                    m_order, m_out = m_order.take(kept), m_out.take(kept)
+                joined = media[0] if len(media) == 1 else join([m for m in media if len(m)])
+                got = joined.take(m_order)
+                got["t"] = m_out
+                queue.push(Packets(got))
+        return c_out
 
     def _downlink(self, end: float, until: float, pub: PeerConnection, sub: PeerConnection) -> None:
         streams = self.streams
-        fwd = []
-        for kind in streams.kinds:
-            mine = self.srv_qk[kind].pop_until(until, streams.srv_accept_at)
-            if len(mine):
-                self.srv_tl[kind].extend(mine.t, mine.seq, mine.ts, mine.payload, mine.sent, mine.size)
-            fwd.append(mine)
+        fwd = self.srv_q.pop_until(until, streams.srv_accept_at).a
+        for kind, mine in self._split(Packets(fwd)):
+            self.srv_tl[kind].extend(mine["t"], mine["seq"], mine["ts"], mine["payload"], mine["sent"], mine["size"])
         sends: list[tuple[float, int, Tag, int]] = []
         for kind in streams.kinds:
             sends.extend((t, len(sends), Tag.SRV_RR, kind) for t in self._fires((Tag.SRV_RR, kind), end))
             sends.extend((t, len(sends), Tag.SRV_SR, kind) for t in self._fires((Tag.SRV_SR, kind), end))
-        if VIDEO in streams.kinds:
+        if self._video:
             while self.srv_remb_next < end:
                 sends.append((self.srv_remb_next, len(sends), Tag.SRV_REMB_TIMER, VIDEO))
                 self.srv_remb_next += REMB_INTERVAL
@@ -457,12 +495,14 @@ class SteadyState:
             else:
                 control.append((t, size, "stun", partial(self._answer_at_client, check)))
         resize = sub.extra - pub.extra
-        if resize:  # ChannelData framing differs between the two legs
-            for mine in fwd:
-                mine.size = mine.size + resize
-        arrival, m_arrival = self._batch(DOWN, fwd, control)
-        for kind, mine, arr in zip(streams.kinds, fwd, m_arrival, strict=True):
-            self.sub_qk[kind].arrive(mine, arr)
+        if resize and len(fwd):  # ChannelData framing differs between the two legs
+            fwd["size"] = fwd["size"] + resize
+        # Forwarded packets leave in the order they came in (FIFO through the SFU); a tie in
+        # time goes by send time, then stream, then control (as the streams' queues would).
+        t_all, size_all = self._merged([fwd], control)
+        order = np.lexsort((np.concatenate([fwd["sent"], t_all[len(fwd):]]), t_all)) if control else \
+            np.lexsort((fwd["sent"], t_all))
+        arrival = self._batch(DOWN, order, t_all, size_all, [fwd], control, self.sub_q)
         _arrived(control, arrival)
 
     # --- consent outcomes --------------------------------------------------------------------------

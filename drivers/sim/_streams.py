@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import NDArray
 from rtcprobe.core.observations import InboundStats, OutboundStats
 
-from ._media import CLOCK_RATE, F64, VIDEO, Packets, PlayoutStart, ReceiverStats, RembEstimator, Snapshot
+from ._media import CLOCK_RATE, F64, VIDEO, Packets, PlayoutStart, ReceiverStats, RembEstimator, Snapshot, join
 from ._rtcp import Prior, ReportBlock, forwarded_remb, receiver_report, rtt_sample, smoothed_rtt
 
 
@@ -104,34 +105,49 @@ class Streams:
 class Queue:
     """Packets on their way to one end, kept sorted by arrival time."""
 
+    __slots__ = ("a", "min", "reorder")
+
     def __init__(self, reorder: bool) -> None:
-        self.q = Packets.empty()
+        self.a: NDArray[np.void] = Packets.empty().a  # the packets (a PACKET array)
         self.min = math.inf  # earliest arrival still queued
         self.reorder = reorder  # the link may deliver out of order: sort on the way in
 
     def arrive(self, sent: Packets, arrival: F64) -> None:
         """Queue what a link delivered of ``sent`` (``arrival``: NaN where it dropped a packet)."""
-        ok = ~np.isnan(arrival)
-        if ok.any():
-            got = sent.take(ok)
-            got.t = arrival[ok]
-            self.push(got)
+        kept = (arrival == arrival).nonzero()[0]  # (NaN: dropped)
+        if len(kept):
+            got = sent.a.take(kept)  # (a copy: ``sent`` keeps its send times)
+            got["t"] = arrival.take(kept)
+            self._push(got)
 
     def push(self, p: Packets) -> None:
-        if self.reorder and len(p) > 1:
-            p = p.take(p.t.argsort(kind="stable"))
-        q = Packets.concat([self.q, p])
-        if self.reorder and len(self.q) and len(p) and p.t[0] < self.q.t[-1]:
-            q = q.take(q.t.argsort(kind="stable"))
-        self.q = q
-        self.min = float(q.t[0]) if len(q) else math.inf
+        self._push(p.a)
+
+    def _push(self, p: NDArray[np.void]) -> None:
+        reorder = self.reorder
+        if reorder and len(p) > 1:
+            p = p.take(p["t"].argsort(kind="stable"))
+        q = self.a
+        if len(q):
+            if len(p):
+                late = reorder and p["t"][0] < q["t"][-1]
+                q = join([q, p])
+                if late:
+                    q = q.take(q["t"].argsort(kind="stable"))
+        else:
+            q = p
+        self.a = q
+        self.min = float(q["t"][0]) if len(q) else math.inf
 
     def pop_until(self, t: float, accept_at: float) -> Packets:
         """Everything arrived by ``t``, minus what came before its end could decrypt it
         (``accept_at``: that end's DTLS handshake finished)."""
-        k = int(self.q.t.searchsorted(t, side="right"))
-        got, self.q = self.q.take(slice(0, k)), self.q.take(slice(k, None))
-        self.min = float(self.q.t[0]) if len(self.q) else math.inf
-        if len(got) and got.t[0] < accept_at:
-            got = got.take(got.t >= accept_at)
-        return got
+        q = self.a
+        k = int(q["t"].searchsorted(t, "right"))
+        if not k:
+            return Packets(q[:0])
+        got, self.a = q[:k], q[k:]
+        self.min = float(q["t"][k]) if k < len(q) else math.inf
+        if got["t"][0] < accept_at:
+            got = got.compress(got["t"] >= accept_at)
+        return Packets(got)

@@ -11,6 +11,7 @@ so its value after every packet is a scaled cumulative sum).
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from typing import Final
 
@@ -25,23 +26,27 @@ _BLOCK: Final = 256  # keeps (16/15)**k far from overflow
 _K = np.arange(1, _BLOCK + 1, dtype=np.float64)
 _UP = (1.0 / _A) ** _K / 16.0  # a^-k / 16
 _DOWN = _A**_K  # a^k
+_add = np.add
+_ALL = np.ones(1, dtype=np.bool_)
 
 
-def jitter_path(j0: float, d: F64) -> F64:
+def jitter_path(j0: float, d: F64 | I64) -> F64:
     """J_0 = j0 and J_i = J_(i-1) + (|d_i| - J_(i-1))/16: the estimate after every update.
 
-    J_i = a^i (j0 + (1/16) sum_(k<=i) a^-k |d_k|) with a = 15/16, evaluated in blocks.
+    J_i = a^i (j0 + (1/16) sum_(k<=i) a^-k |d_k|) with a = 15/16, evaluated in blocks. (Integer
+    ``d`` gives the same values as ``d.astype(float)``: |d| is exact either way.)
     """
-    out = np.empty(len(d) + 1)
+    n = len(d)
+    out = np.empty(n + 1)
     out[0] = j = j0
     ad = np.abs(d)
-    for s in range(0, len(ad), _BLOCK):
-        block = ad[s : s + _BLOCK]
-        m = len(block)
-        part = (block * _UP[:m]).cumsum()
+    for s in range(0, n, _BLOCK):
+        m = min(_BLOCK, n - s)
+        part = out[s + 1 : s + 1 + m]
+        np.multiply(ad[s : s + m], _UP[:m], out=part)
+        _add.accumulate(part, out=part)
         part += j
         part *= _DOWN[:m]
-        out[s + 1 : s + 1 + m] = part
         j = float(part[-1])
     return out
 
@@ -72,9 +77,12 @@ class Timeline:
     timeline starts, and :meth:`extend` leaves it at the state after the newest chunk.
     """
 
-    def __init__(self, stats: ReceiverStats, est: RembEstimator | None) -> None:
+    def __init__(self, stats: ReceiverStats, est: RembEstimator | None, *, own_timestamps: bool = False) -> None:
         self.stats = stats
         self.est = est
+        # Every packet carries its own RTP timestamp (audio: one packet per frame): then every
+        # in-order packet after the first updates the jitter estimate, nothing to look up.
+        self.own_timestamps = own_timestamps
         self.chunks: list[_Chunk] = []
         self.firsts: list[float] = []  # first arrival of each chunk (bisect key)
         self.g0s: list[int] = []  # timeline count before each chunk
@@ -83,7 +91,8 @@ class Timeline:
         self.count = 0  # arrivals added through the timeline
         self._size_total = 0
         self._owd_total = 0.0
-        self._est_t = -np.inf  # REMB: the previous update (the estimator's own sums carry over)
+        # REMB: the previous update's time, chunk count and sums (the estimator's own sums carry over)
+        self._est_prev: tuple[float, int, tuple[int, int, float, int]] = (-math.inf, 0, (0, 0, 0.0, 0))
 
     def extend(self, arrival: F64, seq: I64, ts: I64, payload: I64, sent: F64 | None = None,
                size: I64 | None = None) -> None:
@@ -95,10 +104,10 @@ class Timeline:
         if st.base_seq is None:
             st.base_seq = self.base_seq = int(seq[0])
         s0 = (st.received, st.bytes, st.max_seq, st.jitter_units, self.count, self._size_total, self._owd_total)
-        bytes_ = payload.cumsum()
+        bytes_ = _add.accumulate(payload)
         bytes_ += st.bytes
         io = None
-        if seq[0] > st.max_seq and (n == 1 or bool((seq[1:] > seq[:-1]).all())):
+        if seq[0] > st.max_seq and (n == 1 or bool(np.logical_and.reduce(seq[1:] > seq[:-1]))):
             maxseq, arr_t, tss = seq, arrival, ts  # the usual case: every packet in order
         else:
             maxseq = np.maximum.accumulate(seq)
@@ -111,34 +120,46 @@ class Timeline:
         m = len(tss)
         if m:
             # RFC 3550: D = (R_i - S_i) - (R_j - S_j), only between packets of different timestamps.
-            rel = np.floor(arr_t * st.clock_rate).astype(np.int64)
+            # (Arrivals are >= 0: truncating is flooring.)
+            rel = (arr_t * st.clock_rate).astype(np.int64)
             last_arrival = int(rel[-1])
             rel -= tss
             d = np.empty(m, dtype=np.int64)
-            changed = np.empty(m, dtype=np.bool_)
+            np.subtract(rel[1:], rel[:-1], out=d[1:])
             if st.last_arrival is None or st.last_ts is None:
-                d[0], changed[0] = 0, False
+                d[0] = 0
+                first = False
             else:
                 d[0] = rel[0] - (st.last_arrival - st.last_ts)
-                changed[0] = tss[0] != st.last_ts
-            np.subtract(rel[1:], rel[:-1], out=d[1:])
-            np.not_equal(tss[1:], tss[:-1], out=changed[1:])
-            path = jitter_path(st.jitter_units, d[changed].astype(np.float64))
-            if io is None:
-                jitter = path[changed.cumsum()]
+                first = bool(tss[0] != st.last_ts)
+            if self.own_timestamps and first and io is None:
+                k = m
+                changed = _ALL  # (unused: every packet changed the timestamp)
             else:
-                mark = np.zeros(n, dtype=np.int64)
-                mark[io] = changed
-                jitter = path[mark.cumsum()]
+                changed = np.empty(m, dtype=np.bool_)
+                changed[0] = first
+                np.not_equal(tss[1:], tss[:-1], out=changed[1:])
+                k = int(np.count_nonzero(changed))
+            if k == m:  # a new timestamp every packet (audio): every packet updates the estimate
+                path = jitter_path(st.jitter_units, d)
+                jitter = path[1:] if io is None else path[_add.accumulate(changed_at(io, n))]
+            else:
+                path = jitter_path(st.jitter_units, d.compress(changed))
+                if io is None:
+                    jitter = path.take(_add.accumulate(changed))
+                else:
+                    mark = np.zeros(n, dtype=np.int64)
+                    mark[io] = changed
+                    jitter = path.take(_add.accumulate(mark))
             st.last_arrival, st.last_ts = last_arrival, int(tss[-1])
         else:
             jitter = np.full(n, st.jitter_units)
         size_c: I64 | None = None
         owd_c: F64 | None = None
         if self.est is not None and size is not None and sent is not None:
-            size_c = size.cumsum()
+            size_c = _add.accumulate(size)
             size_c += self._size_total
-            owd_c = (arrival - sent).cumsum()
+            owd_c = _add.accumulate(arrival - sent)
             owd_c += self._owd_total
             self._size_total = int(size_c[-1])
             self._owd_total = float(owd_c[-1])
@@ -157,7 +178,7 @@ class Timeline:
         if i < 0:
             return None, 0
         c = self.chunks[i]
-        return c, int(c.arrival.searchsorted(t, side="right"))  # >= 1
+        return c, int(c.arrival.searchsorted(t, "right"))  # >= 1
 
     def at(self, t: float) -> Snapshot:
         """The statistics after every arrival at or before ``t``."""
@@ -189,19 +210,32 @@ class Timeline:
         ``RembEstimator.update`` returns after ``add`` saw every video arrival up to ``t``."""
         est = self.est
         assert est is not None
-        g1, s1, o1, m1 = self._sums(t)
-        g0, s0, o0, _ = self._sums(self._est_t) if self._est_t > -np.inf else (0, 0, 0.0, 0)
+        g1, s1, o1, m1 = sums = self._sums(t)
+        prev_t, prev_chunks, prev = self._est_prev
+        # The sums at the previous update still hold unless a chunk added since then has an
+        # arrival at (not after) that very moment.
+        if prev_chunks < len(self.chunks) and self.firsts[prev_chunks] <= prev_t:
+            prev = self._sums(prev_t)
+        g0, s0, o0, _ = prev
         if g1 > g0:
             est.add_totals(g1 - g0, s1 - s0, o1 - o0, lambda: self._seq_of(g0), m1)
-        self._est_t = t
+        self._est_prev = (t, len(self.chunks), sums)
         return est.update(t)
 
 
+def changed_at(io: I64, n: int) -> I64:
+    """Where the in-order packets ``io`` are among ``n``, as 0/1 marks."""
+    mark = np.zeros(n, dtype=np.int64)
+    mark[io] = 1
+    return mark
+
+
 class SendLog:
-    """What one publisher sender has sent, as of any time (getStats' packetsSent / bytesSent)."""
+    """What one publisher sender has sent, as of any time (getStats' packetsSent / bytesSent).
+    Each chunk keeps its payload sizes and its totals before it; a query sums the part it needs."""
 
     def __init__(self, packets: int, bytes_: int) -> None:
-        self.chunks: list[tuple[F64, I64]] = []
+        self.chunks: list[tuple[F64, I64, int, int]] = []  # (send times, payloads, packets and bytes before)
         self.firsts: list[float] = []
         self._start = (packets, bytes_)
         self.packets, self.bytes = packets, bytes_
@@ -209,20 +243,15 @@ class SendLog:
     def extend(self, t: F64, payload: I64) -> None:
         if not len(t):
             return
-        cum = np.empty(len(t) + 1, dtype=np.int64)
-        cum[0] = self.bytes
-        payload.cumsum(out=cum[1:])
-        cum[1:] += self.bytes
-        self.chunks.append((t, cum))
+        self.chunks.append((t, payload, self.packets, self.bytes))
         self.firsts.append(float(t[0]))
         self.packets += len(t)
-        self.bytes = int(cum[-1])
+        self.bytes += int(_add.reduce(payload))
 
     def at(self, t: float) -> tuple[int, int]:
         i = bisect_right(self.firsts, t) - 1
         if i < 0:
             return self._start
-        packets = self._start[0] + sum(len(c[0]) for c in self.chunks[:i])
-        times, cum = self.chunks[i]
-        k = int(times.searchsorted(t, side="right"))
-        return packets + k, int(cum[k])
+        times, payload, packets, bytes_ = self.chunks[i]
+        k = int(times.searchsorted(t, "right"))
+        return packets + k, bytes_ + int(_add.reduce(payload[:k]))

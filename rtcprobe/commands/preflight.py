@@ -14,9 +14,12 @@ from . import ReportOutput, add_output_arguments
 NAME = "preflight"
 HELP = "run a real WebRTC preflight test (embedded loopback server unless --url is given)"
 DESCRIPTION = """\
-Run a WebRTC preflight test: publish a synthetic tone and video, get them back through the
-signaling server's relay, and measure jitter, round-trip time, packet loss and network quality
-for --duration. Without --url an embedded server starts on 127.0.0.1 (nothing else needed).
+Run a WebRTC preflight test as Twilio Video's runPreflight does: the signaling server hands out
+TURN credentials, then two peer connections of this process send a synthetic tone and video to
+each other through the TURN server (the sender relay-only), measuring jitter, round-trip time,
+packet loss and network quality for --duration. Without --url an embedded server starts on
+127.0.0.1 and, when coturn is installed (apt-get install coturn), a coturn on loopback for it to
+hand out; without coturn the media runs on host candidates and TURN is not tested.
 
   rtcprobe preflight --duration 5s
   rtcprobe preflight --url ws://127.0.0.1:8765/signaling --token "$(rtcprobe token --secret S --identity me)"
@@ -47,9 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help="access token for --url (see rtcprobe token)")
     parser.add_argument("--duration", default="10s", help="length of the stats step: 10, 10s, 500ms (default: 10s)")
     parser.add_argument("--region", default="gll", help="signaling region sent to the server (default: gll)")
-    parser.add_argument("--turn", action="append", default=[], metavar="URL",
-                        help="TURN URL for the embedded server, e.g. turn:127.0.0.1:3478?transport=udp (repeatable); "
-                             "the publisher then goes relay-only")
+    parser.add_argument("--turn", action="append", metavar="URL",
+                        help="TURN URL for the embedded server, e.g. turn:127.0.0.1:3478?transport=udp (repeatable), "
+                             "instead of a coturn of its own; the sender goes relay-only")
     parser.add_argument("--turn-secret", metavar="S", help="the TURN server's REST API shared secret")
     video = parser.add_mutually_exclusive_group()
     video.add_argument("--video", metavar="WxH@FPS", help="synthetic video to publish (default: 640x480@30)")
@@ -69,8 +72,20 @@ def _candidate(c: dict[str, Any]) -> str:
     return f"{c['candidateType']} {c['address']}:{c['port']}/{c['protocol']}{via}"
 
 
-def summary(report: PreflightReport) -> str:
-    """A readable summary of a (complete or partial) report."""
+def turn_note(turn_tested: bool | None, *, embedded: bool) -> str | None:
+    """The summary's line when the media did not go through TURN (None when it did, or when the
+    test ended before the server handed out its ICE servers)."""
+    if turn_tested is not False:
+        return None
+    if embedded:
+        return ("TURN was not tested: no coturn to start (not installed, or it failed), so the media ran on "
+                "host candidates (apt-get install coturn, or give --turn URL --turn-secret S)")
+    return ("TURN was not tested: the server handed out no TURN server, so the media ran on host candidates "
+            "(start it with rtcprobe serve --turn URL --turn-secret S)")
+
+
+def summary(report: PreflightReport, *, notes: tuple[str, ...] = ()) -> str:
+    """A readable summary of a (complete or partial) report, ``notes`` (one line each) last."""
     d = report.to_dict()
     lines: list[str] = []
     total = d["testTiming"].get("duration")
@@ -107,6 +122,9 @@ def summary(report: PreflightReport) -> str:
                      f"  in {bitrate['incoming']['average']:.0f} kbps (average)")
     if report.network_quality_level is not None:
         lines.append(f"  network quality {report.network_quality_level} / 5")
+    if notes:
+        lines.append("")
+        lines.extend(f"  {note}" for note in notes)
     return "\n".join(lines)
 
 
@@ -130,7 +148,10 @@ def run(args: argparse.Namespace) -> int:
     output = ReportOutput.from_args(args)
     progress = ProgressReporter(sys.stderr)
 
+    notes: tuple[str, ...] = ()
+
     async def main() -> PreflightReport:
+        nonlocal notes
         loop = asyncio.get_running_loop()
         test = run_preflight(
             args.token, url=args.url, duration=duration, region=args.region, media=media,
@@ -164,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
             except PreflightError as exc:
                 assert isinstance(exc.report, PreflightReport)  # the client always attaches it
                 return exc.report
+            finally:
+                note = turn_note(test.turn_tested, embedded=args.url is None)
+                notes = () if note is None else (note,)
         finally:
             try:
                 loop.remove_signal_handler(signal.SIGINT)
@@ -177,4 +201,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         progress.close()
-    return output.finish(report, lambda: summary(report))
+    if output.json:  # the summary, which carries the notes, is not printed: stdout is the JSON alone
+        for note in notes:
+            print(f"rtcprobe: {note}", file=sys.stderr)
+    return output.finish(report, lambda: summary(report, notes=notes))

@@ -1,4 +1,4 @@
-"""``rtcprobe serve``: run the signaling server (with its relaying aiortc peer) until Ctrl-C."""
+"""``rtcprobe serve``: run the media-free signaling server until Ctrl-C (or SIGTERM)."""
 
 from __future__ import annotations
 
@@ -9,25 +9,39 @@ from typing import TYPE_CHECKING
 
 from . import EXIT_OK, SECRET_ENV
 
+TURN_SECRET_ENV = "RTCPROBE_TURN_SECRET"  # secrets in the environment stay out of ps and /proc/PID/cmdline
+
 if TYPE_CHECKING:
     from rtcprobe.server import SignalingServer
 
 NAME = "serve"
-HELP = "run the signaling server (WebSocket signaling + a relaying WebRTC peer)"
+HELP = "run the signaling server (tokens, TURN credentials, reports; no media)"
 DESCRIPTION = """\
-Run the signaling server until Ctrl-C. It checks access tokens (JWT HS256 signed with --secret),
-hands out TURN credentials when --turn is given, and relays each client's published media back to
-its subscriber. It listens on 127.0.0.1 unless --host says otherwise.
+Run the signaling server until Ctrl-C or SIGTERM. It checks access tokens (JWT HS256 signed with
+--secret), hands out TURN REST credentials for every --turn URL, holds each client's WebSocket
+while the client runs its two peer connections itself, and takes the report the client sends at
+the end. No media ever reaches it. It listens on 127.0.0.1 unless --host says otherwise.
 
-Without --secret (or RTCPROBE_SECRET) a fresh secret is generated and printed together with a
-ready-to-use token.
+Without --secret (or $RTCPROBE_SECRET) a fresh secret is generated and printed together with a
+ready-to-use token. Endpoints: ws://HOST:PORT/signaling (protocol: docs/signaling.md),
+GET /health, GET /metrics (Prometheus). Deployment: docs/deployment.md.
 
+examples:
   rtcprobe serve --port 8765
-  rtcprobe serve --turn turn:127.0.0.1:3478?transport=udp --turn-secret S
+  RTCPROBE_TURN_SECRET=... rtcprobe serve --turn turn:turn.example.com:3478?transport=udp \\
+                 --turn turns:turn.example.com:5349?transport=tcp
+  rtcprobe serve --host 0.0.0.0 --reports /var/lib/rtcprobe/reports.jsonl --hold-timeout 300
+  RTCPROBE_SECRET=... rtcprobe token --identity alice      # a token this server accepts
 """
 
 DEFAULT_PORT = 8765
 TOKEN_IDENTITY = "rtcprobe-user"
+# The server's defaults, repeated here so that --help imports nothing heavy (a test keeps them equal).
+DEFAULT_HOLD_TIMEOUT = 600.0
+DEFAULT_IDLE_TIMEOUT = 30.0
+DEFAULT_MAX_SESSIONS = 4000
+DEFAULT_MAX_CONNECTIONS = 8000
+FD_HEADROOM = 64  # descriptors beyond one per connection: listening socket, log, reports, Python's own
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,13 +51,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--secret", help=f"token signing secret (default: ${SECRET_ENV}, else a generated one)")
     parser.add_argument("--issuer", default="rtcprobe", help="required token issuer (default: rtcprobe)")
     parser.add_argument("--turn", action="append", default=[], metavar="URL",
-                        help="TURN URL to hand out, e.g. turn:HOST:3478?transport=udp (repeatable)")
-    parser.add_argument("--turn-secret", metavar="S", help="the TURN server's REST API shared secret")
-    parser.add_argument("--max-sessions", type=int, default=16,
-                        help="concurrent sessions before refusing with 'server busy' (default: 16)")
+                        help="TURN URL to hand out, e.g. turn:HOST:3478?transport=udp (repeatable: every "
+                             "URL goes to every client under one set of credentials)")
+    parser.add_argument("--turn-secret", metavar="S",
+                        help="the TURN servers' REST API shared secret (coturn --static-auth-secret; "
+                             f"default: ${TURN_SECRET_ENV})")
+    parser.add_argument("--turn-ttl", type=int, default=3600, metavar="S",
+                        help="lifetime of the TURN credentials handed out, seconds (default: 3600)")
+    parser.add_argument("--reports", metavar="FILE",
+                        help="append every accepted report to FILE, one JSON line each (created 0640)")
+    parser.add_argument("--hold-timeout", type=float, default=DEFAULT_HOLD_TIMEOUT, metavar="S",
+                        help="close a session silent this long after 'iced' "
+                             f"(default: {DEFAULT_HOLD_TIMEOUT:g})")
+    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="S",
+                        help=f"close a connection that sends no hello this long (default: {DEFAULT_IDLE_TIMEOUT:g})")
+    parser.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS,
+                        help=f"authenticated sessions before refusing with 'server busy' "
+                             f"(default: {DEFAULT_MAX_SESSIONS})")
+    parser.add_argument("--max-connections", type=int, default=None,
+                        help="open WebSockets before refusing (default: twice --max-sessions, at least "
+                             f"{DEFAULT_MAX_CONNECTIONS})")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                        help="log to stderr from this level on (default: info)")
+
+
+def raise_fd_limit(wanted: int) -> str | None:
+    """Raise this process's soft RLIMIT_NOFILE towards ``wanted`` (never above the hard limit);
+    a warning when even the hard limit is short of it, else None."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (OSError, ValueError):  # a sandbox (seccomp) may forbid it: the warning below says what to do
+            pass
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        return (f"the file descriptor limit ({soft}) is below the {wanted} that --max-connections needs: "
+                "raise it (ulimit -n, or LimitNOFILE= in the systemd unit)")
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
     import time
 
     from rtcprobe.core.errors import ConfigError
@@ -59,22 +111,35 @@ def run(args: argparse.Namespace) -> int:
     elif len(secret.encode()) < MIN_SECRET_BYTES:
         print(f"rtcprobe serve: warning: a secret shorter than {MIN_SECRET_BYTES} bytes is weak for HS256",
               file=sys.stderr)
-    if not is_loopback(args.host):
-        print(f"rtcprobe serve: warning: listening on {args.host}: reachable from other machines",
-              file=sys.stderr)
+    turn_secret = args.turn_secret if args.turn_secret is not None else os.environ.get(TURN_SECRET_ENV) or None
+    max_connections = args.max_connections
+    if max_connections is None:
+        max_connections = max(DEFAULT_MAX_CONNECTIONS, 2 * args.max_sessions)
     server = SignalingServer(
         secret=secret, host=args.host, port=args.port, issuer=args.issuer, turn_urls=tuple(args.turn),
-        turn_secret=args.turn_secret, max_sessions=args.max_sessions,
-        max_connections=max(256, args.max_sessions),
+        turn_secret=turn_secret, turn_ttl=args.turn_ttl, max_sessions=args.max_sessions,
+        max_connections=max_connections, reports=args.reports, hold_timeout=args.hold_timeout,
+        idle_timeout=args.idle_timeout,
     )
+    if not is_loopback(args.host):
+        print(f"rtcprobe serve: warning: listening on {args.host}: reachable from other machines "
+              "(put TLS in front of it: docs/deployment.md)", file=sys.stderr)
+    if (warning := raise_fd_limit(max_connections + FD_HEADROOM)) is not None:
+        print(f"rtcprobe serve: warning: {warning}", file=sys.stderr)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def ready(srv: SignalingServer) -> None:
-        print(f"url:    {srv.url}")
+        base = srv.url.removesuffix("/signaling").replace("ws://", "http://", 1)
+        print(f"url:     {srv.url}")
+        print(f"metrics: {base}/metrics")
+        if args.reports is not None:
+            print(f"reports: {args.reports}")
         if generated:
             token = mint_token(secret, TOKEN_IDENTITY, now=time.time(), issuer=args.issuer)
-            print(f"secret: {secret}")
-            print(f"token:  {token}  (identity {TOKEN_IDENTITY}, valid 1 h)")
-            print(f"try:    rtcprobe preflight --url {srv.url} --token {token}")
+            print(f"secret:  {secret}")
+            print(f"token:   {token}  (identity {TOKEN_IDENTITY}, valid 1 h)")
+            print(f"try:     rtcprobe preflight --url {srv.url} --token {token}")
         print("Ctrl-C to stop", flush=True)
 
     run_forever(server, ready)
