@@ -346,8 +346,6 @@ def _check_outbound(s: OutboundStats, path: str) -> None:
     # RTCP's cumulative lost is signed: duplicates count as negative loss.
     if s.remote_packets_lost is not None:
         _check_count(s.remote_packets_lost, f"{path}.remotePacketsLost", signed=True)
-    if s.remote_packets_received is not None:
-        _check_count(s.remote_packets_received, f"{path}.remotePacketsReceived")
     _check_gauge(s.available_bps, f"{path}.availableBps", MAX_BPS)
 
 
@@ -439,7 +437,6 @@ def _decode_outbound(value: object, path: str) -> OutboundStats | None:
         remote_jitter=d.get("remoteJitter"),
         remote_fraction_lost=d.get("remoteFractionLost"),
         remote_packets_lost=d.get("remotePacketsLost"),
-        remote_packets_received=d.get("remotePacketsReceived"),
         available_bps=d.get("availableBps"),
     )
     _check_outbound(s, path)
@@ -551,8 +548,7 @@ def _encode_outbound(s: OutboundStats | None) -> dict[str, Any] | None:
         return None
     return {"packetsSent": s.packets_sent, "bytesSent": s.bytes_sent, "remoteRtt": s.remote_rtt,
             "remoteJitter": s.remote_jitter, "remoteFractionLost": s.remote_fraction_lost,
-            "remotePacketsLost": s.remote_packets_lost, "remotePacketsReceived": s.remote_packets_received,
-            "availableBps": s.available_bps}
+            "remotePacketsLost": s.remote_packets_lost, "availableBps": s.available_bps}
 
 
 def encode_sample(sample: RoomSample) -> dict[str, Any]:
@@ -857,17 +853,15 @@ def _delta(cur: int, prev: int, path: str, backwards: list[str]) -> int:
 
 
 def _rr_loss(c: OutboundStats, p: OutboundStats | None) -> tuple[int, int] | None:
-    """The far end's view of one sent stream over the interval: (lost, expected) packets, from
-    its cumulative counts (as :func:`~rtcprobe.core.sampling.uplink_loss` reads them), else from
-    its last fraction lost applied to what was sent."""
+    """The far end's view of one sent stream over the interval: (lost, expected) packets, from its
+    cumulative lost count against what was sent, else from its last fraction lost applied to what
+    was sent.  A receiver report lags what was sent by up to an RTCP interval; summed over the
+    loss window the lag matters little, and the receiver's own counts are preferred anyway."""
     if p is None:
         return None
     sent = c.packets_sent - p.packets_sent
     if c.remote_packets_lost is not None and p.remote_packets_lost is not None:
-        lost = c.remote_packets_lost - p.remote_packets_lost
-        if c.remote_packets_received is not None and p.remote_packets_received is not None:
-            return lost, lost + c.remote_packets_received - p.remote_packets_received
-        return lost, sent
+        return c.remote_packets_lost - p.remote_packets_lost, sent
     if c.remote_fraction_lost is not None and sent > 0:
         return round(c.remote_fraction_lost * sent), sent
     return None

@@ -430,8 +430,7 @@ def test_counters_that_go_backwards_are_refused_then_rebased() -> None:
     room.join("b", 0.0)
 
     def sample(sent: int) -> RoomSample:
-        out = OutboundStats(packets_sent=sent, bytes_sent=80 * sent, remote_packets_lost=0,
-                            remote_packets_received=sent)
+        out = OutboundStats(packets_sent=sent, bytes_sent=80 * sent, remote_packets_lost=0)
         return RoomSample((PeerLink("b", audio_out=out),))
 
     room.handle_sample("a", sample(500), 1.0)

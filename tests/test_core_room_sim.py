@@ -125,7 +125,7 @@ class CallSim:
     def _out(self, st: _Stream, rtt: float, jitter: float) -> OutboundStats:
         return OutboundStats(
             packets_sent=st.sent, bytes_sent=st.sent_bytes, remote_rtt=rtt, remote_jitter=jitter,
-            remote_packets_lost=st.lost, remote_packets_received=st.received,
+            remote_packets_lost=st.lost,
         )
 
     def sample(self, name: str, *, demand: QualityDemand | None = None) -> RoomSample:
