@@ -1,4 +1,5 @@
-"""The signaling messages: parse_message / encode, and the errors for malformed frames."""
+"""The signaling messages of protocol version 2: parse_message / encode, and the errors for
+malformed frames."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rtcprobe.core.observations import IceServer
 from rtcprobe.drivers.aiortc.protocol import (
-    Answer,
+    CLIENT_MESSAGES,
+    PROTOCOL_VERSION,
+    SERVER_MESSAGES,
     Bye,
     Error,
     Ice,
     Iced,
     Message,
-    Offer,
     ProtocolError,
+    Report,
+    Reported,
     encode,
     parse_message,
+    unsupported_version,
 )
 
 ROUND_TRIP: list[Message] = [
@@ -27,9 +32,9 @@ ROUND_TRIP: list[Message] = [
     Ice(token="t", preflight=False, region="us1"),
     Iced(),
     Iced(ice_servers=(IceServer(urls=("turn:127.0.0.1:3478?transport=udp",), username="u", credential="p"),), ttl=60),
-    Offer(pc="publisher", sdp="v=0\r\n"),
-    Offer(pc="subscriber", sdp="v=0\r\n"),
-    Answer(pc="publisher", sdp="v=0\r\n"),
+    Report(report={"testTiming": {"start": 0.0}, "samples": []}),
+    Reported(stored=True),
+    Reported(stored=False),
     Bye(),
     Error(code=20101, message="bad token"),
 ]
@@ -43,18 +48,44 @@ def test_encode_parse_round_trip(message: Message) -> None:
 
 
 def test_wire_shapes_match_the_protocol() -> None:
+    assert PROTOCOL_VERSION == 2
     assert json.loads(encode(Ice(token="T"))) == {
-        "type": "ice", "preflight": True, "token": "T", "version": 1, "region": "gll"}
-    assert json.loads(encode(Iced(ttl=3600))) == {"type": "iced", "ice_servers": [], "ttl": 3600}
+        "type": "ice", "preflight": True, "token": "T", "version": 2, "region": "gll"}
+    assert json.loads(encode(Iced(ttl=3600))) == {"type": "iced", "ice_servers": [], "ttl": 3600, "version": 2}
+    assert json.loads(encode(Report(report={"a": 1}))) == {"type": "report", "report": {"a": 1}}
+    assert json.loads(encode(Reported(stored=True))) == {"type": "reported", "stored": True}
+    assert json.loads(encode(Bye())) == {"type": "bye"}
     assert json.loads(encode(Error(53000, "x"))) == {"type": "error", "code": 53000, "message": "x"}
+    assert {m.TYPE for m in CLIENT_MESSAGES} == {"ice", "report", "bye"}
+    assert {m.TYPE for m in SERVER_MESSAGES} == {"iced", "reported", "error"}
 
 
 def test_optional_fields_and_extra_keys() -> None:
     # preflight and region are optional; unknown keys are ignored (forward compatibility).
-    assert parse_message('{"type":"ice","token":"t","version":1,"future":1}') == Ice(token="t")
+    assert parse_message('{"type":"ice","token":"t","version":2,"future":1}') == Ice(token="t")
     # RTCIceServer allows a single URL string
-    iced = parse_message('{"type":"iced","ice_servers":[{"urls":"turn:h"}]}')
+    iced = parse_message('{"type":"iced","ice_servers":[{"urls":"turn:h"}],"version":2}')
     assert iced == Iced(ice_servers=(IceServer(urls=("turn:h",)),))
+
+
+def test_a_version_1_hello_gets_the_upgrade_message() -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_message('{"type": "ice", "preflight": true, "token": "t", "version": 1, "region": "gll"}')
+    assert info.value.code == 53000
+    assert info.value.message == unsupported_version(1) == (
+        "signaling protocol version 1 is not supported: this server speaks version 2 (the client runs both "
+        "peer connections itself; upgrade the client)")
+
+
+def test_a_version_1_server_is_told_apart_by_a_version_2_client() -> None:
+    # A v1 server's iced had no version: the client says what it met instead of failing later.
+    with pytest.raises(ProtocolError, match="server speaks signaling protocol version 1"):
+        parse_message('{"type": "iced", "ice_servers": [], "ttl": 3600}')
+
+
+def test_encode_refuses_what_is_not_json() -> None:
+    with pytest.raises(ValueError):
+        encode(Report(report={"x": float("nan")}))
 
 
 @pytest.mark.parametrize(
@@ -69,21 +100,27 @@ def test_optional_fields_and_extra_keys() -> None:
         ("{}", "'type'"),
         ('{"type": 3}', "'type'"),
         ('{"type": "hello"}', "unknown message type"),
-        ('{"type": "ice", "version": 1}', "missing the 'token'"),
-        ('{"type": "ice", "token": 5, "version": 1}', "'token' must be a string"),
+        ('{"type": "ice", "version": 2}', "missing the 'token'"),
+        ('{"type": "ice", "token": 5, "version": 2}', "'token' must be a string"),
         ('{"type": "ice", "token": "t"}', "missing the 'version'"),
-        ('{"type": "ice", "token": "t", "version": 2}', "unsupported protocol version"),
-        ('{"type": "ice", "token": "t", "version": "1"}', "'version' must be an integer"),
+        ('{"type": "ice", "token": "t", "version": 3}', "version 3 is not supported"),
+        ('{"type": "ice", "token": "t", "version": "2"}', "'version' must be an integer"),
         ('{"type": "ice", "token": "t", "version": true}', "'version' must be an integer"),
-        ('{"type": "ice", "token": "t", "version": 1, "preflight": "yes"}', "'preflight' must be a boolean"),
-        ('{"type": "ice", "token": "t", "version": 1, "region": ""}', "'region' must not be empty"),
-        ('{"type": "offer", "pc": "publisher"}', "missing the 'sdp'"),
-        ('{"type": "offer", "pc": "publisher", "sdp": ""}', "'sdp' must not be empty"),
-        ('{"type": "offer", "pc": "sideways", "sdp": "v=0"}', "'publisher' or 'subscriber'"),
-        ('{"type": "offer", "sdp": "v=0"}', "missing the 'pc'"),
-        ('{"type": "iced", "ice_servers": {}}', "'ice_servers' must be an array"),
-        ('{"type": "iced", "ice_servers": [3]}', "must be objects"),
-        ('{"type": "iced", "ice_servers": [{"urls": []}]}', "non-empty strings"),
+        ('{"type": "ice", "token": "t", "version": 2, "preflight": "yes"}', "'preflight' must be a boolean"),
+        ('{"type": "ice", "token": "t", "version": 2, "region": ""}', "'region' must not be empty"),
+        ('{"type": "ice", "token": "t", "version": NaN}', "invalid JSON"),
+        ('{"type": "ice", "token": "t", "version": -Infinity}', "invalid JSON"),
+        ('{"type": "offer", "pc": "publisher", "sdp": "v=0"}', "carries no SDP"),
+        ('{"type": "answer", "pc": "publisher", "sdp": "v=0"}', "unknown message type 'answer'"),
+        ('{"type": "report"}', "missing the 'report'"),
+        ('{"type": "report", "report": []}', "'report' must be an object"),
+        ('{"type": "report", "report": null}', "'report' must be an object"),
+        ('{"type": "reported"}', "missing the 'stored'"),
+        ('{"type": "reported", "stored": 1}', "'stored' must be a boolean"),
+        ('{"type": "iced", "ice_servers": {}, "version": 2}', "'ice_servers' must be an array"),
+        ('{"type": "iced", "ice_servers": [3], "version": 2}', "must be objects"),
+        ('{"type": "iced", "ice_servers": [{"urls": []}], "version": 2}', "non-empty strings"),
+        ('{"type": "iced", "ice_servers": [], "version": 3}', "server speaks signaling protocol version 3"),
         ('{"type": "error", "code": "x", "message": "m"}', "'code' must be an integer"),
         ("[" * 100000 + "]" * 100000, "invalid JSON"),  # deep nesting: no RecursionError escapes
     ],
@@ -98,7 +135,7 @@ def test_malformed_frames_are_protocol_errors(frame: str | bytes, fragment: str)
 @given(st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["type", "token", "version", "pc", "sdp", "ice_servers", "urls", "code", "message"]),
+        st.sampled_from(["type", "token", "version", "report", "stored", "ice_servers", "urls", "code", "message"]),
         inner, max_size=6),
     max_leaves=12,
 ))
@@ -109,11 +146,11 @@ def test_any_json_parses_or_raises_protocol_error(value: Any) -> None:
         assert exc.code == 53000 and exc.message
 
 
-@given(st.sampled_from(["ice", "offer", "bye", "iced", "answer", "error"]),
-       st.dictionaries(st.sampled_from(["token", "version", "pc", "sdp", "ice_servers", "code", "message",
+@given(st.sampled_from(["ice", "report", "bye", "iced", "reported", "error"]),
+       st.dictionaries(st.sampled_from(["token", "version", "report", "stored", "ice_servers", "code", "message",
                                         "preflight", "region", "ttl"]),
                        st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=8)
-                       | st.sampled_from(["publisher", "subscriber"]) | st.just([]), max_size=6))
+                       | st.just([]) | st.just({}), max_size=6))
 def test_typed_messages_parse_or_raise_protocol_error(kind: str, fields: dict[str, Any]) -> None:
     try:
         message = parse_message(json.dumps({"type": kind, **fields}))

@@ -1,8 +1,8 @@
 """Closing an aiortc peer connection so that nothing it started keeps running.
 
-Both sides use this module: the client driver (``driver.py``) for its publisher and subscriber,
-the signaling server (:mod:`rtcprobe.server.session`) for each session's two peers. It also holds
-the one done callback every task either side spawns or adopts gets (:func:`own`).
+The client driver (``driver.py``) uses it for its two peer connections (the signaling server
+holds none). It also holds the one done callback every task the driver spawns or adopts gets
+(:func:`own`).
 
 Theory of operation
 -------------------
@@ -36,8 +36,7 @@ step exists for one race:
    ``Connection.connect()`` resumed, ``connect()`` still starts its consent-freshness loop on the
    closed connection, which then sleeps and wakes forever. It is cancelled.
 
-:func:`tasks_of` and :func:`peer_parts` find what still runs a method of a peer connection's
-aiortc/aioice objects, for a caller's last-resort sweep (the server's).
+:func:`tasks_of` finds what still runs a method of given aiortc/aioice objects.
 
 Private state
 -------------
@@ -109,19 +108,6 @@ def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
     return [c for dtls in _dtls_transports(pc) if (c := _ice_connection(dtls.transport)) is not None]
 
 
-def peer_parts(pc: RTCPeerConnection) -> list[object]:
-    """The peer connection and every aiortc/aioice object under it that may run tasks."""
-    parts: list[object] = [pc]
-    for transceiver in pc.getTransceivers():
-        parts += [transceiver, transceiver.sender, transceiver.receiver]
-    if pc.sctp is not None:
-        parts.append(pc.sctp)
-    for dtls in _dtls_transports(pc):
-        ice = dtls.transport
-        parts += [dtls, ice, ice.iceGatherer, _ice_connection(ice)]
-    return [p for p in parts if p is not None]
-
-
 # --- retrieving and cancelling -------------------------------------------------------------------
 
 
@@ -151,9 +137,9 @@ def own(task: asyncio.Task[Any], owned: set[asyncio.Task[Any]],
     """Keep ``task`` in ``owned`` until it ends, then retrieve its outcome (so asyncio never logs
     "exception was never retrieved") and hand an exception, not a cancellation, to ``on_failure``.
 
-    The one done callback of the tasks the driver and each server session spawn for their work,
-    and of aiortc's connect tasks they adopt: each owner keeps the set it cancels and awaits when
-    it closes, and says what a failure means to it.
+    The one done callback of the tasks the driver spawns for its work, and of aiortc's connect
+    tasks it adopts: each owner keeps the set it cancels and awaits when it closes, and says what a
+    failure means to it.
     """
 
     def done(finished: asyncio.Task[Any]) -> None:
@@ -284,5 +270,5 @@ def turn_deletions(pc: RTCPeerConnection) -> list[asyncio.Task[Any]]:
 
 __all__ = [
     "CLOSE_POLL", "adopt_connect_tasks", "cancel_and_wait", "close_peer_connection", "log_failure", "own",
-    "peer_parts", "retrieve", "task_owner", "tasks_of", "turn_deletions",
+    "retrieve", "task_owner", "tasks_of", "turn_deletions",
 ]

@@ -1,4 +1,4 @@
-"""``rtcprobe serve``: run the signaling server (with its relaying aiortc peer) until Ctrl-C."""
+"""``rtcprobe serve``: run the media-free signaling server until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ if TYPE_CHECKING:
     from rtcprobe.server import SignalingServer
 
 NAME = "serve"
-HELP = "run the signaling server (WebSocket signaling + a relaying WebRTC peer)"
+HELP = "run the signaling server (tokens, TURN credentials, reports; no media)"
 DESCRIPTION = """\
 Run the signaling server until Ctrl-C. It checks access tokens (JWT HS256 signed with --secret),
-hands out TURN credentials when --turn is given, and relays each client's published media back to
-its subscriber. It listens on 127.0.0.1 unless --host says otherwise.
+hands out TURN credentials when --turn is given, holds each client's socket while the client runs
+its test, and takes the client's report. It never touches media. It listens on 127.0.0.1 unless --host says otherwise.
 
 Without --secret (or RTCPROBE_SECRET) a fresh secret is generated and printed together with a
 ready-to-use token.

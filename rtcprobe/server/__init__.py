@@ -1,14 +1,19 @@
 """The signaling server (``rtcprobe serve``, and the embedded one a preflight without ``--url`` starts).
 
+It is media-free: it checks tokens, hands out TURN REST credentials, holds each client's socket
+while the client runs both of its peer connections itself (as Twilio Video's preflight does) and
+collects the report the client sends at the end. Nothing here imports aiortc (a test checks it).
+
 It is no driver: it sits in the top layer and uses what it shares with the client from the aiortc
-driver (the protocol's messages, TURN URLs, loopback-only ICE, the bounded close of a peer
-connection), never the other way round (docs/architecture.md#the-aiortc-driver-and-the-server).
+driver (the protocol's messages, TURN URLs), never the other way round
+(docs/architecture.md#the-aiortc-driver-and-the-server).
 
 Modules, one responsibility each:
 
-* ``app``: the aiohttp application (:class:`SignalingServer`), its limits and shutdown;
-* ``session``: one WebSocket connection walking the protocol, with its server-side aiortc peers,
-  and the :class:`ServerStats` counters;
+* ``app``: the aiohttp application (:class:`SignalingServer`), its limits, ``/metrics`` and shutdown;
+* ``session``: one WebSocket connection walking the protocol, and the :class:`ServerStats` counters;
+* ``reports``: a client's report checked against the report's schema, and the reports file;
+* ``metrics``: the Prometheus metrics, one registry per server;
 * ``config``: :class:`ServerConfig`, the settings checked once;
 * ``tokens``: access tokens (JWT HS256), minted and verified;
 * ``credentials``: TURN REST API credentials and the ICE servers handed out;

@@ -1,10 +1,13 @@
 """The signaling server's aiohttp application: listening, one :class:`~.session.Session` per
-WebSocket connection, the connection and session limits, and shutdown.
+WebSocket connection, the connection and session limits, metrics and shutdown.
 
 ``GET /signaling`` upgrades to the WebSocket the protocol runs over (docs/signaling.md);
-``GET /health`` answers ``{"status": "ok"}``. A connection past ``max_connections`` gets one
-``error`` (53000 "server busy") and close code 1013; the session module says what happens on the
-others. ``close()`` shuts every session down, waits for their handlers, then stops listening.
+``GET /health`` answers ``{"status": "ok"}``; ``GET /metrics`` is the Prometheus text format
+(:mod:`.metrics`). A connection past ``max_connections`` gets one ``error`` (53000 "server busy")
+and close code 1013; the session module says what happens on the others. ``close()`` shuts every
+session down, waits for their handlers, then stops listening.
+
+No media passes through here, and nothing in this package imports aiortc (a test checks it).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from contextlib import ExitStack
 from types import TracebackType
 from typing import Any, Final
 
@@ -21,17 +23,18 @@ import attrs
 from aiohttp import web
 
 from rtcprobe.core.errors import ConfigError
-from rtcprobe.drivers.aiortc import teardown
-from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
 from rtcprobe.drivers.aiortc.protocol import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_TRY_AGAIN_LATER, SIGNALING_ERROR
 
 from .config import ServerConfig
-from .session import LATE_START_TIMEOUT, Registry, ServerStats, Session, SignalingWebSocket
+from .metrics import CONTENT_TYPE, ServerMetrics
+from .reports import ReportLog
+from .session import Registry, ServerStats, Session, SignalingWebSocket
 
 log = logging.getLogger("rtcprobe.server")
 
 SIGNALING_PATH: Final = "/signaling"
 HEALTH_PATH: Final = "/health"
+METRICS_PATH: Final = "/metrics"
 CLOSE_TIMEOUT: Final = 2.0  # s to wait for the client's close frame before dropping the socket
 
 
@@ -43,9 +46,10 @@ class SignalingServer:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._port: int | None = None
-        self._registry = Registry(self.config.max_sessions)
+        self.metrics = ServerMetrics()
+        reports = None if self.config.reports is None else ReportLog(self.config.reports)
+        self._registry = Registry(self.config.max_sessions, self.metrics, reports)
         self._handlers: set[asyncio.Task[Any]] = set()
-        self._exit_stack = ExitStack()
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> SignalingServer:
@@ -59,8 +63,7 @@ class SignalingServer:
         app = web.Application()
         app.router.add_get(SIGNALING_PATH, self._handle_signaling)
         app.router.add_get(HEALTH_PATH, self._handle_health)
-        if self.config.confined:
-            self._exit_stack.enter_context(confine_ice_to_loopback())
+        app.router.add_get(METRICS_PATH, self._handle_metrics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port)
@@ -68,14 +71,13 @@ class SignalingServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            self._exit_stack.close()
             raise ConfigError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}") from None
         self._runner, self._site = runner, site
         self._port = int(runner.addresses[0][1])  # port 0: read back the one the OS chose
         log.info("signaling server listening on %s", self.url)
 
     async def close(self) -> None:
-        """Close every session and peer connection, then stop listening."""
+        """Close every session, then stop listening."""
         if self._runner is None or self._registry.closing:
             return
         self._registry.closing = True
@@ -85,11 +87,13 @@ class SignalingServer:
             handlers = [t for t in self._handlers if not t.done()]
             if handlers:
                 _, pending = await asyncio.wait(handlers, timeout=CLOSE_TIMEOUT + 1)
-                await teardown.cancel_and_wait(pending, timeout=LATE_START_TIMEOUT, log=log)
+                for task in pending:  # a handler stuck past the close timeout: last resort
+                    task.cancel()
+                if pending:
+                    await asyncio.wait(pending, timeout=CLOSE_TIMEOUT)
             await self._runner.cleanup()
         finally:
             self._runner = self._site = None
-            self._exit_stack.close()
             self._registry.closing = False
 
     async def __aenter__(self) -> SignalingServer:
@@ -124,13 +128,19 @@ class SignalingServer:
     async def _handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def _handle_metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
     async def _handle_signaling(self, request: web.Request) -> web.StreamResponse:
         config = self.config
         ws = SignalingWebSocket(
             # aiohttp refuses a message of exactly max_msg_size; the protocol allows "at most".
+            # The larger (report) limit: the session applies the smaller one to other frames.
             # No compression: a compressed frame would be limited after inflating, not as sent.
-            max_msg_size=config.max_message_size + 1, compress=False, timeout=CLOSE_TIMEOUT,
-            heartbeat=max(config.idle_timeout, 1.0),  # pings detect a dead peer once established
+            max_msg_size=config.max_report_size + 1, compress=False, timeout=CLOSE_TIMEOUT,
+            heartbeat=config.ping_interval,  # pings detect a vanished client
         )
         if not ws.can_prepare(request).ok:
             return web.json_response({"error": "this endpoint speaks WebSocket only"}, status=400)
@@ -140,17 +150,17 @@ class SignalingServer:
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
-        connections = self._registry.connections
-        connections.add(session)
+        registry = self._registry
+        registry.add_connection(session)
         try:
-            if self._registry.closing or len(connections) > config.max_connections:
+            if registry.closing or len(registry.connections) > config.max_connections:
                 await session.fail(SIGNALING_ERROR, "server busy: too many connections, try again later",
                                    close_code=CLOSE_TRY_AGAIN_LATER)
             else:
                 await session.run()
         finally:
             await session.shutdown(CLOSE_NORMAL)
-            connections.discard(session)
+            registry.remove_connection(session)
             if task is not None:
                 self._handlers.discard(task)
         return ws
@@ -168,4 +178,4 @@ def run_forever(server: SignalingServer, on_ready: Callable[[SignalingServer], N
         asyncio.run(main())
 
 
-__all__ = ["HEALTH_PATH", "SIGNALING_PATH", "SignalingServer", "run_forever"]
+__all__ = ["HEALTH_PATH", "METRICS_PATH", "SIGNALING_PATH", "SignalingServer", "run_forever"]

@@ -8,11 +8,20 @@ import math
 import attrs
 
 from rtcprobe.core.errors import ConfigError
-from rtcprobe.drivers.aiortc.protocol import DEFAULT_IDLE_TIMEOUT, MAX_MESSAGE_SIZE
+from rtcprobe.drivers.aiortc.protocol import (
+    DEFAULT_HOLD_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    MAX_MESSAGE_SIZE,
+    MAX_REPORT_MESSAGE_SIZE,
+)
 from rtcprobe.drivers.aiortc.turn_client import TurnUrl
 
 from .credentials import check_turn_config
 from .tokens import DEFAULT_ISSUER
+
+# Sessions cost a socket and some memory, no CPU while they wait: benchmarks/bench_server.py.
+DEFAULT_MAX_SESSIONS = 4000
+DEFAULT_MAX_CONNECTIONS = 8000
 
 
 def is_loopback(host: str) -> bool:
@@ -36,12 +45,14 @@ class ServerConfig:
     turn_urls: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     turn_secret: str | None = None
     turn_ttl: int = 3600  # s, lifetime of minted TURN credentials (and the ``ttl`` of ``iced``)
-    max_message_size: int = MAX_MESSAGE_SIZE
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # s the server waits for the next negotiation message
-    connect_timeout: float = 30.0  # s after the last answer for both peer connections to connect
-    max_sessions: int = 16
-    max_connections: int = 256
-    confine_to_loopback: bool | None = None  # None: when ``host`` is a loopback address
+    max_message_size: int = MAX_MESSAGE_SIZE  # bytes of a frame
+    max_report_size: int = MAX_REPORT_MESSAGE_SIZE  # bytes of the frame carrying the report
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # s the server waits for the hello
+    hold_timeout: float = DEFAULT_HOLD_TIMEOUT  # s a session may stay silent after ``iced``
+    ping_interval: float = 30.0  # s between WebSocket pings (a pong must come within half of it)
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    reports: str | None = None  # file each accepted report is appended to, one JSON line each
 
     def __attrs_post_init__(self) -> None:
         if not self.secret:
@@ -56,7 +67,11 @@ class ServerConfig:
             raise ConfigError(f"turn_ttl must be positive, got {self.turn_ttl}")
         if self.max_message_size < 1024:
             raise ConfigError(f"max_message_size must be at least 1024 bytes, got {self.max_message_size}")
-        for name in ("idle_timeout", "connect_timeout"):
+        if self.max_report_size < self.max_message_size:
+            raise ConfigError("max_report_size must be at least max_message_size")
+        if self.reports is not None and not self.reports:
+            raise ConfigError("the reports file name must not be empty")
+        for name in ("idle_timeout", "hold_timeout", "ping_interval"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
@@ -68,9 +83,5 @@ class ServerConfig:
     def parsed_turn_urls(self) -> tuple[TurnUrl, ...]:
         return check_turn_config(self.turn_urls, self.turn_secret)
 
-    @property
-    def confined(self) -> bool:
-        return is_loopback(self.host) if self.confine_to_loopback is None else self.confine_to_loopback
 
-
-__all__ = ["ServerConfig", "is_loopback"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_SESSIONS", "ServerConfig", "is_loopback"]

@@ -2,9 +2,10 @@
 
 ``rtcprobe preflight`` with no ``--url`` must work on a fresh machine with nothing else running
 (docs/architecture.md#the-aiortc-driver-and-the-server). This starts the real
-:class:`SignalingServer` on 127.0.0.1 with a fresh random secret, mints a token for it, and
-confines ICE host candidates to loopback for as long as the test runs (both the server's and the
-client's peers live in this process). The driver only ever sees the ``(url, token)`` it yields.
+:class:`SignalingServer` on 127.0.0.1 with a fresh random secret and mints a token for it; the
+driver only ever sees the ``(url, token)`` it yields. The server holds no peer connection, so it
+confines nothing: keeping the client's own ICE candidates on loopback is the client's business
+(:mod:`rtcprobe.drivers.aiortc.loopback`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
-
-from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
 
 from .app import SignalingServer
 from .tokens import generate_secret, mint_token
@@ -28,11 +27,10 @@ async def embedded_server(
 ) -> AsyncIterator[tuple[str, str]]:
     """Yield ``(url, token)`` of a signaling server running on loopback until the block exits."""
     secret = generate_secret()
-    with confine_ice_to_loopback():
-        async with SignalingServer(
-            secret=secret, host=HOST, port=0, turn_urls=tuple(turn_urls), turn_secret=turn_secret
-        ) as server:
-            yield server.url, mint_token(secret, IDENTITY, now=time.time(), ttl=ttl)
+    async with SignalingServer(
+        secret=secret, host=HOST, port=0, turn_urls=tuple(turn_urls), turn_secret=turn_secret
+    ) as server:
+        yield server.url, mint_token(secret, IDENTITY, now=time.time(), ttl=ttl)
 
 
 __all__ = ["embedded_server"]

@@ -1,48 +1,31 @@
-"""One signaling session: a WebSocket connection, its protocol phases and its server-side aiortc peers.
+"""One signaling session: a WebSocket connection walking protocol version 2 (docs/signaling.md).
 
 Theory of operation
 -------------------
-Each WebSocket connection is one :class:`Session` that walks a fixed sequence of phases
-(``_EXPECTED`` below): ``ice`` (token checked, ICE servers handed out) → publisher ``offer``
-(the server answers receive-only and starts draining the tracks it gets) → subscriber ``offer``
-(the server answers with the publisher's tracks relayed back through ``MediaRelay``) →
-established, where only ``bye`` may come. ``bye`` is accepted in every phase. Anything else — a
-malformed frame, a message out of order — gets one ``error`` (53000) and that connection is
-closed (1008; 1009 for an oversized frame); every other session carries on.
+The server never touches media: the client runs both of its peer connections itself, as Twilio
+Video's preflight does, and the server only authenticates, hands out ICE servers, holds the
+socket while the test runs and takes the report. Each connection is one :class:`Session` with
+three phases:
 
-The idle timeout counts from the server's last reply while it waits for the next negotiation
-message; after the last answer, both peer connections must connect within ``connect_timeout``
-(else 53405). Once established, the session lives until ``bye``, the socket closes
-(WebSocket pings detect a dead peer), or one of its peer connections fails (ICE consent
-freshness detects a client gone silent; error 53405) or is closed by the client: a preflight may
-legitimately run for minutes without a message.
+* ``await ice``: the hello. The token is checked (20101..20107), a session slot is taken
+  (``max_sessions``, else 53000 "server busy" and close 1013), and ``iced`` carries the ICE
+  servers (TURN REST credentials minted for the token's identity, or none).
+* ``holding``: the client is testing. It may send one ``report`` (validated, counted in the
+  metrics, appended to the reports file, answered with ``reported``) and ``bye``.
+* ``reported``: only ``bye`` is left.
 
-Server-side peers are host-only (``RTCConfiguration(iceServers=[])``) even when TURN is
-configured: the server is the far end, reachable at its host address, so only the publishing
-client needs relay-only. TURN for the server would double the allocations on the TURN server and
-delay every answer (non-trickle ICE waits for gathering) for nothing. When the server listens on
-loopback its host candidates are confined to 127.0.0.1
-(:mod:`rtcprobe.drivers.aiortc.loopback`).
+``bye`` is accepted in every phase and closes with 1000. Anything else — a malformed frame, a
+message out of order, a second report, a report of the wrong shape — gets one ``error`` (53000)
+and that connection is closed (1008; 1009 for an oversized frame); every other session carries
+on. The report is the client's own: a bad one costs that client its report and nothing else.
 
-Resources are bounded: ``max_connections`` open sockets, ``max_sessions`` authenticated
-sessions (each holds up to two peer connections and a decode/encode pipeline), refused with
-53000 "server busy" and close code 1013. Sessions count what they hold in the server's
-:class:`Registry`; the server's ``close()`` releases everything and the live counters
-(:class:`ServerStats`) return to zero.
+Timeouts: the hello must come within ``idle_timeout``; after ``iced`` the socket may stay silent
+for ``hold_timeout`` (a preflight runs for tens of seconds; the default is generous) counted from
+the server's last reply. WebSocket pings detect a client that vanished without closing.
 
-Releasing a session leaves no task behind, whatever step it was in (``Session._release``). The
-session owns the tasks it spawns (drains, the peer-ended watch) and cancels and awaits them.
-Closing a peer connection is not enough on its own, because aiortc and aioice race with
-``close()`` when it lands in the middle of setup: the session adopts aiortc's connect task as
-each description is set and closes its peers through :mod:`rtcprobe.drivers.aiortc.teardown`
-(shared with the client, which explains each race). What is the server's own:
-
-* ``MediaRelay`` has no stop: its per-source worker waits on the remote track until the
-  receiver's decoder ends it, forever when the receiver never started. The session stops every
-  relay proxy it created and the source tracks, then cancels and awaits the relay's workers.
-
-What still runs a method of one of the session's aiortc objects after that is cancelled and
-awaited as a last resort (logged at debug level).
+Frame sizes: a frame may be ``max_message_size`` bytes, except a ``report`` while one is
+expected, which may be ``max_report_size``. aiohttp refuses anything above the larger limit
+from the frame's header; the session refuses the rest after reading it.
 """
 
 from __future__ import annotations
@@ -53,119 +36,102 @@ import enum
 import functools
 import logging
 import time
-from collections.abc import Coroutine, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, Final
 
 import attrs
 from aiohttp import WSMsgType, web
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaRelay
-from aiortc.mediastreams import MediaStreamError
 
-from rtcprobe.drivers.aiortc import teardown
 from rtcprobe.drivers.aiortc.protocol import (
     CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL_ERROR,
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
-    MEDIA_ERROR,
     SIGNALING_ERROR,
-    Answer,
     Bye,
     Error,
     Ice,
     Iced,
     Message,
-    Offer,
-    PcName,
     ProtocolError,
+    Report,
+    Reported,
     encode,
-    parse_message,
+    parse_json,
+    parse_object,
 )
 
 from .config import ServerConfig
 from .credentials import build_ice_servers
-from .tokens import verify_token
+from .metrics import ServerMetrics
+from .reports import ReportError, ReportLog, report_line, validate_report
+from .tokens import TokenError, verify_token
 
 log = logging.getLogger("rtcprobe.server")
 
-PEER_GRACE: Final = 1.0  # s between a client's peer connection ending and the server ending the session
-LATE_START_TIMEOUT: Final = 0.5  # s for aiortc/aioice work interrupted by close() to wind down
-PC_CLOSE_TIMEOUT: Final = 2.0  # s bounding a peer connection's close() (host-only peers: no TURN to wait for)
+TOO_BIG: Final = "message too big"
 
 
 @attrs.frozen
 class ServerStats:
-    """Live counters, for tests and monitoring: all zero once everything is released."""
+    """Live counters, for tests and monitoring: ``connections`` and ``sessions`` are zero once
+    everything is released."""
 
     connections: int  # open WebSocket connections
     sessions: int  # authenticated sessions (each holds a ``max_sessions`` slot)
-    peer_connections: int  # server-side RTCPeerConnections not yet closed
     total_sessions: int  # sessions ever authenticated (monotonic)
-    established: int  # open connections whose two peer connections have both reached "connected"
+    reports: int  # reports accepted (monotonic)
 
 
 class Registry:
-    """What one server's sessions hold: open connections, session slots, live peer connections.
+    """What one server's sessions share: open connections, session slots, metrics, the reports file.
 
     The server owns it and hands it to each :class:`Session`, which takes and gives back its
-    slot and its peer connections here; :attr:`stats` reads the counters.
+    slot here; :attr:`stats` reads the counters.
     """
 
-    def __init__(self, max_sessions: int) -> None:
+    def __init__(self, max_sessions: int, metrics: ServerMetrics, reports: ReportLog | None) -> None:
         self.max_sessions = max_sessions
+        self.metrics = metrics
+        self.reports = reports
         self.connections: set[Session] = set()
         self.slots: set[Session] = set()
-        self.peer_connections: set[RTCPeerConnection] = set()
         self.total_sessions = 0
+        self.accepted_reports = 0
         self.closing = False  # the server is shutting down: no new session gets a slot
+
+    def add_connection(self, session: Session) -> None:
+        self.connections.add(session)
+        self.metrics.connections_open.set(len(self.connections))
+
+    def remove_connection(self, session: Session) -> None:
+        self.connections.discard(session)
+        self.metrics.connections_open.set(len(self.connections))
 
     def acquire_slot(self, session: Session) -> bool:
         if len(self.slots) >= self.max_sessions or self.closing:
             return False
         self.slots.add(session)
         self.total_sessions += 1
+        self.metrics.sessions.inc()
+        self.metrics.sessions_open.set(len(self.slots))
         return True
 
     def release_slot(self, session: Session) -> None:
         self.slots.discard(session)
+        self.metrics.sessions_open.set(len(self.slots))
 
     @property
     def stats(self) -> ServerStats:
-        return ServerStats(
-            connections=len(self.connections), sessions=len(self.slots), peer_connections=len(self.peer_connections),
-            total_sessions=self.total_sessions,
-            established=sum(len(s.connected) == 2 for s in self.connections),
-        )
+        return ServerStats(connections=len(self.connections), sessions=len(self.slots),
+                           total_sessions=self.total_sessions, reports=self.accepted_reports)
 
 
 class _Phase(enum.Enum):
     AWAIT_ICE = "await ice"
-    AWAIT_PUBLISHER = "await publisher offer"
-    AWAIT_SUBSCRIBER = "await subscriber offer"
-    ESTABLISHED = "established"
-
-
-# The one message each phase accepts (``bye`` is accepted in every phase), and why others are wrong.
-_EXPECTED: Final[dict[_Phase, tuple[str, str]]] = {
-    _Phase.AWAIT_ICE: ("ice", "the first message must be 'ice'"),
-    _Phase.AWAIT_PUBLISHER: ("offer/publisher", "expected the publisher's 'offer' after 'iced'"),
-    _Phase.AWAIT_SUBSCRIBER: ("offer/subscriber", "expected the subscriber's 'offer' after the publisher's answer"),
-    _Phase.ESTABLISHED: ("", "negotiation is complete: only 'bye' is expected"),
-}
-
-
-def _label(message: Message) -> str:
-    return f"offer/{message.pc}" if isinstance(message, Offer) else message.TYPE
-
-
-async def _drain(track: MediaStreamTrack) -> None:
-    """Read and drop ``track``'s frames: keeps the relay flowing while nobody subscribes."""
-    with contextlib.suppress(MediaStreamError):
-        while True:
-            await track.recv()
+    HOLDING = "holding"
+    REPORTED = "reported"
 
 
 class SessionLog(logging.LoggerAdapter[logging.Logger]):
@@ -181,18 +147,32 @@ class SessionLog(logging.LoggerAdapter[logging.Logger]):
 
 class SignalingWebSocket(web.WebSocketResponse):
     """aiohttp closes an oversized frame's connection itself (1009) before returning to us; this
-    hook sends the protocol's ``error`` message first, so the client learns why."""
+    hook sends the protocol's ``error`` message first, so the client learns why (unless the
+    session sent its own ``error`` already: ``error_sent``)."""
+
+    error_sent = False
 
     async def close(self, *, code: int = CLOSE_NORMAL, message: bytes = b"", drain: bool = True) -> bool:
-        if code == CLOSE_MESSAGE_TOO_BIG and not self.closed:
+        if code == CLOSE_MESSAGE_TOO_BIG and not self.closed and not self.error_sent:
             with contextlib.suppress(Exception):  # the peer may be gone already
-                await self.send_str(encode(Error(SIGNALING_ERROR, "message too big")))
-            message = message or b"message too big"
+                await self.send_str(encode(Error(SIGNALING_ERROR, TOO_BIG)))
+            message = message or TOO_BIG.encode()
         return await super().close(code=code, message=message, drain=drain)
 
 
+class _Refused(Exception):
+    """The session fails with ``message`` and ``close_code``; a refused report is counted under
+    ``reason`` (a ``rtcprobe_reports_rejected_total`` label) first."""
+
+    def __init__(self, message: str, *, close_code: int = CLOSE_POLICY_VIOLATION, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.close_code = close_code
+        self.reason = reason
+
+
 class Session:
-    """One WebSocket connection: its phase, its peer connections, its relay."""
+    """One WebSocket connection: its phase, its identity once authenticated."""
 
     def __init__(self, config: ServerConfig, registry: Registry, ws: SignalingWebSocket, remote: str) -> None:
         self.config = config
@@ -201,16 +181,8 @@ class Session:
         self.remote = remote
         self.phase = _Phase.AWAIT_ICE
         self.identity: str | None = None
-        self.publisher: RTCPeerConnection | None = None
-        self.subscriber: RTCPeerConnection | None = None
-        self.tracks: dict[str, list[MediaStreamTrack]] = {}  # the publisher's (remote) tracks, by kind
-        self.relay = MediaRelay()
-        self.proxies: list[MediaStreamTrack] = []  # every relay proxy handed out (drains, subscriber)
         self.deadline = self._now() + config.idle_timeout
-        self.connected: set[str] = set()  # peer connections that reached "connected"
         self._shutdown: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()  # spawned by this session: drains, peer-ended watch
-        self._connect_tasks: dict[RTCPeerConnection, set[asyncio.Task[Any]]] = {}  # aiortc's, adopted
         self.log = SessionLog(log, remote)
 
     @staticmethod
@@ -221,48 +193,25 @@ class Session:
     def closing(self) -> bool:
         return self._shutdown is not None
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Run ``coro`` as a task this session owns: cancelled and awaited when it is released."""
-        if self.closing:  # the release has taken its list of tasks already
-            coro.close()
-            return
-        task = asyncio.get_running_loop().create_task(coro, name=f"rtcprobe-server-{name}")
-        teardown.own(task, self._tasks, teardown.log_failure(self.log, closing=lambda: self.closing))
-
-    def _adopt(self, pc: RTCPeerConnection) -> None:
-        """Keep aiortc's connect task for ``pc`` (``setLocalDescription``/``setRemoteDescription``
-        spawn it as their last act): the release awaits it; its outcome is always retrieved."""
-        teardown.adopt_connect_tasks(pc, self._connect_tasks.setdefault(pc, set()),
-                                     closing=lambda: self.closing, log=self.log)
-
     # --- the receive loop ------------------------------------------------------------------
 
     async def run(self) -> None:
-        idle = self.config.idle_timeout
         while not self.closing:
-            timeout: float | None = None
-            if self.phase is not _Phase.ESTABLISHED:
-                timeout = self.deadline - self._now()
-                if timeout <= 0:
-                    await self.fail(SIGNALING_ERROR, f"no message for {idle:g} s: closing an idle connection")
-                    return
-            elif len(self.connected) < 2:
-                # Negotiated but not connected yet: counted from the subscriber's answer.
-                timeout = self.deadline - self._now()
-                if timeout <= 0:
-                    await self.fail(MEDIA_ERROR, "the peer connections did not connect within "
-                                    f"{self.config.connect_timeout:g} s", close_code=CLOSE_INTERNAL_ERROR)
-                    return
+            timeout = self.deadline - self._now()
+            if timeout <= 0:
+                limit = self.config.idle_timeout if self.phase is _Phase.AWAIT_ICE else self.config.hold_timeout
+                await self.fail(SIGNALING_ERROR, f"no message for {limit:g} s: closing an idle connection")
+                return
             try:
                 # aiohttp treats a timeout of 0 as "none": keep it strictly positive
-                msg = await self.ws.receive(timeout=None if timeout is None else max(timeout, 1e-3))
+                msg = await self.ws.receive(timeout=max(timeout, 1e-3))
             except TimeoutError:
                 continue  # the deadline check above fails the session
             if msg.type is WSMsgType.TEXT:
                 await self._handle_text(msg.data)
                 # The client's turn starts once we have answered.
                 self.deadline = self._now() + (
-                    self.config.connect_timeout if self.phase is _Phase.ESTABLISHED else idle)
+                    self.config.idle_timeout if self.phase is _Phase.AWAIT_ICE else self.config.hold_timeout)
             elif msg.type is WSMsgType.BINARY:
                 await self.fail(SIGNALING_ERROR, "binary frames are not part of the protocol: send JSON text")
             else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has closed the socket already)
@@ -270,8 +219,14 @@ class Session:
 
     async def _handle_text(self, text: str) -> None:
         try:
-            await self._dispatch(parse_message(text))
+            await self._dispatch(self._parse(text))
+        except _Refused as exc:
+            if exc.reason is not None:
+                self.registry.metrics.report_rejected(exc.reason)
+            await self.fail(SIGNALING_ERROR, exc.message, close_code=exc.close_code)
         except ProtocolError as exc:
+            if isinstance(exc, TokenError):
+                self.registry.metrics.token_rejected(exc.code)
             await self.fail(exc.code, exc.message)
         except Exception as exc:
             if self.closing:  # the server shut this session down under our feet
@@ -279,24 +234,56 @@ class Session:
             self.log.exception("internal error")
             await self.fail(SIGNALING_ERROR, f"internal server error: {type(exc).__name__}")
 
+    def _parse(self, text: str) -> Message:
+        """The message in ``text``; refuses an oversized frame, and counts why a report was refused."""
+        config = self.config
+        holding = self.phase is _Phase.HOLDING  # a report is expected: the larger limit applies
+        # Only a frame of more than a quarter of the limit can exceed it in UTF-8 bytes.
+        size = len(text.encode()) if len(text) * 4 > config.max_message_size else len(text)
+        if size > (config.max_report_size if holding else config.max_message_size):
+            limit = config.max_report_size if holding else config.max_message_size
+            raise _Refused(f"{TOO_BIG}: the limit is {limit} bytes", close_code=CLOSE_MESSAGE_TOO_BIG,
+                           reason="too_big" if holding else None)
+        try:
+            obj = parse_json(text)
+        except ProtocolError as exc:
+            # After iced a client says only report or bye: garbage there is a report lost.
+            raise _Refused(exc.message, reason="not_json" if holding else None) from None
+        is_report = isinstance(obj, dict) and obj.get("type") == Report.TYPE
+        if size > config.max_message_size and not is_report:
+            raise _Refused(f"{TOO_BIG}: only a report may exceed {config.max_message_size} bytes",
+                           close_code=CLOSE_MESSAGE_TOO_BIG)
+        if not is_report:
+            return parse_object(obj)
+        if self.phase is _Phase.AWAIT_ICE:
+            raise _Refused("unexpected 'report' (await ice): the first message must be 'ice'", reason="before_iced")
+        if self.phase is _Phase.REPORTED:
+            raise _Refused("unexpected 'report' (reported): a session sends one report", reason="duplicate")
+        try:
+            return parse_object(obj)
+        except ProtocolError as exc:
+            raise _Refused(exc.message, reason="invalid") from None
+
     async def _dispatch(self, message: Message) -> None:
-        if self.closing:  # released meanwhile (server shutdown, a failed peer connection)
+        if self.closing:  # released meanwhile (server shutdown)
             return
         if isinstance(message, Bye):
             await self.shutdown(CLOSE_NORMAL, "bye")
-            return
-        label = _label(message)
-        expected, why = _EXPECTED[self.phase]
-        if label != expected:
-            raise ProtocolError(SIGNALING_ERROR, f"unexpected '{label}' ({self.phase.value}): {why}")
-        if isinstance(message, Ice):
+        elif isinstance(message, Ice) and self.phase is _Phase.AWAIT_ICE:
             await self._on_ice(message)
-        elif isinstance(message, Offer) and message.pc == "publisher":
-            await self._on_publisher_offer(message)
-        elif isinstance(message, Offer):
-            await self._on_subscriber_offer(message)
+        elif isinstance(message, Report):  # _parse let it through: the phase is HOLDING
+            await self._on_report(message)
+        elif self.phase is _Phase.AWAIT_ICE:
+            raise ProtocolError(SIGNALING_ERROR, f"unexpected '{message.TYPE}' (await ice): "
+                                "the first message must be 'ice'")
+        elif isinstance(message, Ice):
+            raise ProtocolError(SIGNALING_ERROR, f"unexpected 'ice' ({self.phase.value}): "
+                                "this session is authenticated already")
+        else:
+            raise ProtocolError(SIGNALING_ERROR, f"unexpected '{message.TYPE}' ({self.phase.value}): "
+                                "a client sends 'report' and 'bye' after 'iced'")
 
-    # --- the three negotiation steps -------------------------------------------------------
+    # --- the two steps ---------------------------------------------------------------------
 
     async def _on_ice(self, message: Ice) -> None:
         config = self.config
@@ -308,118 +295,51 @@ class Session:
         self.identity = claims.identity
         servers = build_ice_servers(config.parsed_turn_urls, config.turn_secret, claims.identity,
                                     config.turn_ttl, time.time())
-        self.phase = _Phase.AWAIT_PUBLISHER
-        self.log.info("%s authenticated (region %s)", claims.identity, message.region)
+        self.phase = _Phase.HOLDING
+        self.log.debug("%s authenticated (region %s)", claims.identity, message.region)
         await self.ws.send_str(encode(Iced(ice_servers=servers, ttl=config.turn_ttl)))
 
-    def _new_pc(self, name: str) -> RTCPeerConnection:
-        # iceServers must be an explicit list: None silently means a public STUN server.
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.registry.peer_connections.add(pc)
-
-        @pc.on("connectionstatechange")
-        def on_state() -> None:
-            if pc.connectionState == "connected":
-                self.connected.add(name)
-            if pc.connectionState in ("failed", "closed") and not self.closing:
-                self._spawn(self._peer_ended(name, pc.connectionState), f"{name}-ended")
-
-        return pc
-
-    async def _peer_ended(self, name: str, state: str) -> None:
-        """A peer connection failed (ICE consent lost) or the client closed it: nothing left to
-        relay. Give a client tearing down in its own order a moment to say bye first."""
-        await asyncio.sleep(PEER_GRACE)
-        if self.closing:
-            return
-        if state == "failed":
-            await self.fail(MEDIA_ERROR, f"the {name} peer connection failed", close_code=CLOSE_INTERNAL_ERROR)
-        else:
-            self.log.info("the client closed its %s peer connection", name)
-            await self.shutdown(CLOSE_NORMAL, f"the {name} peer connection was closed")
-
-    async def _apply_offer(self, pc: RTCPeerConnection, name: str, sdp: str) -> None:
+    async def _on_report(self, message: Report) -> None:
         try:
+            report = validate_report(message.report)
+        except ReportError as exc:
+            raise _Refused(f"the report is not valid: {exc}", reason="invalid") from None
+        self.phase = _Phase.REPORTED
+        self.registry.accepted_reports += 1
+        self.registry.metrics.report_accepted(report)
+        stored = False
+        if self.registry.reports is not None:
+            assert self.identity is not None
+            line = report_line(report=message.report, received_at=time.time(), identity=self.identity,
+                               client=self.remote)
             try:
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            finally:
-                self._adopt(pc)
-        except Exception as exc:  # aiortc raises assorted types for bad SDP; the client gets one line
-            if self.closing:
-                raise
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ProtocolError(SIGNALING_ERROR, f"the {name} offer is not usable SDP: {detail}") from None
-
-    async def _answer(self, pc: RTCPeerConnection, name: PcName) -> None:
-        answer = await pc.createAnswer()
-        try:
-            await pc.setLocalDescription(answer)  # spawns aiortc's connect task (ICE, DTLS, media)
-        finally:
-            self._adopt(pc)
-        if self.closing:
-            return
-        await self.ws.send_str(encode(Answer(pc=name, sdp=pc.localDescription.sdp)))
-
-    async def _on_publisher_offer(self, message: Offer) -> None:
-        pc = self.publisher = self._new_pc("publisher")
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            self.tracks.setdefault(track.kind, []).append(track)
-
-        await self._apply_offer(pc, "publisher", message.sdp)
-        if not self.tracks:
-            raise ProtocolError(SIGNALING_ERROR, "the publisher offer sends no audio or video")
-        # Keep received frames flowing while nobody subscribes yet.
-        for track in [t for tracks in self.tracks.values() for t in tracks]:
-            self._spawn(_drain(self._relayed(track)), f"drain-{track.kind}")
-        self.phase = _Phase.AWAIT_SUBSCRIBER
-        await self._answer(pc, "publisher")
-
-    async def _on_subscriber_offer(self, message: Offer) -> None:
-        pc = self.subscriber = self._new_pc("subscriber")
-        sent_to_us: list[str] = []
-        pc.on("track", lambda track: sent_to_us.append(track.kind))
-        await self._apply_offer(pc, "subscriber", message.sdp)
-        if sent_to_us:
-            # Nobody would consume them: refuse rather than buffer frames forever.
-            raise ProtocolError(SIGNALING_ERROR, "the subscriber offer must be receive-only (recvonly)")
-        used: dict[str, int] = {}
-        for transceiver in pc.getTransceivers():
-            sources = self.tracks.get(transceiver.kind)
-            if not sources:
-                continue  # nothing of that kind was published: the answer leaves it inactive
-            i = used.get(transceiver.kind, 0)
-            used[transceiver.kind] = i + 1
-            # addTrack fills the first free transceiver of the kind, i.e. this one
-            pc.addTrack(self._relayed(sources[i % len(sources)]))
-        self.phase = _Phase.ESTABLISHED
-        await self._answer(pc, "subscriber")
-
-    def _relayed(self, track: MediaStreamTrack) -> MediaStreamTrack:
-        """A new relay proxy of ``track``, stopped when the session is released."""
-        proxy = self.relay.subscribe(track, buffered=False)
-        self.proxies.append(proxy)
-        return proxy
+                self.registry.reports.append(line)
+                stored = True
+            except OSError as exc:
+                self.registry.metrics.reports_unstored.inc()
+                self.log.error("could not append the report to %s: %s", self.registry.reports.path, exc)
+        outcome = "completed" if report.error is None else f"failed ({report.error.code})"
+        self.log.info("%s reported: %s", self.identity, outcome)
+        await self.ws.send_str(encode(Reported(stored=stored)))
 
     # --- ending ----------------------------------------------------------------------------
 
     async def fail(self, code: int, message: str, *, close_code: int = CLOSE_POLICY_VIOLATION) -> None:
-        """Send one ``error`` and close this connection (and release its peers)."""
+        """Send one ``error`` and close this connection."""
         if self.closing:
             return
         self.log.info("error %d: %s", code, message)
         if not self.ws.closed:
+            self.ws.error_sent = True
             with contextlib.suppress(Exception):  # the client may be gone already
                 await self.ws.send_str(encode(Error(code, message)))
         await self.shutdown(close_code, message)
 
     async def shutdown(self, close_code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
-        """Release everything this session holds; idempotent, safe from any task."""
+        """Give back the slot and close the socket; idempotent, safe from any task."""
         if self._shutdown is None:
             self._shutdown = asyncio.ensure_future(self._release(close_code, reason))
-            # retrieved also when every caller was cancelled
-            self._shutdown.add_done_callback(functools.partial(teardown.retrieve, log=log))
+            self._shutdown.add_done_callback(functools.partial(_retrieve, log=self.log))
         await asyncio.shield(self._shutdown)
 
     async def _release(self, close_code: int, reason: str) -> None:
@@ -428,34 +348,12 @@ class Session:
         short = reason.encode()[:120].decode("utf-8", "ignore").encode()
         with contextlib.suppress(Exception):
             await self.ws.close(code=close_code, message=short)
-        # Our own tasks first (a peer-ended watch may be the one waiting for this release).
-        await teardown.cancel_and_wait(self._tasks, timeout=LATE_START_TIMEOUT, log=log)
-        pcs = [pc for pc in (self.subscriber, self.publisher) if pc is not None]
-        try:
-            await asyncio.gather(*(teardown.close_peer_connection(
-                pc, connect_tasks=self._connect_tasks.get(pc, ()), close_timeout=PC_CLOSE_TIMEOUT,
-                late_start_timeout=LATE_START_TIMEOUT, log=self.log) for pc in pcs))
-        finally:
-            for pc in pcs:
-                self.registry.peer_connections.discard(pc)
-        await self._stop_relay()
-        # Last resort: whatever still runs a method of this session's aiortc/aioice objects.
-        owned = [self.relay, *(part for pc in pcs for part in teardown.peer_parts(pc))]
-        if left := teardown.tasks_of(owned):
-            await asyncio.sleep(0)  # let those that are finishing finish
-            if left := [t for t in left if not t.done()]:
-                self.log.debug("cancelling %d leftover aiortc task(s): %s", len(left), left)
-                await teardown.cancel_and_wait(left, timeout=LATE_START_TIMEOUT, log=log)
 
-    async def _stop_relay(self) -> None:
-        """MediaRelay has no stop(): end its proxies and sources, then its per-source workers
-        (one waits forever on a remote track whose receiver never started)."""
-        for proxy in self.proxies:  # unregisters it from the relay
-            proxy.stop()
-        for tracks in self.tracks.values():
-            for track in tracks:
-                track.stop()
-        await teardown.cancel_and_wait(teardown.tasks_of([self.relay]), timeout=LATE_START_TIMEOUT, log=log)
+
+def _retrieve(task: asyncio.Task[None], *, log: logging.LoggerAdapter[logging.Logger]) -> None:
+    """Retrieve a release's outcome even when every caller was cancelled."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("closing the session failed", exc_info=exc)
 
 
 __all__ = ["Registry", "ServerStats", "Session", "SessionLog", "SignalingWebSocket"]
