@@ -10,6 +10,7 @@ Drivers live in ``rtcprobe.drivers``.
 * :mod:`.sampling`: the stats step's arithmetic (two samples in, one measurement out);
 * :mod:`.quality`: the network-quality scorer;
 * :mod:`.report`: the report, how a run becomes one, and its canonical JSON;
+* :mod:`.codec`: core mode's wire format (observations in, actions and events out, as JSON);
 * :mod:`.config`, :mod:`.errors`: options and error codes.
 """
 
