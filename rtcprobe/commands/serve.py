@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
     from rtcprobe.core.errors import ConfigError
     from rtcprobe.server import SignalingServer, is_loopback, run_forever
-    from rtcprobe.server.web import WebConfig
     from rtcprobe.server.tokens import MIN_SECRET_BYTES, generate_secret, mint_token
+    from rtcprobe.server.web import WebConfig
 
     secret = args.secret if args.secret is not None else os.environ.get(SECRET_ENV)
     generated = secret is None

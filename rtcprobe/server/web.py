@@ -112,14 +112,17 @@ def _loopback_name(host: str) -> bool:
         return False
 
 
+def _origins(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(normalize_origin(o) for o in values)
+
+
 @attrs.frozen
 class WebConfig:
     """The browser-facing options of ``rtcprobe serve``; ConfigError for a bad one."""
 
     diagnostics: bool = False  # serve the diagnostics page at /
     diagnostics_tokens: bool = False  # POST /token mints tokens for the page (implies the page)
-    allow_origins: tuple[str, ...] = attrs.field(
-        default=(), converter=lambda v: tuple(normalize_origin(o) for o in v))
+    allow_origins: tuple[str, ...] = attrs.field(default=(), converter=_origins)
     token_ttl: int = 900  # s a minted page token stays valid (a page runs up to three tests)
     token_burst: int = 5  # tokens a client address may take at once
     token_refill: float = 12.0  # s for one more

@@ -19,6 +19,7 @@ test('layout: scaled paths, a gap where a value is null', () => {
     { width: 40, height: 100, xMax: 4 });
   assert.equal(yMax, 100);
   assert.equal(paths[0].d, 'M0.0,100.0L10.0,50.0M30.0,0.0L40.0,0.0');
+  assert.deepEqual(paths[0].dots, [[0, 100], [10, 50], [30, 0], [40, 0]]);
 });
 
 test('layout: one y scale for every series; no data draws nothing', () => {

@@ -17,12 +17,25 @@ test('thresholds: excellent below the first limit, poor from the third on', () =
   assert.equal(grade('loss', 8), 'poor');
 });
 
-test('bitrate: more is better', () => {
-  assert.equal(grade('bitrate', 1001), 'excellent');
-  assert.equal(grade('bitrate', 1000), 'good');
-  assert.equal(grade('bitrate', 501), 'good');
-  assert.equal(grade('bitrate', 500), 'fair');
-  assert.equal(grade('bitrate', 150), 'poor');
+test('bandwidth: more is better', () => {
+  assert.equal(grade('bandwidth', 1001), 'excellent');
+  assert.equal(grade('bandwidth', 1000), 'good');
+  assert.equal(grade('bandwidth', 501), 'good');
+  assert.equal(grade('bandwidth', 500), 'fair');
+  assert.equal(grade('bandwidth', 150), 'poor');
+});
+
+test('bandwidth is the sender\'s estimate when the report has one, else the bitrate received', () => {
+  const r = {
+    bitrate: { incoming: { average: 420 } },
+    networkQuality: { level: 5, stats: { audio: { sendStats: { bandwidth: { available: null } } },
+      video: { sendStats: { bandwidth: { available: 3605538 } } } } },
+  };
+  assert.equal(metrics(r).bandwidth, 3605.538);
+  assert.equal(verdict('udp', { ...r, stats: { rtt: { average: 1 }, jitter: { average: 0 }, packetLoss: { average: 0 } } })
+    .metrics.bandwidth.grade, 'excellent');
+  assert.equal(metrics({ ...r, networkQuality: { level: 5, stats: { level: 5 } } }).bandwidth, 420);
+  assert.equal(metrics({}).bandwidth, null);
 });
 
 test('not measured is not excellent', () => {
@@ -85,4 +98,6 @@ test('advice in plain words: UDP blocked, nothing passes, a bad token, a good ne
   assert.deepEqual(recommendations([ok]), ['Your network looks ready for video calls.']);
   const slow = verdict(null, { ...report(0.001), stats: { ...report(0.001).stats, rtt: { average: 420 } } });
   assert.match(recommendations([slow]).join(' '), /Delay is high \(420 ms/);
+  const thin = verdict('udp', { ...report(0.001), bitrate: { incoming: { average: 120 } } });
+  assert.match(recommendations([thin]).join(' '), /Bandwidth is low \(about 120 kbps/);
 });

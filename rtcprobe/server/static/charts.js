@@ -12,7 +12,8 @@ export function niceMax(max) {
 /**
  * SVG path data for each series in a `width`x`height` box: x from 0 to `xMax`, y from 0 to the
  * nice maximum of every value. A null value breaks the line (not measured is not zero).
- * `series` is `[{name, points: [[x, y|null], ...]}]`; returns `{yMax, paths: [{name, d}]}`.
+ * `series` is `[{name, points: [[x, y|null], ...]}]`; returns `{yMax, xMax, paths: [{name, d,
+ * dots}]}`, a dot per measured point (a lone measurement is a dot, not an invisible line).
  */
 export function layout(series, { width, height, xMax }) {
   const values = series.flatMap((s) => s.points.map((p) => p[1])).filter((v) => typeof v === 'number' && Number.isFinite(v));
@@ -23,15 +24,19 @@ export function layout(series, { width, height, xMax }) {
   const paths = series.map((s) => {
     let d = '';
     let pen = false;
+    const dots = [];
     for (const [x, y] of s.points) {
       if (typeof y !== 'number' || !Number.isFinite(y)) {
         pen = false;
         continue;
       }
-      d += `${pen ? 'L' : 'M'}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`;
+      const px = Number(sx(x).toFixed(1));
+      const py = Number(sy(y).toFixed(1));
+      d += `${pen ? 'L' : 'M'}${px.toFixed(1)},${py.toFixed(1)}`;
+      dots.push([px, py]);
       pen = true;
     }
-    return { name: s.name, d };
+    return { name: s.name, d, dots };
   });
   return { yMax, xMax: xm, paths };
 }
@@ -75,7 +80,9 @@ export function render(doc, { title, unit, series, xMax = 0 }) {
   ul.textContent = unit;
   g.append(ul);
   geo.paths.forEach((p, i) => {
-    g.append(el(doc, 'path', { d: p.d, class: `line ${series[i].className ?? `s${i}`}` }));
+    const cls = series[i].className ?? `s${i}`;
+    g.append(el(doc, 'path', { d: p.d, class: `line ${cls}` }));
+    for (const [cx, cy] of p.dots) g.append(el(doc, 'circle', { cx, cy, r: 2.2, class: `dot ${cls}` }));
   });
   svg.append(g);
   return svg;

@@ -40,7 +40,7 @@ function setState(state) {
 
 function fmt(metric, value) {
   if (value === null || value === undefined) return 'not measured';
-  if (metric === 'rtt' || metric === 'bitrate') return `${Math.round(value)} ${THRESHOLDS[metric].unit}`;
+  if (metric === 'rtt' || metric === 'bandwidth') return `${Math.round(value)} ${THRESHOLDS[metric].unit}`;
   return `${value.toFixed(1)} ${THRESHOLDS[metric].unit}`;
 }
 
@@ -234,10 +234,12 @@ function showResults() {
   $('report-json').textContent = JSON.stringify(full, null, 2);
   $('results').hidden = false;
   $('live').hidden = true;
+  $('start-card').hidden = true; // "Test again" sits under the results
 }
 
 async function start() {
   $('start').disabled = true;
+  $('start-card').hidden = false;
   $('results').hidden = true;
   $('start-note').textContent = '';
   setState('running');
@@ -258,7 +260,6 @@ async function start() {
   }
   showResults();
   $('start').disabled = false;
-  $('start').textContent = 'Start again';
   setState('done');
 }
 

@@ -312,7 +312,7 @@ export class PreflightTest extends Emitter {
     const o = this.#options;
     this.#send({
       type: 'ice', preflight: true, token: this.#token, version: PROTOCOL_VERSION, region: o.region, now: now(),
-      core: { start: this.#t0, duration: o.duration, media: o.media, verbosity: o.verbosity },
+      core: { start: this.#t0, epoch: this.#epoch0, duration: o.duration, media: o.media, verbosity: o.verbosity },
     });
     this.#helloSent = true;
     if (this.#stopAt !== null) this.#observe({ kind: 'stopRequested' }, now());
@@ -427,6 +427,7 @@ export class PreflightTest extends Emitter {
     };
     sender.addEventListener('icecandidate', forward(receiver));
     receiver.addEventListener('icecandidate', forward(sender));
+    this.#watchGathering(sender, relayOnly);
     this.#watch(sender, 'publisher');
     this.#watch(receiver, 'subscriber');
     receiver.addEventListener('track', (e) => this.#onTrack(e.track));
@@ -441,6 +442,23 @@ export class PreflightTest extends Emitter {
     this.#watchDtls(receiver, 'subscriber');
     await sender.setRemoteDescription(answer);
     if (!peers.closed) this.#pollMedia();
+  }
+
+  /** The sender's gathering: when it ends with no candidate at all, nothing can connect, and the
+   *  core hears why at once (the TURN errors the browser saw) instead of at its step timeout. */
+  #watchGathering(pc, relayOnly) {
+    let gathered = 0;
+    const errors = [];
+    pc.addEventListener('icecandidate', (e) => { if (e.candidate) gathered += 1; });
+    pc.addEventListener('icecandidateerror', (e) => {
+      if (errors.length < 5) errors.push(`${e.url ?? '?'}: ${e.errorCode} ${e.errorText ?? ''}`.trim());
+    });
+    pc.addEventListener('icegatheringstatechange', () => {
+      if (pc.iceGatheringState !== 'complete' || gathered > 0 || this.#peers?.closed) return;
+      const what = relayOnly ? 'no relay candidate: the TURN server could not be reached' : 'no ICE candidate';
+      const why = errors.length ? ` (${errors.join('; ')})` : '';
+      this.#observe({ kind: 'transportError', code: 53405, message: `the sender gathered ${what}${why}` });
+    });
   }
 
   /** ICE and connection states of one peer connection, as they change. */

@@ -5,6 +5,13 @@
 // as that app does, with one correction: the report carries jitter in seconds and the app compared
 // it with millisecond thresholds (so every jitter passed); here it is converted to ms first.
 // A value the report does not have is "not measured", never "excellent".
+//
+// Bandwidth: that app graded the throughput of a separate bitrate test. A preflight sends a
+// synthetic stream whose bitrate is set by its encoder's ramp-up and its simple picture, not by
+// the network, so the delivered bitrate would grade a perfect network "fair". The grade is on the
+// sender's bandwidth estimate at the end of the test instead (the browser's congestion
+// controller, as the report's networkQuality stats carry it), and on the delivered bitrate only
+// when the report has no estimate.
 
 export const GRADES = ['excellent', 'good', 'fair', 'poor'];
 
@@ -12,7 +19,7 @@ export const THRESHOLDS = {
   rtt: { label: 'Round-trip time', unit: 'ms', limits: [100, 250, 400], higherIsBetter: false },
   jitter: { label: 'Jitter', unit: 'ms', limits: [5, 10, 30], higherIsBetter: false },
   loss: { label: 'Packet loss', unit: '%', limits: [1, 3, 8], higherIsBetter: false },
-  bitrate: { label: 'Bitrate received', unit: 'kbps', limits: [1000, 500, 150], higherIsBetter: true },
+  bandwidth: { label: 'Bandwidth', unit: 'kbps', limits: [1000, 500, 150], higherIsBetter: true },
 };
 
 /** The grade of `value` against a metric's three limits: excellent below the first (above, for
@@ -40,8 +47,17 @@ export function worse(a, b) {
   return GRADES.indexOf(a) >= GRADES.indexOf(b) ? a : b;
 }
 
+/** The sender's bandwidth estimate at the end of the test, kbps (the largest over its media), or
+ *  null when the report has none. */
+export function estimatedKbps(report) {
+  const media = report?.networkQuality?.stats ?? {};
+  const bps = ['audio', 'video'].map((m) => media?.[m]?.sendStats?.bandwidth?.available)
+    .filter((v) => typeof v === 'number' && Number.isFinite(v));
+  return bps.length ? Math.max(...bps) / 1000 : null;
+}
+
 /** The report's averages in the page's units: rtt ms, jitter ms (the report has seconds), loss %,
- *  bitrate kbps (what the receiving side got). null where the report has none. */
+ *  bandwidth kbps (the estimate, else the average bitrate received). null where the report has none. */
 export function metrics(report) {
   const avg = (stat) => (stat && typeof stat.average === 'number' ? stat.average : null);
   const stats = report?.stats ?? null;
@@ -50,7 +66,7 @@ export function metrics(report) {
     rtt: avg(stats?.rtt),
     jitter: jitter === null ? null : jitter * 1000,
     loss: avg(stats?.packetLoss),
-    bitrate: avg(report?.bitrate?.incoming),
+    bandwidth: estimatedKbps(report) ?? avg(report?.bitrate?.incoming),
   };
 }
 
@@ -138,8 +154,8 @@ export function recommendations(verdicts) {
       out.push(`Some packets are lost (${m.loss.value.toFixed(1)} %): expect frozen video and gaps in audio. `
         + 'Pause downloads, streaming and backups on your network, and move closer to the router.');
     }
-    if (bad('bitrate')) {
-      out.push(`Little video got through (${Math.round(m.bitrate.value)} kbps): video will be blurry or turned off. `
+    if (bad('bandwidth')) {
+      out.push(`Bandwidth is low (about ${Math.round(m.bandwidth.value)} kbps): video will be blurry or turned off. `
         + 'Close other apps and tabs that use the network, or turn off your own video in calls.');
     }
     if (!out.length) out.push('Your network looks ready for video calls.');
