@@ -54,9 +54,11 @@ def _missing(why: str) -> None:
     pytest.skip(INSTALL_HINT)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session."""
+    """One headless Chromium per test module. Not per session: Playwright's synchronous API keeps
+    its event loop running in the main thread while the browser is open, so tests elsewhere that
+    call ``asyncio.run`` can only run once it is closed (at the end of each browser module)."""
     path = shutil.which("chromium") or (CHROMIUM if shutil.which(CHROMIUM) else None)
     if path is None:
         _missing("chromium is not installed")

@@ -223,30 +223,30 @@ def test_the_server_shutting_down_mid_test_fails_53001(coturn: CoturnServer, pag
 
 
 def test_the_server_process_killed_mid_test_fails_53001(page: Any) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "rtcprobe", "serve", "--port", "0", "--secret", SECRET],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert proc.stdout is not None
-        url = next(line.split(None, 1)[1].strip() for line in proc.stdout if line.startswith("url:"))
-        page.goto(url.replace("ws://", "http://").removesuffix("signaling") + "health")
-        page.evaluate(
-            """async ([token]) => {
-              const { runPreflight } = await import('/rtcprobe.js');
-              const test = runPreflight(token, { duration: 5000 });
-              window.outcome = new Promise((resolve) => {
-                test.on('completed', () => resolve({ completed: true }));
-                test.on('failed', (e, report) => resolve({ code: e.code, report }));
-              });
-              await new Promise((r) => test.on('progress', (name) => name === 'mediaStarted' && r()));
-            }""", [token()])
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        outcome = page.evaluate("window.outcome")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with subprocess.Popen([sys.executable, "-m", "rtcprobe", "serve", "--port", "0", "--secret", SECRET],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
+        try:
+            assert proc.stdout is not None
+            url = next(line.split(None, 1)[1].strip() for line in proc.stdout if line.startswith("url:"))
+            page.goto(url.replace("ws://", "http://").removesuffix("signaling") + "health")
+            page.evaluate(
+                """async ([token]) => {
+                  const { runPreflight } = await import('/rtcprobe.js');
+                  const test = runPreflight(token, { duration: 5000 });
+                  window.outcome = new Promise((resolve) => {
+                    test.on('completed', () => resolve({ completed: true }));
+                    test.on('failed', (e, report) => resolve({ code: e.code, report }));
+                  });
+                  await new Promise((r) => test.on('progress', (name) => name === 'mediaStarted' && r()));
+                }""", [token()])
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            outcome = page.evaluate("window.outcome")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert outcome["code"] == 53001
     assert outcome["report"]["error"]["code"] == 53001
 

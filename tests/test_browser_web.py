@@ -259,24 +259,24 @@ def test_serve_refuses_a_bad_origin_in_one_line() -> None:
 
 
 def test_serve_prints_the_page_address() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "rtcprobe", "serve", "--port", "0", "--diagnostics"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        info = {}
-        for line in proc.stdout:
-            if line.startswith("Ctrl-C"):
-                break
-            key, _, value = line.partition(":")
-            info[key.strip()] = value.strip()
+    with subprocess.Popen([sys.executable, "-m", "rtcprobe", "serve", "--port", "0", "--diagnostics"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            info = {}
+            for line in proc.stdout:
+                if line.startswith("Ctrl-C"):
+                    break
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
 
-        async def fetch() -> None:
-            page = info["page"]
-            assert page.startswith("http://127.0.0.1:") and "#token=" in page  # the generated token
-            async with aiohttp.ClientSession() as s, s.get(page.split("#")[0]) as r:
-                assert r.status == 200 and "Network test" in await r.text()
+            async def fetch() -> None:
+                page = info["page"]
+                assert page.startswith("http://127.0.0.1:") and "#token=" in page  # the generated token
+                async with aiohttp.ClientSession() as s, s.get(page.split("#")[0]) as r:
+                    assert r.status == 200 and "Network test" in await r.text()
 
-        run(fetch())
-    finally:
-        proc.terminate()
-        proc.wait(10)
+            run(fetch())
+        finally:
+            proc.terminate()
+            proc.wait(10)

@@ -253,6 +253,7 @@ async function start() {
     return;
   }
   $('live').hidden = false;
+  $('start-card').hidden = true;
   results = [];
   const transports = config.transports.length ? config.transports : [null];
   for (let i = 0; i < transports.length; i++) {

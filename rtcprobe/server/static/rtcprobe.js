@@ -377,6 +377,7 @@ export class PreflightTest extends Emitter {
   // --- the core's actions --------------------------------------------------------------------
 
   #onAction(action) {
+    if (this.#stopAt !== null) return; // stopped: the core hears nothing more but the stop
     switch (action.kind) {
       case 'acquireMedia':
         if (this.#mediaError) {
