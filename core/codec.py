@@ -120,6 +120,15 @@ class Observe:
 _MISSING: Final = object()
 
 
+def finite(value: int | float) -> bool:
+    """Whether a JSON number is finite as a float (an integer of 400 digits is valid JSON, and
+    ``math.isfinite`` raises OverflowError for it)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _fail(path: str, want: str, value: Any) -> NoReturn:
     raise CodecError(f"{path} must be {want}, got {_json_type(value)}")
 
@@ -130,7 +139,7 @@ def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int | float):
-        return f"the number {value!r}" if math.isfinite(value) else "a non-finite number"
+        return f"the number {value!r}" if finite(value) and abs(value) < 1e15 else "a number out of range"
     if isinstance(value, str):  # quoted, cut short: it is the client's text
         return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
     if isinstance(value, list):
@@ -189,7 +198,7 @@ def _opt_count(value: Any, path: str) -> int | None:
 
 def _number(value: Any, path: str, *, low: float = 0.0, high: float = math.inf) -> float:
     """A finite number in ``low..high`` (JSON has no NaN; ``1e999`` parses to infinity: refused)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not finite(value):
         _fail(path, "a finite number", value)
     if not low <= value <= high:
         _fail(path, f"a number in {low:g}..{high:g}", value)
@@ -550,8 +559,10 @@ def encode_media(media: MediaDemand) -> dict[str, Any]:
 
 
 def decode_media(value: Any, path: str = "media") -> MediaDemand:
+    """``{"audio": bool, "video": {width, height, fps} | true | false | null}`` (absent: audio, and
+    640x480@30 video; a video object's absent keys take those defaults too)."""
     d = _obj(value, path)
-    video = d.get("video")
+    video = d.get("video", True)  # absent: the default video, as PreflightConfig.from_dict has it
     if video is None or video is False:
         spec = None
     elif video is True:
@@ -663,5 +674,6 @@ __all__ = [
     "encode_observation",
     "encode_observe",
     "event_message",
+    "finite",
     "loads",
 ]

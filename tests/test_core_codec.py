@@ -134,7 +134,8 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
 }
 observations = st.one_of(*STRATEGIES.values())
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | text,
+    st.none() | st.booleans() | st.integers() | st.integers(10**308, 10**400)  # beyond any float
+    | st.floats(allow_nan=False, allow_infinity=False) | text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
     max_leaves=20,
 )
@@ -297,6 +298,8 @@ CANDIDATE = {"transportId": "t", "candidateType": "relay", "port": 3478, "addres
     (_stats(audioOut={**OUT, "remoteFractionLost": 1.5}), "remoteFractionLost must be a number in 0..1"),
     (_stats(audioIn={**IN, "jitter": math.nan}), "jitter must be a finite number"),
     (_stats(candidatePairRtt="0.1"), "candidatePairRtt must be a finite number"),
+    (_stats(candidatePairRtt=10**400), "candidatePairRtt must be a finite number"),  # no OverflowError
+    (_stats(audioOut={**OUT, "bytesSent": 10**400}), "bytesSent must be an integer"),
     (_stats(audioIn=[IN]), "audioIn must be an object"),
     (_stats(iceCandidates=[{**CANDIDATE, "candidateType": "turn"}]), "candidateType must be one of"),
     (_stats(iceCandidates=[{**CANDIDATE, "protocol": "UDP"}]), "protocol must be one of"),
@@ -338,6 +341,7 @@ def test_frame_decodes_with_its_client_time() -> None:
     ('{"type": "observe", "now": 1e999, "observation": {}}', "now must be a finite number"),
     (_frame(now=-1), "now must be a number in 0"),
     (_frame(now="1"), "now must be a finite number"),
+    ('{"type": "observe", "now": 1' + "0" * 400 + ', "observation": {}}', "now must be a finite number"),
     (_frame(now=None), "now must be a finite number"),
     (json.dumps({"type": "observe", "observation": GOOD}), "missing the 'now' field"),
     (json.dumps({"type": "observe", "now": 1}), "missing the 'observation' field"),
@@ -409,6 +413,8 @@ def test_config_from_the_hello() -> None:
                                      media=MediaDemand(True, VideoSpec(320, 240, 15.0)))
     assert decode_config({}, region="gll") == PreflightConfig()
     assert decode_config({"media": {"audio": True, "video": None}}, region="gll").media == MediaDemand(video=None)
+    assert decode_media({"audio": False}) == MediaDemand(audio=False)  # absent video: the default
+    assert decode_media({"video": True}) == decode_media({"video": {}}) == MediaDemand()
     for media in (MediaDemand(), MediaDemand(audio=False), MediaDemand(video=None),
                   MediaDemand(True, VideoSpec(1, 2, 3))):
         assert decode_media(encode_media(media)) == media

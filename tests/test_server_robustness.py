@@ -12,7 +12,6 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import aiohttp
 import pytest
 from rtcprobe.drivers.aiortc.protocol import Bye, Ice, Report, encode, parse_message
 from test_server_support import (
@@ -378,7 +377,7 @@ def test_a_huge_frame_is_refused_from_its_header() -> None:
 
 OUT_OF_ORDER: list[tuple[str, bool, str, str]] = [
     # (id, authenticated first, message sent then, fragment of the error)
-    ("bye-is-fine-but-iced-is-not", False, '{"type":"iced","ice_servers":[],"version":2}', "first message must be 'ice'"),
+    ("iced-before-ice", False, '{"type":"iced","ice_servers":[],"version":2}', "first message must be 'ice'"),
     ("two-ice", True, encode(Ice(token="t")), "authenticated already"),
     ("client-sends-iced", True, '{"type":"iced","ice_servers":[],"version":2}', "unexpected 'iced'"),
     ("client-sends-reported", True, '{"type":"reported","stored":true}', "unexpected 'reported'"),

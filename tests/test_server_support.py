@@ -110,8 +110,8 @@ async def expect_close(ws: WS, timeout: float = 10) -> int | None:
     return ws.close_code
 
 
-async def hello(ws: WS, identity: str = "alice") -> Iced:
-    await ws.send_str(encode(Ice(token=token(identity))))
+async def hello(ws: WS, identity: str = "alice", *, token_value: str | None = None) -> Iced:
+    await ws.send_str(encode(Ice(token=token_value if token_value is not None else token(identity))))
     iced = parse_message((await ws.receive(timeout=10)).data)
     assert isinstance(iced, Iced), iced
     return iced
@@ -127,10 +127,11 @@ class SessionResult:
 
 
 async def good_session(url: str, *, identity: str = "alice", report: PreflightReport | dict[str, Any] | None = None,
-                       hold: float = 0.0) -> SessionResult:
-    """ice → iced → (``hold`` s: the client's test) → report → reported → bye → close 1000."""
+                       hold: float = 0.0, token_value: str | None = None) -> SessionResult:
+    """ice → iced → (``hold`` s: the client's test) → report → reported → bye → close 1000.
+    ``token_value`` replaces the token minted for ``identity``."""
     async with ws_client(url) as ws:
-        iced = await hello(ws, identity)
+        iced = await hello(ws, identity, token_value=token_value)
         await asyncio.sleep(hold)
         body = report if isinstance(report, dict) else (report or completed_report()).to_dict()
         await ws.send_str(encode(Report(report=body)))

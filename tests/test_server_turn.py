@@ -1,22 +1,16 @@
-"""The server with a real TURN server (coturn on loopback): the credentials it mints are accepted,
-and a relay-only publisher reaches the server's host-only peer through the relay."""
+"""The server with a real TURN server (coturn on loopback): the credentials it hands out in
+``iced`` are the ones coturn accepts for an allocation, over UDP and TCP, and only with coturn's
+secret. The allocation is a real one (aioice's TURN client, as the client's relay-only peer
+connection makes it)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection
-from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
-from rtcprobe.drivers.aiortc.protocol import Bye, Ice, Iced, encode, parse_message
-from test_server_support import (
-    assert_media_relayed,
-    candidate_types,
-    full_session,
-    running_server,
-    token,
-    ws_client,
-)
+from rtcprobe.drivers.aiortc.protocol import Bye, Iced, encode
+from rtcprobe.drivers.aiortc.turn_client import diagnose_turn
+from test_server_support import expect_close, hello, running_server, ws_client
 
 from rtcprobe.server.coturn import CoturnServer
 
@@ -24,42 +18,32 @@ from rtcprobe.server.coturn import CoturnServer
 # failure under CI).
 pytestmark = [pytest.mark.turn, pytest.mark.timeout(120)]
 
-def test_relay_only_publisher_through_coturn(coturn: CoturnServer) -> None:
+
+async def _iced(coturn: CoturnServer, secret: str) -> Iced:
+    async with running_server(turn_urls=coturn.turn_urls, turn_secret=secret) as server:
+        async with ws_client(server.url) as ws:
+            iced = await hello(ws, "ivan")
+            await ws.send_str(encode(Bye()))
+            assert await expect_close(ws) == 1000
+    return iced
+
+
+def test_coturn_allocates_with_the_credentials_handed_out(coturn: CoturnServer) -> None:
     async def body() -> None:
-        async with running_server(turn_urls=(coturn.udp_url,), turn_secret=coturn.secret) as server:
-            result = await full_session(server.url, use_ice_servers=True)
-            assert_media_relayed(result)
-            (ice_server,) = result.ice_servers
-            assert ice_server.urls == (coturn.udp_url,)
-            assert result.publisher_candidates == {"relay"}  # the publisher really went through TURN
-            assert result.server_candidates == {"host"}  # the server's own peer stays host-only
+        iced = await _iced(coturn, coturn.secret)
+        (entry,) = iced.ice_servers
+        assert entry.urls == coturn.turn_urls  # UDP and TCP, under one set of credentials
+        for url in entry.urls:
+            assert await diagnose_turn(url, entry.username, entry.credential) is None, url
 
-    with confine_ice_to_loopback():
-        asyncio.run(body())
+    asyncio.run(body())
 
 
-@pytest.mark.parametrize("relayed", [True, False], ids=["coturns-secret", "another-secret"])
-def test_coturn_accepts_exactly_the_credentials_minted_with_its_secret(coturn: CoturnServer, relayed: bool) -> None:
-    # A relay-only peer gathers a relay candidate only if coturn accepted the allocation.
-    server_secret = coturn.secret if relayed else "not-coturns-secret"
-
+def test_coturn_refuses_credentials_minted_with_another_secret(coturn: CoturnServer) -> None:
     async def body() -> None:
-        async with running_server(turn_urls=(coturn.udp_url,), turn_secret=server_secret) as server:
-            async with ws_client(server.url) as ws:
-                await ws.send_str(encode(Ice(token=token())))
-                iced = parse_message((await ws.receive()).data)
-                await ws.send_str(encode(Bye()))
-            assert isinstance(iced, Iced)
-            servers = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
-                       for s in iced.ice_servers]
-            pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy.RELAY))
-            try:
-                pc.addTransceiver("audio", direction="sendonly")
-                await pc.setLocalDescription(await pc.createOffer())
-                types = candidate_types(pc.localDescription.sdp)
-            finally:
-                await pc.close()
-            assert types == (frozenset({"relay"}) if relayed else frozenset())
+        (entry,) = (await _iced(coturn, "not-coturns-secret")).ice_servers
+        for url in entry.urls:
+            why = await diagnose_turn(url, entry.username, entry.credential)
+            assert why is not None and "refused the credentials" in why, (url, why)
 
-    with confine_ice_to_loopback():
-        asyncio.run(body())
+    asyncio.run(body())

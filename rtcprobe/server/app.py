@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
@@ -171,12 +172,20 @@ class SignalingServer:
 
 
 def run_forever(server: SignalingServer, on_ready: Callable[[SignalingServer], None]) -> None:
-    """Run ``server`` until Ctrl-C (used by ``rtcprobe serve``)."""
+    """Run ``server`` until Ctrl-C or SIGTERM (used by ``rtcprobe serve``); either closes every
+    session with 1001 before returning."""
 
     async def main() -> None:
-        async with server:
-            on_ready(server)
-            await asyncio.Event().wait()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on some platforms
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            async with server:
+                on_ready(server)
+                await stop.wait()
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

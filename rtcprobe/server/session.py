@@ -14,6 +14,10 @@ three phases:
   metrics, appended to the reports file, answered with ``reported``) and ``bye``.
 * ``reported``: only ``bye`` is left.
 
+A hello carrying ``core`` puts the session in core mode (:mod:`.coremode`): the server runs the
+client's core, the client sends ``observe`` messages instead of a report, and the core's report
+takes the same path as a ``report`` message (:meth:`Session.accept_report`).
+
 ``bye`` is accepted in every phase and closes with 1000. Anything else — a malformed frame, a
 message out of order, a second report, a report of the wrong shape — gets one ``error`` (53000)
 and that connection is closed (1008; 1009 for an oversized frame); every other session carries
@@ -36,7 +40,7 @@ import enum
 import functools
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Final
 
 import attrs
@@ -63,6 +67,7 @@ from rtcprobe.drivers.aiortc.protocol import (
 )
 
 from .config import ServerConfig
+from .coremode import CoreHello, CoreMessage, CoreSession, ObserveMessage, parse_core_message, refuse
 from .credentials import build_ice_servers
 from .metrics import ServerMetrics
 from .reports import ReportError, ReportLog, report_line, validate_report
@@ -184,6 +189,7 @@ class Session:
         self.deadline = self._now() + config.idle_timeout
         self._shutdown: asyncio.Task[None] | None = None
         self.log = SessionLog(log, remote)
+        self.core: CoreSession | None = None  # core mode: the server runs the client's core (coremode)
 
     @staticmethod
     def _now() -> float:
@@ -234,10 +240,11 @@ class Session:
             self.log.exception("internal error")
             await self.fail(SIGNALING_ERROR, f"internal server error: {type(exc).__name__}")
 
-    def _parse(self, text: str) -> Message:
+    def _parse(self, text: str) -> Message | CoreMessage:
         """The message in ``text``; refuses an oversized frame, and counts why a report was refused."""
         config = self.config
-        holding = self.phase is _Phase.HOLDING  # a report is expected: the larger limit applies
+        # A report is expected: the larger limit applies (never in core mode, where the server builds it).
+        holding = self.phase is _Phase.HOLDING and self.core is None
         # Only a frame of more than a quarter of the limit can exceed it in UTF-8 bytes.
         size = len(text.encode()) if len(text) * 4 > config.max_message_size else len(text)
         if size > (config.max_report_size if holding else config.max_message_size):
@@ -254,7 +261,7 @@ class Session:
             raise _Refused(f"{TOO_BIG}: only a report may exceed {config.max_message_size} bytes",
                            close_code=CLOSE_MESSAGE_TOO_BIG)
         if not is_report:
-            return parse_object(obj)
+            return parse_core_message(obj) or parse_object(obj)
         if self.phase is _Phase.AWAIT_ICE:
             raise _Refused("unexpected 'report' (await ice): the first message must be 'ice'", reason="before_iced")
         if self.phase is _Phase.REPORTED:
@@ -264,19 +271,29 @@ class Session:
         except ProtocolError as exc:
             raise _Refused(exc.message, reason="invalid") from None
 
-    async def _dispatch(self, message: Message) -> None:
+    async def _dispatch(self, message: Message | CoreMessage) -> None:
         if self.closing:  # released meanwhile (server shutdown)
             return
         if isinstance(message, Bye):
             await self.shutdown(CLOSE_NORMAL, "bye")
         elif isinstance(message, Ice) and self.phase is _Phase.AWAIT_ICE:
             await self._on_ice(message)
+        elif isinstance(message, CoreHello) and self.phase is _Phase.AWAIT_ICE:
+            await self._on_ice(message.ice, message)
+        elif isinstance(message, ObserveMessage) and self.core is not None:
+            await self.core.observe(message)
+        elif isinstance(message, ObserveMessage):
+            raise ProtocolError(SIGNALING_ERROR, "unexpected 'observe': only a core-mode session (a hello "
+                                "carrying 'core') sends observations")
+        elif isinstance(message, Report) and self.core is not None:
+            raise ProtocolError(SIGNALING_ERROR, "unexpected 'report' in core mode: the server's core builds "
+                                "the report")
         elif isinstance(message, Report):  # _parse let it through: the phase is HOLDING
             await self._on_report(message)
         elif self.phase is _Phase.AWAIT_ICE:
             raise ProtocolError(SIGNALING_ERROR, f"unexpected '{message.TYPE}' (await ice): "
                                 "the first message must be 'ice'")
-        elif isinstance(message, Ice):
+        elif isinstance(message, Ice | CoreHello):
             raise ProtocolError(SIGNALING_ERROR, f"unexpected 'ice' ({self.phase.value}): "
                                 "this session is authenticated already")
         else:
@@ -285,9 +302,16 @@ class Session:
 
     # --- the two steps ---------------------------------------------------------------------
 
-    async def _on_ice(self, message: Ice) -> None:
+    async def _on_ice(self, message: Ice, core: CoreHello | None = None) -> None:
         config = self.config
-        claims = verify_token(message.token, config.secret, now=time.time(), issuer=config.issuer)
+        try:
+            claims = verify_token(message.token, config.secret, now=time.time(), issuer=config.issuer)
+        except TokenError as exc:
+            if core is None:
+                raise
+            self.registry.metrics.token_rejected(exc.code)
+            await refuse(self, core, exc)  # core mode: the client hears it from its core
+            return
         if not self.registry.acquire_slot(self):
             await self.fail(SIGNALING_ERROR, "server busy: too many sessions, try again later",
                             close_code=CLOSE_TRY_AGAIN_LATER)
@@ -298,20 +322,29 @@ class Session:
         self.phase = _Phase.HOLDING
         self.log.debug("%s authenticated (region %s)", claims.identity, message.region)
         await self.ws.send_str(encode(Iced(ice_servers=servers, ttl=config.turn_ttl)))
+        if core is not None:
+            self.core = CoreSession(self, core, servers)
+            await self.core.begin()
 
     async def _on_report(self, message: Report) -> None:
         try:
-            report = validate_report(message.report)
+            stored = self.accept_report(message.report)
         except ReportError as exc:
             raise _Refused(f"the report is not valid: {exc}", reason="invalid") from None
+        await self.ws.send_str(encode(Reported(stored=stored)))
+
+    def accept_report(self, raw: Mapping[str, Any]) -> bool:
+        """The one path of every report, a client's ``report`` message and the server's own core's
+        (core mode) alike: validated, counted in the metrics, appended to the reports file. Returns
+        whether it was stored; ReportError when it is not a report."""
+        report = validate_report(raw)
         self.phase = _Phase.REPORTED
         self.registry.accepted_reports += 1
         self.registry.metrics.report_accepted(report)
         stored = False
         if self.registry.reports is not None:
             assert self.identity is not None
-            line = report_line(report=message.report, received_at=time.time(), identity=self.identity,
-                               client=self.remote)
+            line = report_line(report=raw, received_at=time.time(), identity=self.identity, client=self.remote)
             try:
                 self.registry.reports.append(line)
                 stored = True
@@ -320,7 +353,7 @@ class Session:
                 self.log.error("could not append the report to %s: %s", self.registry.reports.path, exc)
         outcome = "completed" if report.error is None else f"failed ({report.error.code})"
         self.log.info("%s reported: %s", self.identity, outcome)
-        await self.ws.send_str(encode(Reported(stored=stored)))
+        return stored
 
     # --- ending ----------------------------------------------------------------------------
 
@@ -344,6 +377,8 @@ class Session:
 
     async def _release(self, close_code: int, reason: str) -> None:
         self.registry.release_slot(self)
+        if self.core is not None:
+            self.core.close()
         # RFC 6455 caps the close reason at 123 bytes of UTF-8: cut it without splitting a character.
         short = reason.encode()[:120].decode("utf-8", "ignore").encode()
         with contextlib.suppress(Exception):
