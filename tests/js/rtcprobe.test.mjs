@@ -67,8 +67,42 @@ class FakeAudioContext {
   }
 }
 
+/** A peer connection with no media: enough of the API to be set up, and its events fired by hand.
+ *  `connectionState` exists only when `browser.connectionState` is set (Firefox has none). */
+const browser = { connectionState: true };
+const pcs = [];
+
+class FakePeerConnection extends EventTarget {
+  constructor(config) {
+    super();
+    this.config = config;
+    this.iceConnectionState = 'new';
+    this.iceGatheringState = 'new';
+    if (browser.connectionState) this.connectionState = 'new';
+    this.transceivers = [];
+    pcs.push(this);
+  }
+
+  addTransceiver(track, init) {
+    const dtls = Object.assign(new EventTarget(), { state: 'new' });
+    const t = { direction: init.direction, sender: { track, transport: dtls }, receiver: { transport: dtls } };
+    this.transceivers.push(t);
+    return t;
+  }
+
+  getTransceivers() { return this.transceivers; }
+  async createOffer() { return { type: 'offer', sdp: 'v=0' }; }
+  async createAnswer() { return { type: 'answer', sdp: 'v=0' }; }
+  async setLocalDescription() {}
+  async setRemoteDescription() {}
+  async addIceCandidate() {}
+  async getStats() { return new Map(); }
+  close() { this.closed = true; }
+}
+
 globalThis.WebSocket = FakeWebSocket;
 globalThis.AudioContext = FakeAudioContext;
+globalThis.RTCPeerConnection = FakePeerConnection;
 
 const { runPreflight, PreflightError } = await import('../../rtcprobe/server/static/rtcprobe.js');
 
@@ -88,9 +122,16 @@ async function started(options = {}) {
 
 beforeEach(() => {
   sockets.length = 0;
+  pcs.length = 0;
+  browser.connectionState = true;
+  delete globalThis.RTCDtlsTransport;
 });
 
 afterEach(async () => {
+  // End every test still running (its timers would keep Node alive): a terminal event from its core.
+  for (const ws of sockets) {
+    ws.receive({ type: 'event', event: { kind: 'failed', error: { code: 99000 }, report: {} } });
+  }
   await tick();
 });
 
@@ -265,4 +306,75 @@ test('misuse throws at once', () => {
   assert.throws(() => runPreflight('tok', { url: URL_, transport: 'quic' }), RangeError);
   assert.throws(() => runPreflight('tok', { url: URL_, audio: false, video: false }), RangeError);
   assert.throws(() => runPreflight('tok', { url: 'ftp://x/' }), TypeError);
+});
+
+/** A test whose core has asked for the peer connections (`relayOnly` as given). */
+async function connecting(relayOnly) {
+  const started_ = await started();
+  const { ws } = started_;
+  ws.open();
+  ws.receive({ type: 'iced', ice_servers: [] });
+  ws.receive({ type: 'action', action: { kind: 'openPeerConnections', relayOnly,
+    iceServers: [{ urls: ['turn:t:3478'], username: 'u', credential: 'c' }] } });
+  await tick(20);
+  return { ...started_, kinds: () => ws.observations().map((m) => m.observation) };
+}
+
+test('the topology: a relay-only sender and an unrestricted receiver, both max-bundle', async () => {
+  const { t } = await connecting(true);
+  const [sender, receiver] = pcs;
+  assert.equal(sender.config.iceTransportPolicy, 'relay');
+  assert.equal(sender.config.bundlePolicy, 'max-bundle');
+  assert.equal(receiver.config.iceTransportPolicy, undefined);
+  assert.equal(receiver.config.bundlePolicy, 'max-bundle');
+  assert.deepEqual(sender.config.iceServers[0].urls, ['turn:t:3478']);
+  assert.deepEqual(sender.getTransceivers().map((x) => [x.direction, x.sender.track.kind]), [['sendonly', 'audio']]);
+  t.stop();
+  assert.ok(sender.closed && receiver.closed, 'stop() closes both at once');
+  await connecting(false); // no TURN handed out: the sender may use host candidates
+  assert.equal(pcs[2].config.iceTransportPolicy, 'all');
+});
+
+test('steps a browser cannot observe are said to be unobservable, never invented', async () => {
+  browser.connectionState = false; // Firefox: no connectionState
+  // and no RTCDtlsTransport (Safari)
+  const { kinds } = await connecting(true);
+  const unobservable = kinds().filter((o) => o.kind === 'stepUnobservable').map((o) => o.name).sort();
+  assert.deepEqual(unobservable, ['dtlsConnected', 'peerConnectionConnected']);
+  assert.equal(kinds().filter((o) => o.kind === 'connectionStateChanged' || o.kind === 'dtlsStateChanged').length, 0);
+});
+
+test('where the browser has them, ICE, DTLS and connection states are reported as they change', async () => {
+  globalThis.RTCDtlsTransport = class {};
+  const { kinds } = await connecting(true);
+  const [sender, receiver] = pcs;
+  const dtls = sender.getTransceivers()[0].sender.transport;
+  for (const state of ['connecting', 'connected']) {
+    dtls.state = state;
+    dtls.dispatchEvent(new Event('statechange'));
+  }
+  sender.iceConnectionState = 'checking';
+  sender.dispatchEvent(new Event('iceconnectionstatechange'));
+  receiver.connectionState = 'connected';
+  receiver.dispatchEvent(new Event('connectionstatechange'));
+  const seen = kinds().filter((o) => o.role);
+  assert.deepEqual(seen, [
+    { v: 1, kind: 'dtlsStateChanged', role: 'publisher', state: 'connecting' },
+    { v: 1, kind: 'dtlsStateChanged', role: 'publisher', state: 'connected' },
+    { v: 1, kind: 'iceStateChanged', role: 'publisher', state: 'checking' },
+    { v: 1, kind: 'connectionStateChanged', role: 'subscriber', state: 'connected' },
+  ]);
+  assert.equal(kinds().filter((o) => o.kind === 'stepUnobservable').length, 0);
+});
+
+test('a sender that gathers no candidate at all is a media error at once, with the TURN errors seen', async () => {
+  const { kinds } = await connecting(true);
+  const [sender] = pcs;
+  sender.dispatchEvent(Object.assign(new Event('icecandidateerror'),
+    { url: 'turn:t:3478', errorCode: 701, errorText: 'TURN allocate request timed out' }));
+  sender.iceGatheringState = 'complete';
+  sender.dispatchEvent(new Event('icegatheringstatechange'));
+  const [error] = kinds().filter((o) => o.kind === 'transportError');
+  assert.equal(error.code, 53405);
+  assert.match(error.message, /no relay candidate.*turn:t:3478: 701 TURN allocate request timed out/);
 });
