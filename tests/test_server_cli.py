@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -40,11 +43,12 @@ class Serving:
 
 
 @contextmanager
-def serving(*args: str, stop: signal.Signals | None = signal.SIGINT) -> Iterator[Serving]:
+def serving(*args: str, stop: signal.Signals | None = signal.SIGINT,
+            env: dict[str, str] | None = None) -> Iterator[Serving]:
     """Run ``rtcprobe serve ARGS`` until the block exits, then stop it with ``stop`` (None: the
     block stopped it): it must exit 0 without a traceback."""
     proc = subprocess.Popen([sys.executable, "-m", "rtcprobe", "serve", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
     try:
         info: dict[str, str] = {}
         assert proc.stdout is not None
@@ -102,7 +106,7 @@ def test_token_secret_from_environment() -> None:
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args: list[str], fragment: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "RTCPROBE_SECRET"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RTCPROBE_SECRET", "RTCPROBE_TURN_SECRET")}
     r = cli(*args, env=env)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
@@ -158,6 +162,20 @@ def test_serve_appends_reports_and_holds_sessions_for_the_hold_timeout(tmp_path:
         asyncio.run(body(server.info["url"]))
     (line,) = reports.read_text().splitlines()
     assert json.loads(line)["identity"] == "grace"
+
+
+def test_the_turn_secret_may_come_from_the_environment() -> None:
+    # Secrets on the command line are visible to every local user (ps): the environment is not.
+    env = {**os.environ, "RTCPROBE_SECRET": SECRET, "RTCPROBE_TURN_SECRET": "from-env"}
+    with serving("--port", "0", "--turn", "turn:127.0.0.1:3478", env=env) as server:
+        token = cli("token", "--identity", "judy", env=env).stdout.strip()
+        iced = asyncio.run(good_session(server.info["url"], token_value=token)).iced
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes() if Path("/proc").is_dir() else b""
+    (entry,) = iced.ice_servers
+    assert entry.username is not None and entry.username.endswith(":judy")
+    expected = base64.b64encode(hmac.new(b"from-env", entry.username.encode(), hashlib.sha1).digest()).decode()
+    assert entry.credential == expected
+    assert b"from-env" not in cmdline and SECRET.encode() not in cmdline
 
 
 def test_sigterm_closes_sessions_with_going_away() -> None:

@@ -91,7 +91,7 @@ def test_deep_nesting_costs_no_stack() -> None:
         validate_report({"testTiming": {"start": 0}, "networkQuality": {"level": 1, "stats": {"n": nested}}})
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(JSON)
 def test_any_json_is_a_report_or_a_report_error(value: Any) -> None:
     _accepts_fully(value)
@@ -112,7 +112,7 @@ VALID = [completed_report(samples=2).to_dict(), failed_report().to_dict()]
 VALID_PATHS = [(i, p) for i, report in enumerate(VALID) for p in _paths(report) if p]
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(st.sampled_from(VALID_PATHS), st.one_of(JSON, st.just(KeyError)))
 def test_a_valid_report_with_any_field_replaced_or_removed(where: tuple[int, tuple[str | int, ...]],
                                                            new: Any) -> None:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from . import EXIT_OK, SECRET_ENV
 
+TURN_SECRET_ENV = "RTCPROBE_TURN_SECRET"  # secrets in the environment stay out of ps and /proc/PID/cmdline
+
 if TYPE_CHECKING:
     from rtcprobe.server import SignalingServer
 
@@ -26,8 +28,8 @@ GET /health, GET /metrics (Prometheus). Deployment: docs/deployment.md.
 
 examples:
   rtcprobe serve --port 8765
-  rtcprobe serve --turn turn:turn.example.com:3478?transport=udp \\
-                 --turn turns:turn.example.com:5349?transport=tcp --turn-secret "$TURN_SECRET"
+  RTCPROBE_TURN_SECRET=... rtcprobe serve --turn turn:turn.example.com:3478?transport=udp \\
+                 --turn turns:turn.example.com:5349?transport=tcp
   rtcprobe serve --host 0.0.0.0 --reports /var/lib/rtcprobe/reports.jsonl --hold-timeout 300
   RTCPROBE_SECRET=... rtcprobe token --identity alice      # a token this server accepts
   rtcprobe serve --diagnostics-tokens --turn ... --turn-secret "$TURN_SECRET"   # a test page at /
@@ -58,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TURN URL to hand out, e.g. turn:HOST:3478?transport=udp (repeatable: every "
                              "URL goes to every client under one set of credentials)")
     parser.add_argument("--turn-secret", metavar="S",
-                        help="the TURN servers' REST API shared secret (coturn --static-auth-secret)")
+                        help="the TURN servers' REST API shared secret (coturn --static-auth-secret; "
+                             f"default: ${TURN_SECRET_ENV})")
     parser.add_argument("--turn-ttl", type=int, default=3600, metavar="S",
                         help="lifetime of the TURN credentials handed out, seconds (default: 3600)")
     parser.add_argument("--reports", metavar="FILE",
@@ -94,8 +97,11 @@ def raise_fd_limit(wanted: int) -> str | None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-        soft = new
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (OSError, ValueError):  # a sandbox (seccomp) may forbid it: the warning below says what to do
+            pass
     if soft != resource.RLIM_INFINITY and soft < wanted:
         return (f"the file descriptor limit ({soft}) is below the {wanted} that --max-connections needs: "
                 "raise it (ulimit -n, or LimitNOFILE= in the systemd unit)")
@@ -120,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     elif len(secret.encode()) < MIN_SECRET_BYTES:
         print(f"rtcprobe serve: warning: a secret shorter than {MIN_SECRET_BYTES} bytes is weak for HS256",
               file=sys.stderr)
+    turn_secret = args.turn_secret if args.turn_secret is not None else os.environ.get(TURN_SECRET_ENV) or None
     max_connections = args.max_connections
     if max_connections is None:
         max_connections = max(DEFAULT_MAX_CONNECTIONS, 2 * args.max_sessions)
@@ -127,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                     allow_origins=tuple(args.allow_origin))
     server = SignalingServer(
         secret=secret, host=args.host, port=args.port, issuer=args.issuer, turn_urls=tuple(args.turn),
-        turn_secret=args.turn_secret, turn_ttl=args.turn_ttl, max_sessions=args.max_sessions,
+        turn_secret=turn_secret, turn_ttl=args.turn_ttl, max_sessions=args.max_sessions,
         max_connections=max_connections, reports=args.reports, hold_timeout=args.hold_timeout,
         idle_timeout=args.idle_timeout, web=web,
     )

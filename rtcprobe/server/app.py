@@ -37,6 +37,7 @@ log = logging.getLogger("rtcprobe.server")
 SIGNALING_PATH: Final = "/signaling"
 HEALTH_PATH: Final = "/health"
 METRICS_PATH: Final = "/metrics"
+LISTEN_BACKLOG: Final = 1024  # connections the kernel queues before we accept them (capped by somaxconn)
 CLOSE_TIMEOUT: Final = 2.0  # s to wait for the client's close frame before dropping the socket
 
 
@@ -71,7 +72,9 @@ class SignalingServer:
                     host=config.host, protected=(SIGNALING_PATH,)).install(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port)
+        # A deep accept queue: sessions arrive in bursts (aiohttp's default of 128 drops SYNs
+        # under a few hundred connects per second; the client then retries after a second).
+        site = web.TCPSite(runner, self.config.host, self.config.port, backlog=LISTEN_BACKLOG)
         try:
             await site.start()
         except OSError as exc:

@@ -189,8 +189,8 @@ def _check(d: dict[str, Any]) -> None:
 def validate_report(value: Any) -> PreflightReport:
     """The report ``value`` (a parsed JSON value) holds; :class:`ReportError` for anything else."""
     d = _obj(value, "report")
+    _check(d)  # first: it names the field (it reads fixed paths only, so depth costs it nothing)
     _check_tree(d)
-    _check(d)
     try:
         return PreflightReport.from_dict(d)
     except Exception as exc:  # a field the checks above missed: still the client's fault, one error
