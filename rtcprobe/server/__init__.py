@@ -13,8 +13,8 @@ Modules, one responsibility each:
 * ``app``: the aiohttp application (:class:`SignalingServer`), its limits, ``/metrics`` and shutdown;
 * ``session``: one WebSocket connection walking the protocol, and the :class:`ServerStats` counters;
 * ``coremode``: core mode, the client's preflight core run in the server for browsers
-* ``web``: what browsers get: ``rtcprobe.js``, the diagnostics page, page tokens, the Origin allowlist;
   (docs/signaling.md#core-mode-browsers);
+* ``web``: what browsers get: ``rtcprobe.js``, the diagnostics page, page tokens, the Origin allowlist;
 * ``reports``: a client's report checked against the report's schema, and the reports file;
 * ``metrics``: the Prometheus metrics, one registry per server;
 * ``config``: :class:`ServerConfig`, the settings checked once;
