@@ -32,7 +32,7 @@ examples:
                  --turn turns:turn.example.com:5349?transport=tcp
   rtcprobe serve --host 0.0.0.0 --reports /var/lib/rtcprobe/reports.jsonl --hold-timeout 300
   RTCPROBE_SECRET=... rtcprobe token --identity alice      # a token this server accepts
-  rtcprobe serve --diagnostics-tokens --turn ... --turn-secret "$TURN_SECRET"   # a test page at /
+  rtcprobe serve --diagnostics-tokens --turn ...          # a test page at / for anyone
 
 Browsers: GET /rtcprobe.js is always served (Twilio's runPreflight for web apps); --diagnostics
 adds a test page at /, which takes its token from the URL (/#token=...) or, with
