@@ -14,6 +14,7 @@ Modules, one responsibility each:
 * ``session``: one WebSocket connection walking the protocol, and the :class:`ServerStats` counters;
 * ``coremode``: core mode, the client's preflight core run in the server for browsers
   (docs/signaling.md#core-mode-browsers);
+* ``web``: what browsers get: ``rtcprobe.js``, the diagnostics page, page tokens, the Origin allowlist;
 * ``reports``: a client's report checked against the report's schema, and the reports file;
 * ``metrics``: the Prometheus metrics, one registry per server;
 * ``config``: :class:`ServerConfig`, the settings checked once;

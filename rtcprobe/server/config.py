@@ -18,6 +18,7 @@ from rtcprobe.drivers.aiortc.turn_client import TurnUrl
 
 from .credentials import check_turn_config
 from .tokens import DEFAULT_ISSUER
+from .web import WebConfig
 
 # Sessions cost a socket and some memory, no CPU while they wait: benchmarks/bench_server.py.
 DEFAULT_MAX_SESSIONS = 4000
@@ -53,6 +54,7 @@ class ServerConfig:
     max_sessions: int = DEFAULT_MAX_SESSIONS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     reports: str | None = None  # file each accepted report is appended to, one JSON line each
+    web: WebConfig = attrs.field(factory=WebConfig)  # rtcprobe.js, the diagnostics page, Origin allowlist
 
     def __attrs_post_init__(self) -> None:
         if not self.secret:
