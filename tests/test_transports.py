@@ -179,13 +179,13 @@ def test_udp_blocked_fails_udp_promptly_and_passes_tcp_and_tls_in_one_run(
     assert d["turnUrls"] == {"udp": udp_url, "tcp": coturn_tls.tcp_url, "tls": coturn_tls.tls_url}
     udp = d["transports"]["udp"]
     # The UDP verdict: a clean 53405 naming the TURN server that did not answer, in the media
-    # step, and within ~5 s (aioice's gathering gives up; the diagnosis ran beside it), far from
-    # the step's timeout (duration + 10 s).
+    # step, after ~5 s (aioice's gathering gives up; the diagnosis ran beside it, not after it),
+    # far from the step's timeout (duration + 10 s).
     assert udp["error"]["code"] == 53405
     assert f"TURN server {udp_url} did not answer" in udp["error"]["message"]
     assert "gathered no ICE candidates" in udp["error"]["message"]
     assert [e["name"] for e in udp["progressEvents"]] == ["mediaAcquired", "connected"]
-    assert udp["testTiming"]["duration"] < 7000, udp["testTiming"]
+    assert udp["testTiming"]["duration"] < 6000, udp["testTiming"]  # measured: 5.0 s
     for transport in ("tcp", "tls"):
         _check_relayed(d["transports"][transport], coturn_tls, transport)
     # The table: one line per transport, in the order run, then the failure's message.
@@ -202,7 +202,7 @@ def test_udp_blocked_fails_udp_promptly_and_passes_tcp_and_tls_in_one_run(
     for transport in ("tcp", "tls"):
         assert f"rtcprobe[{transport}]: mediaStarted" in r.stderr
     assert "rtcprobe[udp]: failed: 53405" in r.stderr
-    print("\n".join(table))  # the measured verdict table (pytest -s shows it)
+    print("\n".join(table), f"\nudp verdict after {udp['testTiming']['duration']:.0f} ms")  # pytest -s shows it
     # The relay received the UDP TURN traffic and dropped all of it: the cause is the network.
     counters = udp_blocked.stop()
     uplink = next(line for line in counters.splitlines() if line.startswith("uplink"))
