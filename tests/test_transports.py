@@ -261,6 +261,19 @@ def test_the_embedded_coturn_serves_the_transports_asked_for_tls_with_a_certific
     assert own and {c["relayProtocol"] for c in own} == {"tls"}
 
 
+def test_a_stopped_loopback_ends_the_series_with_its_partial_report(coturn: CoturnServer) -> None:
+    async def main() -> tuple[TransportReport, ...]:
+        return await run_transport_preflights(
+            turn_urls=coturn.turn_urls, turn_secret=coturn.secret, duration=5.0, media=SMALL,
+            on_test=lambda test: test.on("progress", lambda name: test.stop() if name == "mediaStarted" else None))
+
+    started = time.monotonic()
+    results = asyncio.run(main())
+    assert time.monotonic() - started < 5  # stopped at once, and TCP never started (Ctrl-C)
+    (result,) = results
+    assert result.transport == "udp" and result.report.error is not None and result.report.error.code == 99000
+
+
 def test_the_embedded_default_is_still_one_udp_loopback(coturn_binary: str) -> None:
     async def main() -> tuple[TransportReport, ...]:
         return await run_transport_preflights(duration=1.0, media=SMALL)
