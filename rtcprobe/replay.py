@@ -38,7 +38,9 @@ the impairment relay sits between the client and the TURN server. All on 127.0.0
 * The impairment relay (:mod:`rtcprobe.netem.relay`, trio) runs in a process of its own (see
   :class:`_RelayProcess` for why not a thread), its upstream being coturn's UDP port; its clock
   is restarted when the preflight starts, so the scenario's phases and outage windows count
-  from the same moment as in the simulator. It writes the ``pcap`` capture, if asked.
+  from the same moment as in the simulator, and its links draw from the simulator's random
+  streams for the seed (:func:`~rtcprobe.drivers.sim.link_seed`): the n-th packet on a link meets
+  the same loss and jitter draws in both. It writes the ``pcap`` capture, if asked.
 * The embedded signaling server hands out TURN credentials for the **relay's** address, so every
   TURN packet of the client (allocations, ICE checks, DTLS, RTP, RTCP) crosses the emulated link.
 * Once the preflight has its result the relay is bypassed, so tear-down traffic is not impaired
@@ -76,6 +78,7 @@ from rtcprobe.core.errors import ConfigError, PreflightError
 from rtcprobe.core.observations import Event
 from rtcprobe.core.report import PreflightReport, RunInfo
 from rtcprobe.drivers.aiortc.turn_client import parse_turn_url
+from rtcprobe.drivers.sim import link_seed
 from rtcprobe.netem.relay import DirectionCounters
 from rtcprobe.netem.scenario import Scenario
 
@@ -118,7 +121,10 @@ class _RelayProcess:
     """
 
     def __init__(self, scenario: Scenario, upstream: tuple[str, int], seed: int, pcap: str | None) -> None:
-        self._args = (scenario, upstream, seed, (RELAY_HOST, 0), pcap)
+        # The simulator's link streams for this seed: the relay draws the same losses and jitter,
+        # packet for packet, so a replay and a simulation of one scenario and seed differ by what
+        # the drivers do, not by the luck of two draws.
+        self._args = (scenario, upstream, link_seed(seed), (RELAY_HOST, 0), pcap)
         self._proc: subprocess.Popen[bytes] | None = None
         self.result: tuple[DirectionCounters, DirectionCounters, str, int | None] | None = None
 

@@ -18,7 +18,7 @@ from rtcprobe.core.observations import (
     IceStateChanged,
     Observation,
 )
-from rtcprobe.drivers.sim import PacketRecord, SimDriver, SimResult, run_simulation, simulate
+from rtcprobe.drivers.sim import PacketRecord, SimDriver, SimResult, link_seed, run_simulation, simulate
 from rtcprobe.netem.scenario import Scenario
 
 
@@ -341,3 +341,20 @@ def test_six_failed_consent_checks_fail_the_test_mid_call() -> None:
     assert rep["error"]["code"] == errors.MEDIA_CONNECTION.code
     assert "ICE failed" in rep["error"]["message"]
     assert 4.0 + 20 < rep["testTiming"]["duration"] / 1000 < 4.0 + 40
+
+
+def test_link_seed_gives_a_relay_the_simulators_link_draws() -> None:
+    # rtcprobe run --driver aiortc builds its impairment relay's links from link_seed(seed): the
+    # n-th packet on each link meets the same loss and jitter draws as in the simulation.
+    import numpy as np
+
+    sc = scenario({"delay_ms": 20, "jitter_ms": 5, "loss_model": {"kind": "gilbert-elliott", "p": 0.05, "r": 0.3}})
+    sim = SimDriver(sc, 7).path.links
+    relay_up, relay_down = sc.build_links(np.random.default_rng(link_seed(7)))
+    for ours, theirs in ((sim["uplink"], relay_up), (sim["downlink"], relay_down)):
+        fates = [(ours.send(i * 0.01, 500), theirs.send(i * 0.01, 500)) for i in range(400)]
+        assert all(a == b for a, b in fates) and any(a is None for a, _ in fates)
+    # (the seed itself, as the relay took it before, draws otherwise)
+    plain_up, _ = sc.build_links(np.random.default_rng(7))
+    fresh_up = SimDriver(sc, 7).path.links["uplink"]
+    assert [plain_up.send(i * 0.01, 500) for i in range(400)] != [fresh_up.send(i * 0.01, 500) for i in range(400)]

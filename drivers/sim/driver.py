@@ -91,6 +91,15 @@ def _dropped_at_the_switch(p: Pending) -> bool:
             or (p.tag is Tag.RETRY and p.args[0].done))
 
 
+STREAMS = 5  # random streams spawned from the seed: links, media, RTCP, consent, addresses
+
+
+def link_seed(seed: int) -> np.random.SeedSequence:
+    """What the simulator's links draw from for ``seed`` (losses, jitter): an impairment relay
+    built from it draws the same, packet for packet (``rtcprobe run --driver aiortc``)."""
+    return np.random.SeedSequence(seed).spawn(STREAMS)[0]
+
+
 @attrs.frozen
 class SimResult:
     """What one simulated run produced."""
@@ -126,7 +135,7 @@ class SimDriver:
         self.scenario = scenario
         self.seed = seed
         root = np.random.default_rng(seed)
-        link_rng, media_rng, self._rtcp_rng, consent_rng, addr_rng = root.spawn(5)
+        link_rng, media_rng, self._rtcp_rng, consent_rng, addr_rng = root.spawn(STREAMS)
         uplink, downlink = scenario.build_links(link_rng)
         self.path = Path(uplink, downlink, log=packet_log)
         self.loop = EventLoop()
