@@ -502,7 +502,7 @@ class AiortcDriver:
         confine = not relay_only or _turn_on_loopback(servers) or not loopback.has_host_address()
         try:
             with loopback.confine_ice_to_loopback() if confine else contextlib.nullcontext():
-                held = await negotiate_pair(sender, receiver, on_description_set=self._described)
+                held = await negotiate_pair(sender, receiver, on_description_set=self._described, hold=not sub_relay)
         except _NoCandidates as exc:
             why = await self._why_no_candidates(exc.role, relay_only if exc.role is Role.PUBLISHER else sub_relay)
             self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(
