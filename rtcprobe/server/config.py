@@ -17,6 +17,7 @@ from rtcprobe.drivers.aiortc.protocol import (
 from rtcprobe.drivers.aiortc.turn_client import TurnUrl
 
 from .credentials import check_turn_config
+from .rooms import RoomsConfig
 from .tokens import DEFAULT_ISSUER
 
 # Sessions cost a socket and some memory, no CPU while they wait: benchmarks/bench_server.py.
@@ -53,6 +54,7 @@ class ServerConfig:
     max_sessions: int = DEFAULT_MAX_SESSIONS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     reports: str | None = None  # file each accepted report is appended to, one JSON line each
+    rooms: RoomsConfig = attrs.field(factory=RoomsConfig, validator=attrs.validators.instance_of(RoomsConfig))
 
     def __attrs_post_init__(self) -> None:
         if not self.secret:
