@@ -406,3 +406,14 @@ def test_a_room_session_sends_no_report() -> None:
 
 def test_the_metrics_error_reasons_are_the_rooms() -> None:
     assert server_rooms.ERROR_REASONS == ROOM_ERROR_REASONS
+
+
+def test_rtcprobe_serve_room_options_default_to_the_servers() -> None:
+    from rtcprobe.commands import serve
+
+    config = server_rooms.RoomsConfig()
+    assert (serve.DEFAULT_MAX_ROOMS, serve.DEFAULT_ROOM_SIZE, serve.DEFAULT_RECONNECT_TIMEOUT) == (
+        config.max_rooms, config.room.max_participants, config.room.reconnect_timeout)
+    r = subprocess.run([sys.executable, "-m", "rtcprobe", "serve", "--port", "0", "--room-size", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "max_participants must be a positive integer" in r.stderr

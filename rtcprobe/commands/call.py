@@ -112,10 +112,11 @@ class Printer:
         def watch_remote(p: Participant) -> None:
             p.on("networkQualityLevelChanged", lambda level, stats: self.level(p, False, level, stats))
 
-        for participant in room.participants.values():
-            watch_remote(participant)
+        for remote in room.participants.values():
+            watch_remote(remote)
         # Levels the server pushed while the room was being joined: print them as the first changes.
-        for participant, is_local in ((local, True), *((p, False) for p in room.participants.values())):
+        everyone: list[tuple[Participant, bool]] = [(local, True), *((p, False) for p in room.participants.values())]
+        for participant, is_local in everyone:
             if participant.network_quality_level is not None:
                 self.level(participant, is_local, participant.network_quality_level,
                            participant.network_quality_stats)
