@@ -196,6 +196,9 @@ async def _main(args: argparse.Namespace, secret: str | None, duration: float, p
         except RoomConnectError as exc:
             print(f"rtcprobe call: error {exc.code}: {exc.message}", file=sys.stderr)
             return EXIT_FAILED
+        if call.impaired is not None:
+            printer.event(f"impairment relay running scenario {options['scenario'].name!r} in front of TURN "
+                          "(its clock starts now)")
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lost.wait(), duration)
