@@ -72,6 +72,7 @@ DEFAULT_SAMPLE_INTERVAL: Final = 1.0  # s: Twilio's clients summarised their sta
 CONNECT_TIMEOUT: Final = 10.0  # s for the socket, ``iced`` and ``joined``
 BYE_TIMEOUT: Final = 1.0  # s for the server's close after ``bye``
 HEARTBEAT: Final = 10.0  # s between WebSocket pings
+MAX_MESH_PEERS: Final = 3  # rtcprobe call's mesh: up to 4 participants (every stream is sent once per peer)
 PC_CLOSE_TIMEOUT: Final = 2.0  # s for a peer connection's close() before its TURN deallocations are given up
 LATE_START_TIMEOUT: Final = 0.5
 #: twilio-video.js's events, by emitter.
@@ -592,13 +593,16 @@ class MeshCall:
     when TURN is among its ICE servers (``relay_only`` None), and monitored by the room.
 
     ``ice_servers`` defaults to what the server handed out; ``confine_to_loopback`` keeps host
-    candidates on 127.0.0.1 (a call on one machine).
+    candidates on 127.0.0.1 (a call on one machine). A mesh has at most ``max_peers`` peers: more
+    participants in the room at :meth:`start` raise UsageError, and later offers beyond it are
+    declined (logged).
     """
 
     def __init__(self, room: Room, *, media: MediaDemand | None = None,
                  ice_servers: Sequence[IceServer] | None = None, relay_only: bool | None = None,
-                 confine_to_loopback: bool = False, video_seed: int = 0) -> None:
+                 confine_to_loopback: bool = False, video_seed: int = 0, max_peers: int = MAX_MESH_PEERS) -> None:
         self.room = room
+        self.max_peers = max_peers
         self.media = media if media is not None else MediaDemand(video=VideoSpec(320, 240, 15.0))
         if self.media.video is not None:
             check_video(self.media.video)
@@ -618,6 +622,9 @@ class MeshCall:
 
     def start(self) -> None:
         """Offer to everyone in the room now, answer whoever offers later."""
+        if len(self.room.participants) > self.max_peers:
+            raise UsageError(f"the mesh holds up to {self.max_peers + 1} participants; room {self.room.name!r} "
+                             f"has {len(self.room.participants)} others already")
         self.room.on("signal", self._on_signal)
         self.room.on("participantDisconnected", self._on_left)
         for identity in list(self.room.participants):
@@ -670,6 +677,9 @@ class MeshCall:
             await self.room.signal(remote, {"description": _description(peer.pc)})
 
     async def _on_offer(self, remote: str, offer: RTCSessionDescription) -> None:
+        if remote not in self._peers and len(self._peers) >= self.max_peers:
+            log.warning("declined %s's offer: the mesh holds up to %d participants", remote, self.max_peers + 1)
+            return
         old = self._peers.pop(remote, None)
         if old is not None:  # the other side started over (it rejoined): so do we
             self.room.unmonitor(old.pc)

@@ -23,7 +23,7 @@ from rtcprobe.drivers.aiortc.loopback import confine_ice_to_loopback
 from rtcprobe.drivers.aiortc.media import PatternTrack, ToneTrack
 from rtcprobe.drivers.aiortc.roomstats import LinkStats
 from rtcprobe.netem.scenario import Scenario
-from test_rooms_support import room_token
+from test_rooms_support import joined, room_token
 from test_server_support import SECRET, wait_released
 
 import rtcprobe
@@ -231,6 +231,19 @@ def test_three_participants_the_impaired_one_is_charged_in_every_view(coturn: Co
                 for call in calls:
                     await call.leave()
             assert calls[2].relay_summary is not None and "dropped" in calls[2].relay_summary
+
+    asyncio.run(body())
+
+
+def test_a_mesh_call_holds_up_to_four_participants() -> None:
+    async def body() -> None:
+        async with SignalingServer(secret=SECRET) as server, contextlib.AsyncExitStack() as stack:
+            for name in ("p1", "p2", "p3", "p4"):
+                await stack.enter_async_context(joined(server.url, name))
+            with pytest.raises(UsageError, match="up to 4 participants"):
+                await join_call(room_token("p5"), url=server.url)
+            await asyncio.sleep(0.2)
+            assert server.stats.room_participants == 4  # the fifth left again
 
     asyncio.run(body())
 

@@ -181,6 +181,7 @@ async def _main(args: argparse.Namespace, secret: str | None, duration: float, p
     import contextlib
 
     from rtcprobe.call import RoomConnectError, join_call
+    from rtcprobe.core.errors import UsageError
     from rtcprobe.server.tokens import generate_secret, mint_token
 
     async with contextlib.AsyncExitStack() as stack:
@@ -195,6 +196,9 @@ async def _main(args: argparse.Namespace, secret: str | None, duration: float, p
                                    **options)
         except RoomConnectError as exc:
             print(f"rtcprobe call: error {exc.code}: {exc.message}", file=sys.stderr)
+            return EXIT_FAILED
+        except UsageError as exc:  # the mesh is full
+            print(f"rtcprobe call: {exc}", file=sys.stderr)
             return EXIT_FAILED
         if call.impaired is not None:
             printer.event(f"impairment relay running scenario {options['scenario'].name!r} in front of TURN "
