@@ -463,8 +463,16 @@ class Room(_Emitter):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(self._ws.close(), BYE_TIMEOUT)
+        except asyncio.CancelledError:
+            # A task cancelled while it waited for the socket to drain cancels aiohttp's shared
+            # drain waiter: only a cancellation of this task itself is ours to pass on.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        except Exception:
+            pass
         await self._session.close()
         for pc in list(self._monitors):
             self.unmonitor(pc)

@@ -417,3 +417,24 @@ def test_rtcprobe_serve_room_options_default_to_the_servers() -> None:
     r = subprocess.run([sys.executable, "-m", "rtcprobe", "serve", "--port", "0", "--room-size", "0"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "max_participants must be a positive integer" in r.stderr
+
+
+def test_a_participant_that_does_not_read_is_dropped_and_the_room_carries_on() -> None:
+    async def body() -> None:
+        async with room_server(max_pending=8, message_rate=1000.0, message_burst=1000,
+                               max_signal_bytes=60_000) as server, \
+                joined(server.url, "alice", remote=1) as alice, alice.sampling():
+            async with raw_ws(server.url) as (reader, writer):  # joins, then never reads again
+                writer.write(ws_frame(json.dumps(room_hello("deaf")).encode()))
+                await alice.wait(lambda m: m == {"type": "participant-connected", "identity": "deaf"})
+                blob = {"sdp": "x" * 50_000}
+                for _ in range(400):  # 20 MB for a socket nobody reads
+                    await alice.send({"type": "signal", "to": "deaf", "data": blob})
+                    if any(m.get("type") == "participant-reconnecting" for m in alice.messages):
+                        break
+                await alice.wait(lambda m: m == {"type": "participant-reconnecting", "identity": "deaf"})
+            await alice.wait(lambda m: m.get("type") == "participant-disconnected", timeout=5)
+            assert not alice.closed.is_set()
+            assert metric(await metrics_text(server), "rtcprobe_room_errors_total", reason="too-slow") == 1
+
+    run(body())

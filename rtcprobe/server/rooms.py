@@ -259,10 +259,9 @@ class RoomMember:
         self.active = True  # False once detached from the room (left, lost, replaced)
         self._queue: collections.deque[str] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write(), name="rtcprobe-room-writer")
+        self.live.registry.keep(asyncio.get_running_loop().create_task(self._write(), name="rtcprobe-room-writer"))
 
     def send(self, message: Mapping[str, Any]) -> None:
         self.send_text(_encode(message))
@@ -271,10 +270,11 @@ class RoomMember:
         if not self.active:
             return
         if len(self._queue) >= self.live.registry.config.max_pending:
-            # The client does not read: drop it (its signaling is lost) rather than queue forever.
+            # The client does not read: drop it (its signaling is lost) rather than queue forever;
+            # after the room's current round (this may run while it routes its events).
             self.live.registry.count_error("too-slow")
-            self.live.lost(self)
-            self._close_session(SIGNALING_ERROR, "too many messages queued: the client does not read its socket")
+            self.detach()
+            asyncio.get_running_loop().call_soon(self._drop_slow)
             return
         self._queue.append(text)
         self._wakeup.set()
@@ -282,7 +282,7 @@ class RoomMember:
     async def _write(self) -> None:
         ws = self.session.ws
         metrics = self.live.registry.metrics
-        while True:
+        while self.active:
             while self._queue:
                 text = self._queue.popleft()
                 try:
@@ -291,19 +291,25 @@ class RoomMember:
                     return
                 metrics.room_messages.labels("out").inc()
             self._wakeup.clear()
-            await self._wakeup.wait()
+            if self.active:
+                await self._wakeup.wait()
+
+    def _drop_slow(self) -> None:
+        self.live.lost(self)
+        self._close_session(SIGNALING_ERROR, "too many messages queued: the client does not read its socket")
 
     def _close_session(self, code: int, message: str, close_code: int = CLOSE_POLICY_VIOLATION) -> None:
         task = asyncio.ensure_future(self.session.fail(code, message, close_code=close_code))
         self.live.registry.keep(task)
 
     def detach(self) -> None:
-        """Stop sending; the writer ends (what is still queued is dropped)."""
+        """Stop sending: what is still queued is dropped and the writer ends after the frame it
+        may be sending. It is not cancelled: aiohttp's writers share one drain waiter per
+        connection, and cancelling a task blocked on it would cancel the waiter for every other
+        writer of that socket (the session's error and close included)."""
         self.active = False
         self._queue.clear()
-        if self._writer is not None:
-            self._writer.cancel()
-            self._writer = None
+        self._wakeup.set()
 
     async def handle(self, message: RoomMessage) -> None:
         live = self.live
@@ -418,25 +424,27 @@ class LiveRoom:
         return reconnected
 
     def leave(self, member: RoomMember) -> None:
-        self._detach(member)
-        if member.identity in self.room.participants:
+        if self._detach(member) and member.identity in self.room.participants:
             self.room.leave(member.identity, self.now())
         self.pump()
 
     def lost(self, member: RoomMember) -> None:
-        self._detach(member)
-        if member.identity in self.room.participants:
+        if self._detach(member) and member.identity in self.room.participants:
             self.room.signaling_lost(member.identity, self.now())
         self.pump()
 
-    def _detach(self, member: RoomMember) -> None:
+    def _detach(self, member: RoomMember) -> bool:
+        """Detach ``member``; whether it was the participant's current session (a replaced one
+        no longer speaks for it)."""
         member.detach()
         if self.members.get(member.identity) is member:
             del self.members[member.identity]
+            return True
+        return False
 
     def _broadcast(self, about: str, message: Mapping[str, Any]) -> None:
         text = _encode(message)
-        for identity, member in self.members.items():
+        for identity, member in list(self.members.items()):
             if identity != about:
                 member.send_text(text)
 
@@ -444,7 +452,7 @@ class LiveRoom:
         """Route the room's events, re-arm its timer; close the room once it is empty."""
         if self.closed:
             return
-        for event in self.room.events():
+        for event in list(self.room.events()):
             if isinstance(event, NetworkQualityPush):
                 member = self.members.get(event.to)
                 if member is not None:
@@ -512,6 +520,7 @@ class RoomRegistry:
         self.metrics.room_error(reason)
 
     def keep(self, task: asyncio.Task[Any]) -> None:
+        """Hold a reference to ``task`` until it ends (the loop keeps only weak ones)."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -589,11 +598,10 @@ class RoomRegistry:
             await session.ws.send_str(text)
 
     def close(self) -> None:
-        """The server is shutting down: every room goes."""
+        """The server is shutting down: every room goes. The writers end by themselves (detached)
+        and the sessions close with the server; nothing is cancelled (see RoomMember.detach)."""
         for live in list(self.rooms.values()):
             self.drop(live)
-        for task in list(self._tasks):
-            task.cancel()
 
 
 __all__ = [
