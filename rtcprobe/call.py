@@ -468,8 +468,7 @@ class Room(_Emitter):
         except asyncio.CancelledError:
             # A task cancelled while it waited for the socket to drain cancels aiohttp's shared
             # drain waiter: only a cancellation of this task itself is ours to pass on.
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if current is not None and current.cancelling():
                 raise
         except Exception:
             pass
