@@ -2,10 +2,12 @@
 
 ``coturn``: one real coturn TURN server on 127.0.0.1 for the whole session (a
 :class:`rtcprobe.server.coturn.CoturnServer`: ``.turn_urls``, ``.udp_url``, ``.tcp_url``,
-``.secret``, ``.credentials()``). Where coturn is missing, tests using it are skipped with
-"coturn not installed: apt-get install coturn" — except under CI (env ``CI`` set to anything but
-empty/0/false), where a missing coturn fails them: CI installs it, so a skip would hide a broken
-setup.
+``.secret``, ``.credentials()``). ``coturn_tls``: another one that also listens with TLS
+(``.tls_url``, ``turns:``), with the certificate of ``tls_files`` (a CA and a server certificate
+for 127.0.0.1/localhost the tests generate; trust ``tls_files.ca``). Where coturn is missing,
+tests using it are skipped with "coturn not installed: apt-get install coturn" — except under CI
+(env ``CI`` set to anything but empty/0/false), where a missing coturn fails them: CI installs it,
+so a skip would hide a broken setup.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from rtcprobe.server.coturn import CoturnServer
+    from rtcprobe.server.coturn import CoturnServer, TlsFiles
 
 INSTALL_HINT = "coturn not installed: apt-get install coturn"
 
@@ -46,6 +48,23 @@ def coturn(coturn_binary: str) -> Iterator[CoturnServer]:
     from rtcprobe.server.coturn import CoturnServer
 
     with CoturnServer(binary=coturn_binary) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A CA and a server certificate it signs for 127.0.0.1 and localhost (PEM files)."""
+    from rtcprobe.server.coturn import generate_certificate
+
+    return generate_certificate(tmp_path_factory.mktemp("tls"), hosts=("127.0.0.1", "localhost"))
+
+
+@pytest.fixture(scope="session")
+def coturn_tls(coturn_binary: str, tls_files: TlsFiles) -> Iterator[CoturnServer]:
+    """A coturn on 127.0.0.1 listening on UDP, TCP and TLS (``tls_files``' certificate)."""
+    from rtcprobe.server.coturn import CoturnServer
+
+    with CoturnServer(binary=coturn_binary, cert=tls_files.cert, pkey=tls_files.key) as server:
         yield server
 
 

@@ -92,10 +92,13 @@ def test_the_report_keeps_the_loops_round_trip_and_the_scorer_gets_half(coturn: 
         return (await test.wait()).to_dict()
 
     d = asyncio.run(main())
-    last = d["samples"][-1]["rtt"]  # ms
-    assert last is not None and last > 0
-    scored = d["networkQuality"]["stats"]["audio"]["recvStats"]["latency"]["rtt"]  # s, the last input's
-    assert scored * 1000 == pytest.approx(last / 2, abs=2e-3)
+    rtts = [s["rtt"] for s in d["samples"] if s["rtt"] is not None]  # ms
+    assert rtts and all(r > 0 for r in rtts)
+    # The scorer's latency is the lower median of its recent inputs (one rtt spike must not move
+    # the level), so it is half of one of the reported samples' round trips, not always the last.
+    scored = d["networkQuality"]["stats"]["audio"]["recvStats"]["latency"]["rtt"] * 1000  # ms
+    assert any(scored == pytest.approx(r / 2, abs=2e-3) for r in rtts), (scored, rtts)
+    assert min(rtts) / 2 - 2e-3 <= scored <= max(rtts) / 2 + 2e-3
 
 
 def _assert_turn_failure(error: PreflightError, *verdicts: str) -> None:

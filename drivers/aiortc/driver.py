@@ -43,6 +43,12 @@ host's own addresses as Twilio's receiver does — but 127.0.0.1 alone when the 
 loopback (the whole test is on this machine: nothing but loopback is ever a target) or when the
 host has no other address.
 
+Per transport (``turn_transport``: udp, tcp or tls): the driver keeps, of the ICE servers handed
+out, the first TURN URL over that transport only (:func:`~.turn_client.select_transport`), so both
+peer connections reach TURN over it, and fails the media step naming the cause when the server
+handed out none. A ``turns:`` server is trusted through ``turn_ssl`` when given (a private CA;
+:mod:`.turn_tls`), else through the system's trust store, as aioice does by default.
+
 When the test ends (completed, failed or stopped), the report goes to the server on the same
 WebSocket, ``report`` → ``reported``, then ``bye`` (docs/signaling.md), bounded by
 :data:`REPORT_TIMEOUT` and done while the peer connections close: the operator collects reports,
@@ -59,6 +65,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import ssl
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import MappingProxyType
@@ -99,7 +106,7 @@ from rtcprobe.core.observations import (
 )
 from rtcprobe.core.preflight import PreflightMachine
 
-from . import candidates, loopback, protocol, stats, teardown, turn_client
+from . import candidates, loopback, protocol, stats, teardown, turn_client, turn_tls
 from .holdback import negotiate_pair, release_when_connected
 from .media import PatternTrack, ToneTrack
 
@@ -110,6 +117,10 @@ REPORT_TIMEOUT = 0.5  # s for the report to be sent and answered: a silent serve
 LATE_START_TIMEOUT = 0.5  # s for aiortc's connect task, interrupted by close(), to wind down (a few loop turns)
 PC_CLOSE_TIMEOUT = 2.0  # s for a peer connection's close() before its TURN deallocations are given up
 DIAGNOSE_TIMEOUT = 2.0  # s for the one TURN Allocate that tells why a relay-only peer gathered nothing
+# s of gathering after which that Allocate starts beside aioice's (which gives up after 5 s): a
+# TURN server that does not answer (UDP blocked) is then named at 5 s, not 5 + 2. A working one
+# answers well within it, so a healthy run makes no extra allocation.
+DIAGNOSE_AFTER = 1.0
 HEARTBEAT = 10.0  # s between WebSocket pings: keeps the socket alive through a long stats step
 NAMES: Mapping[Role, str] = {Role.PUBLISHER: "publisher", Role.SUBSCRIBER: "subscriber"}
 
@@ -163,13 +174,20 @@ class AiortcDriver:
         on_event: Callable[[Event], None],
         video_seed: int = 0,
         subscriber_relay_only: bool = False,
+        turn_transport: str | None = None,
+        turn_ssl: ssl.SSLContext | None = None,
     ) -> None:
+        if turn_transport is not None and turn_transport not in turn_client.CLIENT_TRANSPORTS:
+            raise ConfigError(f"TURN transport must be one of {', '.join(turn_client.CLIENT_TRANSPORTS)}, "
+                              f"got {turn_transport!r}")
         self.core = core
         self.url = signaling_url(url)
         self._token = token
         self._on_event = on_event
         self._video_seed = video_seed
         self._subscriber_relay_only = subscriber_relay_only
+        self._turn_transport = turn_transport
+        self._turn_ssl = turn_ssl
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.Task[None] | None = None
@@ -186,11 +204,13 @@ class AiortcDriver:
         self._pcs: dict[Role, RTCPeerConnection] = {}
         self._connect_tasks: dict[RTCPeerConnection, set[asyncio.Task[Any]]] = {}  # aiortc's, adopted
         self._gathered: set[Role] = set()  # whose local candidates were checked
-        self._servers: tuple[IceServer, ...] = ()
+        self._offered: tuple[IceServer, ...] = ()  # as handed out
+        self._servers: tuple[IceServer, ...] = ()  # what the peer connections use (turn_transport's)
         self._remb: dict[str, stats.RembWatch] = {}
         self._received: dict[str, stats.ReceivedBytes] = {}
         self._dtls_seen: dict[Role, str] = {}
         self._dtls_watched: set[Role] = set()
+        self._diagnosis: asyncio.Task[str | None] | None = None  # the publisher's TURN, while it gathers
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -222,7 +242,18 @@ class AiortcDriver:
     @property
     def ice_servers(self) -> tuple[IceServer, ...] | None:
         """The ICE servers the signaling server handed out, or None before its ``iced``."""
+        return self._offered if self._iced else None
+
+    @property
+    def used_ice_servers(self) -> tuple[IceServer, ...] | None:
+        """The ICE servers the peer connections are given: those handed out, cut down to one TURN
+        URL over ``turn_transport`` when one was asked for; None before ``iced``."""
         return self._servers if self._iced else None
+
+    @property
+    def turn_url(self) -> str | None:
+        """The TURN URL the peer connections use (aiortc's one TURN server), or None."""
+        return candidates.servers_used(self._servers)[1] if self._iced else None
 
     @property
     def report_stored(self) -> bool | None:
@@ -340,10 +371,12 @@ class AiortcDriver:
         reply = await self._receive()
         match reply:
             case protocol.Iced(ice_servers=servers):
-                self._servers = servers
+                self._offered = self._servers = servers
+                if self._turn_transport is not None:
+                    self._servers = turn_client.select_transport(servers, self._turn_transport)
                 self._iced = True
                 self._spawn(self._read_signaling(), "signaling-reader")
-                self._observe(SignalingConnected(servers))
+                self._observe(SignalingConnected(self._servers))
             case protocol.Error(code=code, message=message):
                 self._observe(TransportError(errors.error_for_code(code, message)))
             case None:
@@ -429,6 +462,12 @@ class AiortcDriver:
             iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL)
 
     async def _open_peer_connections(self, servers: tuple[IceServer, ...], relay_only: bool) -> None:
+        if self._turn_transport is not None and candidates.servers_used(servers)[1] is None:
+            offered = [u for s in self._offered for u in s.urls]
+            self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(
+                f"TURN over {self._turn_transport} was not tested: the signaling server handed out no TURN URL "
+                f"over {self._turn_transport} (it handed out {', '.join(offered) or 'none'})")))
+            return
         ice = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in servers]
         # The subscriber is relay-only only when asked (a replay, whose emulated link sits in
         # front of the TURN server: a host candidate would bypass it) and the publisher is.
@@ -442,6 +481,12 @@ class AiortcDriver:
             transceiver = sender.addTransceiver(track, direction="sendonly")
             self._remb[track.kind] = stats.RembWatch(transceiver.sender)
         self._watch_dtls(sender, Role.PUBLISHER)
+        if self._turn_ssl is not None:  # before setLocalDescription gathers (the receiver's: _described)
+            try:
+                turn_tls.use_turn_ssl(sender, self._turn_ssl)
+            except turn_tls.TurnTlsUnsupported as exc:
+                self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(str(exc))))
+                return
 
         @receiver.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -452,6 +497,8 @@ class AiortcDriver:
         # address: loopback then always works, also where it is the only interface. With one,
         # the subscriber gathers the host's addresses as Twilio's receiver does — loopback
         # instead when the TURN server is on it too, or when there is nothing else.
+        if relay_only:
+            self._spawn(self._diagnose_if_slow(), "turn-diagnosis-timer")
         confine = not relay_only or _turn_on_loopback(servers) or not loopback.has_host_address()
         try:
             with loopback.confine_ice_to_loopback() if confine else contextlib.nullcontext():
@@ -476,6 +523,8 @@ class AiortcDriver:
             for transceiver in pc.getTransceivers():  # made by the offer, before any media
                 self._received[transceiver.kind] = stats.ReceivedBytes(transceiver.receiver)
             self._watch_dtls(pc, role)
+            if self._turn_ssl is not None:  # its gatherer exists now and gathers at its answer
+                turn_tls.use_turn_ssl(pc, self._turn_ssl)
         if pc.localDescription is not None and role not in self._gathered:
             self._gathered.add(role)
             transport = candidates.ice_transport(pc)
@@ -488,6 +537,23 @@ class AiortcDriver:
         teardown.adopt_connect_tasks(pc, self._connect_tasks.setdefault(pc, set()),
                                      closing=lambda: self._closing, log=log)
 
+    def _diagnose(self) -> asyncio.Task[str | None] | None:
+        """Start the one TURN Allocate of :meth:`_why_no_candidates` (once), or None without TURN."""
+        if self._diagnosis is None:
+            _, url, _ = candidates.servers_used(self._servers)
+            if url is None:
+                return None
+            server = next(s for s in self._servers if url in s.urls)
+            self._diagnosis = self._spawn(turn_client.diagnose_turn(
+                url, server.username, server.credential, timeout=DIAGNOSE_TIMEOUT, ssl_context=self._turn_ssl,
+            ), "turn-diagnosis")
+        return self._diagnosis
+
+    async def _diagnose_if_slow(self) -> None:
+        await asyncio.sleep(DIAGNOSE_AFTER)
+        if Role.PUBLISHER not in self._gathered:  # still gathering: its TURN server is slow or silent
+            self._diagnose()
+
     async def _why_no_candidates(self, role: Role, relay_only: bool) -> str:
         """Why ``role`` gathered nothing, naming the real cause: the TURN server (refused, not
         answering, unreachable; told by one Allocate of our own) for a relay-only peer, the host's
@@ -496,8 +562,9 @@ class AiortcDriver:
         if relay_only:
             if url is None:
                 return "it is relay-only and the signaling server handed out no usable TURN server"
-            server = next(s for s in self._servers if url in s.urls)
-            why = await turn_client.diagnose_turn(url, server.username, server.credential, timeout=DIAGNOSE_TIMEOUT)
+            diagnosis = self._diagnose()
+            assert diagnosis is not None
+            why = await diagnosis
             return why or f"it is relay-only and TURN server {url} gave no relayed address (is it reachable?)"
         turn = f", and TURN server {url} gave no relayed address either" if url else ""
         return f"this host has no network address aioice could use (not even 127.0.0.1){turn}"

@@ -1,4 +1,5 @@
-"""What the client side knows about TURN: the URL syntax (RFC 7065) and why an allocation fails.
+"""What the client side knows about TURN: the URL syntax (RFC 7065), which transport a URL reaches
+the server over (udp, tcp, tls), and why an allocation fails.
 
 Shared by the driver (which diagnoses a relay-only peer that gathered nothing) and the signaling
 server (``rtcprobe.server.credentials`` parses ``--turn`` URLs with :func:`parse_turn_url`); the
@@ -8,15 +9,19 @@ server imports it from here because a driver never imports the server (docs/arch
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections.abc import Iterable
 from typing import Final
 from urllib.parse import parse_qs
 
 import attrs
 from aioice import stun
 from rtcprobe.core.errors import ConfigError
+from rtcprobe.core.observations import IceServer
 
 TURN_SCHEMES: Final = ("turn", "turns")
-TRANSPORTS: Final = ("udp", "tcp")
+TRANSPORTS: Final = ("udp", "tcp")  # a URL's ?transport=
+CLIENT_TRANSPORTS: Final = ("udp", "tcp", "tls")  # how a client reaches the server: tls is turns: (over tcp)
 
 
 @attrs.frozen
@@ -32,6 +37,11 @@ class TurnUrl:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}:{host}:{self.port}?transport={self.transport}"
+
+    @property
+    def client_transport(self) -> str:
+        """``udp``, ``tcp`` or ``tls`` (``turns:``): what the client reaches the server over."""
+        return "tls" if self.scheme == "turns" else self.transport
 
 
 def parse_turn_url(url: str) -> TurnUrl:
@@ -71,12 +81,68 @@ def parse_turn_url(url: str) -> TurnUrl:
     return TurnUrl(scheme=scheme, host=host, port=port, transport=transport)
 
 
-async def diagnose_turn(url: str, username: str | None, password: str | None, *, timeout: float = 2.0) -> str | None:
+def client_transport(url: str) -> str | None:
+    """The client transport (udp, tcp, tls) of a TURN URL; None for anything else (a STUN URL, a
+    malformed one)."""
+    try:
+        return parse_turn_url(url).client_transport
+    except ConfigError:
+        return None
+
+
+def offered_transports(servers: Iterable[IceServer]) -> tuple[str, ...]:
+    """The client transports of the TURN URLs in ``servers`` (with credentials, as aiortc needs),
+    in the order they are first listed."""
+    seen: list[str] = []
+    for server in servers:
+        if server.username is None or server.credential is None:
+            continue
+        for url in server.urls:
+            transport = client_transport(url)
+            if transport is not None and transport not in seen:
+                seen.append(transport)
+    return tuple(seen)
+
+
+def select_transport(servers: Iterable[IceServer], transport: str) -> tuple[IceServer, ...]:
+    """``servers`` with the first TURN URL over ``transport`` as their only TURN URL (aiortc uses
+    one TURN server, the first it can); STUN URLs stay. No TURN URL at all when none goes over
+    ``transport``."""
+    if transport not in CLIENT_TRANSPORTS:
+        raise ConfigError(f"TURN transport must be one of {', '.join(CLIENT_TRANSPORTS)}, got {transport!r}")
+    chosen = False
+    selected: list[IceServer] = []
+    for server in servers:
+        urls: list[str] = []
+        for url in server.urls:
+            if url.partition(":")[0].lower() not in TURN_SCHEMES:
+                urls.append(url)
+            elif (not chosen and client_transport(url) == transport
+                  and server.username is not None and server.credential is not None):
+                urls.append(url)
+                chosen = True
+        if urls:
+            selected.append(attrs.evolve(server, urls=tuple(urls)))
+    return tuple(selected)
+
+
+def _tls_failure(url: str, exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TURN server {url}: its TLS certificate is not trusted ({exc.verify_message}): "
+                "give the CA that signed it (--turn-ca FILE, turn_ca=)")
+    reason = exc.reason or exc.strerror or str(exc)
+    return f"TLS with TURN server {url} failed ({reason}): does it speak TLS on that port?"
+
+
+async def diagnose_turn(url: str, username: str | None, password: str | None, *, timeout: float = 2.0,
+                        ssl_context: ssl.SSLContext | None = None) -> str | None:
     """Why a TURN allocation on ``url`` fails, in one line naming the server; None if it works.
 
     For a driver whose relay-only peer gathered no candidate: aiortc only reports that ICE had
     nothing to try, while this tells a refused credential (401/403/437/...) from a server that
-    does not answer or refuses the connection. One Allocate, deleted again on success.
+    does not answer or refuses the connection, and for ``turns:`` an untrusted certificate from a
+    failed handshake. One Allocate, deleted again on success. ``ssl_context`` is the one the
+    peer connections used for ``turns:`` (None: the system's trust store, as aioice's default).
     """
     from aioice.turn import create_turn_endpoint
 
@@ -84,19 +150,23 @@ async def diagnose_turn(url: str, username: str | None, password: str | None, *,
         parsed = parse_turn_url(url)
     except ConfigError as exc:
         return str(exc)
-    if parsed.scheme == "turns":
-        return None  # TLS needs the client's SSL context: not diagnosed here
     if username is None or password is None:
         return f"TURN server {url} needs a username and credential"
+    tls: ssl.SSLContext | bool | None = None
+    if parsed.scheme == "turns":
+        tls = ssl_context if ssl_context is not None else True
 
     class _Ignore(asyncio.DatagramProtocol):
         pass
 
     try:
         transport, _ = await asyncio.wait_for(
-            create_turn_endpoint(_Ignore, (parsed.host, parsed.port), username, password, transport=parsed.transport),
+            create_turn_endpoint(_Ignore, (parsed.host, parsed.port), username, password, ssl=tls,
+                                 transport=parsed.transport),
             timeout,
         )
+    except ssl.SSLError as exc:  # an OSError: before the generic case
+        return _tls_failure(url, exc)
     except stun.TransactionFailed as exc:
         code, reason = exc.response.attributes.get("ERROR-CODE", (0, "error"))
         if code in (401, 403, 431, 437, 441):
@@ -110,4 +180,7 @@ async def diagnose_turn(url: str, username: str | None, password: str | None, *,
     return None
 
 
-__all__ = ["TRANSPORTS", "TURN_SCHEMES", "TurnUrl", "diagnose_turn", "parse_turn_url"]
+__all__ = [
+    "CLIENT_TRANSPORTS", "TRANSPORTS", "TURN_SCHEMES", "TurnUrl", "client_transport", "diagnose_turn",
+    "offered_transports", "parse_turn_url", "select_transport",
+]

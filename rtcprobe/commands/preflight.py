@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rtcprobe.core.report import PreflightReport  # loaded already: rtcprobe/__init__.py exports it
 
-from . import ReportOutput, add_output_arguments
+from . import EXIT_FAILED, EXIT_OK, ReportOutput, add_output_arguments
+
+if TYPE_CHECKING:
+    from rtcprobe.live import PreflightTest, TransportReport
 
 NAME = "preflight"
 HELP = "run a real WebRTC preflight test (embedded loopback server unless --url is given)"
@@ -21,12 +26,26 @@ packet loss and network quality for --duration. Without --url an embedded server
 127.0.0.1 and, when coturn is installed (apt-get install coturn), a coturn on loopback for it to
 hand out; without coturn the media runs on host candidates and TURN is not tested.
 
+One loopback per TURN transport: with several TURN transports handed out (the --turn URLs, or
+those of the --url server), or with --transports, the loopback runs once per transport, one after
+the other, the sender relay-only through a TURN URL of that transport (udp:
+turn:H:P?transport=udp, tcp: turn:H:P?transport=tcp, tls: turns:H:P), and a verdict table ends
+the output: a network that blocks UDP but lets TLS through on 443 shows as such. The embedded
+coturn serves UDP only, unless --transports asks for more (tls with a certificate made for the
+run); on loopback every transport passes, so that is a check of the setup, not of the network.
+
   rtcprobe preflight --duration 5s
   rtcprobe preflight --url ws://127.0.0.1:8765/signaling --token "$(rtcprobe token --secret S --identity me)"
   rtcprobe preflight --turn turn:127.0.0.1:3478?transport=udp --turn-secret S --json --out report.json
+  rtcprobe preflight --turn turn:T:3478?transport=udp,turn:T:3478?transport=tcp,turns:T:443 --turn-secret S \
+      --turn-ca ca.pem --transports udp,tcp,tls
 
-Progress goes to stderr, the summary (or with --json only the report JSON) to stdout.
-Exit codes: 0 completed, 1 the preflight failed or was interrupted, 2 bad input.
+Progress goes to stderr, the summary (or with --json only the report JSON) to stdout. One loopback
+writes one report; per transport (several run, or --transports given, even one) the JSON is
+{"transports": {"udp": REPORT, ...}, "turnUrls": {"udp": URL, ...}} (--out writes the same, --plot
+one FILE-TRANSPORT.png each).
+Exit codes: 0 completed (per transport: every transport run completed), 1 the preflight (or any
+transport's) failed or was interrupted, 2 bad input.
 """
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
@@ -45,15 +64,39 @@ def parse_duration(text: str) -> float:
     return value
 
 
+def parse_transports(text: str) -> tuple[str, ...]:
+    """``--transports udp,tcp,tls`` → the transports, in order, once each; ConfigError otherwise."""
+    from rtcprobe.core.errors import ConfigError
+    from rtcprobe.drivers.aiortc.turn_client import CLIENT_TRANSPORTS
+
+    names = [t.strip().lower() for t in text.split(",")]
+    bad = [t for t in names if t not in CLIENT_TRANSPORTS]
+    if not text.strip() or bad:
+        raise ConfigError(f"--transports takes a comma-separated list of {', '.join(CLIENT_TRANSPORTS)}, got {text!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def split_turn_urls(values: Sequence[str] | None) -> list[str] | None:
+    """``--turn`` values (repeatable, each possibly comma-separated) → the URLs, in order."""
+    if values is None:
+        return None
+    return [url.strip() for value in values for url in value.split(",") if url.strip()]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="signaling server URL (ws://HOST:PORT/signaling); default: embedded server")
     parser.add_argument("--token", help="access token for --url (see rtcprobe token)")
     parser.add_argument("--duration", default="10s", help="length of the stats step: 10, 10s, 500ms (default: 10s)")
     parser.add_argument("--region", default="gll", help="signaling region sent to the server (default: gll)")
     parser.add_argument("--turn", action="append", metavar="URL",
-                        help="TURN URL for the embedded server, e.g. turn:127.0.0.1:3478?transport=udp (repeatable), "
-                             "instead of a coturn of its own; the sender goes relay-only")
+                        help="TURN URL for the embedded server, e.g. turn:127.0.0.1:3478?transport=udp (repeatable, "
+                             "or comma-separated), instead of a coturn of its own; the sender goes relay-only")
     parser.add_argument("--turn-secret", metavar="S", help="the TURN server's REST API shared secret")
+    parser.add_argument("--transports", metavar="LIST",
+                        help="one loopback per TURN transport, each a verdict: comma-separated udp, tcp, tls "
+                             "(default: every transport handed out)")
+    parser.add_argument("--turn-ca", metavar="FILE",
+                        help="trust the CA certificates in FILE (PEM), instead of the system's, for turns: servers")
     video = parser.add_mutually_exclusive_group()
     video.add_argument("--video", metavar="WxH@FPS", help="synthetic video to publish (default: 640x480@30)")
     video.add_argument("--no-video", action="store_true", help="publish audio only")
@@ -82,6 +125,49 @@ def turn_note(turn_tested: bool | None, *, embedded: bool) -> str | None:
                 "host candidates (apt-get install coturn, or give --turn URL --turn-secret S)")
     return ("TURN was not tested: the server handed out no TURN server, so the media ran on host candidates "
             "(start it with rtcprobe serve --turn URL --turn-secret S)")
+
+
+def _media_started(d: dict[str, Any]) -> str:
+    started = next((e["duration"] for e in d["progressEvents"] if e["name"] == "mediaStarted"), None)
+    return "-" if started is None else f"{started:.0f} ms"
+
+
+def verdict_table(results: Sequence[TransportReport]) -> str:
+    """One line per transport (outcome or error code, mediaStarted, rtt, loss, level, TURN URL),
+    then each failure's message."""
+    rows = [("transport", "outcome", "mediaStarted", "rtt", "loss", "level", "TURN URL")]
+    failures: list[str] = []
+    for result in results:
+        report, d = result.report, result.report.to_dict()
+        name = result.transport or "host"
+        stats = d["stats"] or {}
+        rtt, loss = stats.get("rtt"), stats.get("packetLoss")
+        level = report.network_quality_level
+        rows.append((
+            name,
+            "passed" if report.error is None else f"FAILED {report.error.code}",
+            _media_started(d),
+            "-" if rtt is None else f"{rtt['average']:.1f} ms",
+            "-" if loss is None else f"{loss['average']:.2f} %",
+            "-" if level is None else f"{level}/5",
+            result.turn_url or ("none (host candidates)" if result.transport is None else "none handed out"),
+        ))
+        if report.error is not None:
+            failures.append(f"{name}: {report.error.code} {report.error.name}: {report.error.message}")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+             for row in rows]
+    return "\n".join([*lines, *(["", *failures] if failures else [])])
+
+
+def transports_json(results: Sequence[TransportReport]) -> str:
+    """The per-transport JSON: each transport's canonical report, and the TURN URL it went through."""
+    import json
+
+    return json.dumps({
+        "transports": {r.transport or "host": r.report.to_dict() for r in results},
+        "turnUrls": {r.transport or "host": r.turn_url for r in results},
+    }, sort_keys=True, indent=2, allow_nan=False)
 
 
 def summary(report: PreflightReport, *, notes: tuple[str, ...] = ()) -> str:
@@ -131,37 +217,81 @@ def summary(report: PreflightReport, *, notes: tuple[str, ...] = ()) -> str:
 # --- run ---------------------------------------------------------------------------------------
 
 
+def _plot_path(plot: Path, transport: str) -> Path:
+    return plot.with_name(f"{plot.stem}-{transport}{plot.suffix}")
+
+
+def _finish_transports(output: ReportOutput, results: Sequence[TransportReport], notes: tuple[str, ...]) -> int:
+    """Per transport: --out/--json get the transports object, --plot a file each; the summaries
+    and the verdict table otherwise. 0 only when every transport run completed."""
+    from rtcprobe.core.errors import ConfigError
+
+    text = transports_json(results)
+    if output.out is not None:
+        try:
+            output.out.write_text(text + "\n")
+        except OSError as exc:
+            raise ConfigError(f"--out {str(output.out)!r}: {exc.strerror}") from None
+    if output.plot is not None:
+        from rtcprobe.plot import plot_report
+
+        for result in results:
+            plot_report(result.report, _plot_path(output.plot, result.transport or "host"))
+    if output.json:
+        for note in notes:
+            print(f"rtcprobe: {note}", file=sys.stderr)
+        print(text)
+    else:
+        parts = []
+        for result in results:
+            where = f" through {result.turn_url}" if result.turn_url else ""
+            parts.append(f"== {result.transport or 'host'}{where}\n{summary(result.report)}")
+        parts.append("verdicts per transport\n" + verdict_table(results)
+                     + "".join(f"\n  {note}" for note in notes))
+        print("\n\n".join(parts))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
     from rtcprobe.core.config import MediaDemand
-    from rtcprobe.core.errors import PreflightError
-    from rtcprobe.live import run_preflight
+    from rtcprobe.live import run_transport_preflights
     from rtcprobe.progress import ProgressReporter
 
     from .video_option import parse_video
 
     duration = parse_duration(args.duration)
+    transports = None if args.transports is None else parse_transports(args.transports)
+    turn_urls = split_turn_urls(args.turn)
     media = MediaDemand(video=None) if args.no_video else MediaDemand(
         video=parse_video(args.video) if args.video else MediaDemand().video)
     output = ReportOutput.from_args(args)
-    progress = ProgressReporter(sys.stderr)
+    reporters: list[ProgressReporter] = []
+    current: list[PreflightTest] = []
+    interrupted = False
 
-    notes: tuple[str, ...] = ()
-
-    async def main() -> PreflightReport:
-        nonlocal notes
-        loop = asyncio.get_running_loop()
-        test = run_preflight(
-            args.token, url=args.url, duration=duration, region=args.region, media=media,
-            turn_urls=args.turn, turn_secret=args.turn_secret,
-        )
-        where = args.url or "the embedded server on 127.0.0.1"
-        print(f"rtcprobe: preflight against {where}, {duration:g} s of stats (Ctrl-C stops)",
-              file=sys.stderr, flush=True)
+    def on_test(test: PreflightTest) -> None:
+        if reporters:
+            reporters[-1].close()
+        else:  # the options were all checked by now: bad input prints nothing but its one line
+            where = args.url or "the embedded server on 127.0.0.1"
+            print(f"rtcprobe: preflight against {where}, {duration:g} s of stats (Ctrl-C stops)",
+                  file=sys.stderr, flush=True)
+        if test.transport is not None:
+            print(f"rtcprobe: loopback through TURN over {test.transport}", file=sys.stderr, flush=True)
+        progress = ProgressReporter(sys.stderr, prefix="rtcprobe" if test.transport is None
+                                    else f"rtcprobe[{test.transport}]")
+        reporters.append(progress)
+        current.append(test)
         test.on("event", progress)
-        interrupted = False
+        if interrupted:  # Ctrl-C came between two loopbacks
+            test.stop()
+
+    async def main() -> tuple[TransportReport, ...]:
+        nonlocal interrupted
+        loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
 
@@ -171,23 +301,22 @@ def run(args: argparse.Namespace) -> int:
                 task.cancel()
                 return
             interrupted = True
-            progress.close()
+            if reporters:
+                reporters[-1].close()
             print("rtcprobe: interrupted: stopping (Ctrl-C again to abort)", file=sys.stderr, flush=True)
-            test.stop()
+            if current:
+                current[-1].stop()
 
         try:
             loop.add_signal_handler(signal.SIGINT, on_sigint)
         except (NotImplementedError, RuntimeError):  # not the main thread / no signal support
             pass
         try:
-            try:
-                return await test.wait()
-            except PreflightError as exc:
-                assert isinstance(exc.report, PreflightReport)  # the client always attaches it
-                return exc.report
-            finally:
-                note = turn_note(test.turn_tested, embedded=args.url is None)
-                notes = () if note is None else (note,)
+            return await run_transport_preflights(
+                args.token, url=args.url, transports=transports, duration=duration, region=args.region,
+                media=media, turn_urls=turn_urls, turn_secret=args.turn_secret, turn_ca=args.turn_ca,
+                on_test=on_test,
+            )
         finally:
             try:
                 loop.remove_signal_handler(signal.SIGINT)
@@ -195,13 +324,19 @@ def run(args: argparse.Namespace) -> int:
                 pass
 
     try:
-        report = asyncio.run(main())
+        results = asyncio.run(main())
     except asyncio.CancelledError:
         print("rtcprobe preflight: aborted", file=sys.stderr)
         return 130
     finally:
-        progress.close()
+        for progress in reporters:
+            progress.close()
+    note = turn_note(current[-1].turn_tested, embedded=args.url is None) if current else None
+    notes = () if note is None else (note,)
+    if transports is not None or len(results) > 1:
+        return _finish_transports(output, results, notes)
+    report = results[0].report
     if output.json:  # the summary, which carries the notes, is not printed: stdout is the JSON alone
-        for note in notes:
-            print(f"rtcprobe: {note}", file=sys.stderr)
+        for line in notes:
+            print(f"rtcprobe: {line}", file=sys.stderr)
     return output.finish(report, lambda: summary(report, notes=notes))

@@ -36,6 +36,12 @@ examples:
                  --turn turns:turn.example.com:5349?transport=tcp
   rtcprobe serve --host 0.0.0.0 --reports /var/lib/rtcprobe/reports.jsonl --hold-timeout 300
   RTCPROBE_SECRET=... rtcprobe token --identity alice      # a token this server accepts
+  rtcprobe serve --diagnostics-tokens --turn ...          # a test page at / for anyone
+
+Browsers: GET /rtcprobe.js is always served (Twilio's runPreflight for web apps); --diagnostics
+adds a test page at /, which takes its token from the URL (/#token=...) or, with
+--diagnostics-tokens, asks the server for one. Pages may open the WebSocket only from the
+server's own origin unless --allow-origin says otherwise (docs/browser.md).
 """
 
 DEFAULT_PORT = 8765
@@ -87,6 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"removed (default: {DEFAULT_RECONNECT_TIMEOUT:g})")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                         help="log to stderr from this level on (default: info)")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="serve the diagnostics page at / (its token comes in the URL: /#token=...)")
+    parser.add_argument("--diagnostics-tokens", action="store_true",
+                        help="let the diagnostics page get its token from this server (POST /token, "
+                             "rate-limited per address); implies --diagnostics")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="a web origin (https://app.example.com) whose pages may use the signaling "
+                             "WebSocket; repeatable, '*' for any (default: only this server's own origin)")
 
 
 def raise_fd_limit(wanted: int) -> str | None:
@@ -117,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from rtcprobe.server import SignalingServer, is_loopback, run_forever
     from rtcprobe.server.rooms import RoomsConfig
     from rtcprobe.server.tokens import MIN_SECRET_BYTES, generate_secret, mint_token
+    from rtcprobe.server.web import WebConfig
 
     secret = args.secret if args.secret is not None else os.environ.get(SECRET_ENV)
     generated = secret is None
@@ -131,11 +146,13 @@ def run(args: argparse.Namespace) -> int:
     max_connections = args.max_connections
     if max_connections is None:
         max_connections = max(DEFAULT_MAX_CONNECTIONS, 2 * args.max_sessions)
+    web = WebConfig(diagnostics=args.diagnostics, diagnostics_tokens=args.diagnostics_tokens,
+                    allow_origins=tuple(args.allow_origin))
     server = SignalingServer(
         secret=secret, host=args.host, port=args.port, issuer=args.issuer, turn_urls=tuple(args.turn),
         turn_secret=turn_secret, turn_ttl=args.turn_ttl, max_sessions=args.max_sessions,
         max_connections=max_connections, reports=args.reports, hold_timeout=args.hold_timeout,
-        idle_timeout=args.idle_timeout,
+        idle_timeout=args.idle_timeout, web=web,
         rooms=RoomsConfig(room=RoomConfig(max_participants=args.room_size, reconnect_timeout=args.reconnect_timeout),
                           max_rooms=args.max_rooms),
     )
@@ -153,11 +170,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"metrics: {base}/metrics")
         if args.reports is not None:
             print(f"reports: {args.reports}")
+        page = f"{base}/"
         if generated:
             token = mint_token(secret, TOKEN_IDENTITY, now=time.time(), issuer=args.issuer)
             print(f"secret:  {secret}")
             print(f"token:   {token}  (identity {TOKEN_IDENTITY}, valid 1 h)")
             print(f"try:     rtcprobe preflight --url {srv.url} --token {token}")
+            if web.page and not web.diagnostics_tokens:
+                page = f"{page}#token={token}"
+        if web.page:
+            print(f"page:    {page}")
         print("Ctrl-C to stop", flush=True)
 
     run_forever(server, ready)

@@ -17,6 +17,7 @@ Modules, one responsibility each:
   (docs/signaling.md#core-mode-browsers);
 * ``rooms``: rooms, the Network Quality API of live calls: every participant's level, pushed to
   everyone at the verbosity each asked for (docs/signaling.md#rooms);
+* ``web``: what browsers get: ``rtcprobe.js``, the diagnostics page, page tokens, the Origin allowlist;
 * ``reports``: a client's report checked against the report's schema, and the reports file;
 * ``metrics``: the Prometheus metrics, one registry per server;
 * ``config``: :class:`ServerConfig`, the settings checked once;

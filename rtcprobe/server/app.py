@@ -32,6 +32,7 @@ from .metrics import CONTENT_TYPE, ServerMetrics
 from .reports import ReportLog
 from .rooms import RoomRegistry
 from .session import Registry, ServerStats, Session, SignalingWebSocket
+from .web import BrowserSide
 
 log = logging.getLogger("rtcprobe.server")
 
@@ -65,10 +66,13 @@ class SignalingServer:
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("the server is already started")
+        config = self.config
         app = web.Application()
         app.router.add_get(SIGNALING_PATH, self._handle_signaling)
         app.router.add_get(HEALTH_PATH, self._handle_health)
         app.router.add_get(METRICS_PATH, self._handle_metrics)
+        BrowserSide(config.web, secret=config.secret, issuer=config.issuer, turn_urls=config.parsed_turn_urls,
+                    host=config.host, protected=(SIGNALING_PATH,)).install(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         # A deep accept queue: sessions arrive in bursts (aiohttp's default of 128 drops SYNs

@@ -19,6 +19,7 @@ from rtcprobe.drivers.aiortc.turn_client import TurnUrl
 from .credentials import check_turn_config
 from .rooms import RoomsConfig
 from .tokens import DEFAULT_ISSUER
+from .web import WebConfig
 
 # Sessions cost a socket and some memory, no CPU while they wait: benchmarks/bench_server.py.
 DEFAULT_MAX_SESSIONS = 4000
@@ -54,6 +55,7 @@ class ServerConfig:
     max_sessions: int = DEFAULT_MAX_SESSIONS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     reports: str | None = None  # file each accepted report is appended to, one JSON line each
+    web: WebConfig = attrs.field(factory=WebConfig)  # rtcprobe.js, the diagnostics page, Origin allowlist
     rooms: RoomsConfig = attrs.field(factory=RoomsConfig, validator=attrs.validators.instance_of(RoomsConfig))
 
     def __attrs_post_init__(self) -> None:
