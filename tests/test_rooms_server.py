@@ -424,7 +424,7 @@ def test_a_participant_that_does_not_read_is_dropped_and_the_room_carries_on() -
         async with room_server(max_pending=8, message_rate=1000.0, message_burst=1000,
                                max_signal_bytes=60_000) as server, \
                 joined(server.url, "alice", remote=1) as alice, alice.sampling():
-            async with raw_ws(server.url) as (reader, writer):  # joins, then never reads again
+            async with raw_ws(server.url) as (_, writer):  # joins, then never reads again
                 writer.write(ws_frame(json.dumps(room_hello("deaf")).encode()))
                 await alice.wait(lambda m: m == {"type": "participant-connected", "identity": "deaf"})
                 blob = {"sdp": "x" * 50_000}
