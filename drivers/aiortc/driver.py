@@ -613,7 +613,7 @@ class AiortcDriver:
             return
         pub_report, sub_report = await asyncio.gather(pub.getStats(), sub.getStats())
         sample = stats.to_sample(
-            pub_report, sub_report,
+            pub_report, stats.media_inbound(sub_report, sub),
             publisher_rates=stats.clock_rates(pub), subscriber_rates=stats.clock_rates(sub),
             available_bps={kind: watch.bps for kind, watch in self._remb.items()},
             bytes_received={kind: counter.bytes for kind, counter in self._received.items()},

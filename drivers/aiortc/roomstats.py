@@ -20,7 +20,7 @@ and receives, so the two directions are told apart by transceiver:
 aiortc's ``RTCRtpReceiver.getStats()`` reports every SSRC it received under one id, so the last
 one wins: once the first retransmission arrived, a video receiver's ``inbound-rtp`` is the RTX
 stream's (a few packets), and the counters seem to fall. The received side is therefore read from
-the receiver's own per-SSRC statistics, media SSRCs only (:func:`media_streams`), and from
+the receiver's own per-SSRC statistics, media SSRCs only (:func:`.stats.media_streams`), and from
 ``getStats()`` only where that private state is not laid out as expected. What is counted is then
 the network's loss before repair: a packet lost and retransmitted counts as lost, as in
 ``inbound-rtp.packetsLost`` of a browser.
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any, cast
 
 from aiortc import RTCPeerConnection
@@ -49,24 +48,6 @@ RECEIVING = ("sendrecv", "recvonly")
 
 #: Which participant's media a transceiver carries on a server link (None: unknown).
 SourceOf = Callable[[Any], "str | None"]
-
-
-def media_streams(receiver: Any, kind: str) -> dict[str, Any] | None:
-    """``inbound-rtp``-like entries of ``receiver``'s media SSRCs (RTX ones left out), keyed like a
-    stats report; None when aiortc's private state is not as expected (use ``getStats()``)."""
-    # private: aiortc 1.16 keeps a StreamStatistics per received SSRC in __remote_streams (RTX
-    # SSRCs included) and maps each RTX SSRC to its media SSRC in __rtx_ssrc.
-    streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
-    rtx = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", None)
-    if not isinstance(streams, dict) or not isinstance(rtx, dict):
-        return None
-    try:
-        return {f"inbound-rtp_{ssrc}": SimpleNamespace(type="inbound-rtp", kind=kind,
-                                                        packetsReceived=s.packets_received,
-                                                        packetsLost=s.packets_lost, jitter=s.jitter)
-                for ssrc, s in streams.items() if ssrc not in rtx}
-    except AttributeError:
-        return None
 
 
 class LinkStats:
@@ -135,7 +116,7 @@ class LinkStats:
         for transceiver, report in zip(receiving, received_reports, strict=True):
             key = (cast(Media, transceiver.kind), self._source(transceiver))
             merged, got = groups.get(key, ({}, 0))
-            own = media_streams(transceiver.receiver, transceiver.kind)
+            own = stats.media_streams(transceiver.receiver, transceiver.kind)
             merged.update({f"{id(transceiver)}:{k}": v for k, v in (report if own is None else own).items()})
             counter = self._received.get(transceiver.receiver)
             groups[key] = merged, got + (counter.bytes if counter is not None else 0)
