@@ -28,7 +28,8 @@ docs/references.md#twilio-video-preflight)::
 The signaling server only checks the token and hands out ICE servers; no SDP goes to it. The
 two peer connections, both ours, are connected to each other in this process by a local offer
 and answer (:func:`~.holdback.negotiate_pair`, which holds the publisher's relayed candidates
-back until its own check has opened the TURN permission, then :func:`~.holdback.release_when_connected`).
+back until its own check has opened the TURN permission, then :func:`~.holdback.release_when_connected`;
+not when the subscriber is relay-only too, as in a replay, which could not use them early).
 Whether the publisher is relay-only is the core's decision (``OpenPeerConnections.relay_only``:
 when TURN was handed out, unless configured otherwise). The core's roles: ``Role.PUBLISHER`` is
 the sender (whose ICE, DTLS and connection timers the report keeps, as Twilio's
