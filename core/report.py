@@ -50,9 +50,16 @@ class Stat:
         vals = [float(v) for v in values if v is not None and math.isfinite(v)]
         if not vals:
             return None
-        n = len(vals)
+        n, lo, hi = len(vals), min(vals), max(vals)
         # Summing v/n rather than dividing the sum keeps huge (finite) values from overflowing.
-        return cls(min(vals), max(vals), math.fsum(v / n for v in vals))
+        try:
+            average = math.fsum(v / n for v in vals)
+        except OverflowError:  # fsum's partials can still overflow near the largest float
+            average = math.nan
+        if not lo <= average <= hi:  # that, or v/n underflowing to 0 for the tiniest values
+            scale = max(abs(lo), abs(hi))
+            average = min(hi, max(lo, math.fsum(v / scale for v in vals) / n * scale))
+        return cls(lo, hi, average)
 
     def to_dict(self) -> dict[str, Any]:
         return {"min": _num(self.min), "max": _num(self.max), "average": _num(self.average)}
