@@ -15,7 +15,16 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcicetransport import RTCIceCandidate
-from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    pack_remb_fci,
+)
 from aiortc.stats import (
     RTCInboundRtpStreamStats,
     RTCOutboundRtpStreamStats,
@@ -93,6 +102,18 @@ def test_publisher_side_units_jitter_fraction_lost_rtt() -> None:
     assert sample.candidate_pair_rtt is None  # aiortc has no candidate-pair stats
 
 
+def test_the_rtt_watchs_figure_wins_over_aiortcs_where_it_has_one() -> None:
+    pub = _report(
+        _outbound("audio", 150, 45_000), _remote_inbound("audio", jitter=0, rtt=0.5, fraction=0, lost=0),
+        _outbound("video", 300, 600_000), _remote_inbound("video", jitter=0, rtt=None, fraction=0, lost=0),
+    )
+    sample = stats.to_sample(pub, _report(), remote_rtt={"audio": 1.2, "video": None})
+    assert sample.audio_out is not None and sample.audio_out.remote_rtt == 1.2  # aiortc's is stale
+    assert sample.video_out is not None and sample.video_out.remote_rtt is None  # neither has one
+    fallback = stats.to_sample(pub, _report(), remote_rtt={"audio": None})
+    assert fallback.audio_out is not None and fallback.audio_out.remote_rtt == 0.5
+
+
 def test_samples_are_loopback_samples_whose_loss_is_the_receivers() -> None:
     # Both peer connections are ours (Twilio's topology): every round trip is a loop through
     # TURN, so the core keeps it in the report and scores half of it; the loss the core reads is
@@ -153,14 +174,19 @@ def test_an_audio_codec_at_another_clock_rate_is_converted_with_it() -> None:
 
 
 class _FakeSender:
-    """Just what RembWatch touches on an RTCRtpSender: its SSRC and its RTCP handler."""
+    """Just what RembWatch and RttWatch touch on an RTCRtpSender: its SSRC, its RTCP handler and
+    its RTCP send path."""
 
     def __init__(self, ssrc: int) -> None:
         self._ssrc = ssrc
         self.handled: list[Any] = []
+        self.sent: list[Any] = []
 
     async def _handle_rtcp_packet(self, packet: Any) -> None:
         self.handled.append(packet)
+
+    async def _send_rtcp(self, packets: list[Any]) -> None:
+        self.sent.extend(packets)
 
 
 def test_remb_watch_keeps_the_latest_estimate_for_its_sender_and_passes_everything_on() -> None:
@@ -177,6 +203,77 @@ def test_remb_watch_keeps_the_latest_estimate_for_its_sender_and_passes_everythi
     asyncio.run(feed())
     assert watch.bps is not None and abs(watch.bps - 640_000) / 640_000 < 0.001  # REMB's mantissa/exponent
     assert sender.handled == [remb_other, remb_ours, pli]  # aiortc still sees every packet
+    watch.close()
+    assert "_handle_rtcp_packet" not in vars(sender)
+
+
+def _sr(ssrc: int, ntp_seconds: float) -> RtcpSrPacket:
+    ntp = int(ntp_seconds * (1 << 32))
+    return RtcpSrPacket(ssrc=ssrc, sender_info=RtcpSenderInfo(ntp_timestamp=ntp, rtp_timestamp=0,
+                                                                 packet_count=0, octet_count=0))
+
+
+def _rr(about: int, sr: RtcpSrPacket, dlsr: float) -> RtcpRrPacket:
+    """An RR about stream ``about`` echoing ``sr`` (LSR: the middle 32 bits of its NTP timestamp)."""
+    lsr = (sr.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
+    return RtcpRrPacket(ssrc=99, reports=[RtcpReceiverInfo(ssrc=about, fraction_lost=0, packets_lost=0,
+                                                           highest_sequence=0, jitter=0, lsr=lsr,
+                                                           dlsr=int(dlsr * 65536))])
+
+
+def test_rtt_watch_measures_from_an_rr_echoing_any_recent_sr_not_only_the_latest() -> None:
+    now = [100.0]
+    sender = _FakeSender(1234)
+    watch = stats.RttWatch(sender, clock=lambda: now[0])
+    srs = [_sr(1234, 3_900_000_000 + i) for i in range(3)]
+
+    async def run() -> None:
+        for i, sr in enumerate(srs):  # sent at 100, 101, 102
+            now[0] = 100.0 + i
+            await sender._send_rtcp([sr])
+        await sender._send_rtcp([_sr(777, 3_900_000_100)])  # another sender's SR: not ours
+        now[0] = 102.5
+        # Echoes the first SR (two newer ones went out since): aiortc alone would ignore it.
+        await sender._handle_rtcp_packet(_rr(1234, srs[0], dlsr=1.3))
+        assert watch.rtt == pytest.approx(102.5 - 100.0 - 1.3, abs=1e-4)
+        await sender._handle_rtcp_packet(_rr(1234, srs[2], dlsr=0.0))  # no DLSR: no sample
+        await sender._handle_rtcp_packet(_rr(4321, srs[1], dlsr=0.1))  # about another stream
+        await sender._handle_rtcp_packet(_rr(1234, _sr(1234, 3_000_000_000), dlsr=0.1))  # an SR it never sent
+        assert watch.samples == 1
+        now[0] = 103.0
+        await sender._handle_rtcp_packet(_rr(1234, srs[2], dlsr=0.2))  # smoothed as aiortc does
+        assert watch.rtt == pytest.approx(0.85 * 1.2 + 0.15 * 0.8, abs=1e-4)
+
+    asyncio.run(run())
+    assert len(sender.sent) == 4 and len(sender.handled) == 5  # aiortc still sends and sees everything
+    watch.close()
+    assert "_send_rtcp" not in vars(sender) and "_handle_rtcp_packet" not in vars(sender)
+
+
+def test_rtt_watch_forgets_old_srs_and_shares_the_rtcp_handler_with_the_remb_watch() -> None:
+    now = [0.0]
+    sender = _FakeSender(1234)
+    remb = stats.RembWatch(sender)
+    watch = stats.RttWatch(sender, clock=lambda: now[0])
+    srs = [_sr(1234, 3_900_000_000 + i) for i in range(stats.RttWatch.HISTORY + 1)]
+    remb_ours = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(640_000, [1234]))
+
+    async def run() -> None:
+        for i, sr in enumerate(srs):
+            now[0] = float(i)
+            await sender._send_rtcp([sr])
+        now[0] = 20.0
+        await sender._handle_rtcp_packet(_rr(1234, srs[0], dlsr=0.5))  # fell out of the history
+        assert watch.rtt is None
+        await sender._handle_rtcp_packet(_rr(1234, srs[1], dlsr=0.5))
+        assert watch.rtt == pytest.approx(18.5, abs=1e-4)
+        remb.close()  # the other watch of the same handler carries on
+        await sender._handle_rtcp_packet(remb_ours)
+        assert remb.bps is None
+        await sender._handle_rtcp_packet(_rr(1234, srs[1], dlsr=0.5))
+        assert watch.samples == 2
+
+    asyncio.run(run())
     watch.close()
     assert "_handle_rtcp_packet" not in vars(sender)
 

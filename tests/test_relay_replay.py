@@ -54,8 +54,8 @@ def write_scenario(tmp_path: Path, data: dict[str, Any] = SCENARIO) -> Path:
 def test_replay_goes_through_the_relay_and_matches_the_sim_report_shape(
     coturn_binary: str, tshark: str, tmp_path: Path
 ) -> None:
-    # 3 s of stats: aiortc measures rtt only from an RR echoing its latest SR, which over this
-    # 120 ms loop can take a couple of seconds (in 2 s, 1 run in 15 of the simulator's had none).
+    # 3 s of stats: the first RR echoing an SR comes back 1-3 s into the media (SRs and RRs go
+    # out every 0.5-1.5 s), so 2 s could end before any rtt was measured.
     sc = Scenario.from_dict({**SCENARIO, "duration": 3})
     pcap = tmp_path / "replay.pcap"
     result = run_replay(sc, pcap=pcap)
@@ -182,3 +182,20 @@ def test_loss_on_either_link_shows_in_the_reports_packet_loss(coturn: CoturnServ
     # reports both SSRCs under one id; stats.media_inbound reads the media SSRC's own).
     assert d["stats"]["packetLoss"]["average"] < 15.0, d["stats"]["packetLoss"]
     assert d["stats"]["packetLoss"]["max"] < 40.0, [s["packetLoss"] for s in d["samples"]]
+
+
+def test_a_loop_longer_than_the_sender_report_interval_still_measures_rtt(coturn: CoturnServer) -> None:
+    # 300 ms each way: the loop (sender → TURN → receiver and back, the link four times) takes
+    # 1.2 s, longer than aiortc's 0.5-1.5 s between SRs, so an RR rarely echoes the latest SR and
+    # aiortc's own roundTripTime stays None. The driver matches an RR against any recent SR.
+    sc = Scenario.from_dict({
+        "name": "long-loop", "duration": 5, "seed": 3,
+        "media": {"video": {"width": 320, "height": 240, "fps": 15}},
+        "network": {"delay_ms": 300},
+    })
+    report = run_scenario(sc, turn=(coturn.udp_url, coturn.secret))
+    assert report.ok, report.error
+    d = report.to_dict()
+    assert d["stats"]["rtt"] is not None, [s["rtt"] for s in d["samples"]]
+    assert 1150 < d["stats"]["rtt"]["min"] and d["stats"]["rtt"]["max"] < 1400, d["stats"]["rtt"]
+    assert d["networkQuality"]["level"] == 1  # scored on a 600 ms rtt (half the loop), not unknown

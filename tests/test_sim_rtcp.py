@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 import pytest
-from rtcprobe.drivers.sim._media import ReceiverStats
+from rtcprobe.drivers.sim._media import AUDIO, ReceiverStats
 from rtcprobe.drivers.sim._net import EventLoop, Tag, Transaction
 from rtcprobe.drivers.sim._rtcp import (
     DLSR_UNIT,
+    SR_HISTORY,
     Prior,
     ReportBlock,
     next_pli_at,
@@ -18,6 +19,7 @@ from rtcprobe.drivers.sim._rtcp import (
     rtt_sample,
     smoothed_rtt,
 )
+from rtcprobe.drivers.sim._streams import SenderView
 
 
 def test_a_receiver_report_covers_the_loss_since_the_previous_one() -> None:
@@ -42,14 +44,32 @@ def test_a_receiver_report_echoes_the_latest_sender_report_with_its_delay() -> N
     assert got[0].lsr == 0.9 and got[0].dlsr == int(0.25 * DLSR_UNIT)
 
 
-def test_rtt_comes_only_from_a_report_echoing_the_latest_sender_report() -> None:
+def test_rtt_comes_from_a_report_echoing_any_recent_sender_report() -> None:
     block = ReportBlock(0, 0, 0, lsr=2.0, dlsr=int(0.1 * DLSR_UNIT))
-    assert rtt_sample(block, 2.3, latest_sr=2.0) == pytest.approx(0.2, abs=1e-4)
-    assert rtt_sample(block, 2.3, latest_sr=2.5) is None  # an older SR: aiortc ignores it
-    assert rtt_sample(block._replace(dlsr=0), 2.3, latest_sr=2.0) is None
-    assert rtt_sample(block._replace(lsr=None), 2.3, latest_sr=None) is None
+    assert rtt_sample(block, 2.3, [2.0]) == pytest.approx(0.2, abs=1e-4)
+    # An older SR than the latest still measures (libwebrtc's rule; aiortc alone ignores it): a
+    # loop longer than the SR interval is measured at all.
+    assert rtt_sample(block, 2.3, [1.0, 2.0, 2.1]) == pytest.approx(0.2, abs=1e-4)
+    assert rtt_sample(block, 2.3, [1.0, 2.1]) is None  # not one it remembers
+    assert rtt_sample(block._replace(dlsr=0), 2.3, [2.0]) is None
+    assert rtt_sample(block._replace(lsr=None), 2.3, []) is None
     assert smoothed_rtt(None, 0.2) == 0.2
     assert smoothed_rtt(0.2, 0.4) == pytest.approx(0.85 * 0.2 + 0.15 * 0.4)
+
+
+def test_a_sender_remembers_its_last_sender_reports_only() -> None:
+    sender = SenderView()
+    for i in range(SR_HISTORY + 1):
+        sender.sent_sr(float(i))
+    late = ReportBlock(0, 0, 0, lsr=1.0, dlsr=DLSR_UNIT)
+    sender.read_rr(AUDIO, late, 30.0, sender.srs)
+    assert sender.rtt == pytest.approx(30.0 - 1.0 - 1.0)
+    forgotten = ReportBlock(0, 0, 0, lsr=0.0, dlsr=DLSR_UNIT)
+    fresh = SenderView()
+    for i in range(SR_HISTORY + 1):
+        fresh.sent_sr(float(i))
+    fresh.read_rr(AUDIO, forgotten, 30.0, fresh.srs)
+    assert fresh.rtt is None  # the first SR fell out of its history
 
 
 def test_keyframe_requests_are_spaced() -> None:

@@ -208,6 +208,7 @@ class AiortcDriver:
         self._offered: tuple[IceServer, ...] = ()  # as handed out
         self._servers: tuple[IceServer, ...] = ()  # what the peer connections use (turn_transport's)
         self._remb: dict[str, stats.RembWatch] = {}
+        self._rtt: dict[str, stats.RttWatch] = {}
         self._received: dict[str, stats.ReceivedBytes] = {}
         self._dtls_seen: dict[Role, str] = {}
         self._dtls_watched: set[Role] = set()
@@ -481,6 +482,7 @@ class AiortcDriver:
         for track in self._tracks:
             transceiver = sender.addTransceiver(track, direction="sendonly")
             self._remb[track.kind] = stats.RembWatch(transceiver.sender)
+            self._rtt[track.kind] = stats.RttWatch(transceiver.sender)
         self._watch_dtls(sender, Role.PUBLISHER)
         if self._turn_ssl is not None:  # before setLocalDescription gathers (the receiver's: _described)
             try:
@@ -618,6 +620,7 @@ class AiortcDriver:
             publisher_rates=stats.clock_rates(pub), subscriber_rates=stats.clock_rates(sub),
             available_bps={kind: watch.bps for kind, watch in self._remb.items()},
             bytes_received={kind: counter.bytes for kind, counter in self._received.items()},
+            remote_rtt={kind: watch.rtt for kind, watch in self._rtt.items()},
         )
         # Twilio reads both from the receiving peer connection (candidates.py).
         cands, pair = candidates.collect(sub, NAMES[Role.SUBSCRIBER], self._servers)
@@ -636,6 +639,8 @@ class AiortcDriver:
             track.stop()
         for watch in self._remb.values():
             watch.close()
+        for rtt in self._rtt.values():
+            rtt.close()
         for counter in self._received.values():
             counter.close()
         # The report and the peer connections' close (TURN deallocations) both wait on the

@@ -11,7 +11,7 @@ aiortc stat                                       core field                    
 ================================================  ========================================  ======================
 publisher ``outbound-rtp.packetsSent``            ``OutboundStats.packets_sent``            summed per kind
 publisher ``outbound-rtp.bytesSent``              ``OutboundStats.bytes_sent``              summed per kind
-publisher ``remote-inbound-rtp.roundTripTime``    ``OutboundStats.remote_rtt``              seconds already
+publisher ``remote-inbound-rtp.roundTripTime``    ``OutboundStats.remote_rtt``              see below
 publisher ``remote-inbound-rtp.jitter``           ``OutboundStats.remote_jitter``           RTP units ÷ clock rate
 publisher ``remote-inbound-rtp.fractionLost``     ``OutboundStats.remote_fraction_lost``    ÷ 256
 publisher ``remote-inbound-rtp.packetsLost``      ``OutboundStats.remote_packets_lost``     summed per kind
@@ -37,6 +37,10 @@ back, crossing the client's access link four times: about twice the client ↔ T
 report keeps it, as Twilio reported it; ``loopback=True`` makes the core feed the network-quality
 scorer half of it (core/sampling.py).
 
+aiortc's ``roundTripTime`` comes only from an RR echoing the sender's latest SR, so over a loop
+longer than its 0.5-1.5 s SR interval it stays None; :class:`RttWatch` measures it from an RR
+echoing any recent SR (libwebrtc's rule) and is used where it has a figure.
+
 aiortc's ``inbound-rtp`` has no ``bytesReceived`` and its transport counts bytes for all kinds
 together, so :class:`ReceivedBytes` counts RTP payload bytes per receiver — the same measure as the
 sender's ``bytesSent`` (RTCP's octet count), so outgoing and incoming bitrates compare.
@@ -48,11 +52,12 @@ a stream.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, unpack_remb_fci
 from rtcprobe.core.observations import InboundStats, OutboundStats, StatsSample
 
 DEFAULT_CLOCK_RATES: Mapping[str, int] = {"audio": 48000, "video": 90000}
@@ -79,9 +84,11 @@ def _max(values: Iterable[float | None]) -> float | None:
 
 
 def outbound(
-    report: Mapping[str, Any], kind: str, *, clock_rate: int, available_bps: float | None = None
+    report: Mapping[str, Any], kind: str, *, clock_rate: int, available_bps: float | None = None,
+    rtt: float | None = None,
 ) -> OutboundStats | None:
-    """The publisher's view of its ``kind`` stream(s); None when it sends none."""
+    """The publisher's view of its ``kind`` stream(s); None when it sends none. ``rtt``: the
+    sender's round trip as :class:`RttWatch` measured it, preferred to aiortc's when known."""
     sent = _entries(report, "outbound-rtp", kind)
     if not sent:
         return None
@@ -90,7 +97,7 @@ def outbound(
     return OutboundStats(
         packets_sent=sum(int(s.packetsSent) for s in sent),
         bytes_sent=sum(int(s.bytesSent) for s in sent),
-        remote_rtt=_max(r.roundTripTime for r in remote),  # None until an RR echoes an SR
+        remote_rtt=rtt if rtt is not None else _max(r.roundTripTime for r in remote),  # None until an RR echoes an SR
         remote_jitter=_max(None if r.jitter is None else r.jitter / clock_rate for r in remote),
         remote_fraction_lost=_max(None if r.fractionLost is None else r.fractionLost / 256 for r in remote),
         remote_packets_lost=sum(int(x) for x in lost) if lost else None,
@@ -153,13 +160,18 @@ def to_sample(
     subscriber_rates: Mapping[str, int] = DEFAULT_CLOCK_RATES,
     available_bps: Mapping[str, float | None] | None = None,
     bytes_received: Mapping[str, int] | None = None,
+    remote_rtt: Mapping[str, float | None] | None = None,
 ) -> StatsSample:
-    """One sample from the two reports (candidates are added by the caller)."""
+    """One sample from the two reports (candidates are added by the caller); ``remote_rtt``: per
+    kind, :class:`RttWatch`'s round trip (aiortc's ``roundTripTime`` where it has none)."""
     avail = available_bps or {}
     got = bytes_received or {}
+    rtt = remote_rtt or {}
     return StatsSample(
-        audio_out=outbound(publisher, "audio", clock_rate=publisher_rates["audio"], available_bps=avail.get("audio")),
-        video_out=outbound(publisher, "video", clock_rate=publisher_rates["video"], available_bps=avail.get("video")),
+        audio_out=outbound(publisher, "audio", clock_rate=publisher_rates["audio"], available_bps=avail.get("audio"),
+                           rtt=rtt.get("audio")),
+        video_out=outbound(publisher, "video", clock_rate=publisher_rates["video"], available_bps=avail.get("video"),
+                           rtt=rtt.get("video")),
         audio_in=inbound(subscriber, "audio", clock_rate=subscriber_rates["audio"], bytes_received=got.get("audio", 0)),
         video_in=inbound(subscriber, "video", clock_rate=subscriber_rates["video"], bytes_received=got.get("video", 0)),
         candidate_pair_rtt=None,  # aiortc has no candidate-pair stats
@@ -167,24 +179,41 @@ def to_sample(
     )
 
 
+class _Observed:
+    """An async method of one object, with the observers that see each call before it runs."""
+
+    def __init__(self, inner: Callable[..., Awaitable[None]]) -> None:
+        self.inner = inner
+        self.observers: list[Callable[..., None]] = []
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> None:
+        for observe in self.observers:
+            observe(*args, **kwargs)
+        await self.inner(*args, **kwargs)
+
+
 def _wrap(obj: Any, name: str, observe: Callable[..., None]) -> None:
     """Let ``observe`` see every call of ``obj.name`` (an async method) before it runs.
 
     aiortc's DTLS transport calls ``_handle_rtp_packet``/``_handle_rtcp_packet`` on the receiver or
-    sender object it routed the packet to, so an instance attribute sees exactly that object's
-    packets, without touching aiortc's classes or other peers.
+    sender object it routed the packet to, and a sender calls its own ``_send_rtcp``, so an
+    instance attribute sees exactly that object's packets, without touching aiortc's classes or
+    other peers. Several watchers of one method share one wrapper (:func:`_unwrap` removes one).
     """
-    inner: Callable[..., Awaitable[None]] = getattr(obj, name)
-
-    async def wrapper(*args: Any, **kwargs: Any) -> None:
-        observe(*args, **kwargs)
-        await inner(*args, **kwargs)
-
-    setattr(obj, name, wrapper)
+    wrapper = vars(obj).get(name)
+    if not isinstance(wrapper, _Observed):
+        wrapper = _Observed(getattr(obj, name))
+        setattr(obj, name, wrapper)
+    wrapper.observers.append(observe)
 
 
-def _unwrap(obj: Any, name: str) -> None:
-    obj.__dict__.pop(name, None)  # the class's method shows through again
+def _unwrap(obj: Any, name: str, observe: Callable[..., None]) -> None:
+    wrapper = vars(obj).get(name)
+    if isinstance(wrapper, _Observed):
+        if observe in wrapper.observers:
+            wrapper.observers.remove(observe)
+        if not wrapper.observers:
+            del vars(obj)[name]  # the class's method shows through again
 
 
 class ReceivedBytes:
@@ -199,7 +228,7 @@ class ReceivedBytes:
         self.bytes += len(packet.payload)
 
     def close(self) -> None:
-        _unwrap(self._receiver, "_handle_rtp_packet")
+        _unwrap(self._receiver, "_handle_rtp_packet", self._count)
 
 
 class RembWatch:
@@ -223,4 +252,57 @@ class RembWatch:
                 self.bps = float(bitrate)
 
     def close(self) -> None:
-        _unwrap(self._sender, "_handle_rtcp_packet")
+        _unwrap(self._sender, "_handle_rtcp_packet", self._see)
+
+
+class RttWatch:
+    """The round trip of one ``RTCRtpSender``'s stream, from every receiver report that echoes one
+    of its last :attr:`HISTORY` sender reports — libwebrtc's rule (RFC 3550 §6.4.1: rtt = arrival
+    − send time of the SR named by LSR − DLSR).
+
+    aiortc measures rtt only from an RR echoing its latest SR; SRs go out every 0.5-1.5 s, so over
+    a loop longer than that (publisher → TURN → subscriber and back on a satellite link, 1.2 s)
+    almost no RR qualifies and ``roundTripTime`` stays None or stale. Every RR aiortc uses is one
+    this watch uses too, with the same clock and smoothing (aiortc's 0.85 EWMA), so :attr:`rtt`
+    is aiortc's figure with the samples it missed added.
+
+    Private aiortc 1.16 state: a sender's ``_ssrc``; it sends each SR through its own
+    ``_send_rtcp(packets)`` (right after noting the send time, as this watch does) with the NTP
+    timestamp its RR echoes as LSR (middle 32 bits), and gets RTCP through ``_handle_rtcp_packet``.
+    """
+
+    HISTORY = 16  # SRs remembered (~16 s of them)
+    ALPHA = 0.85  # aiortc's rtcrtpsender.RTT_ALPHA
+
+    def __init__(self, sender: Any, clock: Callable[[], float] = time.time) -> None:
+        self.rtt: float | None = None  # smoothed, seconds
+        self.samples = 0
+        self._sender = sender
+        self._clock = clock
+        self._sent: dict[int, float] = {}  # compact NTP -> local send time, oldest first
+        _wrap(sender, "_send_rtcp", self._sending)
+        _wrap(sender, "_handle_rtcp_packet", self._see)
+
+    def _sending(self, packets: Iterable[Any], *args: Any, **kwargs: Any) -> None:
+        for packet in packets:
+            if isinstance(packet, RtcpSrPacket) and packet.ssrc == self._sender._ssrc:
+                key = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
+                self._sent.pop(key, None)  # (an SR with no RTP since the previous repeats its NTP)
+                self._sent[key] = self._clock()
+                if len(self._sent) > self.HISTORY:
+                    del self._sent[next(iter(self._sent))]
+
+    def _see(self, packet: Any, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            return
+        for report in packet.reports:
+            sent = self._sent.get(report.lsr)
+            if report.ssrc != self._sender._ssrc or sent is None or not report.dlsr:
+                continue
+            sample = self._clock() - sent - report.dlsr / 65536
+            self.rtt = sample if self.rtt is None else self.ALPHA * self.rtt + (1 - self.ALPHA) * sample
+            self.samples += 1
+
+    def close(self) -> None:
+        _unwrap(self._sender, "_send_rtcp", self._sending)
+        _unwrap(self._sender, "_handle_rtcp_packet", self._see)

@@ -245,7 +245,7 @@ class Pipeline:
     def _pub_rr(self, kind: int, block: ReportBlock) -> None:
         self.peers[Role.PUBLISHER].heard(self.now)
         sender = self.streams.senders[kind]
-        sender.read_rr(kind, block, self.now, sender.sr_sent_at)
+        sender.read_rr(kind, block, self.now, sender.srs)
 
     def _pub_remb(self, bps: float) -> None:
         self.sync(1)
@@ -272,7 +272,8 @@ class Pipeline:
     def _pub_sr(self, kind: int) -> None:
         """The publisher's sender report, to the subscriber."""
         sender = self.streams.senders[kind]
-        sender.sr_sent_at = sr_id = self.now
+        sr_id = self.now
+        sender.sent_sr(sr_id)
         self._relay(Role.PUBLISHER, RTCP_SR, Tag.SUB_GOT_SR, kind, sr_id)
 
     def _sub_sr(self, kind: int, sr_id: float) -> None:

@@ -7,15 +7,19 @@ the same moment. Either way one function decides, so the two modes cannot drift 
 * The publisher sends an SR per stream and the subscriber an RR per stream at 0.5-1.5 s random
   intervals, each through TURN to the other peer.
 * An RR carries the fraction lost since the previous RR, cumulative lost and RFC 3550 jitter; the
-  publisher measures rtt from an RR echoing its latest SR (aiortc's 0.85 EWMA), so rtt is unknown
-  until such an RR arrived. SR and RR each cross the access link twice (up to TURN, down to the
-  other peer): the rtt is the loop's, about twice the client↔TURN round trip.
+  publisher measures rtt from an RR echoing any of its last :data:`SR_HISTORY` SRs (as libwebrtc
+  does; the driver's aiortc client adds the same rule, drivers/aiortc/stats.py ``RttWatch``),
+  smoothed with aiortc's 0.85 EWMA, so rtt is unknown until such an RR arrived. (aiortc alone
+  matches only its latest SR: over a loop longer than the 0.5-1.5 s SR interval it measures
+  almost nothing.) SR and RR each cross the access link twice (up to TURN, down to the other
+  peer): the rtt is the loop's, about twice the client↔TURN round trip.
 * The subscriber asks for a keyframe (PLI) at most every 500 ms while it has video it cannot
   decode, the first one 500 ms after its DTLS came up at the soonest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -26,6 +30,7 @@ RTCP_MIN: Final = 0.5  # aiortc: sleep(0.5 + random()) between reports
 RTCP_SPAN: Final = 1.0
 RTT_ALPHA: Final = 0.85  # aiortc rtcrtpsender.RTT_ALPHA
 DLSR_UNIT: Final = 65536  # RTCP DLSR is in 1/65536 s
+SR_HISTORY: Final = 16  # SRs a sender remembers to match RRs against (~16 s of them)
 PLI_INTERVAL: Final = 0.5  # the subscriber's keyframe requests: at most one per 500 ms
 
 
@@ -72,10 +77,11 @@ def receiver_report(stats: Snapshot, prior: Prior, last_sr: tuple[float, float] 
     return block, Prior(expected, stats.received)
 
 
-def rtt_sample(block: ReportBlock, arrival: float, latest_sr: float | None) -> float | None:
-    """The round trip an RR arriving at ``arrival`` measures, or None when it does not echo the
-    publisher's latest SR (sent at ``latest_sr``) or came with no delay since it."""
-    if block.lsr is None or block.lsr != latest_sr or not block.dlsr:
+def rtt_sample(block: ReportBlock, arrival: float, recent_srs: Sequence[float]) -> float | None:
+    """The round trip an RR arriving at ``arrival`` measures, or None when it echoes none of the
+    publisher's recent SRs (``recent_srs``: the send times of its last :data:`SR_HISTORY` SRs
+    before ``arrival``) or came with no delay since it."""
+    if block.lsr is None or not block.dlsr or block.lsr not in recent_srs:
         return None
     return arrival - block.lsr - block.dlsr / DLSR_UNIT
 

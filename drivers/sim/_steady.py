@@ -51,7 +51,7 @@ from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 from ._handshakes import Handshakes, Peer
 from ._media import AUDIO, F64, I64, REMB_INTERVAL, VIDEO, AudioSource, Packets, VideoSource, join
 from ._net import DOWN, UP, EventLoop, Path, Pending, Tag
-from ._rtcp import RTCP_MIN, RTCP_SPAN, ReportBlock, next_pli_at
+from ._rtcp import RTCP_MIN, RTCP_SPAN, SR_HISTORY, ReportBlock, next_pli_at
 from ._streams import Queue, Streams, inbound
 from ._timeline import SendLog, Timeline
 from ._wire import CONSENT_TIMEOUT, RTCP_PLI, RTCP_REMB, RTCP_RR, RTCP_SR, STUN_CHECK, STUN_RESPONSE
@@ -170,7 +170,7 @@ class SteadyState:
         self._video = VIDEO in kinds
         self.sub_tl = {k: Timeline(streams.sub_stats[k], streams.sub_est if k == VIDEO else None,
                                    own_timestamps=k == AUDIO) for k in kinds}
-        self.sr_times = {k: [] if s.sr_sent_at is None else [s.sr_sent_at] for k, s in streams.senders.items()}
+        self.sr_times = {k: list(s.srs) for k, s in streams.senders.items()}
         self.rtcp_next: dict[tuple[Tag, int], float] = {}
         self.sub_remb_next = math.inf
         self.next_tick = math.inf
@@ -223,8 +223,8 @@ class SteadyState:
             if isinstance(msg, _Rr):
                 if msg.block is not None:
                     sent = self.sr_times[msg.kind]
-                    i = bisect.bisect_right(sent, a) - 1
-                    senders[msg.kind].read_rr(msg.kind, msg.block, a, sent[i] if i >= 0 else None)
+                    i = bisect.bisect_right(sent, a)  # the SRs sent by then, the last SR_HISTORY of them
+                    senders[msg.kind].read_rr(msg.kind, msg.block, a, sent[max(0, i - SR_HISTORY):i])
             elif msg is not None and msg.bps is not None:
                 senders[VIDEO].remb = msg.bps
 

@@ -5,13 +5,14 @@ steady state takes over at the switch, and the RTCP rules (:mod:`._rtcp`) applie
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 from rtcprobe.core.observations import InboundStats, OutboundStats
 
 from ._media import CLOCK_RATE, F64, VIDEO, Packets, PlayoutStart, ReceiverStats, RembEstimator, Snapshot, join
-from ._rtcp import Prior, ReportBlock, receiver_report, rtt_sample, smoothed_rtt
+from ._rtcp import SR_HISTORY, Prior, ReportBlock, receiver_report, rtt_sample, smoothed_rtt
 
 
 class SenderView:
@@ -20,16 +21,22 @@ class SenderView:
     def __init__(self) -> None:
         self.packets = 0
         self.bytes = 0
-        self.sr_sent_at: float | None = None  # the latest SR (event-driven mode)
+        self.srs: list[float] = []  # its last SR_HISTORY SRs' send times (event-driven mode)
         self.rtt: float | None = None
         self.jitter: float | None = None
         self.fraction_lost: float | None = None
         self.lost: int | None = None
         self.remb: float | None = None
 
-    def read_rr(self, kind: int, block: ReportBlock, arrival: float, latest_sr: float | None) -> None:
-        """An RR about this sender's stream arrived; ``latest_sr``: when it sent its latest SR."""
-        rtt = rtt_sample(block, arrival, latest_sr)
+    def sent_sr(self, sr_id: float) -> None:
+        """It sent an SR (event-driven mode)."""
+        self.srs.append(sr_id)
+        if len(self.srs) > SR_HISTORY:
+            del self.srs[0]
+
+    def read_rr(self, kind: int, block: ReportBlock, arrival: float, recent_srs: Sequence[float]) -> None:
+        """An RR about this sender's stream arrived; ``recent_srs``: its last SRs by then."""
+        rtt = rtt_sample(block, arrival, recent_srs)
         if rtt is not None:
             self.rtt = smoothed_rtt(self.rtt, rtt)
         self.fraction_lost = block.fraction_lost / 256
