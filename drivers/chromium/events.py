@@ -3,15 +3,20 @@
 The inverse of :func:`rtcprobe.core.codec.encode_event` for the five events
 (docs/signaling.md#core-mode-browsers): what the page receives on its WebSocket is decoded here so
 the rest of rtcprobe (the progress reporter, the CLI's summary, the replay) sees the same events
-an in-process core emits. A report is :meth:`PreflightReport.from_dict` of exactly the object the
-server sent, so its canonical JSON is the one the server's core built.
+an in-process core emits. A report is a :class:`WireReport`: the decoded report, which gives back
+the very object the server sent as its ``to_dict()``, so its JSON is the one the server's core
+built, byte for byte (:meth:`PreflightReport.from_dict` alone is not a lossless inverse: a
+timer's ``duration`` is recomputed from the rounded ``start`` and ``end``, and may differ in its
+last digit).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, cast
 
+import attrs
 from rtcprobe.core.errors import PreflightErrorInfo
 from rtcprobe.core.observations import (
     PROGRESS_NAMES,
@@ -46,11 +51,24 @@ def _obj(d: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
-def report_of(value: Mapping[str, Any]) -> PreflightReport:
+@attrs.frozen(eq=True, hash=False)
+class WireReport(PreflightReport):
+    """A report decoded from the JSON object a server sent: its fields are the decoded ones, its
+    :meth:`to_dict` (and so ``to_json``) that object itself, so whatever prints or stores it
+    prints what the server's core built."""
+
+    wire: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(dict(self.wire))
+
+
+def report_of(value: Mapping[str, Any]) -> WireReport:
     """A report object (``PreflightReport.to_dict()``'s shape) as the core's report."""
     try:
-        return PreflightReport.from_dict(value)
-    except (KeyError, TypeError, ValueError) as exc:
+        decoded = PreflightReport.from_dict(value)
+        return WireReport(**attrs.asdict(decoded, recurse=False), wire=copy.deepcopy(dict(value)))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise EventError(f"the report does not decode: {type(exc).__name__}: {exc}") from None
 
 
@@ -84,4 +102,4 @@ def decode_event(value: Any) -> Event:
     raise EventError(f"unknown event kind {kind!r}")
 
 
-__all__ = ["EventError", "decode_event", "error_of", "report_of"]
+__all__ = ["EventError", "WireReport", "decode_event", "error_of", "report_of"]
