@@ -48,6 +48,19 @@ PROGRESS = ["mediaAcquired", "connected", "iceConnected", "dtlsConnected", "peer
             "mediaSubscribed", "mediaStarted"]
 
 
+def in_step_order(names: list[str], *, complete: bool = False) -> bool:
+    """``names`` are the first progress steps in Twilio's order, except that Chromium may fire
+    ``connectionstatechange`` before the DTLS transport's ``statechange``: those two are reported
+    in the order the browser saw them. ``complete``: all seven."""
+    pair = {"dtlsConnected", "peerConnectionConnected"}
+    expected = PROGRESS[: len(names)]
+    return (
+        (not complete or len(names) == len(PROGRESS))
+        and sorted(names, key=PROGRESS.index) == expected
+        and [n for n in names if n not in pair] == [n for n in expected if n not in pair]
+    )
+
+
 def _missing(why: str) -> None:
     if running_in_ci():
         pytest.fail(f"{why} (CI is set, so browser tests must run)", pytrace=False)

@@ -75,7 +75,6 @@ export function outbound(publisher, kind, availableBps = null) {
   if (!sent.length) return null;
   const remote = entries(publisher, 'remote-inbound-rtp', kind);
   const lost = remote.filter((r) => isNumber(r.packetsLost));
-  const received = remote.filter((r) => isNumber(r.packetsReceived));
   return {
     packetsSent: sum(sent, 'packetsSent'),
     bytesSent: sum(sent, 'bytesSent'),
@@ -83,8 +82,6 @@ export function outbound(publisher, kind, availableBps = null) {
     remoteJitter: worst(remote.map((r) => r.jitter)),
     remoteFractionLost: worst(remote.map((r) => r.fractionLost), 1),
     remotePacketsLost: lost.length ? sum(lost, 'packetsLost') : null,
-    // Both counts must come from the same reports, or Δlost/Δ(lost+received) mixes windows.
-    remotePacketsReceived: received.length && received.length === lost.length ? sum(received, 'packetsReceived') : null,
     availableBps: gauge(availableBps),
   };
 }
