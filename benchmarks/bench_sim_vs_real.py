@@ -1,17 +1,23 @@
 """The same scenarios through the simulator and through real aiortc traffic, side by side.
 
-    python benchmarks/bench_sim_vs_real.py [--duration 5] [--scenario NAME ...] [--seed N]
+    python benchmarks/bench_sim_vs_real.py [--duration 5] [--scenario NAME ...] [--seed N] [--markdown]
 
-For each scenario: ``--driver sim`` (virtual clock) and ``--driver aiortc`` (real peers through
-the impairment relay and coturn on 127.0.0.1, ``rtcprobe.replay``), with the
-stats step shortened to ``--duration`` seconds (scenarios with phases or outages keep their own
-duration, or their events would fall outside the run). One table row per (scenario, driver):
-outcome, the report's averages (rtt ms, jitter ms, packet loss %), the final network quality
-level, the average outgoing bitrate, when media started, and what crossed each link: packets
-delivered / dropped per direction (the simulator's link counters; for the real run the relay's,
-tear-down traffic after the test's end excluded). The "real/sim" rows divide the two.
+For each scenario (default: every built-in one): ``--driver sim`` (virtual clock) and
+``--driver aiortc`` (``rtcprobe.replay``: the client's two peer connections, both relay-only,
+through the impairment relay and coturn on 127.0.0.1 — the preflight's loop, sender → TURN →
+receiver, crossing the emulated uplink and downlink as in the simulator), with the stats step
+shortened to ``--duration`` seconds (scenarios with phases or outages keep their own duration, or
+their events would fall outside the run). One table row per (scenario, driver): outcome, the
+report's averages (rtt ms — the loop's, about twice the path's round trip —, jitter ms, packet
+loss %), the final network quality level, the average outgoing bitrate, when media started, and
+what crossed each link: packets delivered / dropped per direction, "q N" saying how many of the
+drops were a full queue's (the simulator's link counters; for the real run the relay's, tear-down
+traffic after the test's end excluded). The "real - sim"
+row gives the differences the tolerances are about — loss in points (±2), rtt in % (±25 %), level
+(±1) — and marks with ``!`` each one outside them (or where only one side has a value).
 
-Needs coturn (apt-get install coturn). Takes roughly the sum of the durations plus ~2 s a run.
+Needs coturn (apt-get install coturn). Takes roughly the sum of the durations plus ~3 s a run
+(a failing scenario runs until its step timeout: duration + 10 s).
 """
 
 from __future__ import annotations
@@ -24,15 +30,15 @@ from typing import Any
 
 import attrs
 from rtcprobe.drivers.sim import run_simulation
+from rtcprobe.netem.models import LinkCounters
 from rtcprobe.netem.scenario import Scenario
-from rtcprobe.scenarios import load
+from rtcprobe.scenarios import builtin_names, load
 
 from rtcprobe.replay import run_replay
 
-DEFAULT_SCENARIOS = (
-    "clean-broadband", "lossy-wifi", "bursty-loss", "nepal-india", "congested-uplink", "satellite",
-    "audio-only-poor", "short-outage",
-)
+LOSS_POINTS = 2.0  # tolerances (issue 5)
+RTT_RATIO = 0.25
+LEVEL_STEPS = 1
 
 
 def shortened(sc: Scenario, duration: float) -> Scenario:
@@ -62,6 +68,11 @@ def row(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def counts(c: LinkCounters) -> str:
+    """delivered/dropped, with how many of the drops were the queue's (a full bottleneck)."""
+    return f"{c.delivered}/{c.dropped}" + (f" (q {c.dropped_queue})" if c.dropped_queue else "")
+
+
 def fmt(value: Any, spec: str = ".1f") -> str:
     if value is None:
         return "-"
@@ -70,24 +81,52 @@ def fmt(value: Any, spec: str = ".1f") -> str:
     return str(value)
 
 
-def ratio(a: Any, b: Any) -> str:
-    if not isinstance(a, int | float) or not isinstance(b, int | float) or b == 0:
-        return "-"
-    return f"{a / b:.2f}x"
+def differences(sim: dict[str, Any], real: dict[str, Any]) -> dict[str, str]:
+    """real - sim for loss (points), rtt (%), level, jitter (ms); '!' where outside the tolerances."""
+
+    def both(key: str) -> tuple[float, float] | None:
+        a, b = sim[key], real[key]
+        return None if a is None or b is None else (float(a), float(b))
+
+    def one_sided(key: str) -> str:
+        return "-" if sim[key] is None and real[key] is None else "!only one"
+
+    out = {}
+    loss = both("loss")
+    out["loss"] = one_sided("loss") if loss is None else \
+        f"{loss[1] - loss[0]:+.2f}{' !' if abs(loss[1] - loss[0]) > LOSS_POINTS else ''}"
+    rtt = both("rtt")
+    out["rtt"] = one_sided("rtt") if rtt is None or rtt[0] == 0 else \
+        f"{100 * (rtt[1] / rtt[0] - 1):+.0f}%{' !' if abs(rtt[1] / rtt[0] - 1) > RTT_RATIO else ''}"
+    level = both("level")
+    out["level"] = one_sided("level") if level is None else \
+        f"{int(level[1] - level[0]):+d}{' !' if abs(level[1] - level[0]) > LEVEL_STEPS else ''}"
+    jitter = both("jitter")
+    out["jitter"] = "-" if jitter is None else f"{jitter[1] - jitter[0]:+.1f}"
+    out["outcome"] = "" if sim["outcome"] == real["outcome"] else "!"
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="stats step length in seconds (default 5)")
-    parser.add_argument("--scenario", action="append", help="a scenario name or path (repeatable)")
+    parser.add_argument("--scenario", action="append", help="a scenario name or path (repeatable; default: all)")
     parser.add_argument("--seed", type=int, help="override every scenario's seed")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args()
 
-    header = (f"{'scenario':18s} {'driver':7s} {'outcome':7s} {'rtt ms':>8s} {'jitter ms':>9s} {'loss %':>7s} "
-              f"{'level':>5s} {'out kbps':>8s} {'media ms':>8s}  link up deliv/drop, down deliv/drop")
-    print(header)
-    print("-" * len(header))
-    for name in args.scenario or DEFAULT_SCENARIOS:
+    md = args.markdown
+    cols = ("scenario", "driver", "outcome", "rtt ms", "jitter ms", "loss %", "level", "out kbps", "media ms",
+            "up deliv/drop", "down deliv/drop")
+    if md:
+        print("| " + " | ".join(cols) + " |")
+        print("|" + "---|" * len(cols))
+    else:
+        header = (f"{'scenario':23s} {'driver':8s} {'outcome':7s} {'rtt ms':>8s} {'jitter ms':>9s} {'loss %':>7s} "
+                  f"{'level':>5s} {'out kbps':>8s} {'media ms':>8s}  link up deliv/drop, down deliv/drop")
+        print(header)
+        print("-" * len(header))
+    for name in args.scenario or builtin_names():
         sc = shortened(load(name), args.duration)
         seed = sc.seed if args.seed is None else args.seed
         sim_result = run_simulation(sc, seed=seed)
@@ -98,15 +137,24 @@ def main() -> int:
         real = row(real_result.report.to_dict())
         su, sd = sim_result.uplink, sim_result.downlink
         ru, rd = real_result.uplink.link, real_result.downlink.link
-        sim_links = f"{su.delivered}/{su.dropped}, {sd.delivered}/{sd.dropped}"
-        real_links = f"{ru.delivered}/{ru.dropped}, {rd.delivered}/{rd.dropped}  ({wall:.1f} s wall)"
-        for driver, r, extra in (("sim", sim, sim_links), ("aiortc", real, real_links)):
-            print(f"{sc.name:18s} {driver:7s} {r['outcome']:7s} {fmt(r['rtt']):>8s} {fmt(r['jitter']):>9s} "
-                  f"{fmt(r['loss'], '.2f'):>7s} {fmt(r['level']):>5s} {fmt(r['out_kbps'], '.0f'):>8s} "
-                  f"{fmt(r['started'], '.0f'):>8s}  {extra}")
-        print(f"{'':18s} {'real/sim':7s} {'':7s} {ratio(real['rtt'], sim['rtt']):>8s} "
-              f"{ratio(real['jitter'], sim['jitter']):>9s} {ratio(real['loss'], sim['loss']):>7s} "
-              f"{'':>5s} {ratio(real['out_kbps'], sim['out_kbps']):>8s} {ratio(real['started'], sim['started']):>8s}")
+        links = {"sim": (counts(su), counts(sd)), "aiortc": (counts(ru), counts(rd))}
+        diff = differences(sim, real)
+        for driver, r in (("sim", sim), ("aiortc", real)):
+            up, down = links[driver]
+            cells = [sc.name, driver, r["outcome"], fmt(r["rtt"]), fmt(r["jitter"]), fmt(r["loss"], ".2f"),
+                     fmt(r["level"]), fmt(r["out_kbps"], ".0f"), fmt(r["started"], ".0f"), up, down]
+            if md:
+                print("| " + " | ".join(cells) + " |")
+            else:
+                print(f"{cells[0]:23s} {cells[1]:8s} {cells[2]:7s} {cells[3]:>8s} {cells[4]:>9s} {cells[5]:>7s} "
+                      f"{cells[6]:>5s} {cells[7]:>8s} {cells[8]:>8s}  {up}, {down}"
+                      + (f"  ({wall:.1f} s wall)" if driver == "aiortc" else ""))
+        cells = ["", "real - sim", diff["outcome"], diff["rtt"], diff["jitter"], diff["loss"], diff["level"], "",
+                 "", "", ""]
+        if md:
+            print("| " + " | ".join(cells) + " |")
+        else:
+            print(f"{'':23s} {cells[1]:10s}{cells[2]:5s} {cells[3]:>8s} {cells[4]:>9s} {cells[5]:>7s} {cells[6]:>5s}")
         sys.stdout.flush()
     return 0
 

@@ -4,24 +4,47 @@ connections relay-only too; :mod:`rtcprobe.drivers.chromium`).
 
 Theory of operation
 -------------------
-The pieces, all on 127.0.0.1::
+The preflight's own topology (Twilio Video's ``runPreflight``, as the aiortc driver runs it): the
+client's sender and receiver peer connections connect to each other through the TURN server, and
+the impairment relay sits between the client and the TURN server. All on 127.0.0.1::
 
-    aiortc client ──UDP──▶ impairment relay ──UDP──▶ coturn ──UDP──▶ aiortc server peers
-       (publisher and       (the scenario's           (TURN)          (embedded signaling
-        subscriber,          uplink / downlink)                        server, host-only)
-        relay-only)
+    client                         impairment relay                 coturn (TURN)
+    sender   (relay-only) ──UDP──▶  uplink   (client → TURN) ──UDP──▶ allocation A ──┐
+                                                                                     │ relayed
+    receiver (relay-only) ◀──UDP──  downlink (TURN → client) ◀──UDP── allocation B ◀─┘ inside coturn
 
+    (and back: receiver → uplink → B → A → downlink → sender)
+
+* Each peer connection's TURN traffic reaches the relay from its own socket, so the relay sees two
+  clients and opens one upstream socket each; it maps directions by who sent a datagram, not by
+  which peer connection: client → coturn is the **uplink**, coturn → client the **downlink**, for
+  both. So every packet between the two peer connections crosses both emulated links, as in the
+  simulator: media sender → TURN on the uplink and TURN → receiver on the downlink; RTCP (the
+  receiver's reports and REMB) receiver → TURN on the uplink and TURN → sender on the downlink;
+  ICE checks, consent and DTLS the same, each way. The hop between the two allocations is inside
+  coturn (loopback, never impaired): the TURN server's side of the path. The rtt the report
+  shows is therefore the loop's, about twice the emulated link's round trip (``stats.rtt``; the
+  network-quality scorer is fed half, see core/sampling.py).
+* Both peer connections are relay-only here (``subscriber_relay_only``): the preflight's receiver
+  is unrestricted, but a host candidate of it would carry the media, and coturn sends to a host
+  address from the relayed one straight over loopback, bypassing the downlink. The simulator
+  models the preflight's receiver (host candidate paired with the sender's relayed one). What that
+  leaves different: the report's selected pair (relay ↔ relay here), 4 bytes of ChannelData per
+  packet on the downlink, and the time to connect — the aiortc driver holds the sender's relayed
+  candidates back from the receiver until the sender's check opened the TURN permission
+  (drivers/aiortc/holdback.py), which the receiver's own allocation cannot use (it holds no
+  permission for the sender's relayed address), so ICE waits for the release timeout (1 s) and a
+  STUN retransmission (benchmarks/README.md).
 * coturn is started on free ports (:class:`~rtcprobe.server.coturn.CoturnServer`) unless
   ``turn`` names one already running.
 * The impairment relay (:mod:`rtcprobe.netem.relay`, trio) runs in a process of its own (see
   :class:`_RelayProcess` for why not a thread), its upstream being coturn's UDP port; its clock
   is restarted when the preflight starts, so the scenario's phases and outage windows count
-  from the same moment as in the simulator. It writes the ``pcap`` capture, if asked.
+  from the same moment as in the simulator, and its links draw from the simulator's random
+  streams for the seed (:func:`~rtcprobe.drivers.sim.link_seed`): the n-th packet on a link meets
+  the same loss and jitter draws in both. It writes the ``pcap`` capture, if asked.
 * The embedded signaling server hands out TURN credentials for the **relay's** address, so every
   TURN packet of the client (allocations, ICE checks, DTLS, RTP, RTCP) crosses the emulated link.
-  Both client peer connections are relay-only here (``subscriber_relay_only``): the simulator
-  puts the subscriber's traffic on the downlink too, and with a host candidate it would bypass
-  the relay over loopback.
 * Once the preflight has its result the relay is bypassed, so tear-down traffic is not impaired
   (a TURN deallocation lost in an outage would otherwise hold the close until the driver gives
   it up).
@@ -33,15 +56,9 @@ This module starts servers (coturn, the relay, the embedded signaling server), w
 sits in the top layer and not in the driver (docs/architecture.md#layers).
 
 What the replay cannot emulate: signaling (a WebSocket over TCP to the embedded server) does not
-cross the relay, so scenarios about an unreachable signaling server or slow signaling only
-affect the TURN/media part; TURN over TCP is not relayed; coturn ↔ server traffic is loopback.
-And where it differs by design: aiortc's server decodes what it receives and re-encodes it for
-the subscriber, while the simulator forwards RTP as an SFU does. The subscriber's inbound loss
-therefore covers only the downlink; the uplink's comes from the server's receiver reports to the
-publisher, and the report's ``packetLoss`` combines the two hops (``inbound_includes_uplink`` in
-:mod:`~rtcprobe.drivers.aiortc.stats`). What the re-encoding changes still shows — e.g. the
-video the subscriber gets is the server's encoder's, at its own bitrate
-(``benchmarks/bench_sim_vs_real.py`` puts the two side by side).
+cross the relay, so scenarios about an unreachable signaling server or slow signaling only affect
+the TURN/media part (and ``connected`` comes after a few loopback milliseconds); TURN over TCP or
+TLS is not relayed (the relay forwards UDP datagrams; a TCP stream would need re-framing).
 """
 
 from __future__ import annotations
@@ -63,6 +80,7 @@ from rtcprobe.core.errors import ConfigError, PreflightError
 from rtcprobe.core.observations import Event
 from rtcprobe.core.report import PreflightReport, RunInfo
 from rtcprobe.drivers.aiortc.turn_client import parse_turn_url
+from rtcprobe.drivers.sim import link_seed
 from rtcprobe.netem.relay import DirectionCounters
 from rtcprobe.netem.scenario import Scenario
 
@@ -105,7 +123,10 @@ class _RelayProcess:
     """
 
     def __init__(self, scenario: Scenario, upstream: tuple[str, int], seed: int, pcap: str | None) -> None:
-        self._args = (scenario, upstream, seed, (RELAY_HOST, 0), pcap)
+        # The simulator's link streams for this seed: the relay draws the same losses and jitter,
+        # packet for packet, so a replay and a simulation of one scenario and seed differ by what
+        # the drivers do, not by the luck of two draws.
+        self._args = (scenario, upstream, link_seed(seed), (RELAY_HOST, 0), pcap)
         self._proc: subprocess.Popen[bytes] | None = None
         self.result: tuple[DirectionCounters, DirectionCounters, str, int | None] | None = None
 

@@ -1,4 +1,5 @@
-"""A scenario replayed over real aiortc traffic: client → impairment relay → coturn → server.
+"""A scenario replayed over real aiortc traffic: the client's sender and receiver, both relay-only,
+through the impairment relay and coturn (sender → relay → coturn → relay → receiver).
 
 ``rtcprobe run SCENARIO --driver aiortc`` (rtcprobe/replay.py). Short runs (1–2 s of
 stats) with small video keep these under ~10 s each.
@@ -76,15 +77,32 @@ def test_replay_goes_through_the_relay_and_matches_the_sim_report_shape(
         # (Tear-down traffic after the test's end is let through untouched: "bypassed".)
         assert counters.forwarded > 100 and counters.delayed == counters.forwarded - counters.bypassed
         assert counters.link.mean_added_delay == pytest.approx(DELAY_MS / 1000)
-    # The round trip cannot be shorter than the link's delay both ways.
-    assert d["stats"]["rtt"] is not None and d["stats"]["rtt"]["min"] >= 2 * DELAY_MS - 1
+    # Two relay clients: each peer connection's TURN allocation, from its own socket.
+    assert "clients  2 seen" in result.relay_summary
+    # The report's rtt is the loop's: sender → TURN → receiver and back crosses the link four times.
+    assert d["stats"]["rtt"] is not None and d["stats"]["rtt"]["min"] >= 4 * DELAY_MS - 1
     # The capture holds what the relay forwarded: TURN's STUN messages and the RTP inside ChannelData.
     assert result.pcap_packets == result.uplink.forwarded + result.downlink.forwarded
-    out = subprocess.run([tshark, "-r", str(pcap), "-o", "rtp.heuristic_rtp:TRUE", "-T", "fields",
-                          "-e", "frame.protocols"], capture_output=True, text=True, check=True, timeout=60).stdout
-    seen = collections.Counter(p for line in out.splitlines() for p in set(line.split(":")))
+    out = subprocess.run([tshark, "-r", str(pcap), "-o", "rtp.heuristic_rtp:TRUE", "-o", "rtcp.heuristic_rtcp:TRUE",
+                          "-T", "fields", "-e", "udp.srcport", "-e", "udp.dstport", "-e", "frame.protocols"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    seen = collections.Counter(p for _, _, protocols in rows for p in set(protocols.split(":")))
     assert seen["stun"] == result.pcap_packets  # TURN framing on every packet (messages or ChannelData)
-    assert seen["rtp"] > 100
+    # Directions: the capture shows the real ends, so coturn's port is in every datagram; the
+    # relay's uplink carries client → coturn, its downlink coturn → client, whichever peer.
+    (turn_port, _), = collections.Counter(p for src, dst, _ in rows for p in {src, dst}).most_common(1)
+    assert all(turn_port in (src, dst) for src, dst, _ in rows)
+    rtp_up = collections.Counter(src for src, dst, p in rows if dst == turn_port and p.endswith(":rtp"))
+    rtp_down = collections.Counter(dst for src, dst, p in rows if src == turn_port and p.endswith(":rtp"))
+    # The media goes up from one peer connection (the sender) and comes down to the other (the
+    # receiver): every RTP packet crosses both links.
+    [(sender, up)], [(receiver, down)] = rtp_up.items(), rtp_down.items()
+    assert sender != receiver and up > 100 and abs(up - down) <= 0.05 * up
+    # RTCP both ways, each report crossing both links: the sender's SRs up and down to the
+    # receiver, the receiver's RRs/REMBs up and down to the sender.
+    rtcp = {(src, dst) for src, dst, p in rows if p.endswith(":rtcp")}
+    assert rtcp == {(sender, turn_port), (turn_port, receiver), (receiver, turn_port), (turn_port, sender)}
 
 
 def test_cli_run_with_the_aiortc_driver(coturn_binary: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -139,20 +157,22 @@ def test_cli_run_aiortc_without_coturn_exits_2(monkeypatch: pytest.MonkeyPatch, 
     assert INSTALL_HINT in err and "Traceback" not in err
 
 
-def test_uplink_only_loss_shows_in_the_reports_packet_loss(coturn: CoturnServer) -> None:
-    # The aiortc server decodes and re-encodes, so the subscriber never sees a sequence gap for a
-    # packet lost on the uplink: only the publisher's receiver reports carry it. Before the report
-    # folded those in, this run's packetLoss was ~0 %.
+@pytest.mark.parametrize("direction", ["uplink", "downlink"])
+def test_loss_on_either_link_shows_in_the_reports_packet_loss(coturn: CoturnServer, direction: str) -> None:
+    # The media crosses both links (sender → TURN on the uplink, TURN → receiver on the downlink)
+    # and TURN forwards RTP as it came: a packet lost on either is a sequence gap at the receiver.
+    other = "downlink" if direction == "uplink" else "uplink"
     sc = Scenario.from_dict({
-        "name": "uplink-loss", "duration": 3, "seed": 11,
+        "name": f"{direction}-loss", "duration": 3, "seed": 11,
         "media": {"video": {"width": 320, "height": 240, "fps": 15}},
-        "network": {"delay_ms": 5, "uplink": {"loss": 0.05}},
+        "network": {"delay_ms": 5, direction: {"loss": 0.05}},
     })
     result = run_replay(sc, turn=(coturn.udp_url, coturn.secret))
     report = result.report
     assert report.ok, report.error
-    # The relay dropped on the uplink only (so any loss in the report is the uplink's).
-    assert result.uplink.link.dropped > 0 and result.downlink.link.dropped == 0
+    # The relay dropped on that link only (so any loss in the report is that link's).
+    counters = {"uplink": result.uplink, "downlink": result.downlink}
+    assert counters[direction].link.dropped > 0 and counters[other].link.dropped == 0
     d = report.to_dict()
     assert d["stats"]["packetLoss"] is not None
     assert d["stats"]["packetLoss"]["average"] > 1.0, d["stats"]["packetLoss"]

@@ -1,4 +1,5 @@
-"""The simulated-network driver: determinism, fidelity to the configured network, natural failures."""
+"""The simulated-network driver: determinism, fidelity to the configured network, natural failures,
+and Twilio Video's preflight topology (sender → TURN → receiver, both the client's)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from typing import Any
 
 import pytest
 from rtcprobe.core import errors
-from rtcprobe.core.observations import Failed, IceStateChanged, Observation, Role
-from rtcprobe.drivers.sim import SimDriver, run_simulation, simulate
+from rtcprobe.core.observations import (
+    ConnectionStateChanged,
+    DtlsStateChanged,
+    Failed,
+    IceStateChanged,
+    Observation,
+)
+from rtcprobe.drivers.sim import PacketRecord, SimDriver, SimResult, link_seed, run_simulation, simulate
 from rtcprobe.netem.scenario import Scenario
 
 
@@ -76,17 +83,29 @@ def test_in_process_runs_repeat_exactly_and_seed_defaults_to_the_scenarios() -> 
 
 
 @pytest.mark.parametrize("delay_ms", [5, 40, 150])
-def test_rtt_is_twice_the_one_way_delay(delay_ms: float) -> None:
-    rep = report({"delay_ms": delay_ms}, duration=4)
-    rtt = rep["stats"]["rtt"]
-    # RTCP's DLSR is truncated to 1/65536 s, so the measured rtt may exceed 2d by ~15 µs.
-    assert 2 * delay_ms <= rtt["min"] <= rtt["max"] <= 2 * delay_ms + 0.1
-    assert rep["stats"]["jitter"]["max"] < 0.0005  # no jitter configured: at most clock rounding
+def test_rtt_is_the_loop_twice_the_path_round_trip_and_the_scorer_gets_half(delay_ms: float) -> None:
+    # SR: sender → TURN → receiver; RR: receiver → TURN → sender. Four crossings of the access
+    # link, whose round trip is 2d: the report says 4d, as Twilio Video's preflight would.
+    result = run_simulation(scenario({"delay_ms": delay_ms}, duration=4))
+    rtt = result.report.to_dict()["stats"]["rtt"]
+    # RTCP's DLSR is truncated to 1/65536 s, so the measured rtt may exceed 4d by ~15 µs.
+    assert 4 * delay_ms <= rtt["min"] <= rtt["max"] <= 4 * delay_ms + 0.1
+    assert result.report.to_dict()["stats"]["jitter"]["max"] < 0.0005  # no jitter configured: clock rounding
+    # The network-quality scorer is fed the client <-> TURN round trip: half the loop's.
+    fed = [side.rtt for _, q in result.scorer_inputs
+           for side in (q.audio_send, q.audio_recv, q.video_send, q.video_recv) if side is not None and side.rtt]
+    assert fed and all(2 * delay_ms <= 1000 * r <= 2 * delay_ms + 0.05 for r in fed), fed
 
 
-def test_rtt_with_jitter_stays_near_twice_the_delay() -> None:
+def test_rtt_with_jitter_stays_near_the_loop() -> None:
     rep = report({"delay_ms": 50, "jitter_ms": 5}, duration=6)
-    assert 95 <= avg(rep, "rtt") <= 110
+    assert 190 <= avg(rep, "rtt") <= 220
+
+
+def test_an_asymmetric_path_is_crossed_both_ways_twice() -> None:
+    # 10 ms up, 40 ms down: every round trip of the loop is (10 + 40) x 2, whichever way it starts.
+    rep = report({"uplink": {"delay_ms": 10}, "downlink": {"delay_ms": 40}}, duration=4)
+    assert 100 <= rep["stats"]["rtt"]["min"] <= rep["stats"]["rtt"]["max"] <= 100.1
 
 
 def _pooled_loss(network: dict[str, Any], seeds: range) -> float:
@@ -129,7 +148,7 @@ def test_same_link_scores_hd_lower_than_a_small_video() -> None:
     assert hd["networkQuality"]["level"] < small["networkQuality"]["level"]
 
 
-def test_a_clean_link_scores_five_and_reports_the_candidates_on_test_net() -> None:
+def test_a_clean_link_scores_five_and_reports_the_receivers_candidates_on_test_net() -> None:
     rep = report({"delay_ms": 10})
     assert "error" not in rep
     assert rep["networkQuality"]["level"] == 5
@@ -137,11 +156,22 @@ def test_a_clean_link_scores_five_and_reports_the_candidates_on_test_net() -> No
         "mediaAcquired", "connected", "iceConnected", "dtlsConnected", "peerConnectionConnected",
         "mediaSubscribed", "mediaStarted",
     ]
-    addresses = {c["address"] for c in rep["iceCandidateStats"]}
-    assert addresses and all(a.startswith("192.0.2.") for a in addresses)
+    # As the aiortc client reports them (drivers/aiortc/candidates.py): the receiving peer
+    # connection's own candidates (host, and relayed through its allocation, with the TURN URL)
+    # and the relay-only sender's relayed candidate as the receiver learned it (no URL).
+    cands = rep["iceCandidateStats"]
+    assert {c["transportId"] for c in cands} == {"subscriber"}
+    assert all(c["address"].startswith("192.0.2.") for c in cands)
+    assert sorted((c["candidateType"], c["url"] is not None) for c in cands) == [
+        ("host", False), ("relay", False), ("relay", True)]
+    turn = next(c for c in cands if c["url"])
+    assert (turn["url"], turn["relayProtocol"]) == ("turn:192.0.2.1:3478?transport=udp", "udp")
+    # The selected pair: the receiver's host candidate and the sender's relayed one, on TURN.
     pair = rep["selectedIceCandidatePairStats"]
-    assert pair["localCandidate"]["candidateType"] == "relay"  # the publisher is relay-only
-    assert pair["localCandidate"]["url"].startswith("turn:192.0.2.")
+    local, remote = pair["localCandidate"], pair["remoteCandidate"]
+    assert (local["candidateType"], local["address"]) == ("host", "192.0.2.10")
+    assert (remote["candidateType"], remote["address"], remote["url"]) == ("relay", "192.0.2.1", None)
+    assert remote in cands and local in cands
 
 
 def test_progress_timing_follows_the_round_trips() -> None:
@@ -245,12 +275,51 @@ def test_without_the_log_nothing_is_kept() -> None:
     assert run_simulation(scenario({"delay_ms": 20})).packet_log == ()
 
 
-def test_roles_of_both_peer_connections_report_ice() -> None:
-    driver = SimDriver(scenario({"delay_ms": 5}), 0)
-    driver.run()
-    assert {pc.role for pc in driver.pcs.values() if pc.ice_done} == {Role.PUBLISHER, Role.SUBSCRIBER}
-    assert driver.pcs[Role.SUBSCRIBER].selected is not None
-    assert driver.pcs[Role.SUBSCRIBER].selected.candidate_type == "host"  # host pair wins when allowed
+def test_both_peer_connections_report_their_own_states() -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    def spy(now: float, obs: Observation) -> None:
+        if isinstance(obs, IceStateChanged | DtlsStateChanged | ConnectionStateChanged):
+            seen.append((type(obs).__name__, obs.role.value, obs.state))
+
+    SimDriver(scenario({"delay_ms": 5}), 0, on_observation=spy).run()
+    for role in ("publisher", "subscriber"):
+        mine = [(kind, state) for kind, r, state in seen if r == role]
+        assert mine.index(("IceStateChanged", "checking")) < mine.index(("IceStateChanged", "completed"))
+        assert mine.index(("DtlsStateChanged", "connecting")) < mine.index(("DtlsStateChanged", "connected"))
+        assert ("ConnectionStateChanged", "connected") in mine
+    # The sender is the DTLS server: the receiver (answerer, setup:active) finishes last.
+    connected = [r for kind, r, state in seen if (kind, state) == ("DtlsStateChanged", "connected")]
+    assert connected == ["publisher", "subscriber"]
+
+
+def _rtp(result: SimResult, direction: str) -> list[PacketRecord]:
+    return [r for r in result.packet_log if r.kind == "rtp" and r.direction == direction]
+
+
+def test_every_media_packet_crosses_the_uplink_then_the_downlink() -> None:
+    result = run_simulation(scenario({"delay_ms": 10}), packet_log=True)
+    up, down = _rtp(result, "uplink"), _rtp(result, "downlink")
+    # TURN forwards each delivered packet at once: one downlink copy per uplink one (the last
+    # ones still on their way up when the test ended aside), leaving as it arrived.
+    assert len(up) > 200 and 0 <= len(up) - len(down) <= 5
+    assert [r.time_sent for r in down] == [r.time_delivered for r in up[:len(down)]]
+    # ChannelData framing on the sender's leg only: the receiver's pair is its host candidate.
+    assert [u.size - d.size for u, d in zip(up, down, strict=False)] == [4] * len(down)
+    # RTCP both ways, each report going up then down: the sender's SRs (94 bytes) through its
+    # channel up (+4), plain down; the receiver's RRs (74) and REMBs (70) plain up, down through
+    # the sender's channel (+4).
+    rtcp = {d: {r.size for r in result.packet_log if r.kind == "rtcp" and r.direction == d}
+            for d in ("uplink", "downlink")}
+    assert rtcp == {"uplink": {98, 74, 70}, "downlink": {94, 78, 74}}
+
+
+def test_the_receivers_estimate_follows_the_whole_loop() -> None:
+    # Only the downlink is narrow: the sender learns of it from the receiver's REMB through TURN
+    # and backs off below the 640x480 default.
+    rep = report({"delay_ms": 20, "downlink": {"bandwidth_kbps": 400, "queue_packets": 60}}, duration=8)
+    free = report({"delay_ms": 20}, duration=8)
+    assert rep["bitrate"]["outgoing"]["average"] < 0.8 * free["bitrate"]["outgoing"]["average"]
 
 
 def test_public_api_takes_a_builtin_name_a_path_or_a_scenario() -> None:
@@ -272,3 +341,20 @@ def test_six_failed_consent_checks_fail_the_test_mid_call() -> None:
     assert rep["error"]["code"] == errors.MEDIA_CONNECTION.code
     assert "ICE failed" in rep["error"]["message"]
     assert 4.0 + 20 < rep["testTiming"]["duration"] / 1000 < 4.0 + 40
+
+
+def test_link_seed_gives_a_relay_the_simulators_link_draws() -> None:
+    # rtcprobe run --driver aiortc builds its impairment relay's links from link_seed(seed): the
+    # n-th packet on each link meets the same loss and jitter draws as in the simulation.
+    import numpy as np
+
+    sc = scenario({"delay_ms": 20, "jitter_ms": 5, "loss_model": {"kind": "gilbert-elliott", "p": 0.05, "r": 0.3}})
+    sim = SimDriver(sc, 7).path.links
+    relay_up, relay_down = sc.build_links(np.random.default_rng(link_seed(7)))
+    for ours, theirs in ((sim["uplink"], relay_up), (sim["downlink"], relay_down)):
+        fates = [(ours.send(i * 0.01, 500), theirs.send(i * 0.01, 500)) for i in range(400)]
+        assert all(a == b for a, b in fates) and any(a is None for a, _ in fates)
+    # (the seed itself, as the relay took it before, draws otherwise)
+    plain_up, _ = sc.build_links(np.random.default_rng(7))
+    fresh_up = SimDriver(sc, 7).path.links["uplink"]
+    assert [plain_up.send(i * 0.01, 500) for i in range(400)] != [fresh_up.send(i * 0.01, 500) for i in range(400)]

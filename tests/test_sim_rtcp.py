@@ -12,7 +12,6 @@ from rtcprobe.drivers.sim._rtcp import (
     DLSR_UNIT,
     Prior,
     ReportBlock,
-    forwarded_remb,
     next_pli_at,
     pli_due,
     receiver_report,
@@ -53,14 +52,12 @@ def test_rtt_comes_only_from_a_report_echoing_the_latest_sender_report() -> None
     assert smoothed_rtt(0.2, 0.4) == pytest.approx(0.85 * 0.2 + 0.15 * 0.4)
 
 
-def test_the_sfu_forwards_the_lower_estimate_and_keyframe_requests_are_spaced() -> None:
-    assert forwarded_remb(800_000.0, None) == 800_000.0
-    assert forwarded_remb(800_000.0, 300_000.0) == 300_000.0
-    assert not pli_due(1.2, last_pli=1.0, forward_at=0.5)
-    assert pli_due(1.5, last_pli=1.0, forward_at=0.5)
-    assert not pli_due(1.5, last_pli=-math.inf, forward_at=1.2)  # not before the server forwards
-    assert next_pli_at(1.2, last_pli=1.0, forward_at=0.5) == 1.5
-    assert next_pli_at(3.0, last_pli=1.0, forward_at=0.5) == 3.0
+def test_keyframe_requests_are_spaced() -> None:
+    assert not pli_due(1.2, last_pli=1.0, up_at=0.5)
+    assert pli_due(1.5, last_pli=1.0, up_at=0.5)
+    assert not pli_due(1.5, last_pli=-math.inf, up_at=1.2)  # not in the first 500 ms of the subscriber's DTLS
+    assert next_pli_at(1.2, last_pli=1.0, up_at=0.5) == 1.5
+    assert next_pli_at(3.0, last_pli=1.0, up_at=0.5) == 3.0
 
 
 def test_the_event_loop_says_what_is_pending_and_gives_entries_up_in_firing_order() -> None:

@@ -165,7 +165,7 @@ def test_failed_preflights_are_rows_with_their_error(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, """
         base = "long-outage"
         [axes]
-        "network.delay_ms" = [5, 20]
+        "network.delay_ms" = [20, 40]
     """)
     outcome = run_sweep(load(spec), None, Where.serial())
     assert [r["outcome"] for r in outcome.rows] == ["failed", "failed"]

@@ -4,6 +4,7 @@
   scenario file, a built-in scenario's name, or a :class:`~rtcprobe.netem.scenario.Scenario`.
 * :func:`run_simulation` — the same with everything else a run produced (:class:`SimResult`:
   the core's events, link counters, and the per-packet log when asked for).
+* :func:`link_seed` — what the links draw from for a seed, for a relay to draw the same.
 
 The same scenario and seed give a byte-identical ``report.to_json()`` in any process.
 """
@@ -16,7 +17,7 @@ from rtcprobe.core.report import PreflightReport
 from rtcprobe.netem.scenario import Scenario
 
 from ._net import PacketRecord
-from .driver import SimDriver, SimResult, run_simulation
+from .driver import SimDriver, SimResult, link_seed, run_simulation
 
 
 def resolve(scenario: Scenario | str | Path) -> Scenario:
@@ -35,4 +36,4 @@ def simulate(scenario: Scenario | str | Path, seed: int | None = None) -> Prefli
     return run_simulation(resolve(scenario), seed=seed).report
 
 
-__all__ = ["PacketRecord", "SimDriver", "SimResult", "resolve", "run_simulation", "simulate"]
+__all__ = ["PacketRecord", "SimDriver", "SimResult", "link_seed", "resolve", "run_simulation", "simulate"]

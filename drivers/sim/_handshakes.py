@@ -1,35 +1,48 @@
-"""The handshakes before media, event by event: signaling (TCP + WebSocket), TURN allocations,
-ICE with its consent checks, and DTLS. Every control packet goes on its link at the moment the
-real stack sends it (through the driver's ``send``, which first brings media up to then).
+"""The handshakes before media, event by event: signaling (TCP + WebSocket), the TURN
+allocations, ICE between the client's two peer connections with its consent checks, and DTLS.
+Every control packet goes on its link at the moment the real stack sends it (through the
+driver's ``send``, which first brings media up to then).
+
+The topology is Twilio Video's preflight as the aiortc client runs it (drivers/aiortc/driver.py):
+the signaling server only hands out TURN credentials; the client's sender (Role.PUBLISHER:
+offerer, ICE controlling, DTLS server, relay-only) and receiver (Role.SUBSCRIBER: answerer,
+controlled, DTLS client, unrestricted) connect to each other through the TURN server. Every
+packet between them crosses the access link twice: uplink to TURN, downlink back (:meth:`_p2p`).
 
 * Signaling: TCP connect (SYN retransmitted after 1, 2, 4 … s: Linux's 6 SYN retries give up
-  after 127 s), WebSocket upgrade, ``ice``/``iced``, then offer/answer for the publisher, then
-  for the subscriber; each message is segmented (MSS 1448) and every segment is retransmitted
-  with TCP's RTO (3 × the handshake RTT, at least 200 ms, doubling). A dead link therefore never
-  exhausts the SYN retries inside a step: the core's step timeout fires first → 53002, as Twilio
-  Video's preflight API reports for its signaling step. The simulator never produces 53000 (no
-  server refusal in the scenario format).
-* TURN: ``iced`` hands out one TURN server; the publisher is relay-only (Twilio Video's preflight
-  setup), both peer connections allocate (Allocate → 401 → Allocate) before sending their offer
-  (aiortc gathers before the SDP goes out), and a relayed pair costs a ChannelBind before its
-  first check. The server's checks towards the client's relay address are dropped by TURN until
-  that ChannelBind installed the permission — the 0.5 s retransmission measured in
-  docs/references.md#aiortc-and-aioice.
-* ICE (aioice): checks paced 20 ms apart in priority order, each a STUN transaction (RTO 0.5 s
-  doubling, 6 retransmissions); the client is controlling with aggressive nomination, so its
-  first answered check completes it; the server completes once its own check on the nominated
-  pair succeeded and the client's nominating check arrived, and then cancels its remaining
-  checks (aioice's ``connect()``). Checks are answered as soon as they arrive.
-* Consent freshness: one unretransmitted check every 4–6 s (0.5 s to answer); 6 failures in a
-  row → ``failed``. A failed check while nothing at all has arrived on that connection for
-  2.5 s (libwebrtc's receiving timeout) is fed to the core as ``disconnected`` — a browser stack
-  says so, aiortc keeps quiet — and ``completed`` follows as soon as packets flow again. Once
-  the driver batches media, the steady state plans the checks with its intervals
-  (:attr:`Handshakes.consent_in_loop`) and reports their outcomes here.
-* DTLS 1.2: the server (answerer, ``setup:active``) sends ClientHello once its ICE completes;
+  after 127 s), WebSocket upgrade, ``ice``/``iced``; each message is segmented (MSS 1448) and
+  every segment is retransmitted with TCP's RTO (3 × the handshake RTT, at least 200 ms,
+  doubling). No SDP goes to the server. A dead link therefore never exhausts the SYN retries
+  inside a step: the core's step timeout fires first → 53002, as Twilio Video's preflight API
+  reports for its signaling step. The simulator never produces 53000 (no server refusal in the
+  scenario format).
+* Negotiation, as ``holdback.negotiate_pair`` does it in one process (nothing on the wire but
+  TURN): the sender gathers (its allocation: Allocate → 401 → Allocate); the receiver takes the
+  offer with the sender's relayed candidate held back (``track`` fires: TrackSubscribed), gathers
+  (a host candidate at once, a relayed one through its own allocation) and answers; the sender
+  takes the answer. Both ICE agents start there.
+* ICE (aioice): the sender checks its pairs 20 ms apart in priority order, its relayed candidate
+  with the receiver's host candidate first, then with the receiver's relayed one; each check is a
+  STUN transaction (RTO 0.5 s doubling, 6 retransmissions) preceded by a ChannelBind to the TURN
+  server, which also installs the permission for that peer. A check to the receiver's relayed
+  address is dropped by TURN (that allocation holds no permission for the sender's), so the host
+  pair carries the connection. The receiver, with no remote candidate (held back), learns the
+  sender's relayed address from the check, answers it and sends a triggered check back; the
+  sender nominates aggressively, so its first answered check completes it, and the receiver
+  completes once its own check succeeded and the nominating check arrived. Checks are answered
+  as soon as they arrive. The held candidates released afterwards put nothing on the wire.
+* Consent freshness, at both peers: one unretransmitted check every 4–6 s (0.5 s to answer:
+  through TURN and back, twice over the access link); 6 failures in a row → ``failed``. A failed
+  check while nothing at all has arrived on that peer connection for 2.5 s (libwebrtc's
+  receiving timeout) is fed to the core as ``disconnected`` — a browser stack says so, aiortc
+  keeps quiet — and ``completed`` follows as soon as packets flow again. Once the driver batches
+  media, the steady state plans the checks with its intervals (:attr:`Handshakes.consent_in_loop`)
+  and reports their outcomes here.
+* DTLS 1.2: the receiver (answerer, ``setup:active``) sends ClientHello once its ICE completes;
   four flights, each retransmitted on OpenSSL's timer (1 s, doubling); a duplicate of flight 5
-  makes the client resend its Finished.
-* Not modelled: processing time on either end, TURN refreshes, server-side consent.
+  makes the sender resend its Finished.
+* Not modelled: processing time, TURN refreshes and deallocations, the receiver's checks of the
+  released relayed candidate (its host pair is nominated by then).
 """
 
 from __future__ import annotations
@@ -55,8 +68,6 @@ from rtcprobe.core.report import IceCandidateStats
 from ._media import CHANNELDATA_OVERHEAD
 from ._net import DOWN, STUN_RETRANSMISSIONS, STUN_RTO, UP, EventLoop, Tag, Transaction
 from ._wire import (
-    ANSWER_PUBLISHER,
-    ANSWER_SUBSCRIBER,
     CLIENT_IP,
     CONSENT_FAILURES,
     CONSENT_INTERVAL,
@@ -68,11 +79,8 @@ from ._wire import (
     HTTP_101,
     HTTP_UPGRADE,
     ICE_PACING,
-    OFFER_PUBLISHER,
-    OFFER_SUBSCRIBER,
     RECEIVE_TIMEOUT,
     RELAY_PREF,
-    SERVER_IP,
     STUN_CHECK,
     STUN_RESPONSE,
     SYN,
@@ -96,100 +104,102 @@ from ._wire import (
     priority,
 )
 
+# The receiver's one transport (max-bundle), as the aiortc driver names it in the report.
+TRANSPORT_ID = "subscriber"
+
 
 class Send(Protocol):
-    """Puts one control packet on a link now; ``then(*args)`` runs (tagged ``tag``) when it arrives."""
+    """Puts one control packet on a link now; ``then(*args)`` runs (tagged ``tag``) when it
+    arrives. ``up_sent``: for a packet TURN forwards, when it went up."""
 
     def __call__(self, direction: str, size: int, kind: str, then: Callable[..., None] | None = None,
-                 *args: Any, tag: Tag = Tag.HANDSHAKE) -> None: ...
+                 *args: Any, tag: Tag = Tag.HANDSHAKE, up_sent: float = math.inf) -> None: ...
 
 
-class PeerConnection:
-    """One peer connection: the client's end and the server's end."""
+class Peer:
+    """One of the client's two peer connections: the sender (Role.PUBLISHER) or the receiver
+    (Role.SUBSCRIBER). ``local``: its candidates in priority order; ``remote``: the other's, as
+    it knows them; ``selected``: its nominated (local, remote) pair."""
 
-    def __init__(self, role: Role, relay_only: bool, turn: bool, ports: list[int]) -> None:
+    def __init__(self, role: Role, local: list[IceCandidateStats], relay_only: bool) -> None:
         self.role = role
-        tid = f"transport-{role.value}"
-        host = IceCandidateStats(tid, "host", ports[0], CLIENT_IP, priority(HOST_PREF), "udp")
-        relay = IceCandidateStats(tid, "relay", ports[1], TURN_IP, priority(RELAY_PREF), "udp",
-                                  url=TURN_URL, relay_protocol="udp")
-        self.local: list[IceCandidateStats] = ([] if relay_only else [host]) + ([relay] if turn else [])
-        self.remote = IceCandidateStats(tid, "host", ports[2], SERVER_IP, priority(HOST_PREF), "udp")
-        self.turn = turn
-        # client side
+        self.local = local
+        # ChannelData framing on this peer's leg of the access link, both ways: a relay-only peer
+        # sends and receives through its own allocation's channel; the receiver's pair is its host
+        # candidate's, plain UDP to and from the sender's relayed address.
+        self.extra = CHANNELDATA_OVERHEAD if relay_only else 0
+        self.remote: list[IceCandidateStats] = []
+        self.selected: tuple[IceCandidateStats, IceCandidateStats] | None = None
         self.ice_done = self.ice_failed = False
-        self.selected: IceCandidateStats | None = None
         self.checks: list[Transaction] = []
         self.failed_checks = 0
-        self.permission_at = math.inf  # TURN lets the server's packets through to the relay from then
+        self.succeeded = self.nominated = False  # (the controlled receiver's two conditions)
         self.dtls_connected_at = math.inf
-        self.f1_waiting = False
+        self.f1_waiting = False  # (the sender: a ClientHello arrived before its ICE completed)
         self.consent_failures = 0
         self.consent_at = math.inf  # the next consent check, once scheduled
         self.disconnected = False
-        self.last_rx = 0.0  # last RTCP/STUN from the server on this connection
-        # server side
-        self.s_success: dict[str, float] = {}
-        self.s_nominated: dict[str, float] = {}
-        self.s_ice_done = False
-        self.s_checks: list[Transaction] = []
-        self.s_key: str | None = None
-        self.s_dtls_connected_at = math.inf
-        self.s_got_f2 = False
-        self.f1_tx: Transaction | None = None
-        self.f2_tx: Transaction | None = None
-        self.f3_tx: Transaction | None = None
-
-    @property
-    def extra(self) -> int:
-        """ChannelData bytes on each packet of the pair in use (the client's choice, else the server's)."""
-        key = self.selected.candidate_type if self.selected is not None else self.s_key
-        return CHANNELDATA_OVERHEAD if key == "relay" else 0
+        self.last_rx = 0.0  # the latest RTCP/STUN it received (media is counted by the pipeline)
 
     @property
     def up(self) -> bool:
-        """DTLS is up at both ends."""
-        return self.dtls_connected_at < math.inf and self.s_dtls_connected_at < math.inf
+        """Its DTLS is up (it may send and decrypt media)."""
+        return self.dtls_connected_at < math.inf
 
     def heard(self, t: float) -> None:
-        """The client received something from the server on this connection at ``t``."""
+        """This peer received something at ``t``."""
         self.last_rx = max(self.last_rx, t)
 
 
 class Handshakes:
-    """Both ends' signaling, ICE, consent and DTLS. The driver supplies the wire (``send``), the
+    """Signaling, both peers' ICE, consent and DTLS. The driver supplies the wire (``send``), the
     core (``observe``) and what happens next:
 
-    * ``client_up(pc)`` / ``server_up(pc)``: DTLS is up at that end (its media may flow);
+    * ``sender_up(peer)`` / ``receiver_up(peer)``: that peer's DTLS is up (its media may flow);
     * ``progress()``: a handshake step finished (the driver may switch to batches);
-    * ``last_heard(pc)``: when the client last received anything on ``pc`` (media included).
+    * ``last_heard(peer)``: when the peer last received anything (media included).
     """
 
     def __init__(self, loop: EventLoop, send: Send, observe: Callable[[Observation], None], *,
                  ports: list[int], tracks: tuple[Kind, ...], consent_rng: np.random.Generator,
-                 client_up: Callable[[PeerConnection], None], server_up: Callable[[PeerConnection], None],
-                 progress: Callable[[], None], last_heard: Callable[[PeerConnection], float]) -> None:
+                 sender_up: Callable[[Peer], None], receiver_up: Callable[[Peer], None],
+                 progress: Callable[[], None], last_heard: Callable[[Peer], float]) -> None:
         self.loop = loop
         self._send = send
         self._observe = observe
         self._ports = ports
         self._tracks = tracks
         self._consent_rng = consent_rng
-        self._client_up = client_up
-        self._server_up = server_up
+        self._sender_up = sender_up
+        self._receiver_up = receiver_up
         self._progress = progress
         self._last_heard = last_heard
-        self.pcs: dict[Role, PeerConnection] = {}
+        self.pcs: dict[Role, Peer] = {}
         self.ice_servers: tuple[IceServer, ...] = ()
         # False once the steady state plans consent checks with its intervals (it then reports
         # their outcomes through consent_ok / consent_failed).
         self.consent_in_loop = True
         self._tcp_rto = 1.0
         self._tcp_delivered = {UP: 0.0, DOWN: 0.0}
+        # DTLS flights on their timers: ClientHello, ServerHello.., Certificate..Finished
+        self._f1: Transaction | None = None
+        self._f2: Transaction | None = None
+        self._f3: Transaction | None = None
 
     @property
     def now(self) -> float:
         return self.loop.now
+
+    @property
+    def sender(self) -> Peer:
+        return self.pcs[Role.PUBLISHER]
+
+    @property
+    def receiver(self) -> Peer:
+        return self.pcs[Role.SUBSCRIBER]
+
+    def other(self, peer: Peer) -> Peer:
+        return self.receiver if peer.role is Role.PUBLISHER else self.sender
 
     # --- signaling: TCP + WebSocket ----------------------------------------------------------------
 
@@ -241,30 +251,55 @@ class Handshakes:
 
             Transaction(self.loop, transmit, arrived, rto=self._tcp_rto, retransmissions=TCP_RETRIES).start()
 
-    # --- peer connections ----------------------------------------------------------------------------
+    # --- the two peer connections ---------------------------------------------------------------------
 
     def open_peer_connections(self, relay_only: bool) -> None:
-        turn = any(s.urls for s in self.ice_servers)
+        # The simulator always hands out TURN, and the core then makes the sender relay-only:
+        # without TURN the real client's media would never leave the machine.
+        assert relay_only and any(s.urls for s in self.ice_servers), "the simulated sender is relay-only through TURN"
         p = self._ports
-        self.pcs[Role.PUBLISHER] = PeerConnection(Role.PUBLISHER, relay_only and turn, turn, [p[0], p[1], p[2]])
-        self.pcs[Role.SUBSCRIBER] = PeerConnection(Role.SUBSCRIBER, False, turn, [p[3], p[4], p[5]])
-        self._gather(self.pcs[Role.PUBLISHER], lambda: self._tcp_message(
-            UP, OFFER_PUBLISHER, lambda: self._srv_offer(Role.PUBLISHER)))
+        tid = TRANSPORT_ID
+        # The sender's relayed candidate as the receiver learns it (a remote candidate carries no
+        # url/relayProtocol); the receiver's own candidates.
+        sender_relay = IceCandidateStats(tid, "relay", p[0], TURN_IP, priority(RELAY_PREF), "udp")
+        host = IceCandidateStats(tid, "host", p[1], CLIENT_IP, priority(HOST_PREF), "udp")
+        relay = IceCandidateStats(tid, "relay", p[2], TURN_IP, priority(RELAY_PREF), "udp", url=TURN_URL,
+                                  relay_protocol="udp")
+        self.pcs[Role.PUBLISHER] = Peer(Role.PUBLISHER, [sender_relay], relay_only=True)
+        self.pcs[Role.SUBSCRIBER] = Peer(Role.SUBSCRIBER, [host, relay], relay_only=False)
+        self._allocate(self._offer_taken)  # the sender gathers in setLocalDescription(offer)
 
-    def _gather(self, pc: PeerConnection, then: Callable[[], None]) -> None:
-        """Host candidates are instant; a TURN allocation takes Allocate → 401 → Allocate."""
-        if not pc.turn:
-            then()
-            return
+    def _allocate(self, then: Callable[[], None]) -> None:
+        """A TURN allocation: Allocate → 401 → Allocate with the REST credentials."""
         def authenticated() -> None:
             self._stun(UP, TURN_ALLOCATE_AUTH, TURN_ALLOCATE_OK, then)
 
         self._stun(UP, TURN_ALLOCATE, TURN_401, authenticated)
 
+    def _offer_taken(self) -> None:
+        """The receiver took the (held-back) offer — aiortc fires ``track`` in setRemoteDescription —
+        and gathers for its answer: a host candidate at once, a relayed one through TURN."""
+        for kind in self._tracks:
+            self._observe(TrackSubscribed(kind))
+        self._allocate(self._answer_taken)
+
+    def _answer_taken(self) -> None:
+        """The receiver set its answer (its ICE agent starts, with nothing to check yet) and the
+        sender took it: the sender's checks start."""
+        for role in (Role.SUBSCRIBER, Role.PUBLISHER):
+            self._observe(IceStateChanged(role, "checking"))
+            self._observe(ConnectionStateChanged(role, "connecting"))
+        sender, receiver = self.sender, self.receiver
+        sender.remote = list(receiver.local)
+        for i, remote in enumerate(receiver.local):  # in priority order: the host candidate first
+            self.loop.after(i * ICE_PACING, self._sender_check, remote, tag=Tag.HANDSHAKE)
+
+    # --- through TURN ------------------------------------------------------------------------------
+
     def _stun(self, direction: str, req: int, resp: int, on_success: Callable[[], None],
               on_timeout: Callable[[], None] | None = None, *, responder: Callable[[], bool] | None = None,
               rto: float = STUN_RTO, retransmissions: int = STUN_RETRANSMISSIONS) -> Transaction:
-        """A STUN transaction between the client and the server side (either way round), on
+        """A STUN transaction between the client and the TURN server (either way round), on
         aioice's timer unless told otherwise.
 
         ``responder`` (run at the far end when a copy arrives) may refuse to answer.
@@ -281,215 +316,208 @@ class Handshakes:
         return Transaction(self.loop, transmit, on_success, on_timeout, rto=rto,
                            retransmissions=retransmissions).start()
 
-    def _srv_offer(self, role: Role) -> None:
-        """The server got an offer: it answers and starts its ICE agent at once."""
-        pc = self.pcs[role]
-        self._srv_ice_start(pc)
-        size = ANSWER_PUBLISHER if role is Role.PUBLISHER else ANSWER_SUBSCRIBER
-        self._tcp_message(DOWN, size, lambda: self._cli_answer(role))
 
-    def _cli_answer(self, role: Role) -> None:
-        pc = self.pcs[role]
-        if role is Role.PUBLISHER:
-            sub = self.pcs[Role.SUBSCRIBER]
-            self._gather(sub, lambda: self._tcp_message(
-                UP, OFFER_SUBSCRIBER, lambda: self._srv_offer(Role.SUBSCRIBER)))
-        else:
-            for kind in self._tracks:  # aiortc fires `track` in setRemoteDescription
-                self._observe(TrackSubscribed(kind))
-        self._cli_ice_start(pc)
+    def _p2p(self, src: Peer, size: int, kind: str, then: Callable[..., None] | None = None, *args: Any,
+             through: bool = True) -> None:
+        """One packet from ``src`` to the other peer: uplink to TURN, downlink from it. ``through``
+        False: TURN drops it (no permission for ``src`` at the address it was sent to)."""
+        if not through:
+            self._send(UP, size + src.extra, kind)
+            return
+        self._send(UP, size + src.extra, kind, self._turn_forward, self.now, self.other(src), size, kind, then, args)
+
+    def _turn_forward(self, up_sent: float, dst: Peer, size: int, kind: str, then: Callable[..., None] | None,
+                      args: tuple[Any, ...]) -> None:
+        self._send(DOWN, size + dst.extra, kind, then, *args, up_sent=up_sent)
+
+    def _p2p_stun(self, src: Peer, req: int, resp: int, on_success: Callable[[], None],
+                  on_timeout: Callable[[], None] | None = None, *, responder: Callable[[], bool] | None = None,
+                  through: bool = True, rto: float = STUN_RTO, retransmissions: int = STUN_RETRANSMISSIONS
+                  ) -> Transaction:
+        """A STUN transaction from ``src`` to the other peer and back, both ways through TURN."""
+        dst = self.other(src)
+
+        def transmit(tx: Transaction) -> None:
+            self._p2p(src, req, "stun", answer, tx, through=through)
+
+        def answer(tx: Transaction) -> None:
+            if responder is None or responder():
+                self._p2p(dst, resp, "stun", tx.succeed)
+
+        return Transaction(self.loop, transmit, on_success, on_timeout, rto=rto,
+                           retransmissions=retransmissions).start()
 
     # --- ICE ---------------------------------------------------------------------------------------
 
-    def _cli_ice_start(self, pc: PeerConnection) -> None:
-        self._observe(IceStateChanged(pc.role, "checking"))
-        self._observe(ConnectionStateChanged(pc.role, "connecting"))
-        for i, cand in enumerate(pc.local):  # already in priority order: host before relay
-            self.loop.after(i * ICE_PACING, self._cli_check_start, pc, cand, tag=Tag.HANDSHAKE)
-        if not pc.local:
-            self._cli_ice_fail(pc)
-
-    def _cli_check_start(self, pc: PeerConnection, cand: IceCandidateStats) -> None:
-        if pc.ice_done or pc.ice_failed:
+    def _sender_check(self, remote: IceCandidateStats) -> None:
+        sender = self.sender
+        if sender.ice_done or sender.ice_failed:
             return
-        relay = cand.candidate_type == "relay"
-        extra = CHANNELDATA_OVERHEAD if relay else 0
+        # TURN passes a peer's packets to a relayed address only with a permission for that
+        # peer: the receiver's allocation holds none for the sender's relayed address (the
+        # receiver never sent from it); its host address needs none.
+        through = remote.candidate_type == "host"
 
         def check() -> None:
-            def arrived_at_server() -> bool:
-                key = cand.candidate_type
-                pc.s_nominated.setdefault(key, self.now)  # every check nominates (aggressive)
-                self._srv_maybe_done(pc)
+            def arrived() -> bool:
+                self._receiver_got_check()
                 return True
 
-            tx = self._stun(UP, STUN_CHECK + extra, STUN_RESPONSE + extra, lambda: self._cli_ice_done(pc, cand),
-                            lambda: self._cli_check_failed(pc), responder=arrived_at_server)
-            pc.checks.append(tx)
+            sender.checks.append(self._p2p_stun(sender, STUN_CHECK, STUN_RESPONSE,
+                                                lambda: self._sender_ice_done(remote),
+                                                lambda: self._check_failed(sender), responder=arrived,
+                                                through=through))
 
-        if relay:
-            def bound() -> bool:
-                pc.permission_at = min(pc.permission_at, self.now)
-                return True
+        # aioice binds a channel to a peer before its first packet there (the permission comes with it).
+        sender.checks.append(self._stun(UP, TURN_CHANNEL_BIND, TURN_CHANNEL_BIND_OK, check,
+                                        lambda: self._check_failed(sender)))
 
-            pc.checks.append(self._stun(UP, TURN_CHANNEL_BIND, TURN_CHANNEL_BIND_OK, check,
-                                        lambda: self._cli_check_failed(pc), responder=bound))
-        else:
-            check()
+    def _check_failed(self, peer: Peer) -> None:
+        peer.failed_checks += 1
+        pairs = len(self.receiver.local) if peer.role is Role.PUBLISHER else 1
+        if peer.failed_checks >= pairs and not peer.ice_done:
+            self._ice_fail(peer)
 
-    def _cli_check_failed(self, pc: PeerConnection) -> None:
-        pc.failed_checks += 1
-        if pc.failed_checks >= len(pc.local) and not pc.ice_done:
-            self._cli_ice_fail(pc)
+    def _ice_fail(self, peer: Peer) -> None:
+        if not peer.ice_failed:
+            peer.ice_failed = True
+            self._observe(IceStateChanged(peer.role, "failed"))
 
-    def _cli_ice_fail(self, pc: PeerConnection) -> None:
-        if not pc.ice_failed:
-            pc.ice_failed = True
-            self._observe(IceStateChanged(pc.role, "failed"))
-
-    def _cli_ice_done(self, pc: PeerConnection, cand: IceCandidateStats) -> None:
-        if pc.ice_done or pc.ice_failed:
+    def _sender_ice_done(self, remote: IceCandidateStats) -> None:
+        sender = self.sender
+        if sender.ice_done or sender.ice_failed:
             return
-        pc.ice_done = True
-        pc.selected = cand
-        for tx in pc.checks:
+        sender.ice_done = True
+        sender.selected = (sender.local[0], remote)
+        for tx in sender.checks:
             tx.cancel()
-        self._observe(IceStateChanged(pc.role, "completed"))
-        self._observe(DtlsStateChanged(pc.role, "connecting"))
-        self._schedule_consent(pc)
-        if pc.f1_waiting:  # a ClientHello that arrived before ICE completed waited in aioice's queue
-            self._cli_f1(pc)
+        self._observe(IceStateChanged(Role.PUBLISHER, "completed"))
+        self._observe(DtlsStateChanged(Role.PUBLISHER, "connecting"))
+        self._schedule_consent(sender)
+        if sender.f1_waiting:  # a ClientHello that arrived before ICE completed waited in aioice's queue
+            self._sender_f1()
 
-    def _srv_ice_start(self, pc: PeerConnection) -> None:
-        for i, cand in enumerate(pc.local):
-            self.loop.after(i * ICE_PACING, self._srv_check, pc, cand, tag=Tag.HANDSHAKE)
+    def _receiver_got_check(self) -> None:
+        """A check from the sender reached the receiver's host candidate: it nominates the pair
+        (aggressive nomination) and makes the sender's relayed address known; the first one
+        starts a triggered check back."""
+        receiver = self.receiver
+        receiver.nominated = True
+        if not receiver.remote:
+            receiver.remote = [self.sender.local[0]]
+        if not receiver.checks:
+            receiver.checks.append(self._p2p_stun(receiver, STUN_CHECK, STUN_RESPONSE, self._receiver_check_ok,
+                                                  lambda: self._check_failed(receiver)))
+        self._receiver_maybe_done()
 
-    def _srv_check(self, pc: PeerConnection, cand: IceCandidateStats) -> None:
-        relay = cand.candidate_type == "relay"
-        extra = CHANNELDATA_OVERHEAD if relay else 0
-        key = cand.candidate_type
+    def _receiver_check_ok(self) -> None:
+        self.receiver.succeeded = True
+        self._receiver_maybe_done()
+        self._progress()
 
-        def transmit(tx: Transaction) -> None:
-            # Towards a relay address the check goes through TURN, which drops it until the
-            # client's ChannelBind installed a permission for the server.
-            if relay and self.now < pc.permission_at:
-                return
-            self._send(DOWN, STUN_CHECK + extra, "stun", answer, tx)
-
-        def answer(tx: Transaction) -> None:
-            self._send(UP, STUN_RESPONSE + extra, "stun", tx.succeed)
-
-        def success() -> None:
-            pc.s_success.setdefault(key, self.now)
-            self._srv_maybe_done(pc)
-            self._progress()
-
-        tx = Transaction(self.loop, transmit, success)
-        pc.s_checks.append(tx)
-        tx.start()
-
-    def _srv_maybe_done(self, pc: PeerConnection) -> None:
-        if pc.s_ice_done:
+    def _receiver_maybe_done(self) -> None:
+        receiver = self.receiver
+        if receiver.ice_done or receiver.ice_failed or not (receiver.succeeded and receiver.nominated):
             return
-        for key in pc.s_success:
-            if key in pc.s_nominated:
-                pc.s_ice_done = True
-                pc.s_key = key
-                for tx in pc.s_checks:  # aioice's connect(): "cancel remaining checks"
-                    tx.cancel()
-                self._srv_dtls_start(pc)
-                return
+        receiver.ice_done = True
+        receiver.selected = (receiver.local[0], receiver.remote[0])
+        for tx in receiver.checks:
+            tx.cancel()
+        self._observe(IceStateChanged(Role.SUBSCRIBER, "completed"))
+        self._observe(DtlsStateChanged(Role.SUBSCRIBER, "connecting"))
+        self._schedule_consent(receiver)
+        self._f1 = self._dtls_tx(receiver, 1, self._sender_f1)
 
     # --- consent freshness -------------------------------------------------------------------------
 
-    def _schedule_consent(self, pc: PeerConnection) -> None:
+    def _schedule_consent(self, peer: Peer) -> None:
         delay = CONSENT_INTERVAL * (0.8 + 0.4 * float(self._consent_rng.random()))
-        pc.consent_at = self.now + delay
+        peer.consent_at = self.now + delay
         if self.consent_in_loop:
-            self.loop.after(delay, self._consent, pc, tag=Tag.CONSENT)
+            self.loop.after(delay, self._consent, peer, tag=Tag.CONSENT)
 
-    def _consent(self, pc: PeerConnection) -> None:
-        if pc.ice_failed:
+    def _consent(self, peer: Peer) -> None:
+        if peer.ice_failed:
             return
-        pc.consent_at = math.inf
-        extra = pc.extra
-        self._stun(UP, STUN_CHECK + extra, STUN_RESPONSE + extra, lambda: self.consent_ok(pc),
-                   lambda: self.consent_failed(pc), rto=CONSENT_TIMEOUT, retransmissions=0)
+        peer.consent_at = math.inf
+        self._p2p_stun(peer, STUN_CHECK, STUN_RESPONSE, lambda: self.consent_ok(peer),
+                       lambda: self.consent_failed(peer), rto=CONSENT_TIMEOUT, retransmissions=0)
 
-    def consent_ok(self, pc: PeerConnection) -> None:
+    def consent_ok(self, peer: Peer) -> None:
         """A consent check was answered in time (now)."""
-        pc.consent_failures = 0
-        pc.last_rx = self.now
-        self._schedule_consent(pc)
+        peer.consent_failures = 0
+        peer.last_rx = max(peer.last_rx, self.now)
+        self._schedule_consent(peer)
 
-    def consent_failed(self, pc: PeerConnection) -> None:
+    def consent_failed(self, peer: Peer) -> None:
         """A consent check went unanswered (aioice: no answer within 0.5 s, late or lost alike)."""
-        pc.consent_failures += 1
-        if pc.consent_failures >= CONSENT_FAILURES:
-            pc.ice_failed = True
-            self._observe(IceStateChanged(pc.role, "failed"))
+        peer.consent_failures += 1
+        if peer.consent_failures >= CONSENT_FAILURES:
+            self._ice_fail(peer)
             return
-        if not pc.disconnected and self.now - self._last_heard(pc) >= RECEIVE_TIMEOUT:
-            pc.disconnected = True
-            self._observe(IceStateChanged(pc.role, "disconnected"))
-            self.loop.after(WATCH_INTERVAL, self._watch, pc, tag=Tag.WATCH)
-        self._schedule_consent(pc)
+        if not peer.disconnected and self.now - self._last_heard(peer) >= RECEIVE_TIMEOUT:
+            peer.disconnected = True
+            self._observe(IceStateChanged(peer.role, "disconnected"))
+            self.loop.after(WATCH_INTERVAL, self._watch, peer, tag=Tag.WATCH)
+        self._schedule_consent(peer)
 
-    def _watch(self, pc: PeerConnection) -> None:
+    def _watch(self, peer: Peer) -> None:
         """While disconnected: back to `completed` as soon as packets arrive again."""
-        if pc.ice_failed or not pc.disconnected:
+        if peer.ice_failed or not peer.disconnected:
             return
-        if self.now - self._last_heard(pc) < WATCH_INTERVAL:
-            pc.disconnected = False
-            self._observe(IceStateChanged(pc.role, "completed"))
+        if self.now - self._last_heard(peer) < WATCH_INTERVAL:
+            peer.disconnected = False
+            self._observe(IceStateChanged(peer.role, "completed"))
         else:
-            self.loop.after(WATCH_INTERVAL, self._watch, pc, tag=Tag.WATCH)
+            self.loop.after(WATCH_INTERVAL, self._watch, peer, tag=Tag.WATCH)
 
     # --- DTLS --------------------------------------------------------------------------------------
 
-    def _dtls_tx(self, direction: str, flight: int, pc: PeerConnection,
-                 then: Callable[[PeerConnection], None]) -> Transaction:
+    def _dtls_tx(self, src: Peer, flight: int, then: Callable[[], None]) -> Transaction:
         def transmit(tx: Transaction) -> None:
-            self._send(direction, DTLS_FLIGHTS[flight - 1] + pc.extra, "dtls", then, pc)
+            self._p2p(src, DTLS_FLIGHTS[flight - 1], "dtls", then)
 
         def gave_up() -> None:
-            if direction == UP:  # the client's own handshake timed out: aiortc says `failed`
-                self._observe(DtlsStateChanged(pc.role, "failed"))
+            self._observe(DtlsStateChanged(src.role, "failed"))
 
         return Transaction(self.loop, transmit, lambda: None, gave_up, rto=DTLS_RTO,
                            retransmissions=DTLS_RETRANSMISSIONS).start()
 
-    def _srv_dtls_start(self, pc: PeerConnection) -> None:
-        pc.f1_tx = self._dtls_tx(DOWN, 1, pc, self._cli_f1)
-
-    def _cli_f1(self, pc: PeerConnection) -> None:
-        if not pc.ice_done:
-            pc.f1_waiting = True
+    def _sender_f1(self) -> None:
+        """ClientHello at the sender (the DTLS server)."""
+        sender = self.sender
+        if not sender.ice_done:
+            sender.f1_waiting = True
             return
-        if pc.f2_tx is None:
-            pc.f2_tx = self._dtls_tx(UP, 2, pc, self._srv_f2)
+        if self._f2 is None:
+            self._f2 = self._dtls_tx(sender, 2, self._receiver_f2)
 
-    def _srv_f2(self, pc: PeerConnection) -> None:
-        if pc.f1_tx is not None:
-            pc.f1_tx.succeed()
-        if not pc.s_got_f2:
-            pc.s_got_f2 = True
-            pc.f3_tx = self._dtls_tx(DOWN, 3, pc, self._cli_f3)
+    def _receiver_f2(self) -> None:
+        if self._f1 is not None:
+            self._f1.succeed()
+        if self._f3 is None:
+            self._f3 = self._dtls_tx(self.receiver, 3, self._sender_f3)
 
-    def _cli_f3(self, pc: PeerConnection) -> None:
-        if pc.f2_tx is not None:
-            pc.f2_tx.succeed()
+    def _sender_f3(self) -> None:
+        sender = self.sender
+        if self._f2 is not None:
+            self._f2.succeed()
         # Flight 6 has no timer: it is resent whenever flight 5 shows up again.
-        self._send(UP, DTLS_FLIGHTS[3] + pc.extra, "dtls", self._srv_f4, pc)
-        if pc.dtls_connected_at == math.inf:
-            pc.dtls_connected_at = self.now
-            self._observe(DtlsStateChanged(pc.role, "connected"))
-            self._observe(ConnectionStateChanged(pc.role, "connected"))
-            self._client_up(pc)
+        self._p2p(sender, DTLS_FLIGHTS[3], "dtls", self._receiver_f4)
+        if sender.dtls_connected_at == math.inf:
+            sender.dtls_connected_at = self.now
+            self._observe(DtlsStateChanged(Role.PUBLISHER, "connected"))
+            self._observe(ConnectionStateChanged(Role.PUBLISHER, "connected"))
+            self._sender_up(sender)
+        self._progress()
 
-    def _srv_f4(self, pc: PeerConnection) -> None:
-        if pc.f3_tx is not None:
-            pc.f3_tx.succeed()
-        if pc.s_dtls_connected_at == math.inf:
-            pc.s_dtls_connected_at = self.now
-            self._server_up(pc)
+    def _receiver_f4(self) -> None:
+        receiver = self.receiver
+        if self._f3 is not None:
+            self._f3.succeed()
+        if receiver.dtls_connected_at == math.inf:
+            receiver.dtls_connected_at = self.now
+            self._observe(DtlsStateChanged(Role.SUBSCRIBER, "connected"))
+            self._observe(ConnectionStateChanged(Role.SUBSCRIBER, "connected"))
+            self._receiver_up(receiver)
         self._progress()

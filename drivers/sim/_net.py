@@ -2,10 +2,11 @@
 
 * :class:`EventLoop`: a heap of (time, order, callback, tag); ties run in scheduling order, so a
   run is a pure function of the scenario and the seed. Tags say what is pending.
-* :class:`Path`: the uplink (client→server) and downlink (server→client) ``Link``s. Control
-  packets cross one at a time (``send``); media crosses in arrays (``send_media``). Every send
-  on a link happens in time order, which the driver guarantees by bringing media up to ``now``
-  before any control packet leaves. An optional per-packet log records what crossed.
+* :class:`Path`: the client's access link to the TURN server, the uplink (client→TURN) and the
+  downlink (TURN→client) ``Link``s. Control packets cross one at a time (``send``); media crosses
+  in arrays (``send_media``). Every send on a link happens in time order, which the driver
+  guarantees by bringing media up to ``now`` before any control packet leaves. An optional
+  per-packet log records what crossed.
 * :class:`Transaction`: aioice's STUN transaction timer (RTO 0.5 s, doubling, 6 retransmissions).
 """
 
@@ -34,7 +35,7 @@ STUN_RETRANSMISSIONS: Final = 6  # aioice stun.RETRY_MAX
 class PacketRecord:
     """One packet offered to a simulated link (the ``--pcap`` export reads these).
 
-    ``direction`` is "uplink" (client→server) or "downlink"; ``kind`` is one of "tcp", "stun",
+    ``direction`` is "uplink" (client→TURN) or "downlink" (TURN→client); ``kind`` is one of "tcp", "stun",
     "dtls", "rtp", "rtcp"; ``size`` is the IP packet's size in bytes.
     """
 
@@ -67,16 +68,14 @@ class Tag(enum.IntEnum):
     FINE_TICK = enum.auto()  # the event-driven media pipeline's next moment
     MAYBE_STEADY = enum.auto()  # another try at the switch
     # Taken over by the steady state (args: the callback's).
-    CONSENT = enum.auto()  # a consent check is due (pc)
+    CONSENT = enum.auto()  # a consent check is due (the peer that sends it)
     PUB_SR = enum.auto()  # RTCP timers (tag, kind): the publisher's SR,
-    SUB_RR = enum.auto()  # the subscriber's RR,
-    SRV_RR = enum.auto()  # the server's RR about the publisher's stream,
-    SRV_SR = enum.auto()  # the server's SR to the subscriber
-    SRV_REMB_TIMER = enum.auto()  # REMB timers (no args)
-    SUB_REMB_TIMER = enum.auto()
-    SRV_GOT_SR = enum.auto()  # arrivals at the server: an SR (kind, SR id),
-    SRV_GOT_REMB = enum.auto()  # the subscriber's REMB (bps),
-    SRV_GOT_PLI = enum.auto()  # the subscriber's PLI, which it passes on to the publisher ()
+    SUB_RR = enum.auto()  # the subscriber's RR
+    SUB_REMB_TIMER = enum.auto()  # the subscriber's REMB timer (no args)
+    # A packet from one peer to the other at the TURN server, to be forwarded onto the downlink
+    # (when it went up, downlink size, packet kind, the arrival's tag, the arrival's args).
+    AT_TURN = enum.auto()
+    SUB_GOT_SR = enum.auto()  # arrivals at the subscriber: an SR (kind, SR id)
     PUB_GOT_RR = enum.auto()  # arrivals at the publisher: an RR (kind, block),
     PUB_GOT_REMB = enum.auto()  # a REMB (bps),
     PUB_GOT_PLI = enum.auto()  # a PLI ()

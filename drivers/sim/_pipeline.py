@@ -1,14 +1,15 @@
 """The media pipeline, event-driven: the driver's mode until it can batch (see :mod:`._steady`).
 
 Media crosses the links in small arrays. Before any control packet leaves, :meth:`Pipeline.sync`
-brings media up to ``now`` — publisher → uplink (stage 1) → server, forwarding onto the downlink
+brings media up to ``now`` — publisher → uplink (stage 1) → TURN, forwarding onto the downlink
 (stage 2) → subscriber (stage 3) — so every send on a link stays in time order. Until the
 subscriber has started every stream, the pipeline also runs at every media send and arrival
 time (``fine``), so the moments the core sees (``MediaStarted``) are exact.
 
-RTCP runs packet by packet on aiortc's timers, following the rules in :mod:`._rtcp`; the server
-is an SFU that forwards RTP with its sequence numbers (so uplink loss shows at the subscriber)
-and asks the publisher for a keyframe when the subscriber joins.
+RTCP runs packet by packet on aiortc's timers, following the rules in :mod:`._rtcp`. The TURN
+server forwards whatever one peer sends the other, RTP with its sequence numbers and RTCP alike
+(so loss on either link shows at the subscriber, and every report crosses both links): the
+publisher's SRs reach the subscriber, the subscriber's RRs, REMBs and PLIs reach the publisher.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from numpy.typing import NDArray
 from rtcprobe.core.config import MediaDemand
 from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 
-from ._handshakes import PeerConnection
+from ._handshakes import Peer
 from ._media import AUDIO, REMB_INTERVAL, VIDEO, AudioSource, Lookahead, Packets, VideoSource, join
 from ._net import DOWN, UP, EventLoop, Path, Tag
 from ._rtcp import ReportBlock, pli_due, report_delay
@@ -31,47 +32,64 @@ from ._wire import RTCP_PLI, RTCP_REMB, RTCP_RR, RTCP_SR
 
 
 class Pipeline:
-    """Publisher → uplink → SFU → downlink → subscriber, one event at a time.
+    """Publisher → uplink → TURN → downlink → subscriber, one event at a time.
 
     ``started(kind, t)`` is called when the subscriber can first play a stream (at ``t``,
     possibly ahead of ``now``); ``progress()`` after each RTCP timer and keyframe request, when
     the driver may switch to batches.
     """
 
-    def __init__(self, loop: EventLoop, path: Path, streams: Streams, pcs: dict[Role, PeerConnection], *,
+    def __init__(self, loop: EventLoop, path: Path, streams: Streams, peers: dict[Role, Peer], *,
                  media: MediaDemand, media_rng: np.random.Generator, rtcp_rng: np.random.Generator,
                  reorders: dict[str, bool], started: Callable[[int, float], None],
                  progress: Callable[[], None]) -> None:
         self.loop = loop
         self.path = path
         self.streams = streams
-        self.pcs = pcs
+        self.peers = peers
         self._media = media
         self._media_rng = media_rng
         self._rtcp_rng = rtcp_rng
         self._started = started
         self._progress = progress
         self.sources: dict[int, Lookahead] = {}
-        self.srv_q = Queue(reorders[UP])  # arrived (or arriving) at the server, not yet processed
+        self.turn_q = Queue(reorders[UP])  # arrived (or arriving) at TURN, not yet forwarded
         self.sub_q = Queue(reorders[DOWN])  # arriving at the subscriber
         self.fine = False  # sync at every media event until media started
         self._fine_at = math.inf
         self.busy = False  # inside sync
         self.sub_last_rx = 0.0  # last media packet at the subscriber
         self.handed_over = False  # the steady state runs the media now
+        # What runs where an RTCP packet from one peer arrives at the other (by its tag).
+        self._arrivals: dict[Tag, Callable[..., None]] = {
+            Tag.SUB_GOT_SR: self._sub_sr, Tag.PUB_GOT_RR: self._pub_rr, Tag.PUB_GOT_REMB: self._pub_remb,
+            Tag.PUB_GOT_PLI: self._pub_pli}
 
     @property
     def now(self) -> float:
         return self.loop.now
 
     def send(self, direction: str, size: int, kind: str, then: Callable[..., None] | None = None,
-             *args: Any, tag: Tag = Tag.HANDSHAKE) -> None:
-        """Put one control packet on a link now; ``then(*args)`` runs when it arrives."""
+             *args: Any, tag: Tag = Tag.HANDSHAKE, up_sent: float = math.inf) -> None:
+        """Put one control packet on a link now; ``then(*args)`` runs when it arrives.
+        ``up_sent``: for a packet TURN forwards, when it went up (media that reached TURN at the
+        same moment but left the publisher no earlier is forwarded after it, as TURN would)."""
         assert not self.handed_over, "in the steady state every packet is planned with its interval"
-        self.sync(1 if direction == UP else 2)
+        self.sync(1 if direction == UP else 2, up_sent)
         delivered = self.path.send(direction, self.now, size, kind)
         if delivered is not None and then is not None:
             self.loop.at(delivered, then, *args, tag=tag)
+
+    def _relay(self, src: Role, size: int, arrival: Tag, *args: Any) -> None:
+        """An RTCP packet from the ``src`` peer to the other, through TURN; where it arrives, the
+        handler of ``arrival`` runs with ``args``."""
+        dst = Role.SUBSCRIBER if src is Role.PUBLISHER else Role.PUBLISHER
+        self.send(UP, size + self.peers[src].extra, "rtcp", self._forward, self.now, size + self.peers[dst].extra,
+                  "rtcp", arrival, *args, tag=Tag.AT_TURN)
+
+    def _forward(self, up_sent: float, size: int, kind: str, arrival: Tag, *args: Any) -> None:
+        """TURN forwards a packet from one peer to the other (``Tag.AT_TURN``'s callback)."""
+        self.send(DOWN, size, kind, self._arrivals[arrival], *args, tag=arrival, up_sent=up_sent)
 
     def hand_over(self) -> dict[int, AudioSource | VideoSource]:
         """Bring everything up to now and stop: the steady state takes the sources (and the
@@ -85,45 +103,28 @@ class Pipeline:
 
     # --- who starts when ---------------------------------------------------------------------------
 
-    def client_up(self, pc: PeerConnection) -> None:
-        """The client's DTLS on ``pc`` is up: the publisher starts sending, the subscriber
-        accepts media and starts reporting."""
+    def sender_up(self, peer: Peer) -> None:
+        """The publisher's DTLS is up: it starts sending media and sender reports."""
+        self.sync(1)
+        extra = peer.extra
+        if self._media.audio:
+            self.sources[AUDIO] = Lookahead(AudioSource(self.now, extra))
+        if self._media.video is not None:
+            self.sources[VIDEO] = Lookahead(VideoSource(self._media.video, self.now, extra, self._media_rng))
+        for kind in self.sources:
+            self._rtcp_timer(Tag.PUB_SR, kind)
+        self.fine = True
+        self._fine_next()
+
+    def receiver_up(self, peer: Peer) -> None:
+        """The subscriber's DTLS is up: it accepts media and starts reporting."""
         self.sync(1)
         streams = self.streams
-        if pc.role is Role.PUBLISHER:
-            extra = pc.extra
-            if self._media.audio:
-                self.sources[AUDIO] = Lookahead(AudioSource(self.now, extra))
-            if self._media.video is not None:
-                self.sources[VIDEO] = Lookahead(VideoSource(self._media.video, self.now, extra, self._media_rng))
-            for kind in self.sources:
-                self._rtcp_timer(Tag.PUB_SR, kind)
-            self.fine = True
-            self._fine_next()
-        else:
-            streams.sub_accept_at = self.now
-            for kind in streams.kinds:
-                self._rtcp_timer(Tag.SUB_RR, kind)
-            if VIDEO in streams.kinds:
-                self.loop.after(REMB_INTERVAL, self._sub_remb, tag=Tag.SUB_REMB_TIMER)
-
-    def server_up(self, pc: PeerConnection) -> None:
-        """The server's DTLS on ``pc`` is up: it accepts the publisher's media, or forwards it
-        to the subscriber."""
-        self.sync(2)
-        streams = self.streams
-        if pc.role is Role.PUBLISHER:
-            streams.srv_accept_at = self.now
-            for kind in streams.kinds:
-                self._rtcp_timer(Tag.SRV_RR, kind)
-            if VIDEO in streams.kinds:
-                self.loop.after(REMB_INTERVAL, self._srv_remb, tag=Tag.SRV_REMB_TIMER)
-        else:
-            streams.forward_at = self.now
-            for kind in streams.kinds:
-                self._rtcp_timer(Tag.SRV_SR, kind)
-            if VIDEO in streams.kinds:  # an SFU asks for a keyframe when a subscriber joins
-                self._pli_to_publisher()
+        streams.sub_accept_at = self.now
+        for kind in streams.kinds:
+            self._rtcp_timer(Tag.SUB_RR, kind)
+        if VIDEO in streams.kinds:
+            self.loop.after(REMB_INTERVAL, self._sub_remb, tag=Tag.SUB_REMB_TIMER)
 
     def stream_stats(self) -> tuple[dict[int, OutboundStats], dict[int, InboundStats | None]]:
         """getStats' outbound (publisher) and inbound (subscriber) entries per stream, now."""
@@ -132,29 +133,30 @@ class Pipeline:
         out = {kind: streams.senders[kind].outbound(kind) for kind in streams.kinds}
         return out, {kind: inbound(streams.sub_stats[kind].snapshot(), kind) for kind in streams.kinds}
 
-    def last_heard(self, pc: PeerConnection) -> float:
-        """When the client last received anything on ``pc``."""
-        if pc.role is Role.SUBSCRIBER:
+    def last_heard(self, peer: Peer) -> float:
+        """When ``peer`` last received anything."""
+        if peer.role is Role.SUBSCRIBER:
             self.sync(3)
-            return max(pc.last_rx, self.sub_last_rx)
-        return pc.last_rx
+            return max(peer.last_rx, self.sub_last_rx)
+        return peer.last_rx
 
     # --- moving media --------------------------------------------------------------------------------
 
-    def sync(self, stage: int = 3) -> None:
+    def sync(self, stage: int = 3, up_sent: float = math.inf) -> None:
         """Move media up to ``now``, through ``stage``: a packet about to go up only needs
-        stage 1, one about to go down stage 2; whatever reads the subscriber's state all three."""
+        stage 1, one about to go down stage 2; whatever reads the subscriber's state all three.
+        (``up_sent``: see :meth:`send`.)"""
         if self.busy or self.handed_over:
             return
         self.busy = True
         try:
-            self._sync(self.loop.now, 3 if self.fine else stage)
+            self._sync(self.loop.now, 3 if self.fine else stage, up_sent)
         finally:
             self.busy = False
         if self.fine:
             self._fine_next()
 
-    def _sync(self, t: float, stage: int) -> None:
+    def _sync(self, t: float, stage: int, up_sent: float = math.inf) -> None:
         sources = self.sources
         if sources and min([la.next_send for la in sources.values()]) <= t:
             senders = self.streams.senders
@@ -171,9 +173,9 @@ class Pipeline:
                 if len(parts) > 1:
                     batch = join(parts)
                     batch = batch.take(batch["t"].argsort(kind="stable"))
-                self.srv_q.arrive(Packets(batch), self.path.send_media(UP, batch["t"], batch["size"]))
-        if stage >= 2 and self.srv_q.min <= t:
-            self._server_arrivals(t)
+                self.turn_q.arrive(Packets(batch), self.path.send_media(UP, batch["t"], batch["size"]))
+        if stage >= 2 and self.turn_q.min <= t:
+            self._turn_arrivals(t, up_sent)
         if stage >= 3 and self.sub_q.min <= t:
             self._subscriber_arrivals(t)
 
@@ -184,16 +186,11 @@ class Pipeline:
             return [(kinds[0] if len(kinds) == 1 else int(got["kind"][0]), got)] if len(got) else []
         return [(kind, mine.a) for kind, mine in self.streams.per_kind(Packets(got))]
 
-    def _server_arrivals(self, t: float) -> None:
-        streams = self.streams
-        got = self.srv_q.pop_until(t, streams.srv_accept_at).a
-        for kind, mine in self._per_kind(got):
-            streams.srv_stats[kind].add(mine["t"], mine["seq"], mine["ts"], mine["payload"])
-            if kind == VIDEO:
-                streams.srv_est.add(mine["t"], mine["sent"], mine["seq"], mine["size"])
-        fwd = got.compress(got["t"] >= streams.forward_at) if len(got) and got["t"][0] < streams.forward_at else got
+    def _turn_arrivals(self, t: float, up_sent: float = math.inf) -> None:
+        """TURN forwards the publisher's media to the subscriber as it arrives."""
+        fwd = self.turn_q.pop_until(t, -math.inf, up_sent).a
         if len(fwd):
-            resize = self.pcs[Role.SUBSCRIBER].extra - self.pcs[Role.PUBLISHER].extra
+            resize = self.peers[Role.SUBSCRIBER].extra - self.peers[Role.PUBLISHER].extra
             if resize:  # ChannelData framing differs between the two legs
                 fwd["size"] = fwd["size"] + resize
             self.sub_q.arrive(Packets(fwd), self.path.send_media(DOWN, fwd["t"], fwd["size"]))
@@ -217,15 +214,14 @@ class Pipeline:
                 self.fine = False
             self._started(kind, t)
             return
-        # Video it cannot decode yet: ask for a keyframe (through the server) now and then.
-        if pli_due(self.now, streams.last_pli, streams.forward_at):
+        # Video it cannot decode yet: ask the publisher for a keyframe now and then.
+        if pli_due(self.now, streams.last_pli, streams.sub_accept_at):
             streams.last_pli = self.now
-            self.send(UP, RTCP_PLI + self.pcs[Role.SUBSCRIBER].extra, "rtcp", self._pli_to_publisher,
-                      tag=Tag.SRV_GOT_PLI)
+            self._relay(Role.SUBSCRIBER, RTCP_PLI, Tag.PUB_GOT_PLI)
 
     def _fine_next(self) -> None:
         """Until media started, the next moment anything in the pipeline happens is an event."""
-        nxt = min([la.next_send for la in self.sources.values()] + [self.srv_q.min, self.sub_q.min])
+        nxt = min([la.next_send for la in self.sources.values()] + [self.turn_q.min, self.sub_q.min])
         if nxt > self.loop.now and nxt < self._fine_at:
             self._fine_at = nxt
             self.loop.at(nxt, self._fine_tick, tag=Tag.FINE_TICK)
@@ -235,19 +231,30 @@ class Pipeline:
             self._fine_at = math.inf
         self.sync()
 
-    # --- keyframe requests -------------------------------------------------------------------------
-
-    def _pli_to_publisher(self) -> None:
-        self.send(DOWN, RTCP_PLI + self.pcs[Role.PUBLISHER].extra, "rtcp", self._pub_pli, tag=Tag.PUB_GOT_PLI)
+    # --- what arrives at the publisher -------------------------------------------------------------
 
     def _pub_pli(self) -> None:
         self.sync(1)
-        self.pcs[Role.PUBLISHER].heard(self.now)
+        self.peers[Role.PUBLISHER].heard(self.now)
         video = self.sources.get(VIDEO)
         if video is not None and isinstance(video.src, VideoSource):
             video.invalidate()
             video.src.force_key = True
         self._progress()
+
+    def _pub_rr(self, kind: int, block: ReportBlock) -> None:
+        self.peers[Role.PUBLISHER].heard(self.now)
+        sender = self.streams.senders[kind]
+        sender.read_rr(kind, block, self.now, sender.sr_sent_at)
+
+    def _pub_remb(self, bps: float) -> None:
+        self.sync(1)
+        self.peers[Role.PUBLISHER].heard(self.now)
+        self.streams.senders[VIDEO].remb = bps
+        video = self.sources.get(VIDEO)
+        if video is not None and isinstance(video.src, VideoSource):
+            video.invalidate()
+            video.src.set_target(bps)
 
     # --- RTCP ----------------------------------------------------------------------------------------
 
@@ -257,72 +264,31 @@ class Pipeline:
     def _rtcp_fire(self, report: Tag, kind: int) -> None:
         if report is Tag.PUB_SR:
             self._pub_sr(kind)
-        elif report is Tag.SRV_RR:
-            self._srv_rr(kind)
-        elif report is Tag.SRV_SR:
-            self._srv_sr()
         else:
             self._sub_rr(kind)
         self._rtcp_timer(report, kind)
         self._progress()
 
     def _pub_sr(self, kind: int) -> None:
-        """The publisher's sender report (uplink)."""
+        """The publisher's sender report, to the subscriber."""
         sender = self.streams.senders[kind]
         sender.sr_sent_at = sr_id = self.now
-        self.send(UP, RTCP_SR + self.pcs[Role.PUBLISHER].extra, "rtcp", self._srv_got_sr, kind, sr_id,
-                  tag=Tag.SRV_GOT_SR)
+        self._relay(Role.PUBLISHER, RTCP_SR, Tag.SUB_GOT_SR, kind, sr_id)
 
-    def _srv_got_sr(self, kind: int, sr_id: float) -> None:
-        self.streams.srv_sr[kind] = (sr_id, self.now)
-
-    def _srv_rr(self, kind: int) -> None:
-        """The server's receiver report about the publisher's stream (downlink)."""
-        self.sync(2)
-        block = self.streams.server_rr(kind, self.streams.srv_stats[kind].snapshot(), self.now)
-        if block is not None:
-            self.send(DOWN, RTCP_RR + self.pcs[Role.PUBLISHER].extra, "rtcp", self._pub_rr, kind, block,
-                      tag=Tag.PUB_GOT_RR)
-
-    def _pub_rr(self, kind: int, block: ReportBlock) -> None:
-        self.pcs[Role.PUBLISHER].heard(self.now)
-        sender = self.streams.senders[kind]
-        sender.read_rr(kind, block, self.now, sender.sr_sent_at)
-
-    def _srv_sr(self) -> None:
-        """The server's sender report to the subscriber (traffic only: the core never reads it)."""
-        self.send(DOWN, RTCP_SR + self.pcs[Role.SUBSCRIBER].extra, "rtcp")
+    def _sub_sr(self, kind: int, sr_id: float) -> None:
+        self.peers[Role.SUBSCRIBER].heard(self.now)
+        self.streams.sub_sr[kind] = (sr_id, self.now)
 
     def _sub_rr(self, kind: int) -> None:
-        """The subscriber's receiver report (traffic only: it informs the server, not the core)."""
+        """The subscriber's receiver report about the ``kind`` stream, to the publisher."""
         self.sync(3)
-        if self.streams.sub_stats[kind].base_seq is not None:
-            self.send(UP, RTCP_RR + self.pcs[Role.SUBSCRIBER].extra, "rtcp")
-
-    def _srv_remb(self) -> None:
-        self.sync(2)
-        estimate = self.streams.srv_est.update(self.now)
-        if estimate is not None:
-            self.send(DOWN, RTCP_REMB + self.pcs[Role.PUBLISHER].extra, "rtcp", self._pub_remb,
-                      self.streams.remb_to_publisher(estimate), tag=Tag.PUB_GOT_REMB)
-        self.loop.after(REMB_INTERVAL, self._srv_remb, tag=Tag.SRV_REMB_TIMER)
-
-    def _pub_remb(self, bps: float) -> None:
-        self.sync(1)
-        self.pcs[Role.PUBLISHER].heard(self.now)
-        self.streams.senders[VIDEO].remb = bps
-        video = self.sources.get(VIDEO)
-        if video is not None and isinstance(video.src, VideoSource):
-            video.invalidate()
-            video.src.set_target(bps)
+        block = self.streams.subscriber_rr(kind, self.streams.sub_stats[kind].snapshot(), self.now)
+        if block is not None:
+            self._relay(Role.SUBSCRIBER, RTCP_RR, Tag.PUB_GOT_RR, kind, block)
 
     def _sub_remb(self) -> None:
         self.sync(3)
         estimate = self.streams.sub_est.update(self.now)
         if estimate is not None:
-            self.send(UP, RTCP_REMB + self.pcs[Role.SUBSCRIBER].extra, "rtcp", self._srv_got_remb, estimate,
-                      tag=Tag.SRV_GOT_REMB)
+            self._relay(Role.SUBSCRIBER, RTCP_REMB, Tag.PUB_GOT_REMB, estimate)
         self.loop.after(REMB_INTERVAL, self._sub_remb, tag=Tag.SUB_REMB_TIMER)
-
-    def _srv_got_remb(self, bps: float) -> None:
-        self.streams.sub_remb = bps

@@ -4,13 +4,14 @@ The event-driven pipeline applies them at the virtual moment a report is sent or
 the packet-by-packet statistics; the steady state applies them to what its timelines say "as of"
 the same moment. Either way one function decides, so the two modes cannot drift apart.
 
-* Every sender sends an SR and every receiver an RR at 0.5-1.5 s random intervals.
+* The publisher sends an SR per stream and the subscriber an RR per stream at 0.5-1.5 s random
+  intervals, each through TURN to the other peer.
 * An RR carries the fraction lost since the previous RR, cumulative lost and RFC 3550 jitter; the
   publisher measures rtt from an RR echoing its latest SR (aiortc's 0.85 EWMA), so rtt is unknown
-  until such an RR arrived.
-* An SFU forwards the lower of its own uplink estimate and the subscriber's REMB.
+  until such an RR arrived. SR and RR each cross the access link twice (up to TURN, down to the
+  other peer): the rtt is the loop's, about twice the client↔TURN round trip.
 * The subscriber asks for a keyframe (PLI) at most every 500 ms while it has video it cannot
-  decode, and not before the server forwards to it.
+  decode, the first one 500 ms after its DTLS came up at the soonest.
 """
 
 from __future__ import annotations
@@ -83,17 +84,12 @@ def smoothed_rtt(previous: float | None, sample: float) -> float:
     return sample if previous is None else RTT_ALPHA * previous + (1 - RTT_ALPHA) * sample
 
 
-def forwarded_remb(own: float, subscriber: float | None) -> float:
-    """The SFU's REMB to the publisher: its uplink estimate, capped by the subscriber's."""
-    return own if subscriber is None else min(own, subscriber)
+def pli_due(now: float, last_pli: float, up_at: float) -> bool:
+    """May the subscriber (whose DTLS is up since ``up_at``) send a keyframe request now?"""
+    return now - max(last_pli, up_at) >= PLI_INTERVAL
 
 
-def pli_due(now: float, last_pli: float, forward_at: float) -> bool:
-    """May the subscriber send a keyframe request now?"""
-    return now - max(last_pli, forward_at) >= PLI_INTERVAL
-
-
-def next_pli_at(earliest: float, last_pli: float, forward_at: float) -> float:
+def next_pli_at(earliest: float, last_pli: float, up_at: float) -> float:
     """The first moment from ``earliest`` on the subscriber may send a keyframe request (the
     steady state's form of :func:`pli_due`: the same rule, its own rounding)."""
-    return max(earliest, max(last_pli, forward_at) + PLI_INTERVAL)
+    return max(earliest, max(last_pli, up_at) + PLI_INTERVAL)

@@ -1,4 +1,4 @@
-"""The media streams' state at both ends: what the event-driven pipeline builds up and the
+"""The media streams' state at both peers: what the event-driven pipeline builds up and the
 steady state takes over at the switch, and the RTCP rules (:mod:`._rtcp`) applied to it.
 """
 
@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from rtcprobe.core.observations import InboundStats, OutboundStats
 
 from ._media import CLOCK_RATE, F64, VIDEO, Packets, PlayoutStart, ReceiverStats, RembEstimator, Snapshot, join
-from ._rtcp import Prior, ReportBlock, forwarded_remb, receiver_report, rtt_sample, smoothed_rtt
+from ._rtcp import Prior, ReportBlock, receiver_report, rtt_sample, smoothed_rtt
 
 
 class SenderView:
@@ -55,22 +55,18 @@ def inbound(stats: Snapshot, kind: int) -> InboundStats | None:
 
 
 class Streams:
-    """Per stream (``kinds``: AUDIO and/or VIDEO): the publisher's senders, the server's and the
-    subscriber's receive statistics and REMB estimators, the RTCP state each end keeps, when
-    each end can decrypt media (its DTLS is up), and media start at the subscriber."""
+    """Per stream (``kinds``: AUDIO and/or VIDEO): the publisher's senders, the subscriber's
+    receive statistics and REMB estimator, the RTCP state the subscriber keeps, when it can
+    decrypt media (its DTLS is up), and media start at the subscriber. (The TURN server between
+    them keeps nothing: it forwards.)"""
 
     def __init__(self, kinds: list[int]) -> None:
         self.kinds = kinds
         self.senders = {k: SenderView() for k in kinds}
-        self.srv_stats = {k: ReceiverStats(CLOCK_RATE[k]) for k in kinds}
         self.sub_stats = {k: ReceiverStats(CLOCK_RATE[k]) for k in kinds}
-        self.srv_est = RembEstimator()
         self.sub_est = RembEstimator()
-        self.srv_sr: dict[int, tuple[float, float]] = {}  # kind -> (SR id = send time, arrival)
-        self.rr_prior = {k: Prior() for k in kinds}  # the server's previous RR per stream
-        self.sub_remb: float | None = None  # the subscriber's latest REMB, as the server knows it
-        self.srv_accept_at = math.inf  # the server's publisher-side DTLS is up
-        self.forward_at = math.inf  # the server's subscriber-side DTLS is up: forwarding starts
+        self.sub_sr: dict[int, tuple[float, float]] = {}  # kind -> (SR id = send time, arrival)
+        self.rr_prior = {k: Prior() for k in kinds}  # the subscriber's previous RR per stream
         self.sub_accept_at = math.inf  # the subscriber's DTLS is up
         self.playout = PlayoutStart()
         self.last_pli = -math.inf  # the subscriber's latest keyframe request
@@ -90,16 +86,13 @@ class Streams:
                 out.append((kind, mine))
         return out
 
-    def server_rr(self, kind: int, stats: Snapshot, now: float) -> ReportBlock | None:
-        """The server's RR about the publisher's ``kind`` stream at ``now`` (None: not heard yet)."""
-        report = receiver_report(stats, self.rr_prior[kind], self.srv_sr.get(kind), now)
+    def subscriber_rr(self, kind: int, stats: Snapshot, now: float) -> ReportBlock | None:
+        """The subscriber's RR about the ``kind`` stream at ``now`` (None: not heard yet)."""
+        report = receiver_report(stats, self.rr_prior[kind], self.sub_sr.get(kind), now)
         if report is None:
             return None
         block, self.rr_prior[kind] = report
         return block
-
-    def remb_to_publisher(self, estimate: float) -> float:
-        return forwarded_remb(estimate, self.sub_remb)
 
 
 class Queue:
@@ -139,11 +132,17 @@ class Queue:
         self.a = q
         self.min = float(q["t"][0]) if len(q) else math.inf
 
-    def pop_until(self, t: float, accept_at: float) -> Packets:
+    def pop_until(self, t: float, accept_at: float, sent_before: float = math.inf) -> Packets:
         """Everything arrived by ``t``, minus what came before its end could decrypt it
-        (``accept_at``: that end's DTLS handshake finished)."""
+        (``accept_at``: that end's DTLS handshake finished). ``sent_before``: of what arrived at
+        exactly ``t``, only what was sent before then (the rest stays queued, in its order)."""
         q = self.a
         k = int(q["t"].searchsorted(t, "right"))
+        if k and sent_before != math.inf and q["t"][k - 1] == t:
+            i = int(q["t"].searchsorted(t, "left"))
+            later = q["sent"][i:k] >= sent_before
+            if later.any():
+                k = i + int(later.argmax())
         if not k:
             return Packets(q[:0])
         got, self.a = q[:k], q[k:]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Final
 
 # --- addresses (TEST-NET-1, RFC 5737: never a real host) -----------------------------------------
-CLIENT_IP: Final = "192.0.2.10"
-SERVER_IP: Final = "192.0.2.20"
+CLIENT_IP: Final = "192.0.2.10"  # both peer connections: the client's
+SERVER_IP: Final = "192.0.2.20"  # the signaling server (no media reaches it)
 TURN_IP: Final = "192.0.2.1"
 TURN_PORT: Final = 3478
 TURN_URL: Final = f"turn:{TURN_IP}:{TURN_PORT}?transport=udp"
@@ -23,10 +23,6 @@ HTTP_UPGRADE: Final = 260
 HTTP_101: Final = 160
 WS_ICE: Final = 560  # the `ice` hello with its JWT
 WS_ICED: Final = 340  # `iced` with one TURN server and REST credentials
-OFFER_PUBLISHER: Final = 3100  # JSON-escaped SDP, all of aiortc's codecs and candidates
-ANSWER_PUBLISHER: Final = 2500
-OFFER_SUBSCRIBER: Final = 2700
-ANSWER_SUBSCRIBER: Final = 2300
 STUN_CHECK: Final = 128  # Binding request: USERNAME, PRIORITY, ICE-CONTROLLING, USE-CANDIDATE, MI, FP
 STUN_RESPONSE: Final = 92
 TURN_ALLOCATE: Final = 64

@@ -2,13 +2,25 @@
 
 Theory of operation
 -------------------
-:class:`SimDriver` plays both ends of a preflight — the client (publisher + subscriber peer
-connections) and the server (signaling, TURN, and an SFU-style peer that forwards the
-publisher's RTP to the subscriber) — and feeds the core's :class:`PreflightMachine` exactly the
-observations a real aiortc driver produces, at the virtual times they would happen. Every packet
-the real stack would send crosses the scenario's uplink (client→server) or downlink
-(server→client) :class:`~rtcprobe.netem.Link`; nothing else is on the path (the TURN server and
-the SFU sit together on the server side, 192.0.2.0/24 TEST-NET addresses).
+:class:`SimDriver` plays everything the preflight involves — the client's two peer connections,
+the signaling server and the TURN server — and feeds the core's :class:`PreflightMachine` exactly
+the observations the real aiortc driver produces, at the virtual times they would happen. The
+topology is Twilio Video's preflight, as the aiortc client runs it (drivers/aiortc/driver.py):
+the signaling server only hands out TURN credentials; the client's sender (relay-only) and
+receiver connect to each other through the TURN server, so every packet between them crosses the
+scenario's uplink (client→TURN) and then its downlink (TURN→client)
+:class:`~rtcprobe.netem.Link`: media sender → TURN → receiver; RTCP receiver reports and REMB
+receiver → TURN → sender; ICE checks, consent and DTLS both ways. Nothing else is on the path
+(the signaling and TURN servers sit at the far end, 192.0.2.0/24 TEST-NET addresses).
+
+What follows from the loop: the rtt the sender measures from the receiver's reports is the
+loop's, about twice the client↔TURN round trip; the report keeps it as ``stats.rtt`` (as Twilio
+Video's preflight reports it) and the samples say ``loopback=True``, so the core feeds the
+network-quality scorer half of it. Loss anywhere on the two links is a gap at the receiver; the
+receiver's bandwidth estimate (REMB) sees the whole loop. Candidates and the selected pair are
+the receiver's view, as the aiortc driver reports them (drivers/aiortc/candidates.py): its host
+and relayed candidates, the sender's relayed one, the pair (receiver host, sender relay),
+transport ``subscriber``.
 
 Time order on a link is the one invariant. The driver runs the event loop (:mod:`._net`) and the
 core's timer side by side, answers the core's actions, and samples stats; the work is done by:
@@ -21,11 +33,10 @@ core's timer side by side, answers the core's actions, and samples stats; the wo
   both apply; :mod:`._media` and :mod:`._timeline` — sources, receiver statistics, REMB.
 
 Media: Opus 96 kbit/s in 20 ms packets; VP8 frames packetized at aiortc's 1300-byte limit and
-sent back to back (aiortc has no pacer). The SFU forwards RTP with its sequence numbers (aiortc's
-own server decodes and re-encodes instead — a documented difference); REMB: the server's estimate
-of the uplink, capped by the subscriber's estimate of the downlink, drives the publisher's
-encoder. Not modelled: processing time on either end, NACK/RTX, TURN refreshes, server-side
-consent. See docs/architecture.md#the-simulator.
+sent back to back (aiortc has no pacer). TURN forwards RTP as it came (the receiver's sequence
+numbers are the sender's); the receiver's REMB drives the sender's encoder. Not modelled:
+processing time on either end (encoding aside), NACK/RTX, TURN refreshes. See
+docs/architecture.md#the-simulator.
 """
 
 from __future__ import annotations
@@ -62,7 +73,7 @@ from rtcprobe.core.report import IceCandidateStats, PreflightReport, RunInfo, Se
 from rtcprobe.netem.models import LinkCounters
 from rtcprobe.netem.scenario import Scenario
 
-from ._handshakes import Handshakes, PeerConnection
+from ._handshakes import Handshakes, Peer
 from ._media import AUDIO, KIND_NAMES, VIDEO
 from ._net import DOWN, UP, EventLoop, PacketRecord, Path, Pending, Tag
 from ._pipeline import Pipeline
@@ -78,6 +89,15 @@ def _dropped_at_the_switch(p: Pending) -> bool:
     switch's own retries, retries of finished transactions)."""
     return (p.tag in TAKEN_OVER or p.tag is Tag.FINE_TICK or p.tag is Tag.MAYBE_STEADY
             or (p.tag is Tag.RETRY and p.args[0].done))
+
+
+STREAMS = 5  # random streams spawned from the seed: links, media, RTCP, consent, addresses
+
+
+def link_seed(seed: int) -> np.random.SeedSequence:
+    """What the simulator's links draw from for ``seed`` (losses, jitter): an impairment relay
+    built from it draws the same, packet for packet (``rtcprobe run --driver aiortc``)."""
+    return np.random.SeedSequence(seed).spawn(STREAMS)[0]
 
 
 @attrs.frozen
@@ -105,7 +125,7 @@ class SimDriver:
       once media started (cheaper; media start is then read off the batches, keyframe requests
       wait for an interval boundary);
     * after the run, :attr:`steady_at` is when the driver switched to batches (None: never),
-      :attr:`pcs` the peer connections and :attr:`path` the links.
+      :attr:`pcs` the two peer connections by role and :attr:`path` the links.
     """
 
     def __init__(self, scenario: Scenario, seed: int, *, packet_log: bool = False,
@@ -115,7 +135,7 @@ class SimDriver:
         self.scenario = scenario
         self.seed = seed
         root = np.random.default_rng(seed)
-        link_rng, media_rng, self._rtcp_rng, consent_rng, addr_rng = root.spawn(5)
+        link_rng, media_rng, self._rtcp_rng, consent_rng, addr_rng = root.spawn(STREAMS)
         uplink, downlink = scenario.build_links(link_rng)
         self.path = Path(uplink, downlink, log=packet_log)
         self.loop = EventLoop()
@@ -130,8 +150,8 @@ class SimDriver:
         self.handshakes = Handshakes(
             self.loop, self._send, self._observe,
             ports=[int(p) for p in addr_rng.integers(49152, 65536, size=6)],
-            tracks=self.config.media.kinds, consent_rng=consent_rng, client_up=self._client_up,
-            server_up=self._server_up, progress=self._maybe_steady, last_heard=self._last_heard)
+            tracks=self.config.media.kinds, consent_rng=consent_rng, sender_up=self._sender_up,
+            receiver_up=self._receiver_up, progress=self._maybe_steady, last_heard=self._last_heard)
         self.pcs = self.handshakes.pcs
         media = scenario.media
         self.streams = Streams([k for k, on in ((AUDIO, media.audio), (VIDEO, media.video is not None)) if on])
@@ -219,17 +239,17 @@ class SimDriver:
     # --- between the parts -------------------------------------------------------------------------
 
     def _send(self, direction: str, size: int, kind: str, then: Callable[..., None] | None = None,
-              *args: Any, tag: Tag = Tag.HANDSHAKE) -> None:
-        self.pipeline.send(direction, size, kind, then, *args, tag=tag)
+              *args: Any, tag: Tag = Tag.HANDSHAKE, up_sent: float = math.inf) -> None:
+        self.pipeline.send(direction, size, kind, then, *args, tag=tag, up_sent=up_sent)
 
-    def _client_up(self, pc: PeerConnection) -> None:
-        self.pipeline.client_up(pc)
+    def _sender_up(self, peer: Peer) -> None:
+        self.pipeline.sender_up(peer)
 
-    def _server_up(self, pc: PeerConnection) -> None:
-        self.pipeline.server_up(pc)
+    def _receiver_up(self, peer: Peer) -> None:
+        self.pipeline.receiver_up(peer)
 
-    def _last_heard(self, pc: PeerConnection) -> float:
-        return self.pipeline.last_heard(pc) if self.steady is None else self.steady.last_heard(pc)
+    def _last_heard(self, peer: Peer) -> float:
+        return self.pipeline.last_heard(peer) if self.steady is None else self.steady.last_heard(peer)
 
     def _media_started(self, kind: int, t: float) -> None:
         self.loop.at(t, self._observe, MediaStarted(KIND_NAMES[kind]), tag=Tag.OBSERVE)
@@ -240,15 +260,15 @@ class SimDriver:
 
     def _maybe_steady(self) -> None:
         """Switch to interval batches once nothing event-driven can put a packet on a link any more:
-        both peer connections up at both ends, media started, and every pending event one the
-        steady state takes over (RTCP and REMB timers and arrivals, consent checks) or harmless."""
+        both peer connections' DTLS up, media started, and every pending event one the steady
+        state takes over (RTCP and REMB timers, packets in flight between the peers, consent
+        checks due) or harmless."""
         if self.steady is not None or self.done or self.pipeline.busy or not self.pipeline.sources:
             return
         pub, sub = self.pcs.get(Role.PUBLISHER), self.pcs.get(Role.SUBSCRIBER)
         if pub is None or sub is None or not (self.early_batches or self.streams.all_started):
             return
-        streams = self.streams
-        if not (pub.up and sub.up) or math.inf in (streams.srv_accept_at, streams.forward_at, streams.sub_accept_at):
+        if not (pub.up and sub.up) or self.streams.sub_accept_at == math.inf:
             return
         for p in self.loop.pending():
             if p.tag is Tag.RETRY:
@@ -264,7 +284,7 @@ class SimDriver:
         self.steady_at = self.now
         taken = [p for p in self.loop.remove(_dropped_at_the_switch) if p.tag in TAKEN_OVER]
         self.steady = SteadyState(
-            self.loop, self.path, self.streams, self.handshakes, sources=sources, srv_q=self.pipeline.srv_q,
+            self.loop, self.path, self.streams, self.handshakes, sources=sources, turn_q=self.pipeline.turn_q,
             sub_q=self.pipeline.sub_q, sub_last_rx=self.pipeline.sub_last_rx, taken=taken,
             rtcp_rng=self._rtcp_rng, audio_horizon=self.config.step_timeout, end_hint=lambda: self._end_hint,
             started=self._media_started)
@@ -279,19 +299,21 @@ class SimDriver:
             out, inb = self.steady.stream_stats()
         else:
             out, inb = self.pipeline.stream_stats()
-        candidates: list[IceCandidateStats] = []
-        for pc in self.pcs.values():
-            candidates.extend(pc.local)
-            candidates.append(pc.remote)
-        pub = self.pcs.get(Role.PUBLISHER)
+        # The receiving peer connection's view (Twilio reads both from it; drivers/aiortc/candidates.py).
+        sub = self.pcs.get(Role.SUBSCRIBER)
+        candidates: tuple[IceCandidateStats, ...] = ()
         pair = None
-        if pub is not None and pub.selected is not None:
-            pair = SelectedCandidatePair(pub.selected, pub.remote)
+        if sub is not None:
+            candidates = (*sub.local, *sub.remote)
+            if sub.selected is not None:
+                pair = SelectedCandidatePair(*sub.selected)
         return StatsSample(
             audio_out=out.get(AUDIO), video_out=out.get(VIDEO), audio_in=inb.get(AUDIO), video_in=inb.get(VIDEO),
             # aiortc has no candidate-pair stats (docs/references.md#aiortc-and-aioice)
             candidate_pair_rtt=None,
-            ice_candidates=tuple(candidates), selected_pair=pair,
+            ice_candidates=candidates, selected_pair=pair,
+            # sender and receiver are both this client's: every round trip is the loop's
+            loopback=True,
         )
 
 
