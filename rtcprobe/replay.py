@@ -50,7 +50,12 @@ the impairment relay sits between the client and the TURN server. All on 127.0.0
   it up).
 * The preflight is the aiortc driver's, started by :func:`~rtcprobe.live.run_preflight` with the
   scenario's duration and media, so the report has the simulator's shape; its ``run`` says
-  ``driver = "aiortc"`` with the scenario's name and the seed.
+  ``driver = "aiortc"`` with the scenario's name and the seed. With ``driver="chromium"`` it is
+  rtcprobe.js's in a headless Chromium instead, the core in the embedded server, which stamps
+  ``driver = "chromium"`` (and the scenario and seed) on the report; its two peer connections are
+  relay-only too (rtcprobe.js's ``receiverRelayOnly``), so the loop is the same. Chromium's own
+  video (its canvas pattern, its encoder's rate control) is not the simulator's: the replay's
+  seed governs the links only (benchmarks/bench_drivers.py compares the three drivers).
 
 This module starts servers (coturn, the relay, the embedded signaling server), which is why it
 sits in the top layer and not in the driver (docs/architecture.md#layers).
