@@ -3,7 +3,9 @@
 
 The handle is Twilio Video's ``runPreflight`` object (docs/references.md#twilio-video-preflight):
 events by name, ``stop()``, ``network_quality_level`` and ``await wait()``. It runs the aiortc
-driver (:class:`rtcprobe.drivers.aiortc.AiortcDriver`), giving it a signaling URL and a token:
+driver (:class:`rtcprobe.drivers.aiortc.AiortcDriver`) — or with ``driver="chromium"`` rtcprobe.js in a
+headless Chromium (:class:`rtcprobe.drivers.chromium.ChromiumDriver`, the core then in the
+signaling server) — giving it a signaling URL and a token:
 either the caller's, or those of an embedded server (:mod:`rtcprobe.server.embedded`) that it
 starts on loopback for the one test. Starting servers is why this module sits in the top layer
 and not in the driver (docs/architecture.md#layers).
