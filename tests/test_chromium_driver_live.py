@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -159,6 +161,31 @@ def test_stop_fails_the_test_with_99000_and_the_partial_report(coturn_binary: st
     else:
         assert "iceConnected" not in names
     assert took < 5  # the failure, and Chromium closed
+
+
+def test_ctrl_c_in_the_terminal_stops_a_chromium_preflight(coturn_binary: str) -> None:
+    # A terminal's Ctrl-C reaches the whole process group: rtcprobe, Playwright's node driver and
+    # Chromium alike. The test still ends as stopped (99000), at once, with what it had seen.
+    proc = subprocess.Popen([sys.executable, "-m", "rtcprobe", "preflight", "--driver", "chromium",
+                             "--duration", "20s", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the media flows: the stats step has begun
+            if "mediaStarted" in line:
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        sent = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert time.monotonic() - sent < 10
+    report = json.loads(out)
+    assert report["error"]["code"] == 99000
+    assert [e["name"] for e in report["progressEvents"]][-1] == "mediaStarted"
 
 
 def test_run_clean_broadband_driver_chromium_goes_relay_to_relay_through_the_relay(coturn_binary: str) -> None:

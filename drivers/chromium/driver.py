@@ -287,6 +287,10 @@ class ChromiumDriver:
 
     async def _drive(self) -> None:
         async with launch(self._executable) as context:
+            # Chromium gone before the test ended (it crashed, or a Ctrl-C in the terminal reached
+            # it and Playwright's node driver too: they share this process group).
+            context.on("close", lambda _: self._end_locally(errors.SIGNALING_DISCONNECTED.with_message(
+                "Chromium closed during the test")))
             page = context.pages[0] if context.pages else await context.new_page()
             page.on("websocket", self._on_websocket)
             page.on("crash", lambda _: self._end_locally(errors.SIGNALING_DISCONNECTED.with_message(
@@ -384,9 +388,11 @@ class ChromiumDriver:
 
     def _end_locally(self, error: PreflightErrorInfo) -> None:
         """End without a result from the page (it crashed, hung, or said nothing usable): a partial
-        report of what was seen."""
+        report of what was seen; a stopped test's says it was stopped."""
         if self._terminal is not None:
             return
+        if self._stop_requested:
+            error = errors.STOPPED
         now = time.time() * 1000
         report = PreflightReport(
             test_timing=Timing(self._start_ms, now), progress_events=tuple(self._progress),
