@@ -1,10 +1,10 @@
 """Error codes as data.
 
-The codes are those of the Twilio Video preflight API (REFERENCE.md A), so apps that switch to
-rtcprobe keep their error handling. One code is ours: :data:`STOPPED`, for a test the caller
-stopped before it completed (the anchor had no code for that).
+The codes are those of the Twilio Video preflight API (docs/references.md#twilio-video-preflight),
+so apps that switch to rtcprobe keep their error handling. One code is ours: :data:`STOPPED`, for a test the caller
+stopped before it completed (Twilio Video's preflight API had no code for that).
 
-Two kinds of error exist in rtcprobe (DESIGN.md section 2):
+Two kinds of error exist in rtcprobe (docs/architecture.md#the-sans-io-contract):
 
 * misuse by the caller raises at once (:class:`ConfigError`, :class:`UsageError`);
 * anything the network or the peer does wrong never raises: it becomes a terminal

@@ -6,6 +6,9 @@ Public API:
   network described by a scenario file (deterministic).
 * ``rtcprobe.run_preflight(token, *, url=None, ...) -> PreflightTest`` (inside a running asyncio
   loop) and the blocking ``rtcprobe.preflight(...)``: a real WebRTC preflight with aiortc.
+* ``rtcprobe.connect(token, *, url, network_quality=...) -> Room`` (inside a running asyncio loop):
+  join a room of ``rtcprobe serve`` and get every participant's network quality level in a live
+  call, for the app's own aiortc peer connections (``room.monitor(pc, remote)``).
 * ``rtcprobe.core``: the sans-I/O core every driver feeds.
 
 Heavy drivers are imported lazily, so ``import rtcprobe`` stays fast and never pulls in aiortc.
@@ -27,6 +30,11 @@ _LAZY = {
     "run_preflight": "rtcprobe.live",
     "preflight": "rtcprobe.live",
     "PreflightTest": "rtcprobe.live",
+    "connect": "rtcprobe.call",
+    "Room": "rtcprobe.call",
+    "LocalParticipant": "rtcprobe.call",
+    "RemoteParticipant": "rtcprobe.call",
+    "RoomConnectError": "rtcprobe.call",
 }
 
 
@@ -38,6 +46,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ConfigError", "PreflightError", "PreflightErrorInfo", "PreflightReport", "PreflightTest", "Scenario",
-    "ScenarioError", "__version__", "preflight", "run_preflight", "simulate",
+    "ConfigError", "LocalParticipant", "PreflightError", "PreflightErrorInfo", "PreflightReport", "PreflightTest",
+    "RemoteParticipant", "Room", "RoomConnectError", "Scenario", "ScenarioError", "__version__", "connect",
+    "preflight", "run_preflight", "simulate",
 ]

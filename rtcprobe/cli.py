@@ -13,7 +13,7 @@ from .commands import EXIT_USAGE
 from .core.errors import ConfigError
 
 # In the order --help lists them.
-COMMANDS = ("preflight", "run", "scenarios", "sweep", "rescore", "sweep-plot", "serve", "token", "relay")
+COMMANDS = ("preflight", "run", "scenarios", "sweep", "rescore", "sweep-plot", "serve", "token", "call", "relay")
 
 DESCRIPTION = """\
 An open, self-hostable WebRTC preflight test and network quality scorer.
@@ -23,6 +23,8 @@ An open, self-hostable WebRTC preflight test and network quality scorer.
   rtcprobe scenarios              list the built-in scenarios
   rtcprobe sweep SPEC.toml --out results.parquet
                                   a scenario sweep (axes x seeds) through the simulator
+  rtcprobe call --room demo --identity alice
+                                  a synthetic participant in a room: every participant's level
 
 Exit codes: 0 completed (and expectations met), 1 the preflight failed or an expectation was not
 met, 2 bad input or usage.

@@ -30,11 +30,10 @@ the impairment relay sits between the client and the TURN server. All on 127.0.0
   address from the relayed one straight over loopback, bypassing the downlink. The simulator
   models the preflight's receiver (host candidate paired with the sender's relayed one). What that
   leaves different: the report's selected pair (relay ↔ relay here), 4 bytes of ChannelData per
-  packet on the downlink, and the time to connect — the aiortc driver holds the sender's relayed
-  candidates back from the receiver until the sender's check opened the TURN permission
-  (drivers/aiortc/holdback.py), which the receiver's own allocation cannot use (it holds no
-  permission for the sender's relayed address), so ICE waits for the release timeout (1 s) and a
-  STUN retransmission (benchmarks/README.md).
+  packet on the downlink, and the time to connect: a relay-only receiver gets the sender's
+  relayed candidates at once (holding them back, drivers/aiortc/holdback.py, would only make it
+  wait for the release timeout: its own allocation drops the sender's first check), so its first
+  check may still beat the sender's TURN permission and pay one STUN retransmission (0.5 s).
 * coturn is started on free ports (:class:`~rtcprobe.server.coturn.CoturnServer`) unless
   ``turn`` names one already running.
 * The impairment relay (:mod:`rtcprobe.netem.relay`, trio) runs in a process of its own (see

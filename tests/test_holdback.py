@@ -113,3 +113,47 @@ def test_a_relay_only_preflight_through_coturn_waits_for_no_stun_retransmission(
     # The publisher's DTLS timer runs from its ICE completion to the handshake's end: ~2 ms, and
     # ~480 ms when the server's first check was dropped by coturn (the server is the DTLS client).
     assert timing["dtls"] < 250, timing
+
+
+async def _connect_both_relay_only(turn: CoturnServer, *, hold: bool) -> float:
+    """Seconds from the end of negotiate_pair to the answerer's ICE completion when BOTH peers
+    are relay-only (the emulated topology: every packet crosses the impairment relay)."""
+    loop = asyncio.get_running_loop()
+    user, password = turn.credentials()
+    ice = [RTCIceServer(urls=[turn.udp_url], username=user, credential=password)]
+
+    def relay_only() -> RTCPeerConnection:
+        return RTCPeerConnection(RTCConfiguration(
+            iceServers=ice, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE, iceTransportPolicy=RTCIceTransportPolicy.RELAY))
+
+    sender, receiver = relay_only(), relay_only()
+    sender.addTransceiver("audio", direction="sendonly")
+    completed = loop.create_future()
+
+    @receiver.on("iceconnectionstatechange")
+    def on_ice() -> None:
+        if receiver.iceConnectionState == "completed" and not completed.done():
+            completed.set_result(loop.time())
+
+    try:
+        held = await negotiate_pair(sender, receiver, hold=hold)
+        started = loop.time()
+        release = asyncio.ensure_future(release_when_connected(sender, receiver, held))
+        elapsed = await asyncio.wait_for(completed, 5.0) - started
+        await release
+        return elapsed
+    finally:
+        await asyncio.gather(sender.close(), receiver.close())
+
+
+@pytest.mark.turn
+@pytest.mark.timeout(60)
+def test_a_relay_only_answerer_gets_the_whole_offer_at_once(coturn: CoturnServer) -> None:
+    """It cannot learn the offerer's relayed address from a check its own allocation drops, so
+    holding the candidates back would only make it wait for the release timeout."""
+    async def main() -> tuple[float, float]:
+        return await _connect_both_relay_only(coturn, hold=False), await _connect_both_relay_only(coturn, hold=True)
+
+    at_once, held = asyncio.run(main())
+    assert held >= 0.9  # waited for RELEASE_TIMEOUT (1 s)
+    assert at_once < 0.8, at_once  # at most one 0.5 s STUN retransmission, with room for load

@@ -1,8 +1,8 @@
 """Tests of the network quality scorer (core/quality.py).
 
-Calibration cases, anchor reference values, one pin per constant, hypothesis properties (bounded,
-monotone in metrics and in demand, idle -> 5, reconnecting -> 0, smoothing invariants) and the
-hysteresis timeline with ``now`` stepped explicitly.
+Calibration cases, reference values (ITU-T G.107, Twilio, LiveKit, Jitsi), one pin per constant,
+hypothesis properties (bounded, monotone in metrics and in demand, idle -> 5, reconnecting -> 0,
+smoothing invariants) and the hysteresis timeline with ``now`` stepped explicitly.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def test_calibration_lossy_wifi_one_bad_sample_does_not_pin_the_test() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Anchor formulas (REFERENCE.md D)
+# Reference formulas (docs/references.md#quality-scoring)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -546,7 +546,7 @@ def test_verbosity_3_detailed_shape_and_units() -> None:
     vs = d["video"]["sendStats"]
     assert vs == {
         "bandwidth": {"actual": 250_000.0, "available": 400_000.0, "level": 4},
-        "latency": {"jitter": 0.004, "rtt": 0.05, "level": 5},  # seconds, as the anchor
+        "latency": {"jitter": 0.004, "rtt": 0.05, "level": 5},  # seconds, as Twilio Video reports them
         "fractionLost": {"fractionLost": 0.02, "level": 5},
     }
 

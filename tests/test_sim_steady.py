@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from rtcprobe.core.observations import MediaStarted, Observation
-from rtcprobe.drivers.sim import SimDriver, SimResult
+from rtcprobe.core.observations import IceStateChanged, MediaStarted, Observation
+from rtcprobe.drivers.sim import SimDriver, SimResult, run_simulation
 from rtcprobe.drivers.sim._media import ReceiverStats, RembEstimator
 from rtcprobe.drivers.sim._timeline import SendLog, Timeline, jitter_path
 from rtcprobe.netem.scenario import Scenario
@@ -169,3 +169,25 @@ def test_batches_from_the_end_of_the_handshakes_read_media_start_off_the_arrays(
     assert all(r.error is None for r in reports)
     names = [[e.name for e in r.progress_events] for r in reports]
     assert names[0] == names[1] and "mediaStarted" in names[1]
+
+
+def test_consent_checks_through_turn_stay_answered_once_media_is_batched() -> None:
+    # A consent check crosses the access link four times (to TURN and back, then the answer the
+    # same way); in the steady state the answer leaves with the next interval, its outcome
+    # counting that wait out. On a clean link none may fail, however long the run.
+    seen: list[str] = []
+
+    def spy(now: float, obs: Observation) -> None:
+        if isinstance(obs, IceStateChanged):
+            seen.append(obs.state)
+
+    driver = SimDriver(Scenario.from_dict({"name": "s", "duration": 60, "network": {"delay_ms": 15}}), 2,
+                       on_observation=spy)
+    result = driver.run()
+    assert result.report.error is None and driver.steady_at is not None and driver.steady_at < 2
+    assert "disconnected" not in seen and "failed" not in seen
+    assert [pc.consent_failures for pc in driver.pcs.values()] == [0, 0]
+    # ... and a lossy one does not lose ICE to six "failures" in a row.
+    lossy = {"delay_ms": 15, "jitter_ms": 8, "jitter_distribution": "normal", "loss": 0.01}
+    assert run_simulation(Scenario.from_dict({"name": "s", "duration": 60, "network": lossy, "seed": 2})
+                          ).report.error is None

@@ -28,7 +28,8 @@ docs/references.md#twilio-video-preflight)::
 The signaling server only checks the token and hands out ICE servers; no SDP goes to it. The
 two peer connections, both ours, are connected to each other in this process by a local offer
 and answer (:func:`~.holdback.negotiate_pair`, which holds the publisher's relayed candidates
-back until its own check has opened the TURN permission, then :func:`~.holdback.release_when_connected`).
+back until its own check has opened the TURN permission, then :func:`~.holdback.release_when_connected`;
+not when the subscriber is relay-only too, as in a replay, which could not use them early).
 Whether the publisher is relay-only is the core's decision (``OpenPeerConnections.relay_only``:
 when TURN was handed out, unless configured otherwise). The core's roles: ``Role.PUBLISHER`` is
 the sender (whose ICE, DTLS and connection timers the report keeps, as Twilio's
@@ -502,7 +503,7 @@ class AiortcDriver:
         confine = not relay_only or _turn_on_loopback(servers) or not loopback.has_host_address()
         try:
             with loopback.confine_ice_to_loopback() if confine else contextlib.nullcontext():
-                held = await negotiate_pair(sender, receiver, on_description_set=self._described)
+                held = await negotiate_pair(sender, receiver, on_description_set=self._described, hold=not sub_relay)
         except _NoCandidates as exc:
             why = await self._why_no_candidates(exc.role, relay_only if exc.role is Role.PUBLISHER else sub_relay)
             self._observe(TransportError(errors.MEDIA_CONNECTION.with_message(
@@ -613,7 +614,7 @@ class AiortcDriver:
             return
         pub_report, sub_report = await asyncio.gather(pub.getStats(), sub.getStats())
         sample = stats.to_sample(
-            pub_report, sub_report,
+            pub_report, stats.media_inbound(sub_report, sub),
             publisher_rates=stats.clock_rates(pub), subscriber_rates=stats.clock_rates(sub),
             available_bps={kind: watch.bps for kind, watch in self._remb.items()},
             bytes_received={kind: counter.bytes for kind, counter in self._received.items()},

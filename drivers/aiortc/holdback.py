@@ -121,9 +121,15 @@ async def negotiate_pair(
     answerer: RTCPeerConnection,
     *,
     on_description_set: Callable[[RTCPeerConnection], None] | None = None,
+    hold: bool = True,
 ) -> Held:
     """Local offer/answer between two peers of this process, the offerer's relayed candidates
     held back from the answerer. Returns what was held: pass it to :func:`release_when_connected`.
+
+    ``hold=False`` hands the whole offer over at once. A relay-only answerer needs that: its own
+    allocation drops the offerer's first check until it has sent to the offerer's relayed
+    address itself, so it cannot learn that address from the check, and holding would only make
+    it wait for the release timeout.
 
     ``on_description_set(pc)`` runs after each ``set*Description`` call, also when it raises (where
     a driver adopts aiortc's connect task, see teardown.py).
@@ -139,7 +145,7 @@ async def negotiate_pair(
     await setting(offerer, lambda: offerer.setLocalDescription(None))  # gathers: TURN allocation
     offer = offerer.localDescription
     assert offer is not None
-    held = hold_relay_candidates(offer)
+    held = hold_relay_candidates(offer) if hold else Held(offer)
     await setting(answerer, lambda: answerer.setRemoteDescription(held.description))
     await setting(answerer, lambda: answerer.setLocalDescription(None))  # its checks start here
     answer = answerer.localDescription

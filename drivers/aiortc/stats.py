@@ -49,6 +49,7 @@ a stream.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
@@ -108,6 +109,40 @@ def inbound(report: Mapping[str, Any], kind: str, *, clock_rate: int, bytes_rece
         bytes_received=bytes_received,
         jitter=_max(None if s.jitter is None else s.jitter / clock_rate for s in got),
     )
+
+
+def media_streams(receiver: Any, kind: str) -> dict[str, Any] | None:
+    """``inbound-rtp``-like entries of ``receiver``'s media SSRCs (RTX ones left out), keyed like a
+    stats report; None when aiortc's private state is not as expected (use ``getStats()``)."""
+    # private: aiortc 1.16 keeps a StreamStatistics per received SSRC in __remote_streams (RTX
+    # SSRCs included) and maps each RTX SSRC to its media SSRC in __rtx_ssrc.
+    streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
+    rtx = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", None)
+    if not isinstance(streams, dict) or not isinstance(rtx, dict):
+        return None
+    try:
+        return {f"inbound-rtp_{ssrc}": SimpleNamespace(type="inbound-rtp", kind=kind,
+                                                        packetsReceived=s.packets_received,
+                                                        packetsLost=s.packets_lost, jitter=s.jitter)
+                for ssrc, s in streams.items() if ssrc not in rtx}
+    except AttributeError:
+        return None
+
+
+
+def media_inbound(report: Mapping[str, Any], pc: Any) -> Mapping[str, Any]:
+    """``report`` (``pc.getStats()``) with its ``inbound-rtp`` entries read from the receivers'
+    media SSRCs (:func:`media_streams`): aiortc reports every SSRC a receiver got under one id, so
+    once a retransmission arrived the video entry is the RTX stream's and its counters seem to
+    fall. Unchanged when aiortc's private state is not laid out as expected."""
+    entries: dict[str, Any] = {}
+    for transceiver in pc.getTransceivers():
+        own = media_streams(transceiver.receiver, transceiver.kind)
+        if own is None:
+            return report
+        entries.update(own)
+    kept = {k: v for k, v in report.items() if getattr(v, "type", None) != "inbound-rtp"}
+    return {**kept, **entries}
 
 
 def to_sample(

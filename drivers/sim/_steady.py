@@ -86,13 +86,14 @@ class _Remb:
 
 
 class _ConsentCheck:
-    __slots__ = ("deadline", "decided", "in_flight", "peer", "sent_at", "shift")
+    __slots__ = ("answered", "deadline", "decided", "in_flight", "peer", "sent_at", "shift")
 
     def __init__(self, sent_at: float, peer: Peer) -> None:
         self.sent_at = sent_at
         self.deadline = sent_at + CONSENT_TIMEOUT
         self.peer = peer  # who checks
         self.decided = False
+        self.answered = False  # its answer came back in time (reported by its own event)
         self.in_flight = True  # its check or answer is on its way in a batch still to be planned
         self.shift = 0.0  # how long its answer waited for the next interval
 
@@ -287,6 +288,7 @@ class SteadyState:
         check.in_flight = False
         t -= check.shift  # as if it had left on time
         if t < check.deadline:
+            check.answered = True  # (a timeout already due at this moment must not fail it first)
             self.loop.at(t, self._consent_answered, check, tag=Tag.CONSENT_OUTCOME)
 
     def _fires(self, key: tuple[Tag, int], until: float) -> list[float]:
@@ -509,7 +511,7 @@ class SteadyState:
             self.handshakes.consent_ok(check.peer)
 
     def _consent_timeout(self, check: _ConsentCheck) -> None:
-        if check.decided:
+        if check.decided or check.answered:
             return
         if check.in_flight:  # its answer may still come in time: ask again once the next interval is planned
             self.loop.at(self.next_tick, self._consent_timeout, check, tag=Tag.CONSENT_OUTCOME)

@@ -22,6 +22,10 @@ Run the signaling server until Ctrl-C or SIGTERM. It checks access tokens (JWT H
 while the client runs its two peer connections itself, and takes the report the client sends at
 the end. No media ever reaches it. It listens on 127.0.0.1 unless --host says otherwise.
 
+It also hosts rooms: Twilio Video's Network Quality API in live calls. Participants join with a
+token (rtcprobe token --room NAME), send stats samples of their own peer connections, and get
+every participant's level pushed back; media never reaches the server (docs/signaling.md#rooms).
+
 Without --secret (or $RTCPROBE_SECRET) a fresh secret is generated and printed together with a
 ready-to-use token. Endpoints: ws://HOST:PORT/signaling (protocol: docs/signaling.md),
 GET /health, GET /metrics (Prometheus). Deployment: docs/deployment.md.
@@ -47,6 +51,9 @@ DEFAULT_HOLD_TIMEOUT = 600.0
 DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_MAX_SESSIONS = 4000
 DEFAULT_MAX_CONNECTIONS = 8000
+DEFAULT_MAX_ROOMS = 1000
+DEFAULT_ROOM_SIZE = 16
+DEFAULT_RECONNECT_TIMEOUT = 30.0
 FD_HEADROOM = 64  # descriptors beyond one per connection: listening socket, log, reports, Python's own
 
 
@@ -77,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-connections", type=int, default=None,
                         help="open WebSockets before refusing (default: twice --max-sessions, at least "
                              f"{DEFAULT_MAX_CONNECTIONS})")
+    parser.add_argument("--max-rooms", type=int, default=DEFAULT_MAX_ROOMS,
+                        help=f"open rooms before refusing new ones (default: {DEFAULT_MAX_ROOMS})")
+    parser.add_argument("--room-size", type=int, default=DEFAULT_ROOM_SIZE,
+                        help=f"participants per room (default: {DEFAULT_ROOM_SIZE})")
+    parser.add_argument("--reconnect-timeout", type=float, default=DEFAULT_RECONNECT_TIMEOUT, metavar="S",
+                        help="seconds a room participant whose signaling dropped stays (level 0) before it is "
+                             f"removed (default: {DEFAULT_RECONNECT_TIMEOUT:g})")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                         help="log to stderr from this level on (default: info)")
     parser.add_argument("--diagnostics", action="store_true",
@@ -113,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from rtcprobe.core.errors import ConfigError
+    from rtcprobe.core.room import RoomConfig
     from rtcprobe.server import SignalingServer, is_loopback, run_forever
+    from rtcprobe.server.rooms import RoomsConfig
     from rtcprobe.server.tokens import MIN_SECRET_BYTES, generate_secret, mint_token
     from rtcprobe.server.web import WebConfig
 
@@ -137,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         turn_secret=turn_secret, turn_ttl=args.turn_ttl, max_sessions=args.max_sessions,
         max_connections=max_connections, reports=args.reports, hold_timeout=args.hold_timeout,
         idle_timeout=args.idle_timeout, web=web,
+        rooms=RoomsConfig(room=RoomConfig(max_participants=args.room_size, reconnect_timeout=args.reconnect_timeout),
+                          max_rooms=args.max_rooms),
     )
     if not is_loopback(args.host):
         print(f"rtcprobe serve: warning: listening on {args.host}: reachable from other machines "

@@ -11,9 +11,10 @@ NAME = "token"
 HELP = "print an access token (JWT HS256) for rtcprobe serve"
 DESCRIPTION = """\
 Print an access token signed with the server's secret: claims iss, sub, iat, exp, jti and a video
-grant carrying the identity.
+grant carrying the identity (and, with --room, the one room the token may join).
 
   rtcprobe token --secret S --identity alice --ttl 600
+  rtcprobe token --secret S --identity alice --room standup
 """
 
 
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identity", required=True, help="the identity the token grants")
     parser.add_argument("--ttl", type=float, default=3600, help="seconds the token stays valid (default: 3600)")
     parser.add_argument("--issuer", default="rtcprobe", help="token issuer (default: rtcprobe)")
+    parser.add_argument("--room", metavar="NAME",
+                        help="a room grant: the token joins this room only (default: no grant, any room)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
     secret = args.secret if args.secret is not None else os.environ.get(SECRET_ENV)
     if not secret:
         raise ConfigError(f"--secret is required (or set {SECRET_ENV})")
-    print(mint_token(secret, args.identity, now=time.time(), ttl=args.ttl, issuer=args.issuer))
+    print(mint_token(secret, args.identity, now=time.time(), ttl=args.ttl, issuer=args.issuer, room=args.room))
     return EXIT_OK

@@ -2,7 +2,8 @@
 
 It is media-free: it checks tokens, hands out TURN REST credentials, holds each client's socket
 while the client runs both of its peer connections itself (as Twilio Video's preflight does) and
-collects the report the client sends at the end. Nothing here imports aiortc (a test checks it).
+collects the report the client sends at the end; in rooms, it scores the participants of live
+calls from the stats samples their clients send. Nothing here imports aiortc (a test checks it).
 
 It is no driver: it sits in the top layer and uses what it shares with the client from the aiortc
 driver (the protocol's messages, TURN URLs), never the other way round
@@ -14,6 +15,8 @@ Modules, one responsibility each:
 * ``session``: one WebSocket connection walking the protocol, and the :class:`ServerStats` counters;
 * ``coremode``: core mode, the client's preflight core run in the server for browsers
   (docs/signaling.md#core-mode-browsers);
+* ``rooms``: rooms, the Network Quality API of live calls: every participant's level, pushed to
+  everyone at the verbosity each asked for (docs/signaling.md#rooms);
 * ``web``: what browsers get: ``rtcprobe.js``, the diagnostics page, page tokens, the Origin allowlist;
 * ``reports``: a client's report checked against the report's schema, and the reports file;
 * ``metrics``: the Prometheus metrics, one registry per server;

@@ -1,7 +1,8 @@
 """The signaling server's aiohttp application: listening, one :class:`~.session.Session` per
 WebSocket connection, the connection and session limits, metrics and shutdown.
 
-``GET /signaling`` upgrades to the WebSocket the protocol runs over (docs/signaling.md);
+``GET /signaling`` upgrades to the WebSocket the protocol runs over (docs/signaling.md), rooms
+included (:mod:`.rooms`);
 ``GET /health`` answers ``{"status": "ok"}``; ``GET /metrics`` is the Prometheus text format
 (:mod:`.metrics`). A connection past ``max_connections`` gets one ``error`` (53000 "server busy")
 and close code 1013; the session module says what happens on the others. ``close()`` shuts every
@@ -29,6 +30,7 @@ from rtcprobe.drivers.aiortc.protocol import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLO
 from .config import ServerConfig
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .reports import ReportLog
+from .rooms import RoomRegistry
 from .session import Registry, ServerStats, Session, SignalingWebSocket
 from .web import BrowserSide
 
@@ -51,7 +53,8 @@ class SignalingServer:
         self._port: int | None = None
         self.metrics = ServerMetrics()
         reports = None if self.config.reports is None else ReportLog(self.config.reports)
-        self._registry = Registry(self.config.max_sessions, self.metrics, reports)
+        self._registry = Registry(self.config.max_sessions, self.metrics, reports,
+                                  RoomRegistry(self.config.rooms, self.metrics))
         self._handlers: set[asyncio.Task[Any]] = set()
 
     @classmethod
@@ -99,6 +102,7 @@ class SignalingServer:
                     task.cancel()
                 if pending:
                     await asyncio.wait(pending, timeout=CLOSE_TIMEOUT)
+            self._registry.rooms.close()
             await self._runner.cleanup()
         finally:
             self._runner = self._site = None

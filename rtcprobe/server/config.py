@@ -18,6 +18,7 @@ from rtcprobe.drivers.aiortc.protocol import (
 from rtcprobe.drivers.aiortc.turn_client import TurnUrl
 
 from .credentials import check_turn_config
+from .rooms import RoomsConfig
 from .tokens import DEFAULT_ISSUER
 from .web import WebConfig
 
@@ -56,6 +57,7 @@ class ServerConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     reports: str | None = None  # file each accepted report is appended to, one JSON line each
     web: WebConfig = attrs.field(factory=WebConfig)  # rtcprobe.js, the diagnostics page, Origin allowlist
+    rooms: RoomsConfig = attrs.field(factory=RoomsConfig, validator=attrs.validators.instance_of(RoomsConfig))
     # The ``run`` of the reports the core builds in core mode (None: driver "browser", this version).
     # An embedded server knows its one client: ``--driver chromium`` names itself (and its scenario).
     core_run: RunInfo | None = attrs.field(default=None, validator=attrs.validators.optional(

@@ -29,6 +29,13 @@ LEVEL_BUCKETS: Final = tuple(float(level) for level in range(MAX_LEVEL + 1))
 
 #: ``reason`` label values of ``rtcprobe_reports_rejected_total``.
 REJECT_REASONS: Final = ("not_json", "too_big", "invalid", "duplicate", "before_iced")
+#: ``reason`` label values of ``rtcprobe_room_errors_total`` (rooms.ERROR_REASONS, repeated here so
+#: that this module does not import the rooms; a test keeps them equal).
+ROOM_ERROR_REASONS: Final = (
+    "identity-invalid", "identity-duplicate", "room-full", "not-found", "invalid-sample", "sample-too-big",
+    "too-frequent", "counters-backwards", "signal-invalid", "signal-too-big", "room-name", "room-grant",
+    "rooms-exhausted", "flood", "too-slow",
+)
 
 
 def _code_label(code: int) -> str:
@@ -61,6 +68,21 @@ class ServerMetrics:
         self.reports_unstored = Counter("rtcprobe_reports_store_failures",
                                         "Accepted reports the reports file could not take (see the log).",
                                         registry=r)
+        self.rooms_open = Gauge("rtcprobe_rooms_open", "Rooms with at least one participant.", registry=r)
+        self.room_participants = Gauge("rtcprobe_room_participants",
+                                       "Participants in rooms (reconnecting ones included).", registry=r)
+        self.room_samples = Counter("rtcprobe_room_samples", "Network quality samples accepted from participants.",
+                                    registry=r)
+        self.room_signals = Counter("rtcprobe_room_signals", "Negotiation messages relayed between participants.",
+                                    registry=r)
+        self.room_messages = Counter("rtcprobe_room_messages", "Room messages, by direction (in: from clients).",
+                                     ["direction"], registry=r)
+        self.room_errors = Counter("rtcprobe_room_errors", "Room errors sent to participants (or refused joins), "
+                                   "by reason.", ["reason"], registry=r)
+        for direction in ("in", "out"):
+            self.room_messages.labels(direction)
+        for reason in ROOM_ERROR_REASONS:
+            self.room_errors.labels(reason)
         for reason in REJECT_REASONS:  # every series exists from the start: rate() needs a zero
             self.reports_rejected.labels(reason)
         for outcome in ("completed", "failed"):
@@ -83,6 +105,9 @@ class ServerMetrics:
         assert reason in REJECT_REASONS, reason
         self.reports_rejected.labels(reason).inc()
 
+    def room_error(self, reason: str) -> None:
+        self.room_errors.labels(reason if reason in ROOM_ERROR_REASONS else "other").inc()
+
     def token_rejected(self, code: int) -> None:
         self.tokens_rejected.labels(_code_label(code)).inc()
 
@@ -91,4 +116,4 @@ class ServerMetrics:
         return generate_latest(self.registry)
 
 
-__all__ = ["CONTENT_TYPE", "REJECT_REASONS", "ServerMetrics"]
+__all__ = ["CONTENT_TYPE", "REJECT_REASONS", "ROOM_ERROR_REASONS", "ServerMetrics"]

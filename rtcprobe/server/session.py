@@ -18,6 +18,12 @@ A hello carrying ``core`` puts the session in core mode (:mod:`.coremode`): the 
 client's core, the client sends ``observe`` messages instead of a report, and the core's report
 takes the same path as a ``report`` message (:meth:`Session.accept_report`).
 
+A hello carrying ``room`` makes the session a room participant (:mod:`.rooms`): after ``iced`` it
+is admitted to its room (``joined``), sends samples and negotiation messages, and is told levels
+and events. It sends no report; it may stay silent for ``rooms.silence_timeout`` only (samples
+come every second), and its end is the room's business: ``bye`` or a close 1000/1001 from the
+client means it left, any other end that its signaling was lost.
+
 ``bye`` is accepted in every phase and closes with 1000. Anything else — a malformed frame, a
 message out of order, a second report, a report of the wrong shape — gets one ``error`` (53000)
 and that connection is closed (1008; 1009 for an oversized frame); every other session carries
@@ -71,6 +77,7 @@ from .coremode import CoreHello, CoreMessage, CoreSession, ObserveMessage, parse
 from .credentials import build_ice_servers
 from .metrics import ServerMetrics
 from .reports import ReportError, ReportLog, report_line, validate_report
+from .rooms import RoomHello, RoomMember, RoomMessage, RoomRegistry, SampleMessage, SignalMessage, parse_room_message
 from .tokens import TokenError, verify_token
 
 log = logging.getLogger("rtcprobe.server")
@@ -87,6 +94,8 @@ class ServerStats:
     sessions: int  # authenticated sessions (each holds a ``max_sessions`` slot)
     total_sessions: int  # sessions ever authenticated (monotonic)
     reports: int  # reports accepted (monotonic)
+    rooms: int = 0  # open rooms
+    room_participants: int = 0  # participants in them (reconnecting ones included)
 
 
 class Registry:
@@ -96,10 +105,12 @@ class Registry:
     slot here; :attr:`stats` reads the counters.
     """
 
-    def __init__(self, max_sessions: int, metrics: ServerMetrics, reports: ReportLog | None) -> None:
+    def __init__(self, max_sessions: int, metrics: ServerMetrics, reports: ReportLog | None,
+                 rooms: RoomRegistry) -> None:
         self.max_sessions = max_sessions
         self.metrics = metrics
         self.reports = reports
+        self.rooms = rooms
         self.connections: set[Session] = set()
         self.slots: set[Session] = set()
         self.total_sessions = 0
@@ -130,7 +141,8 @@ class Registry:
     @property
     def stats(self) -> ServerStats:
         return ServerStats(connections=len(self.connections), sessions=len(self.slots),
-                           total_sessions=self.total_sessions, reports=self.accepted_reports)
+                           total_sessions=self.total_sessions, reports=self.accepted_reports,
+                           rooms=len(self.rooms.rooms), room_participants=self.rooms.participants)
 
 
 class _Phase(enum.Enum):
@@ -190,6 +202,8 @@ class Session:
         self._shutdown: asyncio.Task[None] | None = None
         self.log = SessionLog(log, remote)
         self.core: CoreSession | None = None  # core mode: the server runs the client's core (coremode)
+        self.room: RoomMember | None = None  # a room participant (rooms)
+        self._left = False  # said bye, or closed the socket normally: it left its room (else: lost)
 
     @staticmethod
     def _now() -> float:
@@ -199,13 +213,18 @@ class Session:
     def closing(self) -> bool:
         return self._shutdown is not None
 
+    def _silence_limit(self) -> float:
+        if self.phase is _Phase.AWAIT_ICE:
+            return self.config.idle_timeout
+        return self.config.rooms.silence_timeout if self.room is not None else self.config.hold_timeout
+
     # --- the receive loop ------------------------------------------------------------------
 
     async def run(self) -> None:
         while not self.closing:
             timeout = self.deadline - self._now()
             if timeout <= 0:
-                limit = self.config.idle_timeout if self.phase is _Phase.AWAIT_ICE else self.config.hold_timeout
+                limit = self._silence_limit()
                 await self.fail(SIGNALING_ERROR, f"no message for {limit:g} s: closing an idle connection")
                 return
             try:
@@ -216,11 +235,13 @@ class Session:
             if msg.type is WSMsgType.TEXT:
                 await self._handle_text(msg.data)
                 # The client's turn starts once we have answered.
-                self.deadline = self._now() + (
-                    self.config.idle_timeout if self.phase is _Phase.AWAIT_ICE else self.config.hold_timeout)
+                self.deadline = self._now() + self._silence_limit()
             elif msg.type is WSMsgType.BINARY:
                 await self.fail(SIGNALING_ERROR, "binary frames are not part of the protocol: send JSON text")
             else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has closed the socket already)
+                # A close frame saying "normal" or "going away" is a participant leaving its room;
+                # a socket that just broke is a signaling loss.
+                self._left = self._left or (msg.type is WSMsgType.CLOSE and msg.data in (1000, 1001))
                 return
 
     async def _handle_text(self, text: str) -> None:
@@ -240,11 +261,12 @@ class Session:
             self.log.exception("internal error")
             await self.fail(SIGNALING_ERROR, f"internal server error: {type(exc).__name__}")
 
-    def _parse(self, text: str) -> Message | CoreMessage:
+    def _parse(self, text: str) -> Message | CoreMessage | RoomHello | RoomMessage:
         """The message in ``text``; refuses an oversized frame, and counts why a report was refused."""
         config = self.config
-        # A report is expected: the larger limit applies (never in core mode, where the server builds it).
-        holding = self.phase is _Phase.HOLDING and self.core is None
+        # A report is expected: the larger limit applies (never in core mode, where the server builds
+        # it, nor in a room).
+        holding = self.phase is _Phase.HOLDING and self.core is None and self.room is None
         # Only a frame of more than a quarter of the limit can exceed it in UTF-8 bytes.
         size = len(text.encode()) if len(text) * 4 > config.max_message_size else len(text)
         if size > (config.max_report_size if holding else config.max_message_size):
@@ -261,7 +283,7 @@ class Session:
             raise _Refused(f"{TOO_BIG}: only a report may exceed {config.max_message_size} bytes",
                            close_code=CLOSE_MESSAGE_TOO_BIG)
         if not is_report:
-            return parse_core_message(obj) or parse_object(obj)
+            return parse_core_message(obj) or parse_room_message(obj, text) or parse_object(obj)
         if self.phase is _Phase.AWAIT_ICE:
             raise _Refused("unexpected 'report' (await ice): the first message must be 'ice'", reason="before_iced")
         if self.phase is _Phase.REPORTED:
@@ -271,15 +293,18 @@ class Session:
         except ProtocolError as exc:
             raise _Refused(exc.message, reason="invalid") from None
 
-    async def _dispatch(self, message: Message | CoreMessage) -> None:
+    async def _dispatch(self, message: Message | CoreMessage | RoomHello | RoomMessage) -> None:
         if self.closing:  # released meanwhile (server shutdown)
             return
         if isinstance(message, Bye):
+            self._left = True
             await self.shutdown(CLOSE_NORMAL, "bye")
         elif isinstance(message, Ice) and self.phase is _Phase.AWAIT_ICE:
             await self._on_ice(message)
         elif isinstance(message, CoreHello) and self.phase is _Phase.AWAIT_ICE:
             await self._on_ice(message.ice, message)
+        elif isinstance(message, RoomHello) and self.phase is _Phase.AWAIT_ICE:
+            await self._on_ice(message.ice, room=message)
         elif isinstance(message, ObserveMessage) and self.core is not None:
             await self.core.observe(message)
         elif isinstance(message, ObserveMessage):
@@ -288,21 +313,25 @@ class Session:
         elif isinstance(message, Report) and self.core is not None:
             raise ProtocolError(SIGNALING_ERROR, "unexpected 'report' in core mode: the server's core builds "
                                 "the report")
+        elif isinstance(message, Report) and self.room is not None:
+            raise ProtocolError(SIGNALING_ERROR, "unexpected 'report' in a room: a participant sends samples")
         elif isinstance(message, Report):  # _parse let it through: the phase is HOLDING
             await self._on_report(message)
         elif self.phase is _Phase.AWAIT_ICE:
             raise ProtocolError(SIGNALING_ERROR, f"unexpected '{message.TYPE}' (await ice): "
                                 "the first message must be 'ice'")
-        elif isinstance(message, Ice | CoreHello):
+        elif isinstance(message, Ice | CoreHello | RoomHello):
             raise ProtocolError(SIGNALING_ERROR, f"unexpected 'ice' ({self.phase.value}): "
                                 "this session is authenticated already")
+        elif isinstance(message, SampleMessage | SignalMessage):
+            await self.registry.rooms.handle(self, self.room, message)
         else:
             raise ProtocolError(SIGNALING_ERROR, f"unexpected '{message.TYPE}' ({self.phase.value}): "
                                 "a client sends 'report' and 'bye' after 'iced'")
 
     # --- the two steps ---------------------------------------------------------------------
 
-    async def _on_ice(self, message: Ice, core: CoreHello | None = None) -> None:
+    async def _on_ice(self, message: Ice, core: CoreHello | None = None, room: RoomHello | None = None) -> None:
         config = self.config
         try:
             claims = verify_token(message.token, config.secret, now=time.time(), issuer=config.issuer)
@@ -325,6 +354,8 @@ class Session:
         if core is not None:
             self.core = CoreSession(self, core, servers, config.core_run)
             await self.core.begin()
+        if room is not None:
+            self.room = await self.registry.rooms.join(self, claims, room)
 
     async def _on_report(self, message: Report) -> None:
         try:
@@ -379,6 +410,8 @@ class Session:
         self.registry.release_slot(self)
         if self.core is not None:
             self.core.close()
+        if self.room is not None:
+            self.room.end(left=self._left)
         # RFC 6455 caps the close reason at 123 bytes of UTF-8: cut it without splitting a character.
         short = reason.encode()[:120].decode("utf-8", "ignore").encode()
         with contextlib.suppress(Exception):

@@ -3,7 +3,9 @@
 Claims (docs/signaling.md): ``iss`` (the server's issuer), ``sub`` (the account), ``iat``, ``nbf``
 (optional), ``exp`` (required), ``jti``, and ``grants: {"identity": ..., "video": {}}`` — the shape
 of a Twilio Video access token, so the error codes mean what they meant there
-(docs/references.md#twilio-video-preflight).
+(docs/references.md#twilio-video-preflight). A video grant may name a room
+(``"video": {"room": NAME}``): the token then joins that room only (docs/signaling.md#rooms); without
+one it may join any room, as a Twilio token without a room grant may.
 
 Verification takes ``now`` as an argument (the caller reads the clock) and checks in a fixed order,
 so that one token always gets one code: structure and algorithm (20101), signature (20107), issuer
@@ -49,6 +51,23 @@ class TokenClaims:
     issuer: str
     expires: float  # unix s
     jti: str | None = None
+    room: str | None = None  # the video grant's room: the only room this token may join
+
+
+#: The longest room name a grant (and a room) may carry, as the longest identity a room takes.
+MAX_ROOM_NAME: Final = 128
+
+
+def check_room_name(name: object) -> str | None:
+    """Why ``name`` cannot name a room (None when it can): a non-empty string of at most
+    :data:`MAX_ROOM_NAME` printable characters."""
+    if not isinstance(name, str) or not name:
+        return "a room name must be a non-empty string"
+    if len(name) > MAX_ROOM_NAME:
+        return f"a room name must be at most {MAX_ROOM_NAME} characters"
+    if not name.isprintable():
+        return "a room name must hold printable characters only"
+    return None
 
 
 def generate_secret() -> str:
@@ -66,10 +85,12 @@ def mint_token(
     subject: str | None = None,
     not_before: float | None = None,
     jti: str | None = None,
+    room: str | None = None,
 ) -> str:
     """A signed access token for ``identity`` valid from ``now`` (unix s) for ``ttl`` s.
 
-    ``subject`` defaults to the identity. Raises ConfigError for unusable arguments.
+    ``subject`` defaults to the identity; ``room`` puts a room grant in the video grant (the token
+    then joins that room only). Raises ConfigError for unusable arguments.
     """
     if not secret:
         raise ConfigError("the token secret must not be empty")
@@ -79,13 +100,15 @@ def mint_token(
         raise ConfigError(f"the token ttl must be a positive number of seconds, got {ttl}")
     if not issuer:
         raise ConfigError("the issuer must not be empty")
+    if room is not None and (why := check_room_name(room)) is not None:
+        raise ConfigError(why)
     claims: dict[str, Any] = {
         "iss": issuer,
         "sub": subject if subject is not None else identity,
         "iat": int(now),
         "exp": int(now + ttl),
         "jti": jti if jti is not None else uuid.uuid4().hex,
-        "grants": {"identity": identity, "video": {}},
+        "grants": {"identity": identity, "video": {} if room is None else {"room": room}},
     }
     if not_before is not None:
         claims["nbf"] = int(not_before)
@@ -157,8 +180,12 @@ def verify_token(token: str, secret: str, *, now: float, issuer: str = DEFAULT_I
     identity = grants.get("identity")
     if not isinstance(identity, str) or not identity:
         raise TokenError(INVALID, "access token grants have no identity")
-    if not isinstance(grants.get("video"), dict):
+    video = grants.get("video")
+    if not isinstance(video, dict):
         raise TokenError(INVALID, "access token has no video grant")
+    room = video.get("room")
+    if room is not None and (why := check_room_name(room)) is not None:
+        raise TokenError(INVALID, f"access token video grant: {why}")
     jti = claims.get("jti")
     return TokenClaims(identity=identity, subject=sub, issuer=iss, expires=exp,
-                       jti=jti if isinstance(jti, str) else None)
+                       jti=jti if isinstance(jti, str) else None, room=room)
