@@ -74,6 +74,7 @@ from rtcprobe.netem.models import LinkCounters
 from rtcprobe.netem.scenario import Scenario
 
 from ._handshakes import Handshakes, Peer
+from ._libwebrtc import MODELS
 from ._media import AUDIO, KIND_NAMES, VIDEO
 from ._net import DOWN, UP, EventLoop, PacketRecord, Path, Pending, Tag
 from ._pipeline import Pipeline
@@ -154,14 +155,16 @@ class SimDriver:
             receiver_up=self._receiver_up, progress=self._maybe_steady, last_heard=self._last_heard)
         self.pcs = self.handshakes.pcs
         media = scenario.media
-        self.streams = Streams([k for k, on in ((AUDIO, media.audio), (VIDEO, media.video is not None)) if on])
+        self.model = MODELS[scenario.stack]
+        self.streams = Streams([k for k, on in ((AUDIO, media.audio), (VIDEO, media.video is not None)) if on],
+                               self.model.estimator(self._bottleneck_bps))
 
         def reorders(link: str) -> bool:
             return any(c.reorder for c in (getattr(scenario, link), *(c for _, c in getattr(scenario.phases, link))))
 
         self.pipeline = Pipeline(self.loop, self.path, self.streams, self.pcs, media=media, media_rng=media_rng,
                                  rtcp_rng=self._rtcp_rng, reorders={UP: reorders(UP), DOWN: reorders(DOWN)},
-                                 started=self._media_started, progress=self._maybe_steady)
+                                 started=self._media_started, progress=self._maybe_steady, model=self.model)
         self.steady: SteadyState | None = None
         self.steady_at: float | None = None
         self._core_touched = True
@@ -170,6 +173,12 @@ class SimDriver:
     @property
     def now(self) -> float:
         return self.loop.now
+
+    def _bottleneck_bps(self, t: float) -> float:
+        """The path's narrowest configured rate at ``t`` (what a probe cluster would measure; a
+        trace or no limit: unknown, inf)."""
+        rates = [link.config_at(t).bandwidth_kbps for link in self.path.links.values()]
+        return min([r * 1000.0 for r in rates if r is not None], default=math.inf)
 
     # --- main loop -------------------------------------------------------------------------------
 
