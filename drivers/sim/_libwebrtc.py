@@ -38,7 +38,8 @@ The libwebrtc model is a documented simplification of libwebrtc's published sour
   rate) is modelled by its outcome: the first estimate is what a 6 x 300 kbit/s probe measures,
   the path's bottleneck rate when it is below that (probe_bitrate_estimator.cc takes the
   received rate of the cluster).
-* **NACK/RTX.** Not modelled yet (see benchmarks/README.md#calibration).
+* **NACK/RTX.** :class:`NackRtx` (steady state only: before media started a lost keyframe
+  packet is recovered by a keyframe request, as in the aiortc model).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ import numpy as np
 from numpy.typing import NDArray
 from rtcprobe.core.config import VideoSpec
 
-from ._media import AudioSource, Packets, RembEstimator, VideoSource, join
+from ._media import F64, I64, RTP_OVERHEAD, AudioSource, Packets, RembEstimator, VideoSource, join
 
 OPUS_BPS: Final = 32_000  # media/engine/webrtc_voice_engine.cc: default Opus bitrate (mono)
 OPUS_PAYLOAD: Final = OPUS_BPS * 20 // 8000  # 80 bytes per 20 ms packet
@@ -93,7 +94,11 @@ class LibwebrtcVideoSource(VideoSource):
     def __init__(self, spec: VideoSpec, start: float, wire_extra: int, rng: np.random.Generator,
                  audio: bool) -> None:
         super().__init__(spec, start, wire_extra, rng)
-        self.audio_bps = OPUS_BPS if audio else 0.0
+        # The estimate counts packets on the wire; the allocator hands the encoders what is left
+        # after each stream's packet overhead (WebRTC-SendSideBwe-WithOverhead, on by default).
+        wire = RTP_OVERHEAD + wire_extra
+        self.audio_bps = (OPUS_PAYLOAD + wire) * 8 / 0.020 if audio else 0.0
+        self.payload_share = RTP_PAYLOAD_MAX / (RTP_PAYLOAD_MAX + wire)
         self.max_bps = max_video_bps(spec)
         scale = (spec.width * spec.height / (640 * 480)) * (spec.fps / 30.0)
         self.content = float(CHROME_CONTENT_BPS * scale**0.75)
@@ -102,7 +107,7 @@ class LibwebrtcVideoSource(VideoSource):
         self.carry: NDArray[np.void] = Packets.empty().a  # the rest of a frame already on its way
 
     def _video_share(self, bps: float) -> float:
-        return min(self.max_bps, max(VP8_MIN_BPS, bps - self.audio_bps))
+        return min(self.max_bps, max(VP8_MIN_BPS, (bps - self.audio_bps) * self.payload_share))
 
     def set_target(self, bps: float) -> None:
         """A new estimate reached the sender."""
@@ -140,7 +145,9 @@ class LibwebrtcVideoSource(VideoSource):
         first[0] = True
         np.not_equal(frame[1:], frame[:-1], out=first[1:])
         k = idx - np.maximum.accumulate(np.where(first, idx, 0))
-        step = np.minimum(a["size"] * 8.0 / (PACING_FACTOR * self.estimate), PACE_SPAN * self.interval / a["npk"])
+        # (a full packet's time for every packet of the frame: the smaller last one must not overtake)
+        full = (RTP_PAYLOAD_MAX + RTP_OVERHEAD + self.wire_extra) * 8.0 / (PACING_FACTOR * self.estimate)
+        step = np.minimum(full, PACE_SPAN * self.interval / a["npk"])
         t = a["t"] + k * step
         a["t"] = t
         a["sent"] = t
@@ -218,3 +225,77 @@ MODELS: Final = {m.name: m for m in (AIORTC, LIBWEBRTC)}
 
 def unlimited(_t: float) -> float:
     return math.inf
+
+
+RTX_HEADER: Final = 2  # RFC 4588: the original sequence number ahead of the payload
+SENT_KEPT_S: Final = 3.0  # how long the sender keeps packets to retransmit (modules/rtp_rtcp packet history)
+
+
+class NackRtx:
+    """NACK/RTX for video in the steady state (modules/video_coding/nack_requester.cc and the RTP
+    sender's packet history). The subscriber notices a gap when a later packet arrives and asks
+    for the missing ones at once; the NACK crosses to the publisher in half the loop's rtt (as the
+    publisher measures it) and the publisher sends each asked-for packet once more, as RTX (its
+    own SSRC; the receiver restores it, so it counts as received on the media stream). One
+    retransmission per lost packet (the requester's rtt-limited repeats are left out).
+    Simplification: a retransmission due inside an interval already sent goes out at the next
+    interval's start (see :mod:`._steady`); reordered packets read as losses are asked for too."""
+
+    def __init__(self, max_seq: int) -> None:
+        self.max_seq = max_seq  # the highest video sequence number the subscriber has seen
+        self.sent: NDArray[np.void] = Packets.empty().a  # the publisher's recent video, in seq order
+        self.due: NDArray[np.void] = Packets.empty().a  # retransmissions, by send time
+        self.retransmitted = 0
+
+    def remember(self, video: NDArray[np.void], now: float) -> None:
+        """The publisher sent ``video`` (its packets in sequence order)."""
+        if not len(video):
+            return
+        s = self.sent
+        if len(s):
+            s = s[int(s["t"].searchsorted(now - SENT_KEPT_S)):]
+        self.sent = join([s, video]) if len(s) else video.copy()
+
+    def arrived(self, seq: I64, t: F64, rtt: float) -> None:
+        """Video packets (sequence numbers ``seq``) reached the subscriber at ``t``."""
+        if not len(seq):
+            return
+        prev = np.maximum.accumulate(np.concatenate(([self.max_seq], seq[:-1])))
+        gap = seq - prev - 1
+        gap[prev < 0] = 0  # (nothing seen before: no gap to ask for)
+        self.max_seq = max(self.max_seq, int(seq.max()))
+        has = gap > 0
+        if not has.any():
+            return
+        n = gap.compress(has)
+        first = (prev + 1).compress(has)
+        at = t.compress(has)
+        missing = np.repeat(first, n) + (np.arange(int(n.sum())) - np.repeat(n.cumsum() - n, n))
+        asked = np.repeat(at, n) + rtt / 2
+        s = self.sent
+        if not len(s):
+            return
+        idx = missing - int(s["seq"][0])
+        ok = (idx >= 0) & (idx < len(s))
+        if not ok.any():
+            return
+        rtx = s.take(idx.compress(ok))
+        rtx["t"] = asked.compress(ok)
+        rtx["sent"] = rtx["t"]
+        rtx["size"] = rtx["size"] + RTX_HEADER
+        self.retransmitted += len(rtx)
+        due = join([self.due, rtx]) if len(self.due) else rtx
+        self.due = due.take(due["t"].argsort(kind="stable"))
+
+    def take(self, start: float, until: float) -> NDArray[np.void]:
+        """Retransmissions that leave by ``until`` (any already due leave at ``start``)."""
+        d = self.due
+        k = int(d["t"].searchsorted(until, "right"))
+        if not k:
+            return d[:0]
+        out, self.due = d[:k].copy(), d[k:]
+        late = out["t"] < start
+        if late.any():
+            out["t"] = np.maximum(out["t"], start)
+            out["sent"] = out["t"]
+        return out

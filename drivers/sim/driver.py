@@ -74,7 +74,7 @@ from rtcprobe.netem.models import LinkCounters
 from rtcprobe.netem.scenario import Scenario
 
 from ._handshakes import Handshakes, Peer
-from ._libwebrtc import MODELS
+from ._libwebrtc import LIBWEBRTC, MODELS, NackRtx
 from ._media import AUDIO, KIND_NAMES, VIDEO
 from ._net import DOWN, UP, EventLoop, PacketRecord, Path, Pending, Tag
 from ._pipeline import Pipeline
@@ -296,7 +296,9 @@ class SimDriver:
             self.loop, self.path, self.streams, self.handshakes, sources=sources, turn_q=self.pipeline.turn_q,
             sub_q=self.pipeline.sub_q, sub_last_rx=self.pipeline.sub_last_rx, taken=taken,
             rtcp_rng=self._rtcp_rng, audio_horizon=self.config.step_timeout, end_hint=lambda: self._end_hint,
-            started=self._media_started)
+            started=self._media_started,
+            nack=NackRtx(self.streams.sub_stats[VIDEO].max_seq)
+            if self.model is LIBWEBRTC and VIDEO in self.streams.kinds else None)
         self.steady.tick()
 
     # --- stats ---------------------------------------------------------------------------------------
