@@ -3,7 +3,9 @@
 
 The handle is Twilio Video's ``runPreflight`` object (docs/references.md#twilio-video-preflight):
 events by name, ``stop()``, ``network_quality_level`` and ``await wait()``. It runs the aiortc
-driver (:class:`rtcprobe.drivers.aiortc.AiortcDriver`), giving it a signaling URL and a token:
+driver (:class:`rtcprobe.drivers.aiortc.AiortcDriver`) — or with ``driver="chromium"`` rtcprobe.js in a
+headless Chromium (:class:`rtcprobe.drivers.chromium.ChromiumDriver`, the core then in the
+signaling server) — giving it a signaling URL and a token:
 either the caller's, or those of an embedded server (:mod:`rtcprobe.server.embedded`) that it
 starts on loopback for the one test. Starting servers is why this module sits in the top layer
 and not in the driver (docs/architecture.md#layers).
@@ -68,6 +70,7 @@ from rtcprobe.drivers.aiortc.turn_client import (
     offered_transports,
 )
 from rtcprobe.drivers.aiortc.turn_tls import ssl_context
+from rtcprobe.drivers.chromium import ChromiumDriver, check_available
 
 from .server.coturn import CoturnNotInstalled, CoturnServer, CoturnStartError
 from .server.credentials import check_turn_config
@@ -76,6 +79,9 @@ from .server.embedded import embedded_server
 log = logging.getLogger(__name__)
 
 EVENT_NAMES = ("progress", "sample", "networkQualityLevelChanged", "completed", "failed", "event")
+#: The clients a live preflight runs in: aiortc in this process, or rtcprobe.js in a headless
+#: Chromium (:mod:`rtcprobe.drivers.chromium`; its core runs in the signaling server).
+DRIVERS = ("aiortc", "chromium")
 
 TurnCa = str | os.PathLike[str] | ssl.SSLContext
 
@@ -106,13 +112,15 @@ class PreflightTest:
       :class:`rtcprobe.progress.ProgressReporter`).
     """
 
-    def __init__(self, config: PreflightConfig, *, run: RunInfo | None = None, transport: str | None = None) -> None:
+    def __init__(self, config: PreflightConfig, *, run: RunInfo | None = None, transport: str | None = None,
+                 driver: str = "aiortc") -> None:
         self.config = config
         self.transport = transport  # the TURN transport asked for (None: the first TURN URL handed out)
+        self.driver = driver  # "chromium": the core runs in the server, this one stays idle
         self.core = PreflightMachine(
-            config, run=run if run is not None else RunInfo(driver="aiortc", version=__version__))
+            config, run=run if run is not None else RunInfo(driver=driver, version=__version__))
         self._handlers: dict[str, list[Callable[..., Any]]] = {name: [] for name in EVENT_NAMES}
-        self._driver: AiortcDriver | None = None
+        self._driver: AiortcDriver | ChromiumDriver | None = None
         self._stop_requested = False
         self._task: asyncio.Task[None] | None = None
         self._terminal: Completed | Failed | None = None
@@ -135,17 +143,22 @@ class PreflightTest:
         return self._stop_requested
 
     @property
+    def _state(self) -> PreflightMachine | ChromiumDriver:
+        """Where the test's state is: the core here, or the Chromium driver (the server's core)."""
+        return self._driver if isinstance(self._driver, ChromiumDriver) else self.core
+
+    @property
     def network_quality_level(self) -> int | None:
-        return self.core.network_quality_level
+        return self._state.network_quality_level
 
     @property
     def report(self) -> PreflightReport | None:
-        return self.core.report
+        return self._state.report
 
     @property
     def progress_events(self) -> tuple[ProgressEvent, ...]:
         """The steps so far, each with its time (ms since the test started)."""
-        return self.core.progress_events
+        return self._state.progress_events
 
     @property
     def ice_servers(self) -> tuple[IceServer, ...] | None:
@@ -234,11 +247,18 @@ class PreflightTest:
     async def _run(self, connect: Connect, video_seed: int, subscriber_relay_only: bool = False) -> None:
         try:
             async with connect() as endpoint:
-                self._driver = AiortcDriver(
-                    self.core, url=endpoint.url, token=endpoint.token, on_event=self._on_core_event,
-                    video_seed=video_seed, subscriber_relay_only=subscriber_relay_only,
-                    turn_transport=self.transport, turn_ssl=endpoint.turn_ssl,
-                )
+                if self.driver == "chromium":
+                    self._driver = ChromiumDriver(
+                        url=endpoint.url, token=endpoint.token, config=self.config, run=self.core.run,
+                        on_event=self._on_core_event, transport=self.transport,
+                        receiver_relay_only=subscriber_relay_only,
+                    )
+                else:
+                    self._driver = AiortcDriver(
+                        self.core, url=endpoint.url, token=endpoint.token, on_event=self._on_core_event,
+                        video_seed=video_seed, subscriber_relay_only=subscriber_relay_only,
+                        turn_transport=self.transport, turn_ssl=endpoint.turn_ssl,
+                    )
                 self._driver.start()
                 if self._stop_requested:
                     self._driver.stop()
@@ -296,10 +316,11 @@ async def _start_coturn(*, tls: bool, required: bool = False) -> CoturnServer | 
 @contextlib.asynccontextmanager
 async def _embedded(
     turn_urls: Sequence[str] | None, turn_secret: str | None, turn_ssl: ssl.SSLContext | None = None,
-    transports: Sequence[str] | None = None,
+    transports: Sequence[str] | None = None, core_run: RunInfo | None = None,
 ) -> AsyncIterator[_Endpoint]:
     """The embedded server, handing out ``turn_urls`` — or, when None, a coturn of its own if
-    one is installed, serving ``transports`` (None: UDP, and no error without coturn)."""
+    one is installed, serving ``transports`` (None: UDP, and no error without coturn).
+    ``core_run``: the ``run`` its core stamps on a browser's report (``--driver chromium``)."""
     async with contextlib.AsyncExitStack() as stack:
         if turn_urls is None:
             turn = await _start_coturn(tls="tls" in (transports or ()), required=transports is not None)
@@ -309,7 +330,7 @@ async def _embedded(
                 if turn.ca_file is not None:
                     turn_ssl = ssl_context(turn.ca_file)
         url, token = await stack.enter_async_context(
-            embedded_server(turn_urls=turn_urls or (), turn_secret=turn_secret))
+            embedded_server(turn_urls=turn_urls or (), turn_secret=turn_secret, core_run=core_run))
         yield _Endpoint(url, token, turn_ssl, _transports_of(turn_urls or ()))
 
 
@@ -345,6 +366,7 @@ def run_preflight(
     subscriber_relay_only: bool = False,
     transport: str | None = None,
     turn_ca: TurnCa | None = None,
+    driver: str = "aiortc",
 ) -> PreflightTest:
     """Start a preflight on the running asyncio loop and return its :class:`PreflightTest`.
 
@@ -364,12 +386,18 @@ def run_preflight(
     (tls: with a certificate made for the run and trusted by this test). ``turn_ca`` (a PEM file
     or an :class:`ssl.SSLContext`) is what a ``turns:`` server of ``turn_urls`` or of a remote
     server is checked against, instead of the system's trust store.
+
+    ``driver="chromium"`` runs the test in a headless Chromium instead (rtcprobe.js, the core in
+    the signaling server: :mod:`rtcprobe.drivers.chromium`); it needs Chromium and Playwright
+    (ConfigError naming them otherwise). The embedded server then stamps the report's ``run``
+    itself (a remote server's says ``"browser"``); ``relay_only=False``, ``turn_ca`` and TLS to
+    the embedded coturn (a certificate Chromium does not trust) are not available.
     """
     loop = asyncio.get_running_loop()  # raises RuntimeError outside a running loop: misuse
     test, connect = _prepare(
         token, url=url, duration=duration, region=region, media=media, turn_urls=turn_urls, turn_secret=turn_secret,
         relay_only=relay_only, network_quality_verbosity=network_quality_verbosity, run=run,
-        subscriber_relay_only=subscriber_relay_only, transport=transport, turn_ca=turn_ca,
+        subscriber_relay_only=subscriber_relay_only, transport=transport, turn_ca=turn_ca, driver=driver,
     )
     return _launch(loop, test, connect, video_seed, subscriber_relay_only)
 
@@ -385,10 +413,12 @@ def _prepare(
     media: MediaDemand | None = None, turn_urls: Sequence[str] | None, turn_secret: str | None,
     relay_only: bool | None = None, network_quality_verbosity: int = 1, run: RunInfo | None = None,
     subscriber_relay_only: bool = False, transport: str | None, turn_ca: TurnCa | None,
-    endpoint: _Endpoint | None = None,
+    endpoint: _Endpoint | None = None, driver: str = "aiortc",
 ) -> tuple[PreflightTest, Connect]:
     """Check everything :func:`run_preflight` was given (ConfigError at once); the test and how it
     connects. ``endpoint``: an embedded server started already (run_transport_preflights')."""
+    _check_driver(driver, url=url, turn_urls=turn_urls, transports=() if transport is None else (transport,),
+                  turn_ca=turn_ca, relay_only=relay_only)
     media = media if media is not None else MediaDemand()
     if media.video is not None:
         check_video(media.video)
@@ -417,14 +447,40 @@ def _prepare(
         elif transport is not None and transport not in _transports_of(turn_urls):
             raise ConfigError(f"no --turn URL goes over {transport} (give one: {_EXAMPLE_URLS[transport]})")
         transports = None if transport is None else (transport,)
-        connect = functools.partial(_embedded, turn_urls, turn_secret, turn_ssl, transports)
+        connect = functools.partial(_embedded, turn_urls, turn_secret, turn_ssl, transports,
+                                    _core_run(driver, run))
     else:
         if not token:
             raise ConfigError("a signaling url needs a token (--token)")
         if turn_urls or turn_secret:
             raise ConfigError("TURN options configure the embedded server; a remote server hands out its own TURN")
         connect = functools.partial(_external, _Endpoint(signaling_url(url), token, turn_ssl))
-    return PreflightTest(config, run=run, transport=transport), connect
+    return PreflightTest(config, run=run, transport=transport, driver=driver), connect
+
+
+def _check_driver(driver: str, *, url: str | None, turn_urls: Sequence[str] | None, transports: Sequence[str],
+                  turn_ca: TurnCa | None, relay_only: bool | None) -> None:
+    """ConfigError for a driver that is not there, or an option it cannot honour."""
+    if driver not in DRIVERS:
+        raise ConfigError(f"driver must be one of {', '.join(DRIVERS)}, got {driver!r}")
+    if driver != "chromium":
+        return
+    check_available()  # ChromiumUnavailable (a ConfigError) says what to install
+    if relay_only is False:
+        raise ConfigError("--driver chromium: the browser's sender is relay-only whenever TURN is handed out")
+    if turn_ca is not None:
+        raise ConfigError("--turn-ca is not available with --driver chromium (Chromium trusts the system's CAs)")
+    if url is None and turn_urls is None and "tls" in transports:
+        raise ConfigError("--driver chromium cannot test TLS on the embedded coturn (its certificate is made for the "
+                          "run and Chromium does not trust it): give --turn turns:... of a trusted server, or --url")
+
+
+def _core_run(driver: str, run: RunInfo | None) -> RunInfo | None:
+    """The ``run`` the embedded server's core stamps on a browser's report: ``--driver chromium``'s
+    (None: the server's default, for the browsers of a remote server)."""
+    if driver != "chromium":
+        return None
+    return run if run is not None else RunInfo(driver="chromium", version=__version__)
 
 
 _EXAMPLE_URLS = {"udp": "turn:HOST:3478?transport=udp", "tcp": "turn:HOST:3478?transport=tcp",
@@ -494,6 +550,9 @@ async def run_transport_preflights(
     for name in ("transport", "subscriber_relay_only"):
         if name in options:
             raise ConfigError(f"run_transport_preflights takes transports=, not {name}=")
+    driver = str(options.get("driver", "aiortc"))
+    _check_driver(driver, url=url, turn_urls=turn_urls, transports=wanted or (), turn_ca=turn_ca,
+                  relay_only=options.get("relay_only"))
     # Everything checked as run_preflight would, before anything runs.
     _prepare(token, url=url, turn_urls=turn_urls, turn_secret=turn_secret, transport=wanted[0] if wanted else None,
              turn_ca=turn_ca, **options)
@@ -532,7 +591,7 @@ async def run_transport_preflights(
 
     # The embedded server (and its coturn), started once for every loopback.
     turn_ssl = None if turn_ca is None else ssl_context(turn_ca)
-    async with _embedded(turn_urls, turn_secret, turn_ssl, wanted) as endpoint:
+    async with _embedded(turn_urls, turn_secret, turn_ssl, wanted, _core_run(driver, options.get("run"))) as endpoint:
         runs: Sequence[str | None] = wanted or endpoint.transports
         # One TURN URL (or none: host candidates) and no transport asked for: run_preflight's test.
         await series(runs if len(runs) > 1 or wanted else [None], endpoint)
@@ -549,5 +608,5 @@ def preflight(token: str | None = None, **options: Any) -> PreflightReport:
     return asyncio.run(main())
 
 
-__all__ = ["EVENT_NAMES", "PreflightTest", "TransportReport", "preflight", "run_preflight",
+__all__ = ["DRIVERS", "EVENT_NAMES", "PreflightTest", "TransportReport", "preflight", "run_preflight",
            "run_transport_preflights"]

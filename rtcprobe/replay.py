@@ -1,4 +1,6 @@
-"""A scenario replayed over real WebRTC traffic: ``rtcprobe run SCENARIO --driver aiortc``.
+"""A scenario replayed over real WebRTC traffic: ``rtcprobe run SCENARIO --driver aiortc`` (or
+``--driver chromium``: the same replay with rtcprobe.js in a headless Chromium, both of its peer
+connections relay-only too; :mod:`rtcprobe.drivers.chromium`).
 
 Theory of operation
 -------------------
@@ -48,7 +50,12 @@ the impairment relay sits between the client and the TURN server. All on 127.0.0
   it up).
 * The preflight is the aiortc driver's, started by :func:`~rtcprobe.live.run_preflight` with the
   scenario's duration and media, so the report has the simulator's shape; its ``run`` says
-  ``driver = "aiortc"`` with the scenario's name and the seed.
+  ``driver = "aiortc"`` with the scenario's name and the seed. With ``driver="chromium"`` it is
+  rtcprobe.js's in a headless Chromium instead, the core in the embedded server, which stamps
+  ``driver = "chromium"`` (and the scenario and seed) on the report; its two peer connections are
+  relay-only too (rtcprobe.js's ``receiverRelayOnly``), so the loop is the same. Chromium's own
+  video (its canvas pattern, its encoder's rate control) is not the simulator's: the replay's
+  seed governs the links only (benchmarks/bench_drivers.py compares the three drivers).
 
 This module starts servers (coturn, the relay, the embedded signaling server), which is why it
 sits in the top layer and not in the driver (docs/architecture.md#layers).
@@ -82,7 +89,7 @@ from rtcprobe.drivers.sim import link_seed
 from rtcprobe.netem.relay import DirectionCounters
 from rtcprobe.netem.scenario import Scenario
 
-from .live import run_preflight
+from .live import DRIVERS, run_preflight
 from .server.coturn import CoturnServer
 
 __all__ = ["ReplayResult", "run_replay", "run_scenario"]
@@ -183,8 +190,10 @@ def run_replay(
     pcap: str | Path | None = None,
     turn: tuple[str, str] | None = None,
     on_progress: Callable[[Event], None] | None = None,
+    driver: str = "aiortc",
 ) -> ReplayResult:
-    """Replay ``scenario`` over real aiortc traffic (blocking; see the module docstring).
+    """Replay ``scenario`` over real aiortc traffic (blocking; see the module docstring), or with
+    ``driver="chromium"`` over a headless Chromium's (the report's ``run.driver`` says which).
 
     ``turn`` is ``(turn:HOST:PORT?transport=udp URL, REST shared secret)`` of a running TURN
     server; None starts coturn for the run. ``pcap`` captures every datagram the relay forwarded.
@@ -192,6 +201,12 @@ def run_replay(
     e.g. a :class:`rtcprobe.progress.ProgressReporter`).
     Bad input (a bad scenario, coturn missing, a bad TURN URL) raises ConfigError.
     """
+    if driver not in DRIVERS:
+        raise ConfigError(f"the replay's driver is one of {', '.join(DRIVERS)}, got {driver!r}")
+    if driver == "chromium":
+        from rtcprobe.drivers.chromium import check_available
+
+        check_available()  # before anything starts: what to install
     sc = _resolve(scenario)
     seed = sc.seed if seed is None else seed
     upstream_turn = _upstream_of(turn) if turn is not None else None
@@ -214,7 +229,7 @@ def run_replay(
         async def main() -> PreflightReport:
             test = run_preflight(
                 duration=sc.duration, media=sc.media, turn_urls=[relay_url], turn_secret=secret, video_seed=seed,
-                run=RunInfo("aiortc", __version__, sc.name, seed), subscriber_relay_only=True,
+                run=RunInfo(driver, __version__, sc.name, seed), subscriber_relay_only=True, driver=driver,
             )
             if on_progress is not None:
                 test.on("event", on_progress)
@@ -256,6 +271,7 @@ def run_scenario(
     pcap: str | Path | None = None,
     turn: tuple[str, str] | None = None,
     on_progress: Callable[[Event], None] | None = None,
+    driver: str = "aiortc",
 ) -> PreflightReport:
-    """The report of :func:`run_replay` (what ``rtcprobe run SCENARIO --driver aiortc`` prints)."""
-    return run_replay(scenario, seed=seed, pcap=pcap, turn=turn, on_progress=on_progress).report
+    """The report of :func:`run_replay` (what ``rtcprobe run SCENARIO --driver aiortc|chromium`` prints)."""
+    return run_replay(scenario, seed=seed, pcap=pcap, turn=turn, on_progress=on_progress, driver=driver).report

@@ -1,4 +1,4 @@
-"""``rtcprobe preflight``: a real WebRTC preflight test (aiortc), against a server or the embedded one."""
+"""``rtcprobe preflight``: a real WebRTC preflight test (aiortc, or Chromium), against a server or the embedded one."""
 
 from __future__ import annotations
 
@@ -35,10 +35,14 @@ coturn serves UDP only, unless --transports asks for more (tls with a certificat
 run); on loopback every transport passes, so that is a check of the setup, not of the network.
 
   rtcprobe preflight --duration 5s
+  rtcprobe preflight --driver chromium
   rtcprobe preflight --url ws://127.0.0.1:8765/signaling --token "$(rtcprobe token --secret S --identity me)"
   rtcprobe preflight --turn turn:127.0.0.1:3478?transport=udp --turn-secret S --json --out report.json
   rtcprobe preflight --turn turn:T:3478?transport=udp,turn:T:3478?transport=tcp,turns:T:443 --turn-secret S \
       --turn-ca ca.pem --transports udp,tcp,tls
+
+--driver chromium runs the same test in a headless Chromium (rtcprobe.js, the server running the
+core): libwebrtc instead of aiortc. It needs apt-get install chromium and pip install playwright.
 
 Progress goes to stderr, the summary (or with --json only the report JSON) to stdout. One loopback
 writes one report; per transport (several run, or --transports given, even one) the JSON is
@@ -97,6 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: every transport handed out)")
     parser.add_argument("--turn-ca", metavar="FILE",
                         help="trust the CA certificates in FILE (PEM), instead of the system's, for turns: servers")
+    parser.add_argument("--driver", choices=("aiortc", "chromium"), default="aiortc",
+                        help="aiortc: this process's peer connections (default); chromium: rtcprobe.js in a headless "
+                             "Chromium (needs chromium and playwright)")
     video = parser.add_mutually_exclusive_group()
     video.add_argument("--video", metavar="WxH@FPS", help="synthetic video to publish (default: 640x480@30)")
     video.add_argument("--no-video", action="store_true", help="publish audio only")
@@ -277,7 +284,8 @@ def run(args: argparse.Namespace) -> int:
             reporters[-1].close()
         else:  # the options were all checked by now: bad input prints nothing but its one line
             where = args.url or "the embedded server on 127.0.0.1"
-            print(f"rtcprobe: preflight against {where}, {duration:g} s of stats (Ctrl-C stops)",
+            client = " in Chromium" if args.driver == "chromium" else ""
+            print(f"rtcprobe: preflight{client} against {where}, {duration:g} s of stats (Ctrl-C stops)",
                   file=sys.stderr, flush=True)
         if test.transport is not None:
             print(f"rtcprobe: loopback through TURN over {test.transport}", file=sys.stderr, flush=True)
@@ -315,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
             return await run_transport_preflights(
                 args.token, url=args.url, transports=transports, duration=duration, region=args.region,
                 media=media, turn_urls=turn_urls, turn_secret=args.turn_secret, turn_ca=args.turn_ca,
-                on_test=on_test,
+                on_test=on_test, driver=args.driver,
             )
         finally:
             try:

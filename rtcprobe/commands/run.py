@@ -17,7 +17,9 @@ HELP = "run a preflight over a network scenario (a file or a built-in name; see:
 DESCRIPTION = """\
 Run the preflight over the network a scenario describes. With --driver sim (the default) the
 whole test is simulated on a virtual clock — deterministic, milliseconds of CPU; with
---driver aiortc real aiortc peers talk through an impairment relay applying the same scenario.
+--driver aiortc real aiortc peers talk through an impairment relay applying the same scenario;
+--driver chromium does the same with rtcprobe.js in a headless Chromium (apt-get install chromium,
+pip install playwright).
 
   rtcprobe run lossy-wifi --check
   rtcprobe run my-network.toml --seed 7 --json --out report.json --plot report.png
@@ -30,8 +32,9 @@ With --check the expectations decide: 0 all met (a scenario may expect a failure
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", metavar="SCENARIO", help="a scenario file (.toml) or a built-in scenario name")
-    parser.add_argument("--driver", choices=("sim", "aiortc"), default="sim",
-                        help="sim: simulated network (default); aiortc: real peers through the impairment relay")
+    parser.add_argument("--driver", choices=("sim", "aiortc", "chromium"), default="sim",
+                        help="sim: simulated network (default); aiortc: real peers through the impairment relay; "
+                             "chromium: the same in a headless Chromium")
     parser.add_argument("--seed", type=parse_seed, help="override the scenario's seed")
     parser.add_argument("--check", action="store_true", help="verify the scenario's [expect] block (exit 1 if unmet)")
     add_output_arguments(parser)
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
         report = run_replay(
             scenario, seed=seed, pcap=None if pcap_path is None else str(pcap_path), on_progress=progress,
+            driver=args.driver,
         ).report
     progress.close()
 

@@ -8,6 +8,7 @@ import math
 import attrs
 
 from rtcprobe.core.errors import ConfigError
+from rtcprobe.core.report import RunInfo
 from rtcprobe.drivers.aiortc.protocol import (
     DEFAULT_HOLD_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -55,6 +56,10 @@ class ServerConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     reports: str | None = None  # file each accepted report is appended to, one JSON line each
     web: WebConfig = attrs.field(factory=WebConfig)  # rtcprobe.js, the diagnostics page, Origin allowlist
+    # The ``run`` of the reports the core builds in core mode (None: driver "browser", this version).
+    # An embedded server knows its one client: ``--driver chromium`` names itself (and its scenario).
+    core_run: RunInfo | None = attrs.field(default=None, validator=attrs.validators.optional(
+        attrs.validators.instance_of(RunInfo)))
 
     def __attrs_post_init__(self) -> None:
         if not self.secret:

@@ -188,8 +188,8 @@ class Host(Protocol):
     async def shutdown(self, close_code: int = ..., reason: str = "") -> None: ...
 
 
-def _machine(hello: CoreHello) -> PreflightMachine:
-    machine = PreflightMachine(hello.config, run=RunInfo(DRIVER, __version__))
+def _machine(hello: CoreHello, run: RunInfo | None) -> PreflightMachine:
+    machine = PreflightMachine(hello.config, run=run if run is not None else RunInfo(DRIVER, __version__))
     # The client's wall clock at its start when it says it; else the server's, moved back by the
     # time the client says passed between the start and the hello.
     epoch = hello.epoch if hello.epoch is not None else time.time() * 1000 - (hello.now - hello.start)
@@ -209,11 +209,12 @@ def _dumps(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), allow_nan=False)
 
 
-async def refuse(host: Host, hello: CoreHello, error: ProtocolError) -> None:
+async def refuse(host: Host, hello: CoreHello, error: ProtocolError, run: RunInfo | None = None) -> None:
     """A core-mode hello whose token was refused: the client hears it from the core (``failed``
-    with the token's code and the partial report), then the connection closes (1008)."""
+    with the token's code and the partial report), then the connection closes (1008). ``run``: the
+    report's (None: driver :data:`DRIVER`)."""
     host.log.info("core mode: token refused, %d: %s", error.code, error.message)
-    machine = _machine(hello)
+    machine = _machine(hello, run)
     machine.handle(TransportError(errors.error_for_code(error.code, error.message)), hello.now / 1000)
     with contextlib.suppress(Exception):  # the client may be gone already
         for frame in _frames(machine):
@@ -222,12 +223,14 @@ async def refuse(host: Host, hello: CoreHello, error: ProtocolError) -> None:
 
 
 class CoreSession:
-    """The core of one core-mode session: its machine, its timer, its outgoing frames."""
+    """The core of one core-mode session: its machine, its timer, its outgoing frames. ``run``: the
+    report's (None: driver :data:`DRIVER`, this version)."""
 
-    def __init__(self, host: Host, hello: CoreHello, ice_servers: tuple[IceServer, ...]) -> None:
+    def __init__(self, host: Host, hello: CoreHello, ice_servers: tuple[IceServer, ...],
+                 run: RunInfo | None = None) -> None:
         self.host = host
         self.ice_servers = ice_servers
-        self.machine = _machine(hello)
+        self.machine = _machine(hello, run)
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.offset = loop.time() - hello.now / 1000  # server s = client s + offset

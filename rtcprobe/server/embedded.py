@@ -14,6 +14,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from rtcprobe.core.report import RunInfo
+
 from .app import SignalingServer
 from .tokens import generate_secret, mint_token
 
@@ -23,12 +25,14 @@ HOST = "127.0.0.1"
 
 @contextlib.asynccontextmanager
 async def embedded_server(
-    *, turn_urls: Sequence[str] = (), turn_secret: str | None = None, ttl: float = 3600.0
+    *, turn_urls: Sequence[str] = (), turn_secret: str | None = None, ttl: float = 3600.0,
+    core_run: RunInfo | None = None,
 ) -> AsyncIterator[tuple[str, str]]:
-    """Yield ``(url, token)`` of a signaling server running on loopback until the block exits."""
+    """Yield ``(url, token)`` of a signaling server running on loopback until the block exits.
+    ``core_run``: the ``run`` of the reports its core builds for a core-mode client (a browser)."""
     secret = generate_secret()
     async with SignalingServer(
-        secret=secret, host=HOST, port=0, turn_urls=tuple(turn_urls), turn_secret=turn_secret
+        secret=secret, host=HOST, port=0, turn_urls=tuple(turn_urls), turn_secret=turn_secret, core_run=core_run,
     ) as server:
         yield server.url, mint_token(secret, IDENTITY, now=time.time(), ttl=ttl)
 

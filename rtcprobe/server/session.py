@@ -310,7 +310,7 @@ class Session:
             if core is None:
                 raise
             self.registry.metrics.token_rejected(exc.code)
-            await refuse(self, core, exc)  # core mode: the client hears it from its core
+            await refuse(self, core, exc, config.core_run)  # core mode: the client hears it from its core
             return
         if not self.registry.acquire_slot(self):
             await self.fail(SIGNALING_ERROR, "server busy: too many sessions, try again later",
@@ -323,7 +323,7 @@ class Session:
         self.log.debug("%s authenticated (region %s)", claims.identity, message.region)
         await self.ws.send_str(encode(Iced(ice_servers=servers, ttl=config.turn_ttl)))
         if core is not None:
-            self.core = CoreSession(self, core, servers)
+            self.core = CoreSession(self, core, servers, config.core_run)
             await self.core.begin()
 
     async def _on_report(self, message: Report) -> None:

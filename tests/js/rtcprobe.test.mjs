@@ -309,8 +309,8 @@ test('misuse throws at once', () => {
 });
 
 /** A test whose core has asked for the peer connections (`relayOnly` as given). */
-async function connecting(relayOnly) {
-  const started_ = await started();
+async function connecting(relayOnly, options = {}) {
+  const started_ = await started(options);
   const { ws } = started_;
   ws.open();
   ws.receive({ type: 'iced', ice_servers: [] });
@@ -333,6 +333,14 @@ test('the topology: a relay-only sender and an unrestricted receiver, both max-b
   assert.ok(sender.closed && receiver.closed, 'stop() closes both at once');
   await connecting(false); // no TURN handed out: the sender may use host candidates
   assert.equal(pcs[2].config.iceTransportPolicy, 'all');
+});
+
+test('receiverRelayOnly (network emulation) makes the receiver relay-only too, only with a relay-only sender', async () => {
+  assert.throws(() => runPreflight('tok', { url: URL_, receiverRelayOnly: 'yes' }), TypeError);
+  await connecting(true, { receiverRelayOnly: true });
+  assert.deepEqual(pcs.map((pc) => pc.config.iceTransportPolicy), ['relay', 'relay']);
+  await connecting(false, { receiverRelayOnly: true }); // no TURN: nothing to relay through
+  assert.deepEqual(pcs.slice(2).map((pc) => pc.config.iceTransportPolicy), ['all', undefined]);
 });
 
 test('steps a browser cannot observe are said to be unobservable, never invented', async () => {

@@ -192,7 +192,7 @@ function checkOptions(token, options) {
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
   const {
     url, duration = 10000, region = 'gll', transport, audio = true, video = true,
-    networkQualityVerbosity = 1,
+    networkQualityVerbosity = 1, receiverRelayOnly = false,
   } = options;
   if (typeof duration !== 'number' || !Number.isFinite(duration) || duration <= 0) {
     throw new RangeError(`duration must be a positive number of milliseconds, got ${duration}`);
@@ -202,6 +202,7 @@ function checkOptions(token, options) {
     throw new RangeError(`transport must be one of ${TRANSPORTS.join(', ')}, got ${transport}`);
   }
   if (![1, 2, 3].includes(networkQualityVerbosity)) throw new RangeError('networkQualityVerbosity must be 1, 2 or 3');
+  if (typeof receiverRelayOnly !== 'boolean') throw new TypeError('receiverRelayOnly must be true or false');
   let videoSpec = null;
   if (video === true) videoSpec = { ...DEFAULT_VIDEO };
   else if (video && typeof video === 'object') videoSpec = { ...DEFAULT_VIDEO, ...video };
@@ -209,7 +210,7 @@ function checkOptions(token, options) {
   if (!audio && !videoSpec) throw new RangeError('a test needs audio, video or both');
   return {
     url: signalingUrl(url, import.meta.url), duration, region, transport: transport ?? null,
-    media: { audio: Boolean(audio), video: videoSpec }, verbosity: networkQualityVerbosity,
+    media: { audio: Boolean(audio), video: videoSpec }, verbosity: networkQualityVerbosity, receiverRelayOnly,
   };
 }
 
@@ -420,7 +421,11 @@ export class PreflightTest extends Emitter {
     }
     if (!this.#media || this.#stopAt !== null) return;
     const sender = new RTCPeerConnection({ iceServers: servers, iceTransportPolicy: relayOnly ? 'relay' : 'all', bundlePolicy: 'max-bundle' });
-    const receiver = new RTCPeerConnection({ iceServers: servers, bundlePolicy: 'max-bundle' });
+    // The receiver is unrestricted, as Twilio's; relay-only too on request (network emulation:
+    // then every packet crosses the TURN server's link both ways).
+    const receiverConfig = { iceServers: servers, bundlePolicy: 'max-bundle' };
+    if (relayOnly && this.#options.receiverRelayOnly) receiverConfig.iceTransportPolicy = 'relay';
+    const receiver = new RTCPeerConnection(receiverConfig);
     const peers = { sender, receiver, timers: [], elements: [], started: new Set(), closed: false };
     this.#peers = peers;
     const forward = (to) => (e) => {
@@ -633,7 +638,9 @@ export class PreflightTest extends Emitter {
  * the server this script came from), `duration` (ms of stats collection, default 10000),
  * `region` (default 'gll'), `transport` ('udp', 'tcp' or 'tls': test only the TURN URLs of that
  * transport), `audio`/`video` (what to publish; video `{width, height, fps}`, default 640x480@30),
- * `networkQualityVerbosity` (1..3, of the stats carried by networkQualityLevelChanged).
+ * `networkQualityVerbosity` (1..3, of the stats carried by networkQualityLevelChanged),
+ * `receiverRelayOnly` (the receiving peer connection relay-only too when the sender is: for network
+ * emulation, e.g. `rtcprobe run SCENARIO --driver chromium`; default false, as Twilio's).
  */
 export function runPreflight(token, options = {}) {
   return new PreflightTest(token, options);
