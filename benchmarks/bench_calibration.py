@@ -164,11 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-chromium", action="store_true", help="the sim models only")
     parser.add_argument("--save", help="write the raw numbers to this JSON file")
     parser.add_argument("--load", help="print the tables from a file --save wrote")
+    parser.add_argument("--chromium-from", help="rerun the sim models, take Chromium's numbers from a --save file")
     args = parser.parse_args(argv)
     if args.load:
         rows = json.loads(Path(args.load).read_text())
     else:
-        rows = collect(scenarios(args.scenario, args.duration), args.seeds, args.reps, not args.no_chromium)
+        reuse = args.chromium_from is not None
+        rows = collect(scenarios(args.scenario, args.duration), args.seeds, args.reps,
+                       not (args.no_chromium or reuse))
+        if reuse:
+            saved = {r["name"]: r for r in json.loads(Path(args.chromium_from).read_text())}
+            for r in rows:
+                if "chromium" in saved.get(r["name"], {}):
+                    r["chromium"] = saved[r["name"]]["chromium"]
         if args.save:
             Path(args.save).write_text(json.dumps(rows, indent=1) + "\n")
     print_tables(rows)

@@ -73,10 +73,15 @@ def test_small_queue_paced_and_backed_off_like_chrome(seed: int) -> None:
 
 
 def test_ramps_on_a_clean_link() -> None:
-    """Chromium takes VGA video to 1.3-1.6 Mbit/s where aiortc sends ~550-700 kbit/s."""
-    lw, ai = _stats("libwebrtc"), _stats("aiortc")
-    assert 1200 <= lw["kbps"] <= 1700
-    assert lw["kbps"] > 1.5 * ai["kbps"]
+    """Chromium ramps VGA video toward 1.3-1.6 Mbit/s from its 300 kbit/s start (its first probe
+    takes it to ~900 k); aiortc's model stays at ~550-700 kbit/s."""
+    up = {"delay_ms": 20}
+    lw = Scenario.from_dict({"name": "t", "duration": 20, "media": {"stack": "libwebrtc"}, "network": {"uplink": up}})
+    rates = [s["incomingBitrate"] for s in json.loads(run_simulation(lw, seed=1).report.to_json())["samples"]
+             if s["incomingBitrate"]]
+    assert rates[0] < 0.8 * rates[-1]
+    assert 1300 <= rates[-1] <= 1700
+    assert _stats("libwebrtc")["kbps"] > 1.3 * _stats("aiortc")["kbps"]
 
 
 def test_nack_recovers_isolated_losses() -> None:

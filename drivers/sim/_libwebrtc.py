@@ -35,9 +35,11 @@ The libwebrtc model is a documented simplification of libwebrtc's published sour
   Loss-based (loss_based_bwe, send_side_bandwidth_estimation.cc): above 10 % loss the estimate
   becomes rate x (1 - 0.5 loss); below 2 % it may grow; in between it holds. The estimate is the
   smaller of the two. Start-up probing (probe_controller.cc: clusters at 3x and 6x the start
-  rate) is modelled by its outcome: the first estimate is what a 6 x 300 kbit/s probe measures,
+  rate) is modelled by its outcome: the first estimate is what the 3 x 300 kbit/s probe measures,
   the path's bottleneck rate when it is below that (probe_bitrate_estimator.cc takes the
-  received rate of the cluster).
+  received rate of the cluster). The 6x cluster is left out: calibrated against Chromium on the
+  built-in scenarios (benchmarks/README.md#bench_calibrationpy), a model that takes it reaches
+  1.5 Mbit/s within a second where Chromium averages 0.4-0.8 Mbit/s over the first 8 s.
 * **NACK/RTX.** :class:`NackRtx` (steady state only: before media started a lost keyframe
   packet is recovered by a keyframe request, as in the aiortc model).
 """
@@ -62,7 +64,7 @@ VP8_MIN_BPS: Final = 30_000  # media/engine/webrtc_video_engine.cc kDefaultMinVi
 RTP_PAYLOAD_MAX: Final = 1200  # modules/rtp_rtcp: the default max RTP packet payload
 PACING_FACTOR: Final = 2.5  # modules/pacing/pacing_controller.h kDefaultPacingFactor
 PACE_SPAN: Final = 0.9  # a frame's packets leave within 90 % of its interval (simplification)
-PROBE_MAX_BPS: Final = 6 * START_BPS  # probe_controller.cc: the second exponential probe, 6 x start
+PROBE_MAX_BPS: Final = 3 * START_BPS  # probe_controller.cc: the first exponential probe, 3 x start
 LOSS_HIGH: Final = 0.10  # send_side_bandwidth_estimation.cc: decrease above 10 % loss
 LOSS_LOW: Final = 0.02  # ... and increase below 2 %
 # What Chrome's fake 640x480@30 capture needs (1.3-1.6 Mbit/s measured, docs/references.md#chromium);

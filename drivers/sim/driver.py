@@ -35,8 +35,10 @@ core's timer side by side, answers the core's actions, and samples stats; the wo
 Media: Opus 96 kbit/s in 20 ms packets; VP8 frames packetized at aiortc's 1300-byte limit and
 sent back to back (aiortc has no pacer). TURN forwards RTP as it came (the receiver's sequence
 numbers are the sender's); the receiver's REMB drives the sender's encoder. Not modelled:
-processing time on either end (encoding aside), NACK/RTX, TURN refreshes. See
-docs/architecture.md#the-simulator.
+processing time on either end (encoding aside), NACK/RTX, TURN refreshes. That is the aiortc
+endpoint model, the default; ``[media] stack = "libwebrtc"`` runs a browser's instead (paced VP8
+in 1200-byte packets, Google congestion control from 300 kbit/s, NACK/RTX, Opus at 32 kbit/s:
+:mod:`._libwebrtc`). See docs/architecture.md#the-simulator.
 """
 
 from __future__ import annotations
