@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 from rtcprobe.core.preflight import PreflightMachine
 from rtcprobe.core.report import PreflightReport, RunInfo
@@ -258,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     assert recorded is not None and core_replay(driver, calls) == recorded.to_json()
 
     t_sim, _ = best_of(n, lambda: run_simulation(sc).report.to_json())
+    # The same scenario with the other endpoint model (``[media] stack``): libwebrtc's pacer, GCC
+    # and NACK/RTX must keep the simulator within ~1.5x of the aiortc model's time.
+    other = attrs.evolve(sc, stack="aiortc" if sc.stack == "libwebrtc" else "libwebrtc")
+    lw_full = run_simulation(other)
+    t_other, _ = best_of(n, lambda: run_simulation(other).report.to_json())
     t_core, _ = best_of(n, lambda: core_replay(driver, calls))
     t_vec, got_vec = best_of(n, lambda: netem_vectorized(sc, t, size))
     t_loop, got_loop = best_of(max(3, n // 3), lambda: netem_loop(sc, t, size))
@@ -280,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     rows = [
         ("rtcprobe sim: whole preflight (report incl.)", t_sim, full.packets, "-"),
+        (f"rtcprobe sim: whole preflight, stack={other.stack}", t_other, lw_full.packets, "-"),
         ("  of which the core alone (replayed) + JSON", t_core, 0, "-"),
         ("netem: media flow, vectorized (send_batch)", t_vec, hops, str(got_vec)),
         ("netem: media flow, packet by packet (send)", t_loop, hops, str(got_loop)),

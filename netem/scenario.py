@@ -35,6 +35,10 @@ LINK_KEYS: Final[tuple[str, ...]] = (
     "delay_ms", "jitter_ms", "jitter_distribution", "reorder", "loss", "loss_model", "bandwidth_kbps",
     "queue_packets", "queue_bytes", "overhead_bytes", "trace", "outage", "outages",
 )
+# The endpoint model the simulator runs (drivers/sim): "aiortc" is aiortc's sender, the model the
+# golden reports pin; "libwebrtc" is a browser's (pacer, GCC, NACK/RTX; drivers/sim/_libwebrtc.py).
+STACKS: Final = ("aiortc", "libwebrtc")
+DEFAULT_STACK: Final = "aiortc"
 TOP_KEYS: Final = ("name", "description", "duration", "seed", "media", "network", "phase", "expect")
 LOSS_MODEL_KINDS: Final = ("gilbert-elliott", "random")
 # Keys that take `false` to switch the feature off again (TOML has no null).
@@ -95,6 +99,7 @@ class Scenario:
     downlink: LinkConfig = attrs.field(factory=LinkConfig, validator=_instance(LinkConfig))
     phases: ScenarioPhases = attrs.field(factory=ScenarioPhases, validator=_instance(ScenarioPhases))
     expect: Expect | None = attrs.field(default=None, validator=_instance(Expect, optional=True))
+    stack: str = attrs.field(default=DEFAULT_STACK, validator=attrs.validators.in_(STACKS))
     source: str | None = attrs.field(default=None, validator=_instance(str, optional=True))
 
     @classmethod
@@ -168,7 +173,10 @@ class _Parser:
         description = r.string("description", default="")
         duration = r.number("duration", lo=0.0, strict_lo=True, default=10.0)
         seed = r.integer("seed", lo=0, default=0)
-        media = self.media(r.table("media", ("audio", "video"))) if "media" in r else MediaDemand()
+        media, stack = MediaDemand(), DEFAULT_STACK
+        if "media" in r:
+            mr = r.table("media", ("audio", "video", "stack"))
+            media, stack = self.media(mr), mr.string("stack", default=DEFAULT_STACK, choices=STACKS)
 
         net: dict[str, Any] = {}
         per_dir: dict[str, dict[str, Any]] = {d: {} for d in DIRECTIONS}
@@ -220,6 +228,7 @@ class _Parser:
             downlink=base["downlink"],
             phases=ScenarioPhases(tuple(phases["uplink"]), tuple(phases["downlink"])),
             expect=expect,
+            stack=stack,
             source=self.source,
         )
 

@@ -208,7 +208,10 @@ class AudioSource:
     def __init__(self, start: float, wire_extra: int) -> None:
         self.start = start
         self.seq = 0
-        self.size = OPUS_PAYLOAD + RTP_OVERHEAD + wire_extra
+        self.payload = self.PAYLOAD
+        self.size = self.payload + RTP_OVERHEAD + wire_extra
+
+    PAYLOAD: int = OPUS_PAYLOAD  # bytes per 20 ms packet (a stack's model overrides it)
 
     @property
     def next_send(self) -> float:
@@ -222,7 +225,7 @@ class AudioSource:
         k = np.arange(self.seq, self.seq + n, dtype=np.int64)
         t = self.start + k * OPUS_FRAME_S  # from the anchor: no drift across batches
         self.seq += n
-        return Packets.build(t=t, size=self.size, payload=OPUS_PAYLOAD, kind=AUDIO, seq=k, ts=k * 960,
+        return Packets.build(t=t, size=self.size, payload=self.payload, kind=AUDIO, seq=k, ts=k * 960,
                              frame=-1, key=False, npk=1, sent=t)
 
     def rewind(self, unsent: Packets) -> None:
@@ -237,6 +240,8 @@ class VideoSource:
     moves by more than 10 % (then the codec is recreated, which starts with a keyframe); it
     never spends more than the content needs. A PLI forces the next frame to be a keyframe.
     """
+
+    PACKET_MAX: int = VP8_PACKET_MAX  # payload limit per RTP packet (a stack's model overrides it)
 
     def __init__(self, spec: VideoSpec, start: float, wire_extra: int, rng: np.random.Generator) -> None:
         self.spec = spec
@@ -308,7 +313,8 @@ class VideoSource:
         np.rint(drawn, out=drawn)  # (what ndarray.round() does)
         np.maximum(1, drawn, out=drawn)
         sizes = drawn.astype(np.int64)
-        chunk = VP8_PACKET_MAX - VP8_DESCRIPTOR
+        packet_max = self.PACKET_MAX
+        chunk = packet_max - VP8_DESCRIPTOR
         npk = sizes + (chunk - 1)
         npk //= chunk
         # One record per frame, repeated for the frame's packets; then each frame's last packet
@@ -320,8 +326,8 @@ class VideoSource:
         ft += self.start + self.encode_s  # the send times, as _count_from counted them
         fr["t"] = ft
         fr["sent"] = ft
-        fr["payload"] = VP8_PACKET_MAX
-        fr["size"] = VP8_PACKET_MAX + wire
+        fr["payload"] = packet_max
+        fr["size"] = packet_max + wire
         fr["kind"] = VIDEO
         fr["frame"] = frames
         fr["key"] = False

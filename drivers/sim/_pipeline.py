@@ -24,6 +24,7 @@ from rtcprobe.core.config import MediaDemand
 from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 
 from ._handshakes import Peer
+from ._libwebrtc import AIORTC, EndpointModel
 from ._media import AUDIO, REMB_INTERVAL, VIDEO, AudioSource, Lookahead, Packets, VideoSource, join
 from ._net import DOWN, UP, EventLoop, Path, Tag
 from ._rtcp import ReportBlock, pli_due, report_delay
@@ -42,8 +43,9 @@ class Pipeline:
     def __init__(self, loop: EventLoop, path: Path, streams: Streams, peers: dict[Role, Peer], *,
                  media: MediaDemand, media_rng: np.random.Generator, rtcp_rng: np.random.Generator,
                  reorders: dict[str, bool], started: Callable[[int, float], None],
-                 progress: Callable[[], None]) -> None:
+                 progress: Callable[[], None], model: EndpointModel = AIORTC) -> None:
         self.loop = loop
+        self.model = model
         self.path = path
         self.streams = streams
         self.peers = peers
@@ -108,9 +110,10 @@ class Pipeline:
         self.sync(1)
         extra = peer.extra
         if self._media.audio:
-            self.sources[AUDIO] = Lookahead(AudioSource(self.now, extra))
+            self.sources[AUDIO] = Lookahead(self.model.audio(self.now, extra))
         if self._media.video is not None:
-            self.sources[VIDEO] = Lookahead(VideoSource(self._media.video, self.now, extra, self._media_rng))
+            self.sources[VIDEO] = Lookahead(self.model.video(self._media.video, self.now, extra, self._media_rng,
+                                                             self._media.audio))
         for kind in self.sources:
             self._rtcp_timer(Tag.PUB_SR, kind)
         self.fine = True

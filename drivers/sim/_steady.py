@@ -49,6 +49,7 @@ from numpy.typing import NDArray
 from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 
 from ._handshakes import Handshakes, Peer
+from ._libwebrtc import NackRtx
 from ._media import AUDIO, F64, I64, REMB_INTERVAL, VIDEO, AudioSource, Packets, VideoSource, join
 from ._net import DOWN, UP, EventLoop, Path, Pending, Tag
 from ._rtcp import RTCP_MIN, RTCP_SPAN, SR_HISTORY, ReportBlock, next_pli_at
@@ -58,6 +59,7 @@ from ._wire import CONSENT_TIMEOUT, RTCP_PLI, RTCP_REMB, RTCP_RR, RTCP_SR, STUN_
 
 INTERVAL: Final = 1.0  # once media started (two REMB periods)
 STARTING_INTERVAL: Final = REMB_INTERVAL  # until then
+NACK_RTT_GUESS: Final = 0.1  # the publisher's rtt before its first RR: libwebrtc's default (kDefaultRtt, 100 ms)
 
 # What the steady state plans itself when it takes over from the event loop.
 RTCP_TIMERS: Final = frozenset({Tag.PUB_SR, Tag.SUB_RR})
@@ -142,7 +144,9 @@ class SteadyState:
     def __init__(self, loop: EventLoop, path: Path, streams: Streams, handshakes: Handshakes, *,
                  sources: dict[int, AudioSource | VideoSource], turn_q: Queue, sub_q: Queue, sub_last_rx: float,
                  taken: Sequence[Pending], rtcp_rng: np.random.Generator, audio_horizon: float,
-                 end_hint: Callable[[], float], started: Callable[[int, float], None]) -> None:
+                 end_hint: Callable[[], float], started: Callable[[int, float], None],
+                 nack: NackRtx | None = None) -> None:
+        self.nack = nack  # the libwebrtc model's retransmissions (None: aiortc has none)
         self.loop = loop
         self.path = path
         self.streams = streams
@@ -323,6 +327,9 @@ class SteadyState:
         started = streams.playout.started
         for kind, mine in self._split(self.sub_q.pop_until(until, streams.sub_accept_at)):
             self.sub_tl[kind].extend(mine["t"], mine["seq"], mine["ts"], mine["payload"], mine["sent"], mine["size"])
+            if kind == VIDEO and self.nack is not None:
+                rtt = streams.senders[VIDEO].rtt
+                self.nack.arrived(mine["seq"], mine["t"], NACK_RTT_GUESS if rtt is None else rtt)
             if kind not in started:
                 self._not_started_yet(kind, Packets(mine))
         if rrs:
@@ -385,7 +392,10 @@ class SteadyState:
                 if msg is None or msg.bps is not None:
                     # (frames sent up to the arrival are the old encoder's)
                     changes.append((at if at > start else None, None if msg is None else msg.bps))
-            media.append((VIDEO, vs.generate(until, changes).a))
+            video = vs.generate(until, changes).a
+            if self.nack is not None:
+                video = self._with_rtx(self.nack, video, start, until)
+            media.append((VIDEO, video))
         control: list[_Control] = []
         via = self._via_turn
         rrs: list[tuple[float, _Rr]] = []
@@ -439,6 +449,16 @@ class SteadyState:
         arrival = self._batch(UP, t_all.argsort(kind="stable"), t_all, size_all, parts_, control, self.turn_q)
         _arrived(control, arrival)
         return rrs, rembs
+
+    @staticmethod
+    def _with_rtx(nack: NackRtx, video: NDArray[np.void], start: float, until: float) -> NDArray[np.void]:
+        """The interval's video with the retransmissions due in it, in send order."""
+        nack.remember(video, start)
+        rtx = nack.take(start, until)
+        if not len(rtx):
+            return video
+        both = join([video, rtx]) if len(video) else rtx
+        return both.take(both["t"].argsort(kind="stable"))
 
     @staticmethod
     def _merged(media: list[NDArray[np.void]], control: list[_Control]) -> tuple[F64, I64]:

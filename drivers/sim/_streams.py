@@ -67,11 +67,11 @@ class Streams:
     decrypt media (its DTLS is up), and media start at the subscriber. (The TURN server between
     them keeps nothing: it forwards.)"""
 
-    def __init__(self, kinds: list[int]) -> None:
+    def __init__(self, kinds: list[int], estimator: RembEstimator | None = None) -> None:
         self.kinds = kinds
         self.senders = {k: SenderView() for k in kinds}
         self.sub_stats = {k: ReceiverStats(CLOCK_RATE[k]) for k in kinds}
-        self.sub_est = RembEstimator()
+        self.sub_est = RembEstimator() if estimator is None else estimator
         self.sub_sr: dict[int, tuple[float, float]] = {}  # kind -> (SR id = send time, arrival)
         self.rr_prior = {k: Prior() for k in kinds}  # the subscriber's previous RR per stream
         self.sub_accept_at = math.inf  # the subscriber's DTLS is up

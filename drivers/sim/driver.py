@@ -35,8 +35,10 @@ core's timer side by side, answers the core's actions, and samples stats; the wo
 Media: Opus 96 kbit/s in 20 ms packets; VP8 frames packetized at aiortc's 1300-byte limit and
 sent back to back (aiortc has no pacer). TURN forwards RTP as it came (the receiver's sequence
 numbers are the sender's); the receiver's REMB drives the sender's encoder. Not modelled:
-processing time on either end (encoding aside), NACK/RTX, TURN refreshes. See
-docs/architecture.md#the-simulator.
+processing time on either end (encoding aside), NACK/RTX, TURN refreshes. That is the aiortc
+endpoint model, the default; ``[media] stack = "libwebrtc"`` runs a browser's instead (paced VP8
+in 1200-byte packets, Google congestion control from 300 kbit/s, NACK/RTX, Opus at 32 kbit/s:
+:mod:`._libwebrtc`). See docs/architecture.md#the-simulator.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ from rtcprobe.netem.models import LinkCounters
 from rtcprobe.netem.scenario import Scenario
 
 from ._handshakes import Handshakes, Peer
+from ._libwebrtc import LIBWEBRTC, MODELS, NackRtx
 from ._media import AUDIO, KIND_NAMES, VIDEO
 from ._net import DOWN, UP, EventLoop, PacketRecord, Path, Pending, Tag
 from ._pipeline import Pipeline
@@ -154,14 +157,16 @@ class SimDriver:
             receiver_up=self._receiver_up, progress=self._maybe_steady, last_heard=self._last_heard)
         self.pcs = self.handshakes.pcs
         media = scenario.media
-        self.streams = Streams([k for k, on in ((AUDIO, media.audio), (VIDEO, media.video is not None)) if on])
+        self.model = MODELS[scenario.stack]
+        self.streams = Streams([k for k, on in ((AUDIO, media.audio), (VIDEO, media.video is not None)) if on],
+                               self.model.estimator(self._bottleneck_bps))
 
         def reorders(link: str) -> bool:
             return any(c.reorder for c in (getattr(scenario, link), *(c for _, c in getattr(scenario.phases, link))))
 
         self.pipeline = Pipeline(self.loop, self.path, self.streams, self.pcs, media=media, media_rng=media_rng,
                                  rtcp_rng=self._rtcp_rng, reorders={UP: reorders(UP), DOWN: reorders(DOWN)},
-                                 started=self._media_started, progress=self._maybe_steady)
+                                 started=self._media_started, progress=self._maybe_steady, model=self.model)
         self.steady: SteadyState | None = None
         self.steady_at: float | None = None
         self._core_touched = True
@@ -170,6 +175,12 @@ class SimDriver:
     @property
     def now(self) -> float:
         return self.loop.now
+
+    def _bottleneck_bps(self, t: float) -> float:
+        """The path's narrowest configured rate at ``t`` (what a probe cluster would measure; a
+        trace or no limit: unknown, inf)."""
+        rates = [link.config_at(t).bandwidth_kbps for link in self.path.links.values()]
+        return min([r * 1000.0 for r in rates if r is not None], default=math.inf)
 
     # --- main loop -------------------------------------------------------------------------------
 
@@ -287,7 +298,9 @@ class SimDriver:
             self.loop, self.path, self.streams, self.handshakes, sources=sources, turn_q=self.pipeline.turn_q,
             sub_q=self.pipeline.sub_q, sub_last_rx=self.pipeline.sub_last_rx, taken=taken,
             rtcp_rng=self._rtcp_rng, audio_horizon=self.config.step_timeout, end_hint=lambda: self._end_hint,
-            started=self._media_started)
+            started=self._media_started,
+            nack=NackRtx(self.streams.sub_stats[VIDEO].max_seq)
+            if self.model is LIBWEBRTC and VIDEO in self.streams.kinds else None)
         self.steady.tick()
 
     # --- stats ---------------------------------------------------------------------------------------
