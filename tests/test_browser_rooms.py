@@ -23,7 +23,7 @@ from rtcprobe.server.coturn import CoturnServer
 
 __all__ = ["browser", "context"]  # fixtures
 
-pytestmark = [pytest.mark.timeout(150), pytest.mark.turn, pytest.mark.slow]
+pytestmark = pytest.mark.timeout(150)
 
 SMALL = VideoSpec(160, 120, 10.0)
 LOSSY = Scenario.from_dict({"name": "lossy-both-ways", "network": {"loss": 0.2, "delay_ms": 5}})
@@ -109,6 +109,64 @@ STATE = """
 """
 
 
+# The page of an app with a plain <script> tag: window.rtcprobe.connect(); a refused join first.
+SCRIPT_TAG_JOIN = """
+async ([token, wrongRoom]) => {
+  await new Promise((resolve, reject) => {
+    const s = Object.assign(document.createElement('script'), { src: '/rtcprobe.global.js' });
+    s.onload = resolve;
+    s.onerror = reject;
+    document.head.appendChild(s);
+  });
+  const refused = await window.rtcprobe.connect(token, { name: wrongRoom }).then(() => null,
+    (e) => ({ code: e.code, name: e.name }));
+  const room = await window.rtcprobe.connect(token, { networkQuality: { local: 2, remote: 2 } });
+  window.room = room;
+  window.events = [];
+  for (const e of ['participantConnected', 'participantDisconnected']) {
+    room.on(e, (p) => window.events.push([e, p.identity]));
+  }
+  room.on('participantConnected', (p) => p.on('networkQualityLevelChanged', (level, stats) =>
+    window.events.push(['level', p.identity, level, stats])));
+  return { refused, name: room.name, identity: room.localParticipant.identity };
+}
+"""
+
+
+def test_the_script_tag_wrapper_joins_and_follows_a_python_participant(context: Any) -> None:
+    with serving() as server:
+        page = context.new_page()
+        page.goto(server.http + "health")
+        joined = page.evaluate(SCRIPT_TAG_JOIN, [token("web", room="r1"), "r2"])
+        assert joined == {"refused": {"code": 20101, "name": "AccessTokenInvalidError"}, "name": "r1",
+                          "identity": "web"}
+        py: Room = server.call(rtcprobe.connect(token("py", room="r1"), url=server.url,
+                                                network_quality={"local": 1, "remote": 3}))
+        try:
+            deadline = time.monotonic() + 10
+            while not (py.participants.get("web") and py.participants["web"].network_quality_level is not None
+                       and page.evaluate("window.events.some((e) => e[0] === 'level')")):
+                assert time.monotonic() < deadline, page.evaluate("window.events")
+                time.sleep(0.2)
+            events = page.evaluate("window.events")
+            assert events[0] == ["participantConnected", "py"]
+            level = next(e for e in events if e[0] == "level")
+            # Nothing published or subscribed: 5. Remote verbosity 2: per-media levels, null for
+            # media without demand.
+            assert level[1:3] == ["py", 5] and level[3] == {"level": 5, "audio": None, "video": None}
+            assert page.evaluate("window.room.localParticipant.networkQualityLevel") == 5
+            assert py.participants["web"].network_quality_level == 5
+            page.evaluate("window.room.disconnect()")
+            deadline = time.monotonic() + 10
+            while "web" in py.participants:
+                assert time.monotonic() < deadline, "the page's bye did not reach the room"
+                time.sleep(0.1)
+            assert page.evaluate("window.room.state") == "disconnected"
+        finally:
+            server.call(py.disconnect())
+            page.close()
+
+
 @pytest.fixture(scope="module")
 def turn_server(coturn: CoturnServer) -> Iterator[ServerThread]:
     with serving(turn_urls=(coturn.udp_url,), turn_secret=coturn.secret) as server:
@@ -122,6 +180,8 @@ def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.25)
 
 
+@pytest.mark.turn
+@pytest.mark.slow
 def test_a_page_in_a_mesh_with_python_participants_sees_the_impaired_one(turn_server: ServerThread,
                                                                          context: Any) -> None:
     py_views: dict[tuple[str, str], list[int]] = {}  # written on the server's loop, read here
