@@ -229,17 +229,23 @@ def test_a_page_in_a_mesh_with_python_participants_sees_the_impaired_one(turn_se
 
         _until(lambda: state()["states"] == {"ann": "connected", "imp": "connected"}, 30,
                "the page's peer connections did not connect through TURN")
-        # A clean participant may dip at the first ticks (Chromium's video ramps up from a low
-        # bitrate; see the report), and a level climbs one step at a time: hence the margin.
-        _until(settled, 40, f"no steady state: {state()['views']}, {py_views}")
-        since = {identity: len(record) for identity, record in state()["views"].items()}
-        time.sleep(3.0)  # and it stays so
-        s = state()
-        for identity, record in s["views"].items():
-            later = [level for _, level in record[since.get(identity, 0) - 1:]]
-            assert all(level <= 2 for level in later) if identity == "imp" else all(level >= 4 for level in later), \
-                (identity, s["views"])
-        assert all(level >= 4 for _, level in s["views"]["web"]), s["views"]  # the page itself never dipped
+        # A clean participant may dip in the first seconds (Chromium's video starts at a low bitrate
+        # and ramps up; see docs/network-quality-calls.md#javascript-browsers) and a level climbs
+        # one step at a time: wait for the steady state, then require it to hold for 3 s.
+        deadline = time.monotonic() + 45
+        while True:
+            _until(settled, max(1.0, deadline - time.monotonic()), f"no steady state: {state()['views']}, {py_views}")
+            since = {identity: len(record) for identity, record in state()["views"].items()}
+            time.sleep(3.0)
+            s = state()
+            held = all(
+                all(level <= 2 for level in later) if identity == "imp" else all(level >= 4 for level in later)
+                for identity, record in s["views"].items()
+                for later in [[level for _, level in record[max(0, since.get(identity, 0) - 1):]]]
+            )
+            if held:
+                break
+            assert time.monotonic() < deadline, f"the levels did not hold: {s['views']}"
         # The Python participants list the page, with its level, at the verbosity they asked for.
         ann, imp = calls[0].room, calls[1].room
         assert "web" in ann.participants and "web" in imp.participants
@@ -254,10 +260,16 @@ def test_a_page_in_a_mesh_with_python_participants_sees_the_impaired_one(turn_se
         assert set(local) == {"level", "audio", "video"} and local["level"] >= 4
         assert set(local["audio"]) == {"send", "recv", "sendStats", "recvStats"}
         assert set(local["audio"]["sendStats"]) == {"bandwidth", "latency", "fractionLost"}
-        assert local["audio"]["recvStats"]["fractionLost"]["fractionLost"] < 0.03  # imp's loss is not the page's
-        assert local["video"]["sendStats"]["bandwidth"]["actual"] > 10_000  # the page's samples reached the scorer
+        def lost(stats: dict[str, Any], side: str) -> list[float]:
+            return [stats[m][side]["fractionLost"]["fractionLost"] or 0.0 for m in ("audio", "video")]
+
+        assert max(lost(local, "recvStats")) < 0.03, local  # imp's loss is not charged to the page
+        assert (local["video"]["sendStats"]["bandwidth"]["actual"] or 0) > 10_000, local  # samples reached the scorer
         imp_stats = s["remote"]["imp"]
-        assert imp_stats["audio"]["sendStats"]["fractionLost"]["fractionLost"] > 0.1  # charged to imp's uplink
+        # Charged to imp's uplink (mostly as loss; sometimes, under 20 % loss, its send rate
+        # collapses for a while and that is what its send side shows).
+        assert min(imp_stats["audio"]["send"], imp_stats["video"]["send"]) <= 2, imp_stats
+        assert set(imp_stats["audio"]["sendStats"]) == {"bandwidth", "latency", "fractionLost"}
         assert s["errors"] == [] and s["samples"] >= 5
         assert not ann.errors and not imp.errors
         print("page view:", {k: v for k, v in s["views"].items()})
