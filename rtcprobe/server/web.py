@@ -54,7 +54,7 @@ log = logging.getLogger("rtcprobe.server")
 
 JS: Final = "text/javascript"
 #: Served always: rtcprobe.js and the modules it imports, and the <script>-tag wrapper.
-LIBRARY: Final = ("rtcprobe.js", "rtcprobe.global.js", "stats.js", "ice.js")
+LIBRARY: Final = ("rtcprobe.js", "rtcprobe.global.js", "stats.js", "ice.js", "emitter.js", "rooms.js", "room-stats.js")
 #: Served with --diagnostics: the page's own files (``index.html`` at ``/``).
 PAGE: Final = ("index.html", "diagnostics.js", "diagnostics.css", "verdict.js", "charts.js")
 CONTENT_TYPES: Final = {".js": JS, ".css": "text/css", ".html": "text/html"}

@@ -2,6 +2,7 @@
 //
 //   <script src="https://probe.example.com/rtcprobe.global.js"></script>
 //   const preflightTest = rtcprobe.runPreflight(token);
+//   rtcprobe.connect(token, {networkQuality: {local: 1, remote: 1}}).then((room) => ...);
 //
 // A file cannot be both an ES module (with `export`) and a classic script, so this one is a
 // small classic script that loads the module next to it with a dynamic import() and hands out
@@ -72,5 +73,10 @@
     return pending;
   }
 
-  window.rtcprobe = { runPreflight: runPreflight, load: load };
+  /** rtcprobe.js's connect(): a promise already, so it only waits for the module first. */
+  function connect(token, options) {
+    return load().then(function (mod) { return mod.connect(token, options); });
+  }
+
+  window.rtcprobe = { runPreflight: runPreflight, connect: connect, load: load };
 })();

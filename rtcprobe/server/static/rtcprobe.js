@@ -1,4 +1,5 @@
-// rtcprobe.js: Twilio Video's runPreflight() for rtcprobe servers (docs/browser.md).
+// rtcprobe.js: Twilio Video's runPreflight() for rtcprobe servers (docs/browser.md), and its
+// Network Quality API for calls: connect() (rooms.js, docs/network-quality-calls.md).
 //
 //   import { runPreflight } from 'https://probe.example.com/rtcprobe.js';
 //   const preflightTest = runPreflight(token);
@@ -26,6 +27,7 @@
 // (53000, 53001 or the server's code; 99000 if stop() was asked) with a minimal partial report it
 // kept from the events it saw (docs/browser.md#when-the-server-is-gone).
 
+import { Emitter } from './emitter.js';
 import { filterIceServers, signalingUrl, TRANSPORTS } from './ice.js';
 import { mapStats, mediaArrived } from './stats.js';
 
@@ -61,67 +63,6 @@ export class PreflightError extends Error {
 
   static of(code, message) {
     return new PreflightError(code, undefined, message);
-  }
-}
-
-/** on/off/once/emit, as the EventEmitter of twilio-video.js offers them. */
-class Emitter {
-  #listeners = new Map();
-
-  on(event, listener) {
-    if (typeof listener !== 'function') throw new TypeError('listener must be a function');
-    if (!this.#listeners.has(event)) this.#listeners.set(event, []);
-    this.#listeners.get(event).push(listener);
-    return this;
-  }
-
-  addListener(event, listener) {
-    return this.on(event, listener);
-  }
-
-  once(event, listener) {
-    const wrapper = (...args) => {
-      this.off(event, wrapper);
-      listener.apply(this, args);
-    };
-    wrapper.listener = listener;
-    return this.on(event, wrapper);
-  }
-
-  off(event, listener) {
-    const list = this.#listeners.get(event);
-    if (list) {
-      const i = list.findIndex((l) => l === listener || l.listener === listener);
-      if (i >= 0) list.splice(i, 1);
-    }
-    return this;
-  }
-
-  removeListener(event, listener) {
-    return this.off(event, listener);
-  }
-
-  removeAllListeners(event) {
-    if (event === undefined) this.#listeners.clear();
-    else this.#listeners.delete(event);
-    return this;
-  }
-
-  listenerCount(event) {
-    return (this.#listeners.get(event) ?? []).length;
-  }
-
-  emit(event, ...args) {
-    const list = (this.#listeners.get(event) ?? []).slice();
-    for (const listener of list) {
-      try {
-        listener.apply(this, args);
-      } catch (err) {
-        // A throwing listener must not break the test (nor the other listeners): report it.
-        setTimeout(() => { throw err; });
-      }
-    }
-    return list.length > 0;
   }
 }
 
@@ -646,3 +587,8 @@ export function runPreflight(token, options = {}) {
   return new PreflightTest(token, options);
 }
 
+
+// The Network Quality API for calls (docs/network-quality-calls.md#javascript-browsers).
+export {
+  connect, LocalParticipant, Participant, RemoteParticipant, Room, RoomConnectError,
+} from './rooms.js';
