@@ -91,8 +91,10 @@ def test_held_relay_candidates_spare_the_answerer_the_stun_retransmission(coturn
             return await _connect(coturn, hold=False), await _connect(coturn, hold=True)
 
     (without, _), (with_hold, remote) = asyncio.run(main())
-    assert without >= 0.45  # the dropped first check, retransmitted after aioice's 0.5 s RTO
-    assert with_hold < 0.3, with_hold  # ~2 ms of ICE plus aioice's 20 ms pacing, with room for load
+    # Without the hold the answerer's first check usually beats the offerer's TURN permission and
+    # waits for aioice's 0.5 s retransmission — usually, not always (a race), so only the held
+    # case is asserted; `without` is kept for the failure message.
+    assert with_hold < 0.3, (with_hold, without)  # ~2 ms of ICE plus aioice's 20 ms pacing, with room for load
     assert remote == ["relay"]  # the peer-reflexive candidate became the signalled one
 
 
