@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import running_in_ci
+from rtcprobe.drivers.chromium.browser import FLAGS
 
 from rtcprobe.server import SignalingServer
 from rtcprobe.server.tokens import mint_token
@@ -32,18 +33,7 @@ from rtcprobe.server.tokens import mint_token
 SECRET = "browser-test-secret-0123456789abcdef0123456789"
 CHROMIUM = "/usr/bin/chromium"
 INSTALL_HINT = "chromium not installed: apt-get install chromium (and pip install playwright)"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM_FLAGS = list(FLAGS)  # the Chromium driver's own launch flags: one home
 PROGRESS = ["mediaAcquired", "connected", "iceConnected", "dtlsConnected", "peerConnectionConnected",
             "mediaSubscribed", "mediaStarted"]
 
