@@ -55,7 +55,18 @@ import numpy as np
 from numpy.typing import NDArray
 from rtcprobe.core.config import VideoSpec
 
-from ._media import F64, I64, RTP_OVERHEAD, AudioSource, Packets, RembEstimator, VideoSource, join
+from ._media import (
+    F64,
+    I64,
+    OVERUSE_HARD_S,
+    OVERUSE_QUEUE_S,
+    RTP_OVERHEAD,
+    AudioSource,
+    Packets,
+    RembEstimator,
+    VideoSource,
+    join,
+)
 
 OPUS_BPS: Final = 32_000  # media/engine/webrtc_voice_engine.cc: default Opus bitrate (mono)
 OPUS_PAYLOAD: Final = OPUS_BPS * 20 // 8000  # 80 bytes per 20 ms packet
@@ -173,24 +184,11 @@ class GccEstimator(RembEstimator):
         super().__init__()
         self.probe = probe
 
-    def update(self, now: float) -> float | None:
-        if self._count == 0 or self.first_arrival is None:
-            self._window_start = now
-            return None
-        if now - self.first_arrival < 0.5:
-            return None
-        window = now - self._window_start
-        self._window_start = now
-        rate = 8.0 * self._bytes / window
-        mean_owd = self._owd_sum / self._count
-        self.min_owd = min(self.min_owd, mean_owd)
-        queue = mean_owd - self.min_owd
-        expected = self._last_seq - (self._first_seq or 0) + 1
-        loss = max(0.0, 1.0 - self._count / expected) if expected > 0 else 0.0
+    def _decide(self, now: float, window: float, rate: float, queue: float, loss: float) -> float:
         est = self.estimate
         if est is None:  # the start-up probes' outcome
             est = max(float(START_BPS), min(float(PROBE_MAX_BPS), self.probe(now)))
-        elif queue > 0.100 or (queue > 0.025 and queue > self.prev_queue):  # (RembEstimator's thresholds)
+        elif queue > OVERUSE_HARD_S or (queue > OVERUSE_QUEUE_S and queue > self.prev_queue):
             est = min(est, 0.85 * rate)  # aimd_rate_control.cc kDefaultBackoffFactor
         else:
             cap = 1.5 * rate + 10_000  # aimd_rate_control.cc: no increase past 1.5 x acked + 10 kbit/s
@@ -201,10 +199,6 @@ class GccEstimator(RembEstimator):
                 est = min(delay_based, est)
             else:
                 est = delay_based
-        self.estimate = est
-        self.prev_queue = queue
-        self._bytes, self._owd_sum, self._count = 0, 0.0, 0
-        self._first_seq = None
         return est
 
 

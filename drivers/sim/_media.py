@@ -615,16 +615,20 @@ class RembEstimator:
         queue = mean_owd - self.min_owd
         expected = self._last_seq - (self._first_seq or 0) + 1
         loss = max(0.0, 1.0 - self._count / expected) if expected > 0 else 0.0
-        if self.estimate is None:
-            self.estimate = rate
-        elif queue > OVERUSE_HARD_S or (queue > OVERUSE_QUEUE_S and queue > self.prev_queue):
-            self.estimate = DECREASE_BETA * rate
-        elif loss > LOSS_THRESHOLD:
-            self.estimate *= 1.0 - 0.5 * loss
-        else:
-            self.estimate = min(self.estimate * INCREASE_PER_S**window,
-                                THROUGHPUT_CAP * rate + THROUGHPUT_SLACK_BPS)
+        self.estimate = self._decide(now, window, rate, queue, loss)
         self.prev_queue = queue
         self._bytes, self._owd_sum, self._count = 0, 0.0, 0
         self._first_seq = None  # loss counts within a window: an outage's gap is not one window's loss
         return self.estimate
+
+    def _decide(self, now: float, window: float, rate: float, queue: float, loss: float) -> float:
+        """The new estimate from one closed window (libwebrtc's AIMD rules); a subclass swaps
+        the rules, the window bookkeeping stays in :meth:`update`."""
+        if self.estimate is None:
+            return rate
+        if queue > OVERUSE_HARD_S or (queue > OVERUSE_QUEUE_S and queue > self.prev_queue):
+            return DECREASE_BETA * rate
+        if loss > LOSS_THRESHOLD:
+            return self.estimate * (1.0 - 0.5 * loss)
+        grown: float = self.estimate * INCREASE_PER_S**window
+        return min(grown, THROUGHPUT_CAP * rate + THROUGHPUT_SLACK_BPS)
