@@ -37,10 +37,11 @@ import sys
 import time
 from typing import Any
 
-import attrs
+# The same scenario shortening and averaging as the sim-vs-real table (this folder is on sys.path
+# when a benchmark runs as a script).
+from bench_sim_vs_real import avg, shortened
 from rtcprobe.core.config import MediaDemand
 from rtcprobe.drivers.sim import run_simulation
-from rtcprobe.netem.scenario import Scenario
 from rtcprobe.scenarios import builtin_names, load
 
 from rtcprobe.live import run_preflight
@@ -49,17 +50,6 @@ from rtcprobe.server.coturn import CoturnServer
 
 DRIVERS = ("sim", "aiortc", "chromium")
 STEPS = ("mediaAcquired", "connected", "iceConnected", "dtlsConnected", "mediaStarted")
-
-
-def shortened(sc: Scenario, duration: float) -> Scenario:
-    timed = sc.phases.uplink or sc.phases.downlink or sc.uplink.outages or sc.downlink.outages
-    return sc if timed else attrs.evolve(sc, duration=min(sc.duration, duration))
-
-
-def avg(stats: dict[str, Any] | None, key: str, scale: float = 1.0) -> float | None:
-    if not stats or stats.get(key) is None:
-        return None
-    return float(stats[key]["average"]) * scale
 
 
 def row(report: dict[str, Any]) -> dict[str, Any]:
