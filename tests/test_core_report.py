@@ -16,6 +16,7 @@ from rtcprobe.core import (
     StatsObserved,
     StatsSample,
 )
+from rtcprobe.core.report import canonical_json
 
 TWILIO_KEYS = {"testTiming", "networkTiming", "stats", "iceCandidateStats", "selectedIceCandidatePairStats",
                "progressEvents"}
@@ -143,3 +144,33 @@ def test_build_report_converts_timers_to_epoch_ms_and_drops_stats_on_failure() -
     assert failed.selected_ice_candidate_pair_stats is None
     assert failed.samples == ok.samples and failed.progress_events == ok.progress_events
     assert failed.network_quality_level == 5 and failed.bitrate_outgoing == ok.bitrate_outgoing
+
+
+_JSON_SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                 | st.text())
+_JSON_TREES = st.recursive(
+    _JSON_SCALARS,
+    lambda children: st.lists(children, max_size=4) | st.tuples(children, children)
+    | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(_JSON_TREES, st.sampled_from([None, 0, 1, 2, 4]))
+def test_canonical_json_is_json_dumps_byte_for_byte(tree: object, indent: int | None) -> None:
+    # The report's own encoder (faster than the stdlib's pure-Python indenting one) must not
+    # change a byte of what json.dumps writes, on any tree, at any indent.
+    separators = (",", ": ") if indent is not None else (",", ":")
+    expected = json.dumps(tree, sort_keys=True, indent=indent, allow_nan=False, separators=separators)
+    assert canonical_json(tree, indent=indent) == expected
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_canonical_json_refuses_what_json_dumps_refuses(bad: float) -> None:
+    with pytest.raises(ValueError):
+        canonical_json({"a": [1, {"b": bad}]})
+
+
+def test_canonical_json_hands_non_string_keys_to_json_dumps() -> None:
+    tree = {"a": {1: "x", 2: "y"}}
+    assert canonical_json(tree) == json.dumps(tree, sort_keys=True, indent=2, separators=(",", ": "))
