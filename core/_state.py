@@ -79,6 +79,10 @@ from .report import TimerName
 
 
 class State(enum.Enum):
+    # Members are singletons: hash by identity in C, not Enum's Python-level hash of the name
+    # (the tables are looked up by state and fact on every call into the machine).
+    __hash__ = object.__hash__
+
     NEW = "new"
     ACQUIRING_MEDIA = "acquiringMedia"
     CONNECTING_SIGNALING = "connectingSignaling"
@@ -96,6 +100,8 @@ TERMINAL: Final = frozenset({State.COMPLETED, State.FAILED})
 
 
 class Fact(enum.Enum):
+    __hash__ = object.__hash__  # as State's
+
     MEDIA_ACQUIRED = "media acquired"
     ICE_CONNECTED = "publisher ICE connected"
     DTLS_CONNECTED = "publisher DTLS connected"

@@ -111,7 +111,9 @@ class PreflightMachine:
         self._epoch_ms = 0.0
         self._now: float | None = None  # the latest `now` seen
         self._deadline: float | None = None
-        self._facts = Facts(published=self.config.media.kinds, samples_wanted=self.config.sample_count)
+        # The config's derived values, once: they are read on every call of the stats step.
+        self._sample_count, self._sample_interval = self.config.sample_count, self.config.sample_interval
+        self._facts = Facts(published=self.config.media.kinds, samples_wanted=self._sample_count)
         self._progress: list[ProgressEvent] = []
         self._emitted: set[str] = set()
         self._timers: dict[TimerName, Timing] = {}  # monotonic seconds; epoch ms only in the report
@@ -324,9 +326,9 @@ class PreflightMachine:
         return any(url.lower().startswith(("turn:", "turns:")) for s in servers for url in s.urls)
 
     def _next_sample_at(self) -> float | None:
-        if self.state is not State.COLLECTING_STATS or self._requested >= self.config.sample_count:
+        if self.state is not State.COLLECTING_STATS or self._requested >= self._sample_count:
             return None
-        return self._stats_t0 + (self._requested + 1) * self.config.sample_interval
+        return self._stats_t0 + (self._requested + 1) * self._sample_interval
 
     def _set_reconnecting(self, role: Role, on: bool, now: float) -> None:
         before = bool(self._reconnecting)
@@ -345,7 +347,7 @@ class PreflightMachine:
             elapsed=now - self._t0, jitter=m.jitter, rtt=m.rtt, loss=m.loss,
             outgoing_bps=m.outgoing_bps, incoming_bps=m.incoming_bps, level=self._level,
         ))
-        self._events.append(SampleRecorded(self._facts.samples_taken, self.config.sample_count, self._level))
+        self._events.append(SampleRecorded(self._facts.samples_taken, self._sample_count, self._level))
 
     def _score(self, now: float, quality: QualityInput) -> None:
         self._scorer_inputs.append((now, quality))

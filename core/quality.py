@@ -346,11 +346,15 @@ DEFAULT_CONFIG: Final = ScorerConfig()
 
 
 def _optional_nonnegative(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None or (type(value) is float and 0.0 <= value < math.inf):  # the common case, fast
+        return
     if value is not None and (not _finite_number(value) or value < 0):  # type: ignore[operator]
         raise ConfigError(f"{attribute.name} must be None or a finite number >= 0, got {value!r}")
 
 
 def _optional_fraction(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None or (type(value) is float and 0.0 <= value <= 1.0):  # the common case, fast
+        return
     if value is not None and (not _finite_number(value) or not 0 <= value <= 1):  # type: ignore[operator]
         raise ConfigError(f"{attribute.name} must be None or a fraction in 0..1, got {value!r}")
 
