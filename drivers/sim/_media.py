@@ -257,6 +257,7 @@ class VideoSource:
         self.encode_s = ENCODE_S_PER_VGA * spec.width * spec.height / VGA_PIXELS
         self.wire_extra = wire_extra
         self.keyframes = 0
+        self._grid = np.empty(0, dtype=PACKET)  # one record per frame, see _frames
 
     @property
     def rate(self) -> float:
@@ -302,7 +303,6 @@ class VideoSource:
         n = frame = 0
         for k, _, _ in plan:
             n += k
-        frames = np.arange(self.frame, self.frame + n, dtype=np.int64)
         drawn = self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
         for k, mean, keyframe in plan:
             part = drawn[frame : frame + k]
@@ -320,17 +320,7 @@ class VideoSource:
         # One record per frame, repeated for the frame's packets; then each frame's last packet
         # gets the rest of the frame (the same integer and float operations as ever).
         wire = RTP_OVERHEAD + self.wire_extra
-        fr = np.empty(n, dtype=PACKET)
-        ft = frames * self.interval
-        fr["ts"] = np.rint((self.start + ft) * CLOCK_RATE[VIDEO])
-        ft += self.start + self.encode_s  # the send times, as _count_from counted them
-        fr["t"] = ft
-        fr["sent"] = ft
-        fr["payload"] = packet_max
-        fr["size"] = packet_max + wire
-        fr["kind"] = VIDEO
-        fr["frame"] = frames
-        fr["key"] = False
+        fr = self._frames(self.frame, n)
         fr["npk"] = npk
         out = fr.repeat(npk)
         ends = npk.cumsum()
@@ -353,6 +343,29 @@ class VideoSource:
         self.seq += total
         self.frame += n
         return Packets(out)
+
+    def _frames(self, first: int, n: int) -> NDArray[np.void]:
+        """Frames ``first`` to ``first + n - 1``: a view of the run's grid of frame records,
+        whose fields but ``npk`` depend on the frame number only (a frame's records are copied
+        out before the next call sets ``npk`` again), worked out once for all frames rather than
+        once per call (the same operations, elementwise)."""
+        grid = self._grid
+        if first + n > len(grid):
+            k = max(2 * len(grid), first + n, 64)
+            frames = np.arange(len(grid), k, dtype=np.int64)
+            fr = np.empty(k - len(grid), dtype=PACKET)
+            ft = frames * self.interval
+            fr["ts"] = np.rint((self.start + ft) * CLOCK_RATE[VIDEO])
+            ft += self.start + self.encode_s  # the send times, as _count_from counted them
+            fr["t"] = ft
+            fr["sent"] = ft
+            fr["payload"] = self.PACKET_MAX
+            fr["size"] = self.PACKET_MAX + RTP_OVERHEAD + self.wire_extra
+            fr["kind"] = VIDEO
+            fr["frame"] = frames
+            fr["key"] = False
+            self._grid = grid = join([grid, fr]) if len(grid) else fr
+        return grid[first : first + n]
 
     def _plan(self, until: float, frame: int, plan: list[tuple[int, float, bool]]) -> int:
         """Plan the frames from ``frame`` up to ``until`` as :meth:`generate` used to make them
