@@ -65,6 +65,7 @@ NACK_RTT_GUESS: Final = 0.1  # the publisher's rtt before its first RR: libwebrt
 RTCP_TIMERS: Final = frozenset({Tag.PUB_SR, Tag.SUB_RR})
 ARRIVALS: Final = frozenset({Tag.SUB_GOT_SR, Tag.PUB_GOT_RR, Tag.PUB_GOT_REMB, Tag.PUB_GOT_PLI})
 TAKEN_OVER: Final = RTCP_TIMERS | ARRIVALS | {Tag.SUB_REMB_TIMER, Tag.AT_TURN, Tag.CONSENT}
+_ARANGE = np.arange(1024)
 
 
 class _Rr:
@@ -443,10 +444,11 @@ class SteadyState:
                                check))
         for kind, mine in media:
             self.send_log[kind].extend(mine["t"], mine["payload"])
-        parts_ = [mine for _, mine in media]
+        parts_ = [mine for _, mine in media if len(mine)]
+        joined = parts_[0] if len(parts_) == 1 else join(parts_) if parts_ else Packets.empty().a
         # On a tie the publisher's streams go in stream order, then control: a stable sort.
-        t_all, size_all = self._merged(parts_, control)
-        arrival = self._batch(UP, t_all.argsort(kind="stable"), t_all, size_all, parts_, control, self.turn_q)
+        t_all, size_all = self._merged(joined, control)
+        arrival = self._batch(UP, t_all.argsort(kind="stable"), t_all, size_all, joined, control, self.turn_q)
         _arrived(control, arrival)
         return rrs, rembs
 
@@ -461,43 +463,39 @@ class SteadyState:
         return both.take(both["t"].argsort(kind="stable"))
 
     @staticmethod
-    def _merged(media: list[NDArray[np.void]], control: list[_Control]) -> tuple[F64, I64]:
-        """Send times and sizes of the media streams, then of the control packets, end to end."""
+    def _merged(media: NDArray[np.void], control: list[_Control]) -> tuple[F64, I64]:
+        """Send times and sizes of the media, then of the control packets, end to end."""
         if control:
-            ct = np.array([x[0] for x in control], dtype=np.float64)
-            cs = np.array([x[1] for x in control], dtype=np.int64)
-            return np.concatenate([m["t"] for m in media] + [ct]), np.concatenate([m["size"] for m in media] + [cs])
-        if len(media) == 1:
-            return media[0]["t"], media[0]["size"]
-        return np.concatenate([m["t"] for m in media]), np.concatenate([m["size"] for m in media])
+            return (np.concatenate((media["t"], [x[0] for x in control])),
+                    np.concatenate((media["size"], np.array([x[1] for x in control], dtype=np.int64))))
+        return media["t"], media["size"]
 
-    def _batch(self, direction: str, order: I64, t_all: F64, size_all: I64, media: list[NDArray[np.void]],
+    def _batch(self, direction: str, order: I64, t_all: F64, size_all: I64, media: NDArray[np.void],
                control: list[_Control], queue: Queue) -> list[float]:
         """One send_batch of the media and the control packets in ``order`` (their send order);
         what the link delivered of the media joins ``queue`` (in send order, so in arrival order
         unless the link reorders). Returns the control packets' arrivals (NaN: dropped) in the
         order of ``control``."""
-        n_media = len(t_all) - len(control)
+        n = len(t_all)
+        n_media = len(media)
         out = self.path.send_media(direction, t_all.take(order), size_all.take(order),
                                    partial(_kinds, n_media, control, order))
-        if not control:
-            m_order, m_out = order, out
-            c_out: list[float] = []
+        kept = out == out  # (NaN: dropped)
+        if control:
+            # Where each packet went in send order (the inverse permutation): the control
+            # packets' arrivals in their own order, and where they are among the media.
+            where = np.empty(n, dtype=np.int64)
+            where[order] = _ARANGE[:n] if n <= len(_ARANGE) else np.arange(n)
+            c_at = where[n_media:]
+            c_out = out.take(c_at).tolist()
+            kept[c_at] = False
         else:
-            is_media = order < n_media
-            m_order, m_out = order.compress(is_media), out.compress(is_media)
-            c_out = [math.nan] * len(control)
-            for i, a in zip((order.compress(~is_media) - n_media).tolist(), out.compress(~is_media).tolist(),
-                            strict=True):
-                c_out[i] = a
+            c_out = []
         if n_media:
-            kept = (m_out == m_out).nonzero()[0]  # (NaN: dropped)
-            if len(kept):
-                if len(kept) < n_media:
-                    m_order, m_out = m_order.take(kept), m_out.take(kept)
-                joined = media[0] if len(media) == 1 else join([m for m in media if len(m)])
-                got = joined.take(m_order)
-                got["t"] = m_out
+            k = kept.nonzero()[0]
+            if len(k):
+                got = media.take(order.take(k))
+                got["t"] = out.take(k)
                 queue.push(Packets(got))
         return c_out
 
@@ -517,10 +515,10 @@ class SteadyState:
             fwd["size"] = fwd["size"] + resize
         # Forwarded packets leave in the order they came in (FIFO through TURN): a tie in time
         # goes by when they went up, then media before control (as the event pipeline would).
-        t_all, size_all = self._merged([fwd], control)
-        order = np.lexsort((np.concatenate([fwd["sent"], up_sent]), t_all)) if control else \
+        t_all, size_all = self._merged(fwd, control)
+        order = np.lexsort((np.concatenate((fwd["sent"], up_sent)), t_all)) if control else \
             np.lexsort((fwd["sent"], t_all))
-        arrival = self._batch(DOWN, order, t_all, size_all, [fwd], control, self.sub_q)
+        arrival = self._batch(DOWN, order, t_all, size_all, fwd, control, self.sub_q)
         _arrived(control, arrival)
 
     # --- consent outcomes --------------------------------------------------------------------------
