@@ -487,7 +487,7 @@ class SteadyState:
             where = np.empty(n, dtype=np.int64)
             where[order] = _ARANGE[:n] if n <= len(_ARANGE) else np.arange(n)
             c_at = where[n_media:]
-            c_out = out.take(c_at).tolist()
+            c_out: list[float] = out.take(c_at).tolist()
             kept[c_at] = False
         else:
             c_out = []
