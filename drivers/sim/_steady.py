@@ -494,9 +494,7 @@ class SteadyState:
         if n_media:
             k = kept.nonzero()[0]
             if len(k):
-                got = media.take(order.take(k))
-                got["t"] = out.take(k)
-                queue.push(Packets(got))
+                queue.arrive_taken(media, order.take(k), out.take(k))
         return c_out
 
     def _downlink(self, end: float, until: float, pub: Peer, sub: Peer) -> None:
