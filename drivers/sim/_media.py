@@ -78,16 +78,16 @@ PACKET: Final = np.dtype([
 # The same records as opaque bytes: numpy copies these without visiting each field, which makes
 # joining and copying batches several times cheaper than on the structured dtype. (np.frombuffer
 # reinterprets without the Python-level safety check that ndarray.view runs on structured dtypes.)
-_RAW = np.dtype((np.void, PACKET.itemsize))
+RAW = np.dtype((np.void, PACKET.itemsize))
 
 
 def join(arrays: list[NDArray[np.void]]) -> NDArray[np.void]:
     """Packet arrays end to end (at least two)."""
-    return np.frombuffer(np.concatenate([np.frombuffer(a, _RAW) for a in arrays]), PACKET)
+    return np.frombuffer(np.concatenate([np.frombuffer(a, RAW) for a in arrays]), PACKET)
 
 
 def copy(a: NDArray[np.void]) -> NDArray[np.void]:
-    return np.frombuffer(np.frombuffer(a, _RAW).copy(), PACKET)
+    return np.frombuffer(np.frombuffer(a, RAW).copy(), PACKET)
 
 
 class Packets:

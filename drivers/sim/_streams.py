@@ -11,7 +11,19 @@ import numpy as np
 from numpy.typing import NDArray
 from rtcprobe.core.observations import InboundStats, OutboundStats
 
-from ._media import _RAW, CLOCK_RATE, F64, I64, PACKET, VIDEO, Packets, PlayoutStart, ReceiverStats, RembEstimator, Snapshot, join
+from ._media import (
+    CLOCK_RATE,
+    F64,
+    I64,
+    PACKET,
+    RAW,
+    VIDEO,
+    Packets,
+    PlayoutStart,
+    ReceiverStats,
+    RembEstimator,
+    Snapshot,
+)
 from ._rtcp import SR_HISTORY, Prior, ReportBlock, receiver_report, rtt_sample, smoothed_rtt
 
 
@@ -104,7 +116,7 @@ class Streams:
 
 def _raw(a: NDArray[np.void]) -> NDArray[np.void]:
     """Packet records to copy, as opaque bytes (numpy copies those without visiting each field)."""
-    return np.frombuffer(a, _RAW) if a.flags.c_contiguous else np.frombuffer(a.copy(), _RAW)
+    return np.frombuffer(a, RAW) if a.flags.c_contiguous else np.frombuffer(a.copy(), RAW)
 
 
 class Queue:
@@ -138,7 +150,7 @@ class Queue:
         if tail + n > len(self._buf):
             live = self._buf[self._head : tail]
             buf = np.empty(max(2 * len(self._buf), 2 * (len(live) + n), 256), dtype=PACKET)
-            np.frombuffer(buf, _RAW)[: len(live)] = _raw(live)
+            np.frombuffer(buf, RAW)[: len(live)] = _raw(live)
             self._buf, self._t, self._sent = buf, buf["t"], buf["sent"]
             self._head, tail = 0, len(live)
         return tail
@@ -174,7 +186,7 @@ class Queue:
         if self.reorder and n > 1:
             p = p.take(p["t"].argsort(kind="stable"))
         tail = self._room(n)
-        np.frombuffer(self._buf, _RAW)[tail : tail + n] = _raw(p)
+        np.frombuffer(self._buf, RAW)[tail : tail + n] = _raw(p)
         self._pushed(tail, n)
 
     def _pushed(self, tail: int, n: int) -> None:
@@ -182,7 +194,7 @@ class Queue:
         self._tail = tail + n
         if self.reorder and tail > head and self._t[tail] < self._t[tail - 1]:
             q = self._buf[head : tail + n]  # (queued records only: no one holds a view of them)
-            np.frombuffer(q, _RAW)[:] = _raw(q.take(q["t"].argsort(kind="stable")))
+            np.frombuffer(q, RAW)[:] = _raw(q.take(q["t"].argsort(kind="stable")))
         self.min = float(self._t[head])
 
     def pop_until(self, t: float, accept_at: float, sent_before: float = math.inf) -> Packets:
