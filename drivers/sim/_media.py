@@ -258,6 +258,8 @@ class VideoSource:
         self.wire_extra = wire_extra
         self.keyframes = 0
         self._grid = np.empty(0, dtype=PACKET)  # one record per frame, see _frames
+        self._spread: F64 = np.empty(0)  # frame size factors drawn ahead, see _spread_draws
+        self._spread_at = 0
 
     @property
     def rate(self) -> float:
@@ -303,7 +305,7 @@ class VideoSource:
         n = frame = 0
         for k, _, _ in plan:
             n += k
-        drawn = self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
+        drawn = self._spread_draws(n)
         for k, mean, keyframe in plan:
             part = drawn[frame : frame + k]
             np.multiply(mean, part, out=part)
@@ -343,6 +345,22 @@ class VideoSource:
         self.seq += total
         self.frame += n
         return Packets(out)
+
+    def _spread_draws(self, n: int) -> F64:
+        """The next ``n`` of ``rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD)``, drawn in
+        blocks (numpy computes ``lo + (hi - lo) * random()``, one 64-bit output per draw: the same
+        numbers in the same order as one call per batch). A view the caller may overwrite."""
+        at = self._spread_at
+        if at + n > len(self._spread):
+            lo, hi = 1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD
+            fresh = self.rng.random(max(256, n))
+            np.multiply(hi - lo, fresh, out=fresh)
+            np.add(lo, fresh, out=fresh)
+            rest = self._spread[at:]
+            self._spread = np.concatenate((rest, fresh)) if len(rest) else fresh
+            at = 0
+        self._spread_at = at + n
+        return self._spread[at : at + n]
 
     def _frames(self, first: int, n: int) -> NDArray[np.void]:
         """Frames ``first`` to ``first + n - 1``: a view of the run's grid of frame records,

@@ -155,6 +155,7 @@ class SteadyState:
         self.pcs = handshakes.pcs
         self._pub, self._sub = self.pcs[Role.PUBLISHER], self.pcs[Role.SUBSCRIBER]
         self._rtcp_rng = rtcp_rng
+        self._rtcp_u: list[float] = []  # its draws, taken ahead (the next one last)
         self._audio_horizon = audio_horizon
         self._end_hint = end_hint
         self._started = started
@@ -304,7 +305,10 @@ class SteadyState:
             out.append(t)
             # report_delay's draw, but added term by term: ``now + delay`` in the event loop rounds
             # differently (the steady state's own rounding, fixed by the golden reports).
-            t = t + RTCP_MIN + RTCP_SPAN * float(self._rtcp_rng.random())
+            u = self._rtcp_u
+            if not u:  # (drawn ahead: the same numbers in the same order, one call for many)
+                u.extend(reversed(self._rtcp_rng.random(64).tolist()))
+            t = t + RTCP_MIN + RTCP_SPAN * u.pop()
         self.rtcp_next[key] = t
         return out
 
