@@ -529,7 +529,11 @@ class Link:
                 m -= dropped
         if not m:
             return _nans(n)
-        dep, refused = self._bottleneck_v(st, tt, ss + st.overhead if st.overhead else ss)
+        w = ss + st.overhead if st.overhead else ss
+        dep = self._rate_fits(st, tt, w) if st.kind == _RATE and m <= _FIRST_CHUNK else None
+        refused = 0
+        if dep is None:
+            dep, refused = self._bottleneck_v(st, tt, w)
         if refused:
             c.dropped_queue += refused
             kept = (dep == dep).nonzero()[0]  # (NaN: refused)
@@ -620,6 +624,37 @@ class Link:
         np.maximum.accumulate(lead, out=lead)
         np.maximum(lead, self._free_at, out=lead)
         return s_before + lead, s_end + lead, None
+
+    def _rate_fits(self, st: _Stage, a: F64, w: I64) -> F64 | None:
+        """The departures of a batch through a rate bottleneck when it is one chunk and the queue
+        surely refuses none of it (:meth:`_chunk`, :meth:`_fits` and :meth:`_commit` in one body,
+        the same operations: the usual case, with no calls to spare); None (nothing changed):
+        go through :meth:`_bottleneck_v`."""
+        s = np.empty(len(w) + 1)
+        s[0] = 0.0
+        _add.accumulate(w * st.sec_per_byte, out=s[1:])
+        s_before = s[:-1]
+        lead = a - s_before
+        np.maximum.accumulate(lead, out=lead)
+        np.maximum(lead, self._free_at, out=lead)
+        start = s_before + lead
+        if self._track_queue and (st.qp is not None or st.qb is not None) and not self._fits(st, a, w, start):
+            return None
+        dep: F64 = s[1:]
+        dep += lead
+        self._pos_trace = None
+        self._free_at = float(dep[-1])
+        if self._track_queue:
+            a_tie = float(a[-1]) + _TIE
+            pend = self._pending
+            while pend and pend[0][0] <= a_tie:
+                self._pending_bytes -= pend.popleft()[1]
+            if start[-1] > a_tie:  # (starts are sorted: usually all have started)
+                first = int(start.searchsorted(a_tie, side="right"))
+                sizes = w[first:].tolist()
+                pend.extend(zip(start[first:].tolist(), sizes, strict=True))
+                self._pending_bytes += sum(sizes)
+        return dep
 
     def _first_overflow(self, st: _Stage, a: F64, w: I64, start: F64) -> int:
         """Index of the first packet the queue would refuse (len(a) if none)."""
