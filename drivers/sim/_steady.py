@@ -110,9 +110,12 @@ class _ConsentCheck:
 # happens where it arrives given the arrival time (None: nothing the simulation reads), and the
 # consent check it carries (lost with it).
 _Control = tuple[float, int, str, Callable[[float], None] | None, _ConsentCheck | None]
+# One on its way up to TURN (planned by the interval that sends it): the same, and its size on
+# the downlink.
+_Up = tuple[float, int, str, Callable[[float], None], _ConsentCheck | None, int]
 
 
-def _kinds(n_media: int, control: list[_Control], order: I64) -> list[str]:
+def _kinds(n_media: int, control: Sequence[_Control | _Up], order: I64) -> list[str]:
     """The packet log's names of a batch, in send order."""
     every = ["rtp"] * n_media + [x[2] for x in control]
     return [every[i] for i in order.tolist()]
@@ -279,10 +282,23 @@ class SteadyState:
         heapq.heappush(self.turn_in, (t, self._seq, size, kind, then, check, up_sent))
 
     def _via_turn(self, t: float, size: int, src: Peer, dst: Peer, kind: str, then: Callable[[float], None],
-                  check: _ConsentCheck | None = None) -> _Control:
+                  check: _ConsentCheck | None = None) -> _Up:
         """A packet ``src`` sends ``dst`` at ``t``: ``size`` bytes plus each leg's framing, up to
         TURN, then down (planned with the interval TURN gets it in); ``then`` runs where it arrives."""
-        return (t, size + src.extra, kind, partial(self._to_turn, size + dst.extra, kind, then, check, t), check)
+        return (t, size + src.extra, kind, then, check, size + dst.extra)
+
+    def _at_turn(self, control: list[_Up], arrival: list[float]) -> None:
+        """The uplink's control packets reached TURN at ``arrival`` (NaN: lost), in the order of
+        ``control``: each joins what TURN forwards (:meth:`_to_turn`, inline)."""
+        turn_in = self.turn_in
+        for a, (t, _, kind, then, check, size) in zip(arrival, control, strict=True):
+            if a == a:
+                if check is not None:
+                    check.passes(a)
+                self._seq += 1
+                heapq.heappush(turn_in, (a, self._seq, size, kind, then, check, t))
+            elif check is not None:
+                check.in_flight = False
 
     def _check_arrived(self, check: _ConsentCheck, t: float) -> None:
         """A consent check reached the other peer, which answers at once (with the next interval)."""
@@ -401,7 +417,7 @@ class SteadyState:
             if self.nack is not None:
                 video = self._with_rtx(self.nack, video, start, until)
             media.append((VIDEO, video))
-        control: list[_Control] = []
+        control: list[_Up] = []
         via = self._via_turn
         rrs: list[tuple[float, _Rr]] = []
         rembs: list[tuple[float, _Remb]] = []
@@ -453,7 +469,7 @@ class SteadyState:
         # On a tie the publisher's streams go in stream order, then control: a stable sort.
         t_all, size_all = self._merged(joined, control)
         arrival = self._batch(UP, t_all.argsort(kind="stable"), t_all, size_all, joined, control, self.turn_q)
-        _arrived(control, arrival)
+        self._at_turn(control, arrival)
         return rrs, rembs
 
     @staticmethod
@@ -467,7 +483,7 @@ class SteadyState:
         return both.take(both["t"].argsort(kind="stable"))
 
     @staticmethod
-    def _merged(media: NDArray[np.void], control: list[_Control]) -> tuple[F64, I64]:
+    def _merged(media: NDArray[np.void], control: Sequence[_Control | _Up]) -> tuple[F64, I64]:
         """Send times and sizes of the media, then of the control packets, end to end."""
         if control:
             return (np.concatenate((media["t"], [x[0] for x in control])),
@@ -475,7 +491,7 @@ class SteadyState:
         return media["t"], media["size"]
 
     def _batch(self, direction: str, order: I64, t_all: F64, size_all: I64, media: NDArray[np.void],
-               control: list[_Control], queue: Queue) -> list[float]:
+               control: Sequence[_Control | _Up], queue: Queue) -> list[float]:
         """One send_batch of the media and the control packets in ``order`` (their send order);
         what the link delivered of the media joins ``queue`` (in send order, so in arrival order
         unless the link reorders). Returns the control packets' arrivals (NaN: dropped) in the
