@@ -369,7 +369,7 @@ class VideoSource:
         once per call (the same operations, elementwise)."""
         grid = self._grid
         if first + n > len(grid):
-            k = max(2 * len(grid), first + n, 64)
+            k = max(2 * len(grid), first + n, 512)  # (about a 10 s run at 30 fps or more: one call)
             frames = np.arange(len(grid), k, dtype=np.int64)
             fr = np.empty(k - len(grid), dtype=PACKET)
             ft = frames * self.interval
