@@ -313,7 +313,7 @@ class VideoSource:
                 part[0] = mean * KEYFRAME_FACTOR
             frame += k
         np.rint(drawn, out=drawn)  # (what ndarray.round() does)
-        np.maximum(1, drawn, out=drawn)
+        np.maximum(1.0, drawn, out=drawn)  # (a float scalar: no type resolution for a mixed call)
         sizes = drawn.astype(np.int64)
         packet_max = self.PACKET_MAX
         chunk = packet_max - VP8_DESCRIPTOR
@@ -327,10 +327,9 @@ class VideoSource:
         out = fr.repeat(npk)
         ends = npk.cumsum()
         ends -= 1
-        last = npk - 1
-        last *= -chunk
+        last = npk * -chunk  # sizes - (npk - 1) * chunk + VP8_DESCRIPTOR (integers: exact in any order)
         last += sizes
-        last += VP8_DESCRIPTOR
+        last += chunk + VP8_DESCRIPTOR
         out["payload"][ends] = last
         last += wire
         out["size"][ends] = last
