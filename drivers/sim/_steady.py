@@ -539,8 +539,8 @@ class SteadyState:
             up_sent.append(sent)
         resize = sub.extra - pub.extra
         if resize and len(fwd):  # ChannelData framing differs between the two legs
-            size = fwd["size"]
-            np.add(size, resize, out=size)
+            wire: I64 = fwd["size"]
+            np.add(wire, resize, out=wire)
         # Forwarded packets leave in the order they came in (FIFO through TURN): a tie in time
         # goes by when they went up, then media before control (as the event pipeline would).
         t_all, size_all = self._merged(fwd, control)
