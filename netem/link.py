@@ -147,7 +147,11 @@ class _Uniforms:
         while the scalar path holds draws: then the caller applies ``make`` to :meth:`many`."""
         if self._ahead:
             return None
-        p = self.take(n)
+        p = self.pos
+        if p + n > len(self.block):
+            p = self.take(n)
+        else:  # (take, inline)
+            self.pos = p + n
         d = self._derived
         if d is None or d[0] is not key or d[1] is not self.block:
             d = self._derived = (key, self.block, make(self.block))
@@ -627,9 +631,9 @@ class Link:
 
     def _rate_fits(self, st: _Stage, a: F64, w: I64) -> F64 | None:
         """The departures of a batch through a rate bottleneck when it is one chunk and the queue
-        surely refuses none of it (:meth:`_chunk`, :meth:`_fits` and :meth:`_commit` in one body,
-        the same operations: the usual case, with no calls to spare); None (nothing changed):
-        go through :meth:`_bottleneck_v`."""
+        refuses none of it (:meth:`_chunk`, the queue check and :meth:`_commit` in one body, the
+        same operations: the usual case, with no calls to spare); None (nothing changed): go
+        through :meth:`_bottleneck_v`."""
         s = np.empty(len(w) + 1)
         s[0] = 0.0
         _add.accumulate(w * st.sec_per_byte, out=s[1:])
@@ -638,8 +642,9 @@ class Link:
         np.maximum.accumulate(lead, out=lead)
         np.maximum(lead, self._free_at, out=lead)
         start = s_before + lead
-        if self._track_queue and (st.qp is not None or st.qb is not None) and not self._fits(st, a, w, start):
-            return None
+        if self._track_queue and (st.qp is not None or st.qb is not None) and not self._fits(st, a, w, start) \
+                and self._first_overflow(st, a, w, start) < len(a):
+            return None  # (the queue refuses a packet: the general path)
         dep: F64 = s[1:]
         dep += lead
         self._pos_trace = None
