@@ -638,15 +638,18 @@ class Link:
         s[0] = 0.0
         _add.accumulate(w * st.sec_per_byte, out=s[1:])
         s_before = s[:-1]
-        lead = a - s_before
-        np.maximum.accumulate(lead, out=lead)
+        gap = a - s_before
+        lead = np.maximum.accumulate(gap)  # max_{j<=i}(a_j - S_(j-1)), and not before the link is free
         np.maximum(lead, self._free_at, out=lead)
-        start = s_before + lead
-        if self._track_queue and (st.qp is not None or st.qb is not None) and not self._fits(st, a, w, start) \
-                and self._first_overflow(st, a, w, start) < len(a):
-            return None  # (the queue refuses a packet: the general path)
-        dep: F64 = s[1:]
-        dep += lead
+        # The service starts (s_before + lead) are needed only where the queue is not clear:
+        # the bound takes the waits as lead - gap (start - a up to rounding, which its margin covers).
+        start: F64 | None = None
+        if self._track_queue and (st.qp is not None or st.qb is not None) \
+                and not self._fits(st, w, float(np.maximum.reduce(lead - gap))):
+            start = s_before + lead
+            if self._first_overflow(st, a, w, start) < len(a):
+                return None  # (the queue refuses a packet: the general path)
+        dep: F64 = s[1:] + lead
         self._pos_trace = None
         self._free_at = float(dep[-1])
         if self._track_queue:
@@ -654,7 +657,9 @@ class Link:
             pend = self._pending
             while pend and pend[0][0] <= a_tie:
                 self._pending_bytes -= pend.popleft()[1]
-            if start[-1] > a_tie:  # (starts are sorted: usually all have started)
+            if float(s_before[-1]) + float(lead[-1]) > a_tie:  # (the last start; usually all have started)
+                if start is None:
+                    start = s_before + lead
                 first = int(start.searchsorted(a_tie, side="right"))
                 sizes = w[first:].tolist()
                 pend.extend(zip(start[first:].tolist(), sizes, strict=True))
@@ -691,17 +696,14 @@ class Link:
         first = int(bad.argmax())
         return first if bad[first] else n
 
-    def _fits(self, st: _Stage, a: F64, w: I64, start: F64) -> bool:
-        """Whether the queue surely refuses nothing of a chunk (False: find out packet by packet,
-        :meth:`_first_overflow`), from its longest wait: a packet that waits ``q`` seconds for the
-        bottleneck has fewer than ``q / s_min`` of the chunk's packets ahead of it (each of them
-        is still waiting, and serialized before it, for at least the shortest service time
-        ``s_min``) and at most ``q / sec_per_byte`` of their bytes; add everything pending from
-        before. One packet and one MTU of margin cover the running sums' rounding."""
-        if st.kind != _RATE:
-            return False
-        wait = start - a
-        longest = float(np.maximum.reduce(wait))
+    def _fits(self, st: _Stage, w: I64, longest: float) -> bool:
+        """Whether the queue surely refuses nothing of a chunk through a rate bottleneck (False:
+        find out packet by packet, :meth:`_first_overflow`), from its ``longest`` wait: a packet
+        that waits ``q`` seconds for the bottleneck has fewer than ``q / s_min`` of the chunk's
+        packets ahead of it (each of them is still waiting, and serialized before it, for at
+        least the shortest service time ``s_min``) and at most ``q / sec_per_byte`` of their
+        bytes; add everything pending from before. One packet and one MTU of margin cover the
+        running sums' rounding."""
         pend = len(self._pending)
         if st.qp is not None and longest >= (st.qp - pend - 1) * (int(np.minimum.reduce(w)) * st.sec_per_byte):
             return False
@@ -734,8 +736,8 @@ class Link:
             j = min(n, i + chunk)
             ca, cw = a[i:j], w[i:j]
             start, dep, end_b = self._chunk(st, ca, cw)
-            v = self._first_overflow(st, ca, cw, start) if limited and not self._fits(st, ca, cw, start) \
-                else len(ca)
+            clear = st.kind == _RATE and self._fits(st, cw, float(np.maximum.reduce(start - ca)))
+            v = self._first_overflow(st, ca, cw, start) if limited and not clear else len(ca)
             if v:
                 self._commit(float(ca[v - 1]), start[:v], cw[:v], dep[:v], None if end_b is None else end_b[:v])
                 if v == n:  # the whole batch in one chunk, nothing refused: the usual case
