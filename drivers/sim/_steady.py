@@ -65,7 +65,7 @@ NACK_RTT_GUESS: Final = 0.1  # the publisher's rtt before its first RR: libwebrt
 RTCP_TIMERS: Final = frozenset({Tag.PUB_SR, Tag.SUB_RR})
 ARRIVALS: Final = frozenset({Tag.SUB_GOT_SR, Tag.PUB_GOT_RR, Tag.PUB_GOT_REMB, Tag.PUB_GOT_PLI})
 TAKEN_OVER: Final = RTCP_TIMERS | ARRIVALS | {Tag.SUB_REMB_TIMER, Tag.AT_TURN, Tag.CONSENT}
-_ARANGE = np.arange(1024)
+_ARANGE = np.arange(1024)  # 0, 1, 2, ...: the send positions of a batch (one array for every batch)
 
 
 class _Rr:
