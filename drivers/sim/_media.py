@@ -325,7 +325,7 @@ class VideoSource:
         fr = self._frames(self.frame, n)
         fr["npk"] = npk
         out = fr.repeat(npk)
-        ends = npk.cumsum()
+        ends = np.add.accumulate(npk)  # (cumsum, without its method dispatch)
         ends -= 1
         last = npk * -chunk  # sizes - (npk - 1) * chunk + VP8_DESCRIPTOR (integers: exact in any order)
         last += sizes
