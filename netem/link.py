@@ -51,7 +51,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -73,6 +74,7 @@ _PARETO_STD = math.sqrt(_PARETO_ALPHA / ((_PARETO_ALPHA - 1.0) ** 2 * (_PARETO_A
 _TIE = 1e-9
 _FIRST_CHUNK = 512
 _DRAW_AHEAD = 32
+_BLOCK = 2048  # uniforms drawn from a generator at a time
 _MAX_CHUNK = 1 << 18
 _ARANGE = np.arange(_FIRST_CHUNK)
 _add = np.add
@@ -89,33 +91,71 @@ Bool = NDArray[np.bool_]
 
 
 class _Uniforms:
-    """A generator's standard uniforms (``Generator.random``), drawn ahead in blocks for the
-    scalar path: one numpy call instead of one per packet. Every draw from the generator goes
-    through here, so the values come in the generator's own order whatever the mix of scalar
-    and vector draws."""
+    """A generator's standard uniforms (``Generator.random``), drawn ahead in blocks: a batch
+    takes a slice of the block and the scalar path a few at a time as Python floats, so neither
+    calls the generator per packet or per batch. Every draw from the generator goes through
+    here, so the values come in the generator's own order whatever the mix of scalar and vector
+    draws (``random(a)`` then ``random(b)`` gives the numbers ``random(a + b)`` does: one 64-bit
+    output per double). Values before ``pos`` are used up (callers may overwrite their slice)."""
 
-    __slots__ = ("_ahead", "_rng")
+    __slots__ = ("_ahead", "_derived", "_rng", "block", "pos")
 
     def __init__(self, rng: np.random.Generator) -> None:
         self._rng = rng
-        self._ahead: list[float] = []  # drawn, not used yet (the next one last)
+        self._ahead: list[float] = []  # taken from the block for the scalar path, not used yet (the next one last)
+        self.block: F64 = np.empty(0)
+        self.pos = 0
+        # A stage's transform of the whole block (what its stage computes from each draw), kept
+        # while the block and the stage stay the same: (stage, block, values).
+        self._derived: tuple[object, F64, NDArray[Any]] | None = None
 
     def one(self) -> float:
         ahead = self._ahead
         if not ahead:
-            ahead.extend(reversed(self._rng.random(_DRAW_AHEAD).tolist()))
+            p = self.take(_DRAW_AHEAD)
+            ahead.extend(reversed(self.block[p : p + _DRAW_AHEAD].tolist()))
         return ahead.pop()
+
+    def take(self, n: int) -> int:
+        """Use up the block's next ``n`` draws (drawing a new block if needed); returns where
+        they start in ``block``. Only while nothing is left in the scalar path's list."""
+        pos = self.pos
+        if pos + n > len(self.block):
+            rest = self.block[pos:]
+            fresh = self._rng.random(max(_BLOCK, n))
+            self.block = np.concatenate([rest, fresh]) if len(rest) else fresh
+            pos = 0
+        self.pos = pos + n
+        return pos
 
     def many(self, n: int) -> F64:
         ahead = self._ahead
         if not ahead:
-            return self._rng.random(n)
+            p = self.take(n)
+            return self.block[p : p + n]
         k = min(n, len(ahead))
         first = ahead[: len(ahead) - k - 1 : -1] if k < len(ahead) else ahead[::-1]
         del ahead[len(ahead) - k :]
         if k == n:
             return np.array(first)
-        return np.concatenate([first, self._rng.random(n - k)])
+        p = self.take(n - k)
+        return np.concatenate([first, self.block[p : p + n - k]])
+
+    def derived(self, n: int, key: object, make: Callable[[F64], NDArray[Any]]) -> NDArray[Any] | None:
+        """The next ``n`` draws through ``make`` (an elementwise function, the same for the same
+        ``key``), computed once per block rather than once per batch; None (nothing used up)
+        while the scalar path holds draws: then the caller applies ``make`` to :meth:`many`."""
+        if self._ahead:
+            return None
+        p = self.pos
+        if p + n > len(self.block):
+            p = self.take(n)
+        else:  # (take, inline)
+            self.pos = p + n
+        d = self._derived
+        if d is None or d[0] is not key or d[1] is not self.block:
+            d = self._derived = (key, self.block, make(self.block))
+        return d[2][p : p + n]
 
 
 class _Stage:
@@ -196,6 +236,30 @@ class _Stage:
         cycle += self.tr.take(i)  # (integers: exact in any order)
         result: F64 = cycle / 1000.0
         return result
+
+    # -- what a batch computes from its random draws (elementwise: also done once per block) --
+
+    def kept_v(self, u: F64) -> Bool:
+        """Bernoulli loss: which draws keep their packet."""
+        kept: Bool = u >= self.loss
+        return kept
+
+    def uniform_jitter_v(self, u: F64) -> F64:
+        """Uniform jitter from standard uniforms, as numpy's ``uniform(lo, hi)`` (``lo + (hi - lo) * u``)."""
+        lo = -self.jitter
+        out: F64 = np.multiply(self.jitter - lo, u)
+        np.add(lo, out, out=out)
+        return out
+
+    def delay_v(self, jitter: F64) -> F64:
+        """The delay stage, ``max(0, delay + jitter)``, in place."""
+        np.add(self.delay, jitter, out=jitter)
+        np.maximum(0.0, jitter, out=jitter)
+        return jitter
+
+    def uniform_delay_v(self, u: F64) -> F64:
+        """The delay stage from standard uniforms (uniform jitter), in a new array."""
+        return self.delay_v(self.uniform_jitter_v(u))
 
     def in_outage(self, t: float) -> bool:
         if self.outage:
@@ -458,7 +522,8 @@ class Link:
         m = len(tt)
         if m and (st.ge is not None or st.loss > 0):
             if st.ge is None:
-                kept = (self._loss_u.many(m) >= st.loss).nonzero()[0]
+                keep = self._loss_u.derived(m, st, st.kept_v)
+                kept = (st.kept_v(self._loss_u.many(m)) if keep is None else keep).nonzero()[0]
             else:
                 kept = (~self._lost_v(st, m)).nonzero()[0]
             if dropped := m - len(kept):
@@ -468,7 +533,11 @@ class Link:
                 m -= dropped
         if not m:
             return _nans(n)
-        dep, refused = self._bottleneck_v(st, tt, ss + st.overhead if st.overhead else ss)
+        w = ss + st.overhead if st.overhead else ss
+        dep = self._rate_fits(st, tt, w) if st.kind == _RATE and m <= _FIRST_CHUNK else None
+        refused = 0
+        if dep is None:
+            dep, refused = self._bottleneck_v(st, tt, w)
         if refused:
             c.dropped_queue += refused
             kept = (dep == dep).nonzero()[0]  # (NaN: refused)
@@ -480,10 +549,13 @@ class Link:
         # (dep is a new array: the stages below work in place, with the same operations in the
         # same order as ``dep + max(0, delay + jitter)``, so the values are the same to the bit)
         if st.jitter > 0:
-            d = self._jitter_v(st, m)
-            np.add(st.delay, d, out=d)
-            np.maximum(0.0, d, out=d)
-            np.add(dep, d, out=d)
+            jd = self._jitter_u.derived(m, st, st.uniform_delay_v) if self._jitter_u is not None else None
+            if jd is not None:  # (the same operations, done once per block of draws)
+                d = dep
+                np.add(dep, jd, out=d)
+            else:
+                d = st.delay_v(self._jitter_v(st, m))
+                np.add(dep, d, out=d)
         else:
             d = dep
             np.add(d, st.delay, out=d)
@@ -526,11 +598,7 @@ class Link:
     def _jitter_v(self, st: _Stage, n: int) -> F64:
         if st.dist == "uniform":
             if self._jitter_u is not None:
-                lo = -st.jitter
-                u = self._jitter_u.many(n)
-                np.multiply(st.jitter - lo, u, out=u)
-                np.add(lo, u, out=u)
-                return u
+                return st.uniform_jitter_v(self._jitter_u.many(n))
             return self._jitter_rng.uniform(-st.jitter, st.jitter, n)
         if st.dist == "normal":
             return st.jitter * self._jitter_rng.standard_normal(n)
@@ -560,6 +628,43 @@ class Link:
         np.maximum.accumulate(lead, out=lead)
         np.maximum(lead, self._free_at, out=lead)
         return s_before + lead, s_end + lead, None
+
+    def _rate_fits(self, st: _Stage, a: F64, w: I64) -> F64 | None:
+        """The departures of a batch through a rate bottleneck when it is one chunk and the queue
+        refuses none of it (:meth:`_chunk`, the queue check and :meth:`_commit` in one body, the
+        same operations: the usual case, with no calls to spare); None (nothing changed): go
+        through :meth:`_bottleneck_v`."""
+        s = np.empty(len(w) + 1)
+        s[0] = 0.0
+        _add.accumulate(w * st.sec_per_byte, out=s[1:])
+        s_before = s[:-1]
+        gap = a - s_before
+        lead = np.maximum.accumulate(gap)  # max_{j<=i}(a_j - S_(j-1)), and not before the link is free
+        np.maximum(lead, self._free_at, out=lead)
+        # The service starts (s_before + lead) are needed only where the queue is not clear:
+        # the bound takes the waits as lead - gap (start - a up to rounding, which its margin covers).
+        start: F64 | None = None
+        if self._track_queue and (st.qp is not None or st.qb is not None) \
+                and not self._fits(st, w, float(np.maximum.reduce(lead - gap))):
+            start = s_before + lead
+            if self._first_overflow(st, a, w, start) < len(a):
+                return None  # (the queue refuses a packet: the general path)
+        dep: F64 = s[1:] + lead
+        self._pos_trace = None
+        self._free_at = float(dep[-1])
+        if self._track_queue:
+            a_tie = float(a[-1]) + _TIE
+            pend = self._pending
+            while pend and pend[0][0] <= a_tie:
+                self._pending_bytes -= pend.popleft()[1]
+            if float(s_before[-1]) + float(lead[-1]) > a_tie:  # (the last start; usually all have started)
+                if start is None:
+                    start = s_before + lead
+                first = int(start.searchsorted(a_tie, side="right"))
+                sizes = w[first:].tolist()
+                pend.extend(zip(start[first:].tolist(), sizes, strict=True))
+                self._pending_bytes += sum(sizes)
+        return dep
 
     def _first_overflow(self, st: _Stage, a: F64, w: I64, start: F64) -> int:
         """Index of the first packet the queue would refuse (len(a) if none)."""
@@ -591,6 +696,20 @@ class Link:
         first = int(bad.argmax())
         return first if bad[first] else n
 
+    def _fits(self, st: _Stage, w: I64, longest: float) -> bool:
+        """Whether the queue surely refuses nothing of a chunk through a rate bottleneck (False:
+        find out packet by packet, :meth:`_first_overflow`), from its ``longest`` wait: a packet
+        that waits ``q`` seconds for the bottleneck has fewer than ``q / s_min`` of the chunk's
+        packets ahead of it (each of them is still waiting, and serialized before it, for at
+        least the shortest service time ``s_min``) and at most ``q / sec_per_byte`` of their
+        bytes; add everything pending from before. One packet and one MTU of margin cover the
+        running sums' rounding."""
+        pend = len(self._pending)
+        if st.qp is not None and longest >= (st.qp - pend - 1) * (int(np.minimum.reduce(w)) * st.sec_per_byte):
+            return False
+        return st.qb is None or longest / st.sec_per_byte + self._pending_bytes + int(np.maximum.reduce(w)) \
+            + MTU_BYTES < st.qb
+
     def _commit(self, a_last: float, start: F64, w: I64, dep: F64, end_b: I64 | None) -> None:
         self._free_at = float(dep[-1])
         if end_b is not None:
@@ -599,10 +718,12 @@ class Link:
             pend = self._pending
             while pend and pend[0][0] <= a_last + _TIE:
                 self._pending_bytes -= pend.popleft()[1]
+            if start[-1] <= a_last + _TIE:  # (starts are sorted: the usual case, all started)
+                return
             first = int(start.searchsorted(a_last + _TIE, side="right"))
-            if first < len(start):
-                pend.extend(zip(start[first:].tolist(), w[first:].tolist(), strict=True))
-                self._pending_bytes += int(w[first:].sum())
+            sizes = w[first:].tolist()
+            pend.extend(zip(start[first:].tolist(), sizes, strict=True))
+            self._pending_bytes += sum(sizes)
 
     def _bottleneck_v(self, st: _Stage, a: F64, w: I64) -> tuple[F64, int]:
         """Departure times (NaN: refused by the queue) and how many the queue refused."""
@@ -615,7 +736,8 @@ class Link:
             j = min(n, i + chunk)
             ca, cw = a[i:j], w[i:j]
             start, dep, end_b = self._chunk(st, ca, cw)
-            v = self._first_overflow(st, ca, cw, start) if limited else len(ca)
+            clear = st.kind == _RATE and self._fits(st, cw, float(np.maximum.reduce(start - ca)))
+            v = self._first_overflow(st, ca, cw, start) if limited and not clear else len(ca)
             if v:
                 self._commit(float(ca[v - 1]), start[:v], cw[:v], dep[:v], None if end_b is None else end_b[:v])
                 if v == n:  # the whole batch in one chunk, nothing refused: the usual case

@@ -324,3 +324,23 @@ def test_trace_millisecond_boundaries_survive_float_noise() -> None:
     assert trace.opportunities_until(1.005) == 67
     d, *_ = both(LinkConfig(trace=trace), [1.0049, 1.005], [100, 100])
     np.testing.assert_allclose(d, [1.005, 1.020])  # the second arrives at 1005 ms: too late for it
+
+
+@pytest.mark.parametrize("cfg", [
+    LinkConfig(delay_ms=25, jitter_ms=5, loss=0.01, bandwidth_kbps=800, queue_packets=12),
+    LinkConfig(delay_ms=10, jitter_ms=2, bandwidth_kbps=600, queue_bytes=9000, overhead_bytes=28),
+])
+def test_bursty_batches_queueing_across_batches_agree_with_packet_by_packet(cfg: LinkConfig) -> None:
+    # Bursts that sometimes fill the queue, sent in interval-sized batches (the simulator's steady
+    # state): the queue left over from one batch decides refusals in the next, and a batch whose
+    # queue cannot fill takes a shortcut that must refuse exactly what the packet-by-packet model does.
+    g = rng(21)
+    bursts = np.repeat(np.arange(400) * 0.05, g.integers(1, 25, 400))
+    t = np.sort(bursts + g.uniform(0, 0.002, len(bursts)))
+    s = g.choice([120, 320, 1362], len(t))
+    batched = Link(cfg, rng(9))
+    got = np.concatenate([batched.send_batch(t[lo : lo + 130], s[lo : lo + 130]) for lo in range(0, len(t), 130)])
+    one_by_one = scalar(Link(cfg, rng(9)), t, s)
+    assert np.isnan(one_by_one).any() and not np.isnan(one_by_one).all()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(one_by_one))
+    np.testing.assert_allclose(got, one_by_one, rtol=0, atol=1e-9)

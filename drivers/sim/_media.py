@@ -78,16 +78,16 @@ PACKET: Final = np.dtype([
 # The same records as opaque bytes: numpy copies these without visiting each field, which makes
 # joining and copying batches several times cheaper than on the structured dtype. (np.frombuffer
 # reinterprets without the Python-level safety check that ndarray.view runs on structured dtypes.)
-_RAW = np.dtype((np.void, PACKET.itemsize))
+RAW = np.dtype((np.void, PACKET.itemsize))
 
 
 def join(arrays: list[NDArray[np.void]]) -> NDArray[np.void]:
     """Packet arrays end to end (at least two)."""
-    return np.frombuffer(np.concatenate([np.frombuffer(a, _RAW) for a in arrays]), PACKET)
+    return np.frombuffer(np.concatenate([np.frombuffer(a, RAW) for a in arrays]), PACKET)
 
 
 def copy(a: NDArray[np.void]) -> NDArray[np.void]:
-    return np.frombuffer(np.frombuffer(a, _RAW).copy(), PACKET)
+    return np.frombuffer(np.frombuffer(a, RAW).copy(), PACKET)
 
 
 class Packets:
@@ -257,6 +257,9 @@ class VideoSource:
         self.encode_s = ENCODE_S_PER_VGA * spec.width * spec.height / VGA_PIXELS
         self.wire_extra = wire_extra
         self.keyframes = 0
+        self._grid = np.empty(0, dtype=PACKET)  # one record per frame, see _frames
+        self._spread: F64 = np.empty(0)  # frame size factors drawn ahead, see _spread_draws
+        self._spread_at = 0
 
     @property
     def rate(self) -> float:
@@ -302,8 +305,7 @@ class VideoSource:
         n = frame = 0
         for k, _, _ in plan:
             n += k
-        frames = np.arange(self.frame, self.frame + n, dtype=np.int64)
-        drawn = self.rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, n)
+        drawn = self._spread_draws(n)
         for k, mean, keyframe in plan:
             part = drawn[frame : frame + k]
             np.multiply(mean, part, out=part)
@@ -311,7 +313,7 @@ class VideoSource:
                 part[0] = mean * KEYFRAME_FACTOR
             frame += k
         np.rint(drawn, out=drawn)  # (what ndarray.round() does)
-        np.maximum(1, drawn, out=drawn)
+        np.maximum(1.0, drawn, out=drawn)  # (a float scalar: no type resolution for a mixed call)
         sizes = drawn.astype(np.int64)
         packet_max = self.PACKET_MAX
         chunk = packet_max - VP8_DESCRIPTOR
@@ -320,25 +322,14 @@ class VideoSource:
         # One record per frame, repeated for the frame's packets; then each frame's last packet
         # gets the rest of the frame (the same integer and float operations as ever).
         wire = RTP_OVERHEAD + self.wire_extra
-        fr = np.empty(n, dtype=PACKET)
-        ft = frames * self.interval
-        fr["ts"] = np.rint((self.start + ft) * CLOCK_RATE[VIDEO])
-        ft += self.start + self.encode_s  # the send times, as _count_from counted them
-        fr["t"] = ft
-        fr["sent"] = ft
-        fr["payload"] = packet_max
-        fr["size"] = packet_max + wire
-        fr["kind"] = VIDEO
-        fr["frame"] = frames
-        fr["key"] = False
+        fr = self._frames(self.frame, n)
         fr["npk"] = npk
         out = fr.repeat(npk)
-        ends = npk.cumsum()
+        ends = np.add.accumulate(npk)  # (cumsum, without its method dispatch)
         ends -= 1
-        last = npk - 1
-        last *= -chunk
+        last = npk * -chunk  # sizes - (npk - 1) * chunk + VP8_DESCRIPTOR (integers: exact in any order)
         last += sizes
-        last += VP8_DESCRIPTOR
+        last += chunk + VP8_DESCRIPTOR
         out["payload"][ends] = last
         last += wire
         out["size"][ends] = last
@@ -353,6 +344,45 @@ class VideoSource:
         self.seq += total
         self.frame += n
         return Packets(out)
+
+    def _spread_draws(self, n: int) -> F64:
+        """The next ``n`` of ``rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD)``, drawn in
+        blocks (numpy computes ``lo + (hi - lo) * random()``, one 64-bit output per draw: the same
+        numbers in the same order as one call per batch). A view the caller may overwrite."""
+        at = self._spread_at
+        if at + n > len(self._spread):
+            lo, hi = 1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD
+            fresh = self.rng.random(max(256, n))
+            np.multiply(hi - lo, fresh, out=fresh)
+            np.add(lo, fresh, out=fresh)
+            rest = self._spread[at:]
+            self._spread = np.concatenate((rest, fresh)) if len(rest) else fresh
+            at = 0
+        self._spread_at = at + n
+        return self._spread[at : at + n]
+
+    def _frames(self, first: int, n: int) -> NDArray[np.void]:
+        """Frames ``first`` to ``first + n - 1``: a view of the run's grid of frame records,
+        whose fields but ``npk`` depend on the frame number only (a frame's records are copied
+        out before the next call sets ``npk`` again), worked out once for all frames rather than
+        once per call (the same operations, elementwise)."""
+        grid = self._grid
+        if first + n > len(grid):
+            k = max(2 * len(grid), first + n, 512)  # (about a 10 s run at 30 fps or more: one call)
+            frames = np.arange(len(grid), k, dtype=np.int64)
+            fr = np.empty(k - len(grid), dtype=PACKET)
+            ft = frames * self.interval
+            fr["ts"] = np.rint((self.start + ft) * CLOCK_RATE[VIDEO])
+            ft += self.start + self.encode_s  # the send times, as _count_from counted them
+            fr["t"] = ft
+            fr["sent"] = ft
+            fr["payload"] = self.PACKET_MAX
+            fr["size"] = self.PACKET_MAX + RTP_OVERHEAD + self.wire_extra
+            fr["kind"] = VIDEO
+            fr["frame"] = frames
+            fr["key"] = False
+            self._grid = grid = join([grid, fr]) if len(grid) else fr
+        return grid[first : first + n]
 
     def _plan(self, until: float, frame: int, plan: list[tuple[int, float, bool]]) -> int:
         """Plan the frames from ``frame`` up to ``until`` as :meth:`generate` used to make them

@@ -65,6 +65,7 @@ NACK_RTT_GUESS: Final = 0.1  # the publisher's rtt before its first RR: libwebrt
 RTCP_TIMERS: Final = frozenset({Tag.PUB_SR, Tag.SUB_RR})
 ARRIVALS: Final = frozenset({Tag.SUB_GOT_SR, Tag.PUB_GOT_RR, Tag.PUB_GOT_REMB, Tag.PUB_GOT_PLI})
 TAKEN_OVER: Final = RTCP_TIMERS | ARRIVALS | {Tag.SUB_REMB_TIMER, Tag.AT_TURN, Tag.CONSENT}
+_ARANGE = np.arange(1024)  # 0, 1, 2, ...: the send positions of a batch (one array for every batch)
 
 
 class _Rr:
@@ -109,9 +110,12 @@ class _ConsentCheck:
 # happens where it arrives given the arrival time (None: nothing the simulation reads), and the
 # consent check it carries (lost with it).
 _Control = tuple[float, int, str, Callable[[float], None] | None, _ConsentCheck | None]
+# One on its way up to TURN (planned by the interval that sends it): the same, and its size on
+# the downlink.
+_Up = tuple[float, int, str, Callable[[float], None], _ConsentCheck | None, int]
 
 
-def _kinds(n_media: int, control: list[_Control], order: I64) -> list[str]:
+def _kinds(n_media: int, control: Sequence[_Control | _Up], order: I64) -> list[str]:
     """The packet log's names of a batch, in send order."""
     every = ["rtp"] * n_media + [x[2] for x in control]
     return [every[i] for i in order.tolist()]
@@ -154,6 +158,7 @@ class SteadyState:
         self.pcs = handshakes.pcs
         self._pub, self._sub = self.pcs[Role.PUBLISHER], self.pcs[Role.SUBSCRIBER]
         self._rtcp_rng = rtcp_rng
+        self._rtcp_u: list[float] = []  # its draws, taken ahead (the next one last)
         self._audio_horizon = audio_horizon
         self._end_hint = end_hint
         self._started = started
@@ -277,10 +282,23 @@ class SteadyState:
         heapq.heappush(self.turn_in, (t, self._seq, size, kind, then, check, up_sent))
 
     def _via_turn(self, t: float, size: int, src: Peer, dst: Peer, kind: str, then: Callable[[float], None],
-                  check: _ConsentCheck | None = None) -> _Control:
+                  check: _ConsentCheck | None = None) -> _Up:
         """A packet ``src`` sends ``dst`` at ``t``: ``size`` bytes plus each leg's framing, up to
         TURN, then down (planned with the interval TURN gets it in); ``then`` runs where it arrives."""
-        return (t, size + src.extra, kind, partial(self._to_turn, size + dst.extra, kind, then, check, t), check)
+        return (t, size + src.extra, kind, then, check, size + dst.extra)
+
+    def _at_turn(self, control: list[_Up], arrival: list[float]) -> None:
+        """The uplink's control packets reached TURN at ``arrival`` (NaN: lost), in the order of
+        ``control``: each joins what TURN forwards (:meth:`_to_turn`, inline)."""
+        turn_in = self.turn_in
+        for a, (t, _, kind, then, check, size) in zip(arrival, control, strict=True):
+            if a == a:
+                if check is not None:
+                    check.passes(a)
+                self._seq += 1
+                heapq.heappush(turn_in, (a, self._seq, size, kind, then, check, t))
+            elif check is not None:
+                check.in_flight = False
 
     def _check_arrived(self, check: _ConsentCheck, t: float) -> None:
         """A consent check reached the other peer, which answers at once (with the next interval)."""
@@ -303,7 +321,10 @@ class SteadyState:
             out.append(t)
             # report_delay's draw, but added term by term: ``now + delay`` in the event loop rounds
             # differently (the steady state's own rounding, fixed by the golden reports).
-            t = t + RTCP_MIN + RTCP_SPAN * float(self._rtcp_rng.random())
+            u = self._rtcp_u
+            if not u:  # (drawn ahead: the same numbers in the same order, one call for many)
+                u.extend(reversed(self._rtcp_rng.random(64).tolist()))
+            t = t + RTCP_MIN + RTCP_SPAN * u.pop()
         self.rtcp_next[key] = t
         return out
 
@@ -351,13 +372,15 @@ class SteadyState:
             return []
         if not self._multi:
             return [(self.streams.kinds[0], a)]
-        audio = a["kind"] == AUDIO
-        n_audio = int(np.count_nonzero(audio))
+        kind = a["kind"]
+        n_audio = len(a) - int(np.count_nonzero(kind))  # (AUDIO is 0, VIDEO 1)
         if n_audio == len(a):
             return [(AUDIO, a)]
         if not n_audio:
             return [(VIDEO, a)]
-        return [(AUDIO, a.compress(audio)), (VIDEO, a.compress(~audio))]
+        # A stable sort by stream keeps each stream's order: one copy, two views.
+        a = a.take(kind.argsort(kind="stable"))
+        return [(AUDIO, a[:n_audio]), (VIDEO, a[n_audio:])]
 
     def _not_started_yet(self, kind: int, got: Packets) -> None:
         """Media start from the subscriber's arrivals (its PLI waits for the next interval: see
@@ -396,7 +419,7 @@ class SteadyState:
             if self.nack is not None:
                 video = self._with_rtx(self.nack, video, start, until)
             media.append((VIDEO, video))
-        control: list[_Control] = []
+        control: list[_Up] = []
         via = self._via_turn
         rrs: list[tuple[float, _Rr]] = []
         rembs: list[tuple[float, _Remb]] = []
@@ -443,11 +466,12 @@ class SteadyState:
                                check))
         for kind, mine in media:
             self.send_log[kind].extend(mine["t"], mine["payload"])
-        parts_ = [mine for _, mine in media]
+        parts_ = [mine for _, mine in media if len(mine)]
+        joined = parts_[0] if len(parts_) == 1 else join(parts_) if parts_ else Packets.empty().a
         # On a tie the publisher's streams go in stream order, then control: a stable sort.
-        t_all, size_all = self._merged(parts_, control)
-        arrival = self._batch(UP, t_all.argsort(kind="stable"), t_all, size_all, parts_, control, self.turn_q)
-        _arrived(control, arrival)
+        t_all, size_all = self._merged(joined, control)
+        arrival = self._batch(UP, t_all.argsort(kind="stable"), t_all, size_all, joined, control, self.turn_q)
+        self._at_turn(control, arrival)
         return rrs, rembs
 
     @staticmethod
@@ -461,44 +485,45 @@ class SteadyState:
         return both.take(both["t"].argsort(kind="stable"))
 
     @staticmethod
-    def _merged(media: list[NDArray[np.void]], control: list[_Control]) -> tuple[F64, I64]:
-        """Send times and sizes of the media streams, then of the control packets, end to end."""
-        if control:
-            ct = np.array([x[0] for x in control], dtype=np.float64)
-            cs = np.array([x[1] for x in control], dtype=np.int64)
-            return np.concatenate([m["t"] for m in media] + [ct]), np.concatenate([m["size"] for m in media] + [cs])
-        if len(media) == 1:
-            return media[0]["t"], media[0]["size"]
-        return np.concatenate([m["t"] for m in media]), np.concatenate([m["size"] for m in media])
+    def _merged(media: NDArray[np.void], control: Sequence[_Control | _Up]) -> tuple[F64, I64]:
+        """Send times and sizes of the media, then of the control packets, end to end."""
+        if not control:
+            return media["t"], media["size"]
+        # (filled in place: cheaper than concatenating with the control packets as new arrays)
+        n = len(media)
+        t = np.empty(n + len(control))
+        size = np.empty(n + len(control), dtype=np.int64)
+        t[:n] = media["t"]
+        size[:n] = media["size"]
+        t[n:] = [x[0] for x in control]
+        size[n:] = [x[1] for x in control]
+        return t, size
 
-    def _batch(self, direction: str, order: I64, t_all: F64, size_all: I64, media: list[NDArray[np.void]],
-               control: list[_Control], queue: Queue) -> list[float]:
+    def _batch(self, direction: str, order: I64, t_all: F64, size_all: I64, media: NDArray[np.void],
+               control: Sequence[_Control | _Up], queue: Queue) -> list[float]:
         """One send_batch of the media and the control packets in ``order`` (their send order);
         what the link delivered of the media joins ``queue`` (in send order, so in arrival order
         unless the link reorders). Returns the control packets' arrivals (NaN: dropped) in the
         order of ``control``."""
-        n_media = len(t_all) - len(control)
+        n = len(t_all)
+        n_media = len(media)
         out = self.path.send_media(direction, t_all.take(order), size_all.take(order),
                                    partial(_kinds, n_media, control, order))
-        if not control:
-            m_order, m_out = order, out
-            c_out: list[float] = []
+        kept = out == out  # (NaN: dropped)
+        if control:
+            # Where each packet went in send order (the inverse permutation): the control
+            # packets' arrivals in their own order, and where they are among the media.
+            where = np.empty(n, dtype=np.int64)
+            where[order] = _ARANGE[:n] if n <= len(_ARANGE) else np.arange(n)
+            c_at = where[n_media:]
+            c_out: list[float] = out.take(c_at).tolist()
+            kept[c_at] = False
         else:
-            is_media = order < n_media
-            m_order, m_out = order.compress(is_media), out.compress(is_media)
-            c_out = [math.nan] * len(control)
-            for i, a in zip((order.compress(~is_media) - n_media).tolist(), out.compress(~is_media).tolist(),
-                            strict=True):
-                c_out[i] = a
+            c_out = []
         if n_media:
-            kept = (m_out == m_out).nonzero()[0]  # (NaN: dropped)
-            if len(kept):
-                if len(kept) < n_media:
-                    m_order, m_out = m_order.take(kept), m_out.take(kept)
-                joined = media[0] if len(media) == 1 else join([m for m in media if len(m)])
-                got = joined.take(m_order)
-                got["t"] = m_out
-                queue.push(Packets(got))
+            k = kept.nonzero()[0]
+            if len(k):
+                queue.arrive_taken(media, order.take(k), out.take(k))
         return c_out
 
     def _downlink(self, end: float, until: float, pub: Peer, sub: Peer) -> None:
@@ -514,13 +539,14 @@ class SteadyState:
             up_sent.append(sent)
         resize = sub.extra - pub.extra
         if resize and len(fwd):  # ChannelData framing differs between the two legs
-            fwd["size"] = fwd["size"] + resize
+            wire: I64 = fwd["size"]
+            np.add(wire, resize, out=wire)
         # Forwarded packets leave in the order they came in (FIFO through TURN): a tie in time
         # goes by when they went up, then media before control (as the event pipeline would).
-        t_all, size_all = self._merged([fwd], control)
-        order = np.lexsort((np.concatenate([fwd["sent"], up_sent]), t_all)) if control else \
+        t_all, size_all = self._merged(fwd, control)
+        order = np.lexsort((np.concatenate((fwd["sent"], up_sent)), t_all)) if control else \
             np.lexsort((fwd["sent"], t_all))
-        arrival = self._batch(DOWN, order, t_all, size_all, [fwd], control, self.sub_q)
+        arrival = self._batch(DOWN, order, t_all, size_all, fwd, control, self.sub_q)
         _arrived(control, arrival)
 
     # --- consent outcomes --------------------------------------------------------------------------

@@ -11,7 +11,19 @@ import numpy as np
 from numpy.typing import NDArray
 from rtcprobe.core.observations import InboundStats, OutboundStats
 
-from ._media import CLOCK_RATE, F64, VIDEO, Packets, PlayoutStart, ReceiverStats, RembEstimator, Snapshot, join
+from ._media import (
+    CLOCK_RATE,
+    F64,
+    I64,
+    PACKET,
+    RAW,
+    VIDEO,
+    Packets,
+    PlayoutStart,
+    ReceiverStats,
+    RembEstimator,
+    Snapshot,
+)
 from ._rtcp import SR_HISTORY, Prior, ReportBlock, receiver_report, rtt_sample, smoothed_rtt
 
 
@@ -102,58 +114,106 @@ class Streams:
         return block
 
 
-class Queue:
-    """Packets on their way to one end, kept sorted by arrival time."""
+def _raw(a: NDArray[np.void]) -> NDArray[np.void]:
+    """Packet records to copy, as opaque bytes (numpy copies those without visiting each field)."""
+    return np.frombuffer(a, RAW) if a.flags.c_contiguous else np.frombuffer(a.copy(), RAW)
 
-    __slots__ = ("a", "min", "reorder")
+
+class Queue:
+    """Packets on their way to one end, kept sorted by arrival time.
+
+    One buffer for the run's packets: the queue is its records [head, tail). A push writes after
+    ``tail`` (a new, larger buffer when full: the old one stays as it is), a pop hands out a view
+    of the records it passes and moves ``head`` on; a record is never written again once popped
+    (the receive timelines keep views of them). A push is one copy, a pop one slice: cheaper
+    than joining and slicing arrays each time.
+    """
+
+    __slots__ = ("_buf", "_head", "_sent", "_t", "_tail", "min", "reorder")
 
     def __init__(self, reorder: bool) -> None:
-        self.a: NDArray[np.void] = Packets.empty().a  # the packets (a PACKET array)
+        self._buf: NDArray[np.void] = Packets.empty().a
+        self._t: F64 = self._buf["t"]  # (field views of the buffer, kept: each lookup costs a call)
+        self._sent: F64 = self._buf["sent"]
+        self._head = self._tail = 0
         self.min = math.inf  # earliest arrival still queued
         self.reorder = reorder  # the link may deliver out of order: sort on the way in
+
+    @property
+    def a(self) -> NDArray[np.void]:
+        """The packets queued (a view)."""
+        return self._buf[self._head : self._tail]
+
+    def _room(self, n: int) -> int:
+        """Make room for ``n`` more records; returns where they go."""
+        tail = self._tail
+        if tail + n > len(self._buf):
+            live = self._buf[self._head : tail]
+            buf = np.empty(max(2 * len(self._buf), 2 * (len(live) + n), 256), dtype=PACKET)
+            np.frombuffer(buf, RAW)[: len(live)] = _raw(live)
+            self._buf, self._t, self._sent = buf, buf["t"], buf["sent"]
+            self._head, tail = 0, len(live)
+        return tail
 
     def arrive(self, sent: Packets, arrival: F64) -> None:
         """Queue what a link delivered of ``sent`` (``arrival``: NaN where it dropped a packet)."""
         kept = (arrival == arrival).nonzero()[0]  # (NaN: dropped)
-        if len(kept):
-            got = sent.a.take(kept)  # (a copy: ``sent`` keeps its send times)
-            got["t"] = arrival.take(kept)
+        self.arrive_taken(sent.a, kept, arrival.take(kept))
+
+    def arrive_taken(self, sent: NDArray[np.void], which: I64, arrival: F64) -> None:
+        """Queue the packets ``sent[which]``, which arrive at ``arrival``."""
+        n = len(which)
+        if not n:
+            return
+        if self.reorder:
+            got = sent.take(which)  # (a copy: ``sent`` keeps its send times)
+            got["t"] = arrival
             self._push(got)
+            return
+        # In order: copied straight into the buffer ('clip': no bounds check into a temporary).
+        tail = self._room(n)
+        sent.take(which, out=self._buf[tail : tail + n], mode="clip")
+        self._t[tail : tail + n] = arrival
+        self._pushed(tail, n)
 
     def push(self, p: Packets) -> None:
         self._push(p.a)
 
     def _push(self, p: NDArray[np.void]) -> None:
-        reorder = self.reorder
-        if reorder and len(p) > 1:
+        n = len(p)
+        if not n:
+            return
+        if self.reorder and n > 1:
             p = p.take(p["t"].argsort(kind="stable"))
-        q = self.a
-        if len(q):
-            if len(p):
-                late = reorder and p["t"][0] < q["t"][-1]
-                q = join([q, p])
-                if late:
-                    q = q.take(q["t"].argsort(kind="stable"))
-        else:
-            q = p
-        self.a = q
-        self.min = float(q["t"][0]) if len(q) else math.inf
+        tail = self._room(n)
+        np.frombuffer(self._buf, RAW)[tail : tail + n] = _raw(p)
+        self._pushed(tail, n)
+
+    def _pushed(self, tail: int, n: int) -> None:
+        head = self._head
+        self._tail = tail + n
+        if self.reorder and tail > head and self._t[tail] < self._t[tail - 1]:
+            q = self._buf[head : tail + n]  # (queued records only: no one holds a view of them)
+            np.frombuffer(q, RAW)[:] = _raw(q.take(q["t"].argsort(kind="stable")))
+        self.min = float(self._t[head])
 
     def pop_until(self, t: float, accept_at: float, sent_before: float = math.inf) -> Packets:
         """Everything arrived by ``t``, minus what came before its end could decrypt it
         (``accept_at``: that end's DTLS handshake finished). ``sent_before``: of what arrived at
         exactly ``t``, only what was sent before then (the rest stays queued, in its order)."""
-        q = self.a
-        k = int(q["t"].searchsorted(t, "right"))
-        if k and sent_before != math.inf and q["t"][k - 1] == t:
-            i = int(q["t"].searchsorted(t, "left"))
-            later = q["sent"][i:k] >= sent_before
+        head, tail = self._head, self._tail
+        qt = self._t[head:tail]
+        k = int(qt.searchsorted(t, "right"))
+        if k and sent_before != math.inf and qt[k - 1] == t:
+            i = int(qt.searchsorted(t, "left"))
+            later = self._sent[head + i : head + k] >= sent_before
             if later.any():
                 k = i + int(later.argmax())
+        got = self._buf[head : head + k]
         if not k:
-            return Packets(q[:0])
-        got, self.a = q[:k], q[k:]
-        self.min = float(q["t"][k]) if k < len(q) else math.inf
-        if got["t"][0] < accept_at:
-            got = got.compress(got["t"] >= accept_at)
+            return Packets(got)
+        self._head = head + k
+        self.min = float(qt[k]) if k < len(qt) else math.inf
+        if qt[0] < accept_at:
+            got = got.compress(qt[:k] >= accept_at)
         return Packets(got)
