@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 import pytest
-from rtcprobe.drivers.sim import run_simulation
+from rtcprobe.drivers.sim import SimDriver, SimResult, run_simulation
+from rtcprobe.drivers.sim._libwebrtc import NackRtx
+from rtcprobe.drivers.sim._media import Packets
+from rtcprobe.drivers.sim._wire import RTCP_PLI
 from rtcprobe.netem.models import ScenarioError
 from rtcprobe.netem.scenario import Scenario
 from rtcprobe.scenarios import builtin_names, load
@@ -88,6 +92,73 @@ def test_nack_recovers_isolated_losses() -> None:
     lw = _stats("libwebrtc", loss=0.03)
     ai = _stats("aiortc", loss=0.03)
     assert lw["loss"] < 2.0 < ai["loss"]
+
+
+def _deep_queue_rtt(stack: str, seed: int) -> float:
+    up = {"delay_ms": 20, "bandwidth_kbps": 700, "queue_packets": 300}
+    sc = Scenario.from_dict({"name": "t", "duration": 10, "media": {"stack": stack}, "network": {"uplink": up}})
+    return float(json.loads(run_simulation(sc, seed=seed).report.to_json())["stats"]["rtt"]["average"])
+
+
+def test_trendline_keeps_a_deep_queue_from_standing() -> None:
+    """700 kbit/s behind a 300-packet queue: GCC's trendline sees the queue grow within a few
+    100 ms feedbacks and backs off to 0.85 x the acked rate, so the bottleneck queue drains; the
+    window rule it replaced waited for 25-100 ms of standing queue (it added ~60 ms of rtt here)."""
+    base = [_stats("libwebrtc", seed)["rtt"] for seed in (1, 2, 3)]
+    deep = [_deep_queue_rtt("libwebrtc", seed) for seed in (1, 2, 3)]
+    added = sum(d - b for d, b in zip(deep, base, strict=True)) / 3
+    assert added < 45, added
+    assert all(_deep_queue_rtt("aiortc", seed) > d for seed, d in zip((1, 2, 3), deep, strict=True))
+
+
+def _lossy(stack: str, loss: float) -> tuple[SimDriver, SimResult, float]:
+    sc = Scenario.from_dict({"name": "t", "duration": 10, "media": {"stack": stack},
+                             "network": {"uplink": {"delay_ms": 20, "loss": loss}}})
+    driver = SimDriver(sc, 1, packet_log=True)
+    result = driver.run()
+    report = json.loads(result.report.to_json())
+    started = {e["name"]: e["duration"] for e in report["progressEvents"]}["mediaStarted"] / 1000.0
+    return driver, result, started
+
+
+def _keyframe_requests_after(result: SimResult, t: float) -> int:
+    """The subscriber's PLIs (RTCP of a PLI's size, on its way up to TURN) sent after ``t``."""
+    return sum(1 for p in result.packet_log
+               if p.kind == "rtcp" and p.direction == "uplink" and p.size == RTCP_PLI and p.time_sent > t)
+
+
+def test_a_frame_nack_cannot_recover_gets_a_keyframe_request() -> None:
+    """8 % loss: some retransmissions are lost too. Each such frame makes the subscriber send a
+    PLI after media started, and the publisher's encoder answers with a keyframe; without loss
+    there is neither, and aiortc's model (no NACK, no PLI once playing) sends none."""
+    driver, result, started = _lossy("libwebrtc", 0.08)
+    plis = _keyframe_requests_after(result, started)
+    assert plis >= 1
+    assert driver.steady is not None
+    video = driver.steady.src[1]
+    assert video.keyframes >= 1 + min(plis, 2)  # the first one, then at least one per request
+    clean, clean_result, clean_started = _lossy("libwebrtc", 0.0)
+    assert _keyframe_requests_after(clean_result, clean_started) == 0
+    assert clean.steady is not None and clean.steady.src[1].keyframes == 1
+    _, ai_result, ai_started = _lossy("aiortc", 0.08)
+    assert _keyframe_requests_after(ai_result, ai_started) == 0
+
+
+def test_nack_gives_up_on_a_retransmission_that_does_not_arrive() -> None:
+    """NackRtx's own contract: a gap is asked for, the retransmission leaves, and when it has not
+    arrived a round trip (+ slack) later the frame is unrecoverable; one that arrives is not."""
+    sent = Packets.build(t=np.arange(10) * 0.01, size=1200, payload=1142, kind=1, seq=np.arange(10), ts=0,
+                         frame=np.arange(10), key=False, npk=1, sent=np.arange(10) * 0.01)
+    for arrives in (True, False):
+        nack = NackRtx(-1)
+        nack.remember(sent.a, 0.0)
+        got = np.array([0, 1, 2, 3, 4, 6, 7], dtype=np.int64)
+        nack.arrived(got, 0.05 + got * 0.01, 0.04)
+        rtx = nack.take(0.1, 0.2)
+        assert rtx["seq"].tolist() == [5] and nack.retransmitted == 1
+        later = np.array([5, 8, 9], dtype=np.int64) if arrives else np.array([8, 9], dtype=np.int64)
+        nack.arrived(later, np.array([0.12, 0.5, 0.6])[-len(later):], 0.04)
+        assert nack.unrecoverable is (not arrives)
 
 
 def _report_in_child(name: str) -> str:

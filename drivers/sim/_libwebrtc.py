@@ -25,23 +25,44 @@ The libwebrtc model is a documented simplification of libwebrtc's published sour
   PACE_SPAN of the frame interval (a keyframe paced at 2.5 x would spill into the next frame's
   slot; here it is squeezed into its own, so frames never interleave and the model stays
   vectorized).
-* **Congestion control.** The estimate runs on the receiver's arrivals once per feedback window
-  (the windows of :class:`~._media.RembEstimator`: transport-wide feedback moves the same arrival
-  times to the sender one loop crossing later, as REMB does). Delay-based
-  (modules/congestion_controller/goog_cc/delay_based_bwe.cc, trendline_estimator.cc,
-  aimd_rate_control.cc): overuse (a queue that grows past the threshold) sets the estimate to
-  0.85 x the acknowledged rate; otherwise it grows 8 %/s multiplicatively, but never above
-  1.5 x the acknowledged rate + 10 kbit/s (it is kept, not lowered, when already above).
-  Loss-based (loss_based_bwe, send_side_bandwidth_estimation.cc): above 10 % loss the estimate
-  becomes rate x (1 - 0.5 loss); below 2 % it may grow; in between it holds. The estimate is the
-  smaller of the two. Start-up probing (probe_controller.cc: clusters at 3x and 6x the start
-  rate) is modelled by its outcome: the first estimate is what the 3 x 300 kbit/s probe measures,
-  the path's bottleneck rate when it is below that (probe_bitrate_estimator.cc takes the
-  received rate of the cluster). The 6x cluster is left out: calibrated against Chromium on the
-  built-in scenarios (benchmarks/README.md#bench_calibrationpy), a model that takes it reaches
-  1.5 Mbit/s within a second where Chromium averages 0.4-0.8 Mbit/s over the first 8 s.
-* **NACK/RTX.** :class:`NackRtx` (steady state only: before media started a lost keyframe
-  packet is recovered by a keyframe request, as in the aiortc model).
+* **Congestion control.** :class:`GccEstimator`, on the subscriber's video arrivals (send
+  times included, as transport-wide feedback carries them), one feedback every 100 ms
+  (remote_estimator_proxy.cc's default interval). Delay-based, per feedback as libwebrtc runs it:
+  packets sent within 5 ms form a group (inter_arrival_delta.cc, delay_based_bwe.cc
+  kSendTimeGroupLength); each complete group's delay change against the previous one feeds the
+  trendline (trendline_estimator.cc: accumulated, smoothed by 0.9, least-squares slope over the
+  last 20 groups, times min(deltas, 60) and the gain 4), compared with the adaptive threshold
+  (from 12.5, k_up 0.0087 / k_down 0.039, clamped to 6-600, not adapted past threshold + 15);
+  overuse once the trend stays above it for more than 10 ms and two groups while not falling,
+  underuse below minus the threshold. The rate control (aimd_rate_control.cc) then, at each
+  feedback: on overuse, at most once per rtt (10-200 ms) unless the acked rate halved, 0.85 x the
+  acked rate (never above the current estimate) and holds; on underuse holds; otherwise grows,
+  8 %/s (multiplicative) until an overuse has located the link capacity
+  (link_capacity_estimator.cc), then one packet per 2 x (rtt + 100 ms) (additive) until the acked
+  rate leaves the capacity's +-3 deviations; never above 1.5 x the acked rate + 10 kbit/s. Loss-based
+  (send_side_bandwidth_estimation.cc), on the loss of the original transmissions since the last
+  estimate: above 10 % the estimate becomes itself x (1 - 0.5 loss); below 2 % it may grow
+  8 %/s; in between it holds; the sender's estimate is the smaller of the two. Start-up probing
+  (probe_controller.cc: clusters at 3x and 6x the start rate) is modelled by its outcome: the
+  first estimate is what the 3 x 300 kbit/s probe measures, the path's bottleneck rate when it is
+  below that (probe_bitrate_estimator.cc takes the received rate of the cluster). The 6x cluster is
+  left out: calibrated against Chromium on the built-in scenarios
+  (benchmarks/README.md#bench_calibrationpy), a model that takes it reaches 1.5 Mbit/s within a
+  second where Chromium averages 0.4-0.8 Mbit/s over the first 8 s.
+  Simplified: the estimate reaches the sender at the subscriber's 500 ms feedback points (the
+  REMB schedule of :class:`~._media.RembEstimator`, one loop crossing later), the latest of the
+  100 ms decisions each time — in the steady state's 1 s batches a decision can take effect no
+  earlier than the next interval anyway (:mod:`._steady`); the acked rate is the video's over a
+  sliding 500 ms (acknowledged_bitrate_estimator.cc smooths 150 ms windows); groups are not merged
+  into bursts and reordered packets are dropped from the trendline (the simulated links neither
+  aggregate nor, mostly, reorder); audio stays out of the estimate, as in the earlier window model;
+  no periodic or ALR probing, no network-state predictor, no stream-timeout reset.
+* **NACK/RTX and keyframe requests.** :class:`NackRtx`, in the steady state, which for this model
+  starts as soon as the handshakes are done (:attr:`EndpointModel.early_batches`): NACK recovers
+  the first keyframe's lost packets as it does later ones. A lost packet whose one retransmission
+  does not arrive either (or that has left the sender's 3 s history) leaves its frame
+  undecodable: the subscriber asks for a keyframe (a PLI, at most one per 500 ms), and the
+  encoder's next frame is one.
 """
 
 from __future__ import annotations
@@ -58,8 +79,7 @@ from rtcprobe.core.config import VideoSpec
 from ._media import (
     F64,
     I64,
-    OVERUSE_HARD_S,
-    OVERUSE_QUEUE_S,
+    REMB_INTERVAL,
     RTP_OVERHEAD,
     AudioSource,
     Packets,
@@ -176,30 +196,355 @@ class LibwebrtcVideoSource(VideoSource):
             super().rewind(Packets(a))
 
 
+# Google congestion control's delay-based estimate (modules/congestion_controller/goog_cc and
+# modules/remote_bitrate_estimator; the file of each constant is named beside it).
+FEEDBACK_S: Final = 0.1  # remote_estimator_proxy.cc: transport-wide feedback every 100 ms (default interval)
+GROUP_S: Final = 0.005  # delay_based_bwe.cc kSendTimeGroupLength: packets sent within 5 ms are one group
+TREND_WINDOW: Final = 20  # trendline_estimator.h kDefaultTrendlineWindowSize
+TREND_SMOOTHING: Final = 0.9  # trendline_estimator.cc kDefaultTrendlineSmoothingCoeff
+TREND_GAIN: Final = 4.0  # trendline_estimator.cc kDefaultTrendlineThresholdGain
+MIN_NUM_DELTAS: Final = 60  # trendline_estimator.cc kMinNumDeltas
+DELTA_COUNTER_MAX: Final = 1000  # trendline_estimator.cc kDeltaCounterMax
+OVERUSE_TIME_MS: Final = 10.0  # trendline_estimator.cc kOverUsingTimeThreshold
+THRESHOLD_START_MS: Final = 12.5  # trendline_estimator.cc: threshold_ starts at 12.5
+THRESHOLD_MIN_MS: Final = 6.0  # trendline_estimator.cc UpdateThreshold: clamped to [6, 600]
+THRESHOLD_MAX_MS: Final = 600.0
+K_UP: Final = 0.0087  # trendline_estimator.cc k_up_
+K_DOWN: Final = 0.039  # trendline_estimator.cc k_down_
+MAX_ADAPT_OFFSET_MS: Final = 15.0  # trendline_estimator.cc kMaxAdaptOffsetMs
+MAX_TIME_DELTA_MS: Final = 100.0  # trendline_estimator.cc UpdateThreshold kMaxTimeDeltaMs
+BACKOFF: Final = 0.85  # aimd_rate_control.cc kDefaultBackoffFactor
+DEFAULT_RTT_S: Final = 0.2  # aimd_rate_control.cc kDefaultRtt (until the sender has measured one)
+MIN_INCREASE_BPS: Final = 4000.0  # aimd_rate_control.cc kMinIncreaseRateBpsPerSecond
+MIN_BPS: Final = 5000.0  # congestion_controller::GetMinBitrate (bwe_defines.cc): 5 kbit/s
+# acknowledged_bitrate_estimator.cc / bitrate_estimator.cc: the acked rate over 500 ms at first, then
+# 150 ms windows through a Bayesian filter; simplified to one sliding 500 ms window of feedbacks.
+ACKED_BINS: Final = 5
+CAPACITY_ALPHA: Final = 0.05  # link_capacity_estimator.cc OnOveruseDetected: Update(sample, 0.05)
+NORMAL, UNDERUSING, OVERUSING = 0, 1, 2  # api/transport/bandwidth_usage.h
+HOLD, INCREASE, DECREASE = 0, 1, 2  # aimd_rate_control.h RateControlState
+_EMA_BLOCK: Final = 128  # keeps 0.9**-k far from overflow
+_EMA_UP = (1.0 / TREND_SMOOTHING) ** np.arange(1, _EMA_BLOCK + 1, dtype=np.float64) * (1.0 - TREND_SMOOTHING)
+_EMA_DOWN = TREND_SMOOTHING ** np.arange(1, _EMA_BLOCK + 1, dtype=np.float64)
+
+
+def smoothed_path(s0: float, a: F64) -> F64:
+    """s_i = 0.9 s_(i-1) + 0.1 a_i from s_0 = ``s0``, for every i (the trendline's exponential
+    filter; linear, so evaluated as scaled cumulative sums in blocks)."""
+    out = np.empty(len(a))
+    s = s0
+    for b in range(0, len(a), _EMA_BLOCK):
+        part = out[b : b + _EMA_BLOCK]
+        m = len(part)
+        np.multiply(a[b : b + m], _EMA_UP[:m], out=part)
+        np.add.accumulate(part, out=part)
+        part += s
+        part *= _EMA_DOWN[:m]
+        s = float(part[-1])
+    return out
+
+
 class GccEstimator(RembEstimator):
-    """Google congestion control's estimate (module docstring), on the windows of the REMB
-    estimator. ``probe(t)`` is the path's bottleneck rate at ``t`` in bit/s (inf: none)."""
+    """Google congestion control's estimate (module docstring), worked out on the subscriber's
+    video arrivals. ``probe(t)`` is the path's bottleneck rate at ``t`` in bit/s (inf: none).
+
+    :meth:`add` takes every video arrival (both simulator modes); :meth:`update` runs the
+    transport-wide feedbacks due by then through the delay-based estimator (grouping, trendline,
+    overuse detector, AIMD), one feedback per 100 ms, and returns the estimate the sender has
+    after the last of them (the loss-based limit applied per call)."""
 
     def __init__(self, probe: Callable[[float], float]) -> None:
         super().__init__()
         self.probe = probe
+        self.rtt = DEFAULT_RTT_S  # the sender's, as the steady state learns it
+        self._buf: list[tuple[F64, F64, I64, I64]] = []  # arrivals not fed back yet
+        # inter_arrival_delta.cc: the open group (first and last send time, last arrival) and the
+        # last complete one (send, arrival); NaN: none.
+        self._open = (math.nan, math.nan, math.nan)
+        self._prev = (math.nan, math.nan)
+        # trendline_estimator.cc
+        self._deltas = 0
+        self._acc = 0.0
+        self._smoothed = 0.0
+        self._hist_x = np.empty(0)
+        self._hist_y = np.empty(0)
+        self._threshold = THRESHOLD_START_MS
+        self._last_update_ms = math.nan
+        self._time_over = -1.0
+        self._over_count = 0
+        self._prev_trend = 0.0
+        self.hypothesis = NORMAL
+        # aimd_rate_control.cc
+        self.delay_bps = float(START_BPS)
+        self._state = HOLD
+        self._last_change = -math.inf
+        self._capacity = math.nan  # link_capacity_estimator.cc (NaN: no estimate)
+        self._deviation = 0.4
+        self._acked: list[tuple[int, int]] = []  # (feedback, wire bytes) of the last ACKED_BINS feedbacks
+        self._max_seq = -1  # the highest video sequence number fed back so far
+        self._next_fb = 0  # the next feedback to run (k: at first_arrival + k FEEDBACK_S)
+        self.overuses = 0  # feedbacks that found the path overused
 
-    def _decide(self, now: float, window: float, rate: float, queue: float, loss: float) -> float:
+    def add(self, arrival: F64, sent: F64, seq: I64, size: I64) -> None:
+        if not len(arrival):
+            return
+        self.first_video(float(arrival[0]))
+        self._buf.append((arrival, sent, seq, size))
+
+    def batch_arrived(self, arrival: F64, sent: F64, seq: I64, size: I64, rtt: float | None) -> None:
+        if rtt is not None:
+            self.rtt = rtt
+        self.add(arrival, sent, seq, size)
+
+    def add_totals(self, count: int, nbytes: int, owd_sum: float, first_seq: Callable[[], int], max_seq: int
+                   ) -> None:
+        """(The steady state's window sums: this estimator takes every arrival from :meth:`batch_arrived`.)"""
+
+    def update(self, now: float) -> float | None:
+        first = self.first_arrival
+        if first is None or not self._buf or now - first < REMB_INTERVAL:
+            return None  # (the first estimate: once the start-up probes have been measured)
+        buf = self._buf
+        if len(buf) == 1:
+            t, sent, seq, size = buf[0]
+        else:
+            t, sent, seq, size = (np.concatenate([b[i] for b in buf]) for i in range(4))
+        # The feedbacks due by now (one every FEEDBACK_S from the first arrival) and the packets
+        # each reports: those that arrived after the previous one, up to it.
+        b0, b1 = self._next_fb, math.floor((now - first) / FEEDBACK_S)
+        self._next_fb = b1 + 1
+        fb_t = np.arange(b0, b1 + 1, dtype=np.float64)
+        fb_t *= FEEDBACK_S
+        fb_t += first
+        cut = t.searchsorted(fb_t, "right")
+        k = int(cut[-1])
+        self._buf = [(t[k:], sent[k:], seq[k:], size[k:])] if k < len(t) else []
+        if not k:
+            return None
+        t, sent, seq, size = t[:k], sent[:k], seq[:k], size[:k]
         est = self.estimate
         if est is None:  # the start-up probes' outcome
-            est = max(float(START_BPS), min(float(PROBE_MAX_BPS), self.probe(now)))
-        elif queue > OVERUSE_HARD_S or (queue > OVERUSE_QUEUE_S and queue > self.prev_queue):
-            est = min(est, 0.85 * rate)  # aimd_rate_control.cc kDefaultBackoffFactor
+            self.delay_bps = est = max(float(START_BPS), min(float(PROBE_MAX_BPS), self.probe(now)))
+            self._last_change = now
+        cum = np.concatenate(([0], np.add.accumulate(size)))
+        per_fb = cum.take(cut)
+        per_fb[1:] -= per_fb[:-1].copy()
+        deltas = self._group_deltas(t, sent)
+        self._feedbacks(b0, cut.tolist(), per_fb.tolist(), deltas, fb_t)
+        # The loss transport feedback reports: of the sequence numbers new since the last call
+        # (retransmissions of older ones do not repair it, as transport-wide numbers are per send).
+        top, seen = int(np.maximum.reduce(seq)), self._max_seq
+        loss = 0.0
+        if top > seen:
+            fresh = seq > seen
+            got = int(np.count_nonzero(fresh))
+            expected = top - seen if seen >= 0 else top - int(np.minimum.reduce(seq.compress(fresh))) + 1
+            loss = max(0.0, 1.0 - got / expected)
+            self._max_seq = top
+        window = now - self._window_start
+        self._window_start = now
+        delay_based = self.delay_bps
+        if loss > LOSS_HIGH:  # send_side_bandwidth_estimation.cc: the loss-based limit
+            est = min(delay_based, est * (1.0 - 0.5 * loss))
+        elif loss >= LOSS_LOW:
+            est = min(delay_based, est)
         else:
-            cap = 1.5 * rate + 10_000  # aimd_rate_control.cc: no increase past 1.5 x acked + 10 kbit/s
-            delay_based = max(est, min(est * 1.08**window, cap)) if est < cap else est
-            if loss > LOSS_HIGH:
-                est = min(delay_based, est * (1.0 - 0.5 * loss))
-            elif loss >= LOSS_LOW:
-                est = min(delay_based, est)
-            else:
-                est = delay_based
+            est = min(delay_based, max(est, est * 1.08**window + 1000.0))
+        self.estimate = est
         return est
+
+    def _feedbacks(self, b0: int, cut: list[int], nbytes: list[int], deltas: tuple[F64, F64, F64, F64] | None,
+                   fb_t: F64) -> None:
+        """Feedbacks b0, b0 + 1, ... (at ``fb_t``; each reports the packets up to ``cut``, of
+        ``nbytes``), with the deltas their packets completed: detector, then rate control."""
+        if deltas is None:
+            d_fb: list[int] = []
+            n = 0
+            at_ms = ts_l = m_l = tr_l = d_fb
+        else:
+            at, ts_delta, m, trend = deltas
+            d_fb = fb_t.searchsorted(at).tolist()  # (the feedback that reports each)
+            at_ms, ts_l, m_l, tr_l = (at * 1000.0).tolist(), ts_delta.tolist(), m.tolist(), trend.tolist()
+            n = len(d_fb)
+        first = self.first_arrival
+        assert first is not None
+        thr, last_upd, tover, count = self._threshold, self._last_update_ms, self._time_over, self._over_count
+        hyp, prev_trend, n_deltas = self.hypothesis, self._prev_trend, self._deltas - n
+        acked = self._acked
+        i = 0
+        prev_cut = 0
+        for j, c in enumerate(cut):
+            if c == prev_cut:
+                continue  # (no packets: no feedback)
+            prev_cut = c
+            while i < n and d_fb[i] <= j:  # trendline_estimator.cc Detect and UpdateThreshold, per delta
+                n_deltas += 1
+                if n_deltas < 2:
+                    hyp = NORMAL
+                    i += 1
+                    continue
+                mt, tr, now_ms = m_l[i], tr_l[i], at_ms[i]
+                if mt > thr:
+                    tover = ts_l[i] / 2 if tover == -1 else tover + ts_l[i]
+                    count += 1
+                    if tover > OVERUSE_TIME_MS and count > 1 and tr >= prev_trend:
+                        tover, count, hyp = 0.0, 0, OVERUSING
+                elif mt < -thr:
+                    tover, count, hyp = -1.0, 0, UNDERUSING
+                else:
+                    tover, count, hyp = -1.0, 0, NORMAL
+                prev_trend = tr
+                if last_upd != last_upd:
+                    last_upd = now_ms
+                am = abs(mt)
+                if am <= thr + MAX_ADAPT_OFFSET_MS:
+                    thr += (K_DOWN if am < thr else K_UP) * (am - thr) * min(now_ms - last_upd, MAX_TIME_DELTA_MS)
+                    thr = min(THRESHOLD_MAX_MS, max(THRESHOLD_MIN_MS, thr))
+                last_upd = now_ms
+                i += 1
+            b = b0 + j
+            acked.append((b, nbytes[j]))
+            while acked[0][0] <= b - ACKED_BINS:
+                del acked[0]
+            span = min(ACKED_BINS, b + 1) * FEEDBACK_S
+            self._rate_control(first + b * FEEDBACK_S, 8.0 * sum([x for _, x in acked]) / span, hyp)
+        self._threshold, self._last_update_ms, self._time_over, self._over_count = thr, last_upd, tover, count
+        self.hypothesis, self._prev_trend = hyp, prev_trend
+
+    def _group_deltas(self, t: F64, sent: F64) -> tuple[F64, F64, F64, F64] | None:
+        """inter_arrival_delta.cc and trendline_estimator.cc UpdateTrendline, vectorized: the
+        deltas between consecutive complete send-time groups these arrivals close — for each, when
+        it was computed (the arrival that opened the next group), its send-time delta in ms, the
+        modified trend and the trend. Simplified: a packet sent before the latest one is dropped as
+        reordered, and bursts are not merged (the simulated links do not aggregate)."""
+        f0, s_open, a_open = self._open
+        if f0 != f0:
+            f0 = s_open = float(sent[0])
+            a_open = float(t[0])
+        smax = np.maximum.accumulate(sent)
+        if f0 > smax[0] or not bool(np.logical_and.reduce(sent == smax)):
+            keep = (sent == smax) & (sent >= f0)
+            t, sent = t.compress(keep), sent.compress(keep)
+        n = len(t)
+        if not n:
+            return None
+        nxt = sent.searchsorted(sent + GROUP_S, "right").tolist()
+        j = int(sent.searchsorted(f0 + GROUP_S, "right"))
+        opened: list[int] = []
+        while j < n:
+            opened.append(j)
+            j = nxt[j]
+        if not opened:
+            self._open = (f0, float(sent[-1]), float(t[-1]))
+            return None
+        last = opened[-1]
+        self._open = (float(sent[last]), float(sent[-1]), float(t[-1]))
+        # The groups these close (the open one, then each opened here but the last), after the
+        # last complete one: their send times and arrivals.
+        p_send, p_arr = self._prev
+        head = opened[0] - 1
+        if head >= 0:
+            s_open, a_open = float(sent[head]), float(t[head])
+        ends = np.array(opened[1:], dtype=np.int64)
+        ends -= 1
+        g_send = np.concatenate(([p_send, s_open], sent.take(ends)))
+        g_arr = np.concatenate(([p_arr, a_open], t.take(ends)))
+        self._prev = (float(g_send[-1]), float(g_arr[-1]))
+        at = t.take(opened)
+        if p_send != p_send:  # (the first complete group: nothing to compare it with)
+            g_send, g_arr, at = g_send[1:], g_arr[1:], at[1:]
+            if not len(at):
+                return None
+        send_ms = g_send[1:] - g_send[:-1]
+        send_ms *= 1000.0
+        delta_ms = g_arr[1:] - g_arr[:-1]
+        delta_ms *= 1000.0
+        delta_ms -= send_ms
+        m = len(delta_ms)
+        n0 = self._deltas
+        self._deltas = n0 + m
+        acc = np.add.accumulate(delta_ms)
+        acc += self._acc
+        self._acc = float(acc[-1])
+        y = smoothed_path(self._smoothed, acc)
+        self._smoothed = float(y[-1])
+        first = self.first_arrival
+        assert first is not None
+        x = np.concatenate((self._hist_x, (at - first) * 1000.0))
+        y = np.concatenate((self._hist_y, y))
+        self._hist_x, self._hist_y = x[1 - TREND_WINDOW:], y[1 - TREND_WINDOW:]
+        full = min(m, len(x) - TREND_WINDOW + 1)  # windows that end at a new point
+        if full <= 0:
+            trend = np.zeros(m)  # (before the window first fills the trend stays at its start, 0)
+        else:
+            # LinearFitSlope over each window of TREND_WINDOW points, from running sums of the
+            # points moved next to the origin (the slope does not change; the sums stay small)
+            w = len(x) - full - TREND_WINDOW + 1
+            x, y = x[w:] - x[w], y[w:] - y[w]
+            sums = np.zeros((4, len(x) + 1))
+            np.add.accumulate(np.stack((x, y, x * x, x * y)), axis=1, out=sums[:, 1:])
+            sx, sy, sxx, sxy = sums[:, TREND_WINDOW:] - sums[:, :-TREND_WINDOW]
+            den = sxx - sx * sx / TREND_WINDOW
+            num = sxy - sx * sy / TREND_WINDOW
+            slope = np.divide(num, den, out=np.zeros(full), where=den > 0)
+            trend = slope if full == m else np.concatenate((np.zeros(m - full), slope))
+        counts = np.arange(n0 + 1, n0 + m + 1, dtype=np.float64)
+        np.minimum(counts, MIN_NUM_DELTAS, out=counts)
+        counts *= TREND_GAIN
+        counts *= trend
+        return at, send_ms, counts, trend
+
+    def _rate_control(self, f: float, acked: float, hyp: int) -> None:
+        """delay_based_bwe.cc MaybeUpdateEstimate and aimd_rate_control.cc, at feedback ``f``."""
+        cur = self.delay_bps
+        if hyp == OVERUSING:
+            self.overuses += 1
+            # TimeToReduceFurther: once per rtt (10-200 ms), or at once when the acked rate halved
+            if f - self._last_change < min(0.2, max(0.01, self.rtt)) and acked >= 0.5 * cur:
+                return
+            self._state = DECREASE
+        elif hyp == NORMAL:
+            if self._state == HOLD:
+                self._last_change = f
+                self._state = INCREASE
+        else:
+            self._state = HOLD
+        new = cur
+        cap = self._capacity
+        if self._state == INCREASE:
+            if cap == cap and acked > cap + 3.0 * math.sqrt(self._deviation * cap / 1000.0) * 1000.0:
+                cap = self._capacity = math.nan  # far above the capacity estimate: look for it again
+            if cap == cap:  # near the capacity: one packet per response time (additive)
+                bits_per_frame = cur / 30.0
+                per_packet = bits_per_frame / math.ceil(bits_per_frame / (8.0 * 1200))
+                rate = max(MIN_INCREASE_BPS, per_packet / (2.0 * (self.rtt + 0.1)))
+                new = cur + rate * (f - self._last_change)
+            else:  # multiplicative, 8 %/s
+                alpha = 1.08 ** min(f - self._last_change, 1.0)
+                new = cur + max(cur * (alpha - 1.0), 1000.0)
+            self._last_change = f
+        elif self._state == DECREASE:
+            new = acked * BACKOFF
+            if new > cur:
+                if cap == cap:
+                    new = BACKOFF * cap
+                new = min(new, cur)
+            dev = 3.0 * math.sqrt(self._deviation * cap / 1000.0) * 1000.0 if cap == cap else 0.0
+            if cap == cap and acked < cap - dev:
+                cap = math.nan
+            # link_capacity_estimator.cc OnOveruseDetected: smoothed, with its normalized deviation
+            sample = acked / 1000.0
+            est = sample if cap != cap else (1 - CAPACITY_ALPHA) * cap / 1000.0 + CAPACITY_ALPHA * sample
+            err = est - sample
+            self._deviation = min(2.5, max(0.4, (1 - CAPACITY_ALPHA) * self._deviation
+                                           + CAPACITY_ALPHA * err * err / max(est, 1.0)))
+            self._capacity = est * 1000.0
+            self._state = HOLD
+            self._last_change = f
+        limit = 1.5 * acked + 10_000  # ClampBitrate: no increase past 1.5 x the acked rate + 10 kbit/s
+        if new > cur and new > limit:
+            new = max(cur, limit)
+        self.delay_bps = max(new, MIN_BPS)
 
 
 @attrs.frozen
@@ -210,12 +555,17 @@ class EndpointModel:
     audio: Callable[[float, int], AudioSource]
     video: Callable[[VideoSpec, float, int, np.random.Generator, bool], VideoSource]
     estimator: Callable[[Callable[[float], float]], RembEstimator]
+    # Batches from the end of the handshakes on, not only once media started: the steady state's
+    # NACK/RTX then recovers the first keyframe's lost packets too (libwebrtc NACKs from the first
+    # packet; aiortc has no NACK, and its model's media start stays event by event).
+    early_batches: bool = False
 
 
 AIORTC: Final = EndpointModel(
     "aiortc", AudioSource, lambda spec, start, extra, rng, _audio: VideoSource(spec, start, extra, rng),
     lambda _probe: RembEstimator())
-LIBWEBRTC: Final = EndpointModel("libwebrtc", LibwebrtcAudioSource, LibwebrtcVideoSource, GccEstimator)
+LIBWEBRTC: Final = EndpointModel("libwebrtc", LibwebrtcAudioSource, LibwebrtcVideoSource, GccEstimator,
+                                 early_batches=True)
 MODELS: Final = {m.name: m for m in (AIORTC, LIBWEBRTC)}
 
 
@@ -224,6 +574,10 @@ def unlimited(_t: float) -> float:
 
 
 RTX_HEADER: Final = 2  # RFC 4588: the original sequence number ahead of the payload
+# A retransmission not there a round trip (+ 100 ms) after it left is lost: then its frame cannot
+# be decoded and the subscriber asks for a keyframe (video_receive_stream2.cc RequestKeyFrame;
+# nack_requester.cc's further retries, up to kMaxNackRetries, are left out).
+RTX_SLACK_S: Final = 0.1
 SENT_KEPT_S: Final = 3.0  # how long the sender keeps packets to retransmit (modules/rtp_rtcp packet history)
 
 
@@ -233,7 +587,9 @@ class NackRtx:
     for the missing ones at once; the NACK crosses to the publisher in half the loop's rtt (as the
     publisher measures it) and the publisher sends each asked-for packet once more, as RTX (its
     own SSRC; the receiver restores it, so it counts as received on the media stream). One
-    retransmission per lost packet (the requester's rtt-limited repeats are left out).
+    retransmission per lost packet (the requester's rtt-limited repeats are left out): a lost
+    packet it cannot recover (its retransmission lost too, or no longer in the history) raises
+    :attr:`unrecoverable`, for the subscriber to ask for a keyframe.
     Simplification: a retransmission due inside an interval already sent goes out at the next
     interval's start (see :mod:`._steady`); reordered packets read as losses are asked for too."""
 
@@ -242,6 +598,12 @@ class NackRtx:
         self.sent: NDArray[np.void] = Packets.empty().a  # the publisher's recent video, in seq order
         self.due: NDArray[np.void] = Packets.empty().a  # retransmissions, by send time
         self.retransmitted = 0
+        # Retransmissions on their way (sequence numbers, when they are given up for lost): one
+        # that does not arrive in time leaves its frame unrecoverable.
+        self.awaited = np.empty(0, dtype=np.int64)
+        self.awaited_until = np.empty(0, dtype=np.float64)
+        self.unrecoverable = False  # a frame lost for good since the flag was last cleared
+        self.patience = DEFAULT_RTT_S + RTX_SLACK_S  # how long after it left a retransmission is awaited
 
     def remember(self, video: NDArray[np.void], now: float) -> None:
         """The publisher sent ``video`` (its packets in sequence order)."""
@@ -256,6 +618,14 @@ class NackRtx:
         """Video packets (sequence numbers ``seq``) reached the subscriber at ``t``."""
         if not len(seq):
             return
+        self.patience = rtt + RTX_SLACK_S
+        if len(self.awaited):
+            gone = np.isin(self.awaited, seq, invert=True)
+            late = self.awaited_until < float(t[-1])
+            if bool(np.logical_and(gone, late).any()):
+                self.unrecoverable = True
+            keep = gone & ~late
+            self.awaited, self.awaited_until = self.awaited.compress(keep), self.awaited_until.compress(keep)
         prev = np.maximum.accumulate(np.concatenate(([self.max_seq], seq[:-1])))
         gap = seq - prev - 1
         gap[prev < 0] = 0  # (nothing seen before: no gap to ask for)
@@ -273,6 +643,8 @@ class NackRtx:
             return
         idx = missing - int(s["seq"][0])
         ok = (idx >= 0) & (idx < len(s))
+        if not ok.all():  # no longer in the sender's history
+            self.unrecoverable = True
         if not ok.any():
             return
         rtx = s.take(idx.compress(ok))
@@ -294,4 +666,6 @@ class NackRtx:
         if late.any():
             out["t"] = np.maximum(out["t"], start)
             out["sent"] = out["t"]
+        self.awaited = np.concatenate((self.awaited, out["seq"]))
+        self.awaited_until = np.concatenate((self.awaited_until, out["t"] + self.patience))
         return out

@@ -327,9 +327,14 @@ class SteadyState:
         started = streams.playout.started
         for kind, mine in self._split(self.sub_q.pop_until(until, streams.sub_accept_at)):
             self.sub_tl[kind].extend(mine["t"], mine["seq"], mine["ts"], mine["payload"], mine["sent"], mine["size"])
-            if kind == VIDEO and self.nack is not None:
+            if kind == VIDEO:
                 rtt = streams.senders[VIDEO].rtt
-                self.nack.arrived(mine["seq"], mine["t"], NACK_RTT_GUESS if rtt is None else rtt)
+                streams.sub_est.batch_arrived(mine["t"], mine["sent"], mine["seq"], mine["size"], rtt)
+                if self.nack is not None:
+                    self.nack.arrived(mine["seq"], mine["t"], NACK_RTT_GUESS if rtt is None else rtt)
+                    if self.nack.unrecoverable:  # a frame lost for good: the subscriber asks for a keyframe
+                        self.nack.unrecoverable = False
+                        self._undecodable = True
             if kind not in started:
                 self._not_started_yet(kind, Packets(mine))
         if rrs:
@@ -418,9 +423,10 @@ class SteadyState:
                     rembs.append((t, remb))
                     control.append(via(t, RTCP_REMB, sub, pub, "rtcp", partial(self._at_pub, remb)))
                 self.sub_remb_next += REMB_INTERVAL
-            if self._undecodable and VIDEO not in streams.playout.started:
+            if self._undecodable and (self.nack is not None or VIDEO not in streams.playout.started):
                 # The subscriber's keyframe request: as soon as the interval lets it (at most
-                # one per 500 ms), rather than at the very arrival that found no keyframe.
+                # one per 500 ms), rather than at the very arrival that found no keyframe; after
+                # media start only with NACK (a frame it could not recover).
                 t = next_pli_at(start, streams.last_pli, streams.sub_accept_at)
                 if t < end:
                     streams.last_pli = t

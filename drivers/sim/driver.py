@@ -277,7 +277,8 @@ class SimDriver:
         if self.steady is not None or self.done or self.pipeline.busy or not self.pipeline.sources:
             return
         pub, sub = self.pcs.get(Role.PUBLISHER), self.pcs.get(Role.SUBSCRIBER)
-        if pub is None or sub is None or not (self.early_batches or self.streams.all_started):
+        if pub is None or sub is None or not (self.early_batches or self.model.early_batches
+                                                   or self.streams.all_started):
             return
         if not (pub.up and sub.up) or self.streams.sub_accept_at == math.inf:
             return
