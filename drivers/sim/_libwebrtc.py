@@ -226,6 +226,8 @@ HOLD, INCREASE, DECREASE = 0, 1, 2  # aimd_rate_control.h RateControlState
 _EMA_BLOCK: Final = 128  # keeps 0.9**-k far from overflow
 _EMA_UP = (1.0 / TREND_SMOOTHING) ** np.arange(1, _EMA_BLOCK + 1, dtype=np.float64) * (1.0 - TREND_SMOOTHING)
 _EMA_DOWN = TREND_SMOOTHING ** np.arange(1, _EMA_BLOCK + 1, dtype=np.float64)
+# Detect's min(num_of_deltas, kMinNumDeltas) x threshold gain for the first deltas
+_GAINS = np.arange(1, MIN_NUM_DELTAS + 1, dtype=np.float64) * TREND_GAIN
 
 
 def smoothed_path(s0: float, a: F64) -> F64:
@@ -396,10 +398,16 @@ class GccEstimator(RembEstimator):
                 prev_trend = tr
                 if last_upd != last_upd:
                     last_upd = now_ms
-                am = abs(mt)
+                am = mt if mt >= 0 else -mt
                 if am <= thr + MAX_ADAPT_OFFSET_MS:
-                    thr += (K_DOWN if am < thr else K_UP) * (am - thr) * min(now_ms - last_upd, MAX_TIME_DELTA_MS)
-                    thr = min(THRESHOLD_MAX_MS, max(THRESHOLD_MIN_MS, thr))
+                    dt = now_ms - last_upd
+                    if dt > MAX_TIME_DELTA_MS:
+                        dt = MAX_TIME_DELTA_MS
+                    thr += (K_DOWN if am < thr else K_UP) * (am - thr) * dt
+                    if thr < THRESHOLD_MIN_MS:
+                        thr = THRESHOLD_MIN_MS
+                    elif thr > THRESHOLD_MAX_MS:
+                        thr = THRESHOLD_MAX_MS
                 last_upd = now_ms
                 i += 1
             b = b0 + j
@@ -463,36 +471,62 @@ class GccEstimator(RembEstimator):
         m = len(delta_ms)
         n0 = self._deltas
         self._deltas = n0 + m
-        acc = np.add.accumulate(delta_ms)
-        acc += self._acc
-        self._acc = float(acc[-1])
-        y = smoothed_path(self._smoothed, acc)
-        self._smoothed = float(y[-1])
         first = self.first_arrival
         assert first is not None
-        x = np.concatenate((self._hist_x, (at - first) * 1000.0))
-        y = np.concatenate((self._hist_y, y))
-        self._hist_x, self._hist_y = x[1 - TREND_WINDOW:], y[1 - TREND_WINDOW:]
-        full = min(m, len(x) - TREND_WINDOW + 1)  # windows that end at a new point
+        h = len(self._hist_x)
+        # x: arrival (ms), y: the smoothed accumulated delay, after the kept history; and running
+        # sums of x, y, x², xy (rows), for LinearFitSlope over every window of TREND_WINDOW points.
+        sums = np.empty((4, h + m + 1))
+        x, y, xx, xy = sums[0, 1:], sums[1, 1:], sums[2, 1:], sums[3, 1:]
+        x[:h] = self._hist_x
+        y[:h] = self._hist_y
+        np.subtract(at, first, out=x[h:])
+        x[h:] *= 1000.0
+        acc = np.add.accumulate(delta_ms, out=delta_ms)
+        acc += self._acc
+        self._acc = float(acc[-1])
+        if m <= _EMA_BLOCK:
+            ys = y[h:]
+            np.multiply(acc, _EMA_UP[:m], out=ys)
+            np.add.accumulate(ys, out=ys)
+            ys += self._smoothed
+            ys *= _EMA_DOWN[:m]
+        else:
+            y[h:] = smoothed_path(self._smoothed, acc)
+        self._smoothed = float(y[-1])
+        self._hist_x, self._hist_y = x[1 - TREND_WINDOW:].copy(), y[1 - TREND_WINDOW:].copy()
+        full = min(m, h + m - TREND_WINDOW + 1)  # windows that end at a new point
         if full <= 0:
             trend = np.zeros(m)  # (before the window first fills the trend stays at its start, 0)
         else:
-            # LinearFitSlope over each window of TREND_WINDOW points, from running sums of the
-            # points moved next to the origin (the slope does not change; the sums stay small)
-            w = len(x) - full - TREND_WINDOW + 1
-            x, y = x[w:] - x[w], y[w:] - y[w]
-            sums = np.zeros((4, len(x) + 1))
-            np.add.accumulate(np.stack((x, y, x * x, x * y)), axis=1, out=sums[:, 1:])
-            sx, sy, sxx, sxy = sums[:, TREND_WINDOW:] - sums[:, :-TREND_WINDOW]
-            den = sxx - sx * sx / TREND_WINDOW
-            num = sxy - sx * sy / TREND_WINDOW
-            slope = np.divide(num, den, out=np.zeros(full), where=den > 0)
+            # (moved next to the origin: the slope stays, the sums stay small)
+            x -= x[0]
+            y -= y[0]
+            np.multiply(x, x, out=xx)
+            np.multiply(x, y, out=xy)
+            sums[:, 0] = 0.0
+            np.add.accumulate(sums, axis=1, out=sums)
+            win = sums[:, TREND_WINDOW:]
+            win -= sums[:, :-TREND_WINDOW]
+            sx, sy, sxx, sxy = win[:, -full:]
+            sy *= sx
+            sx *= sx
+            sx *= 1.0 / TREND_WINDOW
+            sxx -= sx  # the denominator, sum (x - mean)²
+            sy *= 1.0 / TREND_WINDOW
+            sxy -= sy  # the numerator
+            np.maximum(sxx, 1e-300, out=sxx)  # (no spread: the slope is 0, not NaN)
+            slope = np.divide(sxy, sxx)
             trend = slope if full == m else np.concatenate((np.zeros(m - full), slope))
-        counts = np.arange(n0 + 1, n0 + m + 1, dtype=np.float64)
-        np.minimum(counts, MIN_NUM_DELTAS, out=counts)
-        counts *= TREND_GAIN
-        counts *= trend
-        return at, send_ms, counts, trend
+        if n0 + m <= MIN_NUM_DELTAS:
+            modified = trend * _GAINS[n0 : n0 + m]
+        elif n0 >= MIN_NUM_DELTAS:
+            modified = trend * (MIN_NUM_DELTAS * TREND_GAIN)
+        else:
+            gains = np.full(m, MIN_NUM_DELTAS * TREND_GAIN)
+            gains[: MIN_NUM_DELTAS - n0] = _GAINS[n0:]
+            modified = trend * gains
+        return at, send_ms, modified, trend
 
     def _rate_control(self, f: float, acked: float, hyp: int) -> None:
         """delay_based_bwe.cc MaybeUpdateEstimate and aimd_rate_control.cc, at feedback ``f``."""
@@ -620,7 +654,11 @@ class NackRtx:
             return
         self.patience = rtt + RTX_SLACK_S
         if len(self.awaited):
-            gone = np.isin(self.awaited, seq, invert=True)
+            srt = seq.copy()
+            srt.sort()
+            pos = srt.searchsorted(self.awaited)
+            np.minimum(pos, len(srt) - 1, out=pos)
+            gone = srt.take(pos) != self.awaited
             late = self.awaited_until < float(t[-1])
             if bool(np.logical_and(gone, late).any()):
                 self.unrecoverable = True
