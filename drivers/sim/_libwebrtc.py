@@ -620,7 +620,8 @@ class NackRtx:
     sender's packet history). The subscriber notices a gap when a later packet arrives and asks
     for the missing ones at once; the NACK crosses to the publisher in half the loop's rtt (as the
     publisher measures it) and the publisher sends each asked-for packet once more, as RTX (its
-    own SSRC; the receiver restores it, so it counts as received on the media stream). One
+    own SSRC; the receiver restores it for the decoder, not into the media stream's receive
+    statistics: :meth:`originals`). One
     retransmission per lost packet (the requester's rtt-limited repeats are left out): a lost
     packet it cannot recover (its retransmission lost too, or no longer in the history) raises
     :attr:`unrecoverable`, for the subscriber to ask for a keyframe.
@@ -647,6 +648,22 @@ class NackRtx:
         if len(s):
             s = s[int(s["t"].searchsorted(now - SENT_KEPT_S)):]
         self.sent = join([s, video]) if len(s) else video.copy()
+
+    def originals(self, video: NDArray[np.void]) -> NDArray[np.void]:
+        """The subscriber's video arrivals without the retransmissions among them: libwebrtc
+        restores an RTX packet as "recovered", which its receive statistics leave out
+        (rtp_video_stream_receiver2.cc OnRtpPacket), so getStats' packetsLost still counts the
+        original's loss."""
+        aw = self.awaited
+        if not len(aw):
+            return video
+        aw = aw.copy()
+        aw.sort()
+        seq = video["seq"]
+        pos = aw.searchsorted(seq)
+        np.minimum(pos, len(aw) - 1, out=pos)
+        rtx = aw.take(pos) == seq
+        return video.compress(~rtx) if rtx.any() else video
 
     def arrived(self, seq: I64, t: F64, rtt: float) -> None:
         """Video packets (sequence numbers ``seq``) reached the subscriber at ``t``."""

@@ -326,7 +326,9 @@ class SteadyState:
         # The subscriber: its arrivals of the interval, then what its RRs and REMBs said.
         started = streams.playout.started
         for kind, mine in self._split(self.sub_q.pop_until(until, streams.sub_accept_at)):
-            self.sub_tl[kind].extend(mine["t"], mine["seq"], mine["ts"], mine["payload"], mine["sent"], mine["size"])
+            counted = mine if kind != VIDEO or self.nack is None else self.nack.originals(mine)
+            self.sub_tl[kind].extend(counted["t"], counted["seq"], counted["ts"], counted["payload"], counted["sent"],
+                                     counted["size"])
             if kind == VIDEO:
                 rtt = streams.senders[VIDEO].rtt
                 streams.sub_est.batch_arrived(mine["t"], mine["sent"], mine["seq"], mine["size"], rtt)
