@@ -19,9 +19,10 @@ from typing import Any
 import attrs
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 from rtcprobe.drivers.sim import SimDriver, SimResult, run_simulation
 from rtcprobe.drivers.sim._libwebrtc import NackRtx
-from rtcprobe.drivers.sim._media import Packets
+from rtcprobe.drivers.sim._media import Packets, VideoSource
 from rtcprobe.drivers.sim._wire import RTCP_PLI
 from rtcprobe.netem.models import ScenarioError
 from rtcprobe.netem.scenario import Scenario
@@ -93,7 +94,7 @@ def test_nack_repairs_frames_while_getstats_counts_the_loss() -> None:
     keyframe request where tens of packets were retransmitted), but getStats' packetsLost counts
     the originals' loss as Chromium's does (a restored RTX packet stays out of the media stream's
     receive statistics): the loss reads as on the aiortc model, which has no NACK."""
-    driver, result, _ = _lossy("libwebrtc", 0.03)
+    driver, result, _ = _run("libwebrtc", loss=0.03)
     assert driver.steady is not None and driver.steady.nack is not None
     assert driver.steady.nack.retransmitted >= 10
     assert sum(1 for p in result.packet_log if p.kind == "rtcp" and p.size == RTCP_PLI) <= 1
@@ -118,9 +119,14 @@ def test_trendline_keeps_a_deep_queue_from_standing() -> None:
     assert all(_deep_queue_rtt("aiortc", seed) > d for seed, d in zip((1, 2, 3), deep, strict=True))
 
 
-def _lossy(stack: str, loss: float) -> tuple[SimDriver, SimResult, float]:
-    sc = Scenario.from_dict({"name": "t", "duration": 10, "media": {"stack": stack},
-                             "network": {"uplink": {"delay_ms": 20, "loss": loss}}})
+def _run(stack: str, *, loss: float = 0.0, outages: list[list[float]] | None = None
+         ) -> tuple[SimDriver, SimResult, float]:
+    net: dict[str, Any] = {"delay_ms": 20}
+    if loss:
+        net["uplink"] = {"loss": loss}
+    if outages:
+        net["outages"] = outages
+    sc = Scenario.from_dict({"name": "t", "duration": 12, "media": {"stack": stack}, "network": net})
     driver = SimDriver(sc, 1, packet_log=True)
     result = driver.run()
     report = json.loads(result.report.to_json())
@@ -134,38 +140,59 @@ def _keyframe_requests_after(result: SimResult, t: float) -> int:
                if p.kind == "rtcp" and p.direction == "uplink" and p.size == RTCP_PLI and p.time_sent > t)
 
 
-def test_a_frame_nack_cannot_recover_gets_a_keyframe_request() -> None:
-    """8 % loss: some retransmissions are lost too. Each such frame makes the subscriber send a
-    PLI after media started, and the publisher's encoder answers with a keyframe; without loss
-    there is neither, and aiortc's model (no NACK, no PLI once playing) sends none."""
-    driver, result, started = _lossy("libwebrtc", 0.08)
-    plis = _keyframe_requests_after(result, started)
-    assert plis >= 1
+def _keyframes(driver: SimDriver) -> int:
     assert driver.steady is not None
     video = driver.steady.src[1]
-    assert video.keyframes >= 1 + min(plis, 2)  # the first one, then at least one per request
-    clean, clean_result, clean_started = _lossy("libwebrtc", 0.0)
-    assert _keyframe_requests_after(clean_result, clean_started) == 0
-    assert clean.steady is not None and clean.steady.src[1].keyframes == 1
-    _, ai_result, ai_started = _lossy("aiortc", 0.08)
+    assert isinstance(video, VideoSource)
+    return video.keyframes
+
+
+def test_a_frame_nack_cannot_recover_gets_a_keyframe_request() -> None:
+    """A 4 s outage: once packets flow again NACK asks for the lost ones, but the oldest have left
+    the sender's 3 s history, so those frames are lost for good: the subscriber sends a PLI after
+    media started and the encoder's next frame is a keyframe. A 2 s outage NACK recovers (no PLI,
+    the first keyframe stays the only one); aiortc's model sends no PLI once playing."""
+    driver, result, started = _run("libwebrtc", outages=[[3.0, 7.0]])
+    assert _keyframe_requests_after(result, started) == 1
+    assert _keyframes(driver) == 2
+    short, short_result, short_started = _run("libwebrtc", outages=[[3.0, 5.0]])
+    assert _keyframe_requests_after(short_result, short_started) == 0
+    assert _keyframes(short) == 1
+    _, ai_result, ai_started = _run("aiortc", outages=[[3.0, 7.0]])
     assert _keyframe_requests_after(ai_result, ai_started) == 0
 
 
-def test_nack_gives_up_on_a_retransmission_that_does_not_arrive() -> None:
-    """NackRtx's own contract: a gap is asked for, the retransmission leaves, and when it has not
-    arrived a round trip (+ slack) later the frame is unrecoverable; one that arrives is not."""
-    sent = Packets.build(t=np.arange(10) * 0.01, size=1200, payload=1142, kind=1, seq=np.arange(10), ts=0,
-                         frame=np.arange(10), key=False, npk=1, sent=np.arange(10) * 0.01)
-    for arrives in (True, False):
-        nack = NackRtx(-1)
-        nack.remember(sent.a, 0.0)
-        got = np.array([0, 1, 2, 3, 4, 6, 7], dtype=np.int64)
-        nack.arrived(got, 0.05 + got * 0.01, 0.04)
-        rtx = nack.take(0.1, 0.2)
-        assert rtx["seq"].tolist() == [5] and nack.retransmitted == 1
-        later = np.array([5, 8, 9], dtype=np.int64) if arrives else np.array([8, 9], dtype=np.int64)
-        nack.arrived(later, np.array([0.12, 0.5, 0.6])[-len(later):], 0.04)
-        assert nack.unrecoverable is (not arrives)
+def _video(n: int) -> NDArray[np.void]:
+    t = np.arange(n) * 0.01
+    return Packets.build(t=t, size=1200, payload=1142, kind=1, seq=np.arange(n), ts=0, frame=np.arange(n),
+                         key=False, npk=1, sent=t).a
+
+
+def test_nack_asks_again_for_a_lost_retransmission_and_gives_up_after_ten() -> None:
+    """NackRtx's contract: a gap is asked for and its retransmission leaves; one that has not
+    arrived a round trip (+ slack) later is asked for again; after ten retransmissions, or for a
+    packet the sender no longer has, the frame is unrecoverable."""
+    rtt = 0.04
+    got = np.array([0, 1, 2, 3, 4, 6])
+    nack = NackRtx(-1)
+    nack.remember(_video(10), 0.0)
+    nack.arrived(got, 0.05 + got * 0.01, rtt)
+    now = 0.2
+    for tries in range(1, 11):
+        rtx = nack.take(now - 0.1, now)
+        assert rtx["seq"].tolist() == [5] and nack.retransmitted == tries
+        assert not nack.unrecoverable
+        now += 1.0  # (seq 5 never arrives)
+        nack.arrived(np.array([6 + tries]), np.array([now - 0.5]), rtt)
+    assert nack.unrecoverable and not len(nack.take(now - 0.1, now))
+    fresh = NackRtx(-1)
+    fresh.remember(_video(10), 0.0)
+    fresh.arrived(got, 0.05 + got * 0.01, rtt)
+    rtx = fresh.take(0.1, 0.2)
+    fresh.arrived(np.array([5, 7]), np.array([0.15, 0.16]), rtt)  # the retransmission made it
+    assert rtx["seq"].tolist() == [5] and not fresh.unrecoverable
+    fresh.arrived(np.array([30]), np.array([2.0]), rtt)  # 8-29: 10-29 never were in the history
+    assert fresh.unrecoverable
 
 
 def _report_in_child(name: str) -> str:

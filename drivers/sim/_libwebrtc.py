@@ -41,11 +41,15 @@ The libwebrtc model is a documented simplification of libwebrtc's published sour
   (link_capacity_estimator.cc), then one packet per 2 x (rtt + 100 ms) (additive) until the acked
   rate leaves the capacity's +-3 deviations; never above 1.5 x the acked rate + 10 kbit/s. Loss-based
   (send_side_bandwidth_estimation.cc), on the loss of the original transmissions since the last
-  estimate: above 10 % the estimate becomes itself x (1 - 0.5 loss); below 2 % it may grow
-  8 %/s; in between it holds; the sender's estimate is the smaller of the two. Start-up probing
+  estimate: above 10 % the estimate becomes itself x (1 - 0.5 loss); in between it holds (never
+  above the delay-based one); below 2 % it is the delay-based estimate (libwebrtc's current
+  loss_based_bwe_v2.cc lifts its limit once the loss is gone, where the classic rule regrew
+  8 %/s; Chromium delivers 1.1 Mbit/s on short-outage, 14 s with a 3 s gap, which the classic
+  rule cannot reach). Start-up probing
   (probe_controller.cc: clusters at 3x and 6x the start rate) is modelled by its outcome: the
-  first estimate is what the 3 x 300 kbit/s probe measures, the path's bottleneck rate when it is
-  below that (probe_bitrate_estimator.cc takes the received rate of the cluster). The 6x cluster is
+  first estimate is what the 3 x 300 kbit/s probe measures: its rate, or 95 % of the path's
+  bottleneck rate when the cluster arrives at under 90 % of it (probe_bitrate_estimator.cc: a
+  saturated link's received rate times the target utilization). The 6x cluster is
   left out: calibrated against Chromium on the built-in scenarios
   (benchmarks/README.md#bench_calibrationpy), a model that takes it reaches 1.5 Mbit/s within a
   second where Chromium averages 0.4-0.8 Mbit/s over the first 8 s.
@@ -59,10 +63,12 @@ The libwebrtc model is a documented simplification of libwebrtc's published sour
   no periodic or ALR probing, no network-state predictor, no stream-timeout reset.
 * **NACK/RTX and keyframe requests.** :class:`NackRtx`, in the steady state, which for this model
   starts as soon as the handshakes are done (:attr:`EndpointModel.early_batches`): NACK recovers
-  the first keyframe's lost packets as it does later ones. A lost packet whose one retransmission
-  does not arrive either (or that has left the sender's 3 s history) leaves its frame
-  undecodable: the subscriber asks for a keyframe (a PLI, at most one per 500 ms), and the
-  encoder's next frame is one.
+  the first keyframe's lost packets as it does later ones. A lost packet NACK cannot recover
+  (its retransmission lost 10 times, or it has left the sender's 3 s history, as after a long
+  outage) leaves its frame undecodable: the subscriber asks for a keyframe (a PLI, at most one
+  per 500 ms), and the encoder's next frame is one. Simplified: retransmissions are not held to
+  the sender's retransmission rate limit (the target rate over 500 ms), so after an outage the
+  lost seconds go out again at once.
 """
 
 from __future__ import annotations
@@ -96,6 +102,8 @@ RTP_PAYLOAD_MAX: Final = 1200  # modules/rtp_rtcp: the default max RTP packet pa
 PACING_FACTOR: Final = 2.5  # modules/pacing/pacing_controller.h kDefaultPacingFactor
 PACE_SPAN: Final = 0.9  # a frame's packets leave within 90 % of its interval (simplification)
 PROBE_MAX_BPS: Final = 3 * START_BPS  # probe_controller.cc: the first exponential probe, 3 x start
+PROBE_UNSATURATED: Final = 0.9  # probe_bitrate_estimator.cc kMinRatioForUnsaturatedLink
+PROBE_UTILIZATION: Final = 0.95  # probe_bitrate_estimator.cc kTargetUtilizationFraction
 LOSS_HIGH: Final = 0.10  # send_side_bandwidth_estimation.cc: decrease above 10 % loss
 LOSS_LOW: Final = 0.02  # ... and increase below 2 %
 # What Chrome's fake 640x480@30 capture needs (1.3-1.6 Mbit/s measured, docs/references.md#chromium);
@@ -325,8 +333,11 @@ class GccEstimator(RembEstimator):
             return None
         t, sent, seq, size = t[:k], sent[:k], seq[:k], size[:k]
         est = self.estimate
-        if est is None:  # the start-up probes' outcome
-            self.delay_bps = est = max(float(START_BPS), min(float(PROBE_MAX_BPS), self.probe(now)))
+        if est is None:  # the start-up probes' outcome (probe_bitrate_estimator.cc)
+            got = min(float(PROBE_MAX_BPS), self.probe(now))
+            if got < PROBE_UNSATURATED * PROBE_MAX_BPS:  # the probe filled the link: aim below it
+                got *= PROBE_UTILIZATION
+            self.delay_bps = est = max(float(START_BPS), got)
             self._last_change = now
         cum = np.concatenate(([0], np.add.accumulate(size)))
         per_fb = cum.take(cut)
@@ -343,15 +354,13 @@ class GccEstimator(RembEstimator):
             expected = top - seen if seen >= 0 else top - int(np.minimum.reduce(seq.compress(fresh))) + 1
             loss = max(0.0, 1.0 - got / expected)
             self._max_seq = top
-        window = now - self._window_start
-        self._window_start = now
         delay_based = self.delay_bps
         if loss > LOSS_HIGH:  # send_side_bandwidth_estimation.cc: the loss-based limit
             est = min(delay_based, est * (1.0 - 0.5 * loss))
         elif loss >= LOSS_LOW:
             est = min(delay_based, est)
-        else:
-            est = min(delay_based, max(est, est * 1.08**window + 1000.0))
+        else:  # loss_based_bwe_v2.cc: without loss the delay-based estimate is the estimate
+            est = delay_based
         self.estimate = est
         return est
 
@@ -608,10 +617,11 @@ def unlimited(_t: float) -> float:
 
 
 RTX_HEADER: Final = 2  # RFC 4588: the original sequence number ahead of the payload
-# A retransmission not there a round trip (+ 100 ms) after it left is lost: then its frame cannot
-# be decoded and the subscriber asks for a keyframe (video_receive_stream2.cc RequestKeyFrame;
-# nack_requester.cc's further retries, up to kMaxNackRetries, are left out).
+# A retransmission not there a round trip (+ 100 ms) after it left is lost: the subscriber asks for
+# it again (nack_requester.cc), and once it gives up the frame cannot be decoded: it asks for a
+# keyframe (rtp_video_stream_receiver2.cc RequestKeyFrame).
 RTX_SLACK_S: Final = 0.1
+MAX_NACK_RETRIES: Final = 10  # nack_requester.cc kMaxNackRetries
 SENT_KEPT_S: Final = 3.0  # how long the sender keeps packets to retransmit (modules/rtp_rtcp packet history)
 
 
@@ -621,10 +631,10 @@ class NackRtx:
     for the missing ones at once; the NACK crosses to the publisher in half the loop's rtt (as the
     publisher measures it) and the publisher sends each asked-for packet once more, as RTX (its
     own SSRC; the receiver restores it for the decoder, not into the media stream's receive
-    statistics: :meth:`originals`). One
-    retransmission per lost packet (the requester's rtt-limited repeats are left out): a lost
-    packet it cannot recover (its retransmission lost too, or no longer in the history) raises
-    :attr:`unrecoverable`, for the subscriber to ask for a keyframe.
+    statistics: :meth:`originals`). A retransmission that has not arrived a round trip (+ 100 ms)
+    after it left is asked for again, up to 10 times (kMaxNackRetries); a lost packet it cannot
+    recover (retries used up, or no longer in the 3 s history) raises :attr:`unrecoverable`, for
+    the subscriber to ask for a keyframe.
     Simplification: a retransmission due inside an interval already sent goes out at the next
     interval's start (see :mod:`._steady`); reordered packets read as losses are asked for too."""
 
@@ -639,6 +649,7 @@ class NackRtx:
         self.awaited_until = np.empty(0, dtype=np.float64)
         self.unrecoverable = False  # a frame lost for good since the flag was last cleared
         self.patience = DEFAULT_RTT_S + RTX_SLACK_S  # how long after it left a retransmission is awaited
+        self._tries: dict[int, int] = {}  # retransmissions so far of the packets asked for more than once
 
     def remember(self, video: NDArray[np.void], now: float) -> None:
         """The publisher sent ``video`` (its packets in sequence order)."""
@@ -677,8 +688,9 @@ class NackRtx:
             np.minimum(pos, len(srt) - 1, out=pos)
             gone = srt.take(pos) != self.awaited
             late = self.awaited_until < float(t[-1])
-            if bool(np.logical_and(gone, late).any()):
-                self.unrecoverable = True
+            lost = gone & late
+            if lost.any():  # asked again, one round trip after the last ask, up to kMaxNackRetries
+                self._ask_again(self.awaited.compress(lost), self.awaited_until.compress(lost), rtt)
             keep = gone & ~late
             self.awaited, self.awaited_until = self.awaited.compress(keep), self.awaited_until.compress(keep)
         prev = np.maximum.accumulate(np.concatenate(([self.max_seq], seq[:-1])))
@@ -709,6 +721,30 @@ class NackRtx:
         self.retransmitted += len(rtx)
         due = join([self.due, rtx]) if len(self.due) else rtx
         self.due = due.take(due["t"].argsort(kind="stable"))
+
+    def _ask_again(self, seq: I64, at: F64, rtt: float) -> None:
+        """Retransmissions of ``seq`` were lost: the subscriber asks again at ``at``."""
+        tries = self._tries
+        s = self.sent
+        first = int(s["seq"][0]) if len(s) else 0
+        again: list[int] = []
+        when: list[float] = []
+        for q, a in zip(seq.tolist(), at.tolist(), strict=True):
+            n = tries.pop(q, 1)
+            if n >= MAX_NACK_RETRIES or not 0 <= q - first < len(s):
+                self.unrecoverable = True  # given up, or no longer in the sender's history
+            else:
+                tries[q] = n + 1
+                again.append(q - first)
+                when.append(a + rtt / 2)
+        if again:
+            rtx = s.take(again)
+            rtx["t"] = when
+            rtx["sent"] = rtx["t"]
+            rtx["size"] = rtx["size"] + RTX_HEADER
+            self.retransmitted += len(rtx)
+            due = join([self.due, rtx]) if len(self.due) else rtx
+            self.due = due.take(due["t"].argsort(kind="stable"))
 
     def take(self, start: float, until: float) -> NDArray[np.void]:
         """Retransmissions that leave by ``until`` (any already due leave at ``start``)."""
