@@ -229,6 +229,8 @@ MIN_BPS: Final = 5000.0  # congestion_controller::GetMinBitrate (bwe_defines.cc)
 # 150 ms windows through a Bayesian filter; simplified to one sliding 500 ms window of feedbacks.
 ACKED_BINS: Final = 5
 CAPACITY_ALPHA: Final = 0.05  # link_capacity_estimator.cc OnOveruseDetected: Update(sample, 0.05)
+DEVIATION_MIN: Final = 0.4  # link_capacity_estimator.cc: deviation_kbps_ starts at and is clamped to 0.4-2.5
+DEVIATION_MAX: Final = 2.5
 NORMAL, UNDERUSING, OVERUSING = 0, 1, 2  # api/transport/bandwidth_usage.h
 HOLD, INCREASE, DECREASE = 0, 1, 2  # aimd_rate_control.h RateControlState
 _EMA_BLOCK: Final = 128  # keeps 0.9**-k far from overflow
@@ -289,7 +291,7 @@ class GccEstimator(RembEstimator):
         self._state = HOLD
         self._last_change = -math.inf
         self._capacity = math.nan  # link_capacity_estimator.cc (NaN: no estimate)
-        self._deviation = 0.4
+        self._deviation = DEVIATION_MIN
         self._acked: list[tuple[int, int]] = []  # (feedback, wire bytes) of the last ACKED_BINS feedbacks
         self._max_seq = -1  # the highest video sequence number fed back so far
         self._next_fb = 0  # the next feedback to run (k: at first_arrival + k FEEDBACK_S)
@@ -542,7 +544,8 @@ class GccEstimator(RembEstimator):
         cur = self.delay_bps
         if hyp == OVERUSING:
             self.overuses += 1
-            # TimeToReduceFurther: once per rtt (10-200 ms), or at once when the acked rate halved
+            # aimd_rate_control.cc TimeToReduceFurther: once per rtt (clamped to 10-200 ms), or at
+            # once when the acked rate fell below half the estimate
             if f - self._last_change < min(0.2, max(0.01, self.rtt)) and acked >= 0.5 * cur:
                 return
             self._state = DECREASE
@@ -556,13 +559,16 @@ class GccEstimator(RembEstimator):
         cap = self._capacity
         if self._state == INCREASE:
             if cap == cap and acked > cap + 3.0 * math.sqrt(self._deviation * cap / 1000.0) * 1000.0:
-                cap = self._capacity = math.nan  # far above the capacity estimate: look for it again
-            if cap == cap:  # near the capacity: one packet per response time (additive)
+                # link_capacity_estimator.cc UpperBound (estimate + 3 deviations) passed: look again
+                cap = self._capacity = math.nan
+            if cap == cap:
+                # aimd_rate_control.cc GetNearMaxIncreaseRateBpsPerSecond: near the capacity, one
+                # packet (of a 30 fps frame cut into <= 1200-byte packets) per 2 x (rtt + 100 ms)
                 bits_per_frame = cur / 30.0
                 per_packet = bits_per_frame / math.ceil(bits_per_frame / (8.0 * 1200))
                 rate = max(MIN_INCREASE_BPS, per_packet / (2.0 * (self.rtt + 0.1)))
                 new = cur + rate * (f - self._last_change)
-            else:  # multiplicative, 8 %/s
+            else:  # aimd_rate_control.cc MultiplicativeRateIncrease: 8 %/s, at least 1 kbit/s a step
                 alpha = 1.08 ** min(f - self._last_change, 1.0)
                 new = cur + max(cur * (alpha - 1.0), 1000.0)
             self._last_change = f
@@ -579,8 +585,8 @@ class GccEstimator(RembEstimator):
             sample = acked / 1000.0
             est = sample if cap != cap else (1 - CAPACITY_ALPHA) * cap / 1000.0 + CAPACITY_ALPHA * sample
             err = est - sample
-            self._deviation = min(2.5, max(0.4, (1 - CAPACITY_ALPHA) * self._deviation
-                                           + CAPACITY_ALPHA * err * err / max(est, 1.0)))
+            self._deviation = min(DEVIATION_MAX, max(DEVIATION_MIN, (1 - CAPACITY_ALPHA) * self._deviation
+                                                     + CAPACITY_ALPHA * err * err / max(est, 1.0)))
             self._capacity = est * 1000.0
             self._state = HOLD
             self._last_change = f

@@ -2,7 +2,8 @@
 
 The driver switches here once nothing event-driven can put a packet on a link any more
 (handshakes done, media started: only RTCP/REMB timers, packets in flight between the peers,
-consent checks and harmless events pending). :class:`SteadyState` takes over the pipeline's
+consent checks and harmless events pending; the libwebrtc endpoint model switches as soon as the
+handshakes are done, so that its NACK covers media start too). :class:`SteadyState` takes over the pipeline's
 sources, queues and statistics and the pending RTCP, then runs ahead of the event loop one
 interval [T, T') at a time: it generates the interval's RTP (audio frames, packetized VP8 frames)
 as arrays, merges them with the control packets whose send times are known in advance (the
