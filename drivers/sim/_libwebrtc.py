@@ -269,7 +269,10 @@ class GccEstimator(RembEstimator):
         super().__init__()
         self.probe = probe
         self.rtt = DEFAULT_RTT_S  # the sender's, as the steady state learns it
-        self._buf: list[tuple[F64, F64, I64, I64]] = []  # arrivals not fed back yet
+        self._buf: list[tuple[F64, F64, I64, I64]] = []  # arrivals not grouped yet
+        self._pk: tuple[F64, I64, I64] | None = None  # grouped arrivals not fed back yet (time, seq, size)
+        self._pd: tuple[F64, F64, F64, F64] | None = None  # their deltas (as _group_deltas gives them)
+        self._detected = 0  # deltas through the detector so far
         # inter_arrival_delta.cc: the open group (first and last send time, last arrival) and the
         # last complete one (send, arrival); NaN: none.
         self._open = (math.nan, math.nan, math.nan)
@@ -314,13 +317,28 @@ class GccEstimator(RembEstimator):
 
     def update(self, now: float) -> float | None:
         first = self.first_arrival
-        if first is None or not self._buf or now - first < REMB_INTERVAL:
+        if first is None or now - first < REMB_INTERVAL:
             return None  # (the first estimate: once the start-up probes have been measured)
-        buf = self._buf
-        if len(buf) == 1:
-            t, sent, seq, size = buf[0]
-        else:
-            t, sent, seq, size = (np.concatenate([b[i] for b in buf]) for i in range(4))
+        if self._buf:
+            # Everything that arrived so far through the inter-arrival grouping and the trendline
+            # at once (they depend on the arrivals alone): the steady state's second update of an
+            # interval then only runs the detector and the rate control.
+            buf, self._buf = self._buf, []
+            if len(buf) == 1:
+                t, sent, seq, size = buf[0]
+            else:
+                t, sent, seq, size = (np.concatenate([b[i] for b in buf]) for i in range(4))
+            d = self._group_deltas(t, sent)
+            pk = self._pk
+            self._pk = (t, seq, size) if pk is None else (
+                np.concatenate((pk[0], t)), np.concatenate((pk[1], seq)), np.concatenate((pk[2], size)))
+            if d is not None:
+                pd = self._pd
+                self._pd = d if pd is None else (np.concatenate((pd[0], d[0])), np.concatenate((pd[1], d[1])),
+                                                 np.concatenate((pd[2], d[2])), np.concatenate((pd[3], d[3])))
+        if self._pk is None:
+            return None
+        t, seq, size = self._pk
         # The feedbacks due by now (one every FEEDBACK_S from the first arrival) and the packets
         # each reports: those that arrived after the previous one, up to it.
         b0, b1 = self._next_fb, math.floor((now - first) / FEEDBACK_S)
@@ -330,10 +348,16 @@ class GccEstimator(RembEstimator):
         fb_t += first
         cut = t.searchsorted(fb_t, "right")
         k = int(cut[-1])
-        self._buf = [(t[k:], sent[k:], seq[k:], size[k:])] if k < len(t) else []
+        self._pk = (t[k:], seq[k:], size[k:]) if k < len(t) else None
         if not k:
             return None
-        t, sent, seq, size = t[:k], sent[:k], seq[:k], size[:k]
+        seq, size = seq[:k], size[:k]
+        deltas = self._pd
+        if deltas is not None:
+            kd = int(deltas[0].searchsorted(fb_t[-1], "right"))
+            self._pd = None if kd == len(deltas[0]) else (deltas[0][kd:], deltas[1][kd:], deltas[2][kd:],
+                                                          deltas[3][kd:])
+            deltas = None if not kd else (deltas[0][:kd], deltas[1][:kd], deltas[2][:kd], deltas[3][:kd])
         est = self.estimate
         if est is None:  # the start-up probes' outcome (probe_bitrate_estimator.cc)
             got = min(float(PROBE_MAX_BPS), self.probe(now))
@@ -344,7 +368,6 @@ class GccEstimator(RembEstimator):
         cum = np.concatenate(([0], np.add.accumulate(size)))
         per_fb = cum.take(cut)
         per_fb[1:] -= per_fb[:-1].copy()
-        deltas = self._group_deltas(t, sent)
         self._feedbacks(b0, cut.tolist(), per_fb.tolist(), deltas, fb_t)
         # The loss transport feedback reports: of the sequence numbers new since the last call
         # (retransmissions of older ones do not repair it, as transport-wide numbers are per send).
@@ -382,7 +405,7 @@ class GccEstimator(RembEstimator):
         first = self.first_arrival
         assert first is not None
         thr, last_upd, tover, count = self._threshold, self._last_update_ms, self._time_over, self._over_count
-        hyp, prev_trend, n_deltas = self.hypothesis, self._prev_trend, self._deltas - n
+        hyp, prev_trend, n_deltas = self.hypothesis, self._prev_trend, self._detected
         acked = self._acked
         i = 0
         prev_cut = 0
@@ -428,7 +451,7 @@ class GccEstimator(RembEstimator):
             span = min(ACKED_BINS, b + 1) * FEEDBACK_S
             self._rate_control(first + b * FEEDBACK_S, 8.0 * sum([x for _, x in acked]) / span, hyp)
         self._threshold, self._last_update_ms, self._time_over, self._over_count = thr, last_upd, tover, count
-        self.hypothesis, self._prev_trend = hyp, prev_trend
+        self.hypothesis, self._prev_trend, self._detected = hyp, prev_trend, n_deltas
 
     def _group_deltas(self, t: F64, sent: F64) -> tuple[F64, F64, F64, F64] | None:
         """inter_arrival_delta.cc and trendline_estimator.cc UpdateTrendline, vectorized: the
