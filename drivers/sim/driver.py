@@ -126,7 +126,7 @@ class SimDriver:
     * ``on_observation(now, observation)`` sees every observation as the core gets it;
     * ``early_batches=True`` switches to batches as soon as the handshakes are done instead of
       once media started (cheaper; media start is then read off the batches, keyframe requests
-      wait for an interval boundary);
+      wait for an interval boundary; the libwebrtc endpoint model always does, for its NACK);
     * after the run, :attr:`steady_at` is when the driver switched to batches (None: never),
       :attr:`pcs` the two peer connections by role and :attr:`path` the links.
     """
