@@ -55,20 +55,24 @@ The libwebrtc model is a documented simplification of libwebrtc's published sour
   second where Chromium averages 0.4-0.8 Mbit/s over the first 8 s.
   Simplified: the estimate reaches the sender at the subscriber's 500 ms feedback points (the
   REMB schedule of :class:`~._media.RembEstimator`, one loop crossing later), the latest of the
-  100 ms decisions each time — in the steady state's 1 s batches a decision can take effect no
-  earlier than the next interval anyway (:mod:`._steady`); the acked rate is the video's over a
+  100 ms decisions each time (the steady state's 1 s batches apply a decision made inside an
+  interval at the next one's start anyway, :mod:`._steady`: the 500 ms points cost at most a few
+  hundred ms more); the acked rate is the video's over a
   sliding 500 ms (acknowledged_bitrate_estimator.cc smooths 150 ms windows); groups are not merged
   into bursts and reordered packets are dropped from the trendline (the simulated links neither
-  aggregate nor, mostly, reorder); audio stays out of the estimate, as in the earlier window model;
-  no periodic or ALR probing, no network-state predictor, no stream-timeout reset.
+  aggregate nor, mostly, reorder); audio's packets stay out of the estimate (transport-wide
+  feedback covers them too); no periodic or ALR probing, no network-state predictor, no
+  stream-timeout reset.
 * **NACK/RTX and keyframe requests.** :class:`NackRtx`, in the steady state, which for this model
   starts as soon as the handshakes are done (:attr:`EndpointModel.early_batches`): NACK recovers
   the first keyframe's lost packets as it does later ones. A lost packet NACK cannot recover
   (its retransmission lost 10 times, or it has left the sender's 3 s history, as after a long
   outage) leaves its frame undecodable: the subscriber asks for a keyframe (a PLI, at most one
-  per 500 ms), and the encoder's next frame is one. Simplified: retransmissions are not held to
-  the sender's retransmission rate limit (the target rate over 500 ms), so after an outage the
-  lost seconds go out again at once.
+  per 500 ms), and the encoder's next frame is one. A retransmitted packet is restored for the
+  decoder but stays out of the receive statistics (libwebrtc marks it recovered), so getStats'
+  packetsLost counts the loss of the original transmissions, as Chromium reports it.
+  Simplified: retransmissions are not held to the sender's retransmission rate limit (the target
+  rate over 500 ms), so after an outage the lost seconds go out again at once.
 """
 
 from __future__ import annotations
