@@ -310,6 +310,12 @@ class GccEstimator(RembEstimator):
         self.first_video(float(arrival[0]))
         self._buf.append((arrival, sent, seq, size))
 
+    def add_few(self, arrival: list[float], sent: list[float], seq: list[int], size: list[int]) -> None:
+        """:meth:`add` for arrivals given as Python lists (as an event-driven pipeline may hand
+        over a few at a time): this estimator needs every packet, not only the window sums."""
+        if arrival:
+            self.add(np.array(arrival), np.array(sent), np.array(seq, dtype=np.int64), np.array(size, dtype=np.int64))
+
     def batch_arrived(self, arrival: F64, sent: F64, seq: I64, size: I64, rtt: float | None) -> None:
         if rtt is not None:
             self.rtt = rtt
