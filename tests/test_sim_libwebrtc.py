@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 from rtcprobe.drivers.sim import SimDriver, SimResult, run_simulation
-from rtcprobe.drivers.sim._libwebrtc import GccEstimator, NackRtx
+from rtcprobe.drivers.sim._libwebrtc import GccEstimator, LibwebrtcVideoSource, NackRtx
 from rtcprobe.drivers.sim._media import Packets, VideoSource
 from rtcprobe.drivers.sim._wire import RTCP_PLI
 from rtcprobe.netem.models import ScenarioError
@@ -214,6 +214,42 @@ def test_gcc_estimator_takes_arrivals_as_arrays_or_lists_alike() -> None:
         estimates.append((whole.update(now), few.update(now)))
     assert [a for a, _ in estimates] == [b for _, b in estimates]
     assert whole.overuses > 0 and whole.estimate is not None and whole.estimate < 400_000
+
+
+@pytest.mark.parametrize("step", [0.013, 0.497, 0.991])
+def test_the_pacer_hands_out_each_packet_once_in_its_interval(step: float) -> None:
+    """Successive ``generate(until)`` calls (an interval each): every packet leaves after the
+    previous interval's end and by this one's, in order, none lost or repeated — also when a
+    frame's paced packets straddle the boundary (the rest leaves in the next interval)."""
+    spec = Scenario.from_dict({"name": "t"}).media.video
+    assert spec is not None
+    src = LibwebrtcVideoSource(spec, 0.0, 4, np.random.default_rng(1), True)
+    src.set_target(2_000_000.0)
+    seqs: list[int] = []
+    last_frame, straddled, until = -1, 0, 0.0
+    while until < 5.0:
+        prev, until = until, until + step
+        a = src.generate(until).a
+        if len(a):
+            assert float(a["t"][0]) > prev and float(a["t"][-1]) <= until
+            assert bool(np.all(a["t"][1:] >= a["t"][:-1]))
+            straddled += int(a["frame"][0]) == last_frame
+            last_frame = int(a["frame"][-1])
+            seqs += a["seq"].tolist()
+    assert seqs == list(range(len(seqs))) and straddled > 0
+
+
+@pytest.mark.parametrize(("name", "seed", "changes"), [
+    ("satellite", 2, {}),
+    ("lossy-wifi", 1, {"loss": 0.02, "delay_ms": 200}),
+])
+def test_a_paced_frame_never_leaves_before_its_interval(name: str, seed: int, changes: dict[str, float]) -> None:
+    """Runs where a frame used to be deferred to the next interval with its old send times (the
+    link got them after later packets: "time went backwards")."""
+    sc = load(name)
+    sc = attrs.evolve(sc, stack="libwebrtc", uplink=attrs.evolve(sc.uplink, **changes),
+                      downlink=attrs.evolve(sc.downlink, **changes))
+    assert run_simulation(sc, seed=seed).report.error is None
 
 
 def _report_in_child(name: str) -> str:

@@ -24,7 +24,8 @@ The libwebrtc model is a documented simplification of libwebrtc's published sour
   frame's packets leave spaced at their size over 2.5 x the estimate, spread over at most
   PACE_SPAN of the frame interval (a keyframe paced at 2.5 x would spill into the next frame's
   slot; here it is squeezed into its own, so frames never interleave and the model stays
-  vectorized).
+  vectorized). A frame encoded before a batch's end whose packets leave after it finishes in the
+  next batch (:attr:`LibwebrtcVideoSource.carry`).
 * **Congestion control.** :class:`GccEstimator`, on the subscriber's video arrivals (send
   times included, as transport-wide feedback carries them), one feedback every 100 ms
   (remote_estimator_proxy.cc's default interval). Delay-based, per feedback as libwebrtc runs it:
@@ -131,8 +132,8 @@ class LibwebrtcAudioSource(AudioSource):
 class LibwebrtcVideoSource(VideoSource):
     """VP8 as libwebrtc sends it: rate from the allocator (the estimate minus audio, within VP8's
     range for the resolution), no encoder restart on a rate change, ≤ 1200-byte payloads, and
-    paced (see the module's docstring). A frame is handed out once its last packet has left
-    (``generate(until)`` never returns a packet after ``until``)."""
+    paced (see the module's docstring); ``generate(until)`` never returns a packet after
+    ``until``."""
 
     PACKET_MAX = RTP_PAYLOAD_MAX
 
@@ -165,20 +166,24 @@ class LibwebrtcVideoSource(VideoSource):
         return min(float(self.carry["t"][0]), nominal) if len(self.carry) else nominal
 
     def _plan(self, until: float, frame: int, plan: list[tuple[int, float, bool]]) -> int:
-        # A frame counts once its last (paced) packet left: until minus the pacing span.
         self.codec_rate = self.target  # libvpx takes the new rate without a restart
-        return super()._plan(until - PACE_SPAN * self.interval, frame, plan)
+        return super()._plan(until, frame, plan)
 
     def generate(self, until: float, changes: Sequence[tuple[float | None, float | None]] = ()) -> Packets:
+        """Every packet that leaves by ``until``: the frames encoded by then, paced; the packets
+        of the last one that leave later wait in :attr:`carry` (they come first next time: a
+        frame's packets leave within PACE_SPAN of its interval, before the next frame's)."""
         a = super().generate(until, changes).a
         if len(a):
             self._pace(a)
-        if len(self.carry):
-            c = self.carry
-            k = int(c["t"].searchsorted(until, "right"))
-            if k:
-                self.carry = c[k:]
-                a = join([c[:k], a]) if len(a) else c[:k]
+        c = self.carry
+        if len(c):
+            a = join([c, a]) if len(a) else c
+        k = int(a["t"].searchsorted(until, "right"))
+        if k < len(a):
+            self.carry, a = a[k:], a[:k]
+        elif len(c):
+            self.carry = c[:0]
         return Packets(a)
 
     def _pace(self, a: NDArray[np.void]) -> None:
@@ -198,12 +203,18 @@ class LibwebrtcVideoSource(VideoSource):
         a["sent"] = t
 
     def rewind(self, unsent: Packets) -> None:
-        """Take back whole frames generated ahead; the rest of a frame partly sent stays on its way."""
+        """Take back whole frames generated ahead (with what of them waits in :attr:`carry`); the
+        rest of a frame partly sent stays on its way."""
         a = unsent.a
-        k = int(np.count_nonzero(a["frame"] == a["frame"][0]))
-        if k < int(a["npk"][0]):
-            self.carry = a[:k].copy()
+        first = int(a["frame"][0])
+        k = int(np.count_nonzero(a["frame"] == first))
+        c = self.carry
+        tail = c if len(c) and int(c["frame"][0]) == first and k == len(a) else c[:0]
+        if k + len(tail) < int(a["npk"][0]):  # partly sent: the rest of it still leaves
+            self.carry = join([a[:k], tail]) if len(tail) else a[:k].copy()
             a = a[k:]
+        else:
+            self.carry = c[:0]
         if len(a):
             super().rewind(Packets(a))
 
