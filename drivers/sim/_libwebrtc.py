@@ -26,8 +26,10 @@ The libwebrtc model is a documented simplification of libwebrtc's published sour
   slot; here it is squeezed into its own, so frames never interleave and the model stays
   vectorized). A frame encoded before a batch's end whose packets leave after it finishes in the
   next batch (:attr:`LibwebrtcVideoSource.carry`).
-* **Congestion control.** :class:`GccEstimator`, on the subscriber's video arrivals (send
-  times included, as transport-wide feedback carries them), one feedback every 100 ms
+* **Congestion control.** :class:`GccEstimator`, on the subscriber's arrivals, audio and video
+  (send times included, as transport-wide feedback carries them; delay_based_bwe.cc puts audio
+  packets through the same detector unless WebRTC-Bwe-SeparateAudioPackets is on, which it is
+  not by default), one feedback every 100 ms
   (remote_estimator_proxy.cc's default interval). Delay-based, per feedback as libwebrtc runs it:
   packets sent within 5 ms form a group (inter_arrival_delta.cc, delay_based_bwe.cc
   kSendTimeGroupLength); each complete group's delay change against the previous one feeds the
@@ -58,11 +60,12 @@ The libwebrtc model is a documented simplification of libwebrtc's published sour
   REMB schedule of :class:`~._media.RembEstimator`, one loop crossing later), the latest of the
   100 ms decisions each time (the steady state's 1 s batches apply a decision made inside an
   interval at the next one's start anyway, :mod:`._steady`: the 500 ms points cost at most a few
-  hundred ms more); the acked rate is the video's over a
+  hundred ms more); the acked rate is over a
   sliding 500 ms (acknowledged_bitrate_estimator.cc smooths 150 ms windows); groups are not merged
   into bursts and reordered packets are dropped from the trendline (the simulated links neither
-  aggregate nor, mostly, reorder); audio's packets stay out of the estimate (transport-wide
-  feedback covers them too); no periodic or ALR probing, no network-state predictor, no
+  aggregate nor, mostly, reorder); before the steady state (:mod:`._steady`) only video reaches
+  it (the event-driven pipeline hands over video alone; for this model that is at most the time
+  until the handshakes are done); no periodic or ALR probing, no network-state predictor, no
   stream-timeout reset.
 * **NACK/RTX and keyframe requests.** :class:`NackRtx`, in the steady state, which for this model
   starts as soon as the handshakes are done (:attr:`EndpointModel.early_batches`): NACK recovers
@@ -92,6 +95,7 @@ from ._media import (
     I64,
     REMB_INTERVAL,
     RTP_OVERHEAD,
+    VIDEO,
     AudioSource,
     Packets,
     RembEstimator,
@@ -327,10 +331,19 @@ class GccEstimator(RembEstimator):
         if arrival:
             self.add(np.array(arrival), np.array(sent), np.array(seq, dtype=np.int64), np.array(size, dtype=np.int64))
 
-    def batch_arrived(self, arrival: F64, sent: F64, seq: I64, size: I64, rtt: float | None) -> None:
+    def batch_arrived(self, got: NDArray[np.void], rtt: float | None) -> None:
+        """Audio and video alike (transport-wide feedback reports every packet; only video's
+        sequence numbers count toward the loss: audio's are marked -1)."""
         if rtt is not None:
             self.rtt = rtt
-        self.add(arrival, sent, seq, size)
+        if not len(got):
+            return
+        video = got["kind"] == VIDEO
+        if self.first_arrival is None:
+            if not video.any():
+                return  # (the feedback starts with the video)
+            self.first_video(float(got["t"][int(video.argmax())]))
+        self._buf.append((got["t"], got["sent"], np.where(video, got["seq"], -1), got["size"]))
 
     def add_totals(self, count: int, nbytes: int, owd_sum: float, first_seq: Callable[[], int], max_seq: int
                    ) -> None:

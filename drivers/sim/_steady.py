@@ -326,13 +326,15 @@ class SteadyState:
         self._downlink(end, until, pub, sub)
         # The subscriber: its arrivals of the interval, then what its RRs and REMBs said.
         started = streams.playout.started
-        for kind, mine in self._split(self.sub_q.pop_until(until, streams.sub_accept_at)):
+        got = self.sub_q.pop_until(until, streams.sub_accept_at)
+        if self._video:
+            streams.sub_est.batch_arrived(got.a, streams.senders[VIDEO].rtt)
+        for kind, mine in self._split(got):
             counted = mine if kind != VIDEO or self.nack is None else self.nack.originals(mine)
             self.sub_tl[kind].extend(counted["t"], counted["seq"], counted["ts"], counted["payload"], counted["sent"],
                                      counted["size"])
             if kind == VIDEO:
                 rtt = streams.senders[VIDEO].rtt
-                streams.sub_est.batch_arrived(mine["t"], mine["sent"], mine["seq"], mine["size"], rtt)
                 if self.nack is not None:
                     self.nack.arrived(mine["seq"], mine["t"], NACK_RTT_GUESS if rtt is None else rtt)
                     if self.nack.unrecoverable:  # a frame lost for good: the subscriber asks for a keyframe
