@@ -24,24 +24,59 @@ The libwebrtc model is a documented simplification of libwebrtc's published sour
   frame's packets leave spaced at their size over 2.5 x the estimate, spread over at most
   PACE_SPAN of the frame interval (a keyframe paced at 2.5 x would spill into the next frame's
   slot; here it is squeezed into its own, so frames never interleave and the model stays
-  vectorized).
-* **Congestion control.** The estimate runs on the receiver's arrivals once per feedback window
-  (the windows of :class:`~._media.RembEstimator`: transport-wide feedback moves the same arrival
-  times to the sender one loop crossing later, as REMB does). Delay-based
-  (modules/congestion_controller/goog_cc/delay_based_bwe.cc, trendline_estimator.cc,
-  aimd_rate_control.cc): overuse (a queue that grows past the threshold) sets the estimate to
-  0.85 x the acknowledged rate; otherwise it grows 8 %/s multiplicatively, but never above
-  1.5 x the acknowledged rate + 10 kbit/s (it is kept, not lowered, when already above).
-  Loss-based (loss_based_bwe, send_side_bandwidth_estimation.cc): above 10 % loss the estimate
-  becomes rate x (1 - 0.5 loss); below 2 % it may grow; in between it holds. The estimate is the
-  smaller of the two. Start-up probing (probe_controller.cc: clusters at 3x and 6x the start
-  rate) is modelled by its outcome: the first estimate is what the 3 x 300 kbit/s probe measures,
-  the path's bottleneck rate when it is below that (probe_bitrate_estimator.cc takes the
-  received rate of the cluster). The 6x cluster is left out: calibrated against Chromium on the
-  built-in scenarios (benchmarks/README.md#bench_calibrationpy), a model that takes it reaches
-  1.5 Mbit/s within a second where Chromium averages 0.4-0.8 Mbit/s over the first 8 s.
-* **NACK/RTX.** :class:`NackRtx` (steady state only: before media started a lost keyframe
-  packet is recovered by a keyframe request, as in the aiortc model).
+  vectorized). A frame encoded before a batch's end whose packets leave after it finishes in the
+  next batch (:attr:`LibwebrtcVideoSource.carry`).
+* **Congestion control.** :class:`GccEstimator`, on the subscriber's arrivals, audio and video
+  (send times included, as transport-wide feedback carries them; delay_based_bwe.cc puts audio
+  packets through the same detector unless WebRTC-Bwe-SeparateAudioPackets is on, which it is
+  not by default), one feedback every 100 ms
+  (remote_estimator_proxy.cc's default interval). Delay-based, per feedback as libwebrtc runs it:
+  packets sent within 5 ms form a group (inter_arrival_delta.cc, delay_based_bwe.cc
+  kSendTimeGroupLength); each complete group's delay change against the previous one feeds the
+  trendline (trendline_estimator.cc: accumulated, smoothed by 0.9, least-squares slope over the
+  last 20 groups, times min(deltas, 60) and the gain 4), compared with the adaptive threshold
+  (from 12.5, k_up 0.0087 / k_down 0.039, clamped to 6-600, not adapted past threshold + 15);
+  overuse once the trend stays above it for more than 10 ms and two groups while not falling,
+  underuse below minus the threshold. The rate control (aimd_rate_control.cc) then, at each
+  feedback: on overuse, at most once per rtt (10-200 ms) unless the acked rate halved, 0.85 x the
+  acked rate (never above the current estimate) and holds; on underuse holds; otherwise grows,
+  8 %/s (multiplicative) until an overuse has located the link capacity
+  (link_capacity_estimator.cc), then one packet per 2 x (rtt + 100 ms) (additive) until the acked
+  rate leaves the capacity's +-3 deviations; never above 1.5 x the acked rate + 10 kbit/s. Loss-based
+  (send_side_bandwidth_estimation.cc), on the loss of the original transmissions since the last
+  estimate: above 10 % the estimate becomes itself x (1 - 0.5 loss); in between it holds (never
+  above the delay-based one); below 2 % it is the delay-based estimate (libwebrtc's current
+  loss_based_bwe_v2.cc lifts its limit once the loss is gone, where the classic rule regrew
+  8 %/s; Chromium delivers 1.1 Mbit/s on short-outage, 14 s with a 3 s gap, which the classic
+  rule cannot reach). Start-up probing
+  (probe_controller.cc: clusters at 3x and 6x the start rate) is modelled by its outcome: the
+  first estimate is what the 3 x 300 kbit/s probe measures: its rate, or 95 % of the path's
+  bottleneck rate when the cluster arrives at under 90 % of it (probe_bitrate_estimator.cc: a
+  saturated link's received rate times the target utilization). The 6x cluster is
+  left out: calibrated against Chromium on the built-in scenarios
+  (benchmarks/README.md#bench_calibrationpy), a model that takes it reaches 1.5 Mbit/s within a
+  second where Chromium averages 0.4-0.8 Mbit/s over the first 8 s.
+  Simplified: the estimate reaches the sender at the subscriber's 500 ms feedback points (the
+  REMB schedule of :class:`~._media.RembEstimator`, one loop crossing later), the latest of the
+  100 ms decisions each time (the steady state's 1 s batches apply a decision made inside an
+  interval at the next one's start anyway, :mod:`._steady`: the 500 ms points cost at most a few
+  hundred ms more); the acked rate is over a
+  sliding 500 ms (acknowledged_bitrate_estimator.cc smooths 150 ms windows); groups are not merged
+  into bursts and reordered packets are dropped from the trendline (the simulated links neither
+  aggregate nor, mostly, reorder); before the steady state (:mod:`._steady`) only video reaches
+  it (the event-driven pipeline hands over video alone; for this model that is at most the time
+  until the handshakes are done); no periodic or ALR probing, no network-state predictor, no
+  stream-timeout reset.
+* **NACK/RTX and keyframe requests.** :class:`NackRtx`, in the steady state, which for this model
+  starts as soon as the handshakes are done (:attr:`EndpointModel.early_batches`): NACK recovers
+  the first keyframe's lost packets as it does later ones. A lost packet NACK cannot recover
+  (its retransmission lost 10 times, or it has left the sender's 3 s history, as after a long
+  outage) leaves its frame undecodable: the subscriber asks for a keyframe (a PLI, at most one
+  per 500 ms), and the encoder's next frame is one. A retransmitted packet is restored for the
+  decoder but stays out of the receive statistics (libwebrtc marks it recovered), so getStats'
+  packetsLost counts the loss of the original transmissions, as Chromium reports it.
+  Simplified: retransmissions are not held to the sender's retransmission rate limit (the target
+  rate over 500 ms), so after an outage the lost seconds go out again at once.
 """
 
 from __future__ import annotations
@@ -58,9 +93,9 @@ from rtcprobe.core.config import VideoSpec
 from ._media import (
     F64,
     I64,
-    OVERUSE_HARD_S,
-    OVERUSE_QUEUE_S,
+    REMB_INTERVAL,
     RTP_OVERHEAD,
+    VIDEO,
     AudioSource,
     Packets,
     RembEstimator,
@@ -76,6 +111,8 @@ RTP_PAYLOAD_MAX: Final = 1200  # modules/rtp_rtcp: the default max RTP packet pa
 PACING_FACTOR: Final = 2.5  # modules/pacing/pacing_controller.h kDefaultPacingFactor
 PACE_SPAN: Final = 0.9  # a frame's packets leave within 90 % of its interval (simplification)
 PROBE_MAX_BPS: Final = 3 * START_BPS  # probe_controller.cc: the first exponential probe, 3 x start
+PROBE_UNSATURATED: Final = 0.9  # probe_bitrate_estimator.cc kMinRatioForUnsaturatedLink
+PROBE_UTILIZATION: Final = 0.95  # probe_bitrate_estimator.cc kTargetUtilizationFraction
 LOSS_HIGH: Final = 0.10  # send_side_bandwidth_estimation.cc: decrease above 10 % loss
 LOSS_LOW: Final = 0.02  # ... and increase below 2 %
 # What Chrome's fake 640x480@30 capture needs (1.3-1.6 Mbit/s measured, docs/references.md#chromium);
@@ -99,8 +136,8 @@ class LibwebrtcAudioSource(AudioSource):
 class LibwebrtcVideoSource(VideoSource):
     """VP8 as libwebrtc sends it: rate from the allocator (the estimate minus audio, within VP8's
     range for the resolution), no encoder restart on a rate change, ≤ 1200-byte payloads, and
-    paced (see the module's docstring). A frame is handed out once its last packet has left
-    (``generate(until)`` never returns a packet after ``until``)."""
+    paced (see the module's docstring); ``generate(until)`` never returns a packet after
+    ``until``."""
 
     PACKET_MAX = RTP_PAYLOAD_MAX
 
@@ -133,20 +170,24 @@ class LibwebrtcVideoSource(VideoSource):
         return min(float(self.carry["t"][0]), nominal) if len(self.carry) else nominal
 
     def _plan(self, until: float, frame: int, plan: list[tuple[int, float, bool]]) -> int:
-        # A frame counts once its last (paced) packet left: until minus the pacing span.
         self.codec_rate = self.target  # libvpx takes the new rate without a restart
-        return super()._plan(until - PACE_SPAN * self.interval, frame, plan)
+        return super()._plan(until, frame, plan)
 
     def generate(self, until: float, changes: Sequence[tuple[float | None, float | None]] = ()) -> Packets:
+        """Every packet that leaves by ``until``: the frames encoded by then, paced; the packets
+        of the last one that leave later wait in :attr:`carry` (they come first next time: a
+        frame's packets leave within PACE_SPAN of its interval, before the next frame's)."""
         a = super().generate(until, changes).a
         if len(a):
             self._pace(a)
-        if len(self.carry):
-            c = self.carry
-            k = int(c["t"].searchsorted(until, "right"))
-            if k:
-                self.carry = c[k:]
-                a = join([c[:k], a]) if len(a) else c[:k]
+        c = self.carry
+        if len(c):
+            a = join([c, a]) if len(a) else c
+        k = int(a["t"].searchsorted(until, "right"))
+        if k < len(a):
+            self.carry, a = a[k:], a[:k]
+        elif len(c):
+            self.carry = c[:0]
         return Packets(a)
 
     def _pace(self, a: NDArray[np.void]) -> None:
@@ -166,40 +207,450 @@ class LibwebrtcVideoSource(VideoSource):
         a["sent"] = t
 
     def rewind(self, unsent: Packets) -> None:
-        """Take back whole frames generated ahead; the rest of a frame partly sent stays on its way."""
+        """Take back whole frames generated ahead (with what of them waits in :attr:`carry`); the
+        rest of a frame partly sent stays on its way."""
         a = unsent.a
-        k = int(np.count_nonzero(a["frame"] == a["frame"][0]))
-        if k < int(a["npk"][0]):
-            self.carry = a[:k].copy()
+        first = int(a["frame"][0])
+        k = int(np.count_nonzero(a["frame"] == first))
+        c = self.carry
+        tail = c if len(c) and int(c["frame"][0]) == first and k == len(a) else c[:0]
+        if k + len(tail) < int(a["npk"][0]):  # partly sent: the rest of it still leaves
+            self.carry = join([a[:k], tail]) if len(tail) else a[:k].copy()
             a = a[k:]
+        else:
+            self.carry = c[:0]
         if len(a):
             super().rewind(Packets(a))
 
 
+# Google congestion control's delay-based estimate (modules/congestion_controller/goog_cc and
+# modules/remote_bitrate_estimator; the file of each constant is named beside it).
+FEEDBACK_S: Final = 0.1  # remote_estimator_proxy.cc: transport-wide feedback every 100 ms (default interval)
+GROUP_S: Final = 0.005  # delay_based_bwe.cc kSendTimeGroupLength: packets sent within 5 ms are one group
+TREND_WINDOW: Final = 20  # trendline_estimator.h kDefaultTrendlineWindowSize
+TREND_SMOOTHING: Final = 0.9  # trendline_estimator.cc kDefaultTrendlineSmoothingCoeff
+TREND_GAIN: Final = 4.0  # trendline_estimator.cc kDefaultTrendlineThresholdGain
+MIN_NUM_DELTAS: Final = 60  # trendline_estimator.cc kMinNumDeltas
+DELTA_COUNTER_MAX: Final = 1000  # trendline_estimator.cc kDeltaCounterMax
+OVERUSE_TIME_MS: Final = 10.0  # trendline_estimator.cc kOverUsingTimeThreshold
+THRESHOLD_START_MS: Final = 12.5  # trendline_estimator.cc: threshold_ starts at 12.5
+THRESHOLD_MIN_MS: Final = 6.0  # trendline_estimator.cc UpdateThreshold: clamped to [6, 600]
+THRESHOLD_MAX_MS: Final = 600.0
+K_UP: Final = 0.0087  # trendline_estimator.cc k_up_
+K_DOWN: Final = 0.039  # trendline_estimator.cc k_down_
+MAX_ADAPT_OFFSET_MS: Final = 15.0  # trendline_estimator.cc kMaxAdaptOffsetMs
+MAX_TIME_DELTA_MS: Final = 100.0  # trendline_estimator.cc UpdateThreshold kMaxTimeDeltaMs
+BACKOFF: Final = 0.85  # aimd_rate_control.cc kDefaultBackoffFactor
+DEFAULT_RTT_S: Final = 0.2  # aimd_rate_control.cc kDefaultRtt (until the sender has measured one)
+MIN_INCREASE_BPS: Final = 4000.0  # aimd_rate_control.cc kMinIncreaseRateBpsPerSecond
+MIN_BPS: Final = 5000.0  # congestion_controller::GetMinBitrate (bwe_defines.cc): 5 kbit/s
+# acknowledged_bitrate_estimator.cc / bitrate_estimator.cc: the acked rate over 500 ms at first, then
+# 150 ms windows through a Bayesian filter; simplified to one sliding 500 ms window of feedbacks.
+ACKED_BINS: Final = 5
+CAPACITY_ALPHA: Final = 0.05  # link_capacity_estimator.cc OnOveruseDetected: Update(sample, 0.05)
+DEVIATION_MIN: Final = 0.4  # link_capacity_estimator.cc: deviation_kbps_ starts at and is clamped to 0.4-2.5
+DEVIATION_MAX: Final = 2.5
+NORMAL, UNDERUSING, OVERUSING = 0, 1, 2  # api/transport/bandwidth_usage.h
+HOLD, INCREASE, DECREASE = 0, 1, 2  # aimd_rate_control.h RateControlState
+_EMA_BLOCK: Final = 128  # keeps 0.9**-k far from overflow
+_EMA_UP = (1.0 / TREND_SMOOTHING) ** np.arange(1, _EMA_BLOCK + 1, dtype=np.float64) * (1.0 - TREND_SMOOTHING)
+_EMA_DOWN = TREND_SMOOTHING ** np.arange(1, _EMA_BLOCK + 1, dtype=np.float64)
+# Detect's min(num_of_deltas, kMinNumDeltas) x threshold gain for the first deltas
+_GAINS = np.arange(1, MIN_NUM_DELTAS + 1, dtype=np.float64) * TREND_GAIN
+
+
+def smoothed_path(s0: float, a: F64) -> F64:
+    """s_i = 0.9 s_(i-1) + 0.1 a_i from s_0 = ``s0``, for every i (the trendline's exponential
+    filter; linear, so evaluated as scaled cumulative sums in blocks)."""
+    out = np.empty(len(a))
+    s = s0
+    for b in range(0, len(a), _EMA_BLOCK):
+        part = out[b : b + _EMA_BLOCK]
+        m = len(part)
+        np.multiply(a[b : b + m], _EMA_UP[:m], out=part)
+        np.add.accumulate(part, out=part)
+        part += s
+        part *= _EMA_DOWN[:m]
+        s = float(part[-1])
+    return out
+
+
 class GccEstimator(RembEstimator):
-    """Google congestion control's estimate (module docstring), on the windows of the REMB
-    estimator. ``probe(t)`` is the path's bottleneck rate at ``t`` in bit/s (inf: none)."""
+    """Google congestion control's estimate (module docstring), worked out on the subscriber's
+    video arrivals. ``probe(t)`` is the path's bottleneck rate at ``t`` in bit/s (inf: none).
+
+    :meth:`add` takes every video arrival (both simulator modes); :meth:`update` runs the
+    transport-wide feedbacks due by then through the delay-based estimator (grouping, trendline,
+    overuse detector, AIMD), one feedback per 100 ms, and returns the estimate the sender has
+    after the last of them (the loss-based limit applied per call)."""
 
     def __init__(self, probe: Callable[[float], float]) -> None:
         super().__init__()
         self.probe = probe
+        self.rtt = DEFAULT_RTT_S  # the sender's, as the steady state learns it
+        self._buf: list[tuple[F64, F64, I64, I64]] = []  # arrivals not grouped yet
+        self._pk: tuple[F64, I64, I64] | None = None  # grouped arrivals not fed back yet (time, seq, size)
+        self._pd: tuple[F64, F64, F64, F64] | None = None  # their deltas (as _group_deltas gives them)
+        self._detected = 0  # deltas through the detector so far
+        # inter_arrival_delta.cc: the open group (first and last send time, last arrival) and the
+        # last complete one (send, arrival); NaN: none.
+        self._open = (math.nan, math.nan, math.nan)
+        self._prev = (math.nan, math.nan)
+        # trendline_estimator.cc
+        self._deltas = 0
+        self._acc = 0.0
+        self._smoothed = 0.0
+        self._hist_x = np.empty(0)
+        self._hist_y = np.empty(0)
+        self._threshold = THRESHOLD_START_MS
+        self._last_update_ms = math.nan
+        self._time_over = -1.0
+        self._over_count = 0
+        self._prev_trend = 0.0
+        self.hypothesis = NORMAL
+        # aimd_rate_control.cc
+        self.delay_bps = float(START_BPS)
+        self._state = HOLD
+        self._last_change = -math.inf
+        self._capacity = math.nan  # link_capacity_estimator.cc (NaN: no estimate)
+        self._deviation = DEVIATION_MIN
+        self._acked: list[tuple[int, int]] = []  # (feedback, wire bytes) of the last ACKED_BINS feedbacks
+        self._max_seq = -1  # the highest video sequence number fed back so far
+        self._next_fb = 0  # the next feedback to run (k: at first_arrival + k FEEDBACK_S)
+        self.overuses = 0  # feedbacks that found the path overused
 
-    def _decide(self, now: float, window: float, rate: float, queue: float, loss: float) -> float:
-        est = self.estimate
-        if est is None:  # the start-up probes' outcome
-            est = max(float(START_BPS), min(float(PROBE_MAX_BPS), self.probe(now)))
-        elif queue > OVERUSE_HARD_S or (queue > OVERUSE_QUEUE_S and queue > self.prev_queue):
-            est = min(est, 0.85 * rate)  # aimd_rate_control.cc kDefaultBackoffFactor
-        else:
-            cap = 1.5 * rate + 10_000  # aimd_rate_control.cc: no increase past 1.5 x acked + 10 kbit/s
-            delay_based = max(est, min(est * 1.08**window, cap)) if est < cap else est
-            if loss > LOSS_HIGH:
-                est = min(delay_based, est * (1.0 - 0.5 * loss))
-            elif loss >= LOSS_LOW:
-                est = min(delay_based, est)
+    def add(self, arrival: F64, sent: F64, seq: I64, size: I64) -> None:
+        if not len(arrival):
+            return
+        self.first_video(float(arrival[0]))
+        self._buf.append((arrival, sent, seq, size))
+
+    def add_few(self, arrival: list[float], sent: list[float], seq: list[int], size: list[int]) -> None:
+        """:meth:`add` for arrivals given as Python lists (as an event-driven pipeline may hand
+        over a few at a time): this estimator needs every packet, not only the window sums."""
+        if arrival:
+            self.add(np.array(arrival), np.array(sent), np.array(seq, dtype=np.int64), np.array(size, dtype=np.int64))
+
+    def batch_arrived(self, got: NDArray[np.void], rtt: float | None) -> None:
+        """Audio and video alike (transport-wide feedback reports every packet; only video's
+        sequence numbers count toward the loss: audio's are marked -1)."""
+        if rtt is not None:
+            self.rtt = rtt
+        if not len(got):
+            return
+        video = got["kind"] == VIDEO
+        if self.first_arrival is None:
+            if not video.any():
+                return  # (the feedback starts with the video)
+            self.first_video(float(got["t"][int(video.argmax())]))
+        self._buf.append((got["t"], got["sent"], np.where(video, got["seq"], -1), got["size"]))
+
+    def add_totals(self, count: int, nbytes: int, owd_sum: float, first_seq: Callable[[], int], max_seq: int
+                   ) -> None:
+        """(The steady state's window sums: this estimator takes every arrival from :meth:`batch_arrived`.)"""
+
+    def update(self, now: float) -> float | None:
+        first = self.first_arrival
+        if first is None or now - first < REMB_INTERVAL:
+            return None  # (the first estimate: once the start-up probes have been measured)
+        if self._buf:
+            # Everything that arrived so far through the inter-arrival grouping and the trendline
+            # at once (they depend on the arrivals alone): the steady state's second update of an
+            # interval then only runs the detector and the rate control.
+            buf, self._buf = self._buf, []
+            if len(buf) == 1:
+                t, sent, seq, size = buf[0]
             else:
-                est = delay_based
+                t, sent, seq, size = (np.concatenate([b[i] for b in buf]) for i in range(4))
+            d = self._group_deltas(t, sent)
+            pk = self._pk
+            self._pk = (t, seq, size) if pk is None else (
+                np.concatenate((pk[0], t)), np.concatenate((pk[1], seq)), np.concatenate((pk[2], size)))
+            if d is not None:
+                pd = self._pd
+                self._pd = d if pd is None else (np.concatenate((pd[0], d[0])), np.concatenate((pd[1], d[1])),
+                                                 np.concatenate((pd[2], d[2])), np.concatenate((pd[3], d[3])))
+        if self._pk is None:
+            return None
+        t, seq, size = self._pk
+        # The feedbacks due by now (one every FEEDBACK_S from the first arrival) and the packets
+        # each reports: those that arrived after the previous one, up to it.
+        b0, b1 = self._next_fb, math.floor((now - first) / FEEDBACK_S)
+        self._next_fb = b1 + 1
+        fb_t = np.arange(b0, b1 + 1, dtype=np.float64)
+        fb_t *= FEEDBACK_S
+        fb_t += first
+        cut = t.searchsorted(fb_t, "right")
+        k = int(cut[-1])
+        self._pk = (t[k:], seq[k:], size[k:]) if k < len(t) else None
+        if not k:
+            return None
+        seq, size = seq[:k], size[:k]
+        deltas = self._pd
+        if deltas is not None:
+            kd = int(deltas[0].searchsorted(fb_t[-1], "right"))
+            self._pd = None if kd == len(deltas[0]) else (deltas[0][kd:], deltas[1][kd:], deltas[2][kd:],
+                                                          deltas[3][kd:])
+            deltas = None if not kd else (deltas[0][:kd], deltas[1][:kd], deltas[2][:kd], deltas[3][:kd])
+        est = self.estimate
+        if est is None:  # the start-up probes' outcome (probe_bitrate_estimator.cc)
+            got = min(float(PROBE_MAX_BPS), self.probe(now))
+            if got < PROBE_UNSATURATED * PROBE_MAX_BPS:  # the probe filled the link: aim below it
+                got *= PROBE_UTILIZATION
+            self.delay_bps = est = max(float(START_BPS), got)
+            self._last_change = now
+        cum = np.concatenate(([0], np.add.accumulate(size)))
+        per_fb = cum.take(cut)
+        per_fb[1:] -= per_fb[:-1].copy()
+        self._feedbacks(b0, cut.tolist(), per_fb.tolist(), deltas, fb_t)
+        # The loss transport feedback reports: of the sequence numbers new since the last call
+        # (retransmissions of older ones do not repair it, as transport-wide numbers are per send).
+        top, seen = int(np.maximum.reduce(seq)), self._max_seq
+        loss = 0.0
+        if top > seen:
+            fresh = seq > seen
+            got = int(np.count_nonzero(fresh))
+            expected = top - seen if seen >= 0 else top - int(np.minimum.reduce(seq.compress(fresh))) + 1
+            loss = max(0.0, 1.0 - got / expected)
+            self._max_seq = top
+        delay_based = self.delay_bps
+        if loss > LOSS_HIGH:  # send_side_bandwidth_estimation.cc: the loss-based limit
+            est = min(delay_based, est * (1.0 - 0.5 * loss))
+        elif loss >= LOSS_LOW:
+            est = min(delay_based, est)
+        else:  # loss_based_bwe_v2.cc: without loss the delay-based estimate is the estimate
+            est = delay_based
+        self.estimate = est
         return est
+
+    def _feedbacks(self, b0: int, cut: list[int], nbytes: list[int], deltas: tuple[F64, F64, F64, F64] | None,
+                   fb_t: F64) -> None:
+        """Feedbacks b0, b0 + 1, ... (at ``fb_t``; each reports the packets up to ``cut``, of
+        ``nbytes``), with the deltas their packets completed: detector, then rate control."""
+        if deltas is None:
+            d_fb: list[int] = []
+            n = 0
+            at_ms = ts_l = m_l = tr_l = d_fb
+        else:
+            at, ts_delta, m, trend = deltas
+            d_fb = fb_t.searchsorted(at).tolist()  # (the feedback that reports each)
+            at_ms, ts_l, m_l, tr_l = (at * 1000.0).tolist(), ts_delta.tolist(), m.tolist(), trend.tolist()
+            n = len(d_fb)
+        first = self.first_arrival
+        assert first is not None
+        thr, last_upd, tover, count = self._threshold, self._last_update_ms, self._time_over, self._over_count
+        hyp, prev_trend, n_deltas = self.hypothesis, self._prev_trend, self._detected
+        acked = self._acked
+        i = 0
+        prev_cut = 0
+        for j, c in enumerate(cut):
+            if c == prev_cut:
+                continue  # (no packets: no feedback)
+            prev_cut = c
+            while i < n and d_fb[i] <= j:  # trendline_estimator.cc Detect and UpdateThreshold, per delta
+                n_deltas += 1
+                if n_deltas < 2:
+                    hyp = NORMAL
+                    i += 1
+                    continue
+                mt, tr, now_ms = m_l[i], tr_l[i], at_ms[i]
+                if mt > thr:
+                    tover = ts_l[i] / 2 if tover == -1 else tover + ts_l[i]
+                    count += 1
+                    if tover > OVERUSE_TIME_MS and count > 1 and tr >= prev_trend:
+                        tover, count, hyp = 0.0, 0, OVERUSING
+                elif mt < -thr:
+                    tover, count, hyp = -1.0, 0, UNDERUSING
+                else:
+                    tover, count, hyp = -1.0, 0, NORMAL
+                prev_trend = tr
+                if last_upd != last_upd:
+                    last_upd = now_ms
+                am = mt if mt >= 0 else -mt
+                if am <= thr + MAX_ADAPT_OFFSET_MS:
+                    dt = now_ms - last_upd
+                    if dt > MAX_TIME_DELTA_MS:
+                        dt = MAX_TIME_DELTA_MS
+                    thr += (K_DOWN if am < thr else K_UP) * (am - thr) * dt
+                    if thr < THRESHOLD_MIN_MS:
+                        thr = THRESHOLD_MIN_MS
+                    elif thr > THRESHOLD_MAX_MS:
+                        thr = THRESHOLD_MAX_MS
+                last_upd = now_ms
+                i += 1
+            b = b0 + j
+            acked.append((b, nbytes[j]))
+            while acked[0][0] <= b - ACKED_BINS:
+                del acked[0]
+            span = min(ACKED_BINS, b + 1) * FEEDBACK_S
+            self._rate_control(first + b * FEEDBACK_S, 8.0 * sum([x for _, x in acked]) / span, hyp)
+        self._threshold, self._last_update_ms, self._time_over, self._over_count = thr, last_upd, tover, count
+        self.hypothesis, self._prev_trend, self._detected = hyp, prev_trend, n_deltas
+
+    def _group_deltas(self, t: F64, sent: F64) -> tuple[F64, F64, F64, F64] | None:
+        """inter_arrival_delta.cc and trendline_estimator.cc UpdateTrendline, vectorized: the
+        deltas between consecutive complete send-time groups these arrivals close — for each, when
+        it was computed (the arrival that opened the next group), its send-time delta in ms, the
+        modified trend and the trend. Simplified: a packet sent before the latest one is dropped as
+        reordered, and bursts are not merged (the simulated links do not aggregate)."""
+        f0, s_open, a_open = self._open
+        if f0 != f0:
+            f0 = s_open = float(sent[0])
+            a_open = float(t[0])
+        smax = np.maximum.accumulate(sent)
+        if f0 > smax[0] or not bool(np.logical_and.reduce(sent == smax)):
+            keep = (sent == smax) & (sent >= f0)
+            t, sent = t.compress(keep), sent.compress(keep)
+        n = len(t)
+        if not n:
+            return None
+        nxt = sent.searchsorted(sent + GROUP_S, "right").tolist()
+        j = int(sent.searchsorted(f0 + GROUP_S, "right"))
+        opened: list[int] = []
+        while j < n:
+            opened.append(j)
+            j = nxt[j]
+        if not opened:
+            self._open = (f0, float(sent[-1]), float(t[-1]))
+            return None
+        last = opened[-1]
+        self._open = (float(sent[last]), float(sent[-1]), float(t[-1]))
+        # The groups these close (the open one, then each opened here but the last), after the
+        # last complete one: their send times and arrivals.
+        p_send, p_arr = self._prev
+        head = opened[0] - 1
+        if head >= 0:
+            s_open, a_open = float(sent[head]), float(t[head])
+        ends = np.array(opened[1:], dtype=np.int64)
+        ends -= 1
+        g_send = np.concatenate(([p_send, s_open], sent.take(ends)))
+        g_arr = np.concatenate(([p_arr, a_open], t.take(ends)))
+        self._prev = (float(g_send[-1]), float(g_arr[-1]))
+        at = t.take(opened)
+        if p_send != p_send:  # (the first complete group: nothing to compare it with)
+            g_send, g_arr, at = g_send[1:], g_arr[1:], at[1:]
+            if not len(at):
+                return None
+        send_ms = g_send[1:] - g_send[:-1]
+        send_ms *= 1000.0
+        delta_ms = g_arr[1:] - g_arr[:-1]
+        delta_ms *= 1000.0
+        delta_ms -= send_ms
+        m = len(delta_ms)
+        n0 = self._deltas
+        self._deltas = n0 + m
+        first = self.first_arrival
+        assert first is not None
+        h = len(self._hist_x)
+        # x: arrival (ms), y: the smoothed accumulated delay, after the kept history; and running
+        # sums of x, y, x², xy (rows), for LinearFitSlope over every window of TREND_WINDOW points.
+        sums = np.empty((4, h + m + 1))
+        x, y, xx, xy = sums[0, 1:], sums[1, 1:], sums[2, 1:], sums[3, 1:]
+        x[:h] = self._hist_x
+        y[:h] = self._hist_y
+        np.subtract(at, first, out=x[h:])
+        x[h:] *= 1000.0
+        acc = np.add.accumulate(delta_ms, out=delta_ms)
+        acc += self._acc
+        self._acc = float(acc[-1])
+        if m <= _EMA_BLOCK:
+            ys = y[h:]
+            np.multiply(acc, _EMA_UP[:m], out=ys)
+            np.add.accumulate(ys, out=ys)
+            ys += self._smoothed
+            ys *= _EMA_DOWN[:m]
+        else:
+            y[h:] = smoothed_path(self._smoothed, acc)
+        self._smoothed = float(y[-1])
+        self._hist_x, self._hist_y = x[1 - TREND_WINDOW:].copy(), y[1 - TREND_WINDOW:].copy()
+        full = min(m, h + m - TREND_WINDOW + 1)  # windows that end at a new point
+        if full <= 0:
+            trend = np.zeros(m)  # (before the window first fills the trend stays at its start, 0)
+        else:
+            # (moved next to the origin: the slope stays, the sums stay small)
+            x -= x[0]
+            y -= y[0]
+            np.multiply(x, x, out=xx)
+            np.multiply(x, y, out=xy)
+            sums[:, 0] = 0.0
+            np.add.accumulate(sums, axis=1, out=sums)
+            win = sums[:, TREND_WINDOW:]
+            win -= sums[:, :-TREND_WINDOW]
+            sx, sy, sxx, sxy = win[:, -full:]
+            sy *= sx
+            sx *= sx
+            sx *= 1.0 / TREND_WINDOW
+            sxx -= sx  # the denominator, sum (x - mean)²
+            sy *= 1.0 / TREND_WINDOW
+            sxy -= sy  # the numerator
+            np.maximum(sxx, 1e-300, out=sxx)  # (no spread: the slope is 0, not NaN)
+            slope = np.divide(sxy, sxx)
+            trend = slope if full == m else np.concatenate((np.zeros(m - full), slope))
+        if n0 + m <= MIN_NUM_DELTAS:
+            modified = trend * _GAINS[n0 : n0 + m]
+        elif n0 >= MIN_NUM_DELTAS:
+            modified = trend * (MIN_NUM_DELTAS * TREND_GAIN)
+        else:
+            gains = np.full(m, MIN_NUM_DELTAS * TREND_GAIN)
+            gains[: MIN_NUM_DELTAS - n0] = _GAINS[n0:]
+            modified = trend * gains
+        return at, send_ms, modified, trend
+
+    def _rate_control(self, f: float, acked: float, hyp: int) -> None:
+        """delay_based_bwe.cc MaybeUpdateEstimate and aimd_rate_control.cc, at feedback ``f``."""
+        cur = self.delay_bps
+        if hyp == OVERUSING:
+            self.overuses += 1
+            # aimd_rate_control.cc TimeToReduceFurther: once per rtt (clamped to 10-200 ms), or at
+            # once when the acked rate fell below half the estimate
+            if f - self._last_change < min(0.2, max(0.01, self.rtt)) and acked >= 0.5 * cur:
+                return
+            self._state = DECREASE
+        elif hyp == NORMAL:
+            if self._state == HOLD:
+                self._last_change = f
+                self._state = INCREASE
+        else:
+            self._state = HOLD
+        new = cur
+        cap = self._capacity
+        if self._state == INCREASE:
+            if cap == cap and acked > cap + 3.0 * math.sqrt(self._deviation * cap / 1000.0) * 1000.0:
+                # link_capacity_estimator.cc UpperBound (estimate + 3 deviations) passed: look again
+                cap = self._capacity = math.nan
+            if cap == cap:
+                # aimd_rate_control.cc GetNearMaxIncreaseRateBpsPerSecond: near the capacity, one
+                # packet (of a 30 fps frame cut into <= 1200-byte packets) per 2 x (rtt + 100 ms)
+                bits_per_frame = cur / 30.0
+                per_packet = bits_per_frame / math.ceil(bits_per_frame / (8.0 * 1200))
+                rate = max(MIN_INCREASE_BPS, per_packet / (2.0 * (self.rtt + 0.1)))
+                new = cur + rate * (f - self._last_change)
+            else:  # aimd_rate_control.cc MultiplicativeRateIncrease: 8 %/s, at least 1 kbit/s a step
+                alpha = 1.08 ** min(f - self._last_change, 1.0)
+                new = cur + max(cur * (alpha - 1.0), 1000.0)
+            self._last_change = f
+        elif self._state == DECREASE:
+            new = acked * BACKOFF
+            if new > cur:
+                if cap == cap:
+                    new = BACKOFF * cap
+                new = min(new, cur)
+            dev = 3.0 * math.sqrt(self._deviation * cap / 1000.0) * 1000.0 if cap == cap else 0.0
+            if cap == cap and acked < cap - dev:
+                cap = math.nan
+            # link_capacity_estimator.cc OnOveruseDetected: smoothed, with its normalized deviation
+            sample = acked / 1000.0
+            est = sample if cap != cap else (1 - CAPACITY_ALPHA) * cap / 1000.0 + CAPACITY_ALPHA * sample
+            err = est - sample
+            self._deviation = min(DEVIATION_MAX, max(DEVIATION_MIN, (1 - CAPACITY_ALPHA) * self._deviation
+                                                     + CAPACITY_ALPHA * err * err / max(est, 1.0)))
+            self._capacity = est * 1000.0
+            self._state = HOLD
+            self._last_change = f
+        limit = 1.5 * acked + 10_000  # ClampBitrate: no increase past 1.5 x the acked rate + 10 kbit/s
+        if new > cur and new > limit:
+            new = max(cur, limit)
+        self.delay_bps = max(new, MIN_BPS)
 
 
 @attrs.frozen
@@ -210,12 +661,17 @@ class EndpointModel:
     audio: Callable[[float, int], AudioSource]
     video: Callable[[VideoSpec, float, int, np.random.Generator, bool], VideoSource]
     estimator: Callable[[Callable[[float], float]], RembEstimator]
+    # Batches from the end of the handshakes on, not only once media started: the steady state's
+    # NACK/RTX then recovers the first keyframe's lost packets too (libwebrtc NACKs from the first
+    # packet; aiortc has no NACK, and its model's media start stays event by event).
+    early_batches: bool = False
 
 
 AIORTC: Final = EndpointModel(
     "aiortc", AudioSource, lambda spec, start, extra, rng, _audio: VideoSource(spec, start, extra, rng),
     lambda _probe: RembEstimator())
-LIBWEBRTC: Final = EndpointModel("libwebrtc", LibwebrtcAudioSource, LibwebrtcVideoSource, GccEstimator)
+LIBWEBRTC: Final = EndpointModel("libwebrtc", LibwebrtcAudioSource, LibwebrtcVideoSource, GccEstimator,
+                                 early_batches=True)
 MODELS: Final = {m.name: m for m in (AIORTC, LIBWEBRTC)}
 
 
@@ -224,6 +680,11 @@ def unlimited(_t: float) -> float:
 
 
 RTX_HEADER: Final = 2  # RFC 4588: the original sequence number ahead of the payload
+# A retransmission not there a round trip (+ 100 ms) after it left is lost: the subscriber asks for
+# it again (nack_requester.cc), and once it gives up the frame cannot be decoded: it asks for a
+# keyframe (rtp_video_stream_receiver2.cc RequestKeyFrame).
+RTX_SLACK_S: Final = 0.1
+MAX_NACK_RETRIES: Final = 10  # nack_requester.cc kMaxNackRetries
 SENT_KEPT_S: Final = 3.0  # how long the sender keeps packets to retransmit (modules/rtp_rtcp packet history)
 
 
@@ -232,8 +693,11 @@ class NackRtx:
     sender's packet history). The subscriber notices a gap when a later packet arrives and asks
     for the missing ones at once; the NACK crosses to the publisher in half the loop's rtt (as the
     publisher measures it) and the publisher sends each asked-for packet once more, as RTX (its
-    own SSRC; the receiver restores it, so it counts as received on the media stream). One
-    retransmission per lost packet (the requester's rtt-limited repeats are left out).
+    own SSRC; the receiver restores it for the decoder, not into the media stream's receive
+    statistics: :meth:`originals`). A retransmission that has not arrived a round trip (+ 100 ms)
+    after it left is asked for again, up to 10 times (kMaxNackRetries); a lost packet it cannot
+    recover (retries used up, or no longer in the 3 s history) raises :attr:`unrecoverable`, for
+    the subscriber to ask for a keyframe.
     Simplification: a retransmission due inside an interval already sent goes out at the next
     interval's start (see :mod:`._steady`); reordered packets read as losses are asked for too."""
 
@@ -242,6 +706,13 @@ class NackRtx:
         self.sent: NDArray[np.void] = Packets.empty().a  # the publisher's recent video, in seq order
         self.due: NDArray[np.void] = Packets.empty().a  # retransmissions, by send time
         self.retransmitted = 0
+        # Retransmissions on their way (sequence numbers, when they are given up for lost): one
+        # that does not arrive in time leaves its frame unrecoverable.
+        self.awaited = np.empty(0, dtype=np.int64)
+        self.awaited_until = np.empty(0, dtype=np.float64)
+        self.unrecoverable = False  # a frame lost for good since the flag was last cleared
+        self.patience = DEFAULT_RTT_S + RTX_SLACK_S  # how long after it left a retransmission is awaited
+        self._tries: dict[int, int] = {}  # retransmissions so far of the packets asked for more than once
 
     def remember(self, video: NDArray[np.void], now: float) -> None:
         """The publisher sent ``video`` (its packets in sequence order)."""
@@ -252,10 +723,39 @@ class NackRtx:
             s = s[int(s["t"].searchsorted(now - SENT_KEPT_S)):]
         self.sent = join([s, video]) if len(s) else video.copy()
 
+    def originals(self, video: NDArray[np.void]) -> NDArray[np.void]:
+        """The subscriber's video arrivals without the retransmissions among them: libwebrtc
+        restores an RTX packet as "recovered", which its receive statistics leave out
+        (rtp_video_stream_receiver2.cc OnRtpPacket), so getStats' packetsLost still counts the
+        original's loss."""
+        aw = self.awaited
+        if not len(aw):
+            return video
+        aw = aw.copy()
+        aw.sort()
+        seq = video["seq"]
+        pos = aw.searchsorted(seq)
+        np.minimum(pos, len(aw) - 1, out=pos)
+        rtx = aw.take(pos) == seq
+        return video.compress(~rtx) if rtx.any() else video
+
     def arrived(self, seq: I64, t: F64, rtt: float) -> None:
         """Video packets (sequence numbers ``seq``) reached the subscriber at ``t``."""
         if not len(seq):
             return
+        self.patience = rtt + RTX_SLACK_S
+        if len(self.awaited):
+            srt = seq.copy()
+            srt.sort()
+            pos = srt.searchsorted(self.awaited)
+            np.minimum(pos, len(srt) - 1, out=pos)
+            gone = srt.take(pos) != self.awaited
+            late = self.awaited_until < float(t[-1])
+            lost = gone & late
+            if lost.any():  # asked again, one round trip after the last ask, up to kMaxNackRetries
+                self._ask_again(self.awaited.compress(lost), self.awaited_until.compress(lost), rtt)
+            keep = gone & ~late
+            self.awaited, self.awaited_until = self.awaited.compress(keep), self.awaited_until.compress(keep)
         prev = np.maximum.accumulate(np.concatenate(([self.max_seq], seq[:-1])))
         gap = seq - prev - 1
         gap[prev < 0] = 0  # (nothing seen before: no gap to ask for)
@@ -273,6 +773,8 @@ class NackRtx:
             return
         idx = missing - int(s["seq"][0])
         ok = (idx >= 0) & (idx < len(s))
+        if not ok.all():  # no longer in the sender's history
+            self.unrecoverable = True
         if not ok.any():
             return
         rtx = s.take(idx.compress(ok))
@@ -282,6 +784,30 @@ class NackRtx:
         self.retransmitted += len(rtx)
         due = join([self.due, rtx]) if len(self.due) else rtx
         self.due = due.take(due["t"].argsort(kind="stable"))
+
+    def _ask_again(self, seq: I64, at: F64, rtt: float) -> None:
+        """Retransmissions of ``seq`` were lost: the subscriber asks again at ``at``."""
+        tries = self._tries
+        s = self.sent
+        first = int(s["seq"][0]) if len(s) else 0
+        again: list[int] = []
+        when: list[float] = []
+        for q, a in zip(seq.tolist(), at.tolist(), strict=True):
+            n = tries.pop(q, 1)
+            if n >= MAX_NACK_RETRIES or not 0 <= q - first < len(s):
+                self.unrecoverable = True  # given up, or no longer in the sender's history
+            else:
+                tries[q] = n + 1
+                again.append(q - first)
+                when.append(a + rtt / 2)
+        if again:
+            rtx = s.take(again)
+            rtx["t"] = when
+            rtx["sent"] = rtx["t"]
+            rtx["size"] = rtx["size"] + RTX_HEADER
+            self.retransmitted += len(rtx)
+            due = join([self.due, rtx]) if len(self.due) else rtx
+            self.due = due.take(due["t"].argsort(kind="stable"))
 
     def take(self, start: float, until: float) -> NDArray[np.void]:
         """Retransmissions that leave by ``until`` (any already due leave at ``start``)."""
@@ -294,4 +820,6 @@ class NackRtx:
         if late.any():
             out["t"] = np.maximum(out["t"], start)
             out["sent"] = out["t"]
+        self.awaited = np.concatenate((self.awaited, out["seq"]))
+        self.awaited_until = np.concatenate((self.awaited_until, out["t"] + self.patience))
         return out

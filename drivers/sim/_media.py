@@ -626,6 +626,11 @@ class RembEstimator:
             self._first_seq = first_seq()
         self._last_seq = max(self._last_seq, max_seq)
 
+    def batch_arrived(self, got: NDArray[np.void], rtt: float | None) -> None:
+        """The steady state's arrivals of one interval (PACKET records, every stream, in arrival
+        order; ``rtt``: the publisher's, if measured). Nothing here: this estimator works from the
+        video timeline's sums (:meth:`add_totals`); one that needs every packet takes them here."""
+
     def update(self, now: float) -> float | None:
         """Close the window ending ``now``: the new estimate in bit/s, or None when there is none
         (no video in the window, or less than one window of it so far: aiortc's rate counter

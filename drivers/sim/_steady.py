@@ -2,7 +2,8 @@
 
 The driver switches here once nothing event-driven can put a packet on a link any more
 (handshakes done, media started: only RTCP/REMB timers, packets in flight between the peers,
-consent checks and harmless events pending). :class:`SteadyState` takes over the pipeline's
+consent checks and harmless events pending; the libwebrtc endpoint model switches as soon as the
+handshakes are done, so that its NACK covers media start too). :class:`SteadyState` takes over the pipeline's
 sources, queues and statistics and the pending RTCP, then runs ahead of the event loop one
 interval [T, T') at a time: it generates the interval's RTP (audio frames, packetized VP8 frames)
 as arrays, merges them with the control packets whose send times are known in advance (the
@@ -346,11 +347,20 @@ class SteadyState:
         self._downlink(end, until, pub, sub)
         # The subscriber: its arrivals of the interval, then what its RRs and REMBs said.
         started = streams.playout.started
-        for kind, mine in self._split(self.sub_q.pop_until(until, streams.sub_accept_at)):
-            self.sub_tl[kind].extend(mine["t"], mine["seq"], mine["ts"], mine["payload"], mine["sent"], mine["size"])
-            if kind == VIDEO and self.nack is not None:
+        got = self.sub_q.pop_until(until, streams.sub_accept_at)
+        if self._video:
+            streams.sub_est.batch_arrived(got.a, streams.senders[VIDEO].rtt)
+        for kind, mine in self._split(got):
+            counted = mine if kind != VIDEO or self.nack is None else self.nack.originals(mine)
+            self.sub_tl[kind].extend(counted["t"], counted["seq"], counted["ts"], counted["payload"], counted["sent"],
+                                     counted["size"])
+            if kind == VIDEO:
                 rtt = streams.senders[VIDEO].rtt
-                self.nack.arrived(mine["seq"], mine["t"], NACK_RTT_GUESS if rtt is None else rtt)
+                if self.nack is not None:
+                    self.nack.arrived(mine["seq"], mine["t"], NACK_RTT_GUESS if rtt is None else rtt)
+                    if self.nack.unrecoverable:  # a frame lost for good: the subscriber asks for a keyframe
+                        self.nack.unrecoverable = False
+                        self._undecodable = True
             if kind not in started:
                 self._not_started_yet(kind, Packets(mine))
         if rrs:
@@ -441,9 +451,10 @@ class SteadyState:
                     rembs.append((t, remb))
                     control.append(via(t, RTCP_REMB, sub, pub, "rtcp", partial(self._at_pub, remb)))
                 self.sub_remb_next += REMB_INTERVAL
-            if self._undecodable and VIDEO not in streams.playout.started:
+            if self._undecodable and (self.nack is not None or VIDEO not in streams.playout.started):
                 # The subscriber's keyframe request: as soon as the interval lets it (at most
-                # one per 500 ms), rather than at the very arrival that found no keyframe.
+                # one per 500 ms), rather than at the very arrival that found no keyframe; after
+                # media start only with NACK (a frame it could not recover).
                 t = next_pli_at(start, streams.last_pli, streams.sub_accept_at)
                 if t < end:
                     streams.last_pli = t

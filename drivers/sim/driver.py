@@ -126,7 +126,7 @@ class SimDriver:
     * ``on_observation(now, observation)`` sees every observation as the core gets it;
     * ``early_batches=True`` switches to batches as soon as the handshakes are done instead of
       once media started (cheaper; media start is then read off the batches, keyframe requests
-      wait for an interval boundary);
+      wait for an interval boundary; the libwebrtc endpoint model always does, for its NACK);
     * after the run, :attr:`steady_at` is when the driver switched to batches (None: never),
       :attr:`pcs` the two peer connections by role and :attr:`path` the links.
     """
@@ -277,7 +277,8 @@ class SimDriver:
         if self.steady is not None or self.done or self.pipeline.busy or not self.pipeline.sources:
             return
         pub, sub = self.pcs.get(Role.PUBLISHER), self.pcs.get(Role.SUBSCRIBER)
-        if pub is None or sub is None or not (self.early_batches or self.streams.all_started):
+        if pub is None or sub is None or not (self.early_batches or self.model.early_batches
+                                                   or self.streams.all_started):
             return
         if not (pub.up and sub.up) or self.streams.sub_accept_at == math.inf:
             return
