@@ -367,16 +367,25 @@ class Link:
             if self._lost(st):
                 c.dropped_loss += 1
                 return None
-        elif st.loss > 0 and self._loss_u.one() < st.loss:
-            c.dropped_loss += 1
-            return None
+        elif st.loss > 0:
+            ahead = self._loss_u._ahead  # (_Uniforms.one inlined: this is the per-packet hot path)
+            if (ahead.pop() if ahead else self._loss_u.one()) < st.loss:
+                c.dropped_loss += 1
+                return None
         dep = self._bottleneck(st, t, size + st.overhead)
         if dep is None:
             c.dropped_queue += 1
             return None
         delay = st.delay
-        if st.jitter > 0:
-            delay = max(0.0, delay + self._jitter_one(st))
+        jitter = st.jitter
+        if jitter > 0:
+            uniforms = self._jitter_u
+            if uniforms is not None and st.dist == "uniform":  # (_jitter_one's first case, inlined)
+                ahead = uniforms._ahead
+                lo = -jitter
+                delay = max(0.0, delay + (lo + (jitter - lo) * (ahead.pop() if ahead else uniforms.one())))
+            else:
+                delay = max(0.0, delay + self._jitter_one(st))
         d = dep + delay
         last = self._last_delivery
         if d < last and not st.reorder:

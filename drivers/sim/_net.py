@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, Final, NamedTuple
 
@@ -165,11 +166,10 @@ class Path:
             out = link.send_sorted(t, size)  # (the driver sends in time order: send_batch's checks hold)
             self.batches += 1
         else:
-            out = np.full(n, np.nan)
-            for i, (ti, si) in enumerate(zip(t.tolist(), size.tolist(), strict=True)):
-                d = link.send(ti, si)
-                if d is not None:
-                    out[i] = d
+            # One list and one array: cheaper than setting numpy elements one by one.
+            send, nan = link.send, math.nan
+            out = np.array([nan if (d := send(ti, si)) is None else d
+                            for ti, si in zip(t.tolist(), size.tolist(), strict=True)], dtype=np.float64)
         self.packets += n
         if self._log is not None and n:
             self._log.append((t.copy(), out.copy(), direction, kind if isinstance(kind, str) else kind(),
