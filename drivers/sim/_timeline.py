@@ -55,10 +55,10 @@ class _Chunk:
     """One interval's arrivals: the state after each of them (index k-1 = after k packets) and
     the state before the first (``s0``)."""
 
-    __slots__ = ("arrival", "bytes", "g0", "jitter", "maxseq", "owd", "s0", "seq", "size")
+    __slots__ = ("after", "arrival", "bytes", "g0", "jitter", "last", "maxseq", "owd", "s0", "seq", "size")
 
     def __init__(self, arrival: F64, s0: tuple[int, int, int, float, int, int, float], bytes_: I64,
-                 maxseq: I64, jitter: F64, seq: I64, size: I64 | None, owd: F64 | None) -> None:
+                 maxseq: I64, jitter: F64, seq: I64, size: I64 | None, owd: F64 | None, after: Snapshot) -> None:
         self.arrival = arrival
         self.s0 = s0  # (received, bytes, max_seq, jitter, timeline count, wire bytes, owd sum) before
         self.bytes = bytes_
@@ -67,6 +67,10 @@ class _Chunk:
         self.seq = seq
         self.size = size
         self.owd = owd
+        # The state after the whole chunk and its last arrival, as Python objects: stats samples
+        # fall on interval boundaries, so most queries want exactly this (no search, no lookups).
+        self.after = after
+        self.last = float(arrival[-1])
 
 
 class Timeline:
@@ -164,7 +168,6 @@ class Timeline:
             self._size_total = int(size_c[-1])
             self._owd_total = float(owd_c[-1])
             self.est.first_video(float(arrival[0]))
-        self.chunks.append(_Chunk(arrival, s0, bytes_, maxseq, jitter, seq, size_c, owd_c))
         self.firsts.append(float(arrival[0]))
         self.g0s.append(self.count)
         st.received += n
@@ -172,6 +175,8 @@ class Timeline:
         st.max_seq = int(maxseq[-1])
         st.jitter_units = float(jitter[-1])
         self.count += n
+        after = Snapshot(st.received, st.bytes, st.max_seq, st.jitter_units, self.base_seq)
+        self.chunks.append(_Chunk(arrival, s0, bytes_, maxseq, jitter, seq, size_c, owd_c, after))
 
     def _locate(self, t: float) -> tuple[_Chunk | None, int]:
         i = bisect_right(self.firsts, t) - 1
@@ -182,10 +187,14 @@ class Timeline:
 
     def at(self, t: float) -> Snapshot:
         """The statistics after every arrival at or before ``t``."""
-        c, k = self._locate(t)
-        if c is None:
+        i = bisect_right(self.firsts, t) - 1
+        if i < 0:
             return self._start
-        i = k - 1
+        c = self.chunks[i]
+        if t >= c.last:
+            return c.after
+        i = int(c.arrival.searchsorted(t, "right")) - 1
+        k = i + 1
         return Snapshot(c.s0[0] + k, int(c.bytes[i]), int(c.maxseq[i]), float(c.jitter[i]), self.base_seq)
 
     def last_arrival(self, t: float) -> float | None:
@@ -237,6 +246,7 @@ class SendLog:
     def __init__(self, packets: int, bytes_: int) -> None:
         self.chunks: list[tuple[F64, I64, int, int]] = []  # (send times, payloads, packets and bytes before)
         self.firsts: list[float] = []
+        self.lasts: list[float] = []  # (a query past a chunk's last packet needs no search: its totals)
         self._start = (packets, bytes_)
         self.packets, self.bytes = packets, bytes_
 
@@ -245,6 +255,7 @@ class SendLog:
             return
         self.chunks.append((t, payload, self.packets, self.bytes))
         self.firsts.append(float(t[0]))
+        self.lasts.append(float(t[-1]))
         self.packets += len(t)
         self.bytes += int(_add.reduce(payload))
 
@@ -253,5 +264,9 @@ class SendLog:
         if i < 0:
             return self._start
         times, payload, packets, bytes_ = self.chunks[i]
+        if t >= self.lasts[i]:  # the whole chunk: the totals before the next one
+            if i + 1 < len(self.chunks):
+                return self.chunks[i + 1][2], self.chunks[i + 1][3]
+            return self.packets, self.bytes
         k = int(times.searchsorted(t, "right"))
         return packets + k, bytes_ + int(_add.reduce(payload[:k]))
