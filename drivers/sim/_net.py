@@ -111,7 +111,9 @@ class EventLoop:
         self._order += 1
 
     def after(self, delay: float, fn: Callable[..., None], *args: Any, tag: Tag) -> None:
-        self.at(self.now + delay, fn, *args, tag=tag)
+        # (at's body, not a call to it: delays are never negative, so no max with now either)
+        heapq.heappush(self._heap, (self.now + delay, self._order, fn, args, tag))
+        self._order += 1
 
     def peek(self) -> float | None:
         return self._heap[0][0] if self._heap else None
