@@ -123,6 +123,17 @@ class EventLoop:
         self.now = t
         fn(*args)
 
+    def run_due(self, limit: float | None) -> bool:
+        """Run the next entry if there is one due at or before ``limit`` (None: any time);
+        whether one ran. (peek and run_next in one call: the driver's loop does this per event.)"""
+        heap = self._heap
+        if not heap or (limit is not None and heap[0][0] > limit):
+            return False
+        t, _, fn, args, _ = heapq.heappop(heap)
+        self.now = t
+        fn(*args)
+        return True
+
     def pending(self) -> Iterator[Pending]:
         """Everything scheduled, in no particular order."""
         for t, _, _, args, tag in self._heap:

@@ -196,10 +196,9 @@ class SimDriver:
             if self._core_touched:  # the core's deadline only moves when the core is fed
                 self._core_touched = False
                 tc = core.get_timer()
-            te = loop.peek()
-            if te is not None and (tc is None or te <= tc):
-                loop.run_next()
-            elif tc is not None:
+            if loop.run_due(tc):
+                continue
+            if tc is not None:
                 loop.now = tc
                 core.handle_timer(tc)
                 self._core_touched = True
