@@ -163,7 +163,8 @@ class Handshakes:
     def __init__(self, loop: EventLoop, send: Send, observe: Callable[[Observation], None], *,
                  ports: list[int], tracks: tuple[Kind, ...], consent_rng: np.random.Generator,
                  sender_up: Callable[[Peer], None], receiver_up: Callable[[Peer], None],
-                 progress: Callable[[], None], last_heard: Callable[[Peer], float]) -> None:
+                 progress: Callable[[], None], last_heard: Callable[[Peer], float],
+                 pcs: dict[Role, Peer] | None = None) -> None:
         self.loop = loop
         self._send = send
         self._observe = observe
@@ -174,7 +175,7 @@ class Handshakes:
         self._receiver_up = receiver_up
         self._progress = progress
         self._last_heard = last_heard
-        self.pcs: dict[Role, Peer] = {}
+        self.pcs: dict[Role, Peer] = {} if pcs is None else pcs  # (a dict the driver shares with the pipeline)
         self.ice_servers: tuple[IceServer, ...] = ()
         # False once the steady state plans consent checks with its intervals (it then reports
         # their outcomes through consent_ok / consent_failed).

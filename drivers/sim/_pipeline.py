@@ -77,7 +77,8 @@ class Pipeline:
         ``up_sent``: for a packet TURN forwards, when it went up (media that reached TURN at the
         same moment but left the publisher no earlier is forwarded after it, as TURN would)."""
         assert not self.handed_over, "in the steady state every packet is planned with its interval"
-        self.sync(1 if direction == UP else 2, up_sent)
+        if self.sources:  # (no media before the publisher is up: nothing to bring up to now)
+            self.sync(1 if direction == UP else 2, up_sent)
         delivered = self.path.send(direction, self.now, size, kind)
         if delivered is not None and then is not None:
             self.loop.at(delivered, then, *args, tag=tag)
@@ -170,7 +171,7 @@ class Pipeline:
                     parts.append(mine)
                     sender = senders[kind]
                     sender.packets += len(mine)
-                    sender.bytes += int(np.add.reduce(mine["payload"]))
+                    sender.bytes += sum(mine["payload"].tolist())  # (integers: exact; cheaper than numpy for a few)
             if parts:
                 batch = parts[0]
                 if len(parts) > 1:

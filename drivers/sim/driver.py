@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 import numpy as np
@@ -150,12 +149,7 @@ class SimDriver:
         self.stop_at = stop_at
         self.early_batches = early_batches
         self.done = False
-        self.handshakes = Handshakes(
-            self.loop, self._send, self._observe,
-            ports=[int(p) for p in addr_rng.integers(49152, 65536, size=6)],
-            tracks=self.config.media.kinds, consent_rng=consent_rng, sender_up=self._sender_up,
-            receiver_up=self._receiver_up, progress=self._maybe_steady, last_heard=self._last_heard)
-        self.pcs = self.handshakes.pcs
+        self.pcs: dict[Role, Peer] = {}  # (filled by the handshakes, read by the pipeline)
         media = scenario.media
         self.model = MODELS[scenario.stack]
         self.streams = Streams([k for k, on in ((AUDIO, media.audio), (VIDEO, media.video is not None)) if on],
@@ -167,6 +161,13 @@ class SimDriver:
         self.pipeline = Pipeline(self.loop, self.path, self.streams, self.pcs, media=media, media_rng=media_rng,
                                  rtcp_rng=self._rtcp_rng, reorders={UP: reorders(UP), DOWN: reorders(DOWN)},
                                  started=self._media_started, progress=self._maybe_steady, model=self.model)
+        # The handshakes put their packets on the wire through the pipeline (which first brings
+        # media up to now) directly: one call less per control packet.
+        self.handshakes = Handshakes(
+            self.loop, self.pipeline.send, self._observe,
+            ports=[int(p) for p in addr_rng.integers(49152, 65536, size=6)],
+            tracks=self.config.media.kinds, consent_rng=consent_rng, sender_up=self._sender_up,
+            receiver_up=self._receiver_up, progress=self._maybe_steady, last_heard=self._last_heard, pcs=self.pcs)
         self.steady: SteadyState | None = None
         self.steady_at: float | None = None
         self._core_touched = True
@@ -247,10 +248,6 @@ class SimDriver:
                 self.done = True
 
     # --- between the parts -------------------------------------------------------------------------
-
-    def _send(self, direction: str, size: int, kind: str, then: Callable[..., None] | None = None,
-              *args: Any, tag: Tag = Tag.HANDSHAKE, up_sent: float = math.inf) -> None:
-        self.pipeline.send(direction, size, kind, then, *args, tag=tag, up_sent=up_sent)
 
     def _sender_up(self, peer: Peer) -> None:
         self.pipeline.sender_up(peer)
