@@ -1,0 +1,139 @@
+"""numpy's SeedSequence in Python integers, for the dozen random streams a run spawns.
+
+A run spawns its streams from the seed (``SeedSequence(seed).spawn``, and the links spawn theirs
+from one of those). numpy builds every SeedSequence with several small arrays and every
+``generate_state`` under an ``errstate`` context: about 9 us a stream, a third of a run's setup,
+for a few dozen 32-bit multiplications and shifts. :class:`Seeds` does the same arithmetic on
+Python ints (O'Neill's seed_seq as numpy implements it: hash the entropy words into a 4-word
+pool, mix the pool, then hash in the words beyond the pool's size), and since every stream of a
+run starts from the same seed words, the pool after them is computed once and shared; a child
+only mixes in its spawn key. The words and so the draws are numpy's own (tests/test_sim_seeds.py
+checks them against numpy's SeedSequence); a PCG64 takes it as its seed sequence.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import numpy as np
+from numpy.random.bit_generator import ISpawnableSeedSequence
+from numpy.typing import NDArray
+
+_MASK = 0xFFFFFFFF
+_POOL = 4  # numpy's DEFAULT_POOL_SIZE
+_INIT_A, _MULT_A = 0x43B0D7E5, 0x931E8875  # hashing the entropy into the pool
+_INIT_B, _MULT_B = 0x8B51F9DD, 0x58F38DED  # hashing the pool out into state words
+_MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
+
+
+def _constants(init: int, mult: int, n: int) -> list[tuple[int, int]]:
+    """The hash constant's sequence does not depend on the data: (before, after) each update."""
+    out = []
+    h = init
+    for _ in range(n):
+        nxt = (h * mult) & _MASK
+        out.append((h, nxt))
+        h = nxt
+    return out
+
+
+# Enough for the simulator's use (a 4-word state, spawn keys a few levels deep); beyond that the
+# constants are computed on the way.
+_OUT = _constants(_INIT_B, _MULT_B, 16)
+
+
+def _words(n: int) -> list[int]:
+    """An entropy integer as uint32 words, least significant first (numpy's coercion)."""
+    if n < 0:
+        raise ValueError("seeds must be non-negative")
+    out = [n & _MASK]
+    n >>= 32
+    while n:
+        out.append(n & _MASK)
+        n >>= 32
+    return out
+
+
+def _mix_in(pool: list[int], h: int, words: list[int]) -> int:
+    """Mix each of ``words`` into every pool word (in place); the hash constant after."""
+    for w in words:
+        for d in range(_POOL):
+            v = w ^ h
+            h = (h * _MULT_A) & _MASK
+            v = (v * h) & _MASK
+            v ^= v >> 16
+            r = (_MIX_L * pool[d] - _MIX_R * v) & _MASK
+            pool[d] = r ^ (r >> 16)
+    return h
+
+
+def _prefix(seed: list[int]) -> tuple[list[int], int]:
+    """The pool and hash constant after the first pool-size entropy words (the seed's, zero
+    padded: numpy pads a spawned sequence's run entropy to the pool size, and hashing a missing
+    word is hashing 0) and the mixing of the pool."""
+    h = _INIT_A
+    pool = []
+    for i in range(_POOL):
+        v = (seed[i] if i < len(seed) else 0) ^ h
+        h = (h * _MULT_A) & _MASK
+        v = (v * h) & _MASK
+        pool.append(v ^ (v >> 16))
+    for s in range(_POOL):
+        for d in range(_POOL):
+            if s != d:
+                v = pool[s] ^ h
+                h = (h * _MULT_A) & _MASK
+                v = (v * h) & _MASK
+                v ^= v >> 16
+                r = (_MIX_L * pool[d] - _MIX_R * v) & _MASK
+                pool[d] = r ^ (r >> 16)
+    return pool, h
+
+
+class Seeds(ISpawnableSeedSequence):
+    """``SeedSequence(entropy, spawn_key=spawn_key)`` for an integer ``entropy`` (pool size 4),
+    as far as a BitGenerator and spawning use it."""
+
+    def __init__(self, entropy: int, spawn_key: tuple[int, ...] = (),
+                 _shared: tuple[list[int], list[int], int] | None = None) -> None:
+        self.entropy = entropy
+        self.spawn_key = spawn_key
+        self.n_children_spawned = 0
+        if _shared is None:
+            seed = _words(entropy)
+            pool, h = _prefix(seed)
+            _shared = (seed, pool, h)
+        self._shared = _shared
+        seed, pool, h = _shared
+        self.pool = list(pool)
+        tail = seed[_POOL:]
+        for k in spawn_key:
+            tail += _words(k)
+        _mix_in(self.pool, h, tail)
+
+    def generate_state(self, n_words: int, dtype: Any = np.uint32) -> NDArray[Any]:
+        wide = dtype is np.uint64 or np.dtype(dtype) == np.uint64  # (a PCG64 asks for 4 uint64)
+        if not wide and np.dtype(dtype) != np.uint32:
+            raise ValueError("only support uint32 or uint64")
+        n = 2 * n_words if wide else n_words
+        consts = _OUT if n <= len(_OUT) else _constants(_INIT_B, _MULT_B, n)
+        pool = self.pool
+        out = []
+        for i in range(n):
+            before, after = consts[i]
+            v = ((pool[i & 3] ^ before) * after) & _MASK
+            out.append(v ^ (v >> 16))
+        words = np.array(out, dtype=np.uint32)
+        # numpy reads the uint32 words as little-endian pairs
+        return words.astype("<u4").view("<u8").astype(np.uint64) if wide else words
+
+    def spawn(self, n_children: int) -> list[Seeds]:
+        first = self.n_children_spawned
+        self.n_children_spawned += n_children
+        return [Seeds(self.entropy, (*self.spawn_key, i), self._shared) for i in range(first, first + n_children)]
+
+
+def generators(seed: int, n: int) -> list[np.random.Generator]:
+    """``np.random.default_rng(seed).spawn(n)``: the same generators, drawing the same numbers."""
+    # (A BitGenerator takes any ISeedSequence; numpy's stubs only name SeedSequence.)
+    return [np.random.Generator(np.random.PCG64(cast(Any, s))) for s in Seeds(seed).spawn(n)]
