@@ -560,8 +560,14 @@ class PlayoutStart:
     def _playable_at(self, kind: int, got: Packets) -> float | None:
         if kind == AUDIO:
             return float(got.t[0])
-        key = got.take(got.key)
-        for frame, n, last in zip(key.frame.tolist(), key.npk.tolist(), key.t.tolist(), strict=True):
+        if len(got) <= _SMALL:  # a few packets (the event-driven pipeline): no selection, skip in Python
+            a = got.a
+            rows = zip(a["key"].tolist(), a["frame"].tolist(), a["npk"].tolist(), a["t"].tolist(), strict=True)
+            keys = [(frame, n, last) for key, frame, n, last in rows if key]
+        else:
+            key = got.take(got.key)
+            keys = list(zip(key.frame.tolist(), key.npk.tolist(), key.t.tolist(), strict=True))
+        for frame, n, last in keys:
             count = self._key_counts.get(frame, 0) + 1
             self._key_counts[frame] = count
             if count == n:
@@ -603,9 +609,16 @@ class RembEstimator:
         if not len(arrival):
             return
         self.first_video(float(arrival[0]))
-        self._bytes += int(np.add.reduce(size))
         self._owd_sum += float(np.add.reduce(arrival - sent))  # (what .sum() does)
         self._count += len(arrival)
+        if len(arrival) <= _SMALL:  # (integers: Python's sum and max are exact, and cheaper for a few)
+            self._bytes += sum(size.tolist())
+            seqs = seq.tolist()
+            if self._first_seq is None:
+                self._first_seq = seqs[0]
+            self._last_seq = max(self._last_seq, *seqs)
+            return
+        self._bytes += int(np.add.reduce(size))
         if self._first_seq is None:
             self._first_seq = int(seq[0])
         self._last_seq = max(self._last_seq, int(np.maximum.reduce(seq)))
