@@ -166,6 +166,8 @@ class Pipeline:
             senders = self.streams.senders
             parts = []
             for kind, la in sources.items():
+                if la.next_send > t:  # (nothing due from this one: generate would hand out nothing)
+                    continue
                 mine = la.generate(t).a
                 if len(mine):
                     parts.append(mine)
@@ -196,7 +198,8 @@ class Pipeline:
         if len(fwd):
             resize = self.peers[Role.SUBSCRIBER].extra - self.peers[Role.PUBLISHER].extra
             if resize:  # ChannelData framing differs between the two legs
-                fwd["size"] = fwd["size"] + resize
+                size = fwd["size"]
+                size += resize  # (in place, through the field's view)
             self.sub_q.arrive(Packets(fwd), self.path.send_media(DOWN, fwd["t"], fwd["size"]))
 
     def _subscriber_arrivals(self, t: float) -> None:
