@@ -623,6 +623,19 @@ class RembEstimator:
             self._first_seq = int(seq[0])
         self._last_seq = max(self._last_seq, int(np.maximum.reduce(seq)))
 
+    def add_few(self, arrival: list[float], sent: list[float], seq: list[int], size: list[int]) -> None:
+        """:meth:`add` for a few packets as Python lists (the event-driven pipeline's): the same
+        sums (the one-way delays' still numpy's, pairwise)."""
+        if not arrival:
+            return
+        self.first_video(arrival[0])
+        self._owd_sum += float(np.add.reduce(np.subtract(arrival, sent)))
+        self._count += len(arrival)
+        self._bytes += sum(size)
+        if self._first_seq is None:
+            self._first_seq = seq[0]
+        self._last_seq = max(self._last_seq, *seq)
+
     def first_video(self, t: float) -> None:
         """Video arrived at ``t``: the first window starts with the first arrival."""
         if self.first_arrival is None:

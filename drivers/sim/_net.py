@@ -189,6 +189,22 @@ class Path:
                               size.copy()))
         return out
 
+    def send_few(self, direction: str, t: list[float], size: list[int], kind: str = "rtp") -> list[float]:
+        """:meth:`send_media` for Python lists (the event-driven pipeline's packets): the same
+        links and log, delivery times as a list (NaN where dropped)."""
+        n = len(t)
+        if n >= BATCH_MIN:  # (the vectorized path, as send_media takes it)
+            out: list[float] = self.send_media(direction, np.array(t), np.array(size, dtype=np.int64), kind).tolist()
+            return out
+        send, nan = self.links[direction].send, math.nan
+        out = [nan if (d := send(ti, si)) is None else d for ti, si in zip(t, size, strict=True)]
+        self.packets += n
+        if self._log is not None:
+            log = self._log
+            for ti, di, si in zip(t, out, size, strict=True):
+                log.append((ti, None if di != di else di, direction, kind, si))
+        return out
+
     def records(self) -> list[PacketRecord]:
         """The log as records sorted by send time (empty unless the path was made with log=True)."""
         rows: list[PacketRecord] = []

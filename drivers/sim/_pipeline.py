@@ -15,7 +15,9 @@ publisher's SRs reach the subscriber, the subscriber's RRs, REMBs and PLIs reach
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -25,11 +27,117 @@ from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 
 from ._handshakes import Peer
 from ._libwebrtc import AIORTC, EndpointModel
-from ._media import AUDIO, REMB_INTERVAL, VIDEO, AudioSource, Lookahead, Packets, VideoSource, join
+from ._media import _SMALL, AUDIO, PACKET, REMB_INTERVAL, VIDEO, AudioSource, Packets, VideoSource
 from ._net import DOWN, UP, EventLoop, Path, Tag
 from ._rtcp import ReportBlock, pli_due, report_delay
 from ._streams import Queue, Streams, inbound
 from ._wire import RTCP_PLI, RTCP_REMB, RTCP_RR, RTCP_SR
+
+# The event-driven pipeline moves a packet or a few at a time, where numpy's per-call cost is most
+# of the work: it keeps its packets as Python tuples, the fields of a PACKET record in order (what
+# ``ndarray.tolist`` gives, exactly: float64 fields as floats, integers as ints), and hands them
+# over as PACKET arrays at the switch. Every number is computed as before (integer sums in Python,
+# float sums and the links' batches still numpy's), so the output is the same to the byte.
+Rec = tuple[Any, ...]
+_T, _SIZE, _PAYLOAD, _KIND, _SEQ, _TS, _FRAME, _KEY, _NPK, _SENT = range(10)
+assert PACKET.names == ("t", "size", "payload", "kind", "seq", "ts", "frame", "key", "npk", "sent")
+_t = itemgetter(_T)
+
+
+def _array(recs: list[Rec]) -> NDArray[np.void]:
+    return np.array(recs, dtype=PACKET)
+
+
+class _Ahead:
+    """A source's packets generated ``span`` seconds ahead (one numpy call for many) and handed
+    out by send time as records. :meth:`invalidate` when the source's state changes (a new REMB
+    target, a keyframe request). ``next_send`` is when its next packet leaves."""
+
+    __slots__ = ("buf", "i", "next_send", "span", "src", "times")
+
+    def __init__(self, source: AudioSource | VideoSource, span: float = 0.5) -> None:
+        self.src = source
+        self.span = span
+        self.buf: list[Rec] = []  # generated; buf[i:] not handed out yet
+        self.times: list[float] = []  # their send times
+        self.i = 0
+        self.next_send = source.next_send
+
+    def take(self, until: float) -> list[Rec]:
+        """Every packet sent at or before ``until``."""
+        if self.src.next_send <= until:
+            new = self.src.generate(until + self.span).a
+            if len(new):
+                self.buf = self.buf[self.i:] + new.tolist()
+                self.times = self.times[self.i:] + new["t"].tolist()
+                self.i = 0
+        i, times = self.i, self.times
+        k = bisect_right(times, until, i)
+        self.i = k
+        self.next_send = times[k] if k < len(times) else self.src.next_send
+        return self.buf[i:k]
+
+    def invalidate(self) -> None:
+        if self.i < len(self.buf):
+            self.src.rewind(Packets(_array(self.buf[self.i:])))
+        self.buf, self.times, self.i = [], [], 0
+        self.next_send = self.src.next_send
+
+
+class _Flight:
+    """Packets on their way to one end as records, kept sorted by arrival time (``Queue``'s
+    rules, one record at a time)."""
+
+    __slots__ = ("min", "recs", "reorder")
+
+    def __init__(self, reorder: bool) -> None:
+        self.recs: list[Rec] = []
+        self.min = math.inf  # earliest arrival still queued
+        self.reorder = reorder  # the link may deliver out of order: sort on the way in
+
+    def arrive(self, sent: list[Rec], arrival: list[float]) -> None:
+        """Queue what a link delivered of ``sent`` (``arrival``: NaN where it dropped a packet)."""
+        got = [(a, *r[1:]) for r, a in zip(sent, arrival, strict=True) if a == a]
+        if not got:
+            return
+        reorder = self.reorder
+        if reorder and len(got) > 1:
+            got.sort(key=_t)  # (stable, as argsort(kind="stable"))
+        q = self.recs
+        if q:
+            late = reorder and got[0][_T] < q[-1][_T]
+            q = q + got
+            if late:
+                q.sort(key=_t)
+        else:
+            q = got
+        self.recs = q
+        self.min = q[0][_T]
+
+    def pop_until(self, t: float, accept_at: float, sent_before: float = math.inf) -> list[Rec]:
+        """``Queue.pop_until``: everything arrived by ``t``, minus what came before its end could
+        decrypt it; of what arrived at exactly ``t``, only what was sent before ``sent_before``."""
+        q = self.recs
+        k = bisect_right(q, t, key=_t)
+        if k and sent_before != math.inf and q[k - 1][_T] == t:
+            for j in range(bisect_left(q, t, key=_t), k):
+                if q[j][_SENT] >= sent_before:
+                    k = j
+                    break
+        if not k:
+            return []
+        got, self.recs = q[:k], q[k:]
+        self.min = q[k][_T] if k < len(q) else math.inf
+        if got[0][_T] < accept_at:
+            got = [r for r in got if r[_T] >= accept_at]
+        return got
+
+    def queue(self) -> Queue:
+        """The same packets as a ``Queue`` (what the steady state takes over)."""
+        out = Queue(self.reorder)
+        if self.recs:
+            out.push(Packets(_array(self.recs)))
+        return out
 
 
 class Pipeline:
@@ -54,9 +162,9 @@ class Pipeline:
         self._rtcp_rng = rtcp_rng
         self._started = started
         self._progress = progress
-        self.sources: dict[int, Lookahead] = {}
-        self.turn_q = Queue(reorders[UP])  # arrived (or arriving) at TURN, not yet forwarded
-        self.sub_q = Queue(reorders[DOWN])  # arriving at the subscriber
+        self.sources: dict[int, _Ahead] = {}
+        self.turn_q = _Flight(reorders[UP])  # arrived (or arriving) at TURN, not yet forwarded
+        self.sub_q = _Flight(reorders[DOWN])  # arriving at the subscriber
         self.fine = False  # sync at every media event until media started
         self._fine_at = math.inf
         self.busy = False  # inside sync
@@ -94,15 +202,16 @@ class Pipeline:
         """TURN forwards a packet from one peer to the other (``Tag.AT_TURN``'s callback)."""
         self.send(DOWN, size, kind, self._arrivals[arrival], *args, tag=arrival, up_sent=up_sent)
 
-    def hand_over(self) -> dict[int, AudioSource | VideoSource]:
-        """Bring everything up to now and stop: the steady state takes the sources (and the
-        queues, as they are) from here."""
+    def hand_over(self) -> tuple[dict[int, AudioSource | VideoSource], Queue, Queue]:
+        """Bring everything up to now and stop: the steady state takes the sources and the two
+        queues (TURN's, the subscriber's), as they are, from here."""
         self.sync(3)
         self.handed_over = True
         self.fine = False
-        for lookahead in self.sources.values():
-            lookahead.invalidate()
-        return {kind: lookahead.src for kind, lookahead in self.sources.items()}
+        for ahead in self.sources.values():
+            ahead.invalidate()
+        return ({kind: ahead.src for kind, ahead in self.sources.items()}, self.turn_q.queue(),
+                self.sub_q.queue())
 
     # --- who starts when ---------------------------------------------------------------------------
 
@@ -111,9 +220,9 @@ class Pipeline:
         self.sync(1)
         extra = peer.extra
         if self._media.audio:
-            self.sources[AUDIO] = Lookahead(self.model.audio(self.now, extra))
+            self.sources[AUDIO] = _Ahead(self.model.audio(self.now, extra))
         if self._media.video is not None:
-            self.sources[VIDEO] = Lookahead(self.model.video(self._media.video, self.now, extra, self._media_rng,
+            self.sources[VIDEO] = _Ahead(self.model.video(self._media.video, self.now, extra, self._media_rng,
                                                              self._media.audio))
         for kind in self.sources:
             self._rtcp_timer(Tag.PUB_SR, kind)
@@ -166,53 +275,58 @@ class Pipeline:
             senders = self.streams.senders
             parts = []
             for kind, la in sources.items():
-                if la.next_send > t:  # (nothing due from this one: generate would hand out nothing)
+                if la.next_send > t:  # (nothing due from this one: take would hand out nothing)
                     continue
-                mine = la.generate(t).a
-                if len(mine):
+                mine = la.take(t)
+                if mine:
                     parts.append(mine)
                     sender = senders[kind]
                     sender.packets += len(mine)
-                    sender.bytes += sum(mine["payload"].tolist())  # (integers: exact; cheaper than numpy for a few)
+                    sender.bytes += sum([r[_PAYLOAD] for r in mine])
             if parts:
                 batch = parts[0]
-                if len(parts) > 1:
-                    batch = join(parts)
-                    batch = batch.take(batch["t"].argsort(kind="stable"))
-                self.turn_q.arrive(Packets(batch), self.path.send_media(UP, batch["t"], batch["size"]))
+                if len(parts) > 1:  # in send order, stream order among equal times
+                    batch = sorted([r for part in parts for r in part], key=_t)
+                self.turn_q.arrive(batch, self.path.send_few(UP, [r[_T] for r in batch], [r[_SIZE] for r in batch]))
         if stage >= 2 and self.turn_q.min <= t:
             self._turn_arrivals(t, up_sent)
         if stage >= 3 and self.sub_q.min <= t:
             self._subscriber_arrivals(t)
 
-    def _per_kind(self, got: NDArray[np.void]) -> list[tuple[int, NDArray[np.void]]]:
+    def _per_kind(self, got: list[Rec]) -> list[tuple[int, list[Rec]]]:
         """``got`` split by stream, in stream order (only the non-empty parts)."""
         kinds = self.streams.kinds
         if len(kinds) == 1 or len(got) == 1:
-            return [(kinds[0] if len(kinds) == 1 else int(got["kind"][0]), got)] if len(got) else []
-        return [(kind, mine.a) for kind, mine in self.streams.per_kind(Packets(got))]
+            return [(kinds[0] if len(kinds) == 1 else got[0][_KIND], got)] if got else []
+        parts = [(kind, [r for r in got if r[_KIND] == kind]) for kind in kinds]
+        return [(kind, mine) for kind, mine in parts if mine]
 
     def _turn_arrivals(self, t: float, up_sent: float = math.inf) -> None:
         """TURN forwards the publisher's media to the subscriber as it arrives."""
-        fwd = self.turn_q.pop_until(t, -math.inf, up_sent).a
-        if len(fwd):
+        fwd = self.turn_q.pop_until(t, -math.inf, up_sent)
+        if fwd:
             resize = self.peers[Role.SUBSCRIBER].extra - self.peers[Role.PUBLISHER].extra
             if resize:  # ChannelData framing differs between the two legs
-                size = fwd["size"]
-                size += resize  # (in place, through the field's view)
-            self.sub_q.arrive(Packets(fwd), self.path.send_media(DOWN, fwd["t"], fwd["size"]))
+                fwd = [(r[_T], r[_SIZE] + resize, *r[2:]) for r in fwd]
+            self.sub_q.arrive(fwd, self.path.send_few(DOWN, [r[_T] for r in fwd], [r[_SIZE] for r in fwd]))
 
     def _subscriber_arrivals(self, t: float) -> None:
         streams = self.streams
-        got = self.sub_q.pop_until(t, streams.sub_accept_at).a
-        if len(got):
-            self.sub_last_rx = float(got["t"][-1])
+        got = self.sub_q.pop_until(t, streams.sub_accept_at)
+        if got:
+            self.sub_last_rx = got[-1][_T]
         for kind, mine in self._per_kind(got):
-            streams.sub_stats[kind].add(mine["t"], mine["seq"], mine["ts"], mine["payload"])
+            arrival = [r[_T] for r in mine]
+            seq = [r[_SEQ] for r in mine]
+            if len(mine) <= _SMALL:  # (ReceiverStats.add's own choice for so few)
+                streams.sub_stats[kind]._add_few(arrival, seq, [r[_TS] for r in mine], [r[_PAYLOAD] for r in mine])
+            else:
+                a = _array(mine)
+                streams.sub_stats[kind].add(a["t"], a["seq"], a["ts"], a["payload"])
             if kind == VIDEO:
-                streams.sub_est.add(mine["t"], mine["sent"], mine["seq"], mine["size"])
+                streams.sub_est.add_few(arrival, [r[_SENT] for r in mine], seq, [r[_SIZE] for r in mine])
             if kind not in streams.playout.started:
-                self._not_started_yet(kind, Packets(mine))
+                self._not_started_yet(kind, Packets(_array(mine)))
 
     def _not_started_yet(self, kind: int, got: Packets) -> None:
         streams = self.streams

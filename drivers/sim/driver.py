@@ -288,13 +288,13 @@ class SimDriver:
         self._enter_steady()
 
     def _enter_steady(self) -> None:
-        sources = self.pipeline.hand_over()
+        sources, turn_q, sub_q = self.pipeline.hand_over()
         self.handshakes.consent_in_loop = False
         self.steady_at = self.now
         taken = [p for p in self.loop.remove(_dropped_at_the_switch) if p.tag in TAKEN_OVER]
         self.steady = SteadyState(
-            self.loop, self.path, self.streams, self.handshakes, sources=sources, turn_q=self.pipeline.turn_q,
-            sub_q=self.pipeline.sub_q, sub_last_rx=self.pipeline.sub_last_rx, taken=taken,
+            self.loop, self.path, self.streams, self.handshakes, sources=sources, turn_q=turn_q,
+            sub_q=sub_q, sub_last_rx=self.pipeline.sub_last_rx, taken=taken,
             rtcp_rng=self._rtcp_rng, audio_horizon=self.config.step_timeout, end_hint=lambda: self._end_hint,
             started=self._media_started,
             nack=NackRtx(self.streams.sub_stats[VIDEO].max_seq)
