@@ -401,39 +401,6 @@ class VideoSource:
         return frame + n
 
 
-class Lookahead:
-    """Generates a source's packets ``span`` seconds ahead and hands them out by send time: the
-    simulator asks for a few packets at a time, and one numpy call for many is much cheaper.
-    :meth:`invalidate` when the source's state changes (a new REMB target, a keyframe request).
-    ``next_send`` is when its next packet leaves."""
-
-    __slots__ = ("buf", "next_send", "span", "src")
-
-    def __init__(self, source: AudioSource | VideoSource, span: float = 0.5) -> None:
-        self.src = source
-        self.span = span
-        self.buf = Packets.empty().a
-        self.next_send = source.next_send
-
-    def generate(self, until: float) -> Packets:
-        buf = self.buf
-        if self.src.next_send <= until:
-            new = self.src.generate(until + self.span).a
-            if len(new):
-                buf = join([buf, new]) if len(buf) else new
-        t = buf["t"]
-        k = int(t.searchsorted(until, "right"))
-        out, self.buf = buf[:k], buf[k:]
-        self.next_send = float(t[k]) if k < len(t) else self.src.next_send
-        return Packets(out)
-
-    def invalidate(self) -> None:
-        if len(self.buf):
-            self.src.rewind(Packets(self.buf))
-            self.buf = self.buf[:0]
-        self.next_send = self.src.next_send
-
-
 # --- receiving ---------------------------------------------------------------------------------
 
 _JITTER_A: Final = 15.0 / 16.0
@@ -551,7 +518,14 @@ class PlayoutStart:
 
     def arrived(self, kind: int, got: Packets) -> float | None:
         """Arrivals of a stream not started yet: the moment it starts (now noted), or None."""
-        t = self._playable_at(kind, got)
+        return self._noted(kind, self._playable_at(kind, got))
+
+    def arrived_few(self, kind: int, first: float, keys: list[tuple[int, int, float]]) -> float | None:
+        """:meth:`arrived` for a few arrivals as Python values: the first one's time and, in
+        order, (frame, packets in the frame, arrival) of those that belong to a keyframe."""
+        return self._noted(kind, first if kind == AUDIO else self._complete_key(keys))
+
+    def _noted(self, kind: int, t: float | None) -> float | None:
         if t is not None:
             self.started.add(kind)
             self._key_counts.clear()
@@ -560,13 +534,11 @@ class PlayoutStart:
     def _playable_at(self, kind: int, got: Packets) -> float | None:
         if kind == AUDIO:
             return float(got.t[0])
-        if len(got) <= _SMALL:  # a few packets (the event-driven pipeline): no selection, skip in Python
-            a = got.a
-            rows = zip(a["key"].tolist(), a["frame"].tolist(), a["npk"].tolist(), a["t"].tolist(), strict=True)
-            keys = [(frame, n, last) for key, frame, n, last in rows if key]
-        else:
-            key = got.take(got.key)
-            keys = list(zip(key.frame.tolist(), key.npk.tolist(), key.t.tolist(), strict=True))
+        key = got.take(got.key)
+        return self._complete_key(list(zip(key.frame.tolist(), key.npk.tolist(), key.t.tolist(), strict=True)))
+
+    def _complete_key(self, keys: list[tuple[int, int, float]]) -> float | None:
+        """When the first keyframe completes among these keyframe packets (None: not yet)."""
         for frame, n, last in keys:
             count = self._key_counts.get(frame, 0) + 1
             self._key_counts[frame] = count
@@ -609,16 +581,9 @@ class RembEstimator:
         if not len(arrival):
             return
         self.first_video(float(arrival[0]))
+        self._bytes += int(np.add.reduce(size))
         self._owd_sum += float(np.add.reduce(arrival - sent))  # (what .sum() does)
         self._count += len(arrival)
-        if len(arrival) <= _SMALL:  # (integers: Python's sum and max are exact, and cheaper for a few)
-            self._bytes += sum(size.tolist())
-            seqs = seq.tolist()
-            if self._first_seq is None:
-                self._first_seq = seqs[0]
-            self._last_seq = max(self._last_seq, *seqs)
-            return
-        self._bytes += int(np.add.reduce(size))
         if self._first_seq is None:
             self._first_seq = int(seq[0])
         self._last_seq = max(self._last_seq, int(np.maximum.reduce(seq)))

@@ -170,6 +170,7 @@ class Pipeline:
         self.busy = False  # inside sync
         self.sub_last_rx = 0.0  # last media packet at the subscriber
         self.handed_over = False  # the steady state runs the media now
+        self._resize: int | None = None  # TURN's reframing, subscriber's leg minus publisher's
         # What runs where an RTCP packet from one peer arrives at the other (by its tag).
         self._arrivals: dict[Tag, Callable[..., None]] = {
             Tag.SUB_GOT_SR: self._sub_sr, Tag.PUB_GOT_RR: self._pub_rr, Tag.PUB_GOT_REMB: self._pub_remb,
@@ -305,7 +306,9 @@ class Pipeline:
         """TURN forwards the publisher's media to the subscriber as it arrives."""
         fwd = self.turn_q.pop_until(t, -math.inf, up_sent)
         if fwd:
-            resize = self.peers[Role.SUBSCRIBER].extra - self.peers[Role.PUBLISHER].extra
+            resize = self._resize
+            if resize is None:  # (both peers exist once media flows; their framing never changes)
+                resize = self._resize = self.peers[Role.SUBSCRIBER].extra - self.peers[Role.PUBLISHER].extra
             if resize:  # ChannelData framing differs between the two legs
                 fwd = [(r[_T], r[_SIZE] + resize, *r[2:]) for r in fwd]
             self.sub_q.arrive(fwd, self.path.send_few(DOWN, [r[_T] for r in fwd], [r[_SIZE] for r in fwd]))
@@ -326,11 +329,12 @@ class Pipeline:
             if kind == VIDEO:
                 streams.sub_est.add_few(arrival, [r[_SENT] for r in mine], seq, [r[_SIZE] for r in mine])
             if kind not in streams.playout.started:
-                self._not_started_yet(kind, Packets(_array(mine)))
+                self._not_started_yet(kind, mine)
 
-    def _not_started_yet(self, kind: int, got: Packets) -> None:
+    def _not_started_yet(self, kind: int, got: list[Rec]) -> None:
         streams = self.streams
-        if (t := streams.playout.arrived(kind, got)) is not None:
+        keys = [(r[_FRAME], r[_NPK], r[_T]) for r in got if r[_KEY]] if kind == VIDEO else []
+        if (t := streams.playout.arrived_few(kind, got[0][_T], keys)) is not None:
             if streams.all_started:
                 self.fine = False
             self._started(kind, t)
@@ -348,7 +352,7 @@ class Pipeline:
             self.loop.at(nxt, self._fine_tick, tag=Tag.FINE_TICK)
 
     def _fine_tick(self) -> None:
-        if self.now >= self._fine_at:
+        if self.loop.now >= self._fine_at:
             self._fine_at = math.inf
         self.sync()
 
