@@ -171,6 +171,9 @@ class Pipeline:
         self.sub_last_rx = 0.0  # last media packet at the subscriber
         self.handed_over = False  # the steady state runs the media now
         self._resize: int | None = None  # TURN's reframing, subscriber's leg minus publisher's
+        # The earliest next_send of the sources, kept up to date wherever one moves (take,
+        # invalidate, a new source): syncs and fine ticks ask for it at every event.
+        self._src_next = math.inf
         # What runs where an RTCP packet from one peer arrives at the other (by its tag).
         self._arrivals: dict[Tag, Callable[..., None]] = {
             Tag.SUB_GOT_SR: self._sub_sr, Tag.PUB_GOT_RR: self._pub_rr, Tag.PUB_GOT_REMB: self._pub_remb,
@@ -225,6 +228,7 @@ class Pipeline:
         if self._media.video is not None:
             self.sources[VIDEO] = _Ahead(self.model.video(self._media.video, self.now, extra, self._media_rng,
                                                              self._media.audio))
+        self._sources_moved()
         for kind in self.sources:
             self._rtcp_timer(Tag.PUB_SR, kind)
         self.fine = True
@@ -272,7 +276,7 @@ class Pipeline:
 
     def _sync(self, t: float, stage: int, up_sent: float = math.inf) -> None:
         sources = self.sources
-        if sources and min([la.next_send for la in sources.values()]) <= t:
+        if self._src_next <= t:
             senders = self.streams.senders
             parts = []
             for kind, la in sources.items():
@@ -289,6 +293,7 @@ class Pipeline:
                 if len(parts) > 1:  # in send order, stream order among equal times
                     batch = sorted([r for part in parts for r in part], key=_t)
                 self.turn_q.arrive(batch, self.path.send_few(UP, [r[_T] for r in batch], [r[_SIZE] for r in batch]))
+            self._sources_moved()
         if stage >= 2 and self.turn_q.min <= t:
             self._turn_arrivals(t, up_sent)
         if stage >= 3 and self.sub_q.min <= t:
@@ -346,10 +351,13 @@ class Pipeline:
 
     def _fine_next(self) -> None:
         """Until media started, the next moment anything in the pipeline happens is an event."""
-        nxt = min([la.next_send for la in self.sources.values()] + [self.turn_q.min, self.sub_q.min])
+        nxt = min(self._src_next, self.turn_q.min, self.sub_q.min)
         if nxt > self.loop.now and nxt < self._fine_at:
             self._fine_at = nxt
             self.loop.at(nxt, self._fine_tick, tag=Tag.FINE_TICK)
+
+    def _sources_moved(self) -> None:
+        self._src_next = min([la.next_send for la in self.sources.values()], default=math.inf)
 
     def _fine_tick(self) -> None:
         if self.loop.now >= self._fine_at:
@@ -365,6 +373,7 @@ class Pipeline:
         if video is not None and isinstance(video.src, VideoSource):
             video.invalidate()
             video.src.force_key = True
+            self._sources_moved()
         self._progress()
 
     def _pub_rr(self, kind: int, block: ReportBlock) -> None:
@@ -380,6 +389,7 @@ class Pipeline:
         if video is not None and isinstance(video.src, VideoSource):
             video.invalidate()
             video.src.set_target(bps)
+            self._sources_moved()
 
     # --- RTCP ----------------------------------------------------------------------------------------
 
