@@ -372,10 +372,32 @@ class Link:
             if (ahead.pop() if ahead else self._loss_u.one()) < st.loss:
                 c.dropped_loss += 1
                 return None
-        dep = self._bottleneck(st, t, size + st.overhead)
-        if dep is None:
-            c.dropped_queue += 1
-            return None
+        wire = size + st.overhead
+        if st.kind == _TRACE:
+            dep = self._bottleneck(st, t, wire)
+            if dep is None:
+                c.dropped_queue += 1
+                return None
+        else:  # (_bottleneck's rate/unlimited case, inlined: this is the per-packet hot path)
+            pend = self._pending
+            track = self._track_queue
+            if track:
+                tie = t + _TIE
+                while pend and pend[0][0] <= tie:
+                    self._pending_bytes -= pend.popleft()[1]
+                if (st.qp is not None and len(pend) >= st.qp) or (
+                    st.qb is not None and self._pending_bytes + wire > st.qb
+                ):
+                    c.dropped_queue += 1
+                    return None
+            self._pos_trace = None
+            free = self._free_at
+            start = t if t > free else free
+            dep = start + wire * st.sec_per_byte
+            self._free_at = dep
+            if track and start > t + _TIE:
+                pend.append((start, wire))
+                self._pending_bytes += wire
         delay = st.delay
         jitter = st.jitter
         if jitter > 0:
