@@ -27,7 +27,7 @@ from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 
 from ._handshakes import Peer
 from ._libwebrtc import AIORTC, EndpointModel
-from ._media import _SMALL, AUDIO, PACKET, REMB_INTERVAL, VIDEO, AudioSource, Packets, VideoSource
+from ._media import _SMALL, AUDIO, PACKET, REMB_INTERVAL, VIDEO, AudioSource, Packets, VideoSource, join
 from ._net import DOWN, UP, EventLoop, Path, Tag
 from ._rtcp import ReportBlock, pli_due, report_delay
 from ._streams import Queue, Streams, inbound
@@ -53,12 +53,14 @@ class _Ahead:
     out by send time as records. :meth:`invalidate` when the source's state changes (a new REMB
     target, a keyframe request). ``next_send`` is when its next packet leaves."""
 
-    __slots__ = ("buf", "i", "next_send", "span", "src", "times")
+    __slots__ = ("arr", "i", "next_send", "span", "src", "times")
 
     def __init__(self, source: AudioSource | VideoSource, span: float = 0.5) -> None:
         self.src = source
         self.span = span
-        self.buf: list[Rec] = []  # generated; buf[i:] not handed out yet
+        # Generated, arr[i:] not handed out yet. Records are made only of what is handed out:
+        # most of what is generated ahead is taken back at the switch.
+        self.arr = _array([])
         self.times: list[float] = []  # their send times
         self.i = 0
         self.next_send = source.next_send
@@ -68,19 +70,21 @@ class _Ahead:
         if self.src.next_send <= until:
             new = self.src.generate(until + self.span).a
             if len(new):
-                self.buf = self.buf[self.i:] + new.tolist()
+                self.arr = join([self.arr[self.i:], new]) if self.i < len(self.times) else new
                 self.times = self.times[self.i:] + new["t"].tolist()
                 self.i = 0
         i, times = self.i, self.times
         k = bisect_right(times, until, i)
         self.i = k
         self.next_send = times[k] if k < len(times) else self.src.next_send
-        return self.buf[i:k]
+        out: list[Rec] = self.arr[i:k].tolist() if k > i else []
+        return out
 
     def invalidate(self) -> None:
-        if self.i < len(self.buf):
-            self.src.rewind(Packets(_array(self.buf[self.i:])))
-        self.buf, self.times, self.i = [], [], 0
+        if self.i < len(self.times):
+            self.src.rewind(Packets(self.arr[self.i:]))
+        self.times, self.i = [], 0
+        self.arr = self.arr[:0]
         self.next_send = self.src.next_send
 
 
