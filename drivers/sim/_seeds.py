@@ -92,24 +92,31 @@ def _prefix(seed: list[int]) -> tuple[list[int], int]:
 
 class Seeds(ISpawnableSeedSequence):
     """``SeedSequence(entropy, spawn_key=spawn_key)`` for an integer ``entropy`` (pool size 4),
-    as far as a BitGenerator and spawning use it."""
+    as far as a BitGenerator and spawning use it.
 
-    def __init__(self, entropy: int, spawn_key: tuple[int, ...] = (),
-                 _shared: tuple[list[int], list[int], int] | None = None) -> None:
-        self.entropy = entropy
-        self.spawn_key = spawn_key
-        self.n_children_spawned = 0
-        if _shared is None:
-            seed = _words(entropy)
-            pool, h = _prefix(seed)
-            _shared = (seed, pool, h)
-        self._shared = _shared
-        seed, pool, h = _shared
-        self.pool = list(pool)
+    The words beyond the pool (the seed's beyond four, then the spawn key's) are mixed in one
+    after another, so a child carries on from its parent's pool with only its own number."""
+
+    def __init__(self, entropy: int, spawn_key: tuple[int, ...] = ()) -> None:
+        seed = _words(entropy)
+        pool, h = _prefix(seed)
         tail = seed[_POOL:]
         for k in spawn_key:
             tail += _words(k)
-        _mix_in(self.pool, h, tail)
+        self._h = _mix_in(pool, h, tail)
+        self.pool = pool
+        self.entropy = entropy
+        self.spawn_key = spawn_key
+        self.n_children_spawned = 0
+
+    def _child(self, i: int) -> Seeds:
+        child = Seeds.__new__(Seeds)
+        child.pool = pool = list(self.pool)
+        child._h = _mix_in(pool, self._h, _words(i))
+        child.entropy = self.entropy
+        child.spawn_key = (*self.spawn_key, i)
+        child.n_children_spawned = 0
+        return child
 
     def generate_state(self, n_words: int, dtype: Any = np.uint32) -> NDArray[Any]:
         wide = dtype is np.uint64 or np.dtype(dtype) == np.uint64  # (a PCG64 asks for 4 uint64)
@@ -123,14 +130,16 @@ class Seeds(ISpawnableSeedSequence):
             before, after = consts[i]
             v = ((pool[i & 3] ^ before) * after) & _MASK
             out.append(v ^ (v >> 16))
-        words = np.array(out, dtype=np.uint32)
-        # numpy reads the uint32 words as little-endian pairs
-        return words.astype("<u4").view("<u8").astype(np.uint64) if wide else words
+        if wide:  # numpy reads the uint32 words as little-endian pairs: low word first
+            return np.array([lo | hi << 32 for lo, hi in zip(out[::2], out[1::2], strict=True)], dtype=np.uint64)
+        return np.array(out, dtype=np.uint32)
 
     def spawn(self, n_children: int) -> list[Seeds]:
+        if n_children < 0:
+            raise ValueError("n_children must be non-negative")
         first = self.n_children_spawned
         self.n_children_spawned += n_children
-        return [Seeds(self.entropy, (*self.spawn_key, i), self._shared) for i in range(first, first + n_children)]
+        return [self._child(i) for i in range(first, first + n_children)]
 
 
 def generators(seed: int, n: int) -> list[np.random.Generator]:
