@@ -594,7 +594,10 @@ class RembEstimator:
         if not arrival:
             return
         self.first_video(arrival[0])
-        self._owd_sum += float(np.add.reduce(np.subtract(arrival, sent)))
+        if len(arrival) == 1:  # (a sum of one is that one: no numpy call needed for the same float)
+            self._owd_sum += arrival[0] - sent[0]
+        else:
+            self._owd_sum += float(np.add.reduce(np.subtract(arrival, sent)))
         self._count += len(arrival)
         self._bytes += sum(size)
         if self._first_seq is None:
