@@ -5,10 +5,11 @@ from one of those). numpy builds every SeedSequence with several small arrays an
 ``generate_state`` under an ``errstate`` context: about 9 us a stream, a third of a run's setup,
 for a few dozen 32-bit multiplications and shifts. :class:`Seeds` does the same arithmetic on
 Python ints (O'Neill's seed_seq as numpy implements it: hash the entropy words into a 4-word
-pool, mix the pool, then hash in the words beyond the pool's size), and since every stream of a
-run starts from the same seed words, the pool after them is computed once and shared; a child
-only mixes in its spawn key. The words and so the draws are numpy's own (tests/test_sim_seeds.py
-checks them against numpy's SeedSequence); a PCG64 takes it as its seed sequence.
+pool, mix the pool, then hash in the words beyond the pool's size). The words beyond the pool
+are mixed in one after another, so a child carries on from its parent's pool and only mixes in
+its own number; the hash constants, which do not depend on the data, are tabled. The words and
+so the draws are numpy's own (tests/test_sim_seeds.py checks them against numpy's
+SeedSequence); a PCG64 takes a Seeds as its seed sequence.
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ def _constants(init: int, mult: int, n: int) -> list[tuple[int, int]]:
 # Enough for the simulator's use (a 4-word state, spawn keys a few levels deep); beyond that the
 # constants are computed on the way.
 _OUT = _constants(_INIT_B, _MULT_B, 16)
+_OUT8 = [c for pair in _OUT[:8] for c in pair]  # a PCG64's 4 uint64 words: 8 hashes, flat
+_IN = _constants(_INIT_A, _MULT_A, 64)  # the entropy hash's: 16 before the words beyond the pool, then 4 a word
+_PREFIX = 16  # entropy hashes before the words beyond the pool: one per pool word, 12 mixing it
+
+
+def _in_constants(n: int) -> list[tuple[int, int]]:
+    """The entropy hash's first ``n`` (before, after) constants."""
+    global _IN
+    if n > len(_IN):
+        _IN = _constants(_INIT_A, _MULT_A, n)
+    return _IN
 
 
 def _words(n: int) -> list[int]:
@@ -54,21 +66,36 @@ def _words(n: int) -> list[int]:
     return out
 
 
-def _mix_in(pool: list[int], h: int, words: list[int]) -> int:
-    """Mix each of ``words`` into every pool word (in place); the hash constant after."""
+def _mix_in(pool: list[int], pos: int, words: list[int]) -> int:
+    """Mix each of ``words`` into every pool word (in place), the entropy hash having run
+    ``pos`` times before; how many times after. (Unrolled over the 4 pool words.)"""
+    c = _in_constants(pos + 4 * len(words))
+    m, lm, rm = _MASK, _MIX_L, _MIX_R
+    p0, p1, p2, p3 = pool
     for w in words:
-        for d in range(_POOL):
-            v = w ^ h
-            h = (h * _MULT_A) & _MASK
-            v = (v * h) & _MASK
-            v ^= v >> 16
-            r = (_MIX_L * pool[d] - _MIX_R * v) & _MASK
-            pool[d] = r ^ (r >> 16)
-    return h
+        b, a = c[pos]
+        v = ((w ^ b) * a) & m
+        r = (lm * p0 - rm * (v ^ (v >> 16))) & m
+        p0 = r ^ (r >> 16)
+        b, a = c[pos + 1]
+        v = ((w ^ b) * a) & m
+        r = (lm * p1 - rm * (v ^ (v >> 16))) & m
+        p1 = r ^ (r >> 16)
+        b, a = c[pos + 2]
+        v = ((w ^ b) * a) & m
+        r = (lm * p2 - rm * (v ^ (v >> 16))) & m
+        p2 = r ^ (r >> 16)
+        b, a = c[pos + 3]
+        v = ((w ^ b) * a) & m
+        r = (lm * p3 - rm * (v ^ (v >> 16))) & m
+        p3 = r ^ (r >> 16)
+        pos += 4
+    pool[:] = (p0, p1, p2, p3)
+    return pos
 
 
-def _prefix(seed: list[int]) -> tuple[list[int], int]:
-    """The pool and hash constant after the first pool-size entropy words (the seed's, zero
+def _prefix(seed: list[int]) -> list[int]:
+    """The pool after the first pool-size entropy words (the seed's, zero
     padded: numpy pads a spawned sequence's run entropy to the pool size, and hashing a missing
     word is hashing 0) and the mixing of the pool."""
     h = _INIT_A
@@ -87,7 +114,8 @@ def _prefix(seed: list[int]) -> tuple[list[int], int]:
                 v ^= v >> 16
                 r = (_MIX_L * pool[d] - _MIX_R * v) & _MASK
                 pool[d] = r ^ (r >> 16)
-    return pool, h
+    assert h == _IN[_PREFIX][0]  # (16 hashes so far: where _mix_in carries on)
+    return pool
 
 
 class Seeds(ISpawnableSeedSequence):
@@ -99,11 +127,11 @@ class Seeds(ISpawnableSeedSequence):
 
     def __init__(self, entropy: int, spawn_key: tuple[int, ...] = ()) -> None:
         seed = _words(entropy)
-        pool, h = _prefix(seed)
+        pool = _prefix(seed)
         tail = seed[_POOL:]
         for k in spawn_key:
             tail += _words(k)
-        self._h = _mix_in(pool, h, tail)
+        self._pos = _mix_in(pool, _PREFIX, tail)
         self.pool = pool
         self.entropy = entropy
         self.spawn_key = spawn_key
@@ -112,14 +140,23 @@ class Seeds(ISpawnableSeedSequence):
     def _child(self, i: int) -> Seeds:
         child = Seeds.__new__(Seeds)
         child.pool = pool = list(self.pool)
-        child._h = _mix_in(pool, self._h, _words(i))
+        child._pos = _mix_in(pool, self._pos, _words(i))
         child.entropy = self.entropy
         child.spawn_key = (*self.spawn_key, i)
         child.n_children_spawned = 0
         return child
 
     def generate_state(self, n_words: int, dtype: Any = np.uint32) -> NDArray[Any]:
-        wide = dtype is np.uint64 or np.dtype(dtype) == np.uint64  # (a PCG64 asks for 4 uint64)
+        wide = dtype is np.uint64 or np.dtype(dtype) == np.uint64
+        if wide and n_words == 4:  # what a PCG64 asks for, unrolled
+            m = _MASK
+            p0, p1, p2, p3 = self.pool
+            b0, a0, b1, a1, b2, a2, b3, a3, b4, a4, b5, a5, b6, a6, b7, a7 = _OUT8
+            w = [((p0 ^ b0) * a0) & m, ((p1 ^ b1) * a1) & m, ((p2 ^ b2) * a2) & m, ((p3 ^ b3) * a3) & m,
+                 ((p0 ^ b4) * a4) & m, ((p1 ^ b5) * a5) & m, ((p2 ^ b6) * a6) & m, ((p3 ^ b7) * a7) & m]
+            w = [v ^ (v >> 16) for v in w]
+            return np.array([w[0] | w[1] << 32, w[2] | w[3] << 32, w[4] | w[5] << 32, w[6] | w[7] << 32],
+                            dtype=np.uint64)
         if not wide and np.dtype(dtype) != np.uint32:
             raise ValueError("only support uint32 or uint64")
         n = 2 * n_words if wide else n_words
