@@ -183,6 +183,8 @@ class Timeline:
         if i < 0:
             return None, 0
         c = self.chunks[i]
+        if t >= c.last:  # (the whole chunk: no search)
+            return c, len(c.arrival)
         return c, int(c.arrival.searchsorted(t, "right"))  # >= 1
 
     def at(self, t: float) -> Snapshot:
