@@ -1,8 +1,10 @@
 """The media pipeline, event-driven: the driver's mode until it can batch (see :mod:`._steady`).
 
-Media crosses the links in small arrays. Before any control packet leaves, :meth:`Pipeline.sync`
-brings media up to ``now`` — publisher → uplink (stage 1) → TURN, forwarding onto the downlink
-(stage 2) → subscriber (stage 3) — so every send on a link stays in time order. Until the
+Media crosses the links a few packets at a time, as Python records (``Rec``: a PACKET record's
+fields; the steady state takes PACKET arrays over at the switch). Before any control packet
+leaves, :meth:`Pipeline.sync` brings media up to ``now`` — publisher → uplink (stage 1) → TURN,
+forwarding onto the downlink (stage 2) → subscriber (stage 3) — so every send on a link stays in
+time order. Until the
 subscriber has started every stream, the pipeline also runs at every media send and arrival
 time (``fine``), so the moments the core sees (``MediaStarted``) are exact.
 
