@@ -1,12 +1,15 @@
 """How well the simulator's endpoint models predict a browser: every built-in scenario (the tuning
 set) and the held-out scenarios in scenarios/heldout/ (never used for tuning) through ``--driver
 sim`` with each stack model (``[media] stack = "aiortc"`` and ``"libwebrtc"``, several seeds) and
-through ``--driver chromium`` (rtcprobe.js in a headless Chromium behind the impairment relay and
-coturn, 1-2 repetitions), then the per-metric agreement of each model with Chromium.
+through the real drivers: ``--driver chromium`` (rtcprobe.js in a headless Chromium) and ``--driver
+aiortc`` (the real aiortc client), both behind the impairment relay and coturn
+(:func:`rtcprobe.replay.run_replay`, as bench_sim_vs_real.py runs the aiortc client), then the
+per-metric agreement of each model — and of the real aiortc client — with Chromium.
 
-    python benchmarks/bench_calibration.py [--seeds 3] [--reps 1] [--duration 8]
-                                           [--scenario NAME ...] [--no-chromium]
-                                           [--save FILE.json] [--load FILE.json]
+    python benchmarks/bench_calibration.py [--seeds 3] [--reps 2] [--duration 8]
+                                           [--driver chromium|aiortc ...] [--scenario NAME ...]
+                                           [--sim-only] [--save FILE.json] [--load FILE.json]
+                                           [--real-from FILE.json]
 
 Metrics are the report's: rtt (ms, the loop's), jitter (ms), packet loss (%), delivered bitrate
 (the receiver's average incoming kbit/s), the final and the minimum network-quality level, and
@@ -18,10 +21,20 @@ mean over the seeds is within the tolerance of Chromium's mean over the repetiti
 * jitter within 50 % or 5 ms (whichever is wider: a few ms of jitter are timer noise in a browser);
 * media start within 50 % or 300 ms (the browser's start is dominated by its own scheduling).
 
+Repetition k of a real driver replays the scenario with seed ``seed + k`` (the relay draws the
+simulator's link streams for that seed), so the real means cover the link draws of the sim's first
+``--reps`` seeds; the drivers are interleaved per repetition, so a change in the machine's load
+hits both alike. The agreement table also has Chromium's second repetition against its first: how
+often the browser agrees with itself within the same tolerances (the noise floor a model cannot
+beat), and a second table compares the sim models with the real aiortc client.
+
 The first table lists every scenario's numbers, the second the share of scenarios that agree per
-metric, for the tuning set and the held-out set separately. ``--save`` keeps the raw numbers
-(Chromium is slow: 16 scenarios x ~10-15 s per repetition) and ``--load`` prints the tables
-again from them. Needs coturn, Chromium and Playwright unless ``--no-chromium``.
+metric, for the tuning set and the held-out set separately. ``--save`` keeps the raw numbers,
+every real repetition's included, with the load average after each scenario's real runs (the
+real drivers are slow: 16 scenarios x ~10-15 s per driver and repetition). ``--load`` prints the
+tables again from such a file; ``--real-from`` (old name ``--chromium-from``) reruns only the sim
+models and takes every real driver's numbers from it. Needs coturn, and Chromium and Playwright
+for ``--driver chromium``, unless ``--sim-only``.
 """
 
 from __future__ import annotations
@@ -29,8 +42,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +57,11 @@ from rtcprobe.scenarios import builtin_names, load
 
 HELDOUT = Path(__file__).resolve().parent.parent / "scenarios" / "heldout"
 STACKS = ("aiortc", "libwebrtc")
+# A real driver's key in a row (the sim models' keys are the stack names, so the real aiortc client
+# needs its own; "chromium" is what files saved before the aiortc row used).
+REAL = {"chromium": "chromium", "aiortc": "aiortc_client"}
+LABELS = {"aiortc": "sim aiortc", "libwebrtc": "sim libwebrtc", "chromium": "chromium",
+          "aiortc_client": "aiortc client", "rep2": "chromium 2nd vs 1st"}
 METRICS = ("rtt", "jitter", "loss", "in", "level", "min_level", "media")
 
 
@@ -102,29 +123,74 @@ def scenarios(names: list[str] | None, duration: float) -> list[tuple[str, Scena
     return short
 
 
-def collect(chosen: list[tuple[str, Scenario]], seeds: int, reps: int, chromium: bool) -> list[dict[str, Any]]:
-    rows = []
+def collect(chosen: list[tuple[str, Scenario]], seeds: int, reps: int, drivers: list[str]) -> Iterator[dict[str, Any]]:
     for which, sc in chosen:
         row: dict[str, Any] = {"set": which, "name": sc.name}
         for stack in STACKS:
             s = attrs.evolve(sc, stack=stack)
             row[stack] = mean([metrics(run_simulation(s, seed=sc.seed + k).report.to_dict()) for k in range(seeds)])
-        if chromium:
-            from rtcprobe.replay import run_replay  # (needs coturn, Chromium and Playwright)
+        if drivers:
+            from rtcprobe.replay import run_replay  # (needs coturn; Chromium and Playwright for chromium)
 
-            row["chromium"] = mean([metrics(run_replay(sc, driver="chromium").report.to_dict())
-                                    for _ in range(reps)])
-        print(f"  {which:<8} {sc.name}", file=sys.stderr, flush=True)
-        rows.append(row)
-    return rows
+            runs: dict[str, list[dict[str, float | None]]] = {d: [] for d in drivers}
+            walls: dict[str, list[float]] = {d: [] for d in drivers}
+            for k in range(reps):  # interleaved: drift in the machine's load hits every driver alike
+                for d in drivers:
+                    t0 = time.perf_counter()
+                    runs[d].append(metrics(run_replay(sc, seed=sc.seed + k, driver=d).report.to_dict()))
+                    walls[d].append(round(time.perf_counter() - t0, 2))
+            for d in drivers:
+                row[REAL[d]] = mean(runs[d])
+                row[REAL[d] + "_runs"] = runs[d]
+                row[REAL[d] + "_wall_s"] = walls[d]
+            row["load"] = [round(x, 2) for x in os.getloadavg()]  # 1, 5, 15 min, after the real runs
+        print(f"  {which:<8} {sc.name}" + (f"  (load {row['load'][0]:.2f})" if "load" in row else ""),
+              file=sys.stderr, flush=True)
+        yield row
+
+
+def reuse_real(rows: list[dict[str, Any]], saved_rows: list[dict[str, Any]]) -> None:
+    """Every real driver's numbers (means, repetitions, load) of ``saved_rows`` into ``rows``."""
+    saved = {r["name"]: r for r in saved_rows}
+    for r in rows:
+        old = saved.get(r["name"], {})
+        for key, value in old.items():
+            if key not in ("set", "name", *STACKS):
+                r[key] = value
 
 
 def fmt(v: float | None, spec: str = ".0f") -> str:
     return "-" if v is None or not math.isfinite(v) else format(v, spec)
 
 
+def agreement(rows: list[dict[str, Any]], which: str, reference: str, candidates: list[str]) -> list[str]:
+    """Markdown table lines: per candidate, the ``which`` set's scenarios within tolerance of ``reference``."""
+    mine = [r for r in rows if r["set"] == which and reference in r]
+    lines = []
+    for cand in candidates:
+        cells = []
+        for m in METRICS:
+            pairs = [(r[cand][m], r[reference][m]) for r in mine
+                     if cand in r and r[cand][m] is not None and r[reference][m] is not None]
+            cells.append(f"{sum(agree(m, a, b) for a, b in pairs)}/{len(pairs)}")
+        lines.append(f"| {which} | {LABELS[cand]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def agreement_table(rows: list[dict[str, Any]], reference: str, candidates: list[str]) -> None:
+    # Chromium's second repetition against its first: how often the browser agrees with itself.
+    noise = [{"set": r["set"], "rep1": r["chromium_runs"][0], "rep2": r["chromium_runs"][1]}
+             for r in rows if len(r.get("chromium_runs") or ()) >= 2] if reference == "chromium" else []
+    print("| set | model | " + " | ".join(METRICS) + " |")
+    print("|---|---|" + "---:|" * len(METRICS))
+    for which in ("tuning", "held-out"):
+        for line in agreement(rows, which, reference, candidates) + (
+                agreement(noise, which, "rep1", ["rep2"]) if noise else []):
+            print(line)
+
+
 def print_tables(rows: list[dict[str, Any]]) -> None:
-    sources = [s for s in (*STACKS, "chromium") if any(s in r for r in rows)]
+    sources = [s for s in (*STACKS, *REAL.values()) if any(s in r for r in rows)]
     print("| set | scenario | source | rtt ms | jitter ms | loss % | in kbps | level | min level | media ms |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -132,53 +198,54 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
             if src not in r:
                 continue
             m = r[src]
-            label = f"sim {src}" if src in STACKS else src
+            n = len(r.get(src + "_runs") or ())
+            label = LABELS[src] + (f" ({n} runs)" if n > 1 else "")
             print(f"| {r['set']} | {r['name']} | {label} | {fmt(m['rtt'])} | {fmt(m['jitter'], '.1f')} | "
                   f"{fmt(m['loss'], '.2f')} | {fmt(m['in'])} | {fmt(m['level'], '.1f')} | "
                   f"{fmt(m['min_level'], '.1f')} | {fmt(m['media'])} |")
-    if "chromium" not in sources:
-        return
-    print()
-    print("Agreement with Chromium (scenarios within tolerance / scenarios with both values):")
-    print()
-    print("| set | model | " + " | ".join(METRICS) + " |")
-    print("|---|---|" + "---:|" * len(METRICS))
-    for which in ("tuning", "held-out"):
-        mine = [r for r in rows if r["set"] == which and "chromium" in r]
-        for stack in STACKS:
-            cells = []
-            for m in METRICS:
-                pairs = [(r[stack][m], r["chromium"][m]) for r in mine
-                         if r[stack][m] is not None and r["chromium"][m] is not None]
-                ok = sum(agree(m, a, b) for a, b in pairs)
-                cells.append(f"{ok}/{len(pairs)}")
-            print(f"| {which} | {stack} | " + " | ".join(cells) + " |")
+    loads = [r["load"][0] for r in rows if "load" in r]
+    if loads:
+        print(f"\nLoad average (1 min) after each scenario's real runs: median {statistics.median(loads):.2f}, "
+              f"max {max(loads):.2f}")
+    if "chromium" in sources:
+        print()
+        print("Agreement with Chromium (scenarios within tolerance / scenarios with both values; "
+              "\"chromium 2nd vs 1st\": the browser's second repetition against its first):")
+        print()
+        agreement_table(rows, "chromium", [c for c in (*STACKS, "aiortc_client") if c in sources])
+    if "aiortc_client" in sources:
+        print()
+        print("Agreement with the real aiortc client:")
+        print()
+        agreement_table(rows, "aiortc_client", list(STACKS))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="sim seeds per scenario and model (default 3)")
-    parser.add_argument("--reps", type=int, default=1, help="Chromium repetitions per scenario (default 1)")
+    parser.add_argument("--reps", type=int, default=2, help="repetitions per real driver and scenario (default 2)")
     parser.add_argument("--duration", type=float, default=8.0, help="stats seconds, untimed scenarios (default 8)")
+    parser.add_argument("--driver", action="append", choices=sorted(REAL),
+                        help="a real driver to run (repeatable; default: chromium and aiortc)")
     parser.add_argument("--scenario", action="append", help="only these scenarios (repeatable)")
-    parser.add_argument("--no-chromium", action="store_true", help="the sim models only")
-    parser.add_argument("--save", help="write the raw numbers to this JSON file")
+    parser.add_argument("--sim-only", "--no-chromium", dest="sim_only", action="store_true",
+                        help="the sim models only, no real driver")
+    parser.add_argument("--save", help="write the raw numbers (every real repetition's too) to this JSON file")
     parser.add_argument("--load", help="print the tables from a file --save wrote")
-    parser.add_argument("--chromium-from", help="rerun the sim models, take Chromium's numbers from a --save file")
+    parser.add_argument("--real-from", "--chromium-from", dest="real_from",
+                        help="rerun the sim models only; every real driver's numbers from a --save file")
     args = parser.parse_args(argv)
     if args.load:
         rows = json.loads(Path(args.load).read_text())
     else:
-        reuse = args.chromium_from is not None
-        rows = collect(scenarios(args.scenario, args.duration), args.seeds, args.reps,
-                       not (args.no_chromium or reuse))
-        if reuse:
-            saved = {r["name"]: r for r in json.loads(Path(args.chromium_from).read_text())}
-            for r in rows:
-                if "chromium" in saved.get(r["name"], {}):
-                    r["chromium"] = saved[r["name"]]["chromium"]
-        if args.save:
-            Path(args.save).write_text(json.dumps(rows, indent=1) + "\n")
+        drivers = [] if args.sim_only or args.real_from else (args.driver or ["chromium", "aiortc"])
+        saved = json.loads(Path(args.real_from).read_text()) if args.real_from else []
+        rows = []
+        for row in collect(scenarios(args.scenario, args.duration), args.seeds, args.reps, drivers):
+            reuse_real([row], saved)
+            rows.append(row)
+            if args.save:  # after every scenario: a long capture interrupted keeps what it has
+                Path(args.save).write_text(json.dumps(rows, indent=1) + "\n")
     print_tables(rows)
     return 0
 
