@@ -229,19 +229,30 @@ class Sample:
 
 @attrs.frozen
 class RunInfo:
-    """Where a report came from (our extension)."""
+    """Where a report came from (our extension).
+
+    ``stack`` is the simulator's endpoint model when it is not aiortc's (``"libwebrtc"``); it is
+    left out of the report otherwise, so the aiortc model's reports keep the bytes they had before
+    the key existed (the golden hashes pin them): a ``driver = "sim"`` report without it is the
+    aiortc model's. The real drivers run their own stack and leave it out too.
+    """
 
     driver: str
     version: str
     scenario: str | None = None
     seed: int | None = None
+    stack: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"driver": self.driver, "scenario": self.scenario, "seed": self.seed, "version": self.version}
+        out = {"driver": self.driver, "scenario": self.scenario, "seed": self.seed, "version": self.version}
+        if self.stack is not None:
+            out["stack"] = self.stack
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> RunInfo | None:
-        return None if d is None else cls(d["driver"], d["version"], d.get("scenario"), d.get("seed"))
+        return None if d is None else cls(d["driver"], d["version"], d.get("scenario"), d.get("seed"),
+                                          d.get("stack"))
 
 
 def canonical_json(obj: Any, *, indent: int | None = 2) -> str:

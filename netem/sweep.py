@@ -53,7 +53,7 @@ _LINK: Final[dict[str, Any]] = {k: (dict(_LOSS_MODEL) if k == "loss_model" else 
 _PHASE_LINK: Final[dict[str, Any]] = {k: v for k, v in _LINK.items() if k != "outages"}
 SCHEMA: Final[dict[str, Any]] = {
     "duration": None,
-    "media": {"audio": None, "video": {"width": None, "height": None, "fps": None}},
+    "media": {"audio": None, "video": {"width": None, "height": None, "fps": None}, "stack": None},
     "network": {**_LINK, "uplink": dict(_LINK), "downlink": dict(_LINK)},
     "phase": [{"at": None, "reset": None, **_PHASE_LINK, "uplink": dict(_PHASE_LINK),
                "downlink": dict(_PHASE_LINK)}],

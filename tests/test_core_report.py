@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from rtcprobe.core import (
     IceCandidateStats,
     PreflightReport,
+    RunInfo,
     SelectedCandidatePair,
     Stat,
     StatsObserved,
@@ -174,3 +175,12 @@ def test_canonical_json_refuses_what_json_dumps_refuses(bad: float) -> None:
 def test_canonical_json_hands_non_string_keys_to_json_dumps() -> None:
     tree = {"a": {1: "x", 2: "y"}}
     assert canonical_json(tree) == json.dumps(tree, sort_keys=True, indent=2, separators=(",", ": "))
+
+
+def test_run_info_carries_a_stack_only_when_there_is_one() -> None:
+    """The simulator's libwebrtc model names itself; without a stack the run block has the bytes
+    it had before the key existed (the aiortc model's golden reports)."""
+    plain, lw = RunInfo("sim", "1", "x", 3), RunInfo("sim", "1", "x", 3, "libwebrtc")
+    assert plain.to_dict() == {"driver": "sim", "scenario": "x", "seed": 3, "version": "1"}
+    assert lw.to_dict() == {**plain.to_dict(), "stack": "libwebrtc"}
+    assert RunInfo.from_dict(lw.to_dict()) == lw and RunInfo.from_dict(plain.to_dict()) == plain

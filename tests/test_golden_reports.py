@@ -1,10 +1,14 @@
-"""Golden hashes: every built-in scenario's simulated report and one pcap, byte for byte.
+"""Golden hashes: every built-in scenario's simulated report and one pcap, byte for byte, with
+the aiortc endpoint model (``[media] stack = "aiortc"``; the default model, libwebrtc's, has its
+own hashes in tests/test_sim_libwebrtc.py).
 
 Refactors and speed-ups of the simulator must not change a single byte of what it produces. The
-hashes in ``tests/golden/sim_reports.json`` were recorded from ``rtcprobe run NAME --json`` (the
-scenario's own seed and seeds 1-3) and ``rtcprobe run lossy-wifi --pcap``. A deliberate behaviour
-change re-records them with ``RTCPROBE_UPDATE_GOLDEN=1 pytest tests/test_golden_reports.py`` and
-says why in its commit.
+hashes in ``tests/golden/sim_reports.json`` were recorded from ``rtcprobe run NAME --stack aiortc
+--json`` (the scenario's own seed and seeds 1-3) and ``rtcprobe run lossy-wifi --stack aiortc
+--pcap``; they predate the libwebrtc model and the switch of the default to it, and the aiortc
+model's reports still carry no ``stack`` key so that they keep these bytes (core.report.RunInfo).
+A deliberate behaviour change re-records them with ``RTCPROBE_UPDATE_GOLDEN=1 pytest
+tests/test_golden_reports.py`` and says why in its commit.
 
 The package version is part of every report's ``run`` block; it is replaced by a placeholder
 before hashing so that a release does not look like a behaviour change.
@@ -19,9 +23,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 from rtcprobe.drivers.sim import run_simulation
 from rtcprobe.netem.pcap import write_pcap
+from rtcprobe.netem.scenario import Scenario
 from rtcprobe.scenarios import builtin_names, load
 
 import rtcprobe
@@ -39,6 +45,11 @@ def _normalised(text: str) -> bytes:
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _aiortc(name: str) -> Scenario:
+    """A built-in scenario with the aiortc endpoint model, whatever the default is."""
+    return attrs.evolve(load(name), stack="aiortc")
 
 
 def _cases() -> list[tuple[str, int | None]]:
@@ -70,13 +81,13 @@ def _check(key: str, value: str) -> None:
 
 @pytest.mark.parametrize(("name", "seed"), _cases(), ids=[_key(n, s) for n, s in _cases()])
 def test_report_bytes_unchanged(name: str, seed: int | None) -> None:
-    scenario = load(name)
+    scenario = _aiortc(name)
     report = run_simulation(scenario, seed=scenario.seed if seed is None else seed).report
     _check(_key(name, seed), _digest(_normalised(report.to_json())))
 
 
 def test_pcap_bytes_unchanged(tmp_path: Path) -> None:
-    scenario = load("lossy-wifi")
+    scenario = _aiortc("lossy-wifi")
     result = run_simulation(scenario, seed=scenario.seed, packet_log=True)
     path = tmp_path / "lossy-wifi.pcap"
     write_pcap(path, result.packet_log)
@@ -84,10 +95,11 @@ def test_pcap_bytes_unchanged(tmp_path: Path) -> None:
 
 
 def test_cli_prints_the_same_bytes(tmp_path: Path) -> None:
-    """The CLI path (`rtcprobe run NAME --json --pcap`) gives exactly what the hashes were taken of."""
+    """The CLI path (`rtcprobe run NAME --stack aiortc --json --pcap`) gives exactly what the hashes
+    were taken of."""
     pcap = tmp_path / "cli.pcap"
     out = subprocess.run(
-        [sys.executable, "-m", "rtcprobe", "run", "lossy-wifi", "--json", "--pcap", str(pcap)],
+        [sys.executable, "-m", "rtcprobe", "run", "lossy-wifi", "--stack", "aiortc", "--json", "--pcap", str(pcap)],
         capture_output=True, text=True, check=False,
     )
     assert out.returncode == 0, out.stderr

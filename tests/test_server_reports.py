@@ -71,6 +71,8 @@ def test_the_smallest_report_is_a_test_timing() -> None:
                                                "outgoingBitrate": None, "incomingBitrate": None, "level": True}]},
      "report.samples[0].level must be an integer or null"),
     ({"testTiming": {"start": 0}, "run": {"driver": "x"}}, "report.run is missing the 'version'"),
+    ({"testTiming": {"start": 0}, "run": {"driver": "x", "version": "1", "stack": 3}},
+     "report.run.stack must be a string"),
     ({"testTiming": {"start": 0}, "progressEvents": [{"name": 3, "duration": 1}]},
      "report.progressEvents[0].name must be a string"),
     ({"testTiming": {"start": 0}, "selectedIceCandidatePairStats": {}}, "missing the 'localCandidate'"),

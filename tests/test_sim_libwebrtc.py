@@ -64,6 +64,16 @@ def test_choosing_aiortc_explicitly_changes_no_byte() -> None:
     assert run_simulation(attrs.evolve(scenario, stack="libwebrtc"), seed=1).report.to_json() != default
 
 
+def test_the_report_names_the_libwebrtc_model_and_the_aiortc_model_keeps_its_bytes() -> None:
+    """A sim report says ``stack: "libwebrtc"``; the aiortc model's has no stack key, so it keeps
+    the bytes it had before the key existed (tests/test_golden_reports.py)."""
+    scenario = load("clean-broadband")
+    lw = json.loads(run_simulation(attrs.evolve(scenario, stack="libwebrtc"), seed=1).report.to_json())["run"]
+    ai = json.loads(run_simulation(attrs.evolve(scenario, stack="aiortc"), seed=1).report.to_json())["run"]
+    assert lw["stack"] == "libwebrtc" and lw["driver"] == "sim"
+    assert "stack" not in ai and ai["driver"] == "sim"
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_small_queue_paced_and_backed_off_like_chrome(seed: int) -> None:
     """600 kbit/s, 30-packet queue: Chromium loses nothing, delivers ~440 kbit/s and adds

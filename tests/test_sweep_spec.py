@@ -66,6 +66,27 @@ def test_the_example_of_the_issue(tmp_path: Path) -> None:
     assert sc.name == "clean-broadband"
 
 
+def test_the_endpoint_model_can_be_set_or_swept(tmp_path: Path) -> None:
+    sweep = load(write(tmp_path, """
+        base = "base.toml"
+        [set]
+        "media.stack" = "aiortc"
+    """))
+    assert [sweep.scenario(p.data).stack for p in sweep.points()] == ["aiortc"]
+    sweep = load(write(tmp_path, """
+        base = "base.toml"
+        [axes]
+        "media.stack" = ["aiortc", "libwebrtc"]
+    """))
+    assert [sweep.scenario(p.data).stack for p in sweep.points()] == ["aiortc", "libwebrtc"]
+    with pytest.raises(ScenarioError, match="stack"):
+        load(write(tmp_path, """
+            base = "base.toml"
+            [axes]
+            "media.stack" = ["aiortc", "chrome"]
+        """))
+
+
 def test_paths_into_directions_phases_and_loss_models(tmp_path: Path) -> None:
     sweep = load_sweep(write(tmp_path, """
         base = "base.toml"

@@ -143,7 +143,9 @@ class SimDriver:
         self.path = Path(uplink, downlink, log=packet_log)
         self.loop = EventLoop()
         self.config = PreflightConfig(duration=scenario.duration, media=scenario.media, relay_only=True)
-        self.core = PreflightMachine(self.config, run=RunInfo("sim", version, scenario.name, seed))
+        # (the aiortc model's reports keep their bytes: no stack key, see RunInfo)
+        stack = None if scenario.stack == "aiortc" else scenario.stack
+        self.core = PreflightMachine(self.config, run=RunInfo("sim", version, scenario.name, seed, stack))
         self.on_event = on_event
         self.on_observation = on_observation
         self.events: list[Event] = []

@@ -6,12 +6,16 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+import attrs
+
 from . import ReportOutput, add_output_arguments, parse_seed
 
 if TYPE_CHECKING:
     from rtcprobe.core.report import PreflightReport
     from rtcprobe.netem.expect import ExpectationResult
 
+# rtcprobe.netem.scenario.STACKS (not imported here: the CLI starts without numpy)
+STACKS = ("aiortc", "libwebrtc")
 NAME = "run"
 HELP = "run a preflight over a network scenario (a file or a built-in name; see: rtcprobe scenarios)"
 DESCRIPTION = """\
@@ -21,7 +25,12 @@ whole test is simulated on a virtual clock — deterministic, milliseconds of CP
 --driver chromium does the same with rtcprobe.js in a headless Chromium (apt-get install chromium,
 pip install playwright).
 
+The simulator models a browser's endpoint (libwebrtc: paced sender, congestion control, NACK/RTX)
+unless the scenario's [media] stack or --stack says "aiortc" (aiortc's sender, what --driver aiortc
+runs).
+
   rtcprobe run lossy-wifi --check
+  rtcprobe run lossy-wifi --stack aiortc
   rtcprobe run my-network.toml --seed 7 --json --out report.json --plot report.png
 
 Progress goes to stderr, the summary (or with --json only the report JSON) to stdout.
@@ -36,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sim: simulated network (default); aiortc: real peers through the impairment relay; "
                              "chromium: the same in a headless Chromium")
     parser.add_argument("--seed", type=parse_seed, help="override the scenario's seed")
+    parser.add_argument("--stack", choices=STACKS,
+                        help="the simulator's endpoint model (--driver sim only): libwebrtc, a browser's, or "
+                             "aiortc's sender; overrides the scenario's [media] stack (default libwebrtc)")
     parser.add_argument("--check", action="store_true", help="verify the scenario's [expect] block (exit 1 if unmet)")
     add_output_arguments(parser)
     parser.add_argument("--pcap", metavar="FILE", help="write what crossed the emulated link as a pcap capture")
@@ -56,6 +68,7 @@ def expectation_lines(results: list[ExpectationResult] | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rtcprobe.core.errors import ConfigError
     from rtcprobe.netem.files import writable_path
     from rtcprobe.progress import ProgressReporter
     from rtcprobe.scenarios import load
@@ -63,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
     from .preflight import summary
 
     scenario = load(args.scenario)  # a bad file raises ScenarioError: one line, exit 2
+    if args.stack is not None:
+        if args.driver != "sim":
+            raise ConfigError(f"--stack chooses the simulator's endpoint model; --driver {args.driver} runs "
+                              "its own stack")
+        scenario = attrs.evolve(scenario, stack=args.stack)
     output = ReportOutput.from_args(args)
     pcap_path = writable_path(args.pcap, "--pcap") if args.pcap else None
 
@@ -90,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     results = scenario.expect.results(data) if args.check and scenario.expect is not None else None
 
     def text() -> str:
-        lines = [f"scenario {scenario.name} (driver {args.driver}, seed {seed})"
+        driver = f"sim, {scenario.stack} model" if args.driver == "sim" else args.driver
+        lines = [f"scenario {scenario.name} (driver {driver}, seed {seed})"
                  + (f": {scenario.description}" if scenario.description else ""), summary(report)]
         levels = [s["level"] for s in data["samples"] if s["level"] is not None]
         if levels:

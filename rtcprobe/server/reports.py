@@ -179,6 +179,7 @@ def _check(d: dict[str, Any]) -> None:
         _str(_get(run, "version", "report.run"), "report.run.version")
         _str(run.get("scenario"), "report.run.scenario", nullable=True)
         _int(run.get("seed"), "report.run.seed", nullable=True)
+        _str(run.get("stack"), "report.run.stack", nullable=True)
     error = _opt_obj(d.get("error"), "report.error")
     if error is not None:
         _int(_get(error, "code", "report.error"), "report.error.code")
