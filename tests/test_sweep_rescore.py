@@ -78,7 +78,10 @@ def test_a_shorter_rise_interval_recovers_sooner(rows: tuple[Path, list[dict[str
     _, table = rows
     outcome = rescore_rows(table, attrs.evolve(ScorerConfig(), rise_interval=0.5), POINT)
     after_outage = [c for c in outcome.changes if c.point["network.outages"] != "[]"]
-    assert after_outage and all(c.delta is not None and c.delta > 0 for c in after_outage)
+    # Each run it changes ends higher or spends more of its samples higher (under loss the final
+    # level may be the loss's, whatever the rise rate).
+    assert after_outage and any(c.delta is not None and c.delta > 0 for c in after_outage)
+    assert all(c.level[1] > c.level[0] or c.level_median[1] > c.level_median[0] for c in after_outage)
     for old, new in zip(table, outcome.rows, strict=True):
         assert new["level"] >= old["level"]
         assert new["level_min"] == old["level_min"]  # drops show at once, whatever the rise rate

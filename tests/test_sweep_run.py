@@ -71,10 +71,11 @@ def test_rows_are_the_simulator_reports_in_spec_order(serial: tuple[Path, Path])
         assert row["sample_rtt"] == [s["rtt"] for s in d["samples"]]
         assert row["level_min"] == min(row["sample_level"])
         assert row["outcome"] == "completed" and row["error_code"] is None
-    # The sweep says something: 4 % loss at 720p costs levels that 0 % loss does not.
+    # The sweep says something: 4 % loss costs levels that 0 % loss does not. (Clean, the small
+    # video scores 5; 720p may score 4 with a browser's sender, which starts at 300 kbit/s.)
     clean = [r["level"] for r in rows if r["network.loss"] == 0.0 and r["network.delay_ms"] == 10]
     lossy = [r["level"] for r in rows if r["network.loss"] == 0.04]
-    assert clean == [5, 5, 5, 5] and max(lossy) < 5
+    assert clean[:2] == [5, 5] and max(lossy) < min(clean)
 
 
 def test_local_pool_and_dask_local_cluster_write_the_same_bytes(serial: tuple[Path, Path], tmp_path: Path) -> None:
