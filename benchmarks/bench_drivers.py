@@ -5,7 +5,9 @@
 
 Table 1, per scenario and driver (``rtcprobe run SCENARIO --driver ...``):
 
-* ``sim``: the simulator (virtual clock; its sender models aiortc's);
+* ``sim``: the simulator (virtual clock) with the scenario's endpoint model: by default a
+  browser's (``[media] stack = "libwebrtc"``; tables recorded before it became the default show
+  the aiortc model's);
 * ``aiortc``: real aiortc peers through the impairment relay and coturn (``rtcprobe.replay``);
 * ``chromium``: rtcprobe.js in a headless Chromium (libwebrtc) through the same relay and coturn,
   both of its peer connections relay-only, the core in the embedded server.

@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     rows = [
-        ("rtcprobe sim: whole preflight (report incl.)", t_sim, full.packets, "-"),
+        (f"rtcprobe sim: whole preflight, stack={sc.stack} (report incl.)", t_sim, full.packets, "-"),
         (f"rtcprobe sim: whole preflight, stack={other.stack}", t_other, lw_full.packets, "-"),
         ("  of which the core alone (replayed) + JSON", t_core, 0, "-"),
         ("netem: media flow, vectorized (send_batch)", t_vec, hops, str(got_vec)),

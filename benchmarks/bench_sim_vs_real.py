@@ -2,7 +2,9 @@
 
     python benchmarks/bench_sim_vs_real.py [--duration 5] [--scenario NAME ...] [--seed N] [--markdown]
 
-For each scenario (default: every built-in one): ``--driver sim`` (virtual clock) and
+For each scenario (default: every built-in one): ``--driver sim`` (virtual clock, with the aiortc
+endpoint model, ``[media] stack = "aiortc"``, whatever the scenario or the default says: the
+comparison is with the real aiortc client) and
 ``--driver aiortc`` (``rtcprobe.replay``: the client's two peer connections, both relay-only,
 through the impairment relay and coturn on 127.0.0.1 — the preflight's loop, sender → TURN →
 receiver, crossing the emulated uplink and downlink as in the simulator), with the stats step
@@ -127,7 +129,7 @@ def main() -> int:
         print(header)
         print("-" * len(header))
     for name in args.scenario or builtin_names():
-        sc = shortened(load(name), args.duration)
+        sc = attrs.evolve(shortened(load(name), args.duration), stack="aiortc")  # (the real side ignores it)
         seed = sc.seed if args.seed is None else args.seed
         sim_result = run_simulation(sc, seed=seed)
         sim = row(sim_result.report.to_dict())
