@@ -35,10 +35,12 @@ LINK_KEYS: Final[tuple[str, ...]] = (
     "delay_ms", "jitter_ms", "jitter_distribution", "reorder", "loss", "loss_model", "bandwidth_kbps",
     "queue_packets", "queue_bytes", "overhead_bytes", "trace", "outage", "outages",
 )
-# The endpoint model the simulator runs (drivers/sim): "aiortc" is aiortc's sender, the model the
-# golden reports pin; "libwebrtc" is a browser's (pacer, GCC, NACK/RTX; drivers/sim/_libwebrtc.py).
+# The endpoint model the simulator runs (drivers/sim): "libwebrtc" is a browser's (pacer, GCC,
+# NACK/RTX; drivers/sim/_libwebrtc.py), the default since what the preflight stands in for runs in
+# browsers; "aiortc" is aiortc's sender (what --driver aiortc runs), the model the original golden
+# reports pin.
 STACKS: Final = ("aiortc", "libwebrtc")
-DEFAULT_STACK: Final = "aiortc"
+DEFAULT_STACK: Final = "libwebrtc"
 TOP_KEYS: Final = ("name", "description", "duration", "seed", "media", "network", "phase", "expect")
 LOSS_MODEL_KINDS: Final = ("gilbert-elliott", "random")
 # Keys that take `false` to switch the feature off again (TOML has no null).

@@ -1,9 +1,11 @@
-"""The simulator's libwebrtc endpoint model (``[media] stack = "libwebrtc"``): what a browser does
-on the networks that matter (docs/references.md#chromium), against the aiortc model on the same
-links; the stack key's parsing; determinism; and golden hashes of the model's built-in reports.
+"""The simulator's libwebrtc endpoint model (``[media] stack = "libwebrtc"``, the default): what a
+browser does on the networks that matter (docs/references.md#chromium), against the aiortc model
+on the same links; the stack key's parsing and default; what the report says about the model;
+determinism; and golden hashes of the built-in scenarios' reports as they are by default.
 
-The libwebrtc hashes live in ``tests/golden/sim_reports_libwebrtc.json``; a deliberate change of
-the model re-records them with ``RTCPROBE_UPDATE_GOLDEN=1`` and says why in its commit.
+The libwebrtc hashes live in ``tests/golden/sim_reports_libwebrtc.json`` (the aiortc model's in
+tests/test_golden_reports.py); a deliberate change of the model re-records them with
+``RTCPROBE_UPDATE_GOLDEN=1`` and says why in its commit.
 """
 
 from __future__ import annotations
@@ -49,19 +51,20 @@ def _stats(stack: str, seed: int = 1, **link: Any) -> dict[str, float]:
             "kbps": d["bitrate"]["incoming"]["average"]}
 
 
-def test_stack_key_parses_and_defaults_to_aiortc() -> None:
-    assert Scenario.from_dict({"name": "t"}).stack == "aiortc"
+def test_stack_key_parses_and_defaults_to_libwebrtc() -> None:
+    assert Scenario.from_dict({"name": "t"}).stack == "libwebrtc"
+    assert Scenario.from_dict({"name": "t", "media": {"stack": "aiortc"}}).stack == "aiortc"
     assert Scenario.from_dict({"name": "t", "media": {"stack": "libwebrtc"}}).stack == "libwebrtc"
     with pytest.raises(ScenarioError, match="stack"):
         Scenario.from_dict({"name": "t", "media": {"stack": "chrome"}})
 
 
-def test_choosing_aiortc_explicitly_changes_no_byte() -> None:
+def test_choosing_the_default_explicitly_changes_no_byte_and_aiortc_differs() -> None:
     scenario = load("lossy-wifi")
     default = run_simulation(scenario, seed=1).report.to_json()
-    explicit = run_simulation(attrs.evolve(scenario, stack="aiortc"), seed=1).report.to_json()
+    explicit = run_simulation(attrs.evolve(scenario, stack="libwebrtc"), seed=1).report.to_json()
     assert explicit == default
-    assert run_simulation(attrs.evolve(scenario, stack="libwebrtc"), seed=1).report.to_json() != default
+    assert run_simulation(attrs.evolve(scenario, stack="aiortc"), seed=1).report.to_json() != default
 
 
 def test_the_report_names_the_libwebrtc_model_and_the_aiortc_model_keeps_its_bytes() -> None:
@@ -279,8 +282,10 @@ def _digest(text: str) -> str:
 
 
 @pytest.mark.parametrize("name", builtin_names())
-def test_libwebrtc_report_bytes_pinned(name: str) -> None:
-    scenario = attrs.evolve(load(name), stack="libwebrtc")
+def test_default_report_bytes_pinned(name: str) -> None:
+    """The built-in scenarios as they run by default: with the libwebrtc model."""
+    scenario = load(name)
+    assert scenario.stack == "libwebrtc"
     value = _digest(run_simulation(scenario, seed=scenario.seed).report.to_json())
     data = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
     if UPDATE:
