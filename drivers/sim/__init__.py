@@ -6,6 +6,9 @@
   the core's events, link counters, and the per-packet log when asked for).
 * :func:`link_seed` — what the links draw from for a seed, for a relay to draw the same.
 
+The endpoint the simulator models is the scenario's ``[media] stack``: a browser's
+(``"libwebrtc"``, the default) or aiortc's sender (``"aiortc"``, what ``--driver aiortc`` runs);
+``attrs.evolve(scenario, stack="aiortc")`` or ``rtcprobe run --stack aiortc`` chooses it.
 The same scenario and seed give a byte-identical ``report.to_json()`` in any process.
 """
 

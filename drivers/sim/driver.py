@@ -32,13 +32,16 @@ core's timer side by side, answers the core's actions, and samples stats; the wo
 * :mod:`._streams` and :mod:`._rtcp` — the streams' state both modes share and the RTCP rules
   both apply; :mod:`._media` and :mod:`._timeline` — sources, receiver statistics, REMB.
 
-Media: Opus 96 kbit/s in 20 ms packets; VP8 frames packetized at aiortc's 1300-byte limit and
-sent back to back (aiortc has no pacer). TURN forwards RTP as it came (the receiver's sequence
-numbers are the sender's); the receiver's REMB drives the sender's encoder. Not modelled:
-processing time on either end (encoding aside), NACK/RTX, TURN refreshes. That is the aiortc
-endpoint model, the default; ``[media] stack = "libwebrtc"`` runs a browser's instead (paced VP8
-in 1200-byte packets, Google congestion control from 300 kbit/s, NACK/RTX, Opus at 32 kbit/s:
-:mod:`._libwebrtc`). See docs/architecture.md#the-simulator.
+Media, by the scenario's ``[media] stack``. The default, ``"libwebrtc"``, is a browser's endpoint
+(paced VP8 in 1200-byte packets, Google congestion control from 300 kbit/s, NACK/RTX, Opus at
+32 kbit/s: :mod:`._libwebrtc`). ``"aiortc"`` is aiortc's: Opus 96 kbit/s in 20 ms packets; VP8
+frames packetized at aiortc's 1300-byte limit and sent back to back (aiortc has no pacer); the
+receiver's REMB drives the sender's encoder; no NACK/RTX (its reports have no ``run.stack``, so
+they are byte for byte what they were before the default changed). Either way TURN forwards RTP
+as it came (the receiver's sequence numbers are the sender's). Not modelled: processing time on
+either end (encoding aside), TURN refreshes. The handshakes (ICE pacing, DTLS timers) are the
+aiortc client's for both models (benchmarks/README.md, bench_calibration.py: Chromium's time to
+media differs). See docs/architecture.md#the-simulator.
 """
 
 from __future__ import annotations

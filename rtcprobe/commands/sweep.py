@@ -20,6 +20,8 @@ DESCRIPTION = """\
 Run every point of a sweep spec — a base scenario, axes over its keys (by dotted path) and
 seeds; the cartesian product — through the simulator, and write one row per run to a Parquet
 table. The spec format: scenarios/SWEEPS.md. Every point is checked before anything runs.
+The simulator models a browser's endpoint (libwebrtc) unless the base scenario's [media] stack
+says "aiortc"; [set] "media.stack" = "aiortc" chooses aiortc's sender, an axis over it compares both.
 
   rtcprobe sweep loss-delay.toml --out results.parquet
   rtcprobe sweep loss-delay.toml --out results.parquet --workers 4 --plot loss-delay.png
