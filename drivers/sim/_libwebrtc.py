@@ -1,5 +1,6 @@
-"""The endpoint models the simulator can run: aiortc's sender (the default, what the golden reports
-pin) and a browser's, libwebrtc's (``[media] stack = "libwebrtc"``).
+"""The endpoint models the simulator can run: a browser's, libwebrtc's (``[media] stack =
+"libwebrtc"``, the default), and aiortc's sender (``stack = "aiortc"``, what ``--driver aiortc``
+runs; its reports are the ones tests/golden/sim_reports.json pins).
 
 The libwebrtc model is a documented simplification of libwebrtc's published source and design:
 
