@@ -5,7 +5,11 @@
 Rows, all timed in this process with time.perf_counter (best of N, machines are noisy):
 
 * rtcprobe sim, whole preflight: a 10 s preflight end to end — signaling, TURN, ICE, DTLS,
-  RTP/RTCP over both links, the REMB loop, the core, the report and its JSON;
+  RTP/RTCP over both links, the REMB loop, the core, the report and its JSON — with the
+  scenario's endpoint model (the default scenario: aiortc's, the only model before the
+  speed-up, so its row compares with the "before" column of benchmarks/README.md), then the
+  same with the other model (libwebrtc's, the simulator's default); the rows below are the
+  first row's run;
 * core alone: the same core (``PreflightMachine``) fed the very calls the simulator made, replayed
   with nothing else around them, plus the report's JSON — the floor under the first row;
 * netem, media flow vectorized: only the media packets of that run (the same send times and
@@ -22,7 +26,7 @@ Rows, all timed in this process with time.perf_counter (best of N, machines are 
 "vs SimPy media" and "vs SimPy whole" are those rows' times over this row's time (higher =
 faster); "sim packets/s" is packets simulated per second of wall time.
 
-A second table splits the whole-preflight row into its parts (timed with hooks around them in
+A second table splits each whole-preflight row into its parts (timed with hooks around them in
 the fastest of N runs, which add a little to each): setting up the run (random streams, links,
 core), the interval batches of the steady state, the driver's stats sampling, the core (every
 call into ``PreflightMachine``, the scorer included), the report's JSON, and the rest — the event
@@ -51,7 +55,10 @@ from rtcprobe.netem.scenario import Scenario
 from rtcprobe.scenarios import load
 
 LINK = {"delay_ms": 25, "jitter_ms": 5, "loss": 0.01, "bandwidth_kbps": 2000, "queue_packets": 100}
-DEFAULT = Scenario.from_dict({"name": "bench", "duration": 10, "seed": 1, "network": LINK})
+# aiortc's endpoint model: the one the simulator had before its speed-up (benchmarks/README.md's
+# "before" column); the other model, libwebrtc's (the default), is the second row.
+DEFAULT = Scenario.from_dict({"name": "bench", "duration": 10, "seed": 1, "network": LINK,
+                              "media": {"stack": "aiortc"}})
 
 
 def best_of(n: int, fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -285,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     rows = [
-        (f"rtcprobe sim: whole preflight, stack={sc.stack} (report incl.)", t_sim, full.packets, "-"),
-        (f"rtcprobe sim: whole preflight, stack={other.stack}", t_other, lw_full.packets, "-"),
+        (f"rtcprobe sim: whole preflight, {sc.stack} model", t_sim, full.packets, "-"),
+        (f"rtcprobe sim: whole preflight, {other.stack} model", t_other, lw_full.packets, "-"),
         ("  of which the core alone (replayed) + JSON", t_core, 0, "-"),
         ("netem: media flow, vectorized (send_batch)", t_vec, hops, str(got_vec)),
         ("netem: media flow, packet by packet (send)", t_loop, hops, str(got_loop)),
@@ -301,13 +308,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"whole preflight: {t_sim * 1000:.2f} ms = {t_simpy / t_sim:.1f}x faster than the SimPy media flow, "
           f"{t_whole / t_sim:.1f}x faster than SimPy carrying the whole flow; "
           f"{full.packets / t_sim:,.0f} simulated packets/s")
-    total, spent = breakdown(sc, n)
+    splits = [(model.stack, *breakdown(model, n)) for model in (sc, other)]
     print()
-    print(f"{'where the whole preflight goes':<46} {'time (ms)':>9} {'share':>6}")
-    print("-" * 63)
-    for part, secs in sorted(spent.items(), key=lambda kv: -kv[1]):
-        print(f"{part:<46} {secs * 1000:>9.2f} {secs / total:>6.0%}")
-    print(f"{'(with the hooks: total)':<46} {total * 1000:>9.2f}")
+    title = "where the whole preflight goes (ms, share)"
+    print(f"{title:<46}" + "".join(f"{st + ' model':>22}" for st, _, _ in splits))
+    print("-" * (46 + 22 * len(splits)))
+    for part in sorted(splits[0][2], key=lambda p: -splits[0][2][p]):
+        print(f"{part:<46}" + "".join(f"{spent[part] * 1000:>15.2f} {spent[part] / total:>5.0%}"
+                                      for _, total, spent in splits))
+    print(f"{'(with the hooks: total)':<46}" + "".join(f"{total * 1000:>15.2f} {'':>5}" for _, total, _ in splits))
     print(f"(best of {n}; {Path(sys.executable).name} {sys.version.split()[0]})")
     return 0
 
