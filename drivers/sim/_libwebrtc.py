@@ -83,6 +83,7 @@ The libwebrtc model is a documented simplification of libwebrtc's published sour
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -290,8 +291,25 @@ class GccEstimator(RembEstimator):
         self.probe = probe
         self.rtt = DEFAULT_RTT_S  # the sender's, as the steady state learns it
         self._buf: list[tuple[F64, F64, I64, I64]] = []  # arrivals not grouped yet
-        self._pk: tuple[F64, I64, I64] | None = None  # grouped arrivals not fed back yet (time, seq, size)
-        self._pd: tuple[F64, F64, F64, F64] | None = None  # their deltas (as _group_deltas gives them)
+        # Feedback k is at first_arrival + k FEEDBACK_S (the same floats as k x FEEDBACK_S +
+        # first_arrival, elementwise): _grid holds them past the latest arrival grouped, so each
+        # arrival and delta learns its feedback once, when it is grouped.
+        self._grid = np.empty(0)
+        # Grouped arrivals, those from _k on not fed back yet: the feedback that reports each,
+        # the wire bytes before each (_cum, one more: the total), sequence numbers (-1: audio).
+        self._fb: list[int] = []
+        self._cum: list[int] = [0]
+        self._seq: I64 = np.empty(0, dtype=np.int64)
+        self._k = 0
+        # Deltas (as _group_deltas gives them), those from _kd on not through the detector yet:
+        # the feedback that reports each, when it was computed (ms), send-time delta (ms),
+        # modified trend, trend.
+        self._d_fb: list[int] = []
+        self._d_at: list[float] = []
+        self._d_send: list[float] = []
+        self._d_mod: list[float] = []
+        self._d_trend: list[float] = []
+        self._kd = 0
         self._detected = 0  # deltas through the detector so far
         # inter_arrival_delta.cc: the open group (first and last send time, last arrival) and the
         # last complete one (send, arrival); NaN: none.
@@ -316,11 +334,13 @@ class GccEstimator(RembEstimator):
         self._capacity = math.nan  # link_capacity_estimator.cc (NaN: no estimate)
         self._deviation = DEVIATION_MIN
         self._acked: list[tuple[int, int]] = []  # (feedback, wire bytes) of the last ACKED_BINS feedbacks
+        self._acked_bytes = 0  # their sum
         self._max_seq = -1  # the highest video sequence number fed back so far
-        self._next_fb = 0  # the next feedback to run (k: at first_arrival + k FEEDBACK_S)
+        self._next_fb = 0  # the next feedback to run
         self.overuses = 0  # feedbacks that found the path overused
 
     def add(self, arrival: F64, sent: F64, seq: I64, size: I64) -> None:
+        """Video arrivals, in arrival order (as every other call's)."""
         if not len(arrival):
             return
         self.first_video(float(arrival[0]))
@@ -350,49 +370,64 @@ class GccEstimator(RembEstimator):
                    ) -> None:
         """(The steady state's window sums: this estimator takes every arrival from :meth:`batch_arrived`.)"""
 
+    def _group(self, first: float) -> None:
+        """Everything that arrived so far through the inter-arrival grouping and the trendline at
+        once (they depend on the arrivals alone: the steady state's second update of an interval
+        then only runs the detector and the rate control), each arrival and delta with the
+        feedback that reports it: the first at or after its arrival."""
+        buf, self._buf = self._buf, []
+        if len(buf) == 1:
+            t, sent, seq, size = buf[0]
+        else:
+            t, sent, seq, size = (np.concatenate([b[i] for b in buf]) for i in range(4))
+        grid = self._grid
+        if not len(grid) or grid[-1] < t[-1]:  # (10 s of feedbacks more than needed, at a time)
+            grid = np.arange(int((float(t[-1]) - first) / FEEDBACK_S) + 100, dtype=np.float64)
+            grid *= FEEDBACK_S
+            grid += first
+            self._grid = grid
+        k = self._k
+        cum = np.add.accumulate(size)
+        cum += self._cum[-1]
+        if k:  # (what is fed back already goes)
+            self._fb = self._fb[k:]
+            self._cum = self._cum[k:]
+            self._seq = self._seq[k:]
+            self._k = 0
+        self._fb += grid.searchsorted(t).tolist()
+        self._cum += cum.tolist()
+        self._seq = np.concatenate((self._seq, seq)) if len(self._seq) else seq
+        d = self._group_deltas(t, sent)
+        if d is None:
+            return
+        at, send_ms, modified, trend = d
+        if kd := self._kd:
+            del self._d_fb[:kd], self._d_at[:kd], self._d_send[:kd], self._d_mod[:kd], self._d_trend[:kd]
+            self._kd = 0
+        self._d_fb += grid.searchsorted(at).tolist()
+        at *= 1000.0
+        self._d_at += at.tolist()
+        self._d_send += send_ms.tolist()
+        self._d_mod += modified.tolist()
+        self._d_trend += trend.tolist()
+
     def update(self, now: float) -> float | None:
         first = self.first_arrival
         if first is None or now - first < REMB_INTERVAL:
             return None  # (the first estimate: once the start-up probes have been measured)
         if self._buf:
-            # Everything that arrived so far through the inter-arrival grouping and the trendline
-            # at once (they depend on the arrivals alone): the steady state's second update of an
-            # interval then only runs the detector and the rate control.
-            buf, self._buf = self._buf, []
-            if len(buf) == 1:
-                t, sent, seq, size = buf[0]
-            else:
-                t, sent, seq, size = (np.concatenate([b[i] for b in buf]) for i in range(4))
-            d = self._group_deltas(t, sent)
-            pk = self._pk
-            self._pk = (t, seq, size) if pk is None else (
-                np.concatenate((pk[0], t)), np.concatenate((pk[1], seq)), np.concatenate((pk[2], size)))
-            if d is not None:
-                pd = self._pd
-                self._pd = d if pd is None else (np.concatenate((pd[0], d[0])), np.concatenate((pd[1], d[1])),
-                                                 np.concatenate((pd[2], d[2])), np.concatenate((pd[3], d[3])))
-        if self._pk is None:
+            self._group(first)
+        fbs, k0 = self._fb, self._k
+        if k0 == len(fbs):
             return None
-        t, seq, size = self._pk
         # The feedbacks due by now (one every FEEDBACK_S from the first arrival) and the packets
         # each reports: those that arrived after the previous one, up to it.
         b0, b1 = self._next_fb, math.floor((now - first) / FEEDBACK_S)
         self._next_fb = b1 + 1
-        fb_t = np.arange(b0, b1 + 1, dtype=np.float64)
-        fb_t *= FEEDBACK_S
-        fb_t += first
-        cut = t.searchsorted(fb_t, "right")
-        k = int(cut[-1])
-        self._pk = (t[k:], seq[k:], size[k:]) if k < len(t) else None
-        if not k:
+        k = bisect_right(fbs, b1, k0)
+        if k == k0:
             return None
-        seq, size = seq[:k], size[:k]
-        deltas = self._pd
-        if deltas is not None:
-            kd = int(deltas[0].searchsorted(fb_t[-1], "right"))
-            self._pd = None if kd == len(deltas[0]) else (deltas[0][kd:], deltas[1][kd:], deltas[2][kd:],
-                                                          deltas[3][kd:])
-            deltas = None if not kd else (deltas[0][:kd], deltas[1][:kd], deltas[2][:kd], deltas[3][:kd])
+        self._k = k
         est = self.estimate
         if est is None:  # the start-up probes' outcome (probe_bitrate_estimator.cc)
             got = min(float(PROBE_MAX_BPS), self.probe(now))
@@ -400,12 +435,10 @@ class GccEstimator(RembEstimator):
                 got *= PROBE_UTILIZATION
             self.delay_bps = est = max(float(START_BPS), got)
             self._last_change = now
-        cum = np.concatenate(([0], np.add.accumulate(size)))
-        per_fb = cum.take(cut)
-        per_fb[1:] -= per_fb[:-1].copy()
-        self._feedbacks(b0, cut.tolist(), per_fb.tolist(), deltas, fb_t)
+        self._feedbacks(b0, b1, k0, k)
         # The loss transport feedback reports: of the sequence numbers new since the last call
         # (retransmissions of older ones do not repair it, as transport-wide numbers are per send).
+        seq = self._seq[k0:k]
         top, seen = int(np.maximum.reduce(seq)), self._max_seq
         loss = 0.0
         if top > seen:
@@ -424,37 +457,46 @@ class GccEstimator(RembEstimator):
         self.estimate = est
         return est
 
-    def _feedbacks(self, b0: int, cut: list[int], nbytes: list[int], deltas: tuple[F64, F64, F64, F64] | None,
-                   fb_t: F64) -> None:
-        """Feedbacks b0, b0 + 1, ... (at ``fb_t``; each reports the packets up to ``cut``, of
-        ``nbytes``), with the deltas their packets completed: detector, then rate control."""
-        if deltas is None:
-            d_fb: list[int] = []
-            n = 0
-            at_ms = ts_l = m_l = tr_l = d_fb
-        else:
-            at, ts_delta, m, trend = deltas
-            d_fb = fb_t.searchsorted(at).tolist()  # (the feedback that reports each)
-            at_ms, ts_l, m_l, tr_l = (at * 1000.0).tolist(), ts_delta.tolist(), m.tolist(), trend.tolist()
-            n = len(d_fb)
+    def _feedbacks(self, b0: int, b1: int, k0: int, k: int) -> None:
+        """Feedbacks b0 to b1, which report arrivals k0 to k (those of them that report any),
+        with the deltas their arrivals completed: detector, then rate control."""
         first = self.first_arrival
         assert first is not None
+        fbs, cum = self._fb, self._cum
+        d_fb, at_ms, ts_l, m_l, tr_l = self._d_fb, self._d_at, self._d_send, self._d_mod, self._d_trend
+        i = self._kd
+        n = self._kd = bisect_right(d_fb, b1, i)  # (those of a feedback that reports nothing are dropped)
         thr, last_upd, tover, count = self._threshold, self._last_update_ms, self._time_over, self._over_count
         hyp, prev_trend, n_deltas = self.hypothesis, self._prev_trend, self._detected
         acked = self._acked
-        i = 0
-        prev_cut = 0
-        for j, c in enumerate(cut):
-            if c == prev_cut:
-                continue  # (no packets: no feedback)
-            prev_cut = c
-            while i < n and d_fb[i] <= j:  # trendline_estimator.cc Detect and UpdateThreshold, per delta
+        p = k0
+        while p < k:
+            b = fbs[p]
+            if b < b0:  # (arrived before the first of these feedbacks: reported by it)
+                b = b0
+            q = bisect_right(fbs, b, p, k)
+            e = bisect_right(d_fb, b, i, n)
+            while i < e:  # trendline_estimator.cc Detect and UpdateThreshold, per delta
+                mt, now_ms = m_l[i], at_ms[i]
+                if thr == THRESHOLD_MIN_MS and -THRESHOLD_MIN_MS <= mt <= THRESHOLD_MIN_MS and now_ms >= last_upd \
+                        and n_deltas:
+                    # The common case, short: a delta within the threshold at its floor is normal,
+                    # and the threshold moves down, back to its floor; so is each after it that is
+                    # within the floor too and not computed before the one ahead.
+                    r = i + 1
+                    while r < e and -THRESHOLD_MIN_MS <= m_l[r] <= THRESHOLD_MIN_MS and at_ms[r] >= at_ms[r - 1]:
+                        r += 1
+                    n_deltas += r - i
+                    i = r - 1
+                    tover, count, hyp, prev_trend, last_upd = -1.0, 0, NORMAL, tr_l[i], at_ms[i]
+                    i = r
+                    continue
                 n_deltas += 1
                 if n_deltas < 2:
                     hyp = NORMAL
                     i += 1
                     continue
-                mt, tr, now_ms = m_l[i], tr_l[i], at_ms[i]
+                tr = tr_l[i]
                 if mt > thr:
                     tover = ts_l[i] / 2 if tover == -1 else tover + ts_l[i]
                     count += 1
@@ -479,12 +521,14 @@ class GccEstimator(RembEstimator):
                         thr = THRESHOLD_MAX_MS
                 last_upd = now_ms
                 i += 1
-            b = b0 + j
-            acked.append((b, nbytes[j]))
+            nbytes = cum[q] - cum[p]
+            p = q
+            acked.append((b, nbytes))
+            self._acked_bytes += nbytes
             while acked[0][0] <= b - ACKED_BINS:
-                del acked[0]
+                self._acked_bytes -= acked.pop(0)[1]
             span = min(ACKED_BINS, b + 1) * FEEDBACK_S
-            self._rate_control(first + b * FEEDBACK_S, 8.0 * sum([x for _, x in acked]) / span, hyp)
+            self._rate_control(first + b * FEEDBACK_S, 8.0 * self._acked_bytes / span, hyp)
         self._threshold, self._last_update_ms, self._time_over, self._over_count = thr, last_upd, tover, count
         self.hypothesis, self._prev_trend, self._detected = hyp, prev_trend, n_deltas
 
