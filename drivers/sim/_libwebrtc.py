@@ -194,13 +194,11 @@ class LibwebrtcVideoSource(VideoSource):
 
     def _pace(self, a: NDArray[np.void]) -> None:
         """Space each frame's packets at their size over PACING_FACTOR x the estimate."""
-        n = len(a)
-        idx = np.arange(n, dtype=np.int64)
         frame = a["frame"]
-        first = np.empty(n, dtype=np.bool_)
-        first[0] = True
-        np.not_equal(frame[1:], frame[:-1], out=first[1:])
-        k = idx - np.maximum.accumulate(np.where(first, idx, 0))
+        # each packet's place in its frame: its index less its frame's first (frames come whole,
+        # one after the other, so a search finds that first)
+        k = np.arange(len(a), dtype=np.int64)
+        k -= frame.searchsorted(frame)
         # (a full packet's time for every packet of the frame: the smaller last one must not overtake)
         full = (RTP_PAYLOAD_MAX + RTP_OVERHEAD + self.wire_extra) * 8.0 / (PACING_FACTOR * self.estimate)
         step = np.minimum(full, PACE_SPAN * self.interval / a["npk"])
@@ -789,55 +787,70 @@ class NackRtx:
         if not len(seq):
             return
         self.patience = rtt + RTX_SLACK_S
-        if len(self.awaited):
-            srt = seq.copy()
-            srt.sort()
-            pos = srt.searchsorted(self.awaited)
-            np.minimum(pos, len(srt) - 1, out=pos)
-            gone = srt.take(pos) != self.awaited
-            late = self.awaited_until < float(t[-1])
-            lost = gone & late
-            if lost.any():  # asked again, one round trip after the last ask, up to kMaxNackRetries
-                self._ask_again(self.awaited.compress(lost), self.awaited_until.compress(lost), rtt)
-            keep = gone & ~late
-            self.awaited, self.awaited_until = self.awaited.compress(keep), self.awaited_until.compress(keep)
-        prev = np.maximum.accumulate(np.concatenate(([self.max_seq], seq[:-1])))
-        gap = seq - prev - 1
-        gap[prev < 0] = 0  # (nothing seen before: no gap to ask for)
-        self.max_seq = max(self.max_seq, int(seq.max()))
-        has = gap > 0
-        if not has.any():
+        seen = self.max_seq
+        prev = np.maximum.accumulate(np.concatenate(([seen], seq[:-1])))  # the highest seen before each
+        gap = seq - prev  # (more than 1: the numbers in between are missing)
+        if len(self.awaited):  # (a few retransmissions on their way: plain Python)
+            # An awaited number is below the highest seen when it was asked for, so it can only
+            # be among the arrivals that are not new.
+            got = seq.compress(gap <= 0).tolist()
+            last = float(t[-1])
+            lost: list[int] = []
+            lost_at: list[float] = []
+            keep: list[int] = []
+            keep_until: list[float] = []
+            for q, until in zip(self.awaited.tolist(), self.awaited_until.tolist(), strict=True):
+                if q not in got:
+                    if until < last:
+                        lost.append(q)
+                        lost_at.append(until)
+                    else:
+                        keep.append(q)
+                        keep_until.append(until)
+            if lost:  # asked again, one round trip after the last ask, up to kMaxNackRetries
+                self._ask_again(lost, lost_at, rtt)
+            self.awaited, self.awaited_until = np.array(keep, dtype=np.int64), np.array(keep_until, dtype=np.float64)
+        self.max_seq = max(int(prev[-1]), int(seq[-1]))
+        has = gap > 1
+        if seen < 0:
+            has &= prev >= 0  # (nothing seen before: no gap to ask for)
+        where = has.nonzero()[0].tolist()
+        if not where:
             return
-        n = gap.compress(has)
-        first = (prev + 1).compress(has)
-        at = t.compress(has)
-        missing = np.repeat(first, n) + (np.arange(int(n.sum())) - np.repeat(n.cumsum() - n, n))
-        asked = np.repeat(at, n) + rtt / 2
         s = self.sent
         if not len(s):
             return
-        idx = missing - int(s["seq"][0])
-        ok = (idx >= 0) & (idx < len(s))
-        if not ok.all():  # no longer in the sender's history
-            self.unrecoverable = True
-        if not ok.any():
+        # The missing numbers, each asked for when the packet that showed the gap arrived (a few
+        # gaps an interval: plain Python).
+        s0, ns, half = int(s["seq"][0]), len(s), rtt / 2
+        idx: list[int] = []
+        asked: list[float] = []
+        for i in where:
+            after, at = int(prev[i]) + 1 - s0, float(t[i]) + half
+            for q in range(after, after + int(gap[i]) - 1):
+                if 0 <= q < ns:
+                    idx.append(q)
+                    asked.append(at)
+                else:  # no longer in the sender's history
+                    self.unrecoverable = True
+        if not idx:
             return
-        rtx = s.take(idx.compress(ok))
-        rtx["t"] = asked.compress(ok)
+        rtx = s.take(idx)
+        rtx["t"] = asked
         rtx["sent"] = rtx["t"]
-        rtx["size"] = rtx["size"] + RTX_HEADER
+        rtx["size"] += RTX_HEADER
         self.retransmitted += len(rtx)
         due = join([self.due, rtx]) if len(self.due) else rtx
         self.due = due.take(due["t"].argsort(kind="stable"))
 
-    def _ask_again(self, seq: I64, at: F64, rtt: float) -> None:
+    def _ask_again(self, seq: list[int], at: list[float], rtt: float) -> None:
         """Retransmissions of ``seq`` were lost: the subscriber asks again at ``at``."""
         tries = self._tries
         s = self.sent
         first = int(s["seq"][0]) if len(s) else 0
         again: list[int] = []
         when: list[float] = []
-        for q, a in zip(seq.tolist(), at.tolist(), strict=True):
+        for q, a in zip(seq, at, strict=True):
             n = tries.pop(q, 1)
             if n >= MAX_NACK_RETRIES or not 0 <= q - first < len(s):
                 self.unrecoverable = True  # given up, or no longer in the sender's history
@@ -861,8 +874,7 @@ class NackRtx:
         if not k:
             return d[:0]
         out, self.due = d[:k].copy(), d[k:]
-        late = out["t"] < start
-        if late.any():
+        if out["t"][0] < start:  # (in send order: the first is the earliest)
             out["t"] = np.maximum(out["t"], start)
             out["sent"] = out["t"]
         self.awaited = np.concatenate((self.awaited, out["seq"]))
