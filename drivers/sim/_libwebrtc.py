@@ -195,8 +195,8 @@ class LibwebrtcVideoSource(VideoSource):
     def _pace(self, a: NDArray[np.void]) -> None:
         """Space each frame's packets at their size over PACING_FACTOR x the estimate."""
         frame = a["frame"]
-        # each packet's place in its frame: its index less its frame's first (frames come whole,
-        # one after the other, so a search finds that first)
+        # each packet's place in its frame: its index less its frame's first here (packets come
+        # in frame order, so a search finds that first)
         k = np.arange(len(a), dtype=np.int64)
         k -= frame.searchsorted(frame)
         # (a full packet's time for every packet of the frame: the smaller last one must not overtake)
