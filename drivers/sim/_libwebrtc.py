@@ -793,7 +793,7 @@ class NackRtx:
         if len(self.awaited):  # (a few retransmissions on their way: plain Python)
             # An awaited number is below the highest seen when it was asked for, so it can only
             # be among the arrivals that are not new.
-            got = seq.compress(gap <= 0).tolist()
+            got = set(seq.compress(gap <= 0).tolist())
             last = float(t[-1])
             lost: list[int] = []
             lost_at: list[float] = []
@@ -820,19 +820,20 @@ class NackRtx:
         s = self.sent
         if not len(s):
             return
-        # The missing numbers, each asked for when the packet that showed the gap arrived (a few
-        # gaps an interval: plain Python).
+        # The missing numbers (as places in the sender's history), each asked for when the packet
+        # that showed the gap arrived (a few gaps an interval: plain Python, a range each).
         s0, ns, half = int(s["seq"][0]), len(s), rtt / 2
         idx: list[int] = []
         asked: list[float] = []
         for i in where:
-            after, at = int(prev[i]) + 1 - s0, float(t[i]) + half
-            for q in range(after, after + int(gap[i]) - 1):
-                if 0 <= q < ns:
-                    idx.append(q)
-                    asked.append(at)
-                else:  # no longer in the sender's history
-                    self.unrecoverable = True
+            lo = int(prev[i]) + 1 - s0
+            hi = lo + int(gap[i]) - 1
+            if lo < 0 or hi > ns:  # no longer (or not yet) in the sender's history
+                self.unrecoverable = True
+                lo, hi = max(lo, 0), min(hi, ns)
+            if lo < hi:
+                idx += range(lo, hi)
+                asked += [float(t[i]) + half] * (hi - lo)
         if not idx:
             return
         rtx = s.take(idx)
