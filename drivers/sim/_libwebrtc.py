@@ -362,7 +362,8 @@ class GccEstimator(RembEstimator):
             if not video.any():
                 return  # (the feedback starts with the video)
             self.first_video(float(got["t"][int(video.argmax())]))
-        self._buf.append((got["t"], got["sent"], np.where(video, got["seq"], -1), got["size"]))
+        # (times as contiguous copies: grouping searches them, which would copy each field view anyway)
+        self._buf.append((got["t"].copy(), got["sent"].copy(), np.where(video, got["seq"], -1), got["size"]))
 
     def add_totals(self, count: int, nbytes: int, owd_sum: float, first_seq: Callable[[], int], max_seq: int
                    ) -> None:
