@@ -47,7 +47,7 @@ from typing import Any
 import attrs
 import numpy as np
 from rtcprobe.core.preflight import PreflightMachine
-from rtcprobe.core.report import PreflightReport, RunInfo
+from rtcprobe.core.report import PreflightReport
 from rtcprobe.drivers.sim import PacketRecord, SimDriver, run_simulation
 from rtcprobe.drivers.sim._steady import SteadyState
 from rtcprobe.netem import LinkConfig
@@ -102,7 +102,7 @@ def record_core_calls(sc: Scenario) -> tuple[SimDriver, list[tuple[str, tuple[An
 
 
 def core_replay(driver: SimDriver, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> str:
-    core = PreflightMachine(driver.config, run=RunInfo("sim", "0", driver.scenario.name, driver.seed))
+    core = PreflightMachine(driver.config, run=driver.core.run)
     for name, args, kw in calls:
         getattr(core, name)(*args, **kw)
     assert core.report is not None
