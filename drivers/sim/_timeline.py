@@ -27,7 +27,12 @@ _K = np.arange(1, _BLOCK + 1, dtype=np.float64)
 _UP = (1.0 / _A) ** _K / 16.0  # a^-k / 16
 _DOWN = _A**_K  # a^k
 _add = np.add
-_ALL = np.ones(1, dtype=np.bool_)
+_sub = np.subtract
+_mul = np.multiply
+_abs = np.abs
+_gt = np.greater
+_ne = np.not_equal
+_and = np.logical_and
 
 
 def jitter_path(j0: float, d: F64 | I64) -> F64:
@@ -39,11 +44,18 @@ def jitter_path(j0: float, d: F64 | I64) -> F64:
     n = len(d)
     out = np.empty(n + 1)
     out[0] = j = j0
-    ad = np.abs(d)
+    if n <= _BLOCK:  # (an interval's packets: one block, without the loop)
+        part = out[1:]
+        _mul(_abs(d), _UP[:n], out=part)
+        _add.accumulate(part, out=part)
+        part += j
+        part *= _DOWN[:n]
+        return out
+    ad = _abs(d)
     for s in range(0, n, _BLOCK):
         m = min(_BLOCK, n - s)
         part = out[s + 1 : s + 1 + m]
-        np.multiply(ad[s : s + m], _UP[:m], out=part)
+        _mul(ad[s : s + m], _UP[:m], out=part)
         _add.accumulate(part, out=part)
         part += j
         part *= _DOWN[:m]
@@ -53,7 +65,9 @@ def jitter_path(j0: float, d: F64 | I64) -> F64:
 
 class _Chunk:
     """One interval's arrivals: the state after each of them (index k-1 = after k packets) and
-    the state before the first (``s0``)."""
+    the state before the first (``s0``). The byte counts and the one-way-delay sum run from the
+    chunk's start: a query adds s0's total (one addition where read rather than one array
+    operation per chunk; the same integers, and the same float addition for the delays)."""
 
     __slots__ = ("after", "arrival", "bytes", "g0", "jitter", "last", "maxseq", "owd", "s0", "seq", "size")
 
@@ -107,17 +121,17 @@ class Timeline:
         st = self.stats
         if st.base_seq is None:
             st.base_seq = self.base_seq = int(seq[0])
-        s0 = (st.received, st.bytes, st.max_seq, st.jitter_units, self.count, self._size_total, self._owd_total)
-        bytes_ = _add.accumulate(payload)
-        bytes_ += st.bytes
+        max0 = st.max_seq
+        s0 = (st.received, st.bytes, max0, st.jitter_units, self.count, self._size_total, self._owd_total)
+        bytes_ = _add.accumulate(payload)  # (from the chunk's start: s0's bytes are added where read)
         io = None
-        if seq[0] > st.max_seq and (n == 1 or bool(np.logical_and.reduce(seq[1:] > seq[:-1]))):
+        if seq[0] > max0 and (n == 1 or _and.reduce(_gt(seq[1:], seq[:-1]))):
             maxseq, arr_t, tss = seq, arrival, ts  # the usual case: every packet in order
         else:
             maxseq = np.maximum.accumulate(seq)
-            np.maximum(maxseq, st.max_seq, out=maxseq)
+            np.maximum(maxseq, max0, out=maxseq)
             before = np.empty(n, dtype=np.int64)
-            before[0] = st.max_seq
+            before[0] = max0
             before[1:] = maxseq[:-1]
             io = (seq > before).nonzero()[0]  # only in-order packets move the jitter estimate
             arr_t, tss = arrival[io], ts[io]
@@ -127,27 +141,23 @@ class Timeline:
             # (Arrivals are >= 0: truncating is flooring.)
             rel = (arr_t * st.clock_rate).astype(np.int64)
             last_arrival = int(rel[-1])
+            last_ts = int(tss[-1])
             rel -= tss
             d = np.empty(m, dtype=np.int64)
-            np.subtract(rel[1:], rel[:-1], out=d[1:])
+            _sub(rel[1:], rel[:-1], out=d[1:])
             if st.last_arrival is None or st.last_ts is None:
                 d[0] = 0
                 first = False
             else:
-                d[0] = rel[0] - (st.last_arrival - st.last_ts)
-                first = bool(tss[0] != st.last_ts)
+                d[0] = int(rel[0]) - (st.last_arrival - st.last_ts)
+                first = int(tss[0]) != st.last_ts
             if self.own_timestamps and first and io is None:
-                k = m
-                changed = _ALL  # (unused: every packet changed the timestamp)
+                path = jitter_path(st.jitter_units, d)  # every packet changed the timestamp
+                jitter = path[1:]
             else:
                 changed = np.empty(m, dtype=np.bool_)
                 changed[0] = first
-                np.not_equal(tss[1:], tss[:-1], out=changed[1:])
-                k = int(np.count_nonzero(changed))
-            if k == m:  # a new timestamp every packet (audio): every packet updates the estimate
-                path = jitter_path(st.jitter_units, d)
-                jitter = path[1:] if io is None else path[_add.accumulate(changed_at(io, n))]
-            else:
+                _ne(tss[1:], tss[:-1], out=changed[1:])
                 path = jitter_path(st.jitter_units, d.compress(changed))
                 if io is None:
                     jitter = path.take(_add.accumulate(changed))
@@ -155,23 +165,22 @@ class Timeline:
                     mark = np.zeros(n, dtype=np.int64)
                     mark[io] = changed
                     jitter = path.take(_add.accumulate(mark))
-            st.last_arrival, st.last_ts = last_arrival, int(tss[-1])
+            st.last_arrival, st.last_ts = last_arrival, last_ts
         else:
             jitter = np.full(n, st.jitter_units)
         size_c: I64 | None = None
         owd_c: F64 | None = None
         if self.est is not None and size is not None and sent is not None:
+            # (from the chunk's start, as bytes_: added to the totals before it where read)
             size_c = _add.accumulate(size)
-            size_c += self._size_total
-            owd_c = _add.accumulate(arrival - sent)
-            owd_c += self._owd_total
-            self._size_total = int(size_c[-1])
-            self._owd_total = float(owd_c[-1])
+            owd_c = _add.accumulate(_sub(arrival, sent))
+            self._size_total += int(size_c[-1])
+            self._owd_total = float(owd_c[-1]) + self._owd_total
             self.est.first_video(float(arrival[0]))
         self.firsts.append(float(arrival[0]))
         self.g0s.append(self.count)
         st.received += n
-        st.bytes = int(bytes_[-1])
+        st.bytes += int(bytes_[-1])
         st.max_seq = int(maxseq[-1])
         st.jitter_units = float(jitter[-1])
         self.count += n
@@ -197,7 +206,7 @@ class Timeline:
             return c.after
         i = int(c.arrival.searchsorted(t, "right")) - 1
         k = i + 1
-        return Snapshot(c.s0[0] + k, int(c.bytes[i]), int(c.maxseq[i]), float(c.jitter[i]), self.base_seq)
+        return Snapshot(c.s0[0] + k, c.s0[1] + int(c.bytes[i]), int(c.maxseq[i]), float(c.jitter[i]), self.base_seq)
 
     def last_arrival(self, t: float) -> float | None:
         c, k = self._locate(t)
@@ -210,7 +219,8 @@ class Timeline:
             return 0, 0, 0.0, self._start[2]
         assert c.size is not None and c.owd is not None
         i = k - 1
-        return c.s0[4] + k, int(c.size[i]), float(c.owd[i]), int(c.maxseq[i])
+        s0 = c.s0
+        return s0[4] + k, s0[5] + int(c.size[i]), float(c.owd[i]) + s0[6], int(c.maxseq[i])
 
     def _seq_of(self, g: int) -> int:
         c = self.chunks[bisect_right(self.g0s, g) - 1]
@@ -232,13 +242,6 @@ class Timeline:
             est.add_totals(g1 - g0, s1 - s0, o1 - o0, lambda: self._seq_of(g0), m1)
         self._est_prev = (t, len(self.chunks), sums)
         return est.update(t)
-
-
-def changed_at(io: I64, n: int) -> I64:
-    """Where the in-order packets ``io`` are among ``n``, as 0/1 marks."""
-    mark = np.zeros(n, dtype=np.int64)
-    mark[io] = 1
-    return mark
 
 
 class SendLog:
