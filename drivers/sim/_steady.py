@@ -170,6 +170,7 @@ class SteadyState:
         self._audio_until = self.now + audio_horizon + 1.0
         audio = sources.get(AUDIO)
         self._audio = None if audio is None else audio.generate(self._audio_until)
+        self._audio_t: list[float] = [] if self._audio is None else self._audio.t.tolist()  # (bisect: no copy)
         self._audio_at = 0
         self.send_log = {k: SendLog(streams.senders[k].packets, streams.senders[k].bytes) for k in kinds}
         # Packets on their way to TURN and to the subscriber: both streams in one queue, in
@@ -412,9 +413,10 @@ class SteadyState:
                 self._audio_until = until + self._audio_horizon
                 rest = self._audio.take(slice(self._audio_at, None))
                 self._audio = Packets.concat([rest, self.src[AUDIO].generate(self._audio_until)])
+                self._audio_t = self._audio.t.tolist()
                 self._audio_at = 0
             i = self._audio_at
-            self._audio_at = j = int(self._audio.a["t"].searchsorted(until, "right"))
+            self._audio_at = j = bisect.bisect_right(self._audio_t, until)
             media.append((AUDIO, self._audio.a[i:j]))
         vs = self.src.get(VIDEO)
         if isinstance(vs, VideoSource):
