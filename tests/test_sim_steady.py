@@ -9,7 +9,7 @@ import pytest
 from rtcprobe.core.observations import IceStateChanged, MediaStarted, Observation
 from rtcprobe.drivers.sim import SimDriver, SimResult, run_simulation
 from rtcprobe.drivers.sim._media import ReceiverStats, RembEstimator
-from rtcprobe.drivers.sim._timeline import SendLog, Timeline, jitter_path
+from rtcprobe.drivers.sim._timeline import PlannedLog, SendLog, Timeline, jitter_path
 from rtcprobe.netem.scenario import Scenario
 
 
@@ -129,6 +129,20 @@ def test_send_log_counts_what_left_by_any_time() -> None:
     assert log.at(1.5) == (5, 330)
     assert log.at(2.2) == (6, 360)
     assert log.at(9.0) == (7, 400)
+
+
+def test_planned_log_counts_only_what_was_sent_of_its_plans() -> None:
+    log = PlannedLog(3, 300)
+    log.plan(np.array([1.0, 1.5, 2.0, 2.5]), np.array([10, 20, 30, 40]))
+    assert log.at(9.0) == (3, 300)  # planned, nothing sent yet
+    log.sent = 2
+    assert log.at(0.5) == (3, 300)
+    assert log.at(1.5) == (5, 330)
+    assert log.at(9.0) == (5, 330)  # the third one is planned but not sent
+    log.plan(np.array([2.0, 2.5, 3.0]), np.array([30, 40, 50]))  # the unsent rest, and more
+    log.sent = 3
+    assert log.at(2.2) == (6, 360)
+    assert log.at(9.0) == (8, 450)
 
 
 def _run(data: dict[str, Any], seed: int = 0, **kw: Any) -> tuple[SimDriver, SimResult, list[float]]:

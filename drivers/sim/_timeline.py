@@ -276,3 +276,27 @@ class SendLog:
             return self.packets, self.bytes
         k = int(times.searchsorted(t, "right"))
         return packets + k, bytes_ + int(_add.reduce(payload[:k]))
+
+
+class PlannedLog:
+    """:class:`SendLog` for a stream planned ahead (audio, which reacts to nothing): the plan's
+    send times and running payload sums are worked out once, and each interval only moves the
+    count of planned packets sent so far."""
+
+    def __init__(self, packets: int, bytes_: int) -> None:
+        self._base = (packets, bytes_)  # sent before the current plan
+        self._t: list[float] = []
+        self._bytes: list[int] = [0]  # payload bytes of the plan's first k packets, k = 0, 1, ...
+        self.sent = 0  # the plan's packets sent so far
+
+    def plan(self, t: F64, payload: I64) -> None:
+        """A new plan (what is still unsent of the old one, and more): it starts now."""
+        packets, bytes_ = self._base
+        self._base = (packets + self.sent, bytes_ + self._bytes[self.sent])
+        self._t = t.tolist()
+        self._bytes = [0, *_add.accumulate(payload).tolist()]
+        self.sent = 0
+
+    def at(self, t: float) -> tuple[int, int]:
+        k = min(bisect_right(self._t, t), self.sent)
+        return self._base[0] + k, self._base[1] + self._bytes[k]
