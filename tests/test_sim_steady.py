@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from rtcprobe.core.observations import IceStateChanged, MediaStarted, Observation
 from rtcprobe.drivers.sim import SimDriver, SimResult, run_simulation
-from rtcprobe.drivers.sim._media import ReceiverStats, RembEstimator
-from rtcprobe.drivers.sim._timeline import PlannedLog, SendLog, Timeline, jitter_path
+from rtcprobe.drivers.sim._media import PACKET, VIDEO, ReceiverStats, RembEstimator
+from rtcprobe.drivers.sim._timeline import PlannedLog, SendLog, Timeline, extend_pair, jitter_path
 from rtcprobe.netem.scenario import Scenario
 
 
@@ -119,6 +119,47 @@ def test_timeline_remb_matches_the_estimator_fed_packet_by_packet() -> None:
         assert (got is None) == (expected is None)
         if expected is not None:
             assert got == pytest.approx(expected, rel=1e-9)
+
+
+def _pair(first: float) -> tuple[Timeline, Timeline]:
+    audio, video = ReceiverStats(48_000), ReceiverStats(90_000)
+    audio.add(np.array([first]), np.array([0]), np.array([0]), np.array([240]))
+    video.add(np.array([first]), np.array([0]), np.array([0]), np.array([1000]))
+    return Timeline(audio, None, own_timestamps=True), Timeline(video, RembEstimator())
+
+
+def test_both_streams_extended_together_answer_exactly_as_one_by_one() -> None:
+    rng = np.random.default_rng(5)
+    shared, alone = _pair(0.01), _pair(0.01)
+    fused = 0
+    t0 = 0.05
+    for interval in range(12):
+        na, nv = int(rng.integers(1, 60)), int(rng.integers(1, 120))
+        rec = np.zeros(na + nv, dtype=PACKET)
+        rec["kind"][na:] = VIDEO
+        for lo, n in ((0, na), (na, nv)):
+            seq = np.cumsum(rng.integers(1, 3, n)) + (interval * 500 if lo == 0 else interval * 1000)
+            rec["seq"][lo : lo + n] = seq
+            rec["ts"][lo : lo + n] = seq * 960 if lo == 0 else (seq // 3) * 3000  # video: 3 packets a frame
+            rec["t"][lo : lo + n] = np.sort(rng.uniform(t0, t0 + 1, n))
+            rec["sent"][lo : lo + n] = rec["t"][lo : lo + n] - rng.uniform(0.02, 0.05, n)
+            rec["payload"][lo : lo + n] = rng.integers(100, 1200, n)
+            rec["size"][lo : lo + n] = rec["payload"][lo : lo + n] + 66
+        if interval == 5:  # a late packet: the shared path declines, one by one takes over
+            rec["seq"][na + nv // 2] = rec["seq"][na]
+        t0 += 1
+        if extend_pair(*shared, rec, na):
+            fused += 1
+        else:
+            for timeline, part in zip(shared, (rec[:na], rec[na:]), strict=True):
+                timeline.extend(part["t"], part["seq"], part["ts"], part["payload"], part["sent"], part["size"])
+        for timeline, part in zip(alone, (rec[:na], rec[na:]), strict=True):
+            timeline.extend(part["t"], part["seq"], part["ts"], part["payload"], part["sent"], part["size"])
+        for q in [*rng.uniform(t0 - 1.5, t0, 5).tolist(), t0]:
+            for mine, theirs in zip(shared, alone, strict=True):
+                assert mine.at(q) == theirs.at(q)
+        assert shared[1].remb(t0) == alone[1].remb(t0)
+    assert fused == 11
 
 
 def test_send_log_counts_what_left_by_any_time() -> None:

@@ -55,7 +55,7 @@ from ._media import AUDIO, F64, I64, REMB_INTERVAL, VIDEO, AudioSource, Packets,
 from ._net import DOWN, UP, EventLoop, Path, Pending, Tag
 from ._rtcp import RTCP_MIN, RTCP_SPAN, SR_HISTORY, ReportBlock, next_pli_at
 from ._streams import Queue, Streams, inbound
-from ._timeline import PlannedLog, SendLog, Timeline
+from ._timeline import PlannedLog, SendLog, Timeline, extend_pair
 from ._wire import CONSENT_TIMEOUT, RTCP_PLI, RTCP_REMB, RTCP_RR, RTCP_SR, STUN_CHECK, STUN_RESPONSE
 
 INTERVAL: Final = 1.0  # once media started (two REMB periods)
@@ -197,6 +197,7 @@ class SteadyState:
         # REMBs and PLIs (None) that reached the publisher and that its encoder has yet to follow
         self.fb_at: list[tuple[float, int, _Remb | None]] = []
         self._undecodable = False  # the subscriber got video it cannot decode (it wants a keyframe)
+        self._by_kind: NDArray[np.void] = Packets.empty().a  # the latest split's records, audio first
         for t, tag, a in taken:
             if tag in RTCP_TIMERS:
                 self.rtcp_next[(tag, a[1])] = t
@@ -362,10 +363,15 @@ class SteadyState:
         got = self.sub_q.pop_until(until, streams.sub_accept_at)
         if self._video:
             streams.sub_est.batch_arrived(got.a, streams.senders[VIDEO].rtt)
-        for kind, mine in self._split(got):
-            counted = mine if kind != VIDEO or self.nack is None else self.nack.originals(mine)
-            self.sub_tl[kind].extend(counted["t"], counted["seq"], counted["ts"], counted["payload"], counted["sent"],
-                                     counted["size"])
+        split = self._split(got)
+        counted = [mine if kind != VIDEO or self.nack is None else self.nack.originals(mine) for kind, mine in split]
+        # Both streams' timelines in shared array operations when they can (the records sorted
+        # by stream, and no retransmission to leave out of the video), else one by one.
+        if not (len(split) == 2 and counted[1] is split[1][1]
+                and extend_pair(self.sub_tl[AUDIO], self.sub_tl[VIDEO], self._by_kind, len(split[0][1]))):
+            for (kind, _), c in zip(split, counted, strict=True):
+                self.sub_tl[kind].extend(c["t"], c["seq"], c["ts"], c["payload"], c["sent"], c["size"])
+        for kind, mine in split:
             if kind == VIDEO:
                 rtt = streams.senders[VIDEO].rtt
                 if self.nack is not None:
@@ -401,7 +407,7 @@ class SteadyState:
         if not n_audio:
             return [(VIDEO, a)]
         # A stable sort by stream keeps each stream's order: one copy, two views.
-        a = a.take(kind.argsort(kind="stable"))
+        self._by_kind = a = a.take(kind.argsort(kind="stable"))
         return [(AUDIO, a[:n_audio]), (VIDEO, a[n_audio:])]
 
     def _not_started_yet(self, kind: int, got: Packets) -> None:

@@ -16,13 +16,15 @@ from bisect import bisect_right
 from typing import Final
 
 import numpy as np
+from numpy.typing import NDArray
 
-from ._media import F64, I64, ReceiverStats, RembEstimator, Snapshot
+from ._media import AUDIO, CLOCK_RATE, F64, I64, VIDEO, ReceiverStats, RembEstimator, Snapshot
 
 _A: Final = 15.0 / 16.0
 _BLOCK: Final = 256  # keeps (16/15)**k far from overflow
 
 
+_CLOCKS = np.array(CLOCK_RATE, dtype=np.float64)  # by kind (AUDIO 0, VIDEO 1), as the multiplier numpy uses
 _K = np.arange(1, _BLOCK + 1, dtype=np.float64)
 _UP = (1.0 / _A) ** _K / 16.0  # a^-k / 16
 _DOWN = _A**_K  # a^k
@@ -69,13 +71,14 @@ class _Chunk:
     chunk's start: a query adds s0's total (one addition where read rather than one array
     operation per chunk; the same integers, and the same float addition for the delays)."""
 
-    __slots__ = ("after", "arrival", "bytes", "g0", "jitter", "last", "maxseq", "owd", "s0", "seq", "size")
+    __slots__ = ("after", "arrival", "b0", "bytes", "jitter", "last", "maxseq", "owd", "s0", "seq", "size")
 
-    def __init__(self, arrival: F64, s0: tuple[int, int, int, float, int, int, float], bytes_: I64,
+    def __init__(self, arrival: F64, s0: tuple[int, int, int, float, int, int, float], bytes_: I64, b0: int,
                  maxseq: I64, jitter: F64, seq: I64, size: I64 | None, owd: F64 | None, after: Snapshot) -> None:
         self.arrival = arrival
         self.s0 = s0  # (received, bytes, max_seq, jitter, timeline count, wire bytes, owd sum) before
         self.bytes = bytes_
+        self.b0 = b0  # what to add to ``bytes`` (s0's bytes, less what a shared running sum adds first)
         self.maxseq = maxseq
         self.jitter = jitter
         self.seq = seq
@@ -175,18 +178,27 @@ class Timeline:
             # (from the chunk's start, as bytes_: added to the totals before it where read)
             size_c = _add.accumulate(size)
             owd_c = _add.accumulate(_sub(arrival, sent))
+        self._add_chunk(arrival, seq, s0, bytes_, 0, maxseq, jitter, size_c, owd_c)
+
+    def _add_chunk(self, arrival: F64, seq: I64, s0: tuple[int, int, int, float, int, int, float], bytes_: I64,
+                   shared: int, maxseq: I64, jitter: F64, size_c: I64 | None, owd_c: F64 | None) -> None:
+        """Keep a chunk and move the statistics past it (``shared``: what ``bytes_`` adds before
+        this stream's first packet)."""
+        st = self.stats
+        n = len(arrival)
+        if self.est is not None and size_c is not None and owd_c is not None:
             self._size_total += int(size_c[-1])
             self._owd_total = float(owd_c[-1]) + self._owd_total
             self.est.first_video(float(arrival[0]))
         self.firsts.append(float(arrival[0]))
         self.g0s.append(self.count)
         st.received += n
-        st.bytes += int(bytes_[-1])
+        st.bytes += int(bytes_[-1]) - shared
         st.max_seq = int(maxseq[-1])
         st.jitter_units = float(jitter[-1])
         self.count += n
         after = Snapshot(st.received, st.bytes, st.max_seq, st.jitter_units, self.base_seq)
-        self.chunks.append(_Chunk(arrival, s0, bytes_, maxseq, jitter, seq, size_c, owd_c, after))
+        self.chunks.append(_Chunk(arrival, s0, bytes_, s0[1] - shared, maxseq, jitter, seq, size_c, owd_c, after))
 
     def _locate(self, t: float) -> tuple[_Chunk | None, int]:
         i = bisect_right(self.firsts, t) - 1
@@ -207,7 +219,7 @@ class Timeline:
             return c.after
         i = int(c.arrival.searchsorted(t, "right")) - 1
         k = i + 1
-        return Snapshot(c.s0[0] + k, c.s0[1] + int(c.bytes[i]), int(c.maxseq[i]), float(c.jitter[i]), self.base_seq)
+        return Snapshot(c.s0[0] + k, c.b0 + int(c.bytes[i]), int(c.maxseq[i]), float(c.jitter[i]), self.base_seq)
 
     def last_arrival(self, t: float) -> float | None:
         c, k = self._locate(t)
@@ -243,6 +255,71 @@ class Timeline:
             est.add_totals(g1 - g0, s1 - s0, o1 - o0, lambda: self._seq_of(g0), m1)
         self._est_prev = (t, len(self.chunks), sums)
         return est.update(t)
+
+
+def extend_pair(audio: Timeline, video: Timeline, a: NDArray[np.void], na: int) -> bool:
+    """``audio.extend`` with the packet records ``a[:na]`` and ``video.extend`` with ``a[na:]``
+    (with their send times and wire sizes), each elementwise stage one call for both streams,
+    when both are under way and in order (the usual case: the same operations on the same
+    values, so the same numbers); False, with nothing done, otherwise (extend each)."""
+    n = len(a)
+    nv = n - na
+    sa, sv = audio.stats, video.stats
+    la, lta, lv, ltv = sa.last_arrival, sa.last_ts, sv.last_arrival, sv.last_ts
+    if not (0 < na <= _BLOCK and 0 < nv <= _BLOCK and audio.own_timestamps and not video.own_timestamps
+            and audio.est is None and video.est is not None and sa.base_seq is not None
+            and sv.base_seq is not None and la is not None and lta is not None and lv is not None
+            and ltv is not None and sa.clock_rate == CLOCK_RATE[AUDIO] and sv.clock_rate == CLOCK_RATE[VIDEO]):
+        return False
+    seq = a["seq"]
+    ts = a["ts"]
+    if not (seq[0] > sa.max_seq and seq[na] > sv.max_seq and int(ts[0]) != lta):
+        return False
+    up = _gt(seq[1:], seq[:-1])
+    up[na - 1] = True  # (audio's last and video's first: not a step of either stream)
+    if _count(up) != n - 1:
+        return False
+    s0a = (sa.received, sa.bytes, sa.max_seq, sa.jitter_units, audio.count, audio._size_total, audio._owd_total)
+    s0v = (sv.received, sv.bytes, sv.max_seq, sv.jitter_units, video.count, video._size_total, video._owd_total)
+    t = a["t"]
+    bytes_ = _add.accumulate(a["payload"])  # (video's part starts with audio's total: ``shared``)
+    rel = (t * _CLOCKS.take(a["kind"])).astype(np.int64)
+    la_a, la_v = int(rel[na - 1]), int(rel[-1])
+    lt_a, lt_v = int(ts[na - 1]), int(ts[-1])
+    rel -= ts
+    d = np.empty(n, dtype=np.int64)
+    _sub(rel[1:], rel[:-1], out=d[1:])
+    d[0] = int(rel[0]) - (la - lta)
+    d[na] = int(rel[na]) - (lv - ltv)
+    # Every audio packet moves the jitter estimate; a video packet when its timestamp changes.
+    changed = np.empty(nv, dtype=np.bool_)
+    changed[0] = int(ts[na]) != ltv
+    _ne(ts[na + 1 :], ts[na:-1], out=changed[1:])
+    ad = _abs(d)
+    adv = ad[na:].compress(changed)
+    mv = len(adv)
+    # Both jitter paths (jitter_path's one-block case) in one buffer: [ja, audio..., jv, video...].
+    path = np.empty(na + mv + 2)
+    path[0] = ja = sa.jitter_units
+    path[na + 1] = jv = sv.jitter_units
+    qa, qv = path[1 : na + 1], path[na + 2 :]
+    _mul(ad[:na], _UP[:na], out=qa)
+    _mul(adv, _UP[:mv], out=qv)
+    _add.accumulate(qa, out=qa)
+    _add.accumulate(qv, out=qv)
+    qa += ja
+    qv += jv
+    qa *= _DOWN[:na]
+    qv *= _DOWN[:mv]
+    jitter_v = path[na + 1 :].take(_add.accumulate(changed))
+    tv = t[na:]
+    size_c = _add.accumulate(a["size"][na:])
+    owd_c = _add.accumulate(_sub(tv, a["sent"][na:]))
+    sa.last_arrival, sa.last_ts = la_a, lt_a
+    sv.last_arrival, sv.last_ts = la_v, lt_v
+    audio._add_chunk(t[:na], seq[:na], s0a, bytes_[:na], 0, seq[:na], qa, None, None)
+    video._add_chunk(tv, seq[na:], s0v, bytes_[na:], int(bytes_[na - 1]), seq[na:], jitter_v, size_c, owd_c)
+    return True
 
 
 class SendLog:
