@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import pytest
 from rtcprobe.core.observations import IceStateChanged, MediaStarted, Observation
 from rtcprobe.drivers.sim import SimDriver, SimResult, run_simulation
-from rtcprobe.drivers.sim._media import PACKET, VIDEO, ReceiverStats, RembEstimator
-from rtcprobe.drivers.sim._timeline import PlannedLog, SendLog, Timeline, extend_pair, jitter_path
+from rtcprobe.drivers.sim._media import PACKET, VIDEO, AudioSource, ReceiverStats, RembEstimator
+from rtcprobe.drivers.sim._timeline import AudioLog, SendLog, Timeline, extend_pair, jitter_path
 from rtcprobe.netem.scenario import Scenario
 
 
@@ -172,18 +173,17 @@ def test_send_log_counts_what_left_by_any_time() -> None:
     assert log.at(9.0) == (7, 400)
 
 
-def test_planned_log_counts_only_what_was_sent_of_its_plans() -> None:
-    log = PlannedLog(3, 300)
-    log.plan(np.array([1.0, 1.5, 2.0, 2.5]), np.array([10, 20, 30, 40]))
-    assert log.at(9.0) == (3, 300)  # planned, nothing sent yet
-    log.sent = 2
-    assert log.at(0.5) == (3, 300)
-    assert log.at(1.5) == (5, 330)
-    assert log.at(9.0) == (5, 330)  # the third one is planned but not sent
-    log.plan(np.array([2.0, 2.5, 3.0]), np.array([30, 40, 50]))  # the unsent rest, and more
-    log.sent = 3
-    assert log.at(2.2) == (6, 360)
-    assert log.at(9.0) == (8, 450)
+def test_audio_log_counts_what_left_of_what_was_handed_out() -> None:
+    source = AudioSource(start=1.0, wire_extra=0)
+    source.seq = 5  # five packets went out before the log starts
+    log = AudioLog(source, 5, 5 * 240)
+    source.generate(3.0)  # planned ahead: packets 5 to 100 (1.1 s to 3.0 s)
+    assert log.at(9.0) == (5, 1200)  # nothing handed out yet
+    log.next = 15  # ten handed to the link (1.1 s to 1.28 s)
+    assert log.at(1.0) == (5, 1200)
+    assert log.at(1.15) == (8, 8 * 240)  # 1.1, 1.12, 1.14 by then
+    assert log.at(9.0) == (15, 15 * 240)
+    assert log.at(1.2) == log.at(math.nextafter(1.2, 2.0)) == (11, 11 * 240)
 
 
 def _run(data: dict[str, Any], seed: int = 0, **kw: Any) -> tuple[SimDriver, SimResult, list[float]]:

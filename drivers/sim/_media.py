@@ -241,6 +241,11 @@ class AudioSource:
         """Take back packets generated ahead but never sent."""
         self.seq = int(unsent.seq[0])
 
+    def sent_from(self, first: int, until: float) -> int:
+        """How many of its packets numbered ``first`` on leave at or before ``until`` (counted as
+        :meth:`generate` counts them, so exactly those it gives)."""
+        return _count_from(self.start, first, until, OPUS_FRAME_S)
+
 
 class VideoSource:
     """VP8 as aiortc sends it: frames at ``fps``, each packetized at once and sent back to back.

@@ -55,7 +55,7 @@ from ._media import AUDIO, F64, I64, REMB_INTERVAL, VIDEO, AudioSource, Packets,
 from ._net import DOWN, UP, EventLoop, Path, Pending, Tag
 from ._rtcp import RTCP_MIN, RTCP_SPAN, SR_HISTORY, ReportBlock, next_pli_at
 from ._streams import Queue, Streams, inbound
-from ._timeline import PlannedLog, SendLog, Timeline, extend_pair
+from ._timeline import AudioLog, SendLog, Timeline, extend_pair
 from ._wire import CONSENT_TIMEOUT, RTCP_PLI, RTCP_REMB, RTCP_RR, RTCP_SR, STUN_CHECK, STUN_RESPONSE
 
 INTERVAL: Final = 1.0  # once media started (two REMB periods)
@@ -166,17 +166,16 @@ class SteadyState:
         self._sub_last_rx = sub_last_rx
         kinds = streams.kinds
         self.src = sources
-        self.send_log: dict[int, SendLog | PlannedLog] = {
-            k: (PlannedLog if k == AUDIO else SendLog)(streams.senders[k].packets, streams.senders[k].bytes)
-            for k in kinds}
+        audio = sources.get(AUDIO)
+        self.send_log: dict[int, SendLog | AudioLog] = {
+            k: AudioLog(audio, streams.senders[k].packets, streams.senders[k].bytes)
+            if k == AUDIO and isinstance(audio, AudioSource)
+            else SendLog(streams.senders[k].packets, streams.senders[k].bytes) for k in kinds}
         # Audio never reacts to anything: generate the rest of the run at once, hand it out by time.
         self._audio_until = self.now + audio_horizon + 1.0
-        audio = sources.get(AUDIO)
+        self._audio_first = 0 if audio is None else audio.seq  # the number of the plan's first packet
         self._audio = None if audio is None else audio.generate(self._audio_until)
-        self._audio_t: list[float] = []  # (its send times, to bisect: searchsorted would copy the field)
         self._audio_at = 0
-        if self._audio is not None:
-            self._plan_audio(self._audio)
         # Packets on their way to TURN and to the subscriber: both streams in one queue, in
         # arrival order (as the event pipeline left them), split by stream where the statistics are kept.
         self.turn_q = turn_q
@@ -210,13 +209,6 @@ class SteadyState:
                 self._arrival(tag, a)(t)
             elif tag is Tag.CONSENT:
                 a[0].consent_at = t
-
-    def _plan_audio(self, audio: Packets) -> None:
-        """The audio to hand out from now on, and the publisher's log of it."""
-        self._audio_t = audio.t.tolist()
-        log = self.send_log[AUDIO]
-        assert isinstance(log, PlannedLog)
-        log.plan(audio.t, audio.payload)
 
     @property
     def now(self) -> float:
@@ -430,13 +422,14 @@ class SteadyState:
                 self._audio_until = until + self._audio_horizon
                 rest = self._audio.take(slice(self._audio_at, None))
                 self._audio = Packets.concat([rest, self.src[AUDIO].generate(self._audio_until)])
-                self._plan_audio(self._audio)
+                self._audio_first += self._audio_at
                 self._audio_at = 0
             i = self._audio_at
-            self._audio_at = j = bisect.bisect_right(self._audio_t, until)
-            audio_log = self.send_log[AUDIO]
-            assert isinstance(audio_log, PlannedLog)
-            audio_log.sent = j
+            log = self.send_log[AUDIO]
+            assert isinstance(log, AudioLog)
+            # (the source's own count of what leaves by then: no search through the plan's times)
+            self._audio_at = j = min(len(self._audio), log.source.sent_from(self._audio_first, until))
+            log.next = self._audio_first + j
             media.append((AUDIO, self._audio.a[i:j]))
         vs = self.src.get(VIDEO)
         video: NDArray[np.void] | None = None

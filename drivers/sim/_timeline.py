@@ -18,7 +18,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from ._media import AUDIO, CLOCK_RATE, F64, I64, VIDEO, ReceiverStats, RembEstimator, Snapshot
+from ._media import AUDIO, CLOCK_RATE, F64, I64, VIDEO, AudioSource, ReceiverStats, RembEstimator, Snapshot
 
 _A: Final = 15.0 / 16.0
 _BLOCK: Final = 256  # keeps (16/15)**k far from overflow
@@ -355,25 +355,17 @@ class SendLog:
         return packets + k, bytes_ + int(_add.reduce(payload[:k]))
 
 
-class PlannedLog:
-    """:class:`SendLog` for a stream planned ahead (audio, which reacts to nothing): the plan's
-    send times and running payload sums are worked out once, and each interval only moves the
-    count of planned packets sent so far."""
 
-    def __init__(self, packets: int, bytes_: int) -> None:
-        self._base = (packets, bytes_)  # sent before the current plan
-        self._t: list[float] = []
-        self._bytes: list[int] = [0]  # payload bytes of the plan's first k packets, k = 0, 1, ...
-        self.sent = 0  # the plan's packets sent so far
+class AudioLog:
+    """:class:`SendLog` for the audio, which is planned ahead on its source's fixed grid with one
+    payload size: what left by any time is a count (no per-interval bookkeeping, no search)."""
 
-    def plan(self, t: F64, payload: I64) -> None:
-        """A new plan (what is still unsent of the old one, and more): it starts now."""
-        packets, bytes_ = self._base
-        self._base = (packets + self.sent, bytes_ + self._bytes[self.sent])
-        self._t = t.tolist()
-        self._bytes = [0, *_add.accumulate(payload).tolist()]
-        self.sent = 0
+    def __init__(self, source: AudioSource, packets: int, bytes_: int) -> None:
+        self.source = source
+        self._first = source.seq  # the number of the first packet it logs
+        self._start = (packets, bytes_)
+        self.next = source.seq  # the number of the first packet not handed to the uplink yet
 
     def at(self, t: float) -> tuple[int, int]:
-        k = min(bisect_right(self._t, t), self.sent)
-        return self._base[0] + k, self._base[1] + self._bytes[k]
+        k = min(self.source.sent_from(self._first, t), self.next - self._first)
+        return self._start[0] + k, self._start[1] + k * self.source.payload
