@@ -171,6 +171,15 @@ def test_send_log_counts_what_left_by_any_time() -> None:
     assert log.at(1.5) == (5, 330)
     assert log.at(2.2) == (6, 360)
     assert log.at(9.0) == (7, 400)
+    # retransmissions sent in between the interval's packets: counted by time all the same
+    log.extend(np.array([3.0, 3.5, 4.0]), np.array([1, 2, 4]), (np.array([3.2, 3.9]), np.array([8, 16])))
+    assert log.at(2.9) == (7, 400)
+    assert log.at(3.2) == (9, 409)
+    assert log.at(3.95) == (11, 427)
+    assert log.at(4.0) == log.at(9.0) == (12, 431)
+    log.extend(np.array([]), np.array([], dtype=np.int64), (np.array([5.0]), np.array([32])))  # only those
+    assert log.at(4.5) == (12, 431)
+    assert log.at(5.0) == (13, 463)
 
 
 def test_audio_log_counts_what_left_of_what_was_handed_out() -> None:

@@ -433,6 +433,7 @@ class SteadyState:
             media.append((AUDIO, self._audio.a[i:j]))
         vs = self.src.get(VIDEO)
         video: NDArray[np.void] | None = None
+        rtx: NDArray[np.void] | None = None  # retransmissions (the libwebrtc model's), sent in between
         if isinstance(vs, VideoSource):
             changes: list[tuple[float | None, float | None]] = []  # REMBs (bps) and PLIs (None) on the way
             fb_at = self.fb_at
@@ -443,8 +444,10 @@ class SteadyState:
                     changes.append((at if at > start else None, None if msg is None else msg.bps))
             video = vs.generate(until, changes).a
             if self.nack is not None:
-                video = self._with_rtx(self.nack, video, start, until)
+                rtx = self._with_rtx(self.nack, video, start, until)
             media.append((VIDEO, video))
+            if rtx is not None:
+                media.append((VIDEO, rtx))
         control: list[_Up] = []
         via = self._via_turn
         rrs: list[tuple[float, _Rr]] = []
@@ -494,7 +497,7 @@ class SteadyState:
         if video is not None:
             video_log = self.send_log[VIDEO]
             assert isinstance(video_log, SendLog)
-            video_log.extend(video["t"], video["payload"])
+            video_log.extend(video["t"], video["payload"], None if rtx is None else (rtx["t"], rtx["payload"]))
         parts_ = [mine for _, mine in media if len(mine)]
         joined = parts_[0] if len(parts_) == 1 else join(parts_) if parts_ else Packets.empty().a
         # On a tie the publisher's streams go in stream order, then control: a stable sort.
@@ -504,14 +507,13 @@ class SteadyState:
         return rrs, rembs
 
     @staticmethod
-    def _with_rtx(nack: NackRtx, video: NDArray[np.void], start: float, until: float) -> NDArray[np.void]:
-        """The interval's video with the retransmissions due in it, in send order."""
+    def _with_rtx(nack: NackRtx, video: NDArray[np.void], start: float, until: float) -> NDArray[np.void] | None:
+        """The retransmissions due in the interval, in send order (None: none). Not merged with
+        the video here: the uplink's stable sort by send time puts a retransmission after the
+        video packets it ties with, as merging them first did."""
         nack.remember(video, start)
         rtx = nack.take(start, until)
-        if not len(rtx):
-            return video
-        both = join([video, rtx]) if len(video) else rtx
-        return both.take(both["t"].argsort(kind="stable"))
+        return rtx if len(rtx) else None
 
     @staticmethod
     def _merged(media: NDArray[np.void], control: Sequence[_Control | _Up]) -> tuple[F64, I64]:

@@ -324,36 +324,51 @@ def extend_pair(audio: Timeline, video: Timeline, a: NDArray[np.void], na: int) 
 
 class SendLog:
     """What one publisher sender has sent, as of any time (getStats' packetsSent / bytesSent).
-    Each chunk keeps its payload sizes and its totals before it; a query sums the part it needs."""
+    Each chunk keeps its parts' send times and payload sizes (each part in send order: the video,
+    and the retransmissions among it) and its totals before it; a query sums what it needs."""
 
     def __init__(self, packets: int, bytes_: int) -> None:
-        self.chunks: list[tuple[F64, I64, int, int]] = []  # (send times, payloads, packets and bytes before)
+        # (parts as (send times, payloads), packets and bytes before)
+        self.chunks: list[tuple[tuple[tuple[F64, I64], ...], int, int]] = []
         self.firsts: list[float] = []
         self.lasts: list[float] = []  # (a query past a chunk's last packet needs no search: its totals)
         self._start = (packets, bytes_)
         self.packets, self.bytes = packets, bytes_
 
-    def extend(self, t: F64, payload: I64) -> None:
-        if not len(t):
-            return
-        self.chunks.append((t, payload, self.packets, self.bytes))
-        self.firsts.append(float(t[0]))
-        self.lasts.append(float(t[-1]))
+    def extend(self, t: F64, payload: I64, rtx: tuple[F64, I64] | None = None) -> None:
+        """One interval's packets in send order, and ``rtx`` (send times, payloads: the
+        retransmissions sent in between, in send order)."""
+        if rtx is not None and not len(rtx[0]):
+            rtx = None
+        if not len(t):  # (retransmissions alone, or nothing)
+            if rtx is None:
+                return
+            (t, payload), rtx = rtx, None
+        self.chunks.append((((t, payload),) if rtx is None else ((t, payload), rtx), self.packets, self.bytes))
+        first, last = float(t[0]), float(t[-1])
         self.packets += len(t)
         self.bytes += int(_add.reduce(payload))
+        if rtx is not None:
+            first, last = min(first, float(rtx[0][0])), max(last, float(rtx[0][-1]))
+            self.packets += len(rtx[0])
+            self.bytes += int(_add.reduce(rtx[1]))
+        self.firsts.append(first)
+        self.lasts.append(last)
 
     def at(self, t: float) -> tuple[int, int]:
         i = bisect_right(self.firsts, t) - 1
         if i < 0:
             return self._start
-        times, payload, packets, bytes_ = self.chunks[i]
+        parts, packets, bytes_ = self.chunks[i]
         if t >= self.lasts[i]:  # the whole chunk: the totals before the next one
             if i + 1 < len(self.chunks):
-                return self.chunks[i + 1][2], self.chunks[i + 1][3]
+                return self.chunks[i + 1][1], self.chunks[i + 1][2]
             return self.packets, self.bytes
-        k = int(times.searchsorted(t, "right"))
-        return packets + k, bytes_ + int(_add.reduce(payload[:k]))
-
+        for times, payload in parts:
+            k = int(times.searchsorted(t, "right"))
+            packets += k
+            bytes_ += int(_add.reduce(payload[:k]))
+        return packets, bytes_
 
 
 class AudioLog:
