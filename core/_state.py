@@ -135,8 +135,16 @@ class Facts:
     def __contains__(self, fact: Fact) -> bool:
         return fact in self.seen
 
+    # Built field by field rather than with attrs.evolve, which introspects the class on every
+    # call: the stats step counts a sample this way ten times a second of test.
     def with_fact(self, fact: Fact) -> Facts:
-        return self if fact in self.seen else attrs.evolve(self, seen=self.seen | {fact})
+        if fact in self.seen:
+            return self
+        return Facts(self.published, self.samples_wanted, self.seen | {fact}, self.ice_servers, self.samples_taken)
+
+    def with_sample(self) -> Facts:
+        """One more stats sample taken."""
+        return Facts(self.published, self.samples_wanted, self.seen, self.ice_servers, self.samples_taken + 1)
 
 
 # --- Effects: what a rule or a step does; the machine executes them in order ---------------------

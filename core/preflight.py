@@ -338,7 +338,7 @@ class PreflightMachine:
 
     def _on_sample(self, sample: StatsSample, now: float) -> None:
         prev, self._last_sample = self._last_sample, (now, sample)
-        self._facts = attrs.evolve(self._facts, samples_taken=self._facts.samples_taken + 1)
+        self._facts = self._facts.with_sample()
         if sample.ice_candidates or sample.selected_pair:  # the report keeps the latest
             self._candidates, self._selected_pair = sample.ice_candidates, sample.selected_pair
         m = sampling.measure(sample, now, prev, reconnecting=bool(self._reconnecting))

@@ -721,19 +721,23 @@ class _Window:
     """Timestamped observations of one metric; the lower median of those newer than the window."""
 
     def __init__(self) -> None:
-        self._items: deque[tuple[float, float]] = deque()
+        self._times: deque[float] = deque()
+        self._values: deque[float] = deque()
 
     def add(self, now: float, value: float | None) -> None:
         if value is not None:
-            self._items.append((now, value))
+            self._times.append(now)
+            self._values.append(value)
 
     def prune(self, now: float, window: float) -> None:
-        while self._items and now - self._items[0][0] >= window:
-            self._items.popleft()
+        times = self._times
+        while times and now - times[0] >= window:
+            times.popleft()
+            self._values.popleft()
 
     def value(self) -> float | None:
         # The lower median, by hand: the stdlib ``statistics`` module imports ``random``.
-        values = sorted([v for _, v in self._items])
+        values = sorted(self._values)
         return values[(len(values) - 1) // 2] if values else None
 
 
