@@ -1,7 +1,7 @@
 """Sweep throughput: runs per second of one sweep in this process, on the local process pool, and
 on Dask LocalClusters of 1 and 2 workers, side by side in one run.
 
-    python benchmarks/bench_sweep.py [--seeds 8] [--duration 10] [--repeat 1]
+    python benchmarks/bench_sweep.py [--seeds 8] [--duration 10] [--repeat 1] [--stack libwebrtc|aiortc]
 
 The sweep: clean-broadband with loss x one-way delay x two video demands x seeds (default 4 x 4 x
 2 x 8 = 256 runs of a 10 s preflight). Every row runs the whole sweep into a fresh results file,
@@ -35,6 +35,7 @@ base = "clean-broadband"
 seeds = {seeds}
 [set]
 duration = {duration}
+"media.stack" = "{stack}"
 [axes]
 "network.loss" = [0.0, 0.01, 0.02, 0.05]
 "network.delay_ms" = [10, 50, 100, 200]
@@ -85,14 +86,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8, help="seeds per point (runs = 32 x seeds)")
     parser.add_argument("--duration", type=float, default=10.0, help="preflight duration of each run, seconds")
     parser.add_argument("--repeat", type=int, default=1, help="best of N per row")
+    parser.add_argument("--stack", choices=("libwebrtc", "aiortc"), default="libwebrtc",
+                        help="the simulator's endpoint model (default: libwebrtc, the simulator's default)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         spec = folder / "bench.toml"
-        spec.write_text(SPEC.format(seeds=list(range(1, args.seeds + 1)), duration=args.duration))
+        spec.write_text(SPEC.format(seeds=list(range(1, args.seeds + 1)), duration=args.duration, stack=args.stack))
         tiny = folder / "tiny.toml"
-        tiny.write_text(SPEC.format(seeds=[1], duration=args.duration).split("[axes]")[0])
+        tiny.write_text(SPEC.format(seeds=[1], duration=args.duration, stack=args.stack).split("[axes]")[0])
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         rows: list[tuple[str, Where, int | None]] = [
             ("serial (this process)", Where.serial(), None),
