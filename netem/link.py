@@ -96,7 +96,9 @@ class _Uniforms:
     calls the generator per packet or per batch. Every draw from the generator goes through
     here, so the values come in the generator's own order whatever the mix of scalar and vector
     draws (``random(a)`` then ``random(b)`` gives the numbers ``random(a + b)`` does: one 64-bit
-    output per double). Values before ``pos`` are used up (callers may overwrite their slice)."""
+    output per double). Values before ``pos`` are used up (callers may overwrite their slice),
+    except the last ``len(_ahead)``: the scalar path's list holds them, unused, until it uses
+    them or :meth:`give_back` returns them."""
 
     __slots__ = ("_ahead", "_derived", "_rng", "block", "pos")
 
@@ -116,6 +118,13 @@ class _Uniforms:
             ahead.extend(reversed(self.block[p : p + _DRAW_AHEAD].tolist()))
         return ahead.pop()
 
+    def give_back(self) -> None:
+        """Return the scalar path's unused draws to the block: they are its values just before
+        ``pos`` (:meth:`one` takes them from there, in order, and the block is replaced only
+        while the list is empty), so the vector path then reads them from the block itself."""
+        self.pos -= len(self._ahead)
+        self._ahead.clear()
+
     def take(self, n: int) -> int:
         """Use up the block's next ``n`` draws (drawing a new block if needed); returns where
         they start in ``block``. Only while nothing is left in the scalar path's list."""
@@ -129,24 +138,16 @@ class _Uniforms:
         return pos
 
     def many(self, n: int) -> F64:
-        ahead = self._ahead
-        if not ahead:
-            p = self.take(n)
-            return self.block[p : p + n]
-        k = min(n, len(ahead))
-        first = ahead[: len(ahead) - k - 1 : -1] if k < len(ahead) else ahead[::-1]
-        del ahead[len(ahead) - k :]
-        if k == n:
-            return np.array(first)
-        p = self.take(n - k)
-        return np.concatenate([first, self.block[p : p + n - k]])
-
-    def derived(self, n: int, key: object, make: Callable[[F64], NDArray[Any]]) -> NDArray[Any] | None:
-        """The next ``n`` draws through ``make`` (an elementwise function, the same for the same
-        ``key``), computed once per block rather than once per batch; None (nothing used up)
-        while the scalar path holds draws: then the caller applies ``make`` to :meth:`many`."""
         if self._ahead:
-            return None
+            self.give_back()
+        p = self.take(n)
+        return self.block[p : p + n]
+
+    def derived(self, n: int, key: object, make: Callable[[F64], NDArray[Any]]) -> NDArray[Any]:
+        """The next ``n`` draws through ``make`` (an elementwise function, the same for the same
+        ``key``), computed once per block rather than once per batch."""
+        if self._ahead:
+            self.give_back()
         p = self.pos
         if p + n > len(self.block):
             p = self.take(n)
@@ -331,6 +332,7 @@ class Link:
         # Accepted packets whose service starts after the latest arrival: (start time, wire bytes).
         self._pending: deque[tuple[float, int]] = deque()
         self._pending_bytes = 0
+        self._sums = np.zeros(_FIRST_CHUNK + 1)  # (see _rate_fits)
         self._track_queue = any(s.qp is not None or s.qb is not None for s in self._stages)
 
     # -- public --------------------------------------------------------------------------------
@@ -430,7 +432,7 @@ class Link:
             return np.empty(0)
         if raw.dtype == np.int64:  # (the simulator's case: one check)
             w_all = raw
-            if int(np.minimum.reduce(w_all)) <= 0:
+            if int(w_all[w_all.argmin()]) <= 0:  # (argmin and a look: no ufunc reduction to set up)
                 raise ValueError("sizes must be positive integers")
         else:
             if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.number):
@@ -439,7 +441,7 @@ class Link:
             if np.any(w_all != raw) or np.any(w_all <= 0):
                 raise ValueError("sizes must be positive integers")
         # One comparison covers NaN (it compares false), order, and the previous send.
-        if not (t_all[0] >= self._last_t and (n == 1 or bool(np.logical_and.reduce(t_all[1:] >= t_all[:-1])))):
+        if not (t_all[0] >= self._last_t and (n == 1 or bool((ok := t_all[1:] >= t_all[:-1])[ok.argmin()]))):
             raise ValueError("times must be >= 0, non-decreasing and not before the previous send")
         return self.send_sorted(t_all, w_all)
 
@@ -553,14 +555,13 @@ class Link:
         m = len(tt)
         if m and (st.ge is not None or st.loss > 0):
             if st.ge is None:
-                keep = self._loss_u.derived(m, st, st.kept_v)
-                kept = (st.kept_v(self._loss_u.many(m)) if keep is None else keep).nonzero()[0]
+                kept = self._loss_u.derived(m, st, st.kept_v).nonzero()[0]
             else:
                 kept = (~self._lost_v(st, m)).nonzero()[0]
             if dropped := m - len(kept):
                 c.dropped_loss += dropped
                 idx = kept if idx is None else idx.take(kept)
-                tt, ss = tt.take(kept), ss.take(kept)
+                tt, ss = tt[kept], ss[kept]
                 m -= dropped
         if not m:
             return _nans(n)
@@ -591,11 +592,14 @@ class Link:
             d = dep
             np.add(d, st.delay, out=d)
         if st.reorder:
-            self._last_delivery = max(self._last_delivery, float(np.maximum.reduce(d)))
+            # (argmax: no ufunc reduction to set up)
+            self._last_delivery = max(self._last_delivery, float(d[d.argmax()]))
         else:
             np.maximum.accumulate(d, out=d)
-            np.maximum(d, self._last_delivery, out=d)
-            self._last_delivery = float(d[-1])  # (non-decreasing now: the last is the largest)
+            last = self._last_delivery
+            if d[0] < last:  # (d is non-decreasing now: else the maximum changes nothing)
+                np.maximum(d, last, out=d)
+            self._last_delivery = float(d[-1])  # (the last is the largest)
         c.delivered += m
         c.bytes_delivered += offered if idx is None else int(_add.reduce(ss))
         c.total_added_delay += float(_add.reduce(d - tt))
@@ -665,36 +669,54 @@ class Link:
         refuses none of it (:meth:`_chunk`, the queue check and :meth:`_commit` in one body, the
         same operations: the usual case, with no calls to spare); None (nothing changed): go
         through :meth:`_bottleneck_v`."""
-        s = np.empty(len(w) + 1)
-        s[0] = 0.0
-        _add.accumulate(w * st.sec_per_byte, out=s[1:])
-        s_before = s[:-1]
+        # S_before and S_end are one running sum from 0 (the same additions as cumsum alone), in
+        # the link's scratch buffer (its first element stays 0).
+        m = len(w)
+        s = self._sums
+        if len(s) <= m:
+            s = self._sums = np.zeros(max(2 * len(s), m + 1))
+        s_end = s[1 : m + 1]
+        _add.accumulate(w * st.sec_per_byte, out=s_end)
+        s_before = s[:m]
         gap = a - s_before
         lead = np.maximum.accumulate(gap)  # max_{j<=i}(a_j - S_(j-1)), and not before the link is free
-        np.maximum(lead, self._free_at, out=lead)
+        free = self._free_at
+        if a[0] < free:  # (lead is non-decreasing from lead[0] = a[0]: else the maximum changes nothing)
+            np.maximum(lead, free, out=lead)
         # The service starts (s_before + lead) are needed only where the queue is not clear:
         # the bound takes the waits as lead - gap (start - a up to rounding, which its margin covers).
-        start: F64 | None = None
-        if self._track_queue and (st.qp is not None or st.qb is not None) \
-                and not self._fits(st, w, float(np.maximum.reduce(lead - gap))):
-            start = s_before + lead
-            if self._first_overflow(st, a, w, start) < len(a):
-                return None  # (the queue refuses a packet: the general path)
-        dep: F64 = s[1:] + lead
+        track = self._track_queue
+        if track and (st.qp is not None or st.qb is not None):
+            waits = np.subtract(lead, gap, out=gap)
+            if not self._fits(st, w, float(waits[waits.argmax()])):
+                if self._first_overflow(st, a, w, s_before + lead) < m:
+                    return None  # (the queue refuses a packet: the general path)
+        dep: F64 = s_end + lead
         self._pos_trace = None
         self._free_at = float(dep[-1])
-        if self._track_queue:
+        if track:
             a_tie = float(a[-1]) + _TIE
             pend = self._pending
             while pend and pend[0][0] <= a_tie:
                 self._pending_bytes -= pend.popleft()[1]
-            if float(s_before[-1]) + float(lead[-1]) > a_tie:  # (the last start; usually all have started)
-                if start is None:
-                    start = s_before + lead
-                first = int(start.searchsorted(a_tie, side="right"))
-                sizes = w[first:].tolist()
-                pend.extend(zip(start[first:].tolist(), sizes, strict=True))
-                self._pending_bytes += sum(sizes)
+            # Packets not started by the last arrival: a few at the end (starts are sorted),
+            # found from the end one by one (each start is s_before + lead, the same addition).
+            i = m - 1
+            start = float(s_before[i]) + float(lead[i])
+            if start > a_tie:
+                waiting = []
+                while True:
+                    wire = int(w[i])
+                    waiting.append((start, wire))
+                    self._pending_bytes += wire
+                    i -= 1
+                    if i < 0:
+                        break
+                    start = float(s_before[i]) + float(lead[i])
+                    if start <= a_tie:
+                        break
+                waiting.reverse()
+                pend.extend(waiting)
         return dep
 
     def _first_overflow(self, st: _Stage, a: F64, w: I64, start: F64) -> int:
@@ -736,9 +758,9 @@ class Link:
         bytes; add everything pending from before. One packet and one MTU of margin cover the
         running sums' rounding."""
         pend = len(self._pending)
-        if st.qp is not None and longest >= (st.qp - pend - 1) * (int(np.minimum.reduce(w)) * st.sec_per_byte):
+        if st.qp is not None and longest >= (st.qp - pend - 1) * (int(w[w.argmin()]) * st.sec_per_byte):
             return False
-        return st.qb is None or longest / st.sec_per_byte + self._pending_bytes + int(np.maximum.reduce(w)) \
+        return st.qb is None or longest / st.sec_per_byte + self._pending_bytes + int(w[w.argmax()]) \
             + MTU_BYTES < st.qb
 
     def _commit(self, a_last: float, start: F64, w: I64, dep: F64, end_b: I64 | None) -> None:
