@@ -359,9 +359,10 @@ class GccEstimator(RembEstimator):
             return
         video = got["kind"] == VIDEO
         if self.first_arrival is None:
-            if not video.any():
+            i = int(video.argmax())  # (argmax and a look: .any() goes through numpy's Python wrapper)
+            if not video[i]:
                 return  # (the feedback starts with the video)
-            self.first_video(float(got["t"][int(video.argmax())]))
+            self.first_video(float(got["t"][i]))
         # (times as contiguous copies: grouping searches them, which would copy each field view anyway)
         self._buf.append((got["t"].copy(), got["sent"].copy(), np.where(video, got["seq"], -1), got["size"]))
 
@@ -438,12 +439,17 @@ class GccEstimator(RembEstimator):
         # The loss transport feedback reports: of the sequence numbers new since the last call
         # (retransmissions of older ones do not repair it, as transport-wide numbers are per send).
         seq = self._seq[k0:k]
-        top, seen = int(np.maximum.reduce(seq)), self._max_seq
+        # (extremes by argmax/argmin and a look: cheaper than setting up a ufunc reduction)
+        top, seen = int(seq[seq.argmax()]), self._max_seq
         loss = 0.0
         if top > seen:
             fresh = seq > seen
             got = int(np.count_nonzero(fresh))
-            expected = top - seen if seen >= 0 else top - int(np.minimum.reduce(seq.compress(fresh))) + 1
+            if seen >= 0:
+                expected = top - seen
+            else:
+                new = seq.compress(fresh)
+                expected = top - int(new[new.argmin()]) + 1
             loss = max(0.0, 1.0 - got / expected)
             self._max_seq = top
         delay_based = self.delay_bps
@@ -542,8 +548,9 @@ class GccEstimator(RembEstimator):
             f0 = s_open = float(sent[0])
             a_open = float(t[0])
         smax = np.maximum.accumulate(sent)
-        if f0 > smax[0] or not bool(np.logical_and.reduce(sent == smax)):
-            keep = (sent == smax) & (sent >= f0)
+        in_order = sent == smax
+        if f0 > smax[0] or not in_order[in_order.argmin()]:  # (argmin and a look: no ufunc reduction)
+            keep = in_order & (sent >= f0)
             t, sent = t.compress(keep), sent.compress(keep)
         n = len(t)
         if not n:
@@ -781,7 +788,7 @@ class NackRtx:
         pos = aw.searchsorted(seq)
         np.minimum(pos, len(aw) - 1, out=pos)
         rtx = aw.take(pos) == seq
-        return video.compress(~rtx) if rtx.any() else video
+        return video.compress(~rtx) if rtx[rtx.argmax()] else video  # (argmax and a look: .any() is a Python wrapper)
 
     def arrived(self, seq: I64, t: F64, rtt: float) -> None:
         """Video packets (sequence numbers ``seq``) reached the subscriber at ``t``."""
