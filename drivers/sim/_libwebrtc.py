@@ -102,6 +102,7 @@ from ._media import (
     Packets,
     RembEstimator,
     VideoSource,
+    copy,
     join,
 )
 
@@ -215,7 +216,7 @@ class LibwebrtcVideoSource(VideoSource):
         c = self.carry
         tail = c if len(c) and int(c["frame"][0]) == first and k == len(a) else c[:0]
         if k + len(tail) < int(a["npk"][0]):  # partly sent: the rest of it still leaves
-            self.carry = join([a[:k], tail]) if len(tail) else a[:k].copy()
+            self.carry = join([a[:k], tail]) if len(tail) else copy(a[:k])
             a = a[k:]
         else:
             self.carry = c[:0]
@@ -772,7 +773,7 @@ class NackRtx:
         s = self.sent
         if len(s):
             s = s[int(s["t"].searchsorted(now - SENT_KEPT_S)):]
-        self.sent = join([s, video]) if len(s) else video.copy()
+        self.sent = join([s, video]) if len(s) else copy(video)
 
     def originals(self, video: NDArray[np.void]) -> NDArray[np.void]:
         """The subscriber's video arrivals without the retransmissions among them: libwebrtc
@@ -882,7 +883,7 @@ class NackRtx:
         k = int(d["t"].searchsorted(until, "right"))
         if not k:
             return d[:0]
-        out, self.due = d[:k].copy(), d[k:]
+        out, self.due = copy(d[:k]), d[k:]
         if out["t"][0] < start:  # (in send order: the first is the earliest)
             out["t"] = np.maximum(out["t"], start)
             out["sent"] = out["t"]

@@ -116,7 +116,7 @@ class Streams:
 
 def _raw(a: NDArray[np.void]) -> NDArray[np.void]:
     """Packet records to copy, as opaque bytes (numpy copies those without visiting each field)."""
-    return np.frombuffer(a, RAW) if a.flags.c_contiguous else np.frombuffer(a.copy(), RAW)
+    return np.frombuffer(a, RAW) if a.flags.c_contiguous else a.view(RAW).copy()
 
 
 class Queue:
