@@ -401,16 +401,16 @@ class GccEstimator(RembEstimator):
         d = self._group_deltas(t, sent)
         if d is None:
             return
-        at, send_ms, modified, trend = d
+        at, rows = d
         if kd := self._kd:
             del self._d_fb[:kd], self._d_at[:kd], self._d_send[:kd], self._d_mod[:kd], self._d_trend[:kd]
             self._kd = 0
         self._d_fb += grid.searchsorted(at).tolist()
-        at *= 1000.0
-        self._d_at += at.tolist()
-        self._d_send += send_ms.tolist()
-        self._d_mod += modified.tolist()
-        self._d_trend += trend.tolist()
+        at_ms, send_ms, modified, trend = rows.tolist()
+        self._d_at += at_ms
+        self._d_send += send_ms
+        self._d_mod += modified
+        self._d_trend += trend
 
     def update(self, now: float) -> float | None:
         first = self.first_arrival
@@ -538,12 +538,13 @@ class GccEstimator(RembEstimator):
         self._threshold, self._last_update_ms, self._time_over, self._over_count = thr, last_upd, tover, count
         self.hypothesis, self._prev_trend, self._detected = hyp, prev_trend, n_deltas
 
-    def _group_deltas(self, t: F64, sent: F64) -> tuple[F64, F64, F64, F64] | None:
+    def _group_deltas(self, t: F64, sent: F64) -> tuple[F64, F64] | None:
         """inter_arrival_delta.cc and trendline_estimator.cc UpdateTrendline, vectorized: the
         deltas between consecutive complete send-time groups these arrivals close — for each, when
-        it was computed (the arrival that opened the next group), its send-time delta in ms, the
-        modified trend and the trend. Simplified: a packet sent before the latest one is dropped as
-        reordered, and bursts are not merged (the simulated links do not aggregate)."""
+        it was computed (the arrival that opened the next group), and as rows: that time in ms, its
+        send-time delta in ms, the modified trend and the trend. Simplified: a packet sent before
+        the latest one is dropped as reordered, and bursts are not merged (the simulated links do
+        not aggregate)."""
         f0, s_open, a_open = self._open
         if f0 != f0:
             f0 = s_open = float(sent[0])
@@ -573,22 +574,27 @@ class GccEstimator(RembEstimator):
         head = opened[0] - 1
         if head >= 0:
             s_open, a_open = float(sent[head]), float(t[head])
-        ends = np.array(opened[1:], dtype=np.int64)
-        ends -= 1
-        g_send = np.concatenate(([p_send, s_open], sent.take(ends)))
-        g_arr = np.concatenate(([p_arr, a_open], t.take(ends)))
+        starts = np.array(opened, dtype=np.int64)  # (one conversion of the list, for both takes)
+        at = t.take(starts)
+        starts -= 1  # the groups' last packets
+        g_send = np.concatenate(([p_send, s_open], sent.take(starts[1:])))
+        g_arr = np.concatenate(([p_arr, a_open], t.take(starts[1:])))
         self._prev = (float(g_send[-1]), float(g_arr[-1]))
-        at = t.take(opened)
         if p_send != p_send:  # (the first complete group: nothing to compare it with)
             g_send, g_arr, at = g_send[1:], g_arr[1:], at[1:]
             if not len(at):
                 return None
-        send_ms = g_send[1:] - g_send[:-1]
+        m = len(at)
+        # What the detector takes, one row each (one conversion to lists for all): when each delta
+        # was computed (ms), its send-time delta (ms), the modified trend, the trend.
+        rows = np.empty((4, m))
+        at_ms, send_ms, modified, trend = rows[0], rows[1], rows[2], rows[3]
+        np.multiply(at, 1000.0, out=at_ms)
+        np.subtract(g_send[1:], g_send[:-1], out=send_ms)
         send_ms *= 1000.0
         delta_ms = g_arr[1:] - g_arr[:-1]
         delta_ms *= 1000.0
         delta_ms -= send_ms
-        m = len(delta_ms)
         n0 = self._deltas
         self._deltas = n0 + m
         first = self.first_arrival
@@ -617,7 +623,7 @@ class GccEstimator(RembEstimator):
         self._hist_x, self._hist_y = x[1 - TREND_WINDOW:].copy(), y[1 - TREND_WINDOW:].copy()
         full = min(m, h + m - TREND_WINDOW + 1)  # windows that end at a new point
         if full <= 0:
-            trend = np.zeros(m)  # (before the window first fills the trend stays at its start, 0)
+            trend.fill(0.0)  # (before the window first fills the trend stays at its start, 0)
         else:
             # (moved next to the origin: the slope stays, the sums stay small)
             x -= x[0]
@@ -626,9 +632,11 @@ class GccEstimator(RembEstimator):
             np.multiply(x, y, out=xy)
             sums[:, 0] = 0.0
             np.add.accumulate(sums, axis=1, out=sums)
-            win = sums[:, TREND_WINDOW:]
-            win -= sums[:, :-TREND_WINDOW]
-            sx, sy, sxx, sxy = win[:, -full:]
+            # (into a new array: in place, numpy would copy the overlapping operand first; rows
+            # by index: unpacking iterates the array, slower)
+            c = h + m + 1 - full
+            win = sums[:, c:] - sums[:, c - TREND_WINDOW : -TREND_WINDOW]
+            sx, sy, sxx, sxy = win[0], win[1], win[2], win[3]
             sy *= sx
             sx *= sx
             sx *= 1.0 / TREND_WINDOW
@@ -636,17 +644,18 @@ class GccEstimator(RembEstimator):
             sy *= 1.0 / TREND_WINDOW
             sxy -= sy  # the numerator
             np.maximum(sxx, 1e-300, out=sxx)  # (no spread: the slope is 0, not NaN)
-            slope = np.divide(sxy, sxx)
-            trend = slope if full == m else np.concatenate((np.zeros(m - full), slope))
+            np.divide(sxy, sxx, out=trend[m - full :])
+            if full < m:
+                trend[: m - full] = 0.0
         if n0 + m <= MIN_NUM_DELTAS:
-            modified = trend * _GAINS[n0 : n0 + m]
+            np.multiply(trend, _GAINS[n0 : n0 + m], out=modified)
         elif n0 >= MIN_NUM_DELTAS:
-            modified = trend * (MIN_NUM_DELTAS * TREND_GAIN)
+            np.multiply(trend, MIN_NUM_DELTAS * TREND_GAIN, out=modified)
         else:
             gains = np.full(m, MIN_NUM_DELTAS * TREND_GAIN)
             gains[: MIN_NUM_DELTAS - n0] = _GAINS[n0:]
-            modified = trend * gains
-        return at, send_ms, modified, trend
+            np.multiply(trend, gains, out=modified)
+        return at, rows
 
     def _rate_control(self, f: float, acked: float, hyp: int) -> None:
         """delay_based_bwe.cc MaybeUpdateEstimate and aimd_rate_control.cc, at feedback ``f``."""
