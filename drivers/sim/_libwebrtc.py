@@ -549,10 +549,12 @@ class GccEstimator(RembEstimator):
         if f0 != f0:
             f0 = s_open = float(sent[0])
             a_open = float(t[0])
-        smax = np.maximum.accumulate(sent)
-        in_order = sent == smax
-        if f0 > smax[0] or not in_order[in_order.argmin()]:  # (argmin and a look: no ufunc reduction)
-            keep = in_order & (sent >= f0)
+        # (in order, as usual, when no send time is below the one before it: one comparison and a
+        # look by argmin, no ufunc reduction; the running maximum only when some is)
+        rising = sent[1:] >= sent[:-1]
+        if f0 > sent[0] or (len(rising) and not rising[rising.argmin()]):
+            keep = sent == np.maximum.accumulate(sent)
+            keep &= sent >= f0
             t, sent = t.compress(keep), sent.compress(keep)
         n = len(t)
         if not n:
