@@ -861,8 +861,11 @@ class NackRtx:
         rtx["sent"] = rtx["t"]
         rtx["size"] += RTX_HEADER
         self.retransmitted += len(rtx)
-        due = join([self.due, rtx]) if len(self.due) else rtx
-        self.due = due.take(due["t"].argsort(kind="stable"))
+        if len(self.due):
+            due = join([self.due, rtx])
+            self.due = due.take(due["t"].argsort(kind="stable"))
+        else:  # (asked in arrival order: in time order already)
+            self.due = rtx
 
     def _ask_again(self, seq: list[int], at: list[float], rtt: float) -> None:
         """Retransmissions of ``seq`` were lost: the subscriber asks again at ``at``."""
