@@ -576,11 +576,15 @@ class GccEstimator(RembEstimator):
         head = opened[0] - 1
         if head >= 0:
             s_open, a_open = float(sent[head]), float(t[head])
-        starts = np.array(opened, dtype=np.int64)  # (one conversion of the list, for both takes)
+        # (the list converted once, for both takes; the groups' ends taken into place, where
+        # np.concatenate would convert a list for the first two as well)
+        starts = np.fromiter(opened, np.int64, len(opened))
         at = t.take(starts)
         starts -= 1  # the groups' last packets
-        g_send = np.concatenate(([p_send, s_open], sent.take(starts[1:])))
-        g_arr = np.concatenate(([p_arr, a_open], t.take(starts[1:])))
+        g_send, g_arr = np.empty(len(opened) + 1), np.empty(len(opened) + 1)
+        g_send[0], g_send[1], g_arr[0], g_arr[1] = p_send, s_open, p_arr, a_open
+        sent.take(starts[1:], out=g_send[2:])
+        t.take(starts[1:], out=g_arr[2:])
         self._prev = (float(g_send[-1]), float(g_arr[-1]))
         if p_send != p_send:  # (the first complete group: nothing to compare it with)
             g_send, g_arr, at = g_send[1:], g_arr[1:], at[1:]
