@@ -122,9 +122,24 @@ class ServerThread:
 
     def stop(self) -> None:
         self.close()
+        # What the calls left running on this loop (aiortc's TURN deletions, consent checks) ends
+        # here, as asyncio.run would end it: a task still pending when the loop closes is closed by
+        # the garbage collector later, in whichever test happens to be running.
+        self.call(_drain(), timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+
+async def _drain(grace: float = 2.0) -> None:
+    """Let this loop's other tasks finish for up to ``grace`` seconds, then cancel the rest."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 @contextmanager
