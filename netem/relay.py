@@ -104,7 +104,7 @@ class DirectionCounters:
     bytes_forwarded: int = 0  # payload bytes
     delayed: int = 0  # forwarded, and later than received (the link held them)
     send_errors: int = 0
-    bypassed: int = 0  # forwarded untouched while the relay was bypassed (not offered to the link)
+    bypassed: int = 0  # received while the relay was bypassed: passed on untouched, never offered to the link
 
     @property
     def received(self) -> int:

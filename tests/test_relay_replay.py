@@ -78,8 +78,10 @@ def test_replay_goes_through_the_relay_and_matches_the_sim_report_shape(
     assert {c["candidateType"] for c in d["iceCandidateStats"]} == {"relay"}
     # Every datagram crossed the emulated link and was held for its delay.
     for counters in (result.uplink, result.downlink):
-        # (Tear-down traffic after the test's end is let through untouched: "bypassed".)
-        assert counters.forwarded > 100 and counters.delayed == counters.forwarded - counters.bypassed
+        # (Tear-down traffic after the test's end is let through untouched: "bypassed", counted
+        # when received; one may still be on its way out when the relay stops.)
+        assert counters.forwarded > 100 and counters.delayed <= counters.link.delivered
+        assert 0 <= counters.forwarded - counters.delayed <= counters.bypassed
         assert counters.link.mean_added_delay == pytest.approx(DELAY_MS / 1000)
     # Two relay clients: each peer connection's TURN allocation, from its own socket.
     assert "clients  2 seen" in result.relay_summary
