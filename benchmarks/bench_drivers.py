@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ from typing import Any
 
 # The same scenario shortening and averaging as the sim-vs-real table (this folder is on sys.path
 # when a benchmark runs as a script).
-from bench_sim_vs_real import avg, shortened
+from bench_sim_vs_real import avg, fmt, shortened
 from rtcprobe.core.config import MediaDemand
 from rtcprobe.drivers.sim import run_simulation
 from rtcprobe.scenarios import builtin_names, load
@@ -68,14 +67,6 @@ def row(report: dict[str, Any]) -> dict[str, Any]:
         "level": (report.get("networkQuality") or {}).get("level"),
         "media": {e["name"]: e["duration"] for e in report["progressEvents"]}.get("mediaStarted"),
     }
-
-
-def fmt(value: Any, spec: str = ".1f") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return format(value, spec) if math.isfinite(value) else "-"
-    return str(value)
 
 
 def separator(header: str) -> str:

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import ssl
 import time
@@ -148,10 +147,7 @@ def _turn_on_loopback(servers: tuple[IceServer, ...]) -> bool:
         host = turn_client.parse_turn_url(url).host
     except ConfigError:
         return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host.lower() == "localhost"
+    return loopback.is_loopback_host(host)
 
 
 class _NoCandidates(Exception):

@@ -5,7 +5,9 @@ peers that must talk over loopback only (the client's two peer connections when 
 use, every test) would otherwise offer the machine's real addresses — and find nothing to talk
 over when none exists (a host whose only interface is loopback). :func:`confine_ice_to_loopback`
 swaps aioice's host-address discovery for one that answers 127.0.0.1 only;
-:func:`has_host_address` tells whether aioice's own discovery finds anything.
+:func:`has_host_address` tells whether aioice's own discovery finds anything, and
+:func:`is_loopback_host` whether a server's host name is on this machine's loopback (the drivers
+confine ICE, or keep Chromium's candidates local, when it is).
 
 The patch is process-wide (aioice reads a module global), so it is reference-counted: nested and
 overlapping uses (a server and a client in one process) are fine, and the original function comes
@@ -14,6 +16,7 @@ back when the last one exits. Relay-only peers are unaffected: they gather no ho
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +25,14 @@ from typing import Protocol
 import aioice.ice
 
 LOOPBACK_V4 = "127.0.0.1"
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is on this machine's loopback."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
 
 _lock = threading.Lock()
 _depth = 0

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import time
@@ -56,6 +55,7 @@ from rtcprobe.core.observations import (
     Progress,
 )
 from rtcprobe.core.report import PreflightReport, ProgressEvent, RunInfo, Timing
+from rtcprobe.drivers.aiortc.loopback import is_loopback_host
 from rtcprobe.drivers.aiortc.protocol import Iced, ProtocolError, parse_message
 from rtcprobe.drivers.aiortc.turn_client import CLIENT_TRANSPORTS, TURN_SCHEMES, client_transport
 
@@ -120,13 +120,7 @@ def page_url(url: str) -> str:
 
 def on_loopback(url: str) -> bool:
     """Whether the signaling server at ``url`` is on this machine's loopback."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 def page_options(config: PreflightConfig, url: str, transport: str | None, receiver_relay_only: bool) -> dict[str, Any]:
