@@ -266,9 +266,11 @@ def test_a_page_in_a_mesh_with_python_participants_sees_the_impaired_one(turn_se
         assert max(lost(local, "recvStats")) < 0.03, local  # imp's loss is not charged to the page
         assert (local["video"]["sendStats"]["bandwidth"]["actual"] or 0) > 10_000, local  # samples reached the scorer
         imp_stats = s["remote"]["imp"]
-        # Charged to imp's uplink (mostly as loss; sometimes, under 20 % loss, its send rate
-        # collapses for a while and that is what its send side shows).
-        assert min(imp_stats["audio"]["send"], imp_stats["video"]["send"]) <= 2, imp_stats
+        # Charged to imp's own legs: its link loses 20 % both ways, so its send side (the others'
+        # receiver reports, which cross the lossy downlink too), its receive side, or both show it;
+        # under that loss its send rate may also collapse for a while.
+        sides = [imp_stats[m][d] for m in ("audio", "video") for d in ("send", "recv")]
+        assert min(side for side in sides if side is not None) <= 2, imp_stats
         assert set(imp_stats["audio"]["sendStats"]) == {"bandwidth", "latency", "fractionLost"}
         assert s["errors"] == [] and s["samples"] >= 5
         assert not ann.errors and not imp.errors
