@@ -9,7 +9,7 @@ per-metric agreement of each model — and of the real aiortc client — with Ch
     python benchmarks/bench_calibration.py [--seeds 3] [--reps 2] [--duration 8]
                                            [--driver chromium|aiortc ...] [--scenario NAME ...]
                                            [--sim-only] [--save FILE.json] [--load FILE.json]
-                                           [--real-from FILE.json]
+                                           [--real-from FILE.json] [--plot FILE.png]
 
 Metrics are the report's: rtt (ms, the loop's), jitter (ms), packet loss (%), delivered bitrate
 (the receiver's average incoming kbit/s), the final and the minimum network-quality level, and
@@ -65,20 +65,29 @@ LABELS = {"aiortc": "sim aiortc", "libwebrtc": "sim libwebrtc", "chromium": "chr
 METRICS = ("rtt", "jitter", "loss", "in", "level", "min_level", "media")
 
 
-def agree(metric: str, model: float, real: float) -> bool:
-    """The tolerances of the module's docstring."""
-    diff = abs(model - real)
+def tolerance(metric: str, real: float) -> float:
+    """How far from the real value a model may be on ``metric`` (the module's docstring)."""
     if metric == "loss":
-        return diff <= 2.0
+        return 2.0
     if metric == "rtt":
-        return diff <= 0.25 * abs(real)
+        return 0.25 * abs(real)
     if metric == "in":
-        return diff <= 0.30 * abs(real)
+        return 0.30 * abs(real)
     if metric in ("level", "min_level"):
-        return diff <= 1.0
+        return 1.0
     if metric == "jitter":
-        return diff <= max(5.0, 0.5 * abs(real))
-    return diff <= max(300.0, 0.5 * abs(real))  # media
+        return max(5.0, 0.5 * abs(real))
+    return max(300.0, 0.5 * abs(real))  # media
+
+
+def agree(metric: str, model: float, real: float) -> bool:
+    return abs(model - real) <= tolerance(metric, real)
+
+
+def deviation(metric: str, model: float, real: float) -> float:
+    """The model's error in tolerances (signed: within ±1 it agrees; 0 when both are 0)."""
+    tol = tolerance(metric, real)
+    return (model - real) / tol if tol else (0.0 if model == real else math.copysign(math.inf, model - real))
 
 
 def _avg(stats: dict[str, Any] | None, key: str, scale: float = 1.0) -> float | None:
@@ -220,6 +229,72 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
         agreement_table(rows, "aiortc_client", list(STACKS))
 
 
+def plot(rows: list[dict[str, Any]], path: str) -> None:
+    """One panel per source (the sim models, the real aiortc client, Chromium's second run): a
+    cell per scenario and metric, coloured by the signed error against Chromium in tolerances
+    (white within ±1: agrees; red too high, blue too low; clipped at ±3) and labelled with it."""
+    from rtcprobe.plot import require_matplotlib
+
+    plt = require_matplotlib()
+    import numpy as np
+    from matplotlib.colors import BoundaryNorm
+
+    rows = [r for r in rows if "chromium" in r]
+    if not rows:
+        raise SystemExit("--plot needs Chromium's numbers (--real-from or --load a file with them)")
+    noise = {r["name"]: r["chromium_runs"] for r in rows if len(r.get("chromium_runs") or ()) >= 2}
+    order = ("libwebrtc", "aiortc", "aiortc_client")  # the default model first
+    panels = [(s, LABELS[s] + (" (default)" if s == "libwebrtc" else "")) for s in order if any(s in r for r in rows)]
+    if noise:
+        panels.append(("rep2", LABELS["rep2"] + " (noise floor)"))
+    names = [f"{r['name']}{' *' if r['set'] == 'held-out' else ''}" for r in rows]
+    cmap = plt.get_cmap("RdBu_r", 6)
+    colors = [cmap(0), cmap(1), (1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0), cmap(4), cmap(5)]
+    from matplotlib.colors import ListedColormap
+    cmap = ListedColormap(colors)
+    norm = BoundaryNorm([-3, -2, -1, 0, 1, 2, 3], cmap.N)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1.2, 0.34 * len(rows) + 2.0),
+                             sharey=True, squeeze=False)
+    for ax, (src, title) in zip(axes[0], panels, strict=True):
+        grid = np.full((len(rows), len(METRICS)), np.nan)
+        agreed = 0
+        counted = 0
+        for i, r in enumerate(rows):
+            if src == "rep2":
+                if r["name"] not in noise:
+                    continue
+                model, real = noise[r["name"]][1], noise[r["name"]][0]
+            elif src in r:
+                model, real = r[src], r["chromium"]
+            else:
+                continue
+            for j, m in enumerate(METRICS):
+                if model[m] is None or real[m] is None:
+                    continue
+                d = deviation(m, model[m], real[m])
+                grid[i, j] = 0.0 if abs(d) <= 1 else max(-3.0, min(3.0, d))  # (exactly ±1 agrees)
+                counted += 1
+                agreed += abs(d) <= 1
+                ax.text(j, i, f"{d:+.1f}" if math.isfinite(d) else "inf", ha="center", va="center", fontsize=7,
+                        color="white" if abs(d) > 2 else "black")
+        ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
+        ax.set_facecolor("#dddddd")  # no value (a scenario without media, say)
+        ax.set_title(f"{title}\n{agreed}/{counted} within tolerance", fontsize=9)
+        ax.set_xticks(range(len(METRICS)), [m.replace("_", " ") for m in METRICS], rotation=45, ha="right",
+                      fontsize=8)
+        ax.set_xticks(np.arange(len(METRICS) + 1) - 0.5, minor=True)
+        ax.set_yticks(np.arange(len(rows) + 1) - 0.5, minor=True)
+        ax.grid(which="minor", color="#bbbbbb", linewidth=0.5)
+        ax.tick_params(which="minor", length=0)
+    axes[0][0].set_yticks(range(len(rows)), names, fontsize=8)
+    fig.suptitle("Error against Chromium's mean, in tolerances (white: within ±1; red: too high, blue: too low; "
+                 "* held out)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="sim seeds per scenario and model (default 3)")
@@ -234,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", help="print the tables from a file --save wrote")
     parser.add_argument("--real-from", "--chromium-from", dest="real_from",
                         help="rerun the sim models only; every real driver's numbers from a --save file")
+    parser.add_argument("--plot", help="also draw the errors against Chromium, per scenario and metric, to this PNG")
     args = parser.parse_args(argv)
     if args.load:
         rows = json.loads(Path(args.load).read_text())
@@ -247,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.save:  # after every scenario: a long capture interrupted keeps what it has
                 Path(args.save).write_text(json.dumps(rows, indent=1) + "\n")
     print_tables(rows)
+    if args.plot:
+        plot(rows, args.plot)
     return 0
 
 
