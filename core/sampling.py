@@ -35,7 +35,7 @@ import attrs
 
 from .config import Kind
 from .observations import KINDS, InboundStats, OutboundStats, StatsSample
-from .quality import QualityInput, SideMetrics
+from .quality import QualityInput, SideMetrics, _quality_input, _side_metrics
 
 
 @attrs.frozen
@@ -139,12 +139,12 @@ def _send_side(
     remote_rtt = _gauge(c.remote_rtt)
     if remote_rtt is not None and loopback:
         remote_rtt /= 2
-    return SideMetrics(
-        actual_bps=_gauge(max(0.0, 8 * sent / dt)),
-        available_bps=_gauge(c.available_bps),
-        rtt=remote_rtt if remote_rtt is not None else rtt_s,
-        jitter=_gauge(c.remote_jitter),
-        fraction_lost=_fraction(c.remote_fraction_lost),
+    return _side_metrics(
+        _gauge(max(0.0, 8 * sent / dt)),  # actual_bps
+        _gauge(c.available_bps),  # available_bps
+        remote_rtt if remote_rtt is not None else rtt_s,  # rtt
+        _gauge(c.remote_jitter),  # jitter
+        _fraction(c.remote_fraction_lost),  # fraction_lost
     )
 
 
@@ -154,12 +154,9 @@ def _recv_side(c: InboundStats | None, p: InboundStats | None, dt: float, rtt_s:
     got = c.bytes_received - (p.bytes_received if p is not None else 0)
     lost = c.packets_lost - (p.packets_lost if p is not None else 0)
     rcvd = c.packets_received - (p.packets_received if p is not None else 0)
-    return SideMetrics(
-        actual_bps=_gauge(max(0.0, 8 * got / dt)),
-        rtt=rtt_s,
-        jitter=_gauge(c.jitter),
-        fraction_lost=loss_fraction(lost, lost + rcvd),
-    )
+    # actual_bps, available_bps, rtt, jitter, fraction_lost
+    return _side_metrics(_gauge(max(0.0, 8 * got / dt)), None, rtt_s, _gauge(c.jitter),
+                         loss_fraction(lost, lost + rcvd))
 
 
 def quality_input(
@@ -171,12 +168,12 @@ def quality_input(
     loop = cur.loopback
     if rtt_s is not None and loop:
         rtt_s /= 2
-    return QualityInput(
-        audio_send=_send_side(cur.audio_out, prev.audio_out, dt, rtt_s, loop),
-        audio_recv=_recv_side(cur.audio_in, prev.audio_in, dt, rtt_s),
-        video_send=_send_side(cur.video_out, prev.video_out, dt, rtt_s, loop),
-        video_recv=_recv_side(cur.video_in, prev.video_in, dt, rtt_s),
-        reconnecting=reconnecting,
+    return _quality_input(
+        _send_side(cur.audio_out, prev.audio_out, dt, rtt_s, loop),
+        _recv_side(cur.audio_in, prev.audio_in, dt, rtt_s),
+        _send_side(cur.video_out, prev.video_out, dt, rtt_s, loop),
+        _recv_side(cur.video_in, prev.video_in, dt, rtt_s),
+        reconnecting,
     )
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import attrs
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from rtcprobe.core import InboundStats, OutboundStats, StatsSample
+from rtcprobe.core.errors import ConfigError
 from rtcprobe.core.quality import QualityInput
 from rtcprobe.core.sampling import inbound, loss_fraction, measure, outbound
 
@@ -109,3 +112,27 @@ def test_path_loss_is_the_subscribers_alone() -> None:
                              remote_fraction_lost=0.1)
     m = measure(_sample(3, video_out=reported), 12.0, (10.0, _sample(1)), reconnecting=False)
     assert m.loss == pytest.approx(10 / 300)  # the same as without those receiver reports
+
+
+_GAUGES = (st.none() | st.booleans() | st.integers(-5, 10**9) | st.floats(width=64)
+           | st.floats(0, 10).map(np.float64))
+
+
+@given(rtt=_GAUGES, jitter=_GAUGES, lost=_GAUGES, available=_GAUGES, received_jitter=_GAUGES)
+def test_the_scorer_sides_are_validated_as_their_classes_validate(
+    rtt: object, jitter: object, lost: object, available: object, received_jitter: object
+) -> None:
+    # measure builds its SideMetrics and QualityInput through a fast path: whatever it builds must
+    # pass the classes' own validators, and what they refuse (a bool passes the gauge checks, not
+    # the validators) must still raise.
+    cur = _sample(2, video_out=OutboundStats(100, 100_000, remote_rtt=rtt, remote_jitter=jitter,  # type: ignore[arg-type]
+                                             remote_fraction_lost=lost, available_bps=available),  # type: ignore[arg-type]
+                  audio_in=InboundStats(100, 0, 12_000, jitter=received_jitter))  # type: ignore[arg-type]
+    if any(isinstance(v, bool) for v in (rtt, jitter, lost, available, received_jitter)):
+        with pytest.raises(ConfigError):
+            measure(cur, 2.0, (1.0, _sample(1)), reconnecting=False)
+        return
+    q = measure(cur, 2.0, (1.0, _sample(1)), reconnecting=False).quality
+    sides = (q.audio_send, q.audio_recv, q.video_send, q.video_recv)
+    assert all(s is not None and attrs.evolve(s) == s for s in sides)  # evolve runs the validators
+    assert attrs.evolve(q) == q
