@@ -144,7 +144,8 @@ class PreflightMachine:
 
     def handle(self, observation: Observation, now: float) -> None:
         """Feed one observation. Never raises for anything the network does."""
-        _check_now(now)
+        if type(now) is not float or now - now != 0.0:  # the usual finite float: no call (inf - inf is NaN)
+            _check_now(now)
         rule = RULES.get(type(observation))
         if rule is None or self.state not in rule.accepted_in:
             self.ignored += 1
@@ -161,12 +162,15 @@ class PreflightMachine:
         """The next absolute deadline, or None when nothing is pending."""
         if self.state in TERMINAL or self.state is State.NEW:
             return None
-        deadlines = [d for d in (self._deadline, self._next_sample_at()) if d is not None]
-        return min(deadlines) if deadlines else None
+        deadline, sample_at = self._deadline, self._next_sample_at()
+        if deadline is None or sample_at is None:
+            return sample_at if deadline is None else deadline
+        return min(deadline, sample_at)
 
     def handle_timer(self, now: float) -> None:
         """Fire whatever is due at ``now`` (a sample request and/or a step timeout)."""
-        _check_now(now)
+        if type(now) is not float or now - now != 0.0:  # as in handle
+            _check_now(now)
         if self.state in TERMINAL or self.state is State.NEW:
             return
         now = self._monotonic(now)
@@ -245,7 +249,12 @@ class PreflightMachine:
         for effect in effects:
             if self.state in TERMINAL:
                 return
-            match effect:
+            match effect:  # (the cases are disjoint: the most frequent first, a stats sample)
+                case TakeSample() if isinstance(observation, StatsObserved):
+                    if self._facts.samples_taken < self._requested:
+                        self._on_sample(observation.sample, now)
+                    else:
+                        self.ignored += 1  # unsolicited: keeps the sample count exact
                 case Record(fact=fact):
                     self._facts = self._facts.with_fact(fact)
                 case LearnIceServers() if isinstance(observation, SignalingConnected):
@@ -276,11 +285,6 @@ class PreflightMachine:
                     self._actions.append(OpenPeerConnections(servers, self._relay_only(servers)))
                 case StartSampling():
                     self._stats_t0 = now
-                case TakeSample() if isinstance(observation, StatsObserved):
-                    if self._facts.samples_taken < self._requested:
-                        self._on_sample(observation.sample, now)
-                    else:
-                        self.ignored += 1  # unsolicited: keeps the sample count exact
                 case _:
                     raise AssertionError(f"the table pairs {effect!r} with {observation!r}")
 

@@ -29,7 +29,6 @@ Kinds are reached through typed accessors (:func:`outbound`, :func:`inbound`), n
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import attrs
 
@@ -88,22 +87,21 @@ def rtt(sample: StatsSample) -> float | None:
     pair = _gauge(sample.candidate_pair_rtt)
     if pair is not None:
         return pair
-    rtts = [r for k in KINDS if (s := outbound(sample, k)) is not None and (r := _gauge(s.remote_rtt)) is not None]
-    return max(rtts) if rtts else None
+    audio, video = sample.audio_out, sample.video_out  # KINDS' order: max keeps the first of equals
+    a = None if audio is None else _gauge(audio.remote_rtt)
+    v = None if video is None else _gauge(video.remote_rtt)
+    return v if a is None else a if v is None else max(a, v)
 
 
-def _inbound_pairs(cur: StatsSample, prev: StatsSample) -> Iterator[tuple[InboundStats, InboundStats | None]]:
-    for kind in KINDS:
-        c = inbound(cur, kind)
-        if c is not None:
-            yield c, inbound(prev, kind)
+# The streams of both samples, kind by kind in KINDS' order (plain tuples: these run on every sample).
+def _inbound_pairs(cur: StatsSample, prev: StatsSample) -> tuple[tuple[InboundStats | None, InboundStats | None], ...]:
+    return (cur.audio_in, prev.audio_in), (cur.video_in, prev.video_in)
 
 
-def _outbound_pairs(cur: StatsSample, prev: StatsSample) -> Iterator[tuple[OutboundStats, OutboundStats | None]]:
-    for kind in KINDS:
-        c = outbound(cur, kind)
-        if c is not None:
-            yield c, outbound(prev, kind)
+def _outbound_pairs(
+    cur: StatsSample, prev: StatsSample
+) -> tuple[tuple[OutboundStats | None, OutboundStats | None], ...]:
+    return (cur.audio_out, prev.audio_out), (cur.video_out, prev.video_out)
 
 
 def path_loss(cur: StatsSample, prev: StatsSample) -> float | None:
@@ -113,21 +111,28 @@ def path_loss(cur: StatsSample, prev: StatsSample) -> float | None:
     the path is a sequence gap at the subscriber)."""
     lost = recv = 0
     for c, p in _inbound_pairs(cur, prev):
-        lost += c.packets_lost - (p.packets_lost if p is not None else 0)
-        recv += c.packets_received - (p.packets_received if p is not None else 0)
+        if c is not None:
+            lost += c.packets_lost - (p.packets_lost if p is not None else 0)
+            recv += c.packets_received - (p.packets_received if p is not None else 0)
     return loss_fraction(lost, lost + recv)
 
 
 def bytes_sent(cur: StatsSample, prev: StatsSample) -> int:
     """Bytes the publisher sent between the two samples (a counter reset counts as 0)."""
-    return sum(max(0, c.bytes_sent - (p.bytes_sent if p is not None else 0)) for c, p in _outbound_pairs(cur, prev))
+    total = 0
+    for c, p in _outbound_pairs(cur, prev):
+        if c is not None:
+            total += max(0, c.bytes_sent - (p.bytes_sent if p is not None else 0))
+    return total
 
 
 def bytes_received(cur: StatsSample, prev: StatsSample) -> int:
     """Bytes the subscriber received between the two samples (a counter reset counts as 0)."""
-    return sum(
-        max(0, c.bytes_received - (p.bytes_received if p is not None else 0)) for c, p in _inbound_pairs(cur, prev)
-    )
+    total = 0
+    for c, p in _inbound_pairs(cur, prev):
+        if c is not None:
+            total += max(0, c.bytes_received - (p.bytes_received if p is not None else 0))
+    return total
 
 
 def _send_side(
