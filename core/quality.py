@@ -709,11 +709,29 @@ def assess_side(
     media: Media, metrics: SideMetrics | None, demanded_bps: float, config: ScorerConfig = DEFAULT_CONFIG
 ) -> NetworkQualitySendOrRecvStats:
     """The three components of one side, values and levels (``None`` where unknown)."""
-    m = metrics if metrics is not None else SideMetrics()
+    if metrics is None:
+        return _assess(media, _NO_VALUES, demanded_bps, config)
+    m = metrics
+    return _assess(media, (m.actual_bps, m.available_bps, m.rtt, m.jitter, m.fraction_lost), demanded_bps, config)
+
+
+def _assess(media: Media, values: _Values, demanded_bps: float, config: ScorerConfig) -> NetworkQualitySendOrRecvStats:
+    """:func:`assess_side` on plain values: bandwidth_level, latency_level and fraction_lost_level."""
+    actual, available, rtt, jitter, fraction_lost = values
+    bandwidth: int | None = None
+    for bps in (actual, available):
+        if bps is not None:
+            level = level_for_score(bandwidth_score(bps, demanded_bps, config), config)
+            if bandwidth is None or level < bandwidth:
+                bandwidth = level
+    latency = latency_score(rtt, jitter)
     return NetworkQualitySendOrRecvStats(
-        bandwidth=NetworkQualityBandwidthStats(m.actual_bps, m.available_bps, bandwidth_level(m, demanded_bps, config)),
-        latency=NetworkQualityLatencyStats(m.jitter, m.rtt, latency_level(m, config)),
-        fraction_lost=NetworkQualityFractionLostStats(m.fraction_lost, fraction_lost_level(m, media, config)),
+        bandwidth=NetworkQualityBandwidthStats(actual, available, bandwidth),
+        latency=NetworkQualityLatencyStats(jitter, rtt, None if latency is None else level_for_score(latency, config)),
+        fraction_lost=NetworkQualityFractionLostStats(
+            fraction_lost,
+            None if fraction_lost is None else level_for_score(loss_score(fraction_lost, media, config), config),
+        ),
     )
 
 
@@ -751,30 +769,43 @@ def build_stats(
     """:class:`NetworkQualityStats` trimmed to ``verbosity`` (0 and 1: level only; 2: + media
     send/recv levels; 3: + per-side stats).  A media carrying no demand is ``None``; a side
     carrying no demand has level and stats ``None``.  Verbosity outside 0..3 is caller misuse."""
+    sides = [(media, demand.demanded_bps(media, direction, config)) for media in MEDIA for direction in DIRECTIONS]
+    values = [None if (m := sample.side(media, direction)) is None
+              else (m.actual_bps, m.available_bps, m.rtt, m.jitter, m.fraction_lost)
+              for media in MEDIA for direction in DIRECTIONS]
+    return _stats(level, sides, values, verbosity, config)
+
+
+def _stats(
+    level: int,
+    sides: list[tuple[Media, float]],
+    values: list[_Values | None],
+    verbosity: int,
+    config: ScorerConfig,
+) -> NetworkQualityStats:
+    """:func:`build_stats` from each side's media and demand and its values (``None``: not
+    observed), in MEDIA x DIRECTIONS order."""
     if isinstance(verbosity, bool) or not isinstance(verbosity, int) or not 0 <= verbosity <= VERBOSITY_DETAILED:
         raise ConfigError(f"verbosity must be an int in 0..3, got {verbosity!r}")
     if verbosity <= VERBOSITY_MINIMAL:
         return NetworkQualityStats(level, None, None)
-    media_stats: dict[Media, NetworkQualityMediaStats | None] = {}
-    for media in MEDIA:
-        sides: dict[Direction, NetworkQualitySendOrRecvStats | None] = {}
-        for direction in DIRECTIONS:
-            demanded = demand.demanded_bps(media, direction, config)
-            sides[direction] = (
-                assess_side(media, sample.side(media, direction), demanded, config) if demanded > 0 else None
-            )
-        send, recv = sides["send"], sides["recv"]
+    assessed = [
+        _assess(media, _NO_VALUES if v is None else v, demanded, config) if demanded > 0 else None
+        for (media, demanded), v in zip(sides, values, strict=True)
+    ]
+    detailed = verbosity >= VERBOSITY_DETAILED
+    media_stats: list[NetworkQualityMediaStats | None] = []
+    for send, recv in ((assessed[0], assessed[1]), (assessed[2], assessed[3])):
         if send is None and recv is None:
-            media_stats[media] = None
+            media_stats.append(None)
             continue
-        detailed = verbosity >= VERBOSITY_DETAILED
-        media_stats[media] = NetworkQualityMediaStats(
+        media_stats.append(NetworkQualityMediaStats(
             send=None if send is None else send.level,
             recv=None if recv is None else recv.level,
             send_stats=send if detailed else None,
             recv_stats=recv if detailed else None,
-        )
-    return NetworkQualityStats(level, media_stats["audio"], media_stats["video"])
+        ))
+    return NetworkQualityStats(level, media_stats[0], media_stats[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -828,13 +859,14 @@ class NetworkQualityScorer:
         self._sides = [
             (
                 f"{m}_{d}", self._rtt[m, d], self._jitter[m, d], demand.demanded_bps(m, d, config),
-                config.audio_loss_weight if m == "audio" else config.video_loss_weight,
+                config.audio_loss_weight if m == "audio" else config.video_loss_weight, m,
             )
             for m in MEDIA
             for d in DIRECTIONS
         ]
-        self._scored: QualityInput | None = QualityInput()
-        self._scored_values: tuple[bool, dict[str, _Values | None]] = (False, {})
+        self._side_demands = [(m, demanded) for _, _, _, demanded, _, m in self._sides]
+        # The latest sample as scored (rtt and jitter from the windows), per side: what stats() shows.
+        self._scored: list[_Values | None] = [None, None, None, None]
 
     @property
     def demand(self) -> QualityDemand:
@@ -870,16 +902,16 @@ class NetworkQualityScorer:
         self._now = now
         window = self._config.latency_window
         reconnecting = sample.reconnecting
-        sides: dict[str, _Values | None] = {}
-        # The sample as scored (rtt and jitter from the windows), as plain values: the
-        # QualityInput is only built when stats() asks. The raw level is raw_level_or_none's,
+        scored: list[_Values | None] = []
+        # The sample as scored (rtt and jitter from the windows), as plain values: stats() reads
+        # them without building a QualityInput. The raw level is raw_level_or_none's,
         # worked out from the sides' worst score: level_for_score is monotonic, so the level of
         # the lowest score is the lowest level (and no score is NaN: every metric is a finite
         # number >= 0, every demand > 0), one lookup instead of one per component.
         config = self._config
         slope = config.bandwidth_log_slope
         worst = math.inf  # no component known (every score is below: at most 100)
-        for name, rtt_w, jitter_w, demanded, loss_weight in self._sides:
+        for name, rtt_w, jitter_w, demanded, loss_weight, _ in self._sides:
             metrics: SideMetrics | None = getattr(sample, name)
             if metrics is None:
                 rtt, jitter = rtt_w.observe(now, None, window), jitter_w.observe(now, None, window)
@@ -891,17 +923,18 @@ class NetworkQualityScorer:
                     rtt = rtt_w.observe(now, metrics.rtt, window)
                     jitter = jitter_w.observe(now, metrics.jitter, window)
                 values = (metrics.actual_bps, metrics.available_bps, rtt, jitter, metrics.fraction_lost)
-            sides[name] = None if values == _NO_VALUES else values
+            scored.append(None if values == _NO_VALUES else values)
             if demanded > 0 and not reconnecting:
                 # The component scores of _values_level, the same operations.
-                for bps in values[:2]:
-                    if bps is not None and bps < demanded:
-                        ratio = bps / demanded
-                        score = -math.inf if ratio <= 0 else 100.0 + slope * math.log(ratio)
+                for bps in (values[0], values[1]):
+                    if bps is not None:
+                        if bps < demanded:
+                            ratio = bps / demanded
+                            score = -math.inf if ratio <= 0 else 100.0 + slope * math.log(ratio)
+                        else:
+                            score = 100.0
                         if score < worst:
                             worst = score
-                    elif bps is not None and worst > 100.0:
-                        worst = 100.0
                 if rtt is not None or jitter is not None:
                     score = twilio_voice_r(1000.0 * (rtt or 0.0), 1000.0 * (jitter or 0.0), 0.0)
                     if score < worst:
@@ -911,8 +944,7 @@ class NetworkQualityScorer:
                     score = 100.0 - loss_weight * 100.0 * fraction_lost
                     if score < worst:
                         worst = score
-        self._scored_values = (reconnecting, sides)
-        self._scored = None
+        self._scored = scored
         if reconnecting:
             self._raw = LEVEL_BROKEN
         elif self._demand.idle:
@@ -939,10 +971,4 @@ class NetworkQualityScorer:
 
         rtt and jitter are the windowed values that were scored, not the latest raw ones.
         """
-        if self._scored is None:
-            if type(verbosity) is int and verbosity in (VERBOSITY_NONE, VERBOSITY_MINIMAL):
-                return NetworkQualityStats(self._level, None, None)  # the level only: no sample read
-            reconnecting, sides = self._scored_values
-            a_s, a_r, v_s, v_r = (None if v is None else _side_metrics(*v) for v in sides.values())
-            self._scored = _quality_input(a_s, a_r, v_s, v_r, reconnecting)
-        return build_stats(self._level, self._demand, self._scored, verbosity, self._config)
+        return _stats(self._level, self._side_demands, self._scored, verbosity, self._config)
