@@ -174,10 +174,9 @@ class PreflightMachine:
         if self.state in TERMINAL or self.state is State.NEW:
             return
         now = self._monotonic(now)
-        total = self.config.sample_count
         while (at := self._next_sample_at()) is not None and now >= at:
             self._requested += 1
-            self._actions.append(SampleStats(self._requested, total))
+            self._actions.append(SampleStats(self._requested, self._sample_count))
         if self._deadline is not None and now >= self._deadline:
             self._finish(now, STEPS[self.state].timed_out(self.config.step_timeout))
 

@@ -853,18 +853,13 @@ class NetworkQualityScorer:
         self._raw: int | None = None
         self._now: float | None = None
         self._rise_since: float | None = None
-        self._rtt = {(m, d): _Window() for m in MEDIA for d in DIRECTIONS}
-        self._jitter = {(m, d): _Window() for m in MEDIA for d in DIRECTIONS}
-        # Per side, in MEDIA x DIRECTIONS order: what update() reads (the demand never changes).
+        # Per side, in MEDIA x DIRECTIONS order (QualityInput's field order): what update() reads
+        # (the demand never changes).
+        self._side_demands = [(m, demand.demanded_bps(m, d, config)) for m in MEDIA for d in DIRECTIONS]
         self._sides = [
-            (
-                f"{m}_{d}", self._rtt[m, d], self._jitter[m, d], demand.demanded_bps(m, d, config),
-                config.audio_loss_weight if m == "audio" else config.video_loss_weight, m,
-            )
-            for m in MEDIA
-            for d in DIRECTIONS
+            (_Window(), _Window(), demanded, config.audio_loss_weight if m == "audio" else config.video_loss_weight)
+            for m, demanded in self._side_demands
         ]
-        self._side_demands = [(m, demanded) for _, _, _, demanded, _, m in self._sides]
         # The latest sample as scored (rtt and jitter from the windows), per side: what stats() shows.
         self._scored: list[_Values | None] = [None, None, None, None]
 
@@ -893,7 +888,9 @@ class NetworkQualityScorer:
 
     def update(self, now: float, sample: QualityInput) -> int:
         """Score one sample taken at ``now``; returns the smoothed level."""
-        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+        if (type(now) is not float or now - now != 0.0) and (  # a finite float, inline (inf - inf is NaN)
+            isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now)
+        ):
             raise ValueError(f"now must be a finite number of seconds, got {now!r}")
         if self._now is not None and now < self._now:
             raise ValueError(f"now went backwards: {now!r} < {self._now!r}")
@@ -911,8 +908,8 @@ class NetworkQualityScorer:
         config = self._config
         slope = config.bandwidth_log_slope
         worst = math.inf  # no component known (every score is below: at most 100)
-        for name, rtt_w, jitter_w, demanded, loss_weight, _ in self._sides:
-            metrics: SideMetrics | None = getattr(sample, name)
+        inputs = (sample.audio_send, sample.audio_recv, sample.video_send, sample.video_recv)
+        for metrics, (rtt_w, jitter_w, demanded, loss_weight) in zip(inputs, self._sides, strict=True):
             if metrics is None:
                 rtt, jitter = rtt_w.observe(now, None, window), jitter_w.observe(now, None, window)
                 values: _Values = (None, None, rtt, jitter, None)

@@ -54,7 +54,7 @@ class Stat:
         n, lo, hi = len(vals), min(vals), max(vals)
         # Summing v/n rather than dividing the sum keeps huge (finite) values from overflowing.
         try:
-            average = math.fsum(v / n for v in vals)
+            average = math.fsum([v / n for v in vals])
         except OverflowError:  # fsum's partials can still overflow near the largest float
             average = math.nan
         if not lo <= average <= hi:  # that, or v/n underflowing to 0 for the tiniest values
@@ -210,14 +210,14 @@ class Sample:
         level: int | None,
     ) -> Sample:
         """A row from SI measurements (seconds since the start, rtt in s, loss a fraction, bps)."""
-        return cls(
-            time=elapsed * 1000,
-            jitter=jitter,
-            rtt=None if rtt is None else rtt * 1000,
-            packet_loss=None if loss is None else 100.0 * loss,
-            outgoing_bitrate=None if outgoing_bps is None else outgoing_bps / 1000,
-            incoming_bitrate=None if incoming_bps is None else incoming_bps / 1000,
-            level=level,
+        return cls(  # time, jitter, rtt, packet_loss, outgoing_bitrate, incoming_bitrate, level
+            elapsed * 1000,
+            jitter,
+            None if rtt is None else rtt * 1000,
+            None if loss is None else 100.0 * loss,
+            None if outgoing_bps is None else outgoing_bps / 1000,
+            None if incoming_bps is None else incoming_bps / 1000,
+            level,
         )
 
     @classmethod
@@ -501,17 +501,17 @@ _isfinite = math.isfinite
 def _jnum(x: float | None) -> str:
     """The JSON of ``_num(x)``.
 
-    In 1e-4 <= |x| < 1e9 it is x printed with six decimals, trailing zeros dropped (twice as fast
+    For a float in 1e-4 <= |x| < 1e9 it is x printed with six decimals, trailing zeros dropped (twice as fast
     as round + repr): round(x, 6) is the float nearest to the decimal that "{x:.6f}" prints (both are
     dtoa's correctly rounded six decimals), and that decimal has at most 15 significant digits,
     so it is the only one of its length or shorter that reads back as that float: repr's digits.
     repr prints such a value in fixed notation (1e-4 <= |r| < 1e16), with ".0" when whole.
     """
-    if x is None or not _isfinite(x):
-        return "null"
-    if 1e-4 <= abs(x) < 1e9:
+    if type(x) is float and (1e-4 <= x < 1e9 or -1e9 < x <= -1e-4):  # (a float: str.format is float's)
         s = f"{x:.6f}".rstrip("0")
         return s + "0" if s[-1] == "." else s
+    if x is None or not _isfinite(x):
+        return "null"
     r = round(float(x), _DECIMALS)
     return "0.0" if r == 0 else _float_repr(r)
 

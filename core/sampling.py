@@ -135,12 +135,7 @@ def bytes_received(cur: StatsSample, prev: StatsSample) -> int:
     return total
 
 
-def _send_side(
-    c: OutboundStats | None, p: OutboundStats | None, dt: float, rtt_s: float | None, loopback: bool
-) -> SideMetrics | None:
-    if c is None:
-        return None
-    sent = c.bytes_sent - (p.bytes_sent if p is not None else 0)
+def _send_side(c: OutboundStats, sent: int, dt: float, rtt_s: float | None, loopback: bool) -> SideMetrics:
     remote_rtt = _gauge(c.remote_rtt)
     if remote_rtt is not None and loopback:
         remote_rtt /= 2
@@ -153,15 +148,41 @@ def _send_side(
     )
 
 
-def _recv_side(c: InboundStats | None, p: InboundStats | None, dt: float, rtt_s: float | None) -> SideMetrics | None:
-    if c is None:
-        return None
-    got = c.bytes_received - (p.bytes_received if p is not None else 0)
-    lost = c.packets_lost - (p.packets_lost if p is not None else 0)
-    rcvd = c.packets_received - (p.packets_received if p is not None else 0)
-    # actual_bps, available_bps, rtt, jitter, fraction_lost
-    return _side_metrics(_gauge(max(0.0, 8 * got / dt)), None, rtt_s, _gauge(c.jitter),
-                         loss_fraction(lost, lost + rcvd))
+def _interval(
+    cur: StatsSample, prev: StatsSample, dt: float, rtt_s: float | None, reconnecting: bool
+) -> tuple[float | None, int, int, QualityInput]:
+    """The interval's path loss, bytes sent and bytes received (as :func:`path_loss`,
+    :func:`bytes_sent` and :func:`bytes_received` count them: the same sums in the same order) and
+    the scorer's input: each stream's deltas worked out once for both."""
+    loop = cur.loopback
+    if rtt_s is not None and loop:
+        rtt_s /= 2
+    sent = received = lost = rcvd = 0
+    sides: list[SideMetrics | None] = []  # audio_send, audio_recv, video_send, video_recv
+    for (c, p), (ci, pi) in zip(_outbound_pairs(cur, prev), _inbound_pairs(cur, prev), strict=True):
+        if c is None:
+            sides.append(None)
+        else:
+            d_sent = c.bytes_sent - (p.bytes_sent if p is not None else 0)
+            sent += max(0, d_sent)
+            sides.append(_send_side(c, d_sent, dt, rtt_s, loop))
+        if ci is None:
+            sides.append(None)
+        else:
+            d_got = ci.bytes_received - (pi.bytes_received if pi is not None else 0)
+            d_lost = ci.packets_lost - (pi.packets_lost if pi is not None else 0)
+            d_rcvd = ci.packets_received - (pi.packets_received if pi is not None else 0)
+            received += max(0, d_got)
+            lost += d_lost
+            rcvd += d_rcvd
+            sides.append(_side_metrics(  # actual_bps, available_bps, rtt, jitter, fraction_lost
+                _gauge(max(0.0, 8 * d_got / dt)), None, rtt_s, _gauge(ci.jitter), loss_fraction(d_lost, d_lost + d_rcvd)
+            ))
+    audio_send, audio_recv, video_send, video_recv = sides
+    return (
+        loss_fraction(lost, lost + rcvd), sent, received,
+        _quality_input(audio_send, audio_recv, video_send, video_recv, reconnecting),
+    )
 
 
 def quality_input(
@@ -170,16 +191,7 @@ def quality_input(
     """What the scorer is fed for the ``dt`` seconds between two samples. ``rtt_s`` is the
     sample's (the report's) rtt; on a loopback path the scorer gets half of every round trip
     (:attr:`StatsSample.loopback`)."""
-    loop = cur.loopback
-    if rtt_s is not None and loop:
-        rtt_s /= 2
-    return _quality_input(
-        _send_side(cur.audio_out, prev.audio_out, dt, rtt_s, loop),
-        _recv_side(cur.audio_in, prev.audio_in, dt, rtt_s),
-        _send_side(cur.video_out, prev.video_out, dt, rtt_s, loop),
-        _recv_side(cur.video_in, prev.video_in, dt, rtt_s),
-        reconnecting,
-    )
+    return _interval(cur, prev, dt, rtt_s, reconnecting)[3]
 
 
 def measure(
@@ -195,11 +207,6 @@ def measure(
         return Measurement(jitter(sample), rtt_s, None, None, None, QualityInput(reconnecting=reconnecting))
     p_now, p = prev
     dt = now - p_now
-    return Measurement(
-        jitter=jitter(sample),
-        rtt=rtt_s,
-        loss=path_loss(sample, p),
-        outgoing_bps=_gauge(8 * bytes_sent(sample, p) / dt),
-        incoming_bps=_gauge(8 * bytes_received(sample, p) / dt),
-        quality=quality_input(sample, p, dt, rtt_s, reconnecting),
-    )
+    loss, sent, received, quality = _interval(sample, p, dt, rtt_s, reconnecting)
+    # jitter, rtt, loss, outgoing_bps, incoming_bps, quality
+    return Measurement(jitter(sample), rtt_s, loss, _gauge(8 * sent / dt), _gauge(8 * received / dt), quality)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rtcprobe.core import InboundStats, OutboundStats, StatsSample
 from rtcprobe.core.errors import ConfigError
 from rtcprobe.core.quality import QualityInput
-from rtcprobe.core.sampling import inbound, loss_fraction, measure, outbound
+from rtcprobe.core.sampling import bytes_received, bytes_sent, inbound, loss_fraction, measure, outbound, path_loss
 
 
 def _sample(n: int, **overrides: object) -> StatsSample:
@@ -136,3 +136,22 @@ def test_the_scorer_sides_are_validated_as_their_classes_validate(
     sides = (q.audio_send, q.audio_recv, q.video_send, q.video_recv)
     assert all(s is not None and attrs.evolve(s) == s for s in sides)  # evolve runs the validators
     assert attrs.evolve(q) == q
+
+
+_COUNTS = st.integers(0, 10**7)
+_OUT = st.none() | st.builds(OutboundStats, _COUNTS, _COUNTS)
+_IN = st.none() | st.builds(InboundStats, _COUNTS, _COUNTS, _COUNTS)
+
+
+@given(st.tuples(_OUT, _OUT, _IN, _IN), st.tuples(_OUT, _OUT, _IN, _IN), st.floats(0.01, 10))
+def test_measure_counts_as_path_loss_and_bytes_count(
+    cur: tuple[object, ...], prev: tuple[object, ...], dt: float
+) -> None:
+    # measure works each stream's deltas out once for the row and the scorer: its loss and
+    # bitrates must be what the public functions say (counters may reset: go backwards).
+    c, p = StatsSample(*cur), StatsSample(*prev)  # type: ignore[arg-type]
+    now = 1.0 + dt
+    m = measure(c, now, (1.0, p), reconnecting=False)
+    assert m.loss == path_loss(c, p)
+    assert m.outgoing_bps == 8 * bytes_sent(c, p) / (now - 1.0)
+    assert m.incoming_bps == 8 * bytes_received(c, p) / (now - 1.0)
