@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from decimal import Decimal
 
 import attrs
 import pytest
@@ -193,7 +194,9 @@ def test_run_info_carries_a_stack_only_when_there_is_one() -> None:
 
 _NUMBERS = (st.none() | st.floats(width=64) | st.integers(-10**12, 10**12)
             | st.floats(-2e9, 2e9).map(lambda x: round(x, 7))  # near the six decimals' rounding edges
-            | st.sampled_from([1e-4, 9.99995e-5, -1e-4, 999999999.9999996, 1e9, 5e-7, -5e-7, 0.0, -0.0]))
+            | st.sampled_from([1e-4, 9.99995e-5, -1e-4, 999999999.9999996, 1e9, 5e-7, -5e-7, 0.0, -0.0])
+            | st.decimals(-10**9, 10**9, places=8) | st.fractions(-10**9, 10**9, max_denominator=10**8)
+            | st.sampled_from([Decimal("2.0000005"), Decimal("-2.0000005")]))  # its own rounding differs
 _TIMINGS = st.builds(Timing, st.floats(width=64), _NUMBERS)
 _STATS = st.none() | st.builds(Stat, _NUMBERS, _NUMBERS, _NUMBERS)
 _TEXT = st.text(max_size=8)
