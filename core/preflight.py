@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Iterable
+from typing import Final
 
 import attrs
 
@@ -95,6 +96,8 @@ from .report import (
     build_report,
 )
 
+_IDLE: Final = TERMINAL | {State.NEW}  # no timer runs: not started, or ended
+
 
 class PreflightMachine:
     """One preflight run. Not reusable: create a new one per test."""
@@ -150,7 +153,11 @@ class PreflightMachine:
         if rule is None or self.state not in rule.accepted_in:
             self.ignored += 1
             return
-        now = self._monotonic(now)
+        if self._now is not None and now < self._now:  # _monotonic, inline: every call comes here
+            self.clock_regressions += 1
+            now = self._now
+        else:
+            self._now = now
         self._run(rule.effects_for(observation), observation, now)
         self._advance(now)
 
@@ -160,7 +167,7 @@ class PreflightMachine:
 
     def get_timer(self) -> float | None:
         """The next absolute deadline, or None when nothing is pending."""
-        if self.state in TERMINAL or self.state is State.NEW:
+        if self.state in _IDLE:
             return None
         deadline, sample_at = self._deadline, self._next_sample_at()
         if deadline is None or sample_at is None:
@@ -171,7 +178,7 @@ class PreflightMachine:
         """Fire whatever is due at ``now`` (a sample request and/or a step timeout)."""
         if type(now) is not float or now - now != 0.0:  # as in handle
             _check_now(now)
-        if self.state in TERMINAL or self.state is State.NEW:
+        if self.state in _IDLE:
             return
         now = self._monotonic(now)
         while (at := self._next_sample_at()) is not None and now >= at:

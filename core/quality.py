@@ -855,7 +855,13 @@ class NetworkQualityScorer:
         self._rise_since: float | None = None
         # Per side, in MEDIA x DIRECTIONS order (QualityInput's field order): what update() reads
         # (the demand never changes).
-        self._side_demands = [(m, demand.demanded_bps(m, d, config)) for m in MEDIA for d in DIRECTIONS]
+        audio, video_send, video_recv = config.audio_demand_bps, demand.video_send, demand.video_recv
+        self._side_demands: list[tuple[Media, float]] = [  # demanded_bps of each, without its checks
+            ("audio", audio if demand.audio_send else 0.0),
+            ("audio", audio if demand.audio_recv else 0.0),
+            ("video", 0.0 if video_send is None else video_demand_bps(video_send, config)),
+            ("video", 0.0 if video_recv is None else video_demand_bps(video_recv, config)),
+        ]
         self._sides = [
             (_Window(), _Window(), demanded, config.audio_loss_weight if m == "audio" else config.video_loss_weight)
             for m, demanded in self._side_demands

@@ -64,9 +64,21 @@ def loss_fraction(lost: int, total: int) -> float | None:
     return None if total <= 0 else min(1.0, max(0.0, lost / total))
 
 
+_INF = math.inf
+
+
 def _gauge(value: float | None) -> float | None:
     """A measured value the scorer can take (finite, >= 0), else not measured."""
     return value if value is not None and math.isfinite(value) and value >= 0 else None
+
+
+def _rate(count: int, dt: float) -> float | None:
+    """``_gauge(max(0.0, 8 * count / dt))`` in one call: bits per second, 0 for a counter that
+    went back, None past the largest float (a NaN gives 0.0 there too)."""
+    bps = 8 * count / dt
+    if bps > 0.0:
+        return bps if bps < _INF else None
+    return 0.0
 
 
 def _fraction(value: float | None) -> float | None:
@@ -140,7 +152,7 @@ def _send_side(c: OutboundStats, sent: int, dt: float, rtt_s: float | None, loop
     if remote_rtt is not None and loopback:
         remote_rtt /= 2
     return _side_metrics(
-        _gauge(max(0.0, 8 * sent / dt)),  # actual_bps
+        _rate(sent, dt),  # actual_bps
         _gauge(c.available_bps),  # available_bps
         remote_rtt if remote_rtt is not None else rtt_s,  # rtt
         _gauge(c.remote_jitter),  # jitter
@@ -176,7 +188,7 @@ def _interval(
             lost += d_lost
             rcvd += d_rcvd
             sides.append(_side_metrics(  # actual_bps, available_bps, rtt, jitter, fraction_lost
-                _gauge(max(0.0, 8 * d_got / dt)), None, rtt_s, _gauge(ci.jitter), loss_fraction(d_lost, d_lost + d_rcvd)
+                _rate(d_got, dt), None, rtt_s, _gauge(ci.jitter), loss_fraction(d_lost, d_lost + d_rcvd)
             ))
     audio_send, audio_recv, video_send, video_recv = sides
     return (
