@@ -158,8 +158,12 @@ class PreflightMachine:
             now = self._now
         else:
             self._now = now
+        facts = self._facts
         self._run(rule.effects_for(observation), observation, now)
-        self._advance(now)
+        # A step's condition reads the facts alone, and every call leaves the machine where its
+        # step's condition does not hold: with the same facts there is no step to leave.
+        if self._facts is not facts:
+            self._advance(now)
 
     def stop(self, now: float) -> None:
         """Stop promptly, in any step: emits ``Failed`` with the partial report."""

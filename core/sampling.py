@@ -148,16 +148,21 @@ def bytes_received(cur: StatsSample, prev: StatsSample) -> int:
 
 
 def _send_side(c: OutboundStats, sent: int, dt: float, rtt_s: float | None, loopback: bool) -> SideMetrics:
-    remote_rtt = _gauge(c.remote_rtt)
+    # The receiver report's gauges as _gauge and _fraction take them, the usual case (None, or a
+    # float in range) inline: this runs for every sent stream of every sample.
+    remote_rtt, available, jitter, lost = c.remote_rtt, c.available_bps, c.remote_jitter, c.remote_fraction_lost
+    if remote_rtt is not None and not (type(remote_rtt) is float and 0.0 <= remote_rtt < _INF):
+        remote_rtt = _gauge(remote_rtt)
+    if available is not None and not (type(available) is float and 0.0 <= available < _INF):
+        available = _gauge(available)
+    if jitter is not None and not (type(jitter) is float and 0.0 <= jitter < _INF):
+        jitter = _gauge(jitter)
+    if lost is not None and not (type(lost) is float and 0.0 <= lost <= 1.0):
+        lost = _fraction(lost)
     if remote_rtt is not None and loopback:
         remote_rtt /= 2
-    return _side_metrics(
-        _rate(sent, dt),  # actual_bps
-        _gauge(c.available_bps),  # available_bps
-        remote_rtt if remote_rtt is not None else rtt_s,  # rtt
-        _gauge(c.remote_jitter),  # jitter
-        _fraction(c.remote_fraction_lost),  # fraction_lost
-    )
+    # actual_bps, available_bps, rtt, jitter, fraction_lost
+    return _side_metrics(_rate(sent, dt), available, remote_rtt if remote_rtt is not None else rtt_s, jitter, lost)
 
 
 def _interval(
