@@ -23,7 +23,9 @@ treated as not measured (``None``), never passed on, so that a peer's odd receiv
 make the scorer's validation raise. Every loss fraction is clamped to 0..1 by one function,
 :func:`loss_fraction`: counters may go backwards (RTCP counts duplicates as negative loss).
 
-Kinds are reached through typed accessors (:func:`outbound`, :func:`inbound`), not by field name.
+Kinds are reached through typed accessors (:func:`outbound`, :func:`inbound`), or on the
+per-sample path through the two tables of stream pairs (``_outbound_pairs``, ``_inbound_pairs``):
+never by a field name built from a kind.
 """
 
 from __future__ import annotations
