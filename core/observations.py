@@ -28,6 +28,10 @@ from .report import IceCandidateStats, PreflightReport, SelectedCandidatePair
 class Role(enum.Enum):
     """Which of the two peer connections an observation is about."""
 
+    # Members are singletons: hash by identity in C, not Enum's Python-level hash of the name (the
+    # machine's rule table is looked up by observations that carry a role).
+    __hash__ = object.__hash__
+
     PUBLISHER = "publisher"  # Twilio's sender: sends the synthetic media (relay-only when TURN is handed out)
     SUBSCRIBER = "subscriber"  # Twilio's receiver: receives it back (unrestricted)
 

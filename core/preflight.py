@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Iterable
+from typing import Final
 
 import attrs
 
@@ -95,6 +96,8 @@ from .report import (
     build_report,
 )
 
+_IDLE: Final = TERMINAL | {State.NEW}  # no timer runs: not started, or ended
+
 
 class PreflightMachine:
     """One preflight run. Not reusable: create a new one per test."""
@@ -144,14 +147,23 @@ class PreflightMachine:
 
     def handle(self, observation: Observation, now: float) -> None:
         """Feed one observation. Never raises for anything the network does."""
-        _check_now(now)
+        if type(now) is not float or now - now != 0.0:  # the usual finite float: no call (inf - inf is NaN)
+            _check_now(now)
         rule = RULES.get(type(observation))
         if rule is None or self.state not in rule.accepted_in:
             self.ignored += 1
             return
-        now = self._monotonic(now)
+        if self._now is not None and now < self._now:  # _monotonic, inline: every call comes here
+            self.clock_regressions += 1
+            now = self._now
+        else:
+            self._now = now
+        facts = self._facts
         self._run(rule.effects_for(observation), observation, now)
-        self._advance(now)
+        # A step's condition reads the facts alone, and every call leaves the machine where its
+        # step's condition does not hold: with the same facts there is no step to leave.
+        if self._facts is not facts:
+            self._advance(now)
 
     def stop(self, now: float) -> None:
         """Stop promptly, in any step: emits ``Failed`` with the partial report."""
@@ -159,21 +171,23 @@ class PreflightMachine:
 
     def get_timer(self) -> float | None:
         """The next absolute deadline, or None when nothing is pending."""
-        if self.state in TERMINAL or self.state is State.NEW:
+        if self.state in _IDLE:
             return None
-        deadlines = [d for d in (self._deadline, self._next_sample_at()) if d is not None]
-        return min(deadlines) if deadlines else None
+        deadline, sample_at = self._deadline, self._next_sample_at()
+        if deadline is None or sample_at is None:
+            return sample_at if deadline is None else deadline
+        return min(deadline, sample_at)
 
     def handle_timer(self, now: float) -> None:
         """Fire whatever is due at ``now`` (a sample request and/or a step timeout)."""
-        _check_now(now)
-        if self.state in TERMINAL or self.state is State.NEW:
+        if type(now) is not float or now - now != 0.0:  # as in handle
+            _check_now(now)
+        if self.state in _IDLE:
             return
         now = self._monotonic(now)
-        total = self.config.sample_count
         while (at := self._next_sample_at()) is not None and now >= at:
             self._requested += 1
-            self._actions.append(SampleStats(self._requested, total))
+            self._actions.append(SampleStats(self._requested, self._sample_count))
         if self._deadline is not None and now >= self._deadline:
             self._finish(now, STEPS[self.state].timed_out(self.config.step_timeout))
 
@@ -245,7 +259,12 @@ class PreflightMachine:
         for effect in effects:
             if self.state in TERMINAL:
                 return
-            match effect:
+            match effect:  # (the cases are disjoint: the most frequent first, a stats sample)
+                case TakeSample() if isinstance(observation, StatsObserved):
+                    if self._facts.samples_taken < self._requested:
+                        self._on_sample(observation.sample, now)
+                    else:
+                        self.ignored += 1  # unsolicited: keeps the sample count exact
                 case Record(fact=fact):
                     self._facts = self._facts.with_fact(fact)
                 case LearnIceServers() if isinstance(observation, SignalingConnected):
@@ -276,11 +295,6 @@ class PreflightMachine:
                     self._actions.append(OpenPeerConnections(servers, self._relay_only(servers)))
                 case StartSampling():
                     self._stats_t0 = now
-                case TakeSample() if isinstance(observation, StatsObserved):
-                    if self._facts.samples_taken < self._requested:
-                        self._on_sample(observation.sample, now)
-                    else:
-                        self.ignored += 1  # unsolicited: keeps the sample count exact
                 case _:
                     raise AssertionError(f"the table pairs {effect!r} with {observation!r}")
 

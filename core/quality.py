@@ -393,6 +393,71 @@ class QualityInput:
         return value
 
 
+# Fast constructors for the core's hot path (a preflight builds ~50 SideMetrics and ~15
+# QualityInputs): the validators' common case (a float in range or None; a SideMetrics or None and
+# a bool) checked inline and the fields set through the slots' descriptors, as attrs' own __init__
+# sets them. Anything else goes through the class itself, so its validators raise as they would:
+# equally strict, about a third of the cost.
+_set_actual, _set_available, _set_rtt, _set_jitter, _set_fraction_lost = (
+    SideMetrics.__dict__[a.name].__set__ for a in attrs.fields(SideMetrics)
+)
+_set_audio_send, _set_audio_recv, _set_video_send, _set_video_recv, _set_reconnecting = (
+    QualityInput.__dict__[a.name].__set__ for a in attrs.fields(QualityInput)
+)
+_new = object.__new__
+_INF: Final = math.inf
+
+
+def _side_metrics(
+    actual_bps: float | None,
+    available_bps: float | None,
+    rtt: float | None,
+    jitter: float | None,
+    fraction_lost: float | None,
+) -> SideMetrics:
+    """``SideMetrics(actual_bps, available_bps, rtt, jitter, fraction_lost)``, faster."""
+    if (
+        (actual_bps is None or (type(actual_bps) is float and 0.0 <= actual_bps < _INF))
+        and (available_bps is None or (type(available_bps) is float and 0.0 <= available_bps < _INF))
+        and (rtt is None or (type(rtt) is float and 0.0 <= rtt < _INF))
+        and (jitter is None or (type(jitter) is float and 0.0 <= jitter < _INF))
+        and (fraction_lost is None or (type(fraction_lost) is float and 0.0 <= fraction_lost <= 1.0))
+    ):
+        m = _new(SideMetrics)
+        _set_actual(m, actual_bps)
+        _set_available(m, available_bps)
+        _set_rtt(m, rtt)
+        _set_jitter(m, jitter)
+        _set_fraction_lost(m, fraction_lost)
+        return m
+    return SideMetrics(actual_bps, available_bps, rtt, jitter, fraction_lost)
+
+
+def _quality_input(
+    audio_send: SideMetrics | None,
+    audio_recv: SideMetrics | None,
+    video_send: SideMetrics | None,
+    video_recv: SideMetrics | None,
+    reconnecting: bool,
+) -> QualityInput:
+    """``QualityInput(audio_send, audio_recv, video_send, video_recv, reconnecting)``, faster."""
+    if (
+        (audio_send is None or type(audio_send) is SideMetrics)
+        and (audio_recv is None or type(audio_recv) is SideMetrics)
+        and (video_send is None or type(video_send) is SideMetrics)
+        and (video_recv is None or type(video_recv) is SideMetrics)
+        and (reconnecting is True or reconnecting is False)
+    ):
+        q = _new(QualityInput)
+        _set_audio_send(q, audio_send)
+        _set_audio_recv(q, audio_recv)
+        _set_video_send(q, video_send)
+        _set_video_recv(q, video_recv)
+        _set_reconnecting(q, reconnecting)
+        return q
+    return QualityInput(audio_send, audio_recv, video_send, video_recv, reconnecting)
+
+
 def _check_side(media: object, direction: object) -> None:
     if media not in MEDIA or direction not in DIRECTIONS:
         raise ConfigError(f"no such side: media={media!r} direction={direction!r}")
@@ -644,11 +709,29 @@ def assess_side(
     media: Media, metrics: SideMetrics | None, demanded_bps: float, config: ScorerConfig = DEFAULT_CONFIG
 ) -> NetworkQualitySendOrRecvStats:
     """The three components of one side, values and levels (``None`` where unknown)."""
-    m = metrics if metrics is not None else SideMetrics()
+    if metrics is None:
+        return _assess(media, _NO_VALUES, demanded_bps, config)
+    m = metrics
+    return _assess(media, (m.actual_bps, m.available_bps, m.rtt, m.jitter, m.fraction_lost), demanded_bps, config)
+
+
+def _assess(media: Media, values: _Values, demanded_bps: float, config: ScorerConfig) -> NetworkQualitySendOrRecvStats:
+    """:func:`assess_side` on plain values: bandwidth_level, latency_level and fraction_lost_level."""
+    actual, available, rtt, jitter, fraction_lost = values
+    bandwidth: int | None = None
+    for bps in (actual, available):
+        if bps is not None:
+            level = level_for_score(bandwidth_score(bps, demanded_bps, config), config)
+            if bandwidth is None or level < bandwidth:
+                bandwidth = level
+    latency = latency_score(rtt, jitter)
     return NetworkQualitySendOrRecvStats(
-        bandwidth=NetworkQualityBandwidthStats(m.actual_bps, m.available_bps, bandwidth_level(m, demanded_bps, config)),
-        latency=NetworkQualityLatencyStats(m.jitter, m.rtt, latency_level(m, config)),
-        fraction_lost=NetworkQualityFractionLostStats(m.fraction_lost, fraction_lost_level(m, media, config)),
+        bandwidth=NetworkQualityBandwidthStats(actual, available, bandwidth),
+        latency=NetworkQualityLatencyStats(jitter, rtt, None if latency is None else level_for_score(latency, config)),
+        fraction_lost=NetworkQualityFractionLostStats(
+            fraction_lost,
+            None if fraction_lost is None else level_for_score(loss_score(fraction_lost, media, config), config),
+        ),
     )
 
 
@@ -686,30 +769,43 @@ def build_stats(
     """:class:`NetworkQualityStats` trimmed to ``verbosity`` (0 and 1: level only; 2: + media
     send/recv levels; 3: + per-side stats).  A media carrying no demand is ``None``; a side
     carrying no demand has level and stats ``None``.  Verbosity outside 0..3 is caller misuse."""
+    sides = [(media, demand.demanded_bps(media, direction, config)) for media in MEDIA for direction in DIRECTIONS]
+    values = [None if (m := sample.side(media, direction)) is None
+              else (m.actual_bps, m.available_bps, m.rtt, m.jitter, m.fraction_lost)
+              for media in MEDIA for direction in DIRECTIONS]
+    return _stats(level, sides, values, verbosity, config)
+
+
+def _stats(
+    level: int,
+    sides: list[tuple[Media, float]],
+    values: list[_Values | None],
+    verbosity: int,
+    config: ScorerConfig,
+) -> NetworkQualityStats:
+    """:func:`build_stats` from each side's media and demand and its values (``None``: not
+    observed), in MEDIA x DIRECTIONS order."""
     if isinstance(verbosity, bool) or not isinstance(verbosity, int) or not 0 <= verbosity <= VERBOSITY_DETAILED:
         raise ConfigError(f"verbosity must be an int in 0..3, got {verbosity!r}")
     if verbosity <= VERBOSITY_MINIMAL:
         return NetworkQualityStats(level, None, None)
-    media_stats: dict[Media, NetworkQualityMediaStats | None] = {}
-    for media in MEDIA:
-        sides: dict[Direction, NetworkQualitySendOrRecvStats | None] = {}
-        for direction in DIRECTIONS:
-            demanded = demand.demanded_bps(media, direction, config)
-            sides[direction] = (
-                assess_side(media, sample.side(media, direction), demanded, config) if demanded > 0 else None
-            )
-        send, recv = sides["send"], sides["recv"]
+    assessed = [
+        _assess(media, _NO_VALUES if v is None else v, demanded, config) if demanded > 0 else None
+        for (media, demanded), v in zip(sides, values, strict=True)
+    ]
+    detailed = verbosity >= VERBOSITY_DETAILED
+    media_stats: list[NetworkQualityMediaStats | None] = []
+    for send, recv in ((assessed[0], assessed[1]), (assessed[2], assessed[3])):
         if send is None and recv is None:
-            media_stats[media] = None
+            media_stats.append(None)
             continue
-        detailed = verbosity >= VERBOSITY_DETAILED
-        media_stats[media] = NetworkQualityMediaStats(
+        media_stats.append(NetworkQualityMediaStats(
             send=None if send is None else send.level,
             recv=None if recv is None else recv.level,
             send_stats=send if detailed else None,
             recv_stats=recv if detailed else None,
-        )
-    return NetworkQualityStats(level, media_stats["audio"], media_stats["video"])
+        ))
+    return NetworkQualityStats(level, media_stats[0], media_stats[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -724,21 +820,20 @@ class _Window:
         self._times: deque[float] = deque()
         self._values: deque[float] = deque()
 
-    def add(self, now: float, value: float | None) -> None:
+    def observe(self, now: float, value: float | None, window: float) -> float | None:
+        """Add ``value`` (unless None) seen at ``now``, drop what is ``window`` seconds old or
+        older, and return the lower median of what is left (None: nothing)."""
+        times, values = self._times, self._values
         if value is not None:
-            self._times.append(now)
-            self._values.append(value)
-
-    def prune(self, now: float, window: float) -> None:
-        times = self._times
+            times.append(now)
+            values.append(value)
         while times and now - times[0] >= window:
             times.popleft()
-            self._values.popleft()
-
-    def value(self) -> float | None:
+            values.popleft()
+        if not values:
+            return None
         # The lower median, by hand: the stdlib ``statistics`` module imports ``random``.
-        values = sorted(self._values)
-        return values[(len(values) - 1) // 2] if values else None
+        return sorted(values)[(len(values) - 1) // 2]
 
 
 class NetworkQualityScorer:
@@ -758,16 +853,21 @@ class NetworkQualityScorer:
         self._raw: int | None = None
         self._now: float | None = None
         self._rise_since: float | None = None
-        self._rtt = {(m, d): _Window() for m in MEDIA for d in DIRECTIONS}
-        self._jitter = {(m, d): _Window() for m in MEDIA for d in DIRECTIONS}
-        # Per side, in MEDIA x DIRECTIONS order: what update() reads (the demand never changes).
-        self._sides = [
-            (f"{m}_{d}", self._rtt[m, d], self._jitter[m, d], m, demand.demanded_bps(m, d, config))
-            for m in MEDIA
-            for d in DIRECTIONS
+        # Per side, in MEDIA x DIRECTIONS order (QualityInput's field order): what update() reads
+        # (the demand never changes).
+        audio, video_send, video_recv = config.audio_demand_bps, demand.video_send, demand.video_recv
+        self._side_demands: list[tuple[Media, float]] = [  # demanded_bps of each, without its checks
+            ("audio", audio if demand.audio_send else 0.0),
+            ("audio", audio if demand.audio_recv else 0.0),
+            ("video", 0.0 if video_send is None else video_demand_bps(video_send, config)),
+            ("video", 0.0 if video_recv is None else video_demand_bps(video_recv, config)),
         ]
-        self._scored: QualityInput | None = QualityInput()
-        self._scored_values: tuple[bool, dict[str, _Values | None]] = (False, {})
+        self._sides = [
+            (_Window(), _Window(), demanded, config.audio_loss_weight if m == "audio" else config.video_loss_weight)
+            for m, demanded in self._side_demands
+        ]
+        # The latest sample as scored (rtt and jitter from the windows), per side: what stats() shows.
+        self._scored: list[_Values | None] = [None, None, None, None]
 
     @property
     def demand(self) -> QualityDemand:
@@ -794,7 +894,9 @@ class NetworkQualityScorer:
 
     def update(self, now: float, sample: QualityInput) -> int:
         """Score one sample taken at ``now``; returns the smoothed level."""
-        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+        if (type(now) is not float or now - now != 0.0) and (  # a finite float, inline (inf - inf is NaN)
+            isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now)
+        ):
             raise ValueError(f"now must be a finite number of seconds, got {now!r}")
         if self._now is not None and now < self._now:
             raise ValueError(f"now went backwards: {now!r} < {self._now!r}")
@@ -803,35 +905,55 @@ class NetworkQualityScorer:
         self._now = now
         window = self._config.latency_window
         reconnecting = sample.reconnecting
-        sides: dict[str, _Values | None] = {}
-        levels: list[int] = []
-        # The sample as scored (rtt and jitter from the windows), as plain values: the
-        # QualityInput is only built when stats() asks. The raw level is raw_level_or_none's.
-        for name, rtt_w, jitter_w, media, demanded in self._sides:
-            metrics: SideMetrics | None = getattr(sample, name)
-            if metrics is not None and not reconnecting:
-                rtt_w.add(now, metrics.rtt)
-                jitter_w.add(now, metrics.jitter)
-            rtt_w.prune(now, window)
-            jitter_w.prune(now, window)
-            rtt, jitter = rtt_w.value(), jitter_w.value()
+        scored: list[_Values | None] = []
+        # The sample as scored (rtt and jitter from the windows), as plain values: stats() reads
+        # them without building a QualityInput. The raw level is raw_level_or_none's,
+        # worked out from the sides' worst score: level_for_score is monotonic, so the level of
+        # the lowest score is the lowest level (and no score is NaN: every metric is a finite
+        # number >= 0, every demand > 0), one lookup instead of one per component.
+        config = self._config
+        slope = config.bandwidth_log_slope
+        worst = math.inf  # no component known (every score is below: at most 100)
+        inputs = (sample.audio_send, sample.audio_recv, sample.video_send, sample.video_recv)
+        for metrics, (rtt_w, jitter_w, demanded, loss_weight) in zip(inputs, self._sides, strict=True):
             if metrics is None:
+                rtt, jitter = rtt_w.observe(now, None, window), jitter_w.observe(now, None, window)
                 values: _Values = (None, None, rtt, jitter, None)
             else:
+                if reconnecting:  # stale: not recorded
+                    rtt, jitter = rtt_w.observe(now, None, window), jitter_w.observe(now, None, window)
+                else:
+                    rtt = rtt_w.observe(now, metrics.rtt, window)
+                    jitter = jitter_w.observe(now, metrics.jitter, window)
                 values = (metrics.actual_bps, metrics.available_bps, rtt, jitter, metrics.fraction_lost)
-            sides[name] = None if values == _NO_VALUES else values
+            scored.append(None if values == _NO_VALUES else values)
             if demanded > 0 and not reconnecting:
-                level = _values_level(media, values, demanded, self._config)
-                if level is not None:
-                    levels.append(level)
-        self._scored_values = (reconnecting, sides)
-        self._scored = None
+                # The component scores of _values_level, the same operations.
+                for bps in (values[0], values[1]):
+                    if bps is not None:
+                        if bps < demanded:
+                            ratio = bps / demanded
+                            score = -math.inf if ratio <= 0 else 100.0 + slope * math.log(ratio)
+                        else:
+                            score = 100.0
+                        if score < worst:
+                            worst = score
+                if rtt is not None or jitter is not None:
+                    score = twilio_voice_r(1000.0 * (rtt or 0.0), 1000.0 * (jitter or 0.0), 0.0)
+                    if score < worst:
+                        worst = score
+                fraction_lost = values[4]
+                if fraction_lost is not None:
+                    score = 100.0 - loss_weight * 100.0 * fraction_lost
+                    if score < worst:
+                        worst = score
+        self._scored = scored
         if reconnecting:
             self._raw = LEVEL_BROKEN
         elif self._demand.idle:
             self._raw = LEVEL_MAX
         else:
-            self._raw = min(levels) if levels else None
+            self._raw = None if worst == math.inf else level_for_score(worst, config)
         self._step(now, self._raw)
         return self._level
 
@@ -852,10 +974,4 @@ class NetworkQualityScorer:
 
         rtt and jitter are the windowed values that were scored, not the latest raw ones.
         """
-        if self._scored is None:
-            reconnecting, sides = self._scored_values
-            self._scored = QualityInput(
-                reconnecting=reconnecting,
-                **{name: None if v is None else SideMetrics(*v) for name, v in sides.items()},
-            )
-        return build_stats(self._level, self._demand, self._scored, verbosity, self._config)
+        return _stats(self._level, self._side_demands, self._scored, verbosity, self._config)

@@ -23,19 +23,20 @@ treated as not measured (``None``), never passed on, so that a peer's odd receiv
 make the scorer's validation raise. Every loss fraction is clamped to 0..1 by one function,
 :func:`loss_fraction`: counters may go backwards (RTCP counts duplicates as negative loss).
 
-Kinds are reached through typed accessors (:func:`outbound`, :func:`inbound`), not by field name.
+Kinds are reached through typed accessors (:func:`outbound`, :func:`inbound`), or on the
+per-sample path through the two tables of stream pairs (``_outbound_pairs``, ``_inbound_pairs``):
+never by a field name built from a kind.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import attrs
 
 from .config import Kind
 from .observations import KINDS, InboundStats, OutboundStats, StatsSample
-from .quality import QualityInput, SideMetrics
+from .quality import QualityInput, SideMetrics, _quality_input, _side_metrics
 
 
 @attrs.frozen
@@ -65,9 +66,21 @@ def loss_fraction(lost: int, total: int) -> float | None:
     return None if total <= 0 else min(1.0, max(0.0, lost / total))
 
 
+_INF = math.inf
+
+
 def _gauge(value: float | None) -> float | None:
     """A measured value the scorer can take (finite, >= 0), else not measured."""
     return value if value is not None and math.isfinite(value) and value >= 0 else None
+
+
+def _rate(count: int, dt: float) -> float | None:
+    """``_gauge(max(0.0, 8 * count / dt))`` in one call: bits per second, 0 for a counter that
+    went back, None past the largest float (a NaN gives 0.0 there too)."""
+    bps = 8 * count / dt
+    if bps > 0.0:
+        return bps if bps < _INF else None
+    return 0.0
 
 
 def _fraction(value: float | None) -> float | None:
@@ -88,22 +101,21 @@ def rtt(sample: StatsSample) -> float | None:
     pair = _gauge(sample.candidate_pair_rtt)
     if pair is not None:
         return pair
-    rtts = [r for k in KINDS if (s := outbound(sample, k)) is not None and (r := _gauge(s.remote_rtt)) is not None]
-    return max(rtts) if rtts else None
+    audio, video = sample.audio_out, sample.video_out  # KINDS' order: max keeps the first of equals
+    a = None if audio is None else _gauge(audio.remote_rtt)
+    v = None if video is None else _gauge(video.remote_rtt)
+    return v if a is None else a if v is None else max(a, v)
 
 
-def _inbound_pairs(cur: StatsSample, prev: StatsSample) -> Iterator[tuple[InboundStats, InboundStats | None]]:
-    for kind in KINDS:
-        c = inbound(cur, kind)
-        if c is not None:
-            yield c, inbound(prev, kind)
+# The streams of both samples, kind by kind in KINDS' order (plain tuples: these run on every sample).
+def _inbound_pairs(cur: StatsSample, prev: StatsSample) -> tuple[tuple[InboundStats | None, InboundStats | None], ...]:
+    return (cur.audio_in, prev.audio_in), (cur.video_in, prev.video_in)
 
 
-def _outbound_pairs(cur: StatsSample, prev: StatsSample) -> Iterator[tuple[OutboundStats, OutboundStats | None]]:
-    for kind in KINDS:
-        c = outbound(cur, kind)
-        if c is not None:
-            yield c, outbound(prev, kind)
+def _outbound_pairs(
+    cur: StatsSample, prev: StatsSample
+) -> tuple[tuple[OutboundStats | None, OutboundStats | None], ...]:
+    return (cur.audio_out, prev.audio_out), (cur.video_out, prev.video_out)
 
 
 def path_loss(cur: StatsSample, prev: StatsSample) -> float | None:
@@ -113,52 +125,82 @@ def path_loss(cur: StatsSample, prev: StatsSample) -> float | None:
     the path is a sequence gap at the subscriber)."""
     lost = recv = 0
     for c, p in _inbound_pairs(cur, prev):
-        lost += c.packets_lost - (p.packets_lost if p is not None else 0)
-        recv += c.packets_received - (p.packets_received if p is not None else 0)
+        if c is not None:
+            lost += c.packets_lost - (p.packets_lost if p is not None else 0)
+            recv += c.packets_received - (p.packets_received if p is not None else 0)
     return loss_fraction(lost, lost + recv)
 
 
 def bytes_sent(cur: StatsSample, prev: StatsSample) -> int:
     """Bytes the publisher sent between the two samples (a counter reset counts as 0)."""
-    return sum(max(0, c.bytes_sent - (p.bytes_sent if p is not None else 0)) for c, p in _outbound_pairs(cur, prev))
+    total = 0
+    for c, p in _outbound_pairs(cur, prev):
+        if c is not None:
+            total += max(0, c.bytes_sent - (p.bytes_sent if p is not None else 0))
+    return total
 
 
 def bytes_received(cur: StatsSample, prev: StatsSample) -> int:
     """Bytes the subscriber received between the two samples (a counter reset counts as 0)."""
-    return sum(
-        max(0, c.bytes_received - (p.bytes_received if p is not None else 0)) for c, p in _inbound_pairs(cur, prev)
-    )
+    total = 0
+    for c, p in _inbound_pairs(cur, prev):
+        if c is not None:
+            total += max(0, c.bytes_received - (p.bytes_received if p is not None else 0))
+    return total
 
 
-def _send_side(
-    c: OutboundStats | None, p: OutboundStats | None, dt: float, rtt_s: float | None, loopback: bool
-) -> SideMetrics | None:
-    if c is None:
-        return None
-    sent = c.bytes_sent - (p.bytes_sent if p is not None else 0)
-    remote_rtt = _gauge(c.remote_rtt)
+def _send_side(c: OutboundStats, sent: int, dt: float, rtt_s: float | None, loopback: bool) -> SideMetrics:
+    # The receiver report's gauges as _gauge and _fraction take them, the usual case (None, or a
+    # float in range) inline: this runs for every sent stream of every sample.
+    remote_rtt, available, jitter, lost = c.remote_rtt, c.available_bps, c.remote_jitter, c.remote_fraction_lost
+    if remote_rtt is not None and not (type(remote_rtt) is float and 0.0 <= remote_rtt < _INF):
+        remote_rtt = _gauge(remote_rtt)
+    if available is not None and not (type(available) is float and 0.0 <= available < _INF):
+        available = _gauge(available)
+    if jitter is not None and not (type(jitter) is float and 0.0 <= jitter < _INF):
+        jitter = _gauge(jitter)
+    if lost is not None and not (type(lost) is float and 0.0 <= lost <= 1.0):
+        lost = _fraction(lost)
     if remote_rtt is not None and loopback:
         remote_rtt /= 2
-    return SideMetrics(
-        actual_bps=_gauge(max(0.0, 8 * sent / dt)),
-        available_bps=_gauge(c.available_bps),
-        rtt=remote_rtt if remote_rtt is not None else rtt_s,
-        jitter=_gauge(c.remote_jitter),
-        fraction_lost=_fraction(c.remote_fraction_lost),
-    )
+    # actual_bps, available_bps, rtt, jitter, fraction_lost
+    return _side_metrics(_rate(sent, dt), available, remote_rtt if remote_rtt is not None else rtt_s, jitter, lost)
 
 
-def _recv_side(c: InboundStats | None, p: InboundStats | None, dt: float, rtt_s: float | None) -> SideMetrics | None:
-    if c is None:
-        return None
-    got = c.bytes_received - (p.bytes_received if p is not None else 0)
-    lost = c.packets_lost - (p.packets_lost if p is not None else 0)
-    rcvd = c.packets_received - (p.packets_received if p is not None else 0)
-    return SideMetrics(
-        actual_bps=_gauge(max(0.0, 8 * got / dt)),
-        rtt=rtt_s,
-        jitter=_gauge(c.jitter),
-        fraction_lost=loss_fraction(lost, lost + rcvd),
+def _interval(
+    cur: StatsSample, prev: StatsSample, dt: float, rtt_s: float | None, reconnecting: bool
+) -> tuple[float | None, int, int, QualityInput]:
+    """The interval's path loss, bytes sent and bytes received (as :func:`path_loss`,
+    :func:`bytes_sent` and :func:`bytes_received` count them: the same sums in the same order) and
+    the scorer's input: each stream's deltas worked out once for both."""
+    loop = cur.loopback
+    if rtt_s is not None and loop:
+        rtt_s /= 2
+    sent = received = lost = rcvd = 0
+    sides: list[SideMetrics | None] = []  # audio_send, audio_recv, video_send, video_recv
+    for (c, p), (ci, pi) in zip(_outbound_pairs(cur, prev), _inbound_pairs(cur, prev), strict=True):
+        if c is None:
+            sides.append(None)
+        else:
+            d_sent = c.bytes_sent - (p.bytes_sent if p is not None else 0)
+            sent += max(0, d_sent)
+            sides.append(_send_side(c, d_sent, dt, rtt_s, loop))
+        if ci is None:
+            sides.append(None)
+        else:
+            d_got = ci.bytes_received - (pi.bytes_received if pi is not None else 0)
+            d_lost = ci.packets_lost - (pi.packets_lost if pi is not None else 0)
+            d_rcvd = ci.packets_received - (pi.packets_received if pi is not None else 0)
+            received += max(0, d_got)
+            lost += d_lost
+            rcvd += d_rcvd
+            sides.append(_side_metrics(  # actual_bps, available_bps, rtt, jitter, fraction_lost
+                _rate(d_got, dt), None, rtt_s, _gauge(ci.jitter), loss_fraction(d_lost, d_lost + d_rcvd)
+            ))
+    audio_send, audio_recv, video_send, video_recv = sides
+    return (
+        loss_fraction(lost, lost + rcvd), sent, received,
+        _quality_input(audio_send, audio_recv, video_send, video_recv, reconnecting),
     )
 
 
@@ -168,16 +210,7 @@ def quality_input(
     """What the scorer is fed for the ``dt`` seconds between two samples. ``rtt_s`` is the
     sample's (the report's) rtt; on a loopback path the scorer gets half of every round trip
     (:attr:`StatsSample.loopback`)."""
-    loop = cur.loopback
-    if rtt_s is not None and loop:
-        rtt_s /= 2
-    return QualityInput(
-        audio_send=_send_side(cur.audio_out, prev.audio_out, dt, rtt_s, loop),
-        audio_recv=_recv_side(cur.audio_in, prev.audio_in, dt, rtt_s),
-        video_send=_send_side(cur.video_out, prev.video_out, dt, rtt_s, loop),
-        video_recv=_recv_side(cur.video_in, prev.video_in, dt, rtt_s),
-        reconnecting=reconnecting,
-    )
+    return _interval(cur, prev, dt, rtt_s, reconnecting)[3]
 
 
 def measure(
@@ -193,11 +226,6 @@ def measure(
         return Measurement(jitter(sample), rtt_s, None, None, None, QualityInput(reconnecting=reconnecting))
     p_now, p = prev
     dt = now - p_now
-    return Measurement(
-        jitter=jitter(sample),
-        rtt=rtt_s,
-        loss=path_loss(sample, p),
-        outgoing_bps=_gauge(8 * bytes_sent(sample, p) / dt),
-        incoming_bps=_gauge(8 * bytes_received(sample, p) / dt),
-        quality=quality_input(sample, p, dt, rtt_s, reconnecting),
-    )
+    loss, sent, received, quality = _interval(sample, p, dt, rtt_s, reconnecting)
+    # jitter, rtt, loss, outgoing_bps, incoming_bps, quality
+    return Measurement(jitter(sample), rtt_s, loss, _gauge(8 * sent / dt), _gauge(8 * received / dt), quality)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from decimal import Decimal
 
+import attrs
 import pytest
 from core_harness import CounterSource, answer_with, to_stats_phase
 from hypothesis import given
@@ -17,7 +20,8 @@ from rtcprobe.core import (
     StatsObserved,
     StatsSample,
 )
-from rtcprobe.core.report import canonical_json
+from rtcprobe.core.errors import PreflightErrorInfo
+from rtcprobe.core.report import ProgressEvent, ReportStats, Sample, Timing, canonical_json
 
 TWILIO_KEYS = {"testTiming", "networkTiming", "stats", "iceCandidateStats", "selectedIceCandidatePairStats",
                "progressEvents"}
@@ -184,3 +188,77 @@ def test_run_info_carries_a_stack_only_when_there_is_one() -> None:
     assert plain.to_dict() == {"driver": "sim", "scenario": "x", "seed": 3, "version": "1"}
     assert lw.to_dict() == {**plain.to_dict(), "stack": "libwebrtc"}
     assert RunInfo.from_dict(lw.to_dict()) == lw and RunInfo.from_dict(plain.to_dict()) == plain
+
+
+# --- PreflightReport.to_json writes canonical_json(to_dict()) directly: the same bytes ------------
+
+_NUMBERS = (st.none() | st.floats(width=64) | st.integers(-10**12, 10**12)
+            | st.floats(-2e9, 2e9).map(lambda x: round(x, 7))  # near the six decimals' rounding edges
+            | st.sampled_from([1e-4, 9.99995e-5, -1e-4, 999999999.9999996, 1e9, 5e-7, -5e-7, 0.0, -0.0])
+            | st.decimals(-10**9, 10**9, places=8) | st.fractions(-10**9, 10**9, max_denominator=10**8)
+            | st.sampled_from([Decimal("2.0000005"), Decimal("-2.0000005")]))  # its own rounding differs
+_TIMINGS = st.builds(Timing, st.floats(width=64), _NUMBERS)
+_STATS = st.none() | st.builds(Stat, _NUMBERS, _NUMBERS, _NUMBERS)
+_TEXT = st.text(max_size=8)
+_CANDIDATES = st.builds(IceCandidateStats, _TEXT, _TEXT, st.integers(0, 65535), _TEXT, st.integers(0, 2**32),
+                        _TEXT, st.none() | _TEXT, st.none() | _TEXT)
+_SAMPLES = st.builds(Sample, _NUMBERS, _NUMBERS, _NUMBERS, _NUMBERS, _NUMBERS, _NUMBERS,
+                     st.none() | st.integers(0, 5))
+_QUALITY_TREES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(width=64) | _TEXT,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_TEXT, children, max_size=4),
+    max_leaves=20,
+)
+_REPORTS = st.builds(
+    PreflightReport,
+    test_timing=_TIMINGS,
+    network_timing=st.dictionaries(_TEXT, _TIMINGS, max_size=5),
+    stats=st.none() | st.builds(ReportStats, _STATS, _STATS, _STATS),
+    ice_candidate_stats=st.lists(_CANDIDATES, max_size=3).map(tuple),
+    selected_ice_candidate_pair_stats=st.none() | st.builds(SelectedCandidatePair, _CANDIDATES, _CANDIDATES),
+    progress_events=st.lists(st.builds(ProgressEvent, _TEXT, _NUMBERS), max_size=3).map(tuple),
+    network_quality_level=st.none() | st.integers(0, 5),
+    network_quality_stats=st.none() | st.dictionaries(_TEXT, _QUALITY_TREES, max_size=4),
+    bitrate_outgoing=_STATS,
+    bitrate_incoming=_STATS,
+    samples=st.lists(_SAMPLES, max_size=4).map(tuple),
+    run=st.none() | st.builds(RunInfo, _TEXT, _TEXT, st.none() | _TEXT, st.none() | st.integers(), st.none() | _TEXT),
+    error=st.none() | st.builds(PreflightErrorInfo, st.integers(0, 99999), _TEXT, _TEXT),
+)
+
+
+def _outcome(write: Callable[[], str]) -> tuple[str, str]:
+    try:
+        return "ok", write()
+    except (TypeError, ValueError) as e:
+        return "raised", type(e).__name__
+
+
+@given(_REPORTS)
+def test_report_json_is_canonical_json_of_its_dict(report: PreflightReport) -> None:
+    # to_json writes the indented form straight from the report's objects (faster than building
+    # the dict first): on any report it must give what canonical_json(to_dict()) gives, or raise
+    # what that raises (a NaN where _num does not turn it into null, a None timing).
+    assert _outcome(report.to_json) == _outcome(lambda: canonical_json(report.to_dict()))
+
+
+def test_report_json_of_odd_data_takes_the_general_path() -> None:
+    # Not plain data (numpy numbers, a non-string key, a mapping that is not a dict): what
+    # canonical_json(to_dict()) does, which takes each as json.dumps does.
+    import types
+
+    import numpy as np
+
+    base = completed_report()
+    for odd in [
+        attrs.evolve(base, network_quality_stats={"level": np.float64(0.1234567)}),
+        attrs.evolve(base, network_quality_stats={"a": {1: 2.5, 2: 3}}),
+        attrs.evolve(base, network_quality_stats=types.MappingProxyType({"b": 1.25})),
+        attrs.evolve(base, samples=(attrs.evolve(base.samples[0], jitter=np.float64(0.25)),)),
+        attrs.evolve(base, samples=(attrs.evolve(base.samples[0], level=np.int64(3)),)),
+        attrs.evolve(base, network_quality_stats={"x": [float("nan")]}),
+    ]:
+        assert _outcome(odd.to_json) == _outcome(lambda o=odd: canonical_json(o.to_dict()))  # type: ignore[misc]
+    numpy_level = attrs.evolve(base, samples=(attrs.evolve(base.samples[0], level=np.int64(3)),))
+    assert _outcome(numpy_level.to_json)[0] == "raised"  # as json.dumps refuses it
+    assert base.to_json(indent=4) == canonical_json(base.to_dict(), indent=4)

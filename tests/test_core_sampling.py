@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+import attrs
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from rtcprobe.core import InboundStats, OutboundStats, StatsSample
+from rtcprobe.core.errors import ConfigError
 from rtcprobe.core.quality import QualityInput
-from rtcprobe.core.sampling import inbound, loss_fraction, measure, outbound
+from rtcprobe.core.sampling import bytes_received, bytes_sent, inbound, loss_fraction, measure, outbound, path_loss
 
 
 def _sample(n: int, **overrides: object) -> StatsSample:
@@ -109,3 +112,46 @@ def test_path_loss_is_the_subscribers_alone() -> None:
                              remote_fraction_lost=0.1)
     m = measure(_sample(3, video_out=reported), 12.0, (10.0, _sample(1)), reconnecting=False)
     assert m.loss == pytest.approx(10 / 300)  # the same as without those receiver reports
+
+
+_GAUGES = (st.none() | st.booleans() | st.integers(-5, 10**9) | st.floats(width=64)
+           | st.floats(0, 10).map(np.float64))
+
+
+@given(rtt=_GAUGES, jitter=_GAUGES, lost=_GAUGES, available=_GAUGES, received_jitter=_GAUGES)
+def test_the_scorer_sides_are_validated_as_their_classes_validate(
+    rtt: object, jitter: object, lost: object, available: object, received_jitter: object
+) -> None:
+    # measure builds its SideMetrics and QualityInput through a fast path: whatever it builds must
+    # pass the classes' own validators, and what they refuse (a bool passes the gauge checks, not
+    # the validators) must still raise.
+    cur = _sample(2, video_out=OutboundStats(100, 100_000, remote_rtt=rtt, remote_jitter=jitter,  # type: ignore[arg-type]
+                                             remote_fraction_lost=lost, available_bps=available),  # type: ignore[arg-type]
+                  audio_in=InboundStats(100, 0, 12_000, jitter=received_jitter))  # type: ignore[arg-type]
+    if any(isinstance(v, bool) for v in (rtt, jitter, lost, available, received_jitter)):
+        with pytest.raises(ConfigError):
+            measure(cur, 2.0, (1.0, _sample(1)), reconnecting=False)
+        return
+    q = measure(cur, 2.0, (1.0, _sample(1)), reconnecting=False).quality
+    sides = (q.audio_send, q.audio_recv, q.video_send, q.video_recv)
+    assert all(s is not None and attrs.evolve(s) == s for s in sides)  # evolve runs the validators
+    assert attrs.evolve(q) == q
+
+
+_COUNTS = st.integers(0, 10**7)
+_OUT = st.none() | st.builds(OutboundStats, _COUNTS, _COUNTS)
+_IN = st.none() | st.builds(InboundStats, _COUNTS, _COUNTS, _COUNTS)
+
+
+@given(st.tuples(_OUT, _OUT, _IN, _IN), st.tuples(_OUT, _OUT, _IN, _IN), st.floats(0.01, 10))
+def test_measure_counts_as_path_loss_and_bytes_count(
+    cur: tuple[object, ...], prev: tuple[object, ...], dt: float
+) -> None:
+    # measure works each stream's deltas out once for the row and the scorer: its loss and
+    # bitrates must be what the public functions say (counters may reset: go backwards).
+    c, p = StatsSample(*cur), StatsSample(*prev)  # type: ignore[arg-type]
+    now = 1.0 + dt
+    m = measure(c, now, (1.0, p), reconnecting=False)
+    assert m.loss == path_loss(c, p)
+    assert m.outgoing_bps == 8 * bytes_sent(c, p) / (now - 1.0)
+    assert m.incoming_bps == 8 * bytes_received(c, p) / (now - 1.0)

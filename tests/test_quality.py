@@ -957,3 +957,33 @@ def test_alternating_samples_change_at_most_twice(
     changes = sum(x != y for x, y in zip([5, *levels], levels, strict=False))
     assert changes <= 2
     assert all(x >= y for x, y in zip([5, *levels], levels, strict=False))
+
+
+def _as_scored(stats: NetworkQualityStats, reconnecting: bool) -> QualityInput:
+    """The sample a detailed NetworkQualityStats shows (its sides that carry demand)."""
+    sides: dict[str, SideMetrics | None] = {}
+    for media in ("audio", "video"):
+        m = getattr(stats, media)
+        for direction in ("send", "recv"):
+            s = None if m is None else getattr(m, f"{direction}_stats")
+            sides[f"{media}_{direction}"] = None if s is None else SideMetrics(
+                s.bandwidth.actual, s.bandwidth.available, s.latency.rtt, s.latency.jitter,
+                s.fraction_lost.fraction_lost,
+            )
+    return QualityInput(**sides, reconnecting=reconnecting)  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(demands, any_config, st.lists(st.tuples(st.floats(0, 10), samples), max_size=20))
+def test_raw_level_is_that_of_the_sample_scored(
+    demand: QualityDemand, config: ScorerConfig, steps: list[tuple[float, QualityInput]]
+) -> None:
+    # The scorer works its raw level out in a loop of its own (the worst score of the windowed
+    # sample, one lookup): it must be raw_level_or_none of the sample its stats show.
+    scorer = NetworkQualityScorer(demand, config)
+    now = 0.0
+    for dt, sample in steps:
+        now += dt
+        scorer.update(now, sample)
+        scored = _as_scored(scorer.stats(VERBOSITY_DETAILED), sample.reconnecting)
+        assert scorer.raw == raw_level_or_none(demand, scored, config)
