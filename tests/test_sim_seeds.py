@@ -47,3 +47,15 @@ def test_negative_seeds_are_refused_as_numpy_does() -> None:
         np.random.SeedSequence(-1)
     with pytest.raises(ValueError):
         Seeds(-1)
+
+
+def test_a_seed_seen_before_gives_the_same_words_and_fresh_arrays() -> None:
+    """The per-process memory of seeds is invisible: the same words again (against numpy's), in
+    arrays of their own (a caller writing into one changes nothing for the next)."""
+    seed = 2**70 + 11
+    first = [s.generate_state(4, np.uint64) for s in Seeds(seed).spawn(3)]
+    first[0][:] = 0
+    again = [s.generate_state(4, np.uint64).tolist() for s in Seeds(seed).spawn(3)]
+    numpys = [s.generate_state(4, np.uint64).tolist() for s in np.random.SeedSequence(seed).spawn(3)]
+    assert again == numpys
+    assert [a.tolist() for a in first[1:]] == numpys[1:]
