@@ -140,6 +140,7 @@ class Peer:
         self.consent_at = math.inf  # the next consent check, once scheduled
         self.disconnected = False
         self.last_rx = 0.0  # the latest RTCP/STUN it received (media is counted by the pipeline)
+        self.other = self  # the other peer connection (itself until both exist)
 
     @property
     def up(self) -> bool:
@@ -159,6 +160,11 @@ class Handshakes:
     * ``progress()``: a handshake step finished (the driver may switch to batches);
     * ``last_heard(peer)``: when the peer last received anything (media included).
     """
+
+    # The two peer connections (also in ``pcs``), once open_peer_connections made them: attributes,
+    # not lookups by Role (an Enum hashes in Python).
+    sender: Peer
+    receiver: Peer
 
     def __init__(self, loop: EventLoop, send: Send, observe: Callable[[Observation], None], *,
                  ports: list[int], tracks: tuple[Kind, ...], consent_rng: np.random.Generator,
@@ -191,24 +197,13 @@ class Handshakes:
     def now(self) -> float:
         return self.loop.now
 
-    @property
-    def sender(self) -> Peer:
-        return self.pcs[Role.PUBLISHER]
-
-    @property
-    def receiver(self) -> Peer:
-        return self.pcs[Role.SUBSCRIBER]
-
-    def other(self, peer: Peer) -> Peer:
-        return self.receiver if peer.role is Role.PUBLISHER else self.sender
-
     # --- signaling: TCP + WebSocket ----------------------------------------------------------------
 
     def connect_signaling(self) -> None:
         state = {"sent": 0.0}
 
         def transmit(tx: Transaction) -> None:
-            state["sent"] = self.now
+            state["sent"] = self.loop.now
             self._send(UP, SYN, "tcp", self._srv_syn, tx, state)
 
         Transaction(self.loop, transmit, lambda: None, rto=TCP_SYN_RTO, retransmissions=TCP_SYN_RETRIES).start()
@@ -219,7 +214,7 @@ class Handshakes:
     def _cli_synack(self, tx: Transaction, state: dict[str, float]) -> None:
         if tx.done:
             return
-        rtt = self.now - state["sent"]
+        rtt = self.loop.now - state["sent"]
         self._tcp_rto = max(TCP_MIN_RTO, 3 * rtt)  # srtt + 4 * rttvar with rttvar = rtt / 2
         tx.succeed()
         self._send(UP, TCP_HEADER, "tcp")  # the handshake's ACK
@@ -239,7 +234,7 @@ class Handshakes:
 
         def arrived() -> None:
             pending["left"] -= 1
-            pending["last"] = max(pending["last"], self.now)
+            pending["last"] = max(pending["last"], self.loop.now)
             if pending["left"] == 0:
                 # In-order delivery: a message never overtakes the previous one on the stream.
                 t = max(pending["last"], self._tcp_delivered[direction])
@@ -266,8 +261,9 @@ class Handshakes:
         host = IceCandidateStats(tid, "host", p[1], CLIENT_IP, priority(HOST_PREF), "udp")
         relay = IceCandidateStats(tid, "relay", p[2], TURN_IP, priority(RELAY_PREF), "udp", url=TURN_URL,
                                   relay_protocol="udp")
-        self.pcs[Role.PUBLISHER] = Peer(Role.PUBLISHER, [sender_relay], relay_only=True)
-        self.pcs[Role.SUBSCRIBER] = Peer(Role.SUBSCRIBER, [host, relay], relay_only=False)
+        self.sender = self.pcs[Role.PUBLISHER] = Peer(Role.PUBLISHER, [sender_relay], relay_only=True)
+        self.receiver = self.pcs[Role.SUBSCRIBER] = Peer(Role.SUBSCRIBER, [host, relay], relay_only=False)
+        self.sender.other, self.receiver.other = self.receiver, self.sender
         self._allocate(self._offer_taken)  # the sender gathers in setLocalDescription(offer)
 
     def _allocate(self, then: Callable[[], None]) -> None:
@@ -325,7 +321,7 @@ class Handshakes:
         if not through:
             self._send(UP, size + src.extra, kind)
             return
-        self._send(UP, size + src.extra, kind, self._turn_forward, self.now, self.other(src), size, kind, then, args)
+        self._send(UP, size + src.extra, kind, self._turn_forward, self.loop.now, src.other, size, kind, then, args)
 
     def _turn_forward(self, up_sent: float, dst: Peer, size: int, kind: str, then: Callable[..., None] | None,
                       args: tuple[Any, ...]) -> None:
@@ -336,7 +332,7 @@ class Handshakes:
                   through: bool = True, rto: float = STUN_RTO, retransmissions: int = STUN_RETRANSMISSIONS
                   ) -> Transaction:
         """A STUN transaction from ``src`` to the other peer and back, both ways through TURN."""
-        dst = self.other(src)
+        dst = src.other
 
         def transmit(tx: Transaction) -> None:
             self._p2p(src, req, "stun", answer, tx, through=through)
@@ -433,7 +429,7 @@ class Handshakes:
 
     def _schedule_consent(self, peer: Peer) -> None:
         delay = CONSENT_INTERVAL * (0.8 + 0.4 * float(self._consent_rng.random()))
-        peer.consent_at = self.now + delay
+        peer.consent_at = self.loop.now + delay
         if self.consent_in_loop:
             self.loop.after(delay, self._consent, peer, tag=Tag.CONSENT)
 
@@ -447,7 +443,7 @@ class Handshakes:
     def consent_ok(self, peer: Peer) -> None:
         """A consent check was answered in time (now)."""
         peer.consent_failures = 0
-        peer.last_rx = max(peer.last_rx, self.now)
+        peer.last_rx = max(peer.last_rx, self.loop.now)
         self._schedule_consent(peer)
 
     def consent_failed(self, peer: Peer) -> None:
@@ -456,7 +452,7 @@ class Handshakes:
         if peer.consent_failures >= CONSENT_FAILURES:
             self._ice_fail(peer)
             return
-        if not peer.disconnected and self.now - self._last_heard(peer) >= RECEIVE_TIMEOUT:
+        if not peer.disconnected and self.loop.now - self._last_heard(peer) >= RECEIVE_TIMEOUT:
             peer.disconnected = True
             self._observe(IceStateChanged(peer.role, "disconnected"))
             self.loop.after(WATCH_INTERVAL, self._watch, peer, tag=Tag.WATCH)
@@ -466,7 +462,7 @@ class Handshakes:
         """While disconnected: back to `completed` as soon as packets arrive again."""
         if peer.ice_failed or not peer.disconnected:
             return
-        if self.now - self._last_heard(peer) < WATCH_INTERVAL:
+        if self.loop.now - self._last_heard(peer) < WATCH_INTERVAL:
             peer.disconnected = False
             self._observe(IceStateChanged(peer.role, "completed"))
         else:
@@ -506,7 +502,7 @@ class Handshakes:
         # Flight 6 has no timer: it is resent whenever flight 5 shows up again.
         self._p2p(sender, DTLS_FLIGHTS[3], "dtls", self._receiver_f4)
         if sender.dtls_connected_at == math.inf:
-            sender.dtls_connected_at = self.now
+            sender.dtls_connected_at = self.loop.now
             self._observe(DtlsStateChanged(Role.PUBLISHER, "connected"))
             self._observe(ConnectionStateChanged(Role.PUBLISHER, "connected"))
             self._sender_up(sender)
@@ -517,7 +513,7 @@ class Handshakes:
         if self._f3 is not None:
             self._f3.succeed()
         if receiver.dtls_connected_at == math.inf:
-            receiver.dtls_connected_at = self.now
+            receiver.dtls_connected_at = self.loop.now
             self._observe(DtlsStateChanged(Role.SUBSCRIBER, "connected"))
             self._observe(ConnectionStateChanged(Role.SUBSCRIBER, "connected"))
             self._receiver_up(receiver)

@@ -102,31 +102,39 @@ class EventLoop:
     """
 
     def __init__(self) -> None:
-        self._heap: list[_Entry] = []
+        # The entries, a heapq heap. Always this one list (changed in place): the driver's loop
+        # pops from it directly, once per event (see :meth:`run_due`).
+        self.heap: list[_Entry] = []
         self._order = 0
         self.now = 0.0
 
     def at(self, t: float, fn: Callable[..., None], *args: Any, tag: Tag) -> None:
-        heapq.heappush(self._heap, (max(t, self.now), self._order, fn, args, tag))
+        heapq.heappush(self.heap, (max(t, self.now), self._order, fn, args, tag))
         self._order += 1
 
     def after(self, delay: float, fn: Callable[..., None], *args: Any, tag: Tag) -> None:
         # (at's body, not a call to it: delays are never negative, so no max with now either)
-        heapq.heappush(self._heap, (self.now + delay, self._order, fn, args, tag))
+        heapq.heappush(self.heap, (self.now + delay, self._order, fn, args, tag))
+        self._order += 1
+
+    def push(self, t: float, fn: Callable[..., None], args: tuple[Any, ...], tag: Tag) -> None:
+        """:meth:`at` for a time known not to be in the past (a link's delivery time), with the
+        arguments as a tuple already: no max with now, no repacking."""
+        heapq.heappush(self.heap, (t, self._order, fn, args, tag))
         self._order += 1
 
     def peek(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        return self.heap[0][0] if self.heap else None
 
     def run_next(self) -> None:
-        t, _, fn, args, _ = heapq.heappop(self._heap)
+        t, _, fn, args, _ = heapq.heappop(self.heap)
         self.now = t
         fn(*args)
 
     def run_due(self, limit: float | None) -> bool:
         """Run the next entry if there is one due at or before ``limit`` (None: any time);
-        whether one ran. (peek and run_next in one call: the driver's loop does this per event.)"""
-        heap = self._heap
+        whether one ran. (The driver's loop does the same inline.)"""
+        heap = self.heap
         if not heap or (limit is not None and heap[0][0] > limit):
             return False
         t, _, fn, args, _ = heapq.heappop(heap)
@@ -136,19 +144,19 @@ class EventLoop:
 
     def pending(self) -> Iterator[Pending]:
         """Everything scheduled, in no particular order."""
-        for t, _, _, args, tag in self._heap:
+        for t, _, _, args, tag in self.heap:
             yield Pending(t, tag, args)
 
     def remove(self, where: Callable[[Pending], bool]) -> list[Pending]:
         """Unschedule the entries ``where`` selects; returns them in firing order."""
         kept: list[_Entry] = []
         gone: list[_Entry] = []
-        for entry in self._heap:
+        for entry in self.heap:
             t, _, _, args, tag = entry
             (gone if where(Pending(t, tag, args)) else kept).append(entry)
         if gone:
             heapq.heapify(kept)  # (time, order) keys are unique: the firing order is unchanged
-            self._heap = kept
+            self.heap[:] = kept
         return [Pending(t, tag, args) for t, _, _, args, tag in sorted(gone)]
 
 

@@ -201,15 +201,16 @@ class Pipeline:
         assert not self.handed_over, "in the steady state every packet is planned with its interval"
         if self.sources:  # (no media before the publisher is up: nothing to bring up to now)
             self.sync(1 if direction == UP else 2, up_sent)
-        delivered = self.path.send(direction, self.now, size, kind)
+        loop = self.loop
+        delivered = self.path.send(direction, loop.now, size, kind)
         if delivered is not None and then is not None:
-            self.loop.at(delivered, then, *args, tag=tag)
+            loop.push(delivered, then, args, tag)  # (a link never delivers before now)
 
     def _relay(self, src: Role, size: int, arrival: Tag, *args: Any) -> None:
         """An RTCP packet from the ``src`` peer to the other, through TURN; where it arrives, the
         handler of ``arrival`` runs with ``args``."""
         dst = Role.SUBSCRIBER if src is Role.PUBLISHER else Role.PUBLISHER
-        self.send(UP, size + self.peers[src].extra, "rtcp", self._forward, self.now, size + self.peers[dst].extra,
+        self.send(UP, size + self.peers[src].extra, "rtcp", self._forward, self.loop.now, size + self.peers[dst].extra,
                   "rtcp", arrival, *args, tag=Tag.AT_TURN)
 
     def _forward(self, up_sent: float, size: int, kind: str, arrival: Tag, *args: Any) -> None:
@@ -234,9 +235,9 @@ class Pipeline:
         self.sync(1)
         extra = peer.extra
         if self._media.audio:
-            self.sources[AUDIO] = _Ahead(self.model.audio(self.now, extra))
+            self.sources[AUDIO] = _Ahead(self.model.audio(self.loop.now, extra))
         if self._media.video is not None:
-            self.sources[VIDEO] = _Ahead(self.model.video(self._media.video, self.now, extra, self._media_rng,
+            self.sources[VIDEO] = _Ahead(self.model.video(self._media.video, self.loop.now, extra, self._media_rng,
                                                              self._media.audio))
         self._sources_moved()
         for kind in self.sources:
@@ -248,7 +249,7 @@ class Pipeline:
         """The subscriber's DTLS is up: it accepts media and starts reporting."""
         self.sync(1)
         streams = self.streams
-        streams.sub_accept_at = self.now
+        streams.sub_accept_at = self.loop.now
         for kind in streams.kinds:
             self._rtcp_timer(Tag.SUB_RR, kind)
         if VIDEO in streams.kinds:
@@ -355,8 +356,8 @@ class Pipeline:
             self._started(kind, t)
             return
         # Video it cannot decode yet: ask the publisher for a keyframe now and then.
-        if pli_due(self.now, streams.last_pli, streams.sub_accept_at):
-            streams.last_pli = self.now
+        if pli_due(self.loop.now, streams.last_pli, streams.sub_accept_at):
+            streams.last_pli = self.loop.now
             self._relay(Role.SUBSCRIBER, RTCP_PLI, Tag.PUB_GOT_PLI)
 
     def _fine_next(self) -> None:
@@ -378,7 +379,7 @@ class Pipeline:
 
     def _pub_pli(self) -> None:
         self.sync(1)
-        self.peers[Role.PUBLISHER].heard(self.now)
+        self.peers[Role.PUBLISHER].heard(self.loop.now)
         video = self.sources.get(VIDEO)
         if video is not None and isinstance(video.src, VideoSource):
             video.invalidate()
@@ -387,13 +388,13 @@ class Pipeline:
         self._progress()
 
     def _pub_rr(self, kind: int, block: ReportBlock) -> None:
-        self.peers[Role.PUBLISHER].heard(self.now)
+        self.peers[Role.PUBLISHER].heard(self.loop.now)
         sender = self.streams.senders[kind]
-        sender.read_rr(kind, block, self.now, sender.srs)
+        sender.read_rr(kind, block, self.loop.now, sender.srs)
 
     def _pub_remb(self, bps: float) -> None:
         self.sync(1)
-        self.peers[Role.PUBLISHER].heard(self.now)
+        self.peers[Role.PUBLISHER].heard(self.loop.now)
         self.streams.senders[VIDEO].remb = bps
         video = self.sources.get(VIDEO)
         if video is not None and isinstance(video.src, VideoSource):
@@ -417,24 +418,24 @@ class Pipeline:
     def _pub_sr(self, kind: int) -> None:
         """The publisher's sender report, to the subscriber."""
         sender = self.streams.senders[kind]
-        sr_id = self.now
+        sr_id = self.loop.now
         sender.sent_sr(sr_id)
         self._relay(Role.PUBLISHER, RTCP_SR, Tag.SUB_GOT_SR, kind, sr_id)
 
     def _sub_sr(self, kind: int, sr_id: float) -> None:
-        self.peers[Role.SUBSCRIBER].heard(self.now)
-        self.streams.sub_sr[kind] = (sr_id, self.now)
+        self.peers[Role.SUBSCRIBER].heard(self.loop.now)
+        self.streams.sub_sr[kind] = (sr_id, self.loop.now)
 
     def _sub_rr(self, kind: int) -> None:
         """The subscriber's receiver report about the ``kind`` stream, to the publisher."""
         self.sync(3)
-        block = self.streams.subscriber_rr(kind, self.streams.sub_stats[kind].snapshot(), self.now)
+        block = self.streams.subscriber_rr(kind, self.streams.sub_stats[kind].snapshot(), self.loop.now)
         if block is not None:
             self._relay(Role.SUBSCRIBER, RTCP_RR, Tag.PUB_GOT_RR, kind, block)
 
     def _sub_remb(self) -> None:
         self.sync(3)
-        estimate = self.streams.sub_est.update(self.now)
+        estimate = self.streams.sub_est.update(self.loop.now)
         if estimate is not None:
             self._relay(Role.SUBSCRIBER, RTCP_REMB, Tag.PUB_GOT_REMB, estimate)
         self.loop.after(REMB_INTERVAL, self._sub_remb, tag=Tag.SUB_REMB_TIMER)

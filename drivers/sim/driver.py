@@ -46,6 +46,7 @@ media differs). See docs/architecture.md#the-simulator.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 
@@ -198,12 +199,18 @@ class SimDriver:
         if self.stop_at is not None:
             loop.at(self.stop_at, self._observe, StopRequested(), tag=Tag.OBSERVE)
         tc: float | None = None
+        heap, pop = loop.heap, heapq.heappop
         # Stops right after the event that finished the core: nothing scheduled runs after that.
-        while not self.done and core.report is None:
-            if self._core_touched:  # the core's deadline only moves when the core is fed
+        while not self.done:
+            if self._core_touched:  # the core's report and deadline only change when it is fed
+                if core.report is not None:
+                    break
                 self._core_touched = False
                 tc = core.get_timer()
-            if loop.run_due(tc):
+            if heap and (tc is None or heap[0][0] <= tc):  # (EventLoop.run_due, inline: once per event)
+                t, _, fn, args, _ = pop(heap)
+                loop.now = t
+                fn(*args)
                 continue
             if tc is not None:
                 loop.now = tc
@@ -284,11 +291,11 @@ class SimDriver:
             return
         if not (pub.up and sub.up) or self.streams.sub_accept_at == math.inf:
             return
-        for p in self.loop.pending():
-            if p.tag is Tag.RETRY:
-                if not p.args[0].done:
+        for _, _, _, args, tag in self.loop.heap:  # (what EventLoop.pending yields, without the tuples)
+            if tag is Tag.RETRY:
+                if not args[0].done:
                     return
-            elif p.tag not in TAKEN_OVER and p.tag not in HARMLESS:
+            elif tag not in TAKEN_OVER and tag not in HARMLESS:
                 return
         self._enter_steady()
 
