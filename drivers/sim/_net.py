@@ -144,20 +144,27 @@ class EventLoop:
 
     def pending(self) -> Iterator[Pending]:
         """Everything scheduled, in no particular order."""
+        make = tuple.__new__  # (a NamedTuple's own __new__ is a Python function)
         for t, _, _, args, tag in self.heap:
-            yield Pending(t, tag, args)
+            yield make(Pending, (t, tag, args))
 
     def remove(self, where: Callable[[Pending], bool]) -> list[Pending]:
         """Unschedule the entries ``where`` selects; returns them in firing order."""
         kept: list[_Entry] = []
-        gone: list[_Entry] = []
+        gone: list[tuple[float, int, Pending]] = []
+        make = tuple.__new__
         for entry in self.heap:
-            t, _, _, args, tag = entry
-            (gone if where(Pending(t, tag, args)) else kept).append(entry)
+            t, order, _, args, tag = entry
+            p = make(Pending, (t, tag, args))
+            if where(p):
+                gone.append((t, order, p))
+            else:
+                kept.append(entry)
         if gone:
             heapq.heapify(kept)  # (time, order) keys are unique: the firing order is unchanged
             self.heap[:] = kept
-        return [Pending(t, tag, args) for t, _, _, args, tag in sorted(gone)]
+            gone.sort()  # (by time, then order: unique, so the Pendings are never compared)
+        return [p for _, _, p in gone]
 
 
 class Path:

@@ -179,6 +179,10 @@ class SimDriver:
         self.steady_at: float | None = None
         self._core_touched = True
         self._end_hint = math.inf  # when the last stats sample falls, once known
+        # The receiver's candidates and selected pair as the last sample had them, with what they
+        # were made from: (remote list, selected, its length, candidates, pair).
+        self._candidates: tuple[list[IceCandidateStats], tuple[IceCandidateStats, IceCandidateStats] | None, int,
+                                tuple[IceCandidateStats, ...], SelectedCandidatePair | None] | None = None
 
     @property
     def now(self) -> float:
@@ -228,9 +232,10 @@ class SimDriver:
     def _observe(self, obs: Observation) -> None:
         if self.done:
             return
+        now = self.loop.now
         if self.on_observation is not None:
-            self.on_observation(self.now, obs)
-        self.core.handle(obs, self.now)
+            self.on_observation(now, obs)
+        self.core.handle(obs, now)
         self._core_touched = True
         self._pump()
 
@@ -249,7 +254,7 @@ class SimDriver:
                 case OpenPeerConnections(relay_only=relay_only):
                     self.handshakes.open_peer_connections(relay_only)
                 case SampleStats(index=index, total=total):
-                    self._end_hint = self.now + (total - index) * self.config.sample_interval + 1e-6
+                    self._end_hint = self.loop.now + (total - index) * self.config.sample_interval + 1e-6
                     self._observe(StatsObserved(self._sample()))
                 case TearDown():
                     self.done = True
@@ -285,10 +290,9 @@ class SimDriver:
         checks due) or harmless."""
         if self.steady is not None or self.done or self.pipeline.busy or not self.pipeline.sources:
             return
-        pub, sub = self.pcs.get(Role.PUBLISHER), self.pcs.get(Role.SUBSCRIBER)
-        if pub is None or sub is None or not (self.early_batches or self.model.early_batches
-                                                   or self.streams.all_started):
+        if len(self.pcs) < 2 or not (self.early_batches or self.model.early_batches or self.streams.all_started):
             return
+        pub, sub = self.handshakes.sender, self.handshakes.receiver
         if not (pub.up and sub.up) or self.streams.sub_accept_at == math.inf:
             return
         for _, _, _, args, tag in self.loop.heap:  # (what EventLoop.pending yields, without the tuples)
@@ -302,7 +306,7 @@ class SimDriver:
     def _enter_steady(self) -> None:
         sources, turn_q, sub_q = self.pipeline.hand_over()
         self.handshakes.consent_in_loop = False
-        self.steady_at = self.now
+        self.steady_at = self.loop.now
         taken = [p for p in self.loop.remove(_dropped_at_the_switch) if p.tag in TAKEN_OVER]
         self.steady = SteadyState(
             self.loop, self.path, self.streams, self.handshakes, sources=sources, turn_q=turn_q,
@@ -322,14 +326,18 @@ class SimDriver:
             out, inb = self.steady.stream_stats()
         else:
             out, inb = self.pipeline.stream_stats()
-        # The receiving peer connection's view (Twilio reads both from it; drivers/aiortc/candidates.py).
-        sub = self.pcs.get(Role.SUBSCRIBER)
+        # The receiving peer connection's view (Twilio reads both from it; drivers/aiortc/candidates.py),
+        # made again only when it changed (the handshakes replace a peer's lists, never edit them).
         candidates: tuple[IceCandidateStats, ...] = ()
         pair = None
-        if sub is not None:
-            candidates = (*sub.local, *sub.remote)
-            if sub.selected is not None:
-                pair = SelectedCandidatePair(*sub.selected)
+        if len(self.pcs) == 2:
+            sub = self.handshakes.receiver
+            view = self._candidates
+            if view is None or view[0] is not sub.remote or view[1] is not sub.selected or view[2] != len(sub.remote):
+                selected = None if sub.selected is None else SelectedCandidatePair(*sub.selected)
+                view = self._candidates = (sub.remote, sub.selected, len(sub.remote), (*sub.local, *sub.remote),
+                                           selected)
+            candidates, pair = view[3], view[4]
         return StatsSample(
             audio_out=out.get(AUDIO), video_out=out.get(VIDEO), audio_in=inb.get(AUDIO), video_in=inb.get(VIDEO),
             # aiortc has no candidate-pair stats (docs/references.md#aiortc-and-aioice)
