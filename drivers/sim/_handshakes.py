@@ -149,7 +149,8 @@ class Peer:
 
     def heard(self, t: float) -> None:
         """This peer received something at ``t``."""
-        self.last_rx = max(self.last_rx, t)
+        if t > self.last_rx:
+            self.last_rx = t
 
 
 class Handshakes:

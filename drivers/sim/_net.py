@@ -243,6 +243,8 @@ class Transaction:
     :meth:`succeed`. After the last try, ``on_timeout`` runs one more RTO later.
     """
 
+    __slots__ = ("_on_success", "_on_timeout", "_transmit", "done", "loop", "rto", "tries", "tries_left")
+
     def __init__(self, loop: EventLoop, transmit: Callable[[Transaction], None],
                  on_success: Callable[[], None], on_timeout: Callable[[], None] | None = None, *,
                  rto: float = STUN_RTO, retransmissions: int = STUN_RETRANSMISSIONS) -> None:

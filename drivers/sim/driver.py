@@ -98,6 +98,8 @@ def _dropped_at_the_switch(p: Pending) -> bool:
             or (p.tag is Tag.RETRY and p.args[0].done))
 
 
+_FINAL = (Completed, Failed)  # (a tuple: ``Completed | Failed`` would build a union at every check)
+
 STREAMS = 5  # random streams spawned from the seed: links, media, RTCP, consent, addresses
 
 
@@ -245,7 +247,10 @@ class SimDriver:
             action = core.next_action()
             if action is None:
                 break
-            match action:
+            match action:  # (the most frequent first: one class check per case)
+                case SampleStats(index=index, total=total):
+                    self._end_hint = self.loop.now + (total - index) * self.config.sample_interval + 1e-6
+                    self._observe(StatsObserved(self._sample()))
                 case AcquireMedia(media=media):
                     # Synthetic tracks cost no simulated time.
                     self._observe(MediaAcquired(media.kinds))
@@ -253,16 +258,13 @@ class SimDriver:
                     self.handshakes.connect_signaling()
                 case OpenPeerConnections(relay_only=relay_only):
                     self.handshakes.open_peer_connections(relay_only)
-                case SampleStats(index=index, total=total):
-                    self._end_hint = self.loop.now + (total - index) * self.config.sample_interval + 1e-6
-                    self._observe(StatsObserved(self._sample()))
                 case TearDown():
                     self.done = True
         while (event := core.next_event()) is not None:
             self.events.append(event)
             if self.on_event is not None:
                 self.on_event(event)
-            if isinstance(event, Completed | Failed):
+            if isinstance(event, _FINAL):
                 self.done = True
 
     # --- between the parts -------------------------------------------------------------------------
