@@ -212,7 +212,12 @@ class Seeds(ISpawnableSeedSequence):
         return [self._child(i) for i in range(first, first + n_children)]
 
 
+def generator(seeds: Seeds) -> np.random.Generator:
+    """``np.random.default_rng(seeds)``."""
+    # (A BitGenerator takes any ISeedSequence; numpy's stubs only name SeedSequence.)
+    return np.random.Generator(np.random.PCG64(cast(Any, seeds)))
+
+
 def generators(seed: int, n: int) -> list[np.random.Generator]:
     """``np.random.default_rng(seed).spawn(n)``: the same generators, drawing the same numbers."""
-    # (A BitGenerator takes any ISeedSequence; numpy's stubs only name SeedSequence.)
-    return [np.random.Generator(np.random.PCG64(cast(Any, s))) for s in Seeds(seed).spawn(n)]
+    return [generator(s) for s in Seeds(seed).spawn(n)]

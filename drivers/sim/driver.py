@@ -83,7 +83,7 @@ from ._libwebrtc import LIBWEBRTC, MODELS, NackRtx
 from ._media import AUDIO, KIND_NAMES, VIDEO
 from ._net import DOWN, UP, EventLoop, PacketRecord, Path, Pending, Tag
 from ._pipeline import Pipeline
-from ._seeds import generators
+from ._seeds import Seeds, generator
 from ._steady import TAKEN_OVER, SteadyState
 from ._streams import Streams
 
@@ -101,6 +101,22 @@ def _dropped_at_the_switch(p: Pending) -> bool:
 _FINAL = (Completed, Failed)  # (a tuple: ``Completed | Failed`` would build a union at every check)
 
 STREAMS = 5  # random streams spawned from the seed: links, media, RTCP, consent, addresses
+
+
+# The ports are all their stream ever draws, so a function of the seed: kept per process, as the
+# seeding is (._seeds), and drawn again only for a seed not seen before (bounded).
+_PORTS: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+
+
+def _ports(addr: Seeds) -> list[int]:
+    """The six ports a run's addresses take, from the address stream ``addr``."""
+    key = (addr.entropy, addr.spawn_key)
+    known = _PORTS.get(key)
+    if known is None:
+        if len(_PORTS) >= 1024:
+            _PORTS.clear()
+        known = _PORTS[key] = generator(addr).integers(49152, 65536, size=6).tolist()
+    return list(known)
 
 
 def link_seed(seed: int) -> np.random.SeedSequence:
@@ -144,7 +160,8 @@ class SimDriver:
         self.scenario = scenario
         self.seed = seed
         # default_rng(seed).spawn(STREAMS), seeded at a third of numpy's cost (the same draws: ._seeds)
-        link_rng, media_rng, self._rtcp_rng, consent_rng, addr_rng = generators(seed, STREAMS)
+        link_s, media_s, rtcp_s, consent_s, addr_s = Seeds(seed).spawn(STREAMS)
+        link_rng, media_rng, self._rtcp_rng, consent_rng = map(generator, (link_s, media_s, rtcp_s, consent_s))
         uplink, downlink = scenario.build_links(link_rng)
         self.path = Path(uplink, downlink, log=packet_log)
         self.loop = EventLoop()
@@ -174,7 +191,7 @@ class SimDriver:
         # media up to now) directly: one call less per control packet.
         self.handshakes = Handshakes(
             self.loop, self.pipeline.send, self._observe,
-            ports=addr_rng.integers(49152, 65536, size=6).tolist(),
+            ports=_ports(addr_s),
             tracks=self.config.media.kinds, consent_rng=consent_rng, sender_up=self._sender_up,
             receiver_up=self._receiver_up, progress=self._maybe_steady, last_heard=self._last_heard, pcs=self.pcs)
         self.steady: SteadyState | None = None
