@@ -105,9 +105,16 @@ class _Flight:
         self.min = math.inf  # earliest arrival still queued
         self.reorder = reorder  # the link may deliver out of order: sort on the way in
 
-    def arrive(self, sent: list[Rec], arrival: list[float]) -> None:
-        """Queue what a link delivered of ``sent`` (``arrival``: NaN where it dropped a packet)."""
-        got = [(a, *r[1:]) for r, a in zip(sent, arrival, strict=True) if a == a]
+    def arrive(self, sent: list[Rec], arrival: list[float], resize: int = 0) -> None:
+        """Queue what a link delivered of ``sent`` (``arrival``: NaN where it dropped a packet),
+        ``resize`` bytes larger on this leg (TURN's reframing)."""
+        # (each record made once, field by field: cheaper than unpacking a slice)
+        if resize:
+            got = [(a, r[1] + resize, r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+                   for r, a in zip(sent, arrival, strict=True) if a == a]
+        else:
+            got = [(a, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+                   for r, a in zip(sent, arrival, strict=True) if a == a]
         if not got:
             return
         reorder = self.reorder
@@ -325,9 +332,10 @@ class Pipeline:
             resize = self._resize
             if resize is None:  # (both peers exist once media flows; their framing never changes)
                 resize = self._resize = self.peers[Role.SUBSCRIBER].extra - self.peers[Role.PUBLISHER].extra
-            if resize:  # ChannelData framing differs between the two legs
-                fwd = [(r[_T], r[_SIZE] + resize, *r[2:]) for r in fwd]
-            self.sub_q.arrive(fwd, self.path.send_few(DOWN, [r[_T] for r in fwd], [r[_SIZE] for r in fwd]))
+            # ChannelData framing differs between the two legs: the records take the downlink's
+            # size where they arrive (one new record each, as every arrival makes anyway).
+            sizes = [r[_SIZE] + resize for r in fwd] if resize else [r[_SIZE] for r in fwd]
+            self.sub_q.arrive(fwd, self.path.send_few(DOWN, [r[_T] for r in fwd], sizes), resize)
 
     def _subscriber_arrivals(self, t: float) -> None:
         streams = self.streams
