@@ -163,7 +163,7 @@ class Handshakes:
     """
 
     # The two peer connections (also in ``pcs``), once open_peer_connections made them: attributes,
-    # not lookups by Role (an Enum hashes in Python).
+    # not dict lookups by Role on every use.
     sender: Peer
     receiver: Peer
 
