@@ -212,7 +212,10 @@ class Path:
             out: list[float] = self.send_media(direction, np.array(t), np.array(size, dtype=np.int64), kind).tolist()
             return out
         send, nan = self.links[direction].send, math.nan
-        out = [nan if (d := send(ti, si)) is None else d for ti, si in zip(t, size, strict=True)]
+        if n == 1:  # (the usual case: a packet at a time)
+            out = [nan if (d := send(t[0], size[0])) is None else d]
+        else:
+            out = [nan if (d := send(ti, si)) is None else d for ti, si in zip(t, size, strict=True)]
         self.packets += n
         if self._log is not None:
             log = self._log
@@ -272,7 +275,8 @@ class Transaction:
         self.tries_left -= 1
         self.tries += 1
         self._transmit(self)
-        self.loop.after(self.rto, Transaction._retry, self, tag=Tag.RETRY)
+        loop = self.loop
+        loop.push(loop.now + self.rto, Transaction._retry, (self,), Tag.RETRY)  # (loop.after's entry)
         self.rto *= 2
 
     def succeed(self) -> None:

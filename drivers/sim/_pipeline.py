@@ -370,13 +370,22 @@ class Pipeline:
 
     def _fine_next(self) -> None:
         """Until media started, the next moment anything in the pipeline happens is an event."""
-        nxt = min(self._src_next, self.turn_q.min, self.sub_q.min)
-        if nxt > self.loop.now and nxt < self._fine_at:
+        # (min of the three, by comparisons: this runs after every sync until media started)
+        nxt = self._src_next
+        if (q := self.turn_q.min) < nxt:
+            nxt = q
+        if (q := self.sub_q.min) < nxt:
+            nxt = q
+        if self.loop.now < nxt < self._fine_at:
             self._fine_at = nxt
-            self.loop.at(nxt, self._fine_tick, tag=Tag.FINE_TICK)
+            self.loop.push(nxt, self._fine_tick, (), Tag.FINE_TICK)
 
     def _sources_moved(self) -> None:
-        self._src_next = min([la.next_send for la in self.sources.values()], default=math.inf)
+        nxt = math.inf
+        for la in self.sources.values():
+            if la.next_send < nxt:
+                nxt = la.next_send
+        self._src_next = nxt
 
     def _fine_tick(self) -> None:
         if self.loop.now >= self._fine_at:
