@@ -104,6 +104,16 @@ from ._wire import (
     priority,
 )
 
+
+def _gone(*_: object) -> None:
+    """What a callback becomes after the run (nothing may call it then)."""
+    raise AssertionError("called after the run")
+
+
+def _gone_float(*_: object) -> float:
+    raise AssertionError("called after the run")
+
+
 # The receiver's one transport (max-bundle), as the aiortc driver names it in the report.
 TRANSPORT_ID = "subscriber"
 
@@ -140,7 +150,6 @@ class Peer:
         self.consent_at = math.inf  # the next consent check, once scheduled
         self.disconnected = False
         self.last_rx = 0.0  # the latest RTCP/STUN it received (media is counted by the pipeline)
-        self.other = self  # the other peer connection (itself until both exist)
 
     @property
     def up(self) -> bool:
@@ -197,6 +206,21 @@ class Handshakes:
     @property
     def now(self) -> float:
         return self.loop.now
+
+    def other(self, peer: Peer) -> Peer:
+        return self.receiver if peer is self.sender else self.sender
+
+    def release(self) -> None:
+        """After the run: let go of the driver's callbacks, and of every ICE check and DTLS
+        flight (done by then; their callbacks refer back here). See ``SimDriver._release``."""
+        self._observe = self._sender_up = self._receiver_up = self._progress = _gone
+        self._last_heard = _gone_float
+        for peer in self.pcs.values():
+            for tx in peer.checks:
+                tx.cancel()
+        for flight in (self._f1, self._f2, self._f3):
+            if flight is not None:
+                flight.cancel()
 
     # --- signaling: TCP + WebSocket ----------------------------------------------------------------
 
@@ -264,7 +288,6 @@ class Handshakes:
                                   relay_protocol="udp")
         self.sender = self.pcs[Role.PUBLISHER] = Peer(Role.PUBLISHER, [sender_relay], relay_only=True)
         self.receiver = self.pcs[Role.SUBSCRIBER] = Peer(Role.SUBSCRIBER, [host, relay], relay_only=False)
-        self.sender.other, self.receiver.other = self.receiver, self.sender
         self._allocate(self._offer_taken)  # the sender gathers in setLocalDescription(offer)
 
     def _allocate(self, then: Callable[[], None]) -> None:
@@ -322,7 +345,8 @@ class Handshakes:
         if not through:
             self._send(UP, size + src.extra, kind)
             return
-        self._send(UP, size + src.extra, kind, self._turn_forward, self.loop.now, src.other, size, kind, then, args)
+        dst = self.other(src)
+        self._send(UP, size + src.extra, kind, self._turn_forward, self.loop.now, dst, size, kind, then, args)
 
     def _turn_forward(self, up_sent: float, dst: Peer, size: int, kind: str, then: Callable[..., None] | None,
                       args: tuple[Any, ...]) -> None:
@@ -333,7 +357,7 @@ class Handshakes:
                   through: bool = True, rto: float = STUN_RTO, retransmissions: int = STUN_RETRANSMISSIONS
                   ) -> Transaction:
         """A STUN transaction from ``src`` to the other peer and back, both ways through TURN."""
-        dst = src.other
+        dst = self.other(src)
 
         def transmit(tx: Transaction) -> None:
             self._p2p(src, req, "stun", answer, tx, through=through)

@@ -239,6 +239,10 @@ class Path:
         return rows
 
 
+def _nothing(*_: object) -> None:
+    pass
+
+
 class Transaction:
     """A request retransmitted until answered: aioice's STUN timer by default, TCP's when asked.
 
@@ -271,6 +275,7 @@ class Transaction:
             self.done = True
             if self._on_timeout is not None:
                 self._on_timeout()
+            self._let_go()
             return
         self.tries_left -= 1
         self.tries += 1
@@ -283,6 +288,14 @@ class Transaction:
         if not self.done:
             self.done = True
             self._on_success()
+            self._let_go()
 
     def cancel(self) -> None:
         self.done = True
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Done: nothing is sent or called any more. The callbacks (closures over their owner,
+        which often keeps the transaction) go, so that no reference cycle outlives the run."""
+        self._transmit = self._on_success = _nothing
+        self._on_timeout = None

@@ -46,6 +46,11 @@ assert PACKET.names == ("t", "size", "payload", "kind", "seq", "ts", "frame", "k
 _t = itemgetter(_T)
 
 
+def _gone(*_: object) -> None:
+    """What a callback becomes after the run (nothing may call it then)."""
+    raise AssertionError("called after the run")
+
+
 def _array(recs: list[Rec]) -> NDArray[np.void]:
     # (np.array leaves PACKET's padding bytes as they were in memory; filling zeroed records
     # converts the tuples the same way and costs the same)
@@ -223,6 +228,12 @@ class Pipeline:
     def _forward(self, up_sent: float, size: int, kind: str, arrival: Tag, *args: Any) -> None:
         """TURN forwards a packet from one peer to the other (``Tag.AT_TURN``'s callback)."""
         self.send(DOWN, size, kind, self._arrivals[arrival], *args, tag=arrival, up_sent=up_sent)
+
+    def release(self) -> None:
+        """After the run: let go of the driver's callbacks and of its own handlers (see
+        ``SimDriver._release``)."""
+        self._arrivals.clear()
+        self._started = self._progress = _gone
 
     def hand_over(self) -> tuple[dict[int, AudioSource | VideoSource], Queue, Queue]:
         """Bring everything up to now and stop: the steady state takes the sources and the two
