@@ -15,6 +15,7 @@ of the seeds it has seen (bounded): runs with a seed seen before skip the arithm
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final, TypeVar, cast
 
 import numpy as np
@@ -67,9 +68,9 @@ def _words(n: int) -> list[int]:
     return out
 
 
-def _mix_in(pool: list[int], pos: int, words: list[int]) -> int:
-    """Mix each of ``words`` into every pool word (in place), the entropy hash having run
-    ``pos`` times before; how many times after. (Unrolled over the 4 pool words.)"""
+def _mix_in(pool: Sequence[int], pos: int, words: list[int]) -> tuple[tuple[int, ...], int]:
+    """``pool`` with each of ``words`` mixed into every pool word, the entropy hash having run
+    ``pos`` times before, and how many times it ran after. (Unrolled over the 4 pool words.)"""
     c = _in_constants(pos + 4 * len(words))
     m, lm, rm = _MASK, _MIX_L, _MIX_R
     p0, p1, p2, p3 = pool
@@ -91,8 +92,7 @@ def _mix_in(pool: list[int], pos: int, words: list[int]) -> int:
         r = (lm * p3 - rm * (v ^ (v >> 16))) & m
         p3 = r ^ (r >> 16)
         pos += 4
-    pool[:] = (p0, p1, p2, p3)
-    return pos
+    return (p0, p1, p2, p3), pos
 
 
 def _prefix(seed: list[int]) -> list[int]:
@@ -146,16 +146,14 @@ class Seeds(ISpawnableSeedSequence):
     after another, so a child carries on from its parent's pool with only its own number."""
 
     def __init__(self, entropy: int, spawn_key: tuple[int, ...] = ()) -> None:
-        key = (entropy, spawn_key)
+        self._key = key = (entropy, spawn_key)
         known = _POOLS.get(key)
         if known is None:
             seed = _words(entropy)
-            pool = _prefix(seed)
             tail = seed[_POOL:]
             for k in spawn_key:
                 tail += _words(k)
-            pos = _mix_in(pool, _PREFIX, tail)
-            known = _remember(_POOLS, key, (tuple(pool), pos))
+            known = _remember(_POOLS, key, _mix_in(_prefix(seed), _PREFIX, tail))
         self.pool, self._pos = known
         self.entropy = entropy
         self.spawn_key = spawn_key
@@ -165,12 +163,13 @@ class Seeds(ISpawnableSeedSequence):
         child = Seeds.__new__(Seeds)
         child.entropy = self.entropy
         child.spawn_key = spawn_key = (*self.spawn_key, i)
-        key = (self.entropy, spawn_key)
+        child._key = key = (self.entropy, spawn_key)
         known = _POOLS.get(key)
         if known is None:
-            pool = list(self.pool)
-            pos = _mix_in(pool, self._pos, _words(i))
-            known = _remember(_POOLS, key, (tuple(pool), pos))
+            known = _mix_in(self.pool, self._pos, _words(i))
+            if len(_POOLS) >= _MEMO_MAX:  # (_remember, inline: a run makes a dozen children)
+                _POOLS.clear()
+            _POOLS[key] = known
         child.pool, child._pos = known
         child.n_children_spawned = 0
         return child
@@ -178,7 +177,7 @@ class Seeds(ISpawnableSeedSequence):
     def generate_state(self, n_words: int, dtype: Any = np.uint32) -> NDArray[Any]:
         wide = dtype is np.uint64 or np.dtype(dtype) == np.uint64
         if wide and n_words == 4:  # what a PCG64 asks for, unrolled
-            known = _PCG64_WORDS.get((self.entropy, self.spawn_key))
+            known = _PCG64_WORDS.get(self._key)
             if known is not None:
                 return known.copy()
             m = _MASK
@@ -189,7 +188,10 @@ class Seeds(ISpawnableSeedSequence):
             w = [v ^ (v >> 16) for v in w]
             words = np.array([w[0] | w[1] << 32, w[2] | w[3] << 32, w[4] | w[5] << 32, w[6] | w[7] << 32],
                              dtype=np.uint64)
-            return _remember(_PCG64_WORDS, (self.entropy, self.spawn_key), words).copy()
+            if len(_PCG64_WORDS) >= _MEMO_MAX:  # (_remember, inline)
+                _PCG64_WORDS.clear()
+            _PCG64_WORDS[self._key] = words
+            return words.copy()
         if not wide and np.dtype(dtype) != np.uint32:
             raise ValueError("only support uint32 or uint64")
         n = 2 * n_words if wide else n_words
