@@ -51,7 +51,7 @@ from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 
 from ._handshakes import Handshakes, Peer
 from ._libwebrtc import NackRtx
-from ._media import AUDIO, F64, I64, REMB_INTERVAL, VIDEO, AudioSource, Packets, VideoSource, join
+from ._media import AUDIO, F64, I64, REMB_INTERVAL, VIDEO, AudioSource, Packets, RembEstimator, VideoSource, join
 from ._net import DOWN, UP, EventLoop, Path, Pending, Tag
 from ._rtcp import RTCP_MIN, RTCP_SPAN, SR_HISTORY, ReportBlock, next_pli_at
 from ._streams import Queue, Streams, inbound
@@ -132,6 +132,10 @@ def _arrived(control: list[_Control], arrival: list[float]) -> None:
             check.in_flight = False
 
 
+def _first(x: tuple[float, _Rr]) -> float:
+    return x[0]
+
+
 # Inboxes: heaps of (arrival, order, ...) — order breaks ties in the order things were sent.
 _PubIn = tuple[float, int, _Rr | _Remb | None]  # RR, REMB or PLI (None) at the publisher
 _SrInbox = tuple[float, int, int, float]  # (arrival, _, kind, SR id) at the subscriber
@@ -182,6 +186,8 @@ class SteadyState:
         self.sub_q = sub_q
         self._multi = len(kinds) > 1
         self._video = VIDEO in kinds
+        # (the REMB estimator works from the timeline's sums: its batch_arrived does nothing)
+        self._per_packet_est = self._video and type(streams.sub_est).batch_arrived is not RembEstimator.batch_arrived
         self.sub_tl = {k: Timeline(streams.sub_stats[k], streams.sub_est if k == VIDEO else None,
                                    own_timestamps=k == AUDIO) for k in kinds}
         self.sr_times = {k: list(s.srs) for k, s in streams.senders.items()}
@@ -319,10 +325,12 @@ class SteadyState:
             check.answered = True  # (a timeout already due at this moment must not fail it first)
             self.loop.at(t, self._consent_answered, check, tag=Tag.CONSENT_OUTCOME)
 
-    def _fires(self, key: tuple[Tag, int], until: float) -> list[float]:
+    def _fires(self, key: tuple[Tag, int], until: float) -> Sequence[float]:
         """The RTCP timer's fire times before ``until`` (aiortc: every 0.5-1.5 s)."""
-        out = []
         t = self.rtcp_next.get(key, math.inf)
+        if t >= until:  # (the usual answer for one of the four timers)
+            return ()
+        out: list[float] = []
         while t < until:
             out.append(t)
             # report_delay's draw, but added term by term: ``now + delay`` in the event loop rounds
@@ -353,14 +361,17 @@ class SteadyState:
         # The subscriber: its arrivals of the interval, then what its RRs and REMBs said.
         started = streams.playout.started
         got = self.sub_q.pop_until(until, streams.sub_accept_at)
-        if self._video:
+        if self._per_packet_est:
             streams.sub_est.batch_arrived(got.a, streams.senders[VIDEO].rtt)
         split = self._split(got)
         counted = [mine if kind != VIDEO or self.nack is None else self.nack.originals(mine) for kind, mine in split]
         # Both streams' timelines in shared array operations when they can (the records sorted
-        # by stream, and no retransmission to leave out of the video), else one by one.
-        if not (len(split) == 2 and counted[1] is split[1][1]
-                and extend_pair(self.sub_tl[AUDIO], self.sub_tl[VIDEO], self._by_kind, len(split[0][1]))):
+        # by stream; the video without its retransmissions joined back on when it had any: one
+        # copy, cheaper than extending each stream on its own), else one by one.
+        if not (len(split) == 2 and len(counted[1])
+                and extend_pair(self.sub_tl[AUDIO], self.sub_tl[VIDEO],
+                                self._by_kind if counted[1] is split[1][1] else join([split[0][1], counted[1]]),
+                                len(split[0][1]))):
             for (kind, _), c in zip(split, counted, strict=True):
                 self.sub_tl[kind].extend(c["t"], c["seq"], c["ts"], c["payload"], c["sent"], c["size"])
         for kind, mine in split:
@@ -374,7 +385,8 @@ class SteadyState:
             if kind not in started:
                 self._not_started_yet(kind, Packets(mine))
         if rrs:
-            rrs.sort(key=lambda x: x[0])
+            if len(rrs) > 1:
+                rrs.sort(key=_first)
             sr_in = self.sub_sr_in
             for t, rr in rrs:
                 while sr_in and sr_in[0][0] <= t:
