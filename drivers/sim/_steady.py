@@ -235,19 +235,27 @@ class SteadyState:
 
     def catch_up(self) -> None:
         """The publisher reads the RTCP that reached it by now (RR: rtt, loss, jitter; REMB)."""
+        pub_in = self.pub_in
+        now = self.loop.now
+        if not pub_in or pub_in[0][0] > now:
+            return
         pub = self._pub
         senders = self.streams.senders
-        now = self.loop.now
-        while self.pub_in and self.pub_in[0][0] <= now:
-            a, _, msg = heapq.heappop(self.pub_in)
-            pub.heard(a)
+        last = pub.last_rx  # (Peer.heard inline: the latest of its arrivals)
+        while pub_in and pub_in[0][0] <= now:
+            a, _, msg = heapq.heappop(pub_in)
+            if a > last:
+                last = a
             if isinstance(msg, _Rr):
-                if msg.block is not None:
-                    sent = self.sr_times[msg.kind]
+                block = msg.block
+                if block is not None:
+                    kind = msg.kind
+                    sent = self.sr_times[kind]
                     i = bisect.bisect_right(sent, a)  # the SRs sent by then, the last SR_HISTORY of them
-                    senders[msg.kind].read_rr(msg.kind, msg.block, a, sent[max(0, i - SR_HISTORY):i])
+                    senders[kind].read_rr(kind, block, a, sent[i - SR_HISTORY if i > SR_HISTORY else 0 : i])
             elif msg is not None and msg.bps is not None:
                 senders[VIDEO].remb = msg.bps
+        pub.last_rx = last
 
     def last_heard(self, peer: Peer) -> float:
         """When ``peer`` last received anything."""
@@ -260,13 +268,15 @@ class SteadyState:
     def stream_stats(self) -> tuple[dict[int, OutboundStats], dict[int, InboundStats | None]]:
         """getStats' outbound (publisher) and inbound (subscriber) entries per stream, now."""
         self.catch_up()
+        now = self.loop.now
+        senders, logs, tls = self.streams.senders, self.send_log, self.sub_tl
         out: dict[int, OutboundStats] = {}
         inb: dict[int, InboundStats | None] = {}
         for kind in self.streams.kinds:
-            s = self.streams.senders[kind]
-            s.packets, s.bytes = self.send_log[kind].at(self.now)
+            s = senders[kind]
+            s.packets, s.bytes = logs[kind].at(now)
             out[kind] = s.outbound(kind)
-            inb[kind] = inbound(self.sub_tl[kind].at(self.now), kind)
+            inb[kind] = inbound(tls[kind].at(now), kind)
         return out, inb
 
     # --- inboxes ---------------------------------------------------------------------------------------
