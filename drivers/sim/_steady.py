@@ -107,27 +107,29 @@ class _ConsentCheck:
             self.in_flight = False
 
 
-# One control packet of an interval on one link: send time, size, name in the packet log, what
-# happens where it arrives given the arrival time (None: nothing the simulation reads), and the
-# consent check it carries (lost with it).
-_Control = tuple[float, int, str, Callable[[float], None] | None, _ConsentCheck | None]
-# One on its way up to TURN (planned by the interval that sends it): the same, and its size on
-# the downlink.
-_Up = tuple[float, int, str, Callable[[float], None], _ConsentCheck | None, int]
+# What happens where a control packet arrives: ``handler(arg, arrival time)`` (a method and its
+# argument, kept apart: cheaper than a partial per packet).
+_Handler = Callable[[Any, float], None]
+# One control packet on its way up to TURN (planned by the interval that sends it): send time,
+# size on the uplink, name in the packet log, handler and its argument, the consent check it
+# carries (lost with it), size on the downlink.
+_Up = tuple[float, int, str, _Handler, Any, _ConsentCheck | None, int]
+# The same at TURN, to go down: (arrival at TURN, _, downlink size, name, handler, its argument,
+# the check, when it went up).
+_AtTurn = tuple[float, int, int, str, _Handler, Any, _ConsentCheck | None, float]
 
 
-def _kinds(n_media: int, control: Sequence[_Control | _Up], order: I64) -> list[str]:
-    """The packet log's names of a batch, in send order."""
-    every = ["rtp"] * n_media + [x[2] for x in control]
+def _kinds(n_media: int, control: Sequence[_Up | _AtTurn], name: int, order: I64) -> list[str]:
+    """The packet log's names of a batch, in send order (``name``: where the control packets' is)."""
+    every = ["rtp"] * n_media + [x[name] for x in control]
     return [every[i] for i in order.tolist()]
 
 
-def _arrived(control: list[_Control], arrival: list[float]) -> None:
+def _arrived(control: list[_AtTurn], arrival: list[float]) -> None:
     """Run each delivered control packet's handler with its arrival time, in send order."""
-    for a, (_, _, _, then, check) in zip(arrival, control, strict=True):
+    for a, (_, _, _, _, then, arg, check, _) in zip(arrival, control, strict=True):
         if a == a:  # (NaN: dropped)
-            if then is not None:
-                then(a)
+            then(arg, a)
         elif check is not None:
             check.in_flight = False
 
@@ -139,9 +141,6 @@ def _first(x: tuple[float, _Rr]) -> float:
 # Inboxes: heaps of (arrival, order, ...) — order breaks ties in the order things were sent.
 _PubIn = tuple[float, int, _Rr | _Remb | None]  # RR, REMB or PLI (None) at the publisher
 _SrInbox = tuple[float, int, int, float]  # (arrival, _, kind, SR id) at the subscriber
-# (arrival at TURN, _, downlink size, kind, what happens where it arrives, the check it carries,
-# when it went up)
-_AtTurn = tuple[float, int, int, str, Callable[[float], None] | None, _ConsentCheck | None, float]
 _Answer = tuple[float, int, _ConsentCheck]  # a consent check's answer, due at the other peer
 
 
@@ -210,9 +209,10 @@ class SteadyState:
                 self.sub_remb_next = t
             elif tag is Tag.AT_TURN:
                 up_sent, size, kind, arrival, *args = a
-                self._to_turn(size, kind, self._arrival(arrival, tuple(args)), None, up_sent, t)
+                self._to_turn(size, kind, *self._arrival(arrival, tuple(args)), None, up_sent, t)
             elif tag in ARRIVALS:
-                self._arrival(tag, a)(t)
+                then, arg = self._arrival(tag, a)
+                then(arg, t)
             elif tag is Tag.CONSENT:
                 a[0].consent_at = t
 
@@ -220,16 +220,16 @@ class SteadyState:
     def now(self) -> float:
         return self.loop.now
 
-    def _arrival(self, tag: Tag, args: tuple[Any, ...]) -> Callable[[float], None]:
-        """What an event-loop arrival of ``tag`` does, as a function of its arrival time."""
+    def _arrival(self, tag: Tag, args: tuple[Any, ...]) -> tuple[_Handler, Any]:
+        """What an event-loop arrival of ``tag`` does: a handler and its argument."""
         if tag is Tag.SUB_GOT_SR:
-            return partial(self._sr_at_sub, *args)
+            return self._sr_at_sub, args
         if tag is Tag.PUB_GOT_RR:
-            return partial(self._at_pub, _Rr(*args))
+            return self._at_pub, _Rr(*args)
         if tag is Tag.PUB_GOT_REMB:
-            return partial(self._at_pub, _Remb(*args))
+            return self._at_pub, _Remb(*args)
         assert tag is Tag.PUB_GOT_PLI
-        return partial(self._at_pub, None)
+        return self._at_pub, None
 
     # --- what the client knows ---------------------------------------------------------------------
 
@@ -281,7 +281,7 @@ class SteadyState:
 
     # --- inboxes ---------------------------------------------------------------------------------------
 
-    # (each takes the arrival time last, so that a packet's fate can be a partial of one)
+    # (each a _Handler: its argument, then the arrival time)
 
     def _at_pub(self, msg: _Rr | _Remb | None, t: float) -> None:
         """An RR, a REMB or a PLI (None) reached the publisher at ``t``."""
@@ -290,37 +290,42 @@ class SteadyState:
         if not isinstance(msg, _Rr):  # the encoder follows REMBs and PLIs
             bisect.insort(self.fb_at, (t, self._seq, msg))
 
-    def _sr_at_sub(self, kind: int, sr_id: float, t: float) -> None:
+    def _sr_at_sub(self, sr: tuple[int, float], t: float) -> None:
+        """An SR (stream, SR id) reached the subscriber at ``t``."""
         self._seq += 1
-        heapq.heappush(self.sub_sr_in, (t, self._seq, kind, sr_id))
+        heapq.heappush(self.sub_sr_in, (t, self._seq, *sr))
 
-    def _to_turn(self, size: int, kind: str, then: Callable[[float], None] | None, check: _ConsentCheck | None,
+    def _to_turn(self, size: int, kind: str, then: _Handler, arg: Any, check: _ConsentCheck | None,
                  up_sent: float, t: float) -> None:
         """A packet from one peer to the other (sent up at ``up_sent``) reached TURN at ``t``: it
         goes down as ``size`` bytes."""
         if check is not None:
             check.passes(t)
         self._seq += 1
-        heapq.heappush(self.turn_in, (t, self._seq, size, kind, then, check, up_sent))
+        heapq.heappush(self.turn_in, (t, self._seq, size, kind, then, arg, check, up_sent))
 
-    def _via_turn(self, t: float, size: int, src: Peer, dst: Peer, kind: str, then: Callable[[float], None],
+    @staticmethod
+    def _via_turn(t: float, size: int, src: Peer, dst: Peer, kind: str, then: _Handler, arg: Any,
                   check: _ConsentCheck | None = None) -> _Up:
         """A packet ``src`` sends ``dst`` at ``t``: ``size`` bytes plus each leg's framing, up to
-        TURN, then down (planned with the interval TURN gets it in); ``then`` runs where it arrives."""
-        return (t, size + src.extra, kind, then, check, size + dst.extra)
+        TURN, then down (planned with the interval TURN gets it in); ``then(arg, t)`` runs where it
+        arrives."""
+        return (t, size + src.extra, kind, then, arg, check, size + dst.extra)
 
     def _at_turn(self, control: list[_Up], arrival: list[float]) -> None:
         """The uplink's control packets reached TURN at ``arrival`` (NaN: lost), in the order of
         ``control``: each joins what TURN forwards (:meth:`_to_turn`, inline)."""
         turn_in = self.turn_in
-        for a, (t, _, kind, then, check, size) in zip(arrival, control, strict=True):
+        seq = self._seq
+        for a, (t, _, kind, then, arg, check, size) in zip(arrival, control, strict=True):
             if a == a:
                 if check is not None:
                     check.passes(a)
-                self._seq += 1
-                heapq.heappush(turn_in, (a, self._seq, size, kind, then, check, t))
+                seq += 1
+                heapq.heappush(turn_in, (a, seq, size, kind, then, arg, check, t))
             elif check is not None:
                 check.in_flight = False
+        self._seq = seq
 
     def _check_arrived(self, check: _ConsentCheck, t: float) -> None:
         """A consent check reached the other peer, which answers at once (with the next interval)."""
@@ -476,13 +481,13 @@ class SteadyState:
         rembs: list[tuple[float, _Remb]] = []
         for kind in streams.kinds:
             for t in self._fires((Tag.PUB_SR, kind), end):
-                control.append(via(t, RTCP_SR, pub, sub, "rtcp", partial(self._sr_at_sub, kind, t)))
+                control.append(via(t, RTCP_SR, pub, sub, "rtcp", self._sr_at_sub, (kind, t)))
                 self.sr_times[kind].append(t)
             for t in self._fires((Tag.SUB_RR, kind), end):
                 if streams.sub_stats[kind].base_seq is not None:  # (as of the interval's start)
                     rr = _Rr(kind)
                     rrs.append((t, rr))
-                    control.append(via(t, RTCP_RR, sub, pub, "rtcp", partial(self._at_pub, rr)))
+                    control.append(via(t, RTCP_RR, sub, pub, "rtcp", self._at_pub, rr))
         if self._video:
             while self.sub_remb_next < end:
                 # Sent every 500 ms once video arrived (aiortc would skip a window without video:
@@ -490,7 +495,7 @@ class SteadyState:
                 if streams.sub_est.first_arrival is not None:
                     t, remb = self.sub_remb_next, _Remb()
                     rembs.append((t, remb))
-                    control.append(via(t, RTCP_REMB, sub, pub, "rtcp", partial(self._at_pub, remb)))
+                    control.append(via(t, RTCP_REMB, sub, pub, "rtcp", self._at_pub, remb))
                 self.sub_remb_next += REMB_INTERVAL
             if self._undecodable and (self.nack is not None or VIDEO not in streams.playout.started):
                 # The subscriber's keyframe request: as soon as the interval lets it (at most
@@ -500,12 +505,11 @@ class SteadyState:
                 if t < end:
                     streams.last_pli = t
                     self._undecodable = False
-                    control.append(via(t, RTCP_PLI, sub, pub, "rtcp", partial(self._at_pub, None)))
+                    control.append(via(t, RTCP_PLI, sub, pub, "rtcp", self._at_pub, None))
         for peer, other in ((pub, sub), (sub, pub)):
             if not peer.ice_failed and peer.consent_at < end:
                 check = _ConsentCheck(peer.consent_at, peer)
-                control.append(via(check.sent_at, STUN_CHECK, peer, other, "stun", partial(self._check_arrived, check),
-                                   check))
+                control.append(via(check.sent_at, STUN_CHECK, peer, other, "stun", self._check_arrived, check, check))
                 self.loop.at(check.deadline, self._consent_timeout, check, tag=Tag.CONSENT_OUTCOME)
                 peer.consent_at = math.inf
         while self.answers and self.answers[0][0] < end:
@@ -514,8 +518,7 @@ class SteadyState:
             check.shift = t - d
             checker = check.peer
             answerer = sub if checker is pub else pub
-            control.append(via(t, STUN_RESPONSE, answerer, checker, "stun", partial(self._answer_arrived, check),
-                               check))
+            control.append(via(t, STUN_RESPONSE, answerer, checker, "stun", self._answer_arrived, check, check))
         if video is not None:
             video_log = self.send_log[VIDEO]
             assert isinstance(video_log, SendLog)
@@ -523,8 +526,8 @@ class SteadyState:
         parts_ = [mine for _, mine in media if len(mine)]
         joined = parts_[0] if len(parts_) == 1 else join(parts_) if parts_ else Packets.empty().a
         # On a tie the publisher's streams go in stream order, then control: a stable sort.
-        t_all, size_all = self._merged(joined, control)
-        arrival = self._batch(UP, t_all.argsort(kind="stable"), t_all, size_all, joined, control, self.turn_q)
+        t_all, size_all = self._merged(joined, [x[0] for x in control], [x[1] for x in control])
+        arrival = self._batch(UP, t_all.argsort(kind="stable"), t_all, size_all, joined, control, 2, self.turn_q)
         self._at_turn(control, arrival)
         return rrs, rembs
 
@@ -538,30 +541,31 @@ class SteadyState:
         return rtx if len(rtx) else None
 
     @staticmethod
-    def _merged(media: NDArray[np.void], control: Sequence[_Control | _Up]) -> tuple[F64, I64]:
-        """Send times and sizes of the media, then of the control packets, end to end."""
-        if not control:
+    def _merged(media: NDArray[np.void], times: list[float], sizes: list[int]) -> tuple[F64, I64]:
+        """Send times and sizes of the media, then of the control packets (``times``, ``sizes``),
+        end to end."""
+        if not times:
             return media["t"], media["size"]
         # (filled in place: cheaper than concatenating with the control packets as new arrays)
         n = len(media)
-        t = np.empty(n + len(control))
-        size = np.empty(n + len(control), dtype=np.int64)
+        t = np.empty(n + len(times))
+        size = np.empty(n + len(times), dtype=np.int64)
         t[:n] = media["t"]
         size[:n] = media["size"]
-        t[n:] = [x[0] for x in control]
-        size[n:] = [x[1] for x in control]
+        t[n:] = times
+        size[n:] = sizes
         return t, size
 
     def _batch(self, direction: str, order: I64, t_all: F64, size_all: I64, media: NDArray[np.void],
-               control: Sequence[_Control | _Up], queue: Queue) -> list[float]:
+               control: Sequence[_Up | _AtTurn], name: int, queue: Queue) -> list[float]:
         """One send_batch of the media and the control packets in ``order`` (their send order);
         what the link delivered of the media joins ``queue`` (in send order, so in arrival order
         unless the link reorders). Returns the control packets' arrivals (NaN: dropped) in the
-        order of ``control``."""
+        order of ``control`` (``name``: where a control packet's name for the log is)."""
         n = len(t_all)
         n_media = len(media)
         out = self.path.send_media(direction, t_all.take(order), size_all.take(order),
-                                   partial(_kinds, n_media, control, order))
+                                   partial(_kinds, n_media, control, name, order))
         kept = out == out  # (NaN: dropped)
         if control:
             # Where each packet went in send order (the inverse permutation): the control
@@ -583,23 +587,20 @@ class SteadyState:
         """TURN forwards what reached it before ``end``: the publisher's media, and what either
         peer sent the other."""
         fwd = self.turn_q.pop_until(until, -math.inf).a
-        control: list[_Control] = []
-        up_sent: list[float] = []
+        control: list[_AtTurn] = []
         turn_in = self.turn_in
         while turn_in and turn_in[0][0] < end:
-            t, _, size, kind, then, check, sent = heapq.heappop(turn_in)
-            control.append((t, size, kind, then, check))
-            up_sent.append(sent)
+            control.append(heapq.heappop(turn_in))
         resize = sub.extra - pub.extra
         if resize and len(fwd):  # ChannelData framing differs between the two legs
             wire: I64 = fwd["size"]
             np.add(wire, resize, out=wire)
         # Forwarded packets leave in the order they came in (FIFO through TURN): a tie in time
         # goes by when they went up, then media before control (as the event pipeline would).
-        t_all, size_all = self._merged(fwd, control)
-        order = np.lexsort((np.concatenate((fwd["sent"], up_sent)), t_all)) if control else \
+        t_all, size_all = self._merged(fwd, [x[0] for x in control], [x[2] for x in control])
+        order = np.lexsort((np.concatenate((fwd["sent"], [x[7] for x in control])), t_all)) if control else \
             np.lexsort((fwd["sent"], t_all))
-        arrival = self._batch(DOWN, order, t_all, size_all, fwd, control, self.sub_q)
+        arrival = self._batch(DOWN, order, t_all, size_all, fwd, control, 3, self.sub_q)
         _arrived(control, arrival)
 
     # --- consent outcomes --------------------------------------------------------------------------
