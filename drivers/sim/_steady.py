@@ -216,6 +216,12 @@ class SteadyState:
             elif tag is Tag.CONSENT:
                 a[0].consent_at = t
 
+    def release(self) -> None:
+        """The run is over: drop what refers back to this object (the packets TURN still had to
+        forward carry its bound methods), so that reference counting frees it without the cycle
+        collector. (The event loop's pending entries are the driver's to drop.)"""
+        self.turn_in.clear()
+
     @property
     def now(self) -> float:
         return self.loop.now

@@ -282,8 +282,8 @@ class SimDriver:
         del self._back.driver
         self.pipeline.release()
         self.handshakes.release()
-        if self.steady is not None:  # (what it still had to forward: partials of its own methods)
-            self.steady.turn_in.clear()
+        if self.steady is not None:
+            self.steady.release()
 
     def _observe(self, obs: Observation) -> None:
         if self.done:
