@@ -56,6 +56,9 @@ class Prior(NamedTuple):
     received: int = 0
 
 
+_new = tuple.__new__
+
+
 def receiver_report(stats: Snapshot, prior: Prior, last_sr: tuple[float, float] | None,
                     now: float) -> tuple[ReportBlock, Prior] | None:
     """The RR about a stream sent at ``now`` and the interval it closes, or None before the
@@ -73,8 +76,9 @@ def receiver_report(stats: Snapshot, prior: Prior, last_sr: tuple[float, float] 
     if last_sr is not None:
         lsr, at = last_sr
         dlsr = int((now - at) * DLSR_UNIT)
-    block = ReportBlock(fraction, max(0, expected - stats.received), int(stats.jitter_units), lsr, dlsr)
-    return block, Prior(expected, stats.received)
+    # (tuple.__new__: a NamedTuple's own __new__ is a Python function)
+    block = _new(ReportBlock, (fraction, max(0, expected - stats.received), int(stats.jitter_units), lsr, dlsr))
+    return block, _new(Prior, (expected, stats.received))
 
 
 def rtt_sample(block: ReportBlock, arrival: float, recent_srs: Sequence[float]) -> float | None:

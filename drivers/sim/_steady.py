@@ -190,7 +190,9 @@ class SteadyState:
         self.sub_tl = {k: Timeline(streams.sub_stats[k], streams.sub_est if k == VIDEO else None,
                                    own_timestamps=k == AUDIO) for k in kinds}
         self.sr_times = {k: list(s.srs) for k, s in streams.senders.items()}
-        self.rtcp_next: dict[tuple[Tag, int], float] = {}
+        # The RTCP timers' next fire times by stream: the publisher's SRs, the subscriber's RRs.
+        self._sr_next = dict.fromkeys(kinds, math.inf)
+        self._rr_next = dict.fromkeys(kinds, math.inf)
         self.sub_remb_next = math.inf
         self.next_tick = math.inf
         self._seq = 0  # tie-breaker in the inboxes
@@ -204,7 +206,7 @@ class SteadyState:
         self._by_kind: NDArray[np.void] = Packets.empty().a  # the latest split's records, audio first
         for t, tag, a in taken:
             if tag in RTCP_TIMERS:
-                self.rtcp_next[(tag, a[1])] = t
+                (self._sr_next if tag is Tag.PUB_SR else self._rr_next)[a[1]] = t
             elif tag is Tag.SUB_REMB_TIMER:
                 self.sub_remb_next = t
             elif tag is Tag.AT_TURN:
@@ -346,11 +348,10 @@ class SteadyState:
             check.answered = True  # (a timeout already due at this moment must not fail it first)
             self.loop.at(t, self._consent_answered, check, tag=Tag.CONSENT_OUTCOME)
 
-    def _fires(self, key: tuple[Tag, int], until: float) -> Sequence[float]:
-        """The RTCP timer's fire times before ``until`` (aiortc: every 0.5-1.5 s)."""
-        t = self.rtcp_next.get(key, math.inf)
-        if t >= until:  # (the usual answer for one of the four timers)
-            return ()
+    def _fires(self, timers: dict[int, float], kind: int, until: float) -> list[float]:
+        """The ``kind`` stream's RTCP timer's fire times before ``until`` (aiortc: every 0.5-1.5 s;
+        the caller checks that it fires at all, the usual answer for one of the four timers)."""
+        t = timers[kind]
         out: list[float] = []
         while t < until:
             out.append(t)
@@ -360,7 +361,7 @@ class SteadyState:
             if not u:  # (drawn ahead: the same numbers in the same order, one call for many)
                 u.extend(reversed(self._rtcp_rng.random(64).tolist()))
             t = t + RTCP_MIN + RTCP_SPAN * u.pop()
-        self.rtcp_next[key] = t
+        timers[kind] = t
         return out
 
     # --- one interval --------------------------------------------------------------------------------
@@ -485,11 +486,15 @@ class SteadyState:
         via = self._via_turn
         rrs: list[tuple[float, _Rr]] = []
         rembs: list[tuple[float, _Remb]] = []
+        sr_next, rr_next = self._sr_next, self._rr_next
         for kind in streams.kinds:
-            for t in self._fires((Tag.PUB_SR, kind), end):
-                control.append(via(t, RTCP_SR, pub, sub, "rtcp", self._sr_at_sub, (kind, t)))
-                self.sr_times[kind].append(t)
-            for t in self._fires((Tag.SUB_RR, kind), end):
+            if sr_next[kind] < end:
+                for t in self._fires(sr_next, kind, end):
+                    control.append(via(t, RTCP_SR, pub, sub, "rtcp", self._sr_at_sub, (kind, t)))
+                    self.sr_times[kind].append(t)
+            if rr_next[kind] >= end:
+                continue
+            for t in self._fires(rr_next, kind, end):
                 if streams.sub_stats[kind].base_seq is not None:  # (as of the interval's start)
                     rr = _Rr(kind)
                     rrs.append((t, rr))

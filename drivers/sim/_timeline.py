@@ -35,6 +35,7 @@ _abs = np.abs
 _gt = np.greater
 _ne = np.not_equal
 _count = np.count_nonzero
+_new = tuple.__new__  # (a NamedTuple's own __new__ is a Python function)
 
 
 def jitter_path(j0: float, d: F64 | I64) -> F64:
@@ -197,7 +198,7 @@ class Timeline:
         st.max_seq = int(maxseq[-1])
         st.jitter_units = float(jitter[-1])
         self.count += n
-        after = Snapshot(st.received, st.bytes, st.max_seq, st.jitter_units, self.base_seq)
+        after = _new(Snapshot, (st.received, st.bytes, st.max_seq, st.jitter_units, self.base_seq))
         self.chunks.append(_Chunk(arrival, s0, bytes_, s0[1] - shared, maxseq, jitter, seq, size_c, owd_c, after))
 
     def _locate(self, t: float) -> tuple[_Chunk | None, int]:
@@ -219,7 +220,8 @@ class Timeline:
             return c.after
         i = int(c.arrival.searchsorted(t, "right")) - 1
         k = i + 1
-        return Snapshot(c.s0[0] + k, c.b0 + int(c.bytes[i]), int(c.maxseq[i]), float(c.jitter[i]), self.base_seq)
+        return _new(Snapshot, (c.s0[0] + k, c.b0 + int(c.bytes[i]), int(c.maxseq[i]), float(c.jitter[i]),
+                               self.base_seq))
 
     def last_arrival(self, t: float) -> float | None:
         c, k = self._locate(t)
@@ -227,9 +229,11 @@ class Timeline:
 
     def _sums(self, t: float) -> tuple[int, int, float, int]:
         """(arrivals through the timeline, wire bytes, one-way-delay sum, max seq) at ``t``."""
-        c, k = self._locate(t)
-        if c is None:
+        i = bisect_right(self.firsts, t) - 1  # (_locate inline)
+        if i < 0:
             return 0, 0, 0.0, self._start[2]
+        c = self.chunks[i]
+        k = len(c.arrival) if t >= c.last else int(c.arrival.searchsorted(t, "right"))
         assert c.size is not None and c.owd is not None
         i = k - 1
         s0 = c.s0
