@@ -328,11 +328,12 @@ def extend_pair(audio: Timeline, video: Timeline, a: NDArray[np.void], na: int) 
 
 class SendLog:
     """What one publisher sender has sent, as of any time (getStats' packetsSent / bytesSent).
-    Each chunk keeps its parts' send times and payload sizes (each part in send order: the video,
-    and the retransmissions among it) and its totals before it; a query sums what it needs."""
+    Each chunk keeps its parts' send times and running payload sums (each part in send order: the
+    video, and the retransmissions among it) and its totals before it; a query reads what it needs.
+    (Integer sums: a running sum's k-th value is the sum of the first k+1, however added.)"""
 
     def __init__(self, packets: int, bytes_: int) -> None:
-        # (parts as (send times, payloads), packets and bytes before)
+        # (parts as (send times, running payload sums), packets and bytes before)
         self.chunks: list[tuple[tuple[tuple[F64, I64], ...], int, int]] = []
         self.firsts: list[float] = []
         self.lasts: list[float] = []  # (a query past a chunk's last packet needs no search: its totals)
@@ -348,14 +349,21 @@ class SendLog:
             if rtx is None:
                 return
             (t, payload), rtx = rtx, None
-        self.chunks.append((((t, payload),) if rtx is None else ((t, payload), rtx), self.packets, self.bytes))
+        # (a running sum costs what a sum does, and a query then reads one number)
+        cum = _add.accumulate(payload)
+        if rtx is None:
+            parts: tuple[tuple[F64, I64], ...] = ((t, cum),)
+        else:
+            rtx_cum = _add.accumulate(rtx[1])
+            parts = ((t, cum), (rtx[0], rtx_cum))
+        self.chunks.append((parts, self.packets, self.bytes))
         first, last = float(t[0]), float(t[-1])
         self.packets += len(t)
-        self.bytes += int(_add.reduce(payload))
+        self.bytes += int(cum[-1])
         if rtx is not None:
             first, last = min(first, float(rtx[0][0])), max(last, float(rtx[0][-1]))
             self.packets += len(rtx[0])
-            self.bytes += int(_add.reduce(rtx[1]))
+            self.bytes += int(rtx_cum[-1])
         self.firsts.append(first)
         self.lasts.append(last)
 
@@ -368,10 +376,11 @@ class SendLog:
             if i + 1 < len(self.chunks):
                 return self.chunks[i + 1][1], self.chunks[i + 1][2]
             return self.packets, self.bytes
-        for times, payload in parts:
+        for times, cum in parts:
             k = int(times.searchsorted(t, "right"))
-            packets += k
-            bytes_ += int(_add.reduce(payload[:k]))
+            if k:
+                packets += k
+                bytes_ += int(cum[k - 1])
         return packets, bytes_
 
 
