@@ -487,10 +487,14 @@ class SteadyState:
         rrs: list[tuple[float, _Rr]] = []
         rembs: list[tuple[float, _Remb]] = []
         sr_next, rr_next = self._sr_next, self._rr_next
+        # (the RTCP sizes on each leg, as _via_turn works them out: its tuples made inline)
+        sr_up, sr_down = RTCP_SR + pub.extra, RTCP_SR + sub.extra
+        rr_up, rr_down = RTCP_RR + sub.extra, RTCP_RR + pub.extra
+        at_pub = self._at_pub
         for kind in streams.kinds:
             if sr_next[kind] < end:
                 for t in self._fires(sr_next, kind, end):
-                    control.append(via(t, RTCP_SR, pub, sub, "rtcp", self._sr_at_sub, (kind, t)))
+                    control.append((t, sr_up, "rtcp", self._sr_at_sub, (kind, t), None, sr_down))
                     self.sr_times[kind].append(t)
             if rr_next[kind] >= end:
                 continue
@@ -498,7 +502,7 @@ class SteadyState:
                 if streams.sub_stats[kind].base_seq is not None:  # (as of the interval's start)
                     rr = _Rr(kind)
                     rrs.append((t, rr))
-                    control.append(via(t, RTCP_RR, sub, pub, "rtcp", self._at_pub, rr))
+                    control.append((t, rr_up, "rtcp", at_pub, rr, None, rr_down))
         if self._video:
             while self.sub_remb_next < end:
                 # Sent every 500 ms once video arrived (aiortc would skip a window without video:
@@ -506,7 +510,7 @@ class SteadyState:
                 if streams.sub_est.first_arrival is not None:
                     t, remb = self.sub_remb_next, _Remb()
                     rembs.append((t, remb))
-                    control.append(via(t, RTCP_REMB, sub, pub, "rtcp", self._at_pub, remb))
+                    control.append((t, RTCP_REMB + sub.extra, "rtcp", at_pub, remb, None, RTCP_REMB + pub.extra))
                 self.sub_remb_next += REMB_INTERVAL
             if self._undecodable and (self.nack is not None or VIDEO not in streams.playout.started):
                 # The subscriber's keyframe request: as soon as the interval lets it (at most

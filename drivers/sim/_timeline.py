@@ -28,6 +28,9 @@ _CLOCKS = np.array(CLOCK_RATE, dtype=np.float64)  # by kind (AUDIO 0, VIDEO 1), 
 _K = np.arange(1, _BLOCK + 1, dtype=np.float64)
 _UP = (1.0 / _A) ** _K / 16.0  # a^-k / 16
 _DOWN = _A**_K  # a^k
+# Their first n terms for every n (views made once: a list lookup is cheaper than a slice)
+_UPS = [_UP[:n] for n in range(_BLOCK + 1)]
+_DOWNS = [_DOWN[:n] for n in range(_BLOCK + 1)]
 _add = np.add
 _sub = np.subtract
 _mul = np.multiply
@@ -49,19 +52,19 @@ def jitter_path(j0: float, d: F64 | I64) -> F64:
     out[0] = j = j0
     if n <= _BLOCK:  # (an interval's packets: one block, without the loop)
         part = out[1:]
-        _mul(_abs(d), _UP[:n], out=part)
+        _mul(_abs(d), _UPS[n], out=part)
         _add.accumulate(part, out=part)
         part += j
-        part *= _DOWN[:n]
+        part *= _DOWNS[n]
         return out
     ad = _abs(d)
     for s in range(0, n, _BLOCK):
         m = min(_BLOCK, n - s)
         part = out[s + 1 : s + 1 + m]
-        _mul(ad[s : s + m], _UP[:m], out=part)
+        _mul(ad[s : s + m], _UPS[m], out=part)
         _add.accumulate(part, out=part)
         part += j
-        part *= _DOWN[:m]
+        part *= _DOWNS[m]
         j = float(part[-1])
     return out
 
@@ -190,7 +193,8 @@ class Timeline:
         if self.est is not None and size_c is not None and owd_c is not None:
             self._size_total += int(size_c[-1])
             self._owd_total = float(owd_c[-1]) + self._owd_total
-            self.est.first_video(float(arrival[0]))
+            if self.est.first_arrival is None:
+                self.est.first_video(float(arrival[0]))
         self.firsts.append(float(arrival[0]))
         self.g0s.append(self.count)
         st.received += n
@@ -307,21 +311,22 @@ def extend_pair(audio: Timeline, video: Timeline, a: NDArray[np.void], na: int) 
     path[0] = ja = sa.jitter_units
     path[na + 1] = jv = sv.jitter_units
     qa, qv = path[1 : na + 1], path[na + 2 :]
-    _mul(ad[:na], _UP[:na], out=qa)
-    _mul(adv, _UP[:mv], out=qv)
+    _mul(ad[:na], _UPS[na], out=qa)
+    _mul(adv, _UPS[mv], out=qv)
     _add.accumulate(qa, out=qa)
     _add.accumulate(qv, out=qv)
     qa += ja
     qv += jv
-    qa *= _DOWN[:na]
-    qv *= _DOWN[:mv]
+    qa *= _DOWNS[na]
+    qv *= _DOWNS[mv]
     jitter_v = path[na + 1 :].take(_add.accumulate(changed))
     tv = t[na:]
     size_c = _add.accumulate(a["size"][na:])
     owd_c = _add.accumulate(_sub(tv, a["sent"][na:]))
     sa.last_arrival, sa.last_ts = la_a, lt_a
     sv.last_arrival, sv.last_ts = la_v, lt_v
-    audio._add_chunk(t[:na], seq[:na], s0a, bytes_[:na], 0, seq[:na], qa, None, None)
+    seq_a = seq[:na]
+    audio._add_chunk(t[:na], seq_a, s0a, bytes_[:na], 0, seq_a, qa, None, None)
     video._add_chunk(tv, seq[na:], s0v, bytes_[na:], int(bytes_[na - 1]), seq[na:], jitter_v, size_c, owd_c)
     return True
 
