@@ -75,16 +75,20 @@ class _Chunk:
     chunk's start: a query adds s0's total (one addition where read rather than one array
     operation per chunk; the same integers, and the same float addition for the delays)."""
 
-    __slots__ = ("after", "arrival", "b0", "bytes", "jitter", "last", "maxseq", "owd", "s0", "seq", "size")
+    __slots__ = ("after", "arrival", "b0", "bytes", "jidx", "jitter", "last", "maxseq", "owd", "s0", "seq", "size")
 
     def __init__(self, arrival: F64, s0: tuple[int, int, int, float, int, int, float], bytes_: I64, b0: int,
-                 maxseq: I64, jitter: F64, seq: I64, size: I64 | None, owd: F64 | None, after: Snapshot) -> None:
+                 maxseq: I64, jitter: F64, jidx: I64 | None, seq: I64, size: I64 | None, owd: F64 | None,
+                 after: Snapshot) -> None:
         self.arrival = arrival
         self.s0 = s0  # (received, bytes, max_seq, jitter, timeline count, wire bytes, owd sum) before
         self.bytes = bytes_
         self.b0 = b0  # what to add to ``bytes`` (s0's bytes, less what a shared running sum adds first)
         self.maxseq = maxseq
         self.jitter = jitter
+        # None: ``jitter`` is per packet; else the packets' places in ``jitter`` (the estimate
+        # after each update: mapped onto the packets only where a query asks)
+        self.jidx = jidx
         self.seq = seq
         self.size = size
         self.owd = owd
@@ -182,12 +186,13 @@ class Timeline:
             # (from the chunk's start, as bytes_: added to the totals before it where read)
             size_c = _add.accumulate(size)
             owd_c = _add.accumulate(_sub(arrival, sent))
-        self._add_chunk(arrival, seq, s0, bytes_, 0, maxseq, jitter, size_c, owd_c)
+        self._add_chunk(arrival, seq, s0, bytes_, 0, maxseq, jitter, None, size_c, owd_c)
 
     def _add_chunk(self, arrival: F64, seq: I64, s0: tuple[int, int, int, float, int, int, float], bytes_: I64,
-                   shared: int, maxseq: I64, jitter: F64, size_c: I64 | None, owd_c: F64 | None) -> None:
+                   shared: int, maxseq: I64, jitter: F64, jidx: I64 | None, size_c: I64 | None,
+                   owd_c: F64 | None) -> None:
         """Keep a chunk and move the statistics past it (``shared``: what ``bytes_`` adds before
-        this stream's first packet)."""
+        this stream's first packet; ``jidx``: see _Chunk, the last packet's place is the last)."""
         st = self.stats
         n = len(arrival)
         if self.est is not None and size_c is not None and owd_c is not None:
@@ -203,7 +208,8 @@ class Timeline:
         st.jitter_units = float(jitter[-1])
         self.count += n
         after = _new(Snapshot, (st.received, st.bytes, st.max_seq, st.jitter_units, self.base_seq))
-        self.chunks.append(_Chunk(arrival, s0, bytes_, s0[1] - shared, maxseq, jitter, seq, size_c, owd_c, after))
+        self.chunks.append(_Chunk(arrival, s0, bytes_, s0[1] - shared, maxseq, jitter, jidx, seq, size_c, owd_c,
+                                  after))
 
     def _locate(self, t: float) -> tuple[_Chunk | None, int]:
         i = bisect_right(self.firsts, t) - 1
@@ -224,8 +230,9 @@ class Timeline:
             return c.after
         i = int(c.arrival.searchsorted(t, "right")) - 1
         k = i + 1
-        return _new(Snapshot, (c.s0[0] + k, c.b0 + int(c.bytes[i]), int(c.maxseq[i]), float(c.jitter[i]),
-                               self.base_seq))
+        j = c.jidx
+        return _new(Snapshot, (c.s0[0] + k, c.b0 + int(c.bytes[i]), int(c.maxseq[i]),
+                               float(c.jitter[i if j is None else j[i]]), self.base_seq))
 
     def last_arrival(self, t: float) -> float | None:
         c, k = self._locate(t)
@@ -319,15 +326,17 @@ def extend_pair(audio: Timeline, video: Timeline, a: NDArray[np.void], na: int) 
     qv += jv
     qa *= _DOWNS[na]
     qv *= _DOWNS[mv]
-    jitter_v = path[na + 1 :].take(_add.accumulate(changed))
+    # (the video's estimate after each packet: path[na + 1:] at the packet's count of updates)
+    jidx_v = _add.accumulate(changed)
     tv = t[na:]
     size_c = _add.accumulate(a["size"][na:])
     owd_c = _add.accumulate(_sub(tv, a["sent"][na:]))
     sa.last_arrival, sa.last_ts = la_a, lt_a
     sv.last_arrival, sv.last_ts = la_v, lt_v
     seq_a = seq[:na]
-    audio._add_chunk(t[:na], seq_a, s0a, bytes_[:na], 0, seq_a, qa, None, None)
-    video._add_chunk(tv, seq[na:], s0v, bytes_[na:], int(bytes_[na - 1]), seq[na:], jitter_v, size_c, owd_c)
+    audio._add_chunk(t[:na], seq_a, s0a, bytes_[:na], 0, seq_a, qa, None, None, None)
+    seq_v = seq[na:]
+    video._add_chunk(tv, seq_v, s0v, bytes_[na:], int(bytes_[na - 1]), seq_v, path[na + 1 :], jidx_v, size_c, owd_c)
     return True
 
 
