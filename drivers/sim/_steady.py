@@ -43,6 +43,7 @@ import heapq
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
+from operator import itemgetter
 from typing import Any, Final
 
 import numpy as np
@@ -132,10 +133,6 @@ def _arrived(control: list[_AtTurn], arrival: list[float]) -> None:
             then(arg, a)
         elif check is not None:
             check.in_flight = False
-
-
-def _first(x: tuple[float, _Rr]) -> float:
-    return x[0]
 
 
 # Inboxes: heaps of (arrival, order, ...) — order breaks ties in the order things were sent.
@@ -408,7 +405,7 @@ class SteadyState:
                 self._not_started_yet(kind, Packets(mine))
         if rrs:
             if len(rrs) > 1:
-                rrs.sort(key=_first)
+                rrs.sort(key=itemgetter(0))
             sr_in = self.sub_sr_in
             for t, rr in rrs:
                 while sr_in and sr_in[0][0] <= t:
@@ -556,7 +553,7 @@ class SteadyState:
         return rtx if len(rtx) else None
 
     @staticmethod
-    def _merged(media: NDArray[np.void], times: list[float], sizes: list[int]) -> tuple[F64, I64]:
+    def _merged(media: NDArray[np.void], times: Sequence[float], sizes: Sequence[int]) -> tuple[F64, I64]:
         """Send times and sizes of the media, then of the control packets (``times``, ``sizes``),
         end to end."""
         if not times:

@@ -37,7 +37,6 @@ _mul = np.multiply
 _abs = np.abs
 _gt = np.greater
 _ne = np.not_equal
-_count = np.count_nonzero
 _new = tuple.__new__  # (a NamedTuple's own __new__ is a Python function)
 
 
@@ -136,8 +135,9 @@ class Timeline:
         s0 = (st.received, st.bytes, max0, st.jitter_units, self.count, self._size_total, self._owd_total)
         bytes_ = _add.accumulate(payload)  # (from the chunk's start: s0's bytes are added where read)
         io = None
-        # (counting the increases is cheaper than reducing them with logical_and)
-        if seq[0] > max0 and (n == 1 or _count(_gt(seq[1:], seq[:-1])) == n - 1):
+        # (every step an increase: the first non-increase, by argmin, is none; np.count_nonzero
+        # runs two Python functions before its C one, logical_and.reduce sets up a reduction)
+        if seq[0] > max0 and (n == 1 or (up := _gt(seq[1:], seq[:-1]))[up.argmin()]):
             maxseq, arr_t, tss = seq, arrival, ts  # the usual case: every packet in order
         else:
             maxseq = np.maximum.accumulate(seq)
@@ -292,7 +292,7 @@ def extend_pair(audio: Timeline, video: Timeline, a: NDArray[np.void], na: int) 
         return False
     up = _gt(seq[1:], seq[:-1])
     up[na - 1] = True  # (audio's last and video's first: not a step of either stream)
-    if _count(up) != n - 1:
+    if not up[up.argmin()]:  # (a step that is not an increase: see Timeline.extend)
         return False
     s0a = (sa.received, sa.bytes, sa.max_seq, sa.jitter_units, audio.count, audio._size_total, audio._owd_total)
     s0v = (sv.received, sv.bytes, sv.max_seq, sv.jitter_units, video.count, video._size_total, video._owd_total)
