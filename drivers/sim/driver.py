@@ -100,6 +100,10 @@ def _dropped_at_the_switch(p: Pending) -> bool:
 
 _FINAL = (Completed, Failed)  # (a tuple: ``Completed | Failed`` would build a union at every check)
 
+# The observations that depend on nothing but a media kind, made once (frozen: safe to share).
+_MEDIA_STARTED = tuple(MediaStarted(name) for name in KIND_NAMES)  # by the pipeline's kind number
+_ACQUIRED: dict[tuple[str, ...], MediaAcquired] = {}
+
 STREAMS = 5  # random streams spawned from the seed: links, media, RTCP, consent, addresses
 
 
@@ -307,7 +311,10 @@ class SimDriver:
                     self._observe(StatsObserved(self._sample()))
                 case AcquireMedia(media=media):
                     # Synthetic tracks cost no simulated time.
-                    self._observe(MediaAcquired(media.kinds))
+                    acquired = _ACQUIRED.get(media.kinds)
+                    if acquired is None:
+                        acquired = _ACQUIRED[media.kinds] = MediaAcquired(media.kinds)
+                    self._observe(acquired)
                 case ConnectSignaling():
                     self.handshakes.connect_signaling()
                 case OpenPeerConnections(relay_only=relay_only):
@@ -333,7 +340,7 @@ class SimDriver:
         return self.pipeline.last_heard(peer) if self.steady is None else self.steady.last_heard(peer)
 
     def _media_started(self, kind: int, t: float) -> None:
-        self.loop.at(t, self._observe, MediaStarted(KIND_NAMES[kind]), tag=Tag.OBSERVE)
+        self.loop.at(t, self._observe, _MEDIA_STARTED[kind], tag=Tag.OBSERVE)
         if self.streams.all_started:
             self.loop.at(t, self._maybe_steady, tag=Tag.MAYBE_STEADY)  # (also tried at every RTCP timer)
 
