@@ -29,7 +29,19 @@ from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 
 from ._handshakes import Peer
 from ._libwebrtc import AIORTC, EndpointModel
-from ._media import _SMALL, AUDIO, PACKET, REMB_INTERVAL, VIDEO, AudioSource, Packets, VideoSource, join
+from ._media import (
+    _SMALL,
+    AUDIO,
+    OPUS_FRAME_S,
+    PACKET,
+    REMB_INTERVAL,
+    VIDEO,
+    AudioSource,
+    Packets,
+    VideoSource,
+    _count_from,
+    join,
+)
 from ._net import DOWN, UP, EventLoop, Path, Tag
 from ._rtcp import ReportBlock, pli_due, report_delay
 from ._streams import Queue, Streams, inbound
@@ -97,6 +109,38 @@ class _Ahead:
         self.times, self.i = [], 0
         self.arr = self.arr[:0]
         self.next_send = self.src.next_send
+
+
+class _AudioAhead:
+    """:class:`_Ahead` for an :class:`AudioSource` of the plain 20 ms grid: its records made
+    directly, as ``generate(until).a.tolist()`` gives them (the same float operations: the
+    anchor plus the packet number times the frame length), one at a time. Nothing is made
+    ahead, so nothing is handed back at the switch (the source's sequence number is already
+    the next unsent one) and no numpy call is made at all."""
+
+    __slots__ = ("next_send", "src")
+
+    def __init__(self, source: AudioSource) -> None:
+        self.src = source
+        self.next_send = source.next_send
+
+    def take(self, until: float) -> list[Rec]:
+        src = self.src
+        first = src.seq
+        n = _count_from(src.start, first, until, OPUS_FRAME_S)
+        if n <= 0:
+            return []
+        start, size, payload = src.start, src.size, src.payload
+        out: list[Rec] = []
+        for k in range(first, first + n):
+            t = start + k * OPUS_FRAME_S
+            out.append((t, size, payload, AUDIO, k, k * 960, -1, False, 1, t))
+        src.seq = first + n
+        self.next_send = src.next_send
+        return out
+
+    def invalidate(self) -> None:
+        pass
 
 
 class _Flight:
@@ -184,7 +228,7 @@ class Pipeline:
         self._rtcp_rng = rtcp_rng
         self._started = started
         self._progress = progress
-        self.sources: dict[int, _Ahead] = {}
+        self.sources: dict[int, _Ahead | _AudioAhead] = {}
         self.turn_q = _Flight(reorders[UP])  # arrived (or arriving) at TURN, not yet forwarded
         self.sub_q = _Flight(reorders[DOWN])  # arriving at the subscriber
         self.fine = False  # sync at every media event until media started
@@ -253,7 +297,9 @@ class Pipeline:
         self.sync(1)
         extra = peer.extra
         if self._media.audio:
-            self.sources[AUDIO] = _Ahead(self.model.audio(self.loop.now, extra))
+            audio = self.model.audio(self.loop.now, extra)
+            # (a source with its own generate: through numpy, as it makes them)
+            self.sources[AUDIO] = _AudioAhead(audio) if type(audio).generate is AudioSource.generate else _Ahead(audio)
         if self._media.video is not None:
             self.sources[VIDEO] = _Ahead(self.model.video(self._media.video, self.loop.now, extra, self._media_rng,
                                                              self._media.audio))
