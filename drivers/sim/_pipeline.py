@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from heapq import heappush
 from operator import itemgetter
 from typing import Any
 
@@ -157,6 +158,24 @@ class _Flight:
     def arrive(self, sent: list[Rec], arrival: list[float], resize: int = 0) -> None:
         """Queue what a link delivered of ``sent`` (``arrival``: NaN where it dropped a packet),
         ``resize`` bytes larger on this leg (TURN's reframing)."""
+        if len(sent) == 1:  # (the usual case, one packet: what the general case does with a list of one)
+            a = arrival[0]
+            if a != a:
+                return
+            r = sent[0]
+            rec = (a, r[1] + resize, r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+            q = self.recs
+            if not q:
+                self.recs = [rec]
+                self.min = a
+                return
+            if self.reorder and a < q[-1][_T]:
+                # where a stable sort of the queue with it appended puts it: after every equal time
+                q.insert(bisect_right(q, a, key=_t), rec)
+                self.min = q[0][_T]
+            else:
+                q.append(rec)
+            return
         # (each record made once, field by field: cheaper than unpacking a slice)
         if resize:
             got = [(a, r[1] + resize, r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
@@ -169,15 +188,14 @@ class _Flight:
         reorder = self.reorder
         if reorder and len(got) > 1:
             got.sort(key=_t)  # (stable, as argsort(kind="stable"))
-        q = self.recs
+        q = self.recs  # (this queue's own list: extended in place)
         if q:
             late = reorder and got[0][_T] < q[-1][_T]
-            q = q + got
+            q.extend(got)
             if late:
                 q.sort(key=_t)
         else:
-            q = got
-        self.recs = q
+            self.recs = q = got
         self.min = q[0][_T]
 
     def pop_until(self, t: float, accept_at: float, sent_before: float = math.inf) -> list[Rec]:
@@ -259,8 +277,9 @@ class Pipeline:
             self.sync(1 if direction == UP else 2, up_sent)
         loop = self.loop
         delivered = self.path.send(direction, loop.now, size, kind)
-        if delivered is not None and then is not None:
-            loop.push(delivered, then, args, tag)  # (a link never delivers before now)
+        if delivered is not None and then is not None:  # (loop.push, inline: a link never delivers before now)
+            heappush(loop.heap, (delivered, loop._order, then, args, tag))
+            loop._order += 1
 
     def _relay(self, src: Role, size: int, arrival: Tag, *args: Any) -> None:
         """An RTCP packet from the ``src`` peer to the other, through TURN; where it arrives, the
@@ -362,12 +381,16 @@ class Pipeline:
                     parts.append(mine)
                     sender = senders[kind]
                     sender.packets += len(mine)
-                    sender.bytes += sum([r[_PAYLOAD] for r in mine])
+                    sender.bytes += mine[0][_PAYLOAD] if len(mine) == 1 else sum([r[_PAYLOAD] for r in mine])
             if parts:
                 batch = parts[0]
                 if len(parts) > 1:  # in send order, stream order among equal times
                     batch = sorted([r for part in parts for r in part], key=_t)
-                self.turn_q.arrive(batch, self.path.send_few(UP, [r[_T] for r in batch], [r[_SIZE] for r in batch]))
+                if len(batch) == 1:  # (the usual case: lists of one, without the comprehensions)
+                    times, sizes = [batch[0][_T]], [batch[0][_SIZE]]
+                else:
+                    times, sizes = [r[_T] for r in batch], [r[_SIZE] for r in batch]
+                self.turn_q.arrive(batch, self.path.send_few(UP, times, sizes))
             self._sources_moved()
         if stage >= 2 and self.turn_q.min <= t:
             self._turn_arrivals(t, up_sent)
@@ -391,14 +414,29 @@ class Pipeline:
                 resize = self._resize = self.peers[Role.SUBSCRIBER].extra - self.peers[Role.PUBLISHER].extra
             # ChannelData framing differs between the two legs: the records take the downlink's
             # size where they arrive (one new record each, as every arrival makes anyway).
-            sizes = [r[_SIZE] + resize for r in fwd] if resize else [r[_SIZE] for r in fwd]
-            self.sub_q.arrive(fwd, self.path.send_few(DOWN, [r[_T] for r in fwd], sizes), resize)
+            if len(fwd) == 1:  # (the usual case: lists of one, without the comprehensions)
+                times, sizes = [fwd[0][_T]], [fwd[0][_SIZE] + resize]
+            else:
+                times = [r[_T] for r in fwd]
+                sizes = [r[_SIZE] + resize for r in fwd] if resize else [r[_SIZE] for r in fwd]
+            self.sub_q.arrive(fwd, self.path.send_few(DOWN, times, sizes), resize)
 
     def _subscriber_arrivals(self, t: float) -> None:
         streams = self.streams
         got = self.sub_q.pop_until(t, streams.sub_accept_at)
-        if got:
-            self.sub_last_rx = got[-1][_T]
+        if not got:
+            return
+        self.sub_last_rx = got[-1][_T]
+        if len(got) == 1:  # (the usual case: the loop below for one packet, lists of one made directly)
+            r = got[0]
+            kind = r[_KIND]
+            arrival, seq = [r[_T]], [r[_SEQ]]
+            streams.sub_stats[kind]._add_few(arrival, seq, [r[_TS]], [r[_PAYLOAD]])
+            if kind == VIDEO:
+                streams.sub_est.add_few(arrival, [r[_SENT]], seq, [r[_SIZE]])
+            if kind not in streams.playout.started:
+                self._not_started_yet(kind, got)
+            return
         for kind, mine in self._per_kind(got):
             arrival = [r[_T] for r in mine]
             seq = [r[_SEQ] for r in mine]
@@ -445,9 +483,18 @@ class Pipeline:
         self._src_next = nxt
 
     def _fine_tick(self) -> None:
-        if self.loop.now >= self._fine_at:
+        now = self.loop.now
+        if now >= self._fine_at:
             self._fine_at = math.inf
-        self.sync()
+        # (sync(), inline: a tick runs from the driver's loop, so never inside a sync, and never
+        # after the hand-over, which drops the ticks)
+        self.busy = True
+        try:
+            self._sync(now, 3)
+        finally:
+            self.busy = False
+        if self.fine:
+            self._fine_next()
 
     # --- what arrives at the publisher -------------------------------------------------------------
 
