@@ -40,7 +40,6 @@ from ._media import (
     AudioSource,
     Packets,
     VideoSource,
-    _count_from,
     join,
 )
 from ._net import DOWN, UP, EventLoop, Path, Tag
@@ -126,18 +125,19 @@ class _AudioAhead:
         self.next_send = source.next_send
 
     def take(self, until: float) -> list[Rec]:
-        src = self.src
-        first = src.seq
-        n = _count_from(src.start, first, until, OPUS_FRAME_S)
-        if n <= 0:
+        t = self.next_send  # (= start + seq * OPUS_FRAME_S, the source's own next_send)
+        if t > until:
             return []
+        src = self.src
         start, size, payload = src.start, src.size, src.payload
+        k = src.seq
         out: list[Rec] = []
-        for k in range(first, first + n):
-            t = start + k * OPUS_FRAME_S
+        while t <= until:  # (the count _count_from makes: these times never decrease)
             out.append((t, size, payload, AUDIO, k, k * 960, -1, False, 1, t))
-        src.seq = first + n
-        self.next_send = src.next_send
+            k += 1
+            t = start + k * OPUS_FRAME_S
+        src.seq = k
+        self.next_send = t
         return out
 
     def invalidate(self) -> None:
