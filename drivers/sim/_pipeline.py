@@ -71,6 +71,10 @@ def _array(recs: list[Rec]) -> NDArray[np.void]:
     return a
 
 
+# An empty PACKET array, shared: a source's packets are replaced, never written in place.
+_NO_PACKETS = _array([])
+
+
 class _Ahead:
     """A source's packets generated ``span`` seconds ahead (one numpy call for many) and handed
     out by send time as records. :meth:`invalidate` when the source's state changes (a new REMB
@@ -83,7 +87,7 @@ class _Ahead:
         self.span = span
         # Generated, arr[i:] not handed out yet. Records are made only of what is handed out:
         # most of what is generated ahead is taken back at the switch.
-        self.arr = _array([])
+        self.arr = _NO_PACKETS
         self.times: list[float] = []  # their send times
         self.i = 0
         self.next_send = source.next_send
@@ -471,9 +475,11 @@ class Pipeline:
             nxt = q
         if (q := self.sub_q.min) < nxt:
             nxt = q
-        if self.loop.now < nxt < self._fine_at:
+        loop = self.loop
+        if loop.now < nxt < self._fine_at:
             self._fine_at = nxt
-            self.loop.push(nxt, self._fine_tick, (), Tag.FINE_TICK)
+            heappush(loop.heap, (nxt, loop._order, self._fine_tick, (), Tag.FINE_TICK))  # (loop.push, inline)
+            loop._order += 1
 
     def _sources_moved(self) -> None:
         nxt = math.inf
