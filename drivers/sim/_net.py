@@ -109,7 +109,8 @@ class EventLoop:
         self.now = 0.0
 
     def at(self, t: float, fn: Callable[..., None], *args: Any, tag: Tag) -> None:
-        heapq.heappush(self.heap, (max(t, self.now), self._order, fn, args, tag))
+        now = self.now
+        heapq.heappush(self.heap, (t if t > now else now, self._order, fn, args, tag))  # (max(t, now), no call)
         self._order += 1
 
     def after(self, delay: float, fn: Callable[..., None], *args: Any, tag: Tag) -> None:
@@ -280,8 +281,9 @@ class Transaction:
         self.tries_left -= 1
         self.tries += 1
         self._transmit(self)
-        loop = self.loop
-        loop.push(loop.now + self.rto, Transaction._retry, (self,), Tag.RETRY)  # (loop.after's entry)
+        loop = self.loop  # (loop.after's entry, pushed inline)
+        heapq.heappush(loop.heap, (loop.now + self.rto, loop._order, Transaction._retry, (self,), Tag.RETRY))
+        loop._order += 1
         self.rto *= 2
 
     def succeed(self) -> None:
