@@ -52,9 +52,10 @@ import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from numpy.random.bit_generator import ISpawnableSeedSequence
 from numpy.typing import ArrayLike, NDArray
 
 from .models import GilbertElliott, LinkConfig, LinkCounters
@@ -281,12 +282,15 @@ class _Stage:
 
 
 class Link:
-    """One direction of a path: offer packets with :meth:`send` / :meth:`send_batch`."""
+    """One direction of a path: offer packets with :meth:`send` / :meth:`send_batch`.
+
+    ``rng``: the generator whose two spawned children draw the loss and the jitter, or the seed
+    sequence it is made from (the same children, without building the parent generator)."""
 
     def __init__(
         self,
         config: LinkConfig,
-        rng: np.random.Generator,
+        rng: np.random.Generator | ISpawnableSeedSequence,
         phases: Sequence[tuple[float, LinkConfig]] = (),
     ) -> None:
         if not isinstance(config, LinkConfig):
@@ -313,7 +317,12 @@ class Link:
                     stage.trace = same
         self._ats = ats
         # Separate streams per random stage keep send and send_batch drawing in the same order.
-        self._loss_rng, self._jitter_rng = rng.spawn(2)
+        # A seed sequence gives the same two generators as a generator made from it would spawn
+        # (Generator.spawn makes PCG64s from its seed sequence's children), without that parent.
+        if isinstance(rng, np.random.Generator):
+            self._loss_rng, self._jitter_rng = rng.spawn(2)
+        else:
+            self._loss_rng, self._jitter_rng = (np.random.Generator(np.random.PCG64(cast(Any, s))) for s in rng.spawn(2))
         # Loss draws are standard uniforms; so are jitter draws while every stage's distribution
         # is uniform (numpy's uniform(lo, hi) is lo + (hi - lo) * random()): then both are drawn
         # ahead for the scalar path. Other distributions draw from their generator directly.
@@ -354,6 +363,12 @@ class Link:
             size = int(size)
         if size <= 0:
             raise ValueError(f"size must be a positive integer number of bytes, got {size!r}")
+        return self.send_trusted(t, size)
+
+    def send_trusted(self, t: float, size: int) -> float | None:
+        """:meth:`send` without its checks, for a caller that guarantees them: ``t`` a float not
+        before the previous send, ``size`` a positive int (the simulator's event-driven packets,
+        where the checks cost a third of the model)."""
         self._last_t = t
         while t >= self._next_at:
             self._stage_i += 1
