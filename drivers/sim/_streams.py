@@ -139,6 +139,22 @@ class Queue:
         self.min = math.inf  # earliest arrival still queued
         self.reorder = reorder  # the link may deliver out of order: sort on the way in
 
+    @classmethod
+    def of_records(cls, reorder: bool, recs: Sequence[tuple[object, ...]]) -> Queue:
+        """A queue of ``recs`` (PACKET records as tuples, sorted by arrival time), written
+        straight into its first buffer: what ``push`` of them as an array gives, without the
+        array in between."""
+        q = cls(reorder)
+        n = len(recs)
+        if n:
+            # (zeroed, as np.zeros makes records: see PACKET; the tuples convert as in np.array)
+            buf = np.zeros(max(2 * n, 256), dtype=PACKET)
+            buf[:n] = recs
+            q._buf, q._t, q._sent = buf, buf["t"], buf["sent"]
+            q._tail = n
+            q.min = float(q._t[0])
+        return q
+
     @property
     def a(self) -> NDArray[np.void]:
         """The packets queued (a view)."""
