@@ -346,7 +346,7 @@ class VideoSource:
         wire = RTP_OVERHEAD + self.wire_extra
         fr = self._frames(self.frame, n)
         fr["npk"] = npk
-        out = fr.repeat(npk)
+        out = np.frombuffer(np.frombuffer(fr, RAW).repeat(npk), PACKET)  # (raw bytes: see RAW)
         ends = np.add.accumulate(npk)  # (cumsum, without its method dispatch)
         ends -= 1
         last = npk * -chunk  # sizes - (npk - 1) * chunk + VP8_DESCRIPTOR (integers: exact in any order)
