@@ -322,7 +322,10 @@ class Link:
         if isinstance(rng, np.random.Generator):
             self._loss_rng, self._jitter_rng = rng.spawn(2)
         else:
-            self._loss_rng, self._jitter_rng = (np.random.Generator(np.random.PCG64(cast(Any, s))) for s in rng.spawn(2))
+            # (a BitGenerator takes any ISeedSequence; numpy's stubs only name SeedSequence)
+            loss_s, jitter_s = rng.spawn(2)
+            self._loss_rng = np.random.Generator(np.random.PCG64(cast(Any, loss_s)))
+            self._jitter_rng = np.random.Generator(np.random.PCG64(cast(Any, jitter_s)))
         # Loss draws are standard uniforms; so are jitter draws while every stage's distribution
         # is uniform (numpy's uniform(lo, hi) is lo + (hi - lo) * random()): then both are drawn
         # ahead for the scalar path. Other distributions draw from their generator directly.
