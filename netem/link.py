@@ -772,12 +772,18 @@ class Link:
         find out packet by packet, :meth:`_first_overflow`), from its ``longest`` wait: a packet
         that waits ``q`` seconds for the bottleneck has fewer than ``q / s_min`` of the chunk's
         packets ahead of it (each of them is still waiting, and serialized before it, for at
-        least the shortest service time ``s_min``) and at most ``q / sec_per_byte`` of their
-        bytes; add everything pending from before. One packet and one MTU of margin cover the
+        least the shortest service time ``s_min``; or, tighter, no more than the chunk's smallest
+        packets that fit in ``q``) and at most ``q / sec_per_byte`` of their bytes; add
+        everything pending from before. One packet and one MTU of margin cover the
         running sums' rounding."""
         pend = len(self._pending)
         if st.qp is not None and longest >= (st.qp - pend - 1) * (int(w[w.argmin()]) * st.sec_per_byte):
-            return False
+            # A few small packets (RTCP) among big ones make that bound loose: count instead how
+            # many of the chunk's smallest packets fit in the wait (the packets ahead of it fit
+            # in it), with one more packet of margin.
+            fit = int(np.cumsum(np.sort(w)).searchsorted(longest / st.sec_per_byte, "right"))
+            if fit + pend + 2 >= st.qp:
+                return False
         return st.qb is None or longest / st.sec_per_byte + self._pending_bytes + int(w[w.argmax()]) \
             + MTU_BYTES < st.qb
 
