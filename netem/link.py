@@ -91,6 +91,10 @@ I64 = NDArray[np.int64]
 Bool = NDArray[np.bool_]
 
 
+_NO_F64: F64 = np.zeros(0, dtype=np.float64)
+_NO_I64: I64 = np.zeros(0, dtype=np.int64)
+
+
 class _Uniforms:
     """A generator's standard uniforms (``Generator.random``), drawn ahead in blocks: a batch
     takes a slice of the block and the scalar path a few at a time as Python floats, so neither
@@ -189,13 +193,14 @@ class _Stage:
                 merged.append([start, end])
         self.out_starts = [w[0] for w in merged]
         self.out_ends = [w[1] for w in merged]
-        self.out_starts_a = np.asarray(self.out_starts, dtype=np.float64)
-        self.out_ends_a = np.asarray(self.out_ends, dtype=np.float64)
+        # (the arrays are only read: stages without outages or a trace share empty ones)
+        self.out_starts_a = np.asarray(self.out_starts, dtype=np.float64) if merged else _NO_F64
+        self.out_ends_a = np.asarray(self.out_ends, dtype=np.float64) if merged else _NO_F64
         self.trace: Trace | None = config.trace
         self.sec_per_byte = 0.0
         self.tr_list: list[int] = []
-        self.tr: I64 = np.zeros(0, dtype=np.int64)
-        self.tr_f: F64 = np.zeros(0, dtype=np.float64)
+        self.tr: I64 = _NO_I64
+        self.tr_f: F64 = _NO_F64
         self.tr_len = 0
         self.tr_period = 0
         if config.trace is not None:
