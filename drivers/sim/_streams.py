@@ -186,7 +186,7 @@ class Queue:
         if not n:
             return
         if self.reorder:
-            got = sent.take(which)  # (a copy: ``sent`` keeps its send times)
+            got = np.frombuffer(_raw(sent).take(which), PACKET)  # (a copy: ``sent`` keeps its send times)
             got["t"] = arrival
             self._push(got)
             return
@@ -203,18 +203,19 @@ class Queue:
         n = len(p)
         if not n:
             return
-        if self.reorder and n > 1:
-            p = p.take(p["t"].argsort(kind="stable"))
         tail = self._room(n)
-        self._raw[tail : tail + n] = _raw(p)
+        if self.reorder and n > 1:
+            _raw(p).take(p["t"].argsort(kind="stable"), out=self._raw[tail : tail + n], mode="clip")
+        else:
+            self._raw[tail : tail + n] = _raw(p)
         self._pushed(tail, n)
 
     def _pushed(self, tail: int, n: int) -> None:
         head = self._head
         self._tail = tail + n
         if self.reorder and tail > head and self._t[tail] < self._t[tail - 1]:
-            q = self._buf[head : tail + n]  # (queued records only: no one holds a view of them)
-            np.frombuffer(q, RAW)[:] = _raw(q.take(q["t"].argsort(kind="stable")))
+            q = self._raw[head : tail + n]  # (queued records only: no one holds a view of them)
+            q[:] = q.take(self._t[head : tail + n].argsort(kind="stable"))
         self.min = float(self._t[head])
 
     def pop_until(self, t: float, accept_at: float, sent_before: float = math.inf) -> Packets:
