@@ -100,6 +100,12 @@ def copy(a: NDArray[np.void]) -> NDArray[np.void]:
     return np.frombuffer(np.frombuffer(a, RAW).copy(), PACKET)
 
 
+def take(a: NDArray[np.void], index: NDArray[np.int64]) -> NDArray[np.void]:
+    """Packet records ``a[index]`` (a contiguous ``a``), copied as raw bytes: ``ndarray.take``
+    on PACKET goes field by field (about twice the time on an interval's ~120 records)."""
+    return np.frombuffer(np.frombuffer(a, RAW).take(index), PACKET)
+
+
 class Packets:
     """A batch of RTP packets: one structured numpy array, so that selecting, slicing and
     joining batches is one numpy call each (the simulator does it hundreds of times a run)."""
