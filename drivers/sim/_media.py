@@ -48,8 +48,6 @@ VGA_PIXELS: Final = 640 * 480
 # A VP8 keyframe is several delta frames' worth of bits (estimate for the synthetic pattern).
 KEYFRAME_FACTOR: Final = 5.0
 FRAME_SIZE_SPREAD: Final = 0.15  # delta frame sizes vary ±15 % around the rate's mean
-# The smallest size factor (a draw is lo + (hi - lo) * u with u >= 0: never below lo, rounded).
-_SPREAD_LO: Final = 1 - FRAME_SIZE_SPREAD
 ENCODE_S_PER_VGA: Final = 0.0025  # ~2.5 ms per 640x480 frame (docs/references.md#aiortc-and-aioice)
 
 
@@ -263,18 +261,17 @@ class AudioSource:
         return _count_from(self.start, first, until, OPUS_FRAME_S)
 
 
-def _frame_sizes(sized: F64, chunk: int, least: float) -> tuple[I64, I64]:
-    """Frames of ``sized`` bytes (before rounding; overwritten; none below ``least``) as packets
-    of ``chunk`` bytes of frame: how many, and the last one's payload (with its VP8 descriptor).
-    A frame of s bytes is q + 1 packets, the last with r + 1 bytes, for q, r = divmod(s - 1,
-    chunk) (integers: exact)."""
+def _frame_sizes(sized: F64, chunk: int) -> tuple[I64, I64]:
+    """Frames of ``sized`` bytes (before rounding; overwritten) as packets of ``chunk`` bytes of
+    frame: how many, and the last one's payload (with its VP8 descriptor)."""
     np.rint(sized, out=sized)  # (what ndarray.round() does)
-    if least < 1.0:  # (a frame has at least 1 byte; rint of least or more is at least 1 already)
-        np.maximum(1.0, sized, out=sized)  # (a float scalar: no type resolution for a mixed call)
-    np.subtract(sized, 1.0, out=sized)  # (integers in floats: exact)
-    npk, last = np.divmod(sized.astype(np.int64), chunk)
-    npk += 1
-    last += 1 + VP8_DESCRIPTOR
+    np.maximum(1.0, sized, out=sized)  # (a float scalar: no type resolution for a mixed call)
+    sizes = sized.astype(np.int64)
+    npk = sizes + (chunk - 1)
+    npk //= chunk
+    last = npk * -chunk  # sizes - (npk - 1) * chunk + VP8_DESCRIPTOR (integers: exact in any order)
+    last += sizes
+    last += chunk + VP8_DESCRIPTOR
     return npk, last
 
 
@@ -396,7 +393,7 @@ class VideoSource:
             if mean == self._last_mean:
                 # The same mean twice in a row: work out the rest of this block at it (the factors
                 # from ``at`` on are not used yet).
-                npk_all, last_all = _frame_sizes(mean * self._spread[at:], chunk, mean * _SPREAD_LO)
+                npk_all, last_all = _frame_sizes(mean * self._spread[at:], chunk)
                 cum = np.zeros(len(npk_all) + 1, dtype=np.int64)
                 np.add.accumulate(npk_all, out=cum[1:])
                 self._sized = cache = (mean, self._spread, at, npk_all, last_all, cum)
@@ -417,15 +414,14 @@ class VideoSource:
                     last[frame] = size - (key_npk - 1) * chunk + VP8_DESCRIPTOR
                 frame += k
         else:
-            frame, least = 0, math.inf
+            frame = 0
             for k, m, keyframe in plan:
                 part = drawn[frame : frame + k]
                 np.multiply(m, part, out=part)
                 if keyframe:
                     part[0] = m * KEYFRAME_FACTOR
                 frame += k
-                least = min(least, m * _SPREAD_LO)
-            npk, last = _frame_sizes(drawn, chunk, least)
+            npk, last = _frame_sizes(drawn, chunk)
         ends = np.add.accumulate(npk)  # (cumsum, without its method dispatch)
         ends -= 1
         return npk, last, ends
