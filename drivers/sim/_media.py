@@ -261,20 +261,6 @@ class AudioSource:
         return _count_from(self.start, first, until, OPUS_FRAME_S)
 
 
-def _frame_sizes(sized: F64, chunk: int) -> tuple[I64, I64]:
-    """Frames of ``sized`` bytes (before rounding; overwritten) as packets of ``chunk`` bytes of
-    frame: how many, and the last one's payload (with its VP8 descriptor)."""
-    np.rint(sized, out=sized)  # (what ndarray.round() does)
-    np.maximum(1.0, sized, out=sized)  # (a float scalar: no type resolution for a mixed call)
-    sizes = sized.astype(np.int64)
-    npk = sizes + (chunk - 1)
-    npk //= chunk
-    last = npk * -chunk  # sizes - (npk - 1) * chunk + VP8_DESCRIPTOR (integers: exact in any order)
-    last += sizes
-    last += chunk + VP8_DESCRIPTOR
-    return npk, last
-
-
 class VideoSource:
     """VP8 as aiortc sends it: frames at ``fps``, each packetized at once and sent back to back.
 
@@ -302,10 +288,6 @@ class VideoSource:
         self._grid = np.empty(0, dtype=PACKET)  # one record per frame, see _frames
         self._spread: F64 = np.empty(0)  # frame size factors drawn ahead, see _spread_draws
         self._spread_at = 0
-        # The size factors' block worked out at one mean: (mean, block, from, packets per frame,
-        # last payloads, running packet count from 0), see _frame_packets.
-        self._sized: tuple[float, F64, int, I64, I64, I64] | None = None
-        self._last_mean = math.nan
 
     @property
     def rate(self) -> float:
@@ -348,17 +330,37 @@ class VideoSource:
         self._plan(until, frame, plan)
         if not plan:
             return Packets.empty()
-        n = 0
+        n = frame = 0
         for k, _, _ in plan:
             n += k
-        npk, last, ends = self._frame_packets(n, plan)
+        drawn = self._spread_draws(n)
+        for k, mean, keyframe in plan:
+            part = drawn[frame : frame + k]
+            np.multiply(mean, part, out=part)
+            if keyframe:
+                part[0] = mean * KEYFRAME_FACTOR
+            frame += k
+        np.rint(drawn, out=drawn)  # (what ndarray.round() does)
+        np.maximum(1.0, drawn, out=drawn)  # (a float scalar: no type resolution for a mixed call)
+        sizes = drawn.astype(np.int64)
+        packet_max = self.PACKET_MAX
+        chunk = packet_max - VP8_DESCRIPTOR
+        npk = sizes + (chunk - 1)
+        npk //= chunk
         # One record per frame, repeated for the frame's packets; then each frame's last packet
-        # gets the rest of the frame.
+        # gets the rest of the frame (the same integer and float operations as ever).
+        wire = RTP_OVERHEAD + self.wire_extra
         fr = self._frames(self.frame, n)
         fr["npk"] = npk
         out = np.frombuffer(np.frombuffer(fr, RAW).repeat(npk), PACKET)  # (raw bytes: see RAW)
+        ends = np.add.accumulate(npk)  # (cumsum, without its method dispatch)
+        ends -= 1
+        last = npk * -chunk  # sizes - (npk - 1) * chunk + VP8_DESCRIPTOR (integers: exact in any order)
+        last += sizes
+        last += chunk + VP8_DESCRIPTOR
         out["payload"][ends] = last
-        out["size"][ends] = last + (RTP_OVERHEAD + self.wire_extra)
+        last += wire
+        out["size"][ends] = last
         total = len(out)
         out["seq"] = np.arange(self.seq, self.seq + total, dtype=np.int64)
         frame = 0
@@ -370,61 +372,6 @@ class VideoSource:
         self.seq += total
         self.frame += n
         return Packets(out)
-
-    def _frame_packets(self, n: int, plan: list[tuple[int, float, bool]]) -> tuple[I64, I64, I64]:
-        """The next ``n`` frames' sizes as packets (per frame: how many, the last one's payload,
-        and the index of its last packet in the batch), from the next ``n`` size factors.
-
-        A frame's size is ``max(1, rint(mean * factor))`` bytes (a keyframe's ``mean *
-        KEYFRAME_FACTOR``). While the mean stays the same (aiortc's encoder keeps its rate until
-        the target moves by 10 %), the rest of the block of factors is worked out once at that
-        mean and later calls slice it: the same operations, elementwise."""
-        drawn = self._spread_draws(n)
-        at = self._spread_at - n  # (where ``drawn`` starts in the block)
-        mean = plan[0][1]
-        for _, m, _ in plan:
-            if m != mean:
-                mean = math.nan  # (several means: worked out per segment, below)
-                break
-        chunk = self.PACKET_MAX - VP8_DESCRIPTOR
-        cache = self._sized
-        hit = cache is not None and cache[0] == mean and cache[1] is self._spread
-        if not hit and mean == mean:
-            if mean == self._last_mean:
-                # The same mean twice in a row: work out the rest of this block at it (the factors
-                # from ``at`` on are not used yet).
-                npk_all, last_all = _frame_sizes(mean * self._spread[at:], chunk)
-                cum = np.zeros(len(npk_all) + 1, dtype=np.int64)
-                np.add.accumulate(npk_all, out=cum[1:])
-                self._sized = cache = (mean, self._spread, at, npk_all, last_all, cum)
-                hit = True
-            self._last_mean = mean
-        if hit:
-            assert cache is not None
-            i = at - cache[2]
-            npk, last, cum = cache[3][i : i + n], cache[4][i : i + n], cache[5]
-            if not any(keyframe for _, _, keyframe in plan):
-                return npk, last, cum[i + 1 : i + n + 1] - (int(cum[i]) + 1)
-            npk, last = npk.copy(), last.copy()
-            frame = 0
-            for k, _, keyframe in plan:
-                if keyframe:  # its size from the mean alone (Python's round is rint: half to even)
-                    size = max(1, round(mean * KEYFRAME_FACTOR))
-                    npk[frame] = key_npk = (size + chunk - 1) // chunk
-                    last[frame] = size - (key_npk - 1) * chunk + VP8_DESCRIPTOR
-                frame += k
-        else:
-            frame = 0
-            for k, m, keyframe in plan:
-                part = drawn[frame : frame + k]
-                np.multiply(m, part, out=part)
-                if keyframe:
-                    part[0] = m * KEYFRAME_FACTOR
-                frame += k
-            npk, last = _frame_sizes(drawn, chunk)
-        ends = np.add.accumulate(npk)  # (cumsum, without its method dispatch)
-        ends -= 1
-        return npk, last, ends
 
     def _spread_draws(self, n: int) -> F64:
         """The next ``n`` of ``rng.uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD)``, drawn in
