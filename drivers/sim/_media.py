@@ -380,7 +380,7 @@ class VideoSource:
         at = self._spread_at
         if at + n > len(self._spread):
             lo, hi = 1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD
-            fresh = self.rng.random(max(256, n))
+            fresh = self.rng.random(max(512, n))  # (a 10 s run at 30 fps: one block, one draw)
             np.multiply(hi - lo, fresh, out=fresh)
             np.add(lo, fresh, out=fresh)
             rest = self._spread[at:]
