@@ -178,7 +178,7 @@ class Path:
         self.batches = 0  # Link.send_batch calls
 
     def send(self, direction: str, t: float, size: int, kind: str) -> float | None:
-        delivered = self.links[direction].send(t, size)
+        delivered = self.links[direction].send_trusted(t, size)
         self.packets += 1
         if self._log is not None:
             self._log.append((t, delivered, direction, kind, size))
@@ -196,7 +196,7 @@ class Path:
             self.batches += 1
         else:
             # One list and one array: cheaper than setting numpy elements one by one.
-            send, nan = link.send, math.nan
+            send, nan = link.send_trusted, math.nan
             out = np.array([nan if (d := send(ti, si)) is None else d
                             for ti, si in zip(t.tolist(), size.tolist(), strict=True)], dtype=np.float64)
         self.packets += n
@@ -212,7 +212,7 @@ class Path:
         if n >= BATCH_MIN:  # (the vectorized path, as send_media takes it)
             out: list[float] = self.send_media(direction, np.array(t), np.array(size, dtype=np.int64), kind).tolist()
             return out
-        send, nan = self.links[direction].send, math.nan
+        send, nan = self.links[direction].send_trusted, math.nan
         if n == 1:  # (the usual case: a packet at a time)
             out = [nan if (d := send(t[0], size[0])) is None else d]
         else:

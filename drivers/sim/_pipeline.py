@@ -222,10 +222,7 @@ class _Flight:
 
     def queue(self) -> Queue:
         """The same packets as a ``Queue`` (what the steady state takes over)."""
-        out = Queue(self.reorder)
-        if self.recs:
-            out.push(Packets(_array(self.recs)))
-        return out
+        return Queue.of_records(self.reorder, self.recs)
 
 
 class Pipeline:

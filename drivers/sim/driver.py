@@ -202,8 +202,8 @@ class SimDriver:
         self.seed = seed
         # default_rng(seed).spawn(STREAMS), seeded at a third of numpy's cost (the same draws: ._seeds)
         link_s, media_s, rtcp_s, consent_s, addr_s = Seeds(seed).spawn(STREAMS)
-        link_rng, media_rng, self._rtcp_rng, consent_rng = map(generator, (link_s, media_s, rtcp_s, consent_s))
-        uplink, downlink = scenario.build_links(link_rng)
+        media_rng, self._rtcp_rng, consent_rng = map(generator, (media_s, rtcp_s, consent_s))
+        uplink, downlink = scenario.build_links(link_s)  # (seeds: no generators made only to spawn)
         self.path = Path(uplink, downlink, log=packet_log)
         self.loop = EventLoop()
         self.config = PreflightConfig(duration=scenario.duration, media=scenario.media, relay_only=True)
