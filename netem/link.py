@@ -52,9 +52,10 @@ import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from numpy.random.bit_generator import ISpawnableSeedSequence
 from numpy.typing import ArrayLike, NDArray
 
 from .models import GilbertElliott, LinkConfig, LinkCounters
@@ -88,6 +89,10 @@ def _nans(n: int) -> NDArray[np.float64]:
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 Bool = NDArray[np.bool_]
+
+
+_NO_F64: F64 = np.zeros(0, dtype=np.float64)
+_NO_I64: I64 = np.zeros(0, dtype=np.int64)
 
 
 class _Uniforms:
@@ -188,13 +193,14 @@ class _Stage:
                 merged.append([start, end])
         self.out_starts = [w[0] for w in merged]
         self.out_ends = [w[1] for w in merged]
-        self.out_starts_a = np.asarray(self.out_starts, dtype=np.float64)
-        self.out_ends_a = np.asarray(self.out_ends, dtype=np.float64)
+        # (the arrays are only read: stages without outages or a trace share empty ones)
+        self.out_starts_a = np.asarray(self.out_starts, dtype=np.float64) if merged else _NO_F64
+        self.out_ends_a = np.asarray(self.out_ends, dtype=np.float64) if merged else _NO_F64
         self.trace: Trace | None = config.trace
         self.sec_per_byte = 0.0
         self.tr_list: list[int] = []
-        self.tr: I64 = np.zeros(0, dtype=np.int64)
-        self.tr_f: F64 = np.zeros(0, dtype=np.float64)
+        self.tr: I64 = _NO_I64
+        self.tr_f: F64 = _NO_F64
         self.tr_len = 0
         self.tr_period = 0
         if config.trace is not None:
@@ -281,12 +287,15 @@ class _Stage:
 
 
 class Link:
-    """One direction of a path: offer packets with :meth:`send` / :meth:`send_batch`."""
+    """One direction of a path: offer packets with :meth:`send` / :meth:`send_batch`.
+
+    ``rng``: the generator whose two spawned children draw the loss and the jitter, or the seed
+    sequence it is made from (the same children, without building the parent generator)."""
 
     def __init__(
         self,
         config: LinkConfig,
-        rng: np.random.Generator,
+        rng: np.random.Generator | ISpawnableSeedSequence,
         phases: Sequence[tuple[float, LinkConfig]] = (),
     ) -> None:
         if not isinstance(config, LinkConfig):
@@ -313,7 +322,15 @@ class Link:
                     stage.trace = same
         self._ats = ats
         # Separate streams per random stage keep send and send_batch drawing in the same order.
-        self._loss_rng, self._jitter_rng = rng.spawn(2)
+        # A seed sequence gives the same two generators as a generator made from it would spawn
+        # (Generator.spawn makes PCG64s from its seed sequence's children), without that parent.
+        if isinstance(rng, np.random.Generator):
+            self._loss_rng, self._jitter_rng = rng.spawn(2)
+        else:
+            # (a BitGenerator takes any ISeedSequence; numpy's stubs only name SeedSequence)
+            loss_s, jitter_s = rng.spawn(2)
+            self._loss_rng = np.random.Generator(np.random.PCG64(cast(Any, loss_s)))
+            self._jitter_rng = np.random.Generator(np.random.PCG64(cast(Any, jitter_s)))
         # Loss draws are standard uniforms; so are jitter draws while every stage's distribution
         # is uniform (numpy's uniform(lo, hi) is lo + (hi - lo) * random()): then both are drawn
         # ahead for the scalar path. Other distributions draw from their generator directly.
@@ -354,6 +371,12 @@ class Link:
             size = int(size)
         if size <= 0:
             raise ValueError(f"size must be a positive integer number of bytes, got {size!r}")
+        return self.send_trusted(t, size)
+
+    def send_trusted(self, t: float, size: int) -> float | None:
+        """:meth:`send` without its checks, for a caller that guarantees them: ``t`` a float not
+        before the previous send, ``size`` a positive int (the simulator's event-driven packets,
+        where the checks cost a third of the model)."""
         self._last_t = t
         while t >= self._next_at:
             self._stage_i += 1
@@ -754,12 +777,18 @@ class Link:
         find out packet by packet, :meth:`_first_overflow`), from its ``longest`` wait: a packet
         that waits ``q`` seconds for the bottleneck has fewer than ``q / s_min`` of the chunk's
         packets ahead of it (each of them is still waiting, and serialized before it, for at
-        least the shortest service time ``s_min``) and at most ``q / sec_per_byte`` of their
-        bytes; add everything pending from before. One packet and one MTU of margin cover the
+        least the shortest service time ``s_min``; or, tighter, no more than the chunk's smallest
+        packets that fit in ``q``) and at most ``q / sec_per_byte`` of their bytes; add
+        everything pending from before. One packet and one MTU of margin cover the
         running sums' rounding."""
         pend = len(self._pending)
         if st.qp is not None and longest >= (st.qp - pend - 1) * (int(w[w.argmin()]) * st.sec_per_byte):
-            return False
+            # A few small packets (RTCP) among big ones make that bound loose: count instead how
+            # many of the chunk's smallest packets fit in the wait (the packets ahead of it fit
+            # in it), with one more packet of margin.
+            fit = int(np.cumsum(np.sort(w)).searchsorted(longest / st.sec_per_byte, "right"))
+            if fit + pend + 2 >= st.qp:
+                return False
         return st.qb is None or longest / st.sec_per_byte + self._pending_bytes + int(w[w.argmax()]) \
             + MTU_BYTES < st.qb
 

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import attrs
 import numpy as np
+from numpy.random.bit_generator import ISpawnableSeedSequence
 from rtcprobe.core.config import MediaDemand, VideoSpec
 from rtcprobe.core.errors import ConfigError
 
@@ -125,7 +126,7 @@ class Scenario:
             data, default_name
         )
 
-    def build_links(self, rng: np.random.Generator | None = None) -> tuple[Link, Link]:
+    def build_links(self, rng: np.random.Generator | ISpawnableSeedSequence | None = None) -> tuple[Link, Link]:
         """(uplink, downlink) links with independent random streams spawned from ``rng``
         (from the scenario's seed when None)."""
         if rng is None:

@@ -271,6 +271,49 @@ def test_send_sorted_is_send_batch_without_the_checks() -> None:
     assert checked.counters == unchecked.counters
 
 
+def test_batches_of_big_and_tiny_packets_near_a_full_queue_agree_with_send() -> None:
+    # Video-like batches (keyframe bursts of full packets, a few tiny RTCP ones): the batch path
+    # decides from a bound whether the queue can refuse anything; near the limit it must still
+    # refuse exactly what send refuses.
+    cfg = LinkConfig(delay_ms=10, bandwidth_kbps=2000, queue_packets=40)
+    g = rng(12)
+    batched, single = Link(cfg, rng(1)), Link(cfg, rng(1))
+    t0 = 0.0
+    for _ in range(60):
+        n = int(g.integers(60, 140))
+        t = t0 + np.sort(g.uniform(0, 0.25, n))
+        s = np.where(g.random(n) < 0.05, 70, 1300).astype(np.int64)
+        burst = int(g.integers(0, 60))
+        t[:burst] = t[0]  # a keyframe's packets leave at once
+        got, expected = batched.send_sorted(t, s), scalar(single, t, s)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)  # (running sums' rounding)
+        t0 = float(t[-1]) + float(g.uniform(0, 0.3))
+    refused = batched.counters.dropped_queue
+    assert refused == single.counters.dropped_queue and 0 < refused < batched.counters.sent // 4
+
+
+def test_send_trusted_is_send_without_the_checks() -> None:
+    cfg = LinkConfig(delay_ms=15, jitter_ms=3, loss=0.05, bandwidth_kbps=1500, queue_packets=5)
+    t = np.cumsum(rng(2).exponential(0.002, 500)).tolist()
+    s = rng(3).integers(60, 1400, 500).tolist()
+    checked, trusted = Link(cfg, rng(6)), Link(cfg, rng(6))
+    assert [checked.send(ti, si) for ti, si in zip(t, s, strict=True)] == [
+        trusted.send_trusted(ti, si) for ti, si in zip(t, s, strict=True)]
+    assert checked.counters == trusted.counters and trusted.counters.dropped_queue > 0
+
+
+def test_a_link_made_from_a_seed_sequence_draws_what_one_from_its_generator_does() -> None:
+    cfg = LinkConfig(delay_ms=15, jitter_ms=3, loss=0.1)
+    t = np.arange(2000) * 0.001
+    s = np.full(2000, 500)
+    from_generator = Link(cfg, np.random.default_rng(np.random.SeedSequence(5))).send_batch(t, s)
+    from_seeds = Link(cfg, np.random.SeedSequence(5)).send_batch(t, s)
+    np.testing.assert_array_equal(from_generator, from_seeds)
+    other = Link(cfg, np.random.SeedSequence(6)).send_batch(t, s)
+    assert not np.array_equal(np.isnan(from_seeds), np.isnan(other))
+
+
 def test_same_seed_same_output_different_seed_different() -> None:
     cfg = LinkConfig(delay_ms=40, jitter_ms=10, loss=0.05)
     t = np.arange(3000) * 0.002

@@ -57,3 +57,13 @@ def test_flight_is_queue(reorder: bool, seed: int) -> None:
         assert flight.min == queue.min
     handed = flight.queue()
     assert handed.a.tolist() == queue.a.tolist() and handed.min == queue.min
+    # The handed-over queue goes on as the one that was a queue throughout.
+    for _ in range(3):
+        sent = _batch(rng, now, seq, 200)
+        seq += len(sent)
+        arrival = np.array([float(r[0]) + 0.03 for r in sent])
+        for q in (handed, queue):
+            q.arrive(Packets(np.array(sent, dtype=PACKET)), arrival)
+        now += 0.05
+        assert handed.pop_until(now, -math.inf).a.tolist() == queue.pop_until(now, -math.inf).a.tolist()
+        assert handed.a.tolist() == queue.a.tolist() and handed.min == queue.min

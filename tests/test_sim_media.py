@@ -7,8 +7,11 @@ import pytest
 from rtcprobe.core.config import VideoSpec
 from rtcprobe.drivers.sim._media import (
     AUDIO,
+    FRAME_SIZE_SPREAD,
+    KEYFRAME_FACTOR,
     OPUS_FRAME_S,
     VIDEO,
+    VP8_DESCRIPTOR,
     VP8_MAX_BPS,
     VP8_MIN_BPS,
     VP8_PACKET_MAX,
@@ -134,6 +137,31 @@ def test_encoder_changes_planned_in_one_call_give_what_one_call_per_change_gives
     assert (one.frame, one.seq, one.keyframes, one.codec_rate, one.force_key) == (
         step.frame, step.seq, step.keyframes, step.codec_rate, step.force_key)
     assert joined.key.any()
+
+
+def test_frame_sizes_follow_the_draws_whatever_the_calls() -> None:
+    # Each frame's size is max(1, rint(mean x its factor)) (a keyframe's mean x KEYFRAME_FACTOR),
+    # the factors drawn in frame order, whether frames come a few or many a call, with keyframes
+    # requested on the way (repeated calls at one mean reuse work: it must not shift a frame).
+    src = VideoSource(VideoSpec(), 0.0, 4, np.random.default_rng(11))
+    mean = src.rate / 8.0 / 30.0
+    parts, until, keys = [], 0.0, []
+    for i, span in enumerate([0.02, 1.0, 0.1, 0.5, 3.0, 0.04, 1.0, 2.5, 0.3, 4.0]):
+        until += span
+        if i in (3, 4, 7):
+            src.force_key = True
+            keys.append(src.frame)
+        parts.append(src.generate(until))
+    p = Packets.concat(parts)
+    assert src.codec_rate == initial_video_target(VideoSpec())  # (one mean throughout)
+    npk = np.bincount(p.frame)
+    sizes = np.bincount(p.frame, weights=p.payload).astype(np.int64) - npk * VP8_DESCRIPTOR
+    factors = np.random.default_rng(11).uniform(1 - FRAME_SIZE_SPREAD, 1 + FRAME_SIZE_SPREAD, len(sizes))
+    expected = np.maximum(1.0, np.rint(mean * factors))
+    expected[[0, *keys]] = round(mean * KEYFRAME_FACTOR)
+    assert len(sizes) > 300 and sizes.tolist() == expected.astype(np.int64).tolist()
+    assert (p.npk == npk[p.frame]).all() and (np.diff(p.seq) == 1).all()
+    assert set(np.unique(p.frame[p.key]).tolist()) == {0, *keys}
 
 
 def test_remb_estimator_backs_off_on_a_growing_queue_and_probes_up_otherwise() -> None:

@@ -54,6 +54,7 @@ from typing import Any, Protocol
 import numpy as np
 from rtcprobe.core.config import Kind
 from rtcprobe.core.observations import (
+    KINDS,
     ConnectionStateChanged,
     DtlsStateChanged,
     IceServer,
@@ -116,6 +117,18 @@ def _gone_float(*_: object) -> float:
 
 # The receiver's one transport (max-bundle), as the aiortc driver names it in the report.
 TRANSPORT_ID = "subscriber"
+
+# The observations every run reports the same way, made once (frozen: safe to share; attrs'
+# validators cost ~1.5 us an object, and a run makes about fifteen of them).
+_PUB, _SUB = Role.PUBLISHER, Role.SUBSCRIBER
+ICE_SERVERS: tuple[IceServer, ...] = (IceServer((TURN_URL,), "86400:rtcprobe-sim", "sim-credential"),)
+_SIGNALING_CONNECTED = SignalingConnected(ICE_SERVERS)
+_TRACK_SUBSCRIBED: dict[Kind, TrackSubscribed] = {kind: TrackSubscribed(kind) for kind in KINDS}
+# both ICE agents start (the receiver's first)
+_CHECKING = (IceStateChanged(_SUB, "checking"), ConnectionStateChanged(_SUB, "connecting"),
+             IceStateChanged(_PUB, "checking"), ConnectionStateChanged(_PUB, "connecting"))
+_ICE_DONE = {role: (IceStateChanged(role, "completed"), DtlsStateChanged(role, "connecting")) for role in Role}
+_DTLS_DONE = {role: (DtlsStateChanged(role, "connected"), ConnectionStateChanged(role, "connected")) for role in Role}
 
 
 class Send(Protocol):
@@ -249,8 +262,8 @@ class Handshakes:
         self._tcp_message(UP, WS_ICE, lambda: self._tcp_message(DOWN, WS_ICED, self._iced))
 
     def _iced(self) -> None:
-        self.ice_servers = (IceServer((TURN_URL,), "86400:rtcprobe-sim", "sim-credential"),)
-        self._observe(SignalingConnected(self.ice_servers))
+        self.ice_servers = ICE_SERVERS
+        self._observe(_SIGNALING_CONNECTED)
 
     def _tcp_message(self, direction: str, size: int, on_delivered: Callable[[], None]) -> None:
         """Send ``size`` bytes reliably; ``on_delivered`` runs once every segment is in."""
@@ -301,15 +314,14 @@ class Handshakes:
         """The receiver took the (held-back) offer — aiortc fires ``track`` in setRemoteDescription —
         and gathers for its answer: a host candidate at once, a relayed one through TURN."""
         for kind in self._tracks:
-            self._observe(TrackSubscribed(kind))
+            self._observe(_TRACK_SUBSCRIBED[kind])
         self._allocate(self._answer_taken)
 
     def _answer_taken(self) -> None:
         """The receiver set its answer (its ICE agent starts, with nothing to check yet) and the
         sender took it: the sender's checks start."""
-        for role in (Role.SUBSCRIBER, Role.PUBLISHER):
-            self._observe(IceStateChanged(role, "checking"))
-            self._observe(ConnectionStateChanged(role, "connecting"))
+        for obs in _CHECKING:
+            self._observe(obs)
         sender, receiver = self.sender, self.receiver
         sender.remote = list(receiver.local)
         for i, remote in enumerate(receiver.local):  # in priority order: the host candidate first
@@ -413,8 +425,8 @@ class Handshakes:
         sender.selected = (sender.local[0], remote)
         for tx in sender.checks:
             tx.cancel()
-        self._observe(IceStateChanged(Role.PUBLISHER, "completed"))
-        self._observe(DtlsStateChanged(Role.PUBLISHER, "connecting"))
+        for obs in _ICE_DONE[_PUB]:
+            self._observe(obs)
         self._schedule_consent(sender)
         if sender.f1_waiting:  # a ClientHello that arrived before ICE completed waited in aioice's queue
             self._sender_f1()
@@ -445,8 +457,8 @@ class Handshakes:
         receiver.selected = (receiver.local[0], receiver.remote[0])
         for tx in receiver.checks:
             tx.cancel()
-        self._observe(IceStateChanged(Role.SUBSCRIBER, "completed"))
-        self._observe(DtlsStateChanged(Role.SUBSCRIBER, "connecting"))
+        for obs in _ICE_DONE[_SUB]:
+            self._observe(obs)
         self._schedule_consent(receiver)
         self._f1 = self._dtls_tx(receiver, 1, self._sender_f1)
 
@@ -528,8 +540,8 @@ class Handshakes:
         self._p2p(sender, DTLS_FLIGHTS[3], "dtls", self._receiver_f4)
         if sender.dtls_connected_at == math.inf:
             sender.dtls_connected_at = self.loop.now
-            self._observe(DtlsStateChanged(Role.PUBLISHER, "connected"))
-            self._observe(ConnectionStateChanged(Role.PUBLISHER, "connected"))
+            for obs in _DTLS_DONE[_PUB]:
+                self._observe(obs)
             self._sender_up(sender)
         self._progress()
 
@@ -539,7 +551,7 @@ class Handshakes:
             self._f3.succeed()
         if receiver.dtls_connected_at == math.inf:
             receiver.dtls_connected_at = self.loop.now
-            self._observe(DtlsStateChanged(Role.SUBSCRIBER, "connected"))
-            self._observe(ConnectionStateChanged(Role.SUBSCRIBER, "connected"))
+            for obs in _DTLS_DONE[_SUB]:
+                self._observe(obs)
             self._receiver_up(receiver)
         self._progress()

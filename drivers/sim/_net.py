@@ -109,7 +109,8 @@ class EventLoop:
         self.now = 0.0
 
     def at(self, t: float, fn: Callable[..., None], *args: Any, tag: Tag) -> None:
-        heapq.heappush(self.heap, (max(t, self.now), self._order, fn, args, tag))
+        now = self.now
+        heapq.heappush(self.heap, (t if t > now else now, self._order, fn, args, tag))  # (max(t, now), no call)
         self._order += 1
 
     def after(self, delay: float, fn: Callable[..., None], *args: Any, tag: Tag) -> None:
@@ -177,7 +178,7 @@ class Path:
         self.batches = 0  # Link.send_batch calls
 
     def send(self, direction: str, t: float, size: int, kind: str) -> float | None:
-        delivered = self.links[direction].send(t, size)
+        delivered = self.links[direction].send_trusted(t, size)
         self.packets += 1
         if self._log is not None:
             self._log.append((t, delivered, direction, kind, size))
@@ -195,7 +196,7 @@ class Path:
             self.batches += 1
         else:
             # One list and one array: cheaper than setting numpy elements one by one.
-            send, nan = link.send, math.nan
+            send, nan = link.send_trusted, math.nan
             out = np.array([nan if (d := send(ti, si)) is None else d
                             for ti, si in zip(t.tolist(), size.tolist(), strict=True)], dtype=np.float64)
         self.packets += n
@@ -211,7 +212,7 @@ class Path:
         if n >= BATCH_MIN:  # (the vectorized path, as send_media takes it)
             out: list[float] = self.send_media(direction, np.array(t), np.array(size, dtype=np.int64), kind).tolist()
             return out
-        send, nan = self.links[direction].send, math.nan
+        send, nan = self.links[direction].send_trusted, math.nan
         if n == 1:  # (the usual case: a packet at a time)
             out = [nan if (d := send(t[0], size[0])) is None else d]
         else:
@@ -280,8 +281,9 @@ class Transaction:
         self.tries_left -= 1
         self.tries += 1
         self._transmit(self)
-        loop = self.loop
-        loop.push(loop.now + self.rto, Transaction._retry, (self,), Tag.RETRY)  # (loop.after's entry)
+        loop = self.loop  # (loop.after's entry, pushed inline)
+        heapq.heappush(loop.heap, (loop.now + self.rto, loop._order, Transaction._retry, (self,), Tag.RETRY))
+        loop._order += 1
         self.rto *= 2
 
     def succeed(self) -> None:

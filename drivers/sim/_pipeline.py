@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from heapq import heappush
 from operator import itemgetter
 from typing import Any
 
@@ -29,7 +30,18 @@ from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 
 from ._handshakes import Peer
 from ._libwebrtc import AIORTC, EndpointModel
-from ._media import _SMALL, AUDIO, PACKET, REMB_INTERVAL, VIDEO, AudioSource, Packets, VideoSource, join
+from ._media import (
+    _SMALL,
+    AUDIO,
+    OPUS_FRAME_S,
+    PACKET,
+    REMB_INTERVAL,
+    VIDEO,
+    AudioSource,
+    Packets,
+    VideoSource,
+    join,
+)
 from ._net import DOWN, UP, EventLoop, Path, Tag
 from ._rtcp import ReportBlock, pli_due, report_delay
 from ._streams import Queue, Streams, inbound
@@ -59,6 +71,10 @@ def _array(recs: list[Rec]) -> NDArray[np.void]:
     return a
 
 
+# An empty PACKET array, shared: a source's packets are replaced, never written in place.
+_NO_PACKETS = _array([])
+
+
 class _Ahead:
     """A source's packets generated ``span`` seconds ahead (one numpy call for many) and handed
     out by send time as records. :meth:`invalidate` when the source's state changes (a new REMB
@@ -71,7 +87,7 @@ class _Ahead:
         self.span = span
         # Generated, arr[i:] not handed out yet. Records are made only of what is handed out:
         # most of what is generated ahead is taken back at the switch.
-        self.arr = _array([])
+        self.arr = _NO_PACKETS
         self.times: list[float] = []  # their send times
         self.i = 0
         self.next_send = source.next_send
@@ -99,6 +115,39 @@ class _Ahead:
         self.next_send = self.src.next_send
 
 
+class _AudioAhead:
+    """:class:`_Ahead` for an :class:`AudioSource` of the plain 20 ms grid: its records made
+    directly, as ``generate(until).a.tolist()`` gives them (the same float operations: the
+    anchor plus the packet number times the frame length), one at a time. Nothing is made
+    ahead, so nothing is handed back at the switch (the source's sequence number is already
+    the next unsent one) and no numpy call is made at all."""
+
+    __slots__ = ("next_send", "src")
+
+    def __init__(self, source: AudioSource) -> None:
+        self.src = source
+        self.next_send = source.next_send
+
+    def take(self, until: float) -> list[Rec]:
+        t = self.next_send  # (= start + seq * OPUS_FRAME_S, the source's own next_send)
+        if t > until:
+            return []
+        src = self.src
+        start, size, payload = src.start, src.size, src.payload
+        k = src.seq
+        out: list[Rec] = []
+        while t <= until:  # (the count _count_from makes: these times never decrease)
+            out.append((t, size, payload, AUDIO, k, k * 960, -1, False, 1, t))
+            k += 1
+            t = start + k * OPUS_FRAME_S
+        src.seq = k
+        self.next_send = t
+        return out
+
+    def invalidate(self) -> None:
+        pass
+
+
 class _Flight:
     """Packets on their way to one end as records, kept sorted by arrival time (``Queue``'s
     rules, one record at a time)."""
@@ -113,6 +162,24 @@ class _Flight:
     def arrive(self, sent: list[Rec], arrival: list[float], resize: int = 0) -> None:
         """Queue what a link delivered of ``sent`` (``arrival``: NaN where it dropped a packet),
         ``resize`` bytes larger on this leg (TURN's reframing)."""
+        if len(sent) == 1:  # (the usual case, one packet: what the general case does with a list of one)
+            a = arrival[0]
+            if a != a:
+                return
+            r = sent[0]
+            rec = (a, r[1] + resize, r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+            q = self.recs
+            if not q:
+                self.recs = [rec]
+                self.min = a
+                return
+            if self.reorder and a < q[-1][_T]:
+                # where a stable sort of the queue with it appended puts it: after every equal time
+                q.insert(bisect_right(q, a, key=_t), rec)
+                self.min = q[0][_T]
+            else:
+                q.append(rec)
+            return
         # (each record made once, field by field: cheaper than unpacking a slice)
         if resize:
             got = [(a, r[1] + resize, r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
@@ -125,15 +192,14 @@ class _Flight:
         reorder = self.reorder
         if reorder and len(got) > 1:
             got.sort(key=_t)  # (stable, as argsort(kind="stable"))
-        q = self.recs
+        q = self.recs  # (this queue's own list: extended in place)
         if q:
             late = reorder and got[0][_T] < q[-1][_T]
-            q = q + got
+            q.extend(got)
             if late:
                 q.sort(key=_t)
         else:
-            q = got
-        self.recs = q
+            self.recs = q = got
         self.min = q[0][_T]
 
     def pop_until(self, t: float, accept_at: float, sent_before: float = math.inf) -> list[Rec]:
@@ -156,10 +222,7 @@ class _Flight:
 
     def queue(self) -> Queue:
         """The same packets as a ``Queue`` (what the steady state takes over)."""
-        out = Queue(self.reorder)
-        if self.recs:
-            out.push(Packets(_array(self.recs)))
-        return out
+        return Queue.of_records(self.reorder, self.recs)
 
 
 class Pipeline:
@@ -184,7 +247,7 @@ class Pipeline:
         self._rtcp_rng = rtcp_rng
         self._started = started
         self._progress = progress
-        self.sources: dict[int, _Ahead] = {}
+        self.sources: dict[int, _Ahead | _AudioAhead] = {}
         self.turn_q = _Flight(reorders[UP])  # arrived (or arriving) at TURN, not yet forwarded
         self.sub_q = _Flight(reorders[DOWN])  # arriving at the subscriber
         self.fine = False  # sync at every media event until media started
@@ -215,8 +278,9 @@ class Pipeline:
             self.sync(1 if direction == UP else 2, up_sent)
         loop = self.loop
         delivered = self.path.send(direction, loop.now, size, kind)
-        if delivered is not None and then is not None:
-            loop.push(delivered, then, args, tag)  # (a link never delivers before now)
+        if delivered is not None and then is not None:  # (loop.push, inline: a link never delivers before now)
+            heappush(loop.heap, (delivered, loop._order, then, args, tag))
+            loop._order += 1
 
     def _relay(self, src: Role, size: int, arrival: Tag, *args: Any) -> None:
         """An RTCP packet from the ``src`` peer to the other, through TURN; where it arrives, the
@@ -253,7 +317,9 @@ class Pipeline:
         self.sync(1)
         extra = peer.extra
         if self._media.audio:
-            self.sources[AUDIO] = _Ahead(self.model.audio(self.loop.now, extra))
+            audio = self.model.audio(self.loop.now, extra)
+            # (a source with its own generate: through numpy, as it makes them)
+            self.sources[AUDIO] = _AudioAhead(audio) if type(audio).generate is AudioSource.generate else _Ahead(audio)
         if self._media.video is not None:
             self.sources[VIDEO] = _Ahead(self.model.video(self._media.video, self.loop.now, extra, self._media_rng,
                                                              self._media.audio))
@@ -316,12 +382,16 @@ class Pipeline:
                     parts.append(mine)
                     sender = senders[kind]
                     sender.packets += len(mine)
-                    sender.bytes += sum([r[_PAYLOAD] for r in mine])
+                    sender.bytes += mine[0][_PAYLOAD] if len(mine) == 1 else sum([r[_PAYLOAD] for r in mine])
             if parts:
                 batch = parts[0]
                 if len(parts) > 1:  # in send order, stream order among equal times
                     batch = sorted([r for part in parts for r in part], key=_t)
-                self.turn_q.arrive(batch, self.path.send_few(UP, [r[_T] for r in batch], [r[_SIZE] for r in batch]))
+                if len(batch) == 1:  # (the usual case: lists of one, without the comprehensions)
+                    times, sizes = [batch[0][_T]], [batch[0][_SIZE]]
+                else:
+                    times, sizes = [r[_T] for r in batch], [r[_SIZE] for r in batch]
+                self.turn_q.arrive(batch, self.path.send_few(UP, times, sizes))
             self._sources_moved()
         if stage >= 2 and self.turn_q.min <= t:
             self._turn_arrivals(t, up_sent)
@@ -345,14 +415,29 @@ class Pipeline:
                 resize = self._resize = self.peers[Role.SUBSCRIBER].extra - self.peers[Role.PUBLISHER].extra
             # ChannelData framing differs between the two legs: the records take the downlink's
             # size where they arrive (one new record each, as every arrival makes anyway).
-            sizes = [r[_SIZE] + resize for r in fwd] if resize else [r[_SIZE] for r in fwd]
-            self.sub_q.arrive(fwd, self.path.send_few(DOWN, [r[_T] for r in fwd], sizes), resize)
+            if len(fwd) == 1:  # (the usual case: lists of one, without the comprehensions)
+                times, sizes = [fwd[0][_T]], [fwd[0][_SIZE] + resize]
+            else:
+                times = [r[_T] for r in fwd]
+                sizes = [r[_SIZE] + resize for r in fwd] if resize else [r[_SIZE] for r in fwd]
+            self.sub_q.arrive(fwd, self.path.send_few(DOWN, times, sizes), resize)
 
     def _subscriber_arrivals(self, t: float) -> None:
         streams = self.streams
         got = self.sub_q.pop_until(t, streams.sub_accept_at)
-        if got:
-            self.sub_last_rx = got[-1][_T]
+        if not got:
+            return
+        self.sub_last_rx = got[-1][_T]
+        if len(got) == 1:  # (the usual case: the loop below for one packet, lists of one made directly)
+            r = got[0]
+            kind = r[_KIND]
+            arrival, seq = [r[_T]], [r[_SEQ]]
+            streams.sub_stats[kind]._add_few(arrival, seq, [r[_TS]], [r[_PAYLOAD]])
+            if kind == VIDEO:
+                streams.sub_est.add_few(arrival, [r[_SENT]], seq, [r[_SIZE]])
+            if kind not in streams.playout.started:
+                self._not_started_yet(kind, got)
+            return
         for kind, mine in self._per_kind(got):
             arrival = [r[_T] for r in mine]
             seq = [r[_SEQ] for r in mine]
@@ -387,9 +472,11 @@ class Pipeline:
             nxt = q
         if (q := self.sub_q.min) < nxt:
             nxt = q
-        if self.loop.now < nxt < self._fine_at:
+        loop = self.loop
+        if loop.now < nxt < self._fine_at:
             self._fine_at = nxt
-            self.loop.push(nxt, self._fine_tick, (), Tag.FINE_TICK)
+            heappush(loop.heap, (nxt, loop._order, self._fine_tick, (), Tag.FINE_TICK))  # (loop.push, inline)
+            loop._order += 1
 
     def _sources_moved(self) -> None:
         nxt = math.inf
@@ -399,9 +486,18 @@ class Pipeline:
         self._src_next = nxt
 
     def _fine_tick(self) -> None:
-        if self.loop.now >= self._fine_at:
+        now = self.loop.now
+        if now >= self._fine_at:
             self._fine_at = math.inf
-        self.sync()
+        # (sync(), inline: a tick runs from the driver's loop, so never inside a sync, and never
+        # after the hand-over, which drops the ticks)
+        self.busy = True
+        try:
+            self._sync(now, 3)
+        finally:
+            self.busy = False
+        if self.fine:
+            self._fine_next()
 
     # --- what arrives at the publisher -------------------------------------------------------------
 

@@ -52,7 +52,7 @@ from rtcprobe.core.observations import InboundStats, OutboundStats, Role
 
 from ._handshakes import Handshakes, Peer
 from ._libwebrtc import NackRtx
-from ._media import AUDIO, F64, I64, REMB_INTERVAL, VIDEO, AudioSource, Packets, RembEstimator, VideoSource, join
+from ._media import AUDIO, F64, I64, REMB_INTERVAL, VIDEO, AudioSource, Packets, RembEstimator, VideoSource, join, take
 from ._net import DOWN, UP, EventLoop, Path, Pending, Tag
 from ._rtcp import RTCP_MIN, RTCP_SPAN, SR_HISTORY, ReportBlock, next_pli_at
 from ._streams import Queue, Streams, inbound
@@ -430,7 +430,7 @@ class SteadyState:
         if not n_audio:
             return [(VIDEO, a)]
         # A stable sort by stream keeps each stream's order: one copy, two views.
-        self._by_kind = a = a.take(kind.argsort(kind="stable"))
+        self._by_kind = a = take(a, kind.argsort(kind="stable"))
         return [(AUDIO, a[:n_audio]), (VIDEO, a[n_audio:])]
 
     def _not_started_yet(self, kind: int, got: Packets) -> None:

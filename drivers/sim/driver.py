@@ -49,6 +49,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import numpy as np
@@ -91,14 +92,33 @@ from ._streams import Streams
 HARMLESS = frozenset({Tag.WATCH, Tag.OBSERVE, Tag.FINE_TICK, Tag.MAYBE_STEADY})
 
 
-def _dropped_at_the_switch(p: Pending) -> bool:
-    """Taken over by the steady state, or moot once in it (the event pipeline's ticks, the
-    switch's own retries, retries of finished transactions)."""
-    return (p.tag in TAKEN_OVER or p.tag is Tag.FINE_TICK or p.tag is Tag.MAYBE_STEADY
-            or (p.tag is Tag.RETRY and p.args[0].done))
+def _take_over(loop: EventLoop) -> list[Pending]:
+    """At the switch: unschedule what the steady state takes over (returned, in firing order)
+    and what is moot once in it (the event pipeline's ticks, the switch's own retries, retries
+    of finished transactions). ``loop.remove`` with this test, in one pass over the entries,
+    with Pendings made for the taken-over ones only."""
+    heap = loop.heap
+    kept: list[Any] = []
+    taken: list[Any] = []
+    for entry in heap:
+        tag = entry[4]
+        if tag in TAKEN_OVER:
+            taken.append(entry)
+        elif not (tag is Tag.FINE_TICK or tag is Tag.MAYBE_STEADY or (tag is Tag.RETRY and entry[3][0].done)):
+            kept.append(entry)
+    if len(kept) < len(heap):
+        heapq.heapify(kept)  # (time, order) keys are unique: the firing order is unchanged
+        heap[:] = kept
+    taken.sort()  # by (time, order): unique, so the entries never compare further
+    make = tuple.__new__  # (a NamedTuple's own __new__ is a Python function)
+    return [make(Pending, (t, tag, args)) for t, _, _, args, tag in taken]
 
 
 _FINAL = (Completed, Failed)  # (a tuple: ``Completed | Failed`` would build a union at every check)
+
+# The observations that depend on nothing but a media kind, made once (frozen: safe to share).
+_MEDIA_STARTED = tuple(MediaStarted(name) for name in KIND_NAMES)  # by the pipeline's kind number
+_ACQUIRED: dict[tuple[str, ...], MediaAcquired] = {}
 
 STREAMS = 5  # random streams spawned from the seed: links, media, RTCP, consent, addresses
 
@@ -182,8 +202,8 @@ class SimDriver:
         self.seed = seed
         # default_rng(seed).spawn(STREAMS), seeded at a third of numpy's cost (the same draws: ._seeds)
         link_s, media_s, rtcp_s, consent_s, addr_s = Seeds(seed).spawn(STREAMS)
-        link_rng, media_rng, self._rtcp_rng, consent_rng = map(generator, (link_s, media_s, rtcp_s, consent_s))
-        uplink, downlink = scenario.build_links(link_rng)
+        media_rng, self._rtcp_rng, consent_rng = map(generator, (media_s, rtcp_s, consent_s))
+        uplink, downlink = scenario.build_links(link_s)  # (seeds: no generators made only to spawn)
         self.path = Path(uplink, downlink, log=packet_log)
         self.loop = EventLoop()
         self.config = PreflightConfig(duration=scenario.duration, media=scenario.media, relay_only=True)
@@ -307,7 +327,10 @@ class SimDriver:
                     self._observe(StatsObserved(self._sample()))
                 case AcquireMedia(media=media):
                     # Synthetic tracks cost no simulated time.
-                    self._observe(MediaAcquired(media.kinds))
+                    acquired = _ACQUIRED.get(media.kinds)
+                    if acquired is None:
+                        acquired = _ACQUIRED[media.kinds] = MediaAcquired(media.kinds)
+                    self._observe(acquired)
                 case ConnectSignaling():
                     self.handshakes.connect_signaling()
                 case OpenPeerConnections(relay_only=relay_only):
@@ -333,7 +356,7 @@ class SimDriver:
         return self.pipeline.last_heard(peer) if self.steady is None else self.steady.last_heard(peer)
 
     def _media_started(self, kind: int, t: float) -> None:
-        self.loop.at(t, self._observe, MediaStarted(KIND_NAMES[kind]), tag=Tag.OBSERVE)
+        self.loop.at(t, self._observe, _MEDIA_STARTED[kind], tag=Tag.OBSERVE)
         if self.streams.all_started:
             self.loop.at(t, self._maybe_steady, tag=Tag.MAYBE_STEADY)  # (also tried at every RTCP timer)
 
@@ -363,7 +386,7 @@ class SimDriver:
         sources, turn_q, sub_q = self.pipeline.hand_over()
         self.handshakes.consent_in_loop = False
         self.steady_at = self.loop.now
-        taken = [p for p in self.loop.remove(_dropped_at_the_switch) if p.tag in TAKEN_OVER]
+        taken = _take_over(self.loop)
         self.steady = SteadyState(
             self.loop, self.path, self.streams, self.handshakes, sources=sources, turn_q=turn_q,
             sub_q=sub_q, sub_last_rx=self.pipeline.sub_last_rx, taken=taken,
@@ -394,13 +417,15 @@ class SimDriver:
                 view = self._candidates = (sub.remote, sub.selected, len(sub.remote), (*sub.local, *sub.remote),
                                            selected)
             candidates, pair = view[3], view[4]
+        # (positional, in the class's field order: audio_out, video_out, audio_in, video_in,
+        # candidate_pair_rtt, ice_candidates, selected_pair, loopback)
         return StatsSample(
-            audio_out=out.get(AUDIO), video_out=out.get(VIDEO), audio_in=inb.get(AUDIO), video_in=inb.get(VIDEO),
+            out.get(AUDIO), out.get(VIDEO), inb.get(AUDIO), inb.get(VIDEO),
             # aiortc has no candidate-pair stats (docs/references.md#aiortc-and-aioice)
-            candidate_pair_rtt=None,
-            ice_candidates=candidates, selected_pair=pair,
+            None,
+            candidates, pair,
             # sender and receiver are both this client's: every round trip is the loop's
-            loopback=True,
+            True,
         )
 
 
