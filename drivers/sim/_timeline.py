@@ -9,8 +9,8 @@ binary search. The numbers are the ones :class:`~._media.ReceiverStats` and
 so its value after every packet is a scaled cumulative sum).
 
 Single elements are read with ``ndarray.item`` (the same Python int or float as ``int(a[i])`` or
-``float(a[i])``, without making a numpy scalar first: about half the instructions; a chunk reads
-a few dozen a run).
+``float(a[i])``, without making a numpy scalar first: about half the instructions; an interval
+reads a few dozen).
 """
 
 from __future__ import annotations
