@@ -683,16 +683,23 @@ _Values = tuple[float | None, float | None, float | None, float | None, float | 
 _NO_VALUES: Final[_Values] = (None, None, None, None, None)
 
 
-def _values_level(media: Media, values: _Values, demanded_bps: float, config: ScorerConfig) -> int | None:
-    """:func:`side_level` on plain values: the component levels of bandwidth_level, latency_level
-    and fraction_lost_level, the worst of the known ones."""
-    actual, available, rtt, jitter, fraction_lost = values
+def _bandwidth_level(actual: float | None, available: float | None, demanded_bps: float,
+                     config: ScorerConfig) -> int | None:
+    """The bandwidth component's level: the worse of what was sent and what was available."""
     worst: int | None = None
     for bps in (actual, available):
         if bps is not None:
             level = level_for_score(bandwidth_score(bps, demanded_bps, config), config)
             if worst is None or level < worst:
                 worst = level
+    return worst
+
+
+def _values_level(media: Media, values: _Values, demanded_bps: float, config: ScorerConfig) -> int | None:
+    """:func:`side_level` on plain values: the component levels of bandwidth_level, latency_level
+    and fraction_lost_level, the worst of the known ones."""
+    actual, available, rtt, jitter, fraction_lost = values
+    worst = _bandwidth_level(actual, available, demanded_bps, config)
     score = latency_score(rtt, jitter)
     if score is not None:
         level = level_for_score(score, config)
@@ -718,12 +725,7 @@ def assess_side(
 def _assess(media: Media, values: _Values, demanded_bps: float, config: ScorerConfig) -> NetworkQualitySendOrRecvStats:
     """:func:`assess_side` on plain values: bandwidth_level, latency_level and fraction_lost_level."""
     actual, available, rtt, jitter, fraction_lost = values
-    bandwidth: int | None = None
-    for bps in (actual, available):
-        if bps is not None:
-            level = level_for_score(bandwidth_score(bps, demanded_bps, config), config)
-            if bandwidth is None or level < bandwidth:
-                bandwidth = level
+    bandwidth = _bandwidth_level(actual, available, demanded_bps, config)
     latency = latency_score(rtt, jitter)
     return NetworkQualitySendOrRecvStats(
         bandwidth=NetworkQualityBandwidthStats(actual, available, bandwidth),
