@@ -131,7 +131,9 @@ _POOLS: dict[tuple[int, tuple[int, ...]], tuple[tuple[int, ...], int]] = {}
 _PCG64_WORDS: dict[tuple[int, tuple[int, ...]], NDArray[np.uint64]] = {}
 
 
-def _remember(memo: dict[_K, _V], key: _K, value: _V) -> _V:
+def remember(memo: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Store ``value`` under ``key`` in a per-process memory of what a seed determines, emptied
+    when full (bounded), and return it."""
     if len(memo) >= _MEMO_MAX:
         memo.clear()
     memo[key] = value
@@ -153,7 +155,7 @@ class Seeds(ISpawnableSeedSequence):
             tail = seed[_POOL:]
             for k in spawn_key:
                 tail += _words(k)
-            known = _remember(_POOLS, key, _mix_in(_prefix(seed), _PREFIX, tail))
+            known = remember(_POOLS, key, _mix_in(_prefix(seed), _PREFIX, tail))
         self.pool, self._pos = known
         self.entropy = entropy
         self.spawn_key = spawn_key
@@ -166,10 +168,7 @@ class Seeds(ISpawnableSeedSequence):
         child._key = key = (self.entropy, spawn_key)
         known = _POOLS.get(key)
         if known is None:
-            known = _mix_in(self.pool, self._pos, _words(i))
-            if len(_POOLS) >= _MEMO_MAX:  # (_remember, inline: a run makes a dozen children)
-                _POOLS.clear()
-            _POOLS[key] = known
+            known = remember(_POOLS, key, _mix_in(self.pool, self._pos, _words(i)))
         child.pool, child._pos = known
         child.n_children_spawned = 0
         return child
@@ -188,10 +187,7 @@ class Seeds(ISpawnableSeedSequence):
             w = [v ^ (v >> 16) for v in w]
             words = np.array([w[0] | w[1] << 32, w[2] | w[3] << 32, w[4] | w[5] << 32, w[6] | w[7] << 32],
                              dtype=np.uint64)
-            if len(_PCG64_WORDS) >= _MEMO_MAX:  # (_remember, inline)
-                _PCG64_WORDS.clear()
-            _PCG64_WORDS[self._key] = words
-            return words.copy()
+            return remember(_PCG64_WORDS, self._key, words).copy()
         if not wide and np.dtype(dtype) != np.uint32:
             raise ValueError("only support uint32 or uint64")
         n = 2 * n_words if wide else n_words

@@ -84,7 +84,7 @@ from ._libwebrtc import LIBWEBRTC, MODELS, NackRtx
 from ._media import AUDIO, KIND_NAMES, VIDEO
 from ._net import DOWN, UP, EventLoop, PacketRecord, Path, Pending, Tag
 from ._pipeline import Pipeline
-from ._seeds import Seeds, generator
+from ._seeds import Seeds, generator, remember
 from ._steady import TAKEN_OVER, SteadyState
 from ._streams import Streams
 
@@ -133,9 +133,7 @@ def _ports(addr: Seeds) -> list[int]:
     key = (addr.entropy, addr.spawn_key)
     known = _PORTS.get(key)
     if known is None:
-        if len(_PORTS) >= 1024:
-            _PORTS.clear()
-        known = _PORTS[key] = generator(addr).integers(49152, 65536, size=6).tolist()
+        known = remember(_PORTS, key, generator(addr).integers(49152, 65536, size=6).tolist())
     return list(known)
 
 
