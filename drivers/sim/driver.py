@@ -49,7 +49,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 import numpy as np
@@ -92,26 +91,12 @@ from ._streams import Streams
 HARMLESS = frozenset({Tag.WATCH, Tag.OBSERVE, Tag.FINE_TICK, Tag.MAYBE_STEADY})
 
 
-def _take_over(loop: EventLoop) -> list[Pending]:
-    """At the switch: unschedule what the steady state takes over (returned, in firing order)
-    and what is moot once in it (the event pipeline's ticks, the switch's own retries, retries
-    of finished transactions). ``loop.remove`` with this test, in one pass over the entries,
-    with Pendings made for the taken-over ones only."""
-    heap = loop.heap
-    kept: list[Any] = []
-    taken: list[Any] = []
-    for entry in heap:
-        tag = entry[4]
-        if tag in TAKEN_OVER:
-            taken.append(entry)
-        elif not (tag is Tag.FINE_TICK or tag is Tag.MAYBE_STEADY or (tag is Tag.RETRY and entry[3][0].done)):
-            kept.append(entry)
-    if len(kept) < len(heap):
-        heapq.heapify(kept)  # (time, order) keys are unique: the firing order is unchanged
-        heap[:] = kept
-    taken.sort()  # by (time, order): unique, so the entries never compare further
-    make = tuple.__new__  # (a NamedTuple's own __new__ is a Python function)
-    return [make(Pending, (t, tag, args)) for t, _, _, args, tag in taken]
+def _dropped_at_the_switch(p: Pending) -> bool:
+    """Taken over by the steady state, or moot once in it (the event pipeline's ticks, the
+    switch's own retries, retries of finished transactions)."""
+    tag = p.tag
+    return (tag in TAKEN_OVER or tag is Tag.FINE_TICK or tag is Tag.MAYBE_STEADY
+            or (tag is Tag.RETRY and p.args[0].done))
 
 
 _FINAL = (Completed, Failed)  # (a tuple: ``Completed | Failed`` would build a union at every check)
@@ -384,7 +369,7 @@ class SimDriver:
         sources, turn_q, sub_q = self.pipeline.hand_over()
         self.handshakes.consent_in_loop = False
         self.steady_at = self.loop.now
-        taken = _take_over(self.loop)
+        taken = [p for p in self.loop.remove(_dropped_at_the_switch) if p.tag in TAKEN_OVER]
         self.steady = SteadyState(
             self.loop, self.path, self.streams, self.handshakes, sources=sources, turn_q=turn_q,
             sub_q=sub_q, sub_last_rx=self.pipeline.sub_last_rx, taken=taken,
