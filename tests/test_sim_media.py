@@ -80,6 +80,15 @@ def test_audio_source_sends_one_opus_packet_per_20_ms_up_to_the_horizon() -> Non
     assert (src.generate(2.0).seq[0], len(src.generate(2.0))) == (6, 0)
 
 
+@pytest.mark.parametrize("start", [0.0, 0.5, 1.0 / 3.0, 7.123456789])
+def test_audio_source_records_are_its_generated_packets(start: float) -> None:
+    # the event-driven phase takes records, the steady state arrays: the same packets, bit for bit
+    arrays, records = AudioSource(start, wire_extra=36), AudioSource(start, wire_extra=36)
+    for until in (start - 0.01, start, start + 0.019, start + 0.02, start + 0.5, start + 0.5, start + 3.0):
+        assert records.records(until) == arrays.generate(until).a.tolist()
+        assert records.next_send == arrays.next_send
+
+
 def test_video_target_follows_resolution_clamped_like_aiortc() -> None:
     assert initial_video_target(VideoSpec()) == 500_000
     assert initial_video_target(VideoSpec(1280, 720, 30)) == VP8_MAX_BPS

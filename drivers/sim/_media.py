@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -250,6 +250,23 @@ class AudioSource:
         k *= 960
         a["ts"] = k
         return Packets(a)
+
+    def records(self, until: float) -> list[tuple[Any, ...]]:
+        """:meth:`generate`'s packets as Python records (what ``generate(until).a.tolist()``
+        gives, with the same float operations: the anchor plus the packet number times the frame
+        length), one at a time: for the event-driven phase, which takes a packet or two per call,
+        where a numpy call costs more than the work. A subclass that overrides :meth:`generate`
+        must override this too."""
+        start, size, payload = self.start, self.size, self.payload
+        k = self.seq
+        t = start + k * OPUS_FRAME_S
+        out: list[tuple[Any, ...]] = []
+        while t <= until:  # (the count _count_from makes: these times never decrease)
+            out.append((t, size, payload, AUDIO, k, k * 960, -1, False, 1, t))
+            k += 1
+            t = start + k * OPUS_FRAME_S
+        self.seq = k
+        return out
 
     def rewind(self, unsent: Packets) -> None:
         """Take back packets generated ahead but never sent."""

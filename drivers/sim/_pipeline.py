@@ -33,7 +33,6 @@ from ._libwebrtc import AIORTC, EndpointModel
 from ._media import (
     _SMALL,
     AUDIO,
-    OPUS_FRAME_S,
     PACKET,
     REMB_INTERVAL,
     VIDEO,
@@ -116,11 +115,9 @@ class _Ahead:
 
 
 class _AudioAhead:
-    """:class:`_Ahead` for an :class:`AudioSource` of the plain 20 ms grid: its records made
-    directly, as ``generate(until).a.tolist()`` gives them (the same float operations: the
-    anchor plus the packet number times the frame length), one at a time. Nothing is made
-    ahead, so nothing is handed back at the switch (the source's sequence number is already
-    the next unsent one) and no numpy call is made at all."""
+    """:class:`_Ahead` for an :class:`AudioSource` whose records are its generated packets
+    (:meth:`AudioSource.records`): nothing is made ahead, so nothing is handed back at the switch
+    (the source's sequence number is already the next unsent one) and no numpy call is made."""
 
     __slots__ = ("next_send", "src")
 
@@ -129,19 +126,10 @@ class _AudioAhead:
         self.next_send = source.next_send
 
     def take(self, until: float) -> list[Rec]:
-        t = self.next_send  # (= start + seq * OPUS_FRAME_S, the source's own next_send)
-        if t > until:
+        if self.next_send > until:
             return []
-        src = self.src
-        start, size, payload = src.start, src.size, src.payload
-        k = src.seq
-        out: list[Rec] = []
-        while t <= until:  # (the count _count_from makes: these times never decrease)
-            out.append((t, size, payload, AUDIO, k, k * 960, -1, False, 1, t))
-            k += 1
-            t = start + k * OPUS_FRAME_S
-        src.seq = k
-        self.next_send = t
+        out = self.src.records(until)
+        self.next_send = self.src.next_send
         return out
 
     def invalidate(self) -> None:
