@@ -244,11 +244,9 @@ class Timeline:
 
     def _sums(self, t: float) -> tuple[int, int, float, int]:
         """(arrivals through the timeline, wire bytes, one-way-delay sum, max seq) at ``t``."""
-        i = bisect_right(self.firsts, t) - 1  # (_locate inline)
-        if i < 0:
+        c, k = self._locate(t)
+        if c is None:
             return 0, 0, 0.0, self._start[2]
-        c = self.chunks[i]
-        k = len(c.arrival) if t >= c.last else int(c.arrival.searchsorted(t, "right"))
         assert c.size is not None and c.owd is not None
         i = k - 1
         s0 = c.s0
